@@ -1,0 +1,3 @@
+from pose_pipeline.cli import main
+
+raise SystemExit(main())

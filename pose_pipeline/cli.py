@@ -1,0 +1,61 @@
+"""`pose-pipeline <stage> ...`: one subcommand per pipeline stage.
+
+Each stage module exposes `configure_parser(parser)` and `run(args) -> int`; this file only
+dispatches, so importing the CLI does not import torch for stages that do not need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pose_pipeline.errors import UserError
+
+# subcommand -> (module, one-line help)
+STAGES = {
+    "demo-data": ("pose_pipeline.demo_data", "generate the synthetic demo dataset (MPII release format)"),
+    "convert": ("pose_pipeline.convert", "convert annotations + images to a crop-normalised Zarr v3 store"),
+    "inspect": ("pose_pipeline.inspect", "summarise a converted store and draw a contact sheet"),
+    "train": ("pose_pipeline.train", "train a model on a converted store"),
+    "predict": ("pose_pipeline.predict", "predict keypoints in original image coordinates"),
+    "score": ("pose_pipeline.score", "score predictions with the reference MPII PCKh"),
+    "roundtrip": ("pose_pipeline.roundtrip", "encode ground truth as targets and decode it back"),
+    "plot": ("pose_pipeline.plots", "training curves, PCKh curves and skeleton overlays"),
+    "model-info": ("pose_pipeline.models.info", "parameter count, FLOPs and output shapes of a model"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+    parser = argparse.ArgumentParser(prog="pose-pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
+    module = None
+    # Only the chosen stage's module is imported (keeps `--help` and light stages fast).
+    chosen = next((a for a in argv if a in STAGES), None)
+    for name, (module_name, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.configure_parser(p)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = build_parser(argv)
+    args = parser.parse_args(argv)
+    if module is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(module.run(args) or 0)
+    except UserError as exc:
+        print(f"pose-pipeline {args.stage}: error: {exc}", file=sys.stderr)
+        return 1

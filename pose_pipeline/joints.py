@@ -1,0 +1,133 @@
+"""Joint sets: names, left/right flip pairs, skeleton edges and PCKh groups.
+
+The one place that knows joint orders. Datasets keep their native set (MPII 16, LSP 14,
+COCO 17); mapping between sets is the explicit `map_joints`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class JointSet:
+    name: str
+    joints: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    edges: tuple[tuple[int, int], ...]
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    def index(self, joint: str) -> int:
+        return self.joints.index(joint)
+
+    def flip_permutation(self) -> np.ndarray:
+        """Index array p such that joints[p] is the mirror image's joint order."""
+        perm = np.arange(self.num_joints)
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def side(self, joint: int) -> str:
+        """'left', 'right' or 'centre' (used to colour skeletons)."""
+        name = self.joints[joint]
+        if name.startswith("l_"):
+            return "left"
+        if name.startswith("r_"):
+            return "right"
+        return "centre"
+
+
+MPII = JointSet(
+    name="mpii",
+    joints=(
+        "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle",
+        "pelvis", "thorax", "upper_neck", "head_top",
+        "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
+    ),
+    flip_pairs=((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)),
+    edges=(
+        (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5),
+        (6, 7), (7, 8), (8, 9),
+        (10, 11), (11, 12), (12, 7), (7, 13), (13, 14), (14, 15),
+    ),
+)
+
+LSP = JointSet(
+    name="lsp",
+    joints=(
+        "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle",
+        "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
+        "neck", "head_top",
+    ),
+    flip_pairs=((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9)),
+    edges=(
+        (0, 1), (1, 2), (3, 4), (4, 5), (2, 3),
+        (6, 7), (7, 8), (9, 10), (10, 11), (8, 12), (9, 12), (12, 13),
+        (2, 8), (3, 9),
+    ),
+)
+
+COCO = JointSet(
+    name="coco",
+    joints=(
+        "nose", "l_eye", "r_eye", "l_ear", "r_ear",
+        "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist",
+        "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle",
+    ),
+    flip_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+    edges=(
+        (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12),
+        (5, 6), (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4),
+        (3, 5), (4, 6),
+    ),
+)
+
+JOINT_SETS = {s.name: s for s in (MPII, LSP, COCO)}
+
+# PCKh groups of the reference MPII evaluation: (column, joint names averaged).
+# Mean is the unweighted mean over the 14 joints other than pelvis and thorax.
+MPII_PCKH_GROUPS = (
+    ("Head", ("head_top",)),
+    ("Shoulder", ("l_shoulder", "r_shoulder")),
+    ("Elbow", ("l_elbow", "r_elbow")),
+    ("Wrist", ("l_wrist", "r_wrist")),
+    ("Hip", ("l_hip", "r_hip")),
+    ("Knee", ("l_knee", "r_knee")),
+    ("Ankle", ("l_ankle", "r_ankle")),
+)
+MPII_PCKH_MEAN_EXCLUDES = ("pelvis", "thorax")
+
+
+def joint_set(name: str) -> JointSet:
+    try:
+        return JOINT_SETS[name]
+    except KeyError:
+        raise ValueError(f"unknown joint set {name!r}; known: {sorted(JOINT_SETS)}") from None
+
+
+def map_joints(
+    keypoints: np.ndarray, visible: np.ndarray, source: JointSet, target: JointSet
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-express (N,Js,2) keypoints and (N,Js) visibility in another joint set.
+
+    Joints that exist in both sets under the same name are copied; the rest are zero and
+    invisible. LSP's 'neck' is MPII's 'upper_neck'.
+    """
+    aliases = {"neck": "upper_neck", "upper_neck": "neck"}
+    keypoints = np.asarray(keypoints)
+    visible = np.asarray(visible)
+    out_kp = np.zeros(keypoints.shape[:-2] + (target.num_joints, 2), keypoints.dtype)
+    out_vis = np.zeros(visible.shape[:-1] + (target.num_joints,), visible.dtype)
+    for t, name in enumerate(target.joints):
+        for candidate in (name, aliases.get(name)):
+            if candidate in source.joints:
+                s = source.index(candidate)
+                out_kp[..., t, :] = keypoints[..., s, :]
+                out_vis[..., t] = visible[..., s]
+                break
+    return out_kp, out_vis
