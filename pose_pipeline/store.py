@@ -1,0 +1,180 @@
+"""The converted-sample store: one Zarr v3 group per dataset split.
+
+Schema (N samples, J joints, S canvas pixels); arrays use the sharding codec, one sample
+per inner chunk, `shard_size` samples per shard file:
+
+  image            (N,S,S,3) uint8    RGB crop: the person box enlarged by `context`
+  keypoints        (N,J,2)   float32  original-image pixels, as annotated (dataset origin)
+  visible          (N,J)     uint8    1 = annotated and usable for loss and scoring
+  affine           (N,2,3)   float64  original-image array coords -> crop pixels
+                                      (crop == cv2.warpAffine(image, affine, (S, S)))
+  center           (N,2)     float64  person centre, as annotated
+  scale            (N,)      float64  person box side / 200 (box = 200 * scale pixels)
+  head_size        (N,)      float64  PCKh unit (0.6 x head-box diagonal); NaN if none
+  image_name       (N,)      str      source image, relative to the image folder
+  source_index     (N,2)     int64    (image, person) index in the annotation file
+
+Group attributes: schema_version, dataset, split, joint_set, joints, flip_pairs, edges,
+pixel_origin (annotated = array + origin), canvas_size, context, converter parameters,
+sources ({file, sha256}), package version, num_samples.
+
+Writers build the store under a temporary name and rename it into place when complete, so
+a killed conversion never leaves a store that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline import __version__, geometry
+from pose_pipeline.errors import UserError
+from pose_pipeline.joints import JointSet, joint_set
+
+SCHEMA_VERSION = 1
+
+# name -> (trailing shape given (J, S), dtype)
+PER_SAMPLE_ARRAYS = {
+    "image": (lambda j, s: (s, s, 3), "uint8"),
+    "keypoints": (lambda j, s: (j, 2), "float32"),
+    "visible": (lambda j, s: (j,), "uint8"),
+    "affine": (lambda j, s: (2, 3), "float64"),
+    "center": (lambda j, s: (2,), "float64"),
+    "scale": (lambda j, s: (), "float64"),
+    "head_size": (lambda j, s: (), "float64"),
+    "image_name": (lambda j, s: (), str),
+    "source_index": (lambda j, s: (2,), "int64"),
+}
+
+
+def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StoreWriter:
+    """Create a store at a temporary path, append whole shards, `commit()` to publish."""
+
+    def __init__(self, path, num_samples: int, joints: JointSet, canvas_size: int,
+                 shard_size: int = 64, attrs: dict | None = None, compression_level: int = 3):
+        import zarr
+        from zarr.codecs import ZstdCodec
+
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+        self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+        self.num_samples = num_samples
+        self.shard_size = shard_size
+        n, j, s = num_samples, joints.num_joints, canvas_size
+        for name, (trailing, dtype) in PER_SAMPLE_ARRAYS.items():
+            shape = (n,) + trailing(j, s)
+            if name == "image":
+                chunks = (1,) + shape[1:]
+                shards = (min(shard_size, max(n, 1)),) + shape[1:]
+                self.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks,
+                                        shards=shards,
+                                        compressors=ZstdCodec(level=compression_level))
+            else:  # small per-sample metadata: read whole, so one chunk
+                self.group.create_array(name, shape=shape, dtype=dtype,
+                                        chunks=(max(n, 1),) + shape[1:])
+        self.group.attrs.update({
+            "schema_version": SCHEMA_VERSION,
+            "joint_set": joints.name,
+            "joints": list(joints.joints),
+            "flip_pairs": [list(p) for p in joints.flip_pairs],
+            "edges": [list(e) for e in joints.edges],
+            "canvas_size": canvas_size,
+            "shard_size": shard_size,
+            "num_samples": num_samples,
+            "package_version": __version__,
+            **(attrs or {}),
+        })
+        self._metadata = {name: [] for name in PER_SAMPLE_ARRAYS if name != "image"}
+        self._written = 0
+
+    def write_block(self, images: np.ndarray, **fields) -> None:
+        """Append a block of samples; blocks of `shard_size` write whole shards at once."""
+        start, stop = self._written, self._written + len(images)
+        if stop > self.num_samples:
+            raise ValueError(f"store {self.path}: {stop} samples written, {self.num_samples} declared")
+        self.group["image"][start:stop] = images
+        for name, values in fields.items():
+            self._metadata[name].append(np.asarray(values))
+        self._written = stop
+
+    def commit(self) -> Path:
+        if self._written != self.num_samples:
+            raise ValueError(f"store {self.path}: {self._written} of {self.num_samples} samples written")
+        for name, parts in self._metadata.items():
+            if self.num_samples:
+                self.group[name][...] = np.concatenate(parts)
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+
+
+class PoseStore:
+    """Read access to a converted store; metadata arrays are read once, images on demand."""
+
+    def __init__(self, path):
+        import zarr
+
+        self.path = Path(path)
+        if not (self.path / "zarr.json").exists():
+            raise UserError(f"{self.path}: not a converted store (no zarr.json); run `pose-pipeline convert` first")
+        self.group = zarr.open_group(str(self.path), mode="r")
+        self.attrs = dict(self.group.attrs)
+        if self.attrs.get("schema_version") != SCHEMA_VERSION:
+            raise UserError(f"{self.path}: store schema version {self.attrs.get('schema_version')!r}, "
+                            f"this pose-pipeline reads version {SCHEMA_VERSION}; convert again")
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self.attrs["num_samples"])
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name in PER_SAMPLE_ARRAYS and name != "image":
+            if name not in self._cache:
+                self._cache[name] = self.group[name][...]
+            return self._cache[name]
+        raise AttributeError(name)
+
+    @property
+    def joint_set(self) -> JointSet:
+        return joint_set(self.attrs["joint_set"])
+
+    @property
+    def canvas_size(self) -> int:
+        return int(self.attrs["canvas_size"])
+
+    @property
+    def context(self) -> float:
+        return float(self.attrs["context"])
+
+    @property
+    def pixel_origin(self) -> float:
+        return float(self.attrs["pixel_origin"])
+
+    def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """A contiguous block of crops (whole-shard reads amortise zarr's per-read cost)."""
+        return self.group["image"][start:stop]
+
+    def keypoints_in_canvas(self) -> np.ndarray:
+        """(N,J,2) keypoints projected into the stored crops."""
+        return geometry.apply(self.affine, geometry.annotated_to_array(self.keypoints, self.pixel_origin))
+
+
+def open_store(path) -> PoseStore:
+    return PoseStore(path)
