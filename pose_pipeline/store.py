@@ -60,9 +60,11 @@ def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:
 
 
 class StoreWriter:
-    """Create a store at a temporary path, append whole shards, `commit()` to publish."""
+    """Build a store at a temporary path: image shards as they come, metadata at the end,
+    then `commit()` renames it into place. `abort()` removes the partial store.
+    """
 
-    def __init__(self, path, num_samples: int, joints: JointSet, canvas_size: int,
+    def __init__(self, path, max_samples: int, joints: JointSet, canvas_size: int,
                  shard_size: int = 64, attrs: dict | None = None, compression_level: int = 3):
         import zarr
         from zarr.codecs import ZstdCodec
@@ -71,20 +73,13 @@ class StoreWriter:
         self.tmp_path = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         shutil.rmtree(self.tmp_path, ignore_errors=True)
         self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
-        self.num_samples = num_samples
-        self.shard_size = shard_size
-        n, j, s = num_samples, joints.num_joints, canvas_size
-        for name, (trailing, dtype) in PER_SAMPLE_ARRAYS.items():
-            shape = (n,) + trailing(j, s)
-            if name == "image":
-                chunks = (1,) + shape[1:]
-                shards = (min(shard_size, max(n, 1)),) + shape[1:]
-                self.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks,
-                                        shards=shards,
-                                        compressors=ZstdCodec(level=compression_level))
-            else:  # small per-sample metadata: read whole, so one chunk
-                self.group.create_array(name, shape=shape, dtype=dtype,
-                                        chunks=(max(n, 1),) + shape[1:])
+        self.joints = joints
+        self.canvas_size = canvas_size
+        shape = (max_samples, canvas_size, canvas_size, 3)
+        self.group.create_array(
+            "image", shape=shape, dtype="uint8", chunks=(1,) + shape[1:],
+            shards=(max(1, min(shard_size, max_samples)),) + shape[1:],
+            compressors=ZstdCodec(level=compression_level))
         self.group.attrs.update({
             "schema_version": SCHEMA_VERSION,
             "joint_set": joints.name,
@@ -93,29 +88,41 @@ class StoreWriter:
             "edges": [list(e) for e in joints.edges],
             "canvas_size": canvas_size,
             "shard_size": shard_size,
-            "num_samples": num_samples,
             "package_version": __version__,
             **(attrs or {}),
         })
-        self._metadata = {name: [] for name in PER_SAMPLE_ARRAYS if name != "image"}
-        self._written = 0
+        self.num_samples = 0
 
-    def write_block(self, images: np.ndarray, **fields) -> None:
-        """Append a block of samples; blocks of `shard_size` write whole shards at once."""
-        start, stop = self._written, self._written + len(images)
-        if stop > self.num_samples:
-            raise ValueError(f"store {self.path}: {stop} samples written, {self.num_samples} declared")
+    def write_block(self, images: np.ndarray) -> None:
+        """Append crops; blocks of `shard_size` starting on a shard boundary write whole
+        shards (a partial shard write re-reads and rewrites the shard)."""
+        start, stop = self.num_samples, self.num_samples + len(images)
         self.group["image"][start:stop] = images
+        self.num_samples = stop
+
+    def truncate(self, num_samples: int) -> None:
+        """Shrink the image array to the samples actually written (after skips)."""
+        self.group["image"].resize((num_samples,) + self.group["image"].shape[1:])
+        self.num_samples = num_samples
+
+    def set_metadata(self, **fields: np.ndarray) -> None:
+        """All per-sample arrays but `image`, in one go (they are small and read whole)."""
+        missing = set(PER_SAMPLE_ARRAYS) - {"image"} - set(fields)
+        if missing:
+            raise ValueError(f"store {self.path}: metadata arrays missing: {sorted(missing)}")
+        n, j, s = self.num_samples, self.joints.num_joints, self.canvas_size
         for name, values in fields.items():
-            self._metadata[name].append(np.asarray(values))
-        self._written = stop
+            trailing, dtype = PER_SAMPLE_ARRAYS[name]
+            shape = (n,) + trailing(j, s)
+            values = np.asarray(values)
+            if values.shape != shape:
+                raise ValueError(f"store {self.path}: {name} has shape {values.shape}, expected {shape}")
+            array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=(max(n, 1),) + shape[1:])
+            if n:
+                array[...] = values
 
     def commit(self) -> Path:
-        if self._written != self.num_samples:
-            raise ValueError(f"store {self.path}: {self._written} of {self.num_samples} samples written")
-        for name, parts in self._metadata.items():
-            if self.num_samples:
-                self.group[name][...] = np.concatenate(parts)
+        self.group.attrs["num_samples"] = self.num_samples
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.tmp_path, self.path)

@@ -1,0 +1,283 @@
+"""`pose-pipeline convert`: annotations + images -> crop-normalised Zarr v3 store.
+
+Each sample is the person box (200 x scale pixels, hourglass convention) enlarged by
+`context`, warped to a `canvas_size` square; the store keeps the affine back to the
+original image, so every later stage can return to original pixels exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline import geometry
+from pose_pipeline.errors import UserError
+from pose_pipeline.joints import MPII, JointSet
+from pose_pipeline.store import StoreWriter, sha256_of
+
+log = logging.getLogger(__name__)
+
+PERSON_BOX = 200.0  # pixels per unit of `scale` (MPII / hourglass convention)
+
+
+@dataclass
+class Samples:
+    """What a converter hands to the writer: one row per person, annotated convention."""
+
+    joints: JointSet
+    pixel_origin: float
+    image_names: list[str]
+    keypoints: np.ndarray  # (N,J,2)
+    visible: np.ndarray  # (N,J) uint8
+    center: np.ndarray  # (N,2)
+    scale: np.ndarray  # (N,)
+    head_size: np.ndarray  # (N,)
+    source_index: np.ndarray  # (N,2)
+    problems: list[str]  # '' where fine
+
+    def __len__(self) -> int:
+        return len(self.image_names)
+
+    def take(self, index: np.ndarray) -> "Samples":
+        index = np.asarray(index)
+        return Samples(self.joints, self.pixel_origin, [self.image_names[i] for i in index],
+                       self.keypoints[index], self.visible[index], self.center[index],
+                       self.scale[index], self.head_size[index], self.source_index[index],
+                       [self.problems[i] for i in index])
+
+
+# ---------------------------------------------------------------------------- formats
+
+
+def read_mpii(annotations: Path, split: str, val_split: Path | None) -> Samples:
+    """MPII release .mat (train/val through the val-split file) or hourglass .h5 (as is)."""
+    from pose_pipeline.formats import mpii
+
+    if annotations.suffix in (".h5", ".hdf5"):
+        people = mpii.read_hourglass_h5(annotations)
+        order = np.arange(len(people.image_names))
+    else:
+        people = mpii.read_release(annotations)
+        order = mpii.split_order(people, split, val_split)
+    samples = Samples(
+        joints=MPII, pixel_origin=1.0, image_names=list(people.image_names),
+        keypoints=people.keypoints, visible=people.annotated.astype(np.uint8),
+        center=people.center, scale=people.scale, head_size=people.head_size,
+        source_index=np.stack([people.image_index, people.person_index], axis=1),
+        problems=list(people.problems),
+    )
+    return samples.take(order)
+
+
+READERS = {"mpii": read_mpii}
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def check_image_name(name: str) -> str:
+    if not name or os.path.isabs(name) or ".." in Path(name).parts:
+        return f"image name {name!r} is absolute or leaves the image folder"
+    return ""
+
+
+def load_image(path: Path) -> tuple[np.ndarray | None, str]:
+    """RGB image, or (None, reason) for a missing, truncated or undecodable file."""
+    import cv2
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"missing image {path}"
+    except OSError as exc:
+        return None, f"unreadable image {path}: {exc.strerror}"
+    # libjpeg decodes a truncated file with a warning and grey rows; the end marker tells.
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+        return None, f"truncated JPEG {path}"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None, f"undecodable image {path}"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), ""
+
+
+def sample_affines(samples: Samples, canvas_size: int, context: float) -> np.ndarray:
+    center = geometry.annotated_to_array(samples.center, samples.pixel_origin)
+    return geometry.crop_affine(center, PERSON_BOX * samples.scale * context, canvas_size)
+
+
+def crop_block(args) -> tuple[np.ndarray, list[str]]:
+    """Worker: crops for one block of samples -> (images (B,S,S,3), per-sample problem)."""
+    image_dir, names, affines, canvas_size = args
+    crops = np.zeros((len(names), canvas_size, canvas_size, 3), np.uint8)
+    problems = []
+    cache: dict[str, tuple] = {}  # MPII images often hold several people
+    for i, (name, affine) in enumerate(zip(names, affines)):
+        if name not in cache:
+            cache = {name: load_image(Path(image_dir) / name)}
+        image, problem = cache[name]
+        if image is not None:
+            crops[i] = geometry.warp_image(image, affine, canvas_size)
+        problems.append(problem)
+    return crops, problems
+
+
+def annotation_problems(samples: Samples) -> list[str]:
+    problems = []
+    for i in range(len(samples)):
+        problem = samples.problems[i] or check_image_name(samples.image_names[i])
+        if not problem:
+            vis = samples.visible[i] > 0
+            if not np.all(np.isfinite(samples.keypoints[i][vis])) or not np.all(np.isfinite(samples.center[i])):
+                problem = "NaN or infinite coordinates"
+            elif not np.isfinite(samples.scale[i]) or samples.scale[i] <= 0:
+                problem = f"scale {samples.scale[i]} is not positive"
+            elif not vis.any():
+                problem = "no annotated joints"
+        problems.append(problem)
+    return problems
+
+
+# ---------------------------------------------------------------------------- convert
+
+
+def convert(fmt: str, annotations, images, out, split: str = "train", val_split=None,
+            canvas_size: int = 384, context: float = 1.5, shard_size: int = 64,
+            on_bad_sample: str = "error", workers: int | None = None,
+            dataset: str | None = None, progress: bool = True) -> dict:
+    """Convert one split; returns a summary {samples, skipped, store}."""
+    from tqdm import tqdm
+
+    annotations, images, out = Path(annotations), Path(images), Path(out)
+    val_split = Path(val_split) if val_split else None
+    for path, what in ((annotations, "annotation file"), (images, "image folder"), (val_split, "split file")):
+        if path is not None and not path.exists():
+            raise UserError(f"{what} {path} does not exist")
+    samples = READERS[fmt](annotations, split, val_split)
+    if len(samples) == 0:
+        raise UserError(f"{annotations}: no annotated people in split {split!r}")
+
+    bad: list[tuple[int, str, str]] = []
+
+    def reject(index: int, problem: str) -> None:
+        record = f"{annotations}: record {samples.source_index[index].tolist()} (image {samples.image_names[index]})"
+        if on_bad_sample == "error":
+            raise UserError(f"{record}: {problem} (use --on-bad-sample skip to leave such samples out)")
+        bad.append((index, samples.image_names[index], problem))
+
+    for i, problem in enumerate(annotation_problems(samples)):
+        if problem:
+            reject(i, problem)
+    keep = np.array(sorted(set(range(len(samples))) - {b[0] for b in bad}), dtype=np.int64)
+    affines = sample_affines(samples, canvas_size, context)
+
+    sources = [{"file": annotations.name, "sha256": sha256_of(annotations)}]
+    if val_split is not None:
+        sources.append({"file": val_split.name, "sha256": sha256_of(val_split)})
+    writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs={
+        "dataset": dataset or annotations.stem, "split": split, "format": fmt,
+        "pixel_origin": samples.pixel_origin, "context": context,
+        "converter": {"canvas_size": canvas_size, "context": context, "shard_size": shard_size,
+                      "on_bad_sample": on_bad_sample, "person_box": PERSON_BOX},
+        "sources": sources,
+    })
+    blocks = [keep[i:i + shard_size] for i in range(0, len(keep), shard_size)]
+    jobs = [(str(images), [samples.image_names[i] for i in b], affines[b], canvas_size) for b in blocks]
+    workers = workers or min(len(os.sched_getaffinity(0)), max(len(blocks), 1))
+    pending: list[tuple[np.ndarray, np.ndarray]] = []  # buffered good crops, whole shards out
+    written: list[int] = []
+
+    def flush(final: bool = False) -> None:
+        while pending and (final or sum(len(p[1]) for p in pending) >= shard_size):
+            images_ = np.concatenate([p[0] for p in pending])
+            index = np.concatenate([p[1] for p in pending])
+            take = len(index) if final else shard_size
+            writer.write_block(images_[:take])
+            written.extend(index[:take].tolist())
+            pending[:] = [(images_[take:], index[take:])] if take < len(index) else []
+
+    try:
+        with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+            bar = tqdm(total=len(keep), desc=f"convert {out.name}", unit="img", disable=not progress)
+            for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
+                ok = np.array([not p for p in problems], dtype=bool)
+                for index, problem in zip(block[~ok], np.array(problems, dtype=object)[~ok]):
+                    reject(int(index), problem)
+                pending.append((crops[ok], block[ok]))
+                flush()
+                bar.update(len(block))
+            bar.close()
+        flush(final=True)
+        order = np.asarray(written, dtype=np.int64)
+        writer.truncate(len(order))
+        writer.set_metadata(
+            keypoints=samples.keypoints[order].astype(np.float32), visible=samples.visible[order],
+            affine=affines[order], center=samples.center[order], scale=samples.scale[order],
+            head_size=samples.head_size[order],
+            image_name=np.array([samples.image_names[i] for i in order], dtype=str),
+            source_index=samples.source_index[order],
+        )
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    if on_bad_sample == "skip":
+        write_bad_samples(out.with_suffix(".bad_samples.csv"), bad)
+        if bad:
+            log.warning("skipped %d bad samples, listed in %s", len(bad), out.with_suffix(".bad_samples.csv"))
+    return {"samples": len(order), "skipped": len(bad), "store": str(out)}
+
+
+class _Serial:
+    """Stand-in for a process pool when one worker is enough."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def map(fn, items):
+        return map(fn, items)
+
+
+def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["index", "image", "reason"])
+        out.writerows(sorted(bad))
+    os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("format", choices=sorted(READERS), help="annotation format")
+    p.add_argument("--annotations", required=True, help="annotation file (MPII release .mat or hourglass .h5)")
+    p.add_argument("--images", required=True, help="folder of the original images")
+    p.add_argument("--out", required=True, help="output store (a .zarr folder)")
+    p.add_argument("--split", choices=["train", "val", "all"], default="train")
+    p.add_argument("--val-split", help="file naming the validation people (detections.mat layout)")
+    p.add_argument("--canvas-size", type=int, default=384, help="side of the stored crops")
+    p.add_argument("--context", type=float, default=1.5, help="crop = person box x context")
+    p.add_argument("--shard-size", type=int, default=64, help="samples per shard file")
+    p.add_argument("--on-bad-sample", choices=["error", "skip"], default="error")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--dataset", help="dataset name recorded in the store")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = convert(args.format, args.annotations, args.images, args.out, args.split,
+                      args.val_split, args.canvas_size, args.context, args.shard_size,
+                      args.on_bad_sample, args.workers, args.dataset)
+    print(f"{summary['store']}: {summary['samples']} samples, {summary['skipped']} skipped")
+    return 0

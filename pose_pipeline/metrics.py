@@ -1,0 +1,262 @@
+"""PCKh as the reference MPII evaluation computes it, and LSP-style PCK; pure numpy.
+
+The one place for the metric. Every function takes arrays in one pixel convention (any,
+as long as predictions and ground truth share it) and returns rates in percent.
+
+PCKh, following `eval_PCKh.m` (Tompson / Newell / bearpaw-pytorch-pose; its Python port
+`eval_PCKh.py` computes the same):
+
+* head size = 0.6 x the head-box diagonal (`SC_BIAS` of `util_get_head_size.m`);
+* normalised distance = ||pred - gt|| / head size;
+* a joint is *counted* where it is annotated (`jnt_missing == 0`, our `visible == 1`);
+* it is *correct* where counted and the normalised distance is strictly below the
+  threshold (`scaled_uv_err < threshold`);
+* per-joint rate = 100 x correct / counted (NaN where nothing is counted, as 0/0 there);
+* each group column (Shoulder, Elbow, ...) is the mean of its left and right joint
+  *rates*, `(PCKh(lsho) + PCKh(rsho)) / 2`, not a pooled count; Head is head top alone;
+* Mean is the unweighted mean of the 14 joint rates other than pelvis and thorax,
+  `mean(PCKh([1:6, 9:16]))` (so upper neck counts in Mean but has no column);
+* the curve is taken at thresholds `0:0.01:0.5` (51 values, 0.5 included);
+  AUC@0.5 = the mean of a column's curve over those thresholds.
+
+The count-weighted alternative (correct / counted pooled over the same 14 joints, the
+"total" of Pishchulin's `evaluatePCKh.m`) is `weighted_mean_rate`; the score stage
+reports it separately as "Mean(weighted)", never in the Mean column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pose_pipeline.joints import LSP, MPII, MPII_PCKH_GROUPS, MPII_PCKH_MEAN_EXCLUDES, JointSet
+
+PCKH_HEAD_SIZE_FACTOR = 0.6
+# Rounded so that 0.1 and 0.5 equal the literals: curve points then match point rates.
+PCKH_THRESHOLDS = np.round(np.arange(51) * 0.01, 2)
+TABLE_COLUMNS = tuple(name for name, _ in MPII_PCKH_GROUPS) + ("Mean",)
+TABLE_ROWS = ("PCKh@0.5", "PCKh@0.1", "AUC@0.5")
+WEIGHTED_MEAN_COLUMN = "Mean(weighted)"
+
+
+# ------------------------------------------------------------------- input checking
+
+
+def check_keypoints(points, name: str = "keypoints", num_joints: int | None = None,
+                    allow_nan: bool = False) -> np.ndarray:
+    """`points` as a float64 (N,J,2) array, or ValueError saying what is wrong."""
+    points = np.asarray(points)
+    if points.ndim != 3 or points.shape[-1] != 2:
+        raise ValueError(f"{name}: expected shape (N, J, 2), got {points.shape}")
+    if num_joints is not None and points.shape[1] != num_joints:
+        raise ValueError(f"{name}: expected {num_joints} joints, got {points.shape[1]} "
+                         f"(shape {points.shape})")
+    if not np.issubdtype(points.dtype, np.number) or np.iscomplexobj(points):
+        raise ValueError(f"{name}: expected real numbers, got dtype {points.dtype}")
+    points = points.astype(np.float64)
+    if not allow_nan:
+        bad = ~np.isfinite(points).all(axis=-1)
+        if bad.any():
+            n, j = np.argwhere(bad)[0]
+            raise ValueError(f"{name}: {int(bad.sum())} non-finite (NaN/inf) coordinates, "
+                             f"first at sample {n}, joint {j}")
+    return points
+
+
+def head_size_from_boxes(headboxes) -> np.ndarray:
+    """PCKh unit per sample: 0.6 x the head-box diagonal.
+
+    Accepts the reference layout `headboxes_src` (2,2,N) = (corner [top-left,
+    bottom-right], coordinate [x, y], sample) or (N,4) rows x1, y1, x2, y2.
+    """
+    boxes = np.asarray(headboxes, dtype=np.float64)
+    if boxes.ndim == 3 and boxes.shape[:2] == (2, 2):
+        diagonal = boxes[1] - boxes[0]  # (2, N)
+        return PCKH_HEAD_SIZE_FACTOR * np.hypot(diagonal[0], diagonal[1])
+    if boxes.ndim == 2 and boxes.shape[1] == 4:
+        return PCKH_HEAD_SIZE_FACTOR * np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    raise ValueError(f"head boxes: expected shape (2, 2, N) or (N, 4), got {boxes.shape}")
+
+
+# ---------------------------------------------------------------------------- PCK core
+
+
+def normalized_distances(preds, gt, unit) -> np.ndarray:
+    """(N,J) distances ||pred - gt|| / unit[n]; NaN where gt is NaN or the unit is not a
+    positive finite number (such entries may only sit at joints that are not counted)."""
+    preds = check_keypoints(preds, "predictions")
+    gt = check_keypoints(gt, "ground truth", num_joints=preds.shape[1], allow_nan=True)
+    unit = np.asarray(unit, dtype=np.float64)
+    if gt.shape[0] != preds.shape[0] or unit.shape != (preds.shape[0],):
+        raise ValueError(f"sample counts differ: predictions {preds.shape[0]}, ground truth "
+                         f"{gt.shape[0]}, normalising sizes {unit.shape}")
+    valid_unit = np.isfinite(unit) & (unit > 0)
+    safe_unit = np.where(valid_unit, unit, 1.0)
+    dist = np.hypot(*np.moveaxis(preds - gt, -1, 0)) / safe_unit[:, None]
+    return np.where(valid_unit[:, None], dist, np.nan)
+
+
+def _check_counted(dist: np.ndarray, counted) -> np.ndarray:
+    dist = np.asarray(dist, dtype=np.float64)
+    counted = np.asarray(counted)
+    if counted.shape != dist.shape:
+        raise ValueError(f"counted mask shape {counted.shape} != distances shape {dist.shape}")
+    counted = counted.astype(bool)
+    bad = counted & ~np.isfinite(dist)
+    if bad.any():
+        n, j = np.argwhere(bad)[0]
+        raise ValueError(f"{int(bad.sum())} counted joints have no finite distance (NaN ground "
+                         f"truth or a missing/zero head size), first at sample {n}, joint {j}")
+    return counted
+
+
+def pckh_curve(dist, counted, thresholds=PCKH_THRESHOLDS, inclusive: bool = False) -> np.ndarray:
+    """(T,J) percent of counted joints with distance < threshold (<= when `inclusive`)."""
+    counted = _check_counted(dist, counted)
+    thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+    dist = np.where(counted, dist, np.inf)  # uncounted joints never correct
+    below = dist[None] <= thresholds[:, None, None] if inclusive else dist[None] < thresholds[:, None, None]
+    correct = below.sum(axis=1)
+    count = counted.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, 100.0 * correct / count, np.nan)
+
+
+def pck_per_joint(dist, counted, threshold: float, inclusive: bool = False) -> np.ndarray:
+    """(J,) percent of counted joints with distance < threshold (<= when `inclusive`)."""
+    return pckh_curve(dist, counted, [threshold], inclusive)[0]
+
+
+def group_rates(rates, joints: JointSet = MPII, groups=MPII_PCKH_GROUPS,
+                mean_excludes=MPII_PCKH_MEAN_EXCLUDES) -> dict[str, np.ndarray]:
+    """Table columns from per-joint rates (..., J): each group the mean of its joints'
+    rates, Mean the unweighted mean over the joints not in `mean_excludes`."""
+    rates = np.asarray(rates, dtype=np.float64)
+    if rates.shape[-1] != joints.num_joints:
+        raise ValueError(f"rates have {rates.shape[-1]} joints, joint set {joints.name} has "
+                         f"{joints.num_joints}")
+    missing = sorted({n for _, names in groups for n in names} - set(joints.joints))
+    if missing:
+        raise ValueError(f"joint set {joints.name} lacks the PCKh group joints {missing}")
+    columns = {name: rates[..., [joints.index(n) for n in names]].mean(axis=-1)
+               for name, names in groups}
+    kept = [j for j, n in enumerate(joints.joints) if n not in mean_excludes]
+    columns["Mean"] = rates[..., kept].mean(axis=-1)
+    return columns
+
+
+def weighted_mean_rate(dist, counted, threshold: float, joints: JointSet = MPII,
+                       mean_excludes=MPII_PCKH_MEAN_EXCLUDES) -> float:
+    """Percent correct pooled over all counted joints except `mean_excludes` (each
+    annotated joint weighs the same, so frequent joints dominate)."""
+    counted = _check_counted(dist, counted)
+    kept = [j for j, n in enumerate(joints.joints) if n not in mean_excludes]
+    c = counted[:, kept]
+    total = c.sum()
+    if total == 0:
+        return float("nan")
+    return float(100.0 * (c & (np.asarray(dist)[:, kept] < threshold)).sum() / total)
+
+
+# --------------------------------------------------------------------------- PCKh
+
+
+def _pckh_inputs(preds, gt, visible, head_size, joints: JointSet):
+    preds = check_keypoints(preds, "predictions", num_joints=joints.num_joints)
+    visible = np.asarray(visible)
+    if visible.shape != preds.shape[:2]:
+        raise ValueError(f"visible: expected shape {preds.shape[:2]}, got {visible.shape}")
+    dist = normalized_distances(preds, gt, head_size)
+    return dist, visible == 1
+
+
+def pckh_evaluation(preds, gt, visible, head_size, joints: JointSet = MPII,
+                    thresholds=PCKH_THRESHOLDS) -> dict:
+    """Everything the score stage reports, as plain JSON-ready Python values.
+
+    Keys: thresholds, table (rows x columns, as `mpii_pckh_table`), mean_weighted
+    (row -> pooled rate), per_joint (joint -> PCKh@0.5, PCKh@0.1, AUC@0.5, count),
+    curves (column -> rate per threshold), joint_curves (joint -> rate per threshold).
+    NaN (no counted joint) becomes None.
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    for needed in (0.5, 0.1):
+        if not np.any(thresholds == needed):
+            raise ValueError(f"thresholds must include {needed}")
+    dist, counted = _pckh_inputs(preds, gt, visible, head_size, joints)
+    curve = pckh_curve(dist, counted, thresholds)  # (T, J)
+    at = {t: curve[np.flatnonzero(thresholds == t)[0]] for t in (0.5, 0.1)}
+    auc = curve.mean(axis=0)
+    column_curves = group_rates(curve, joints)
+    table = {
+        "PCKh@0.5": group_rates(at[0.5], joints),
+        "PCKh@0.1": group_rates(at[0.1], joints),
+        "AUC@0.5": {k: v.mean() for k, v in column_curves.items()},
+    }
+
+    def num(x):
+        x = float(x)
+        return None if np.isnan(x) else x
+
+    counts = counted.sum(axis=0)
+    return {
+        "thresholds": [float(t) for t in thresholds],
+        "table": {row: {col: num(cols[col]) for col in TABLE_COLUMNS} for row, cols in table.items()},
+        "mean_weighted": {
+            "PCKh@0.5": num(weighted_mean_rate(dist, counted, 0.5, joints)),
+            "PCKh@0.1": num(weighted_mean_rate(dist, counted, 0.1, joints)),
+            "AUC@0.5": num(np.mean([weighted_mean_rate(dist, counted, t, joints) for t in thresholds])),
+        },
+        "per_joint": {
+            name: {"PCKh@0.5": num(at[0.5][j]), "PCKh@0.1": num(at[0.1][j]),
+                   "AUC@0.5": num(auc[j]), "count": int(counts[j])}
+            for j, name in enumerate(joints.joints)
+        },
+        "curves": {col: [num(v) for v in column_curves[col]] for col in TABLE_COLUMNS},
+        "joint_curves": {name: [num(v) for v in curve[:, j]] for j, name in enumerate(joints.joints)},
+    }
+
+
+def mpii_pckh_table(preds, gt, visible, head_size, joints: JointSet = MPII) -> dict[str, dict[str, float]]:
+    """{"PCKh@0.5" | "PCKh@0.1" | "AUC@0.5": {Head, Shoulder, ..., Ankle, Mean: percent}}.
+
+    preds, gt (N,J,2) in the same pixel convention; visible (N,J), 1 = annotated;
+    head_size (N,) the PCKh unit (see `head_size_from_boxes`). NaN where a column has no
+    counted joint.
+    """
+    table = pckh_evaluation(preds, gt, visible, head_size, joints)["table"]
+    return {row: {col: float("nan") if v is None else v for col, v in cols.items()}
+            for row, cols in table.items()}
+
+
+# ------------------------------------------------------------------------- LSP PCK
+
+
+def torso_size(gt, joints: JointSet = LSP) -> np.ndarray:
+    """(N,) LSP torso size: ||left shoulder - right hip|| of the ground truth.
+
+    As in the LSP PCK evaluation (`eval_pck.m` of bearpaw/eval_pose, after Sapp & Taskar):
+    `norm(gt(:,10) - gt(:,3))`, joints 10 and 3 of the LSP order being left shoulder and
+    right hip (the diagonal "right shoulder - left hip" from the observer's side).
+    """
+    gt = check_keypoints(gt, "ground truth", num_joints=joints.num_joints, allow_nan=True)
+    diagonal = gt[:, joints.index("l_shoulder")] - gt[:, joints.index("r_hip")]
+    return np.hypot(diagonal[:, 0], diagonal[:, 1])
+
+
+def pck_torso(preds, gt, visible, threshold: float = 0.2, joints: JointSet = LSP) -> dict[str, float]:
+    """LSP-style PCK@threshold normalised by torso size, as table columns.
+
+    Correct where distance <= threshold x torso size (inclusive, as `eval_pck.m`); a
+    joint counts where visible == 1 and both torso joints of its sample are annotated
+    (the reference counts every joint, its ground truth being complete). Columns as
+    PCKh: groups average left and right rates, Mean the unweighted joint mean.
+    """
+    preds = check_keypoints(preds, "predictions", num_joints=joints.num_joints)
+    visible = np.asarray(visible)
+    if visible.shape != preds.shape[:2]:
+        raise ValueError(f"visible: expected shape {preds.shape[:2]}, got {visible.shape}")
+    torso_known = (visible[:, joints.index("l_shoulder")] == 1) & (visible[:, joints.index("r_hip")] == 1)
+    dist = normalized_distances(preds, gt, np.where(torso_known, torso_size(gt, joints), np.nan))
+    counted = (visible == 1) & torso_known[:, None]
+    rates = pck_per_joint(dist, counted, threshold, inclusive=True)
+    return {k: float(v) for k, v in group_rates(rates, joints).items()}

@@ -1,0 +1,96 @@
+"""Model registry: build a model from the experiment config, load checkpoints.
+
+Checkpoints this project writes hold `{"model_config": {...}, "state_dict": ...}`; PyTorch-Pose
+files hold `{"state_dict": {"module.<key>": ...}, "epoch", "arch", "best_acc", "optimizer"}` and
+their architecture is inferred from the state dict. Both load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pose_pipeline.errors import UserError
+from pose_pipeline.models import hourglass
+
+ARCHITECTURES = {"hourglass": hourglass}
+
+
+def _register_optional() -> None:
+    try:  # PyraNet lives in its own module; absent in minimal builds
+        from pose_pipeline.models import pyranet
+    except ImportError:
+        return
+    ARCHITECTURES["pyranet"] = pyranet
+
+
+_register_optional()
+
+
+def build_model(model_config: dict, joints: int) -> torch.nn.Module:
+    """The model described by an experiment's `model:` section, for `joints` output channels."""
+    arch = model_config.get("arch", "hourglass")
+    if arch not in ARCHITECTURES:
+        raise UserError(f"unknown model arch {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch].build(model_config, joints)
+
+
+def strip_module_prefix(state_dict: dict) -> dict:
+    """Keys saved from nn.DataParallel / DistributedDataParallel start with `module.`."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint dict, loaded without executing pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise UserError(f"{path}: refused, the file needs pickled code to load ({text}); "
+                            "only plain tensors and containers are accepted") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({text})") from None
+    if isinstance(checkpoint, dict) and "state_dict" not in checkpoint and all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        checkpoint = {"state_dict": checkpoint}  # a bare state dict
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{path}: not a model checkpoint (no state_dict)")
+    return checkpoint
+
+
+def model_config_of(checkpoint: dict, path="checkpoint") -> dict:
+    """Architecture of a checkpoint: recorded by this project, else inferred from the keys."""
+    if isinstance(checkpoint.get("model_config"), dict):
+        return dict(checkpoint["model_config"])
+    state_dict = strip_module_prefix(checkpoint["state_dict"])
+    for arch, module in ARCHITECTURES.items():
+        if module.is_state_dict(state_dict):
+            return module.config_from_state_dict(state_dict)
+    raise UserError(f"{path}: state dict matches no known architecture ({', '.join(ARCHITECTURES)})")
+
+
+def load_model(path, expect: dict | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """An eval-mode model from a checkpoint of this project or of PyTorch-Pose.
+
+    `expect` (optional) holds model-config keys the caller needs (e.g. joints, arch); a
+    checkpoint that differs is refused naming both values.
+    """
+    checkpoint = read_checkpoint(path)
+    config = model_config_of(checkpoint, path)
+    for key, value in (expect or {}).items():
+        if key in config and config[key] != value:
+            raise UserError(f"{path}: checkpoint has {key}={config[key]!r}, this run needs {value!r}")
+    model = build_model(config, config["joints"])
+    state_dict = strip_module_prefix(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit a {config}: {str(exc).splitlines()[0]}") from None
+    model.model_config = config
+    return model.eval().to(device)
