@@ -133,12 +133,18 @@ def synthetic_paths(name: str, results: str = "results") -> dict:
     }
 
 
-def dataset_sources(config: dict, name: str) -> dict:
+def dataset_sources(config: dict, name: str, files_only: bool = False) -> dict:
     """Annotation, image and split paths of a dataset (generated ones for synthetic data)."""
     ds = config["datasets"][name]
-    if "synthetic" in ds:
-        return synthetic_paths(name)
-    return {key: ds[key] for key in ("annotations", "images", "val_split") if key in ds}
+    sources = synthetic_paths(name) if "synthetic" in ds else ds
+    keys = ("annotations", "images", "val_split")
+    return {key: sources[key] for key in keys if sources.get(key)}
+
+
+def converter_settings(config: dict, name: str) -> dict:
+    """The convert rule's parameters for a dataset (a change reruns conversion)."""
+    ds = config["datasets"][name]
+    return {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
 
 
 def check_dataset_files(config: dict, name: str) -> None:
@@ -157,6 +163,10 @@ def experiment_settings(config: dict, name: str) -> dict:
     exp = config["experiments"][name]
     return {"name": name, "dataset": exp["dataset"], "model": exp["model"],
             "training": exp["training"], "device": config["device"]}
+
+
+def experiment_settings_json(config: dict, name: str) -> str:
+    return json.dumps(experiment_settings(config, name), sort_keys=True)
 
 
 def settings_hash(settings: dict) -> str:

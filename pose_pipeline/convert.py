@@ -57,23 +57,30 @@ class Samples:
 
 
 def read_mpii(annotations: Path, split: str, val_split: Path | None) -> Samples:
-    """MPII release .mat (train/val through the val-split file) or hourglass .h5 (as is)."""
+    """MPII release .mat (train/val through the split file) or hourglass .h5 (taken whole)."""
     from pose_pipeline.formats import mpii
 
     if annotations.suffix in (".h5", ".hdf5"):
-        people = mpii.read_hourglass_h5(annotations)
-        order = np.arange(len(people.image_names))
+        people = mpii.read_hourglass_h5(annotations, is_train=split == "train")
     else:
         people = mpii.read_release(annotations)
-        order = mpii.split_order(people, split, val_split)
-    samples = Samples(
+        if split == "all":
+            pass
+        elif val_split is not None:
+            train, val = mpii.split_train_val(people, val_split)
+            people = train if split == "train" else val
+        elif split == "train":
+            people = people.take(people.is_train)
+        else:
+            raise UserError(f"{annotations}: --split val needs --val-split, the file naming the "
+                            "validation people (e.g. MPII's detections.mat)")
+    return Samples(
         joints=MPII, pixel_origin=1.0, image_names=list(people.image_names),
         keypoints=people.keypoints, visible=people.annotated.astype(np.uint8),
         center=people.center, scale=people.scale, head_size=people.head_size,
         source_index=np.stack([people.image_index, people.person_index], axis=1),
         problems=list(people.problems),
     )
-    return samples.take(order)
 
 
 READERS = {"mpii": read_mpii}
@@ -175,7 +182,8 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
         if problem:
             reject(i, problem)
     keep = np.array(sorted(set(range(len(samples))) - {b[0] for b in bad}), dtype=np.int64)
-    affines = sample_affines(samples, canvas_size, context)
+    with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
+        affines = sample_affines(samples, canvas_size, context)
 
     sources = [{"file": annotations.name, "sha256": sha256_of(annotations)}]
     if val_split is not None:

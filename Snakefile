@@ -1,0 +1,36 @@
+# pose-pipeline: convert -> train -> predict -> score -> plot, cached per stage.
+# Wiring only: every rule calls `pose-pipeline <stage>`; the logic lives in pose_pipeline/.
+from snakemake.exceptions import WorkflowError
+
+from pose_pipeline.config import validate_config
+from pose_pipeline.errors import UserError
+
+
+configfile: "config/config.yaml"
+
+
+# Validated once, when the DAG is built: unknown keys, wrong types and dangling names are
+# reported together, each naming its key; defaults are filled in from the schema.
+try:
+    _validated = validate_config(config, source="the workflow config (config/config.yaml and --config/--configfile)")
+except UserError as exc:
+    raise WorkflowError(str(exc)) from None
+config.clear()
+config.update(_validated)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo_data.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/plot.smk"
+
+
+rule all:
+    input:
+        expand("results/pckh/{experiment}.csv", experiment=config["default_experiments"]),
+        expand("results/plots/{experiment}/{plot}.png", experiment=config["default_experiments"],
+               plot=PLOTS),
+    default_target: True

@@ -1,0 +1,289 @@
+"""`pose-pipeline train`: train a model on a converted store, resumably.
+
+Read `train()` top to bottom: build the model and optimiser, resume from the newest
+checkpoint when one with the same settings exists, then per epoch: batches of whole shards,
+augmentation and Gaussian targets as tensor operations, the heatmap loss over every stack,
+a checkpoint every `checkpoint_every` steps, validation PCKh, a CSV log row, and the last /
+best checkpoints. The finished model goes to `<out>/model.pt`, written last, so its presence
+means training completed.
+
+Outputs in `--out DIR`:
+  model.pt                 final weights + model config (what predict reads)
+  log.csv                  epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s
+  checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, step)
+  checkpoints/best.pt      weights of the epoch with the best validation PCKh@0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pose_pipeline import metrics
+from pose_pipeline.atomic import atomic_output
+from pose_pipeline.config import settings_hash
+from pose_pipeline.data import Augmentation, ShardBatches, make_batch
+from pose_pipeline.devices import autocast, resolve_device
+from pose_pipeline.errors import UserError
+from pose_pipeline.loss import heatmap_loss
+from pose_pipeline.models import build_model, load_model, read_checkpoint
+from pose_pipeline.predict import predict_store
+from pose_pipeline.store import PoseStore, open_store
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_pckh", "lr", "images_per_s", "elapsed_s"]
+CHECKPOINT_FORMAT = "pose-pipeline-train-state-1"
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+# ------------------------------------------------------------------ optimiser, schedule
+
+
+def make_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optimizer:
+    if training["optimizer"] == "adam":
+        return torch.optim.Adam(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
+    return torch.optim.RMSprop(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
+
+
+def lr_factor(epoch: int, schedule: dict, epochs: int) -> float:
+    """Learning-rate multiplier for an epoch (0-based), warm-up included."""
+    if epoch < schedule["warmup_epochs"]:
+        return (epoch + 1) / (schedule["warmup_epochs"] + 1)
+    kind = schedule["type"]
+    if kind == "step":
+        return schedule["gamma"] ** (epoch // schedule["step_size"])
+    if kind == "multistep":
+        return schedule["gamma"] ** sum(epoch >= m for m in schedule["milestones"])
+    if kind == "cosine":
+        span = max(epochs - schedule["warmup_epochs"], 1)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - schedule["warmup_epochs"]) / span))
+    return 1.0
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+
+def store_fingerprint(store: PoseStore) -> dict:
+    """What identifies the training data: a regenerated store must not resume old weights."""
+    return {"sources": store.attrs.get("sources"), "num_samples": len(store),
+            "converter": store.attrs.get("converter")}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def load_resume_state(path: Path, run_hash: str) -> dict | None:
+    """The resumable state at `path` if it belongs to this run, else None (with the reason)."""
+    if not path.exists():
+        return None
+    state = read_checkpoint(path)  # refuses pickled code and foreign files
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not a pose-pipeline training checkpoint; move it away to start afresh")
+    if state.get("run_hash") != run_hash:
+        log.warning("%s was written with other settings or data; starting afresh", path)
+        return None
+    return state
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def train(settings: dict, train_store: str, val_store: str | None, out: str, device: str = "auto",
+          epochs: int | None = None, progress: bool = True) -> dict:
+    """Train as `settings` (model, training, dataset: see config.experiment_settings) say.
+
+    Returns {"epochs", "steps", "best_pckh", "model"}.
+    """
+    from tqdm import tqdm
+
+    model_cfg, training = settings["model"], settings["training"]
+    epochs = epochs or training["epochs"]
+    out = Path(out)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    if training["num_threads"]:
+        torch.set_num_threads(training["num_threads"])
+    torch.manual_seed(training["seed"])
+
+    store = open_store(train_store)
+    val = open_store(val_store) if val_store else None
+    joints = store.joint_set
+    run_hash = settings_hash({"settings": settings, "epochs": epochs, "data": store_fingerprint(store)})
+
+    model = build_model(model_cfg, joints.num_joints)
+    if training["init_checkpoint"]:
+        init = load_model(training["init_checkpoint"], expect={"joints": joints.num_joints})
+        model.load_state_dict(init.state_dict())
+        log.info("initialised from %s", training["init_checkpoint"])
+    model.to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, training)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: lr_factor(e, training["schedule"], epochs))
+    loader = ShardBatches(store, training["batch_size"], seed=training["seed"])
+    steps_per_epoch = loader.batches_per_epoch()
+    if steps_per_epoch == 0:
+        raise UserError(f"{train_store}: {len(store)} samples, fewer than one batch of {training['batch_size']}")
+    augmentation = Augmentation(**training["augmentation"])
+    flip_perm = joints.flip_permutation()
+    input_size, heatmap_size, sigma = training["input_size"], training["heatmap_size"], training["sigma"]
+    keypoints_canvas, visible = store.keypoints_in_canvas(), store.visible
+
+    # Resume: the newest checkpoint of this very run (same settings, same data).
+    step, log_rows, best_pckh, elapsed_before = 0, [], -1.0, 0.0
+    state = load_resume_state(out / "checkpoints" / "last.pt", run_hash)
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        step, log_rows, best_pckh = state["step"], state["log_rows"], state["best_pckh"]
+        elapsed_before = state["elapsed_s"]
+        log.info("resumed from %s at epoch %d, step %d", out / "checkpoints" / "last.pt",
+                 step // steps_per_epoch + 1, step)
+    log.info("training %s (%s, %.2f M parameters) on %s: %d samples, %d epochs of %d steps, world size 1",
+             settings.get("name", "model"), model_cfg["arch"], sum(p.numel() for p in model.parameters()) / 1e6,
+             device, len(store), epochs, steps_per_epoch)
+
+    def checkpoint_state() -> dict:
+        return {"format": CHECKPOINT_FORMAT, "run_hash": run_hash, "settings": settings,
+                "model_config": {**model_cfg, "joints": joints.num_joints},
+                "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "step": step, "log_rows": log_rows, "best_pckh": best_pckh,
+                "elapsed_s": elapsed_before + time.monotonic() - started}
+
+    started = time.monotonic()
+    for epoch in range(step // steps_per_epoch, epochs):
+        model.train()
+        skip = step - epoch * steps_per_epoch  # batches of this epoch done before a resume
+        epoch_start, loss_sum, seen = time.monotonic(), 0.0, 0
+        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
+                   unit="step", disable=not progress, mininterval=5)
+        for i, (images, index) in enumerate(loader.epoch(epoch)):
+            if i < skip:
+                continue
+            # Augmentation drawn from (seed, step): a resumed run draws the same.
+            rng = np.random.default_rng([training["seed"], step])
+            x, targets, weights = make_batch(
+                images, keypoints_canvas[index], visible[index], store.canvas_size,
+                store.context, input_size, heatmap_size, sigma, flip_perm, device, augmentation, rng)
+            with autocast(device):
+                outputs = model(x.contiguous(memory_format=torch.channels_last))
+            loss = heatmap_loss(outputs, targets, weights)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                    f"the last good checkpoint {out / 'checkpoints' / 'last.pt'} is kept "
+                                    "(lower the learning rate?)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item() * len(images)
+            seen += len(images)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.2e}", refresh=False)
+            if step % training["checkpoint_every"] == 0:
+                save_checkpoint(out / "checkpoints" / "last.pt", checkpoint_state())
+        bar.close()
+        train_seconds = time.monotonic() - epoch_start
+        scheduler.step()
+
+        row = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(seen, 1),
+               "val_loss": "", "val_pckh": "", "lr": optimizer.param_groups[0]["lr"],
+               "images_per_s": seen / max(train_seconds, 1e-9), "elapsed_s": 0.0}
+        if val is not None:
+            preds, _, val_loss = predict_store(model, val, input_size, heatmap_size, flip_test=False,
+                                               batch_size=64, device=device, sigma=sigma)
+            table = metrics.mpii_pckh_table(preds, val.keypoints, val.visible, val.head_size, joints)
+            row["val_loss"], row["val_pckh"] = val_loss, table["PCKh@0.5"]["Mean"]
+        row["elapsed_s"] = elapsed_before + time.monotonic() - started
+        log_rows.append(row)
+        log.info("epoch %d/%d: train loss %.3e, val loss %s, val PCKh@0.5 %s, %.1f images/s",
+                 epoch + 1, epochs, row["train_loss"], _fmt(row["val_loss"]), _fmt(row["val_pckh"]),
+                 row["images_per_s"])
+        write_log(out / "log.csv", log_rows)
+        pckh = row["val_pckh"] if row["val_pckh"] != "" else -epoch
+        if pckh > best_pckh:
+            best_pckh = pckh
+            save_checkpoint(out / "checkpoints" / "best.pt", {
+                "model_config": {**model_cfg, "joints": joints.num_joints},
+                "state_dict": model.state_dict(), "epoch": epoch + 1, "val_pckh": row["val_pckh"]})
+        save_checkpoint(out / "checkpoints" / "last.pt", checkpoint_state())
+
+    final = {"model_config": {**model_cfg, "joints": joints.num_joints}, "state_dict": model.state_dict(),
+             "input_size": input_size, "heatmap_size": heatmap_size, "settings": settings,
+             "settings_hash": run_hash, "epoch": epochs, "step": step}
+    write_log(out / "log.csv", log_rows)
+    save_checkpoint(out / "model.pt", final)
+    return {"epochs": epochs, "steps": step, "best_pckh": best_pckh, "model": str(out / "model.pt")}
+
+
+def _fmt(value) -> str:
+    return "-" if value == "" else f"{value:.4g}"
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, LOG_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", help="experiment name in the config")
+    p.add_argument("--config", default="config/config.yaml", help="workflow config (with --experiment)")
+    p.add_argument("--settings", help="the experiment's settings as JSON (what the Snakemake rule passes)")
+    p.add_argument("--train-store", help="training store (default: results/stores/<dataset>/train.zarr)")
+    p.add_argument("--val-store", help="validation store (default: results/stores/<dataset>/val.zarr)")
+    p.add_argument("--out", help="output folder (default: results/train/<experiment>)")
+    p.add_argument("--epochs", type=int, help="override the configured number of epochs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pose_pipeline.config import experiment_settings, load_config
+
+    if args.settings:
+        settings = json.loads(args.settings)
+    elif args.experiment:
+        config = load_config(args.config)
+        if args.experiment not in config["experiments"]:
+            raise UserError(f"{args.config}: no experiment {args.experiment!r}; "
+                            f"defined: {', '.join(config['experiments'])}")
+        settings = experiment_settings(config, args.experiment)
+    else:
+        raise UserError("name an experiment (--experiment NAME [--config FILE]) or pass --settings JSON")
+    name, dataset = settings.get("name", args.experiment), settings["dataset"]
+    train_store = args.train_store or f"results/stores/{dataset}/train.zarr"
+    val_store = args.val_store or f"results/stores/{dataset}/val.zarr"
+    if not os.path.exists(val_store):
+        log.warning("no validation store at %s: training without validation", val_store)
+        val_store = None
+    summary = train(settings, train_store, val_store, args.out or f"results/train/{name}",
+                    args.device or settings.get("device", "auto"), args.epochs, args.progress)
+    print(f"{summary['model']}: {summary['epochs']} epochs, {summary['steps']} steps, "
+          f"best validation PCKh@0.5 {summary['best_pckh']:.2f}")
+    return 0

@@ -1,0 +1,88 @@
+"""Config validation: one clear message per problem, naming the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pose_pipeline.config import (check_dataset_files, dataset_sources, experiment_settings, load_config,
+                                  settings_hash, validate_config)
+from pose_pipeline.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def raw_config() -> dict:
+    with open(REPO / "config" / "config.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_shipped_config_is_valid_and_gets_defaults(raw_config):
+    config = validate_config(raw_config)
+    demo = config["experiments"]["demo"]
+    assert demo["evaluation"]["flip_test"] is True  # filled from the schema
+    assert config["experiments"]["hg8"]["training"]["optimizer"] == "rmsprop"
+    assert config["experiments"]["hg8"]["training"]["lr"] == pytest.approx(2.5e-4)
+    assert config["default_experiments"] == ["demo"]
+    assert raw_config["experiments"]["demo"].get("evaluation") is None  # input untouched
+
+
+def test_misspelt_key_is_named_with_a_suggestion(raw_config):
+    raw_config["experiments"]["demo"]["training"]["epochz"] = 3
+    with pytest.raises(UserError) as err:
+        validate_config(raw_config, source="my.yaml")
+    message = str(err.value)
+    assert "my.yaml" in message
+    assert "experiments.demo.training" in message and "'epochz'" in message and "'epochs'" in message
+
+
+def test_wrong_type_and_dangling_names_all_reported(raw_config):
+    raw_config["experiments"]["demo"]["training"]["batch_size"] = "sixteen"
+    with pytest.raises(UserError, match=r"experiments\.demo\.training\.batch_size"):
+        validate_config(raw_config)
+    raw_config["experiments"]["demo"]["training"]["batch_size"] = 16
+    raw_config["experiments"]["demo"]["dataset"] = "nope"
+    raw_config["default_experiments"] = ["demo", "missing"]
+    with pytest.raises(UserError) as err:
+        validate_config(raw_config)
+    assert "unknown dataset 'nope'" in str(err.value)
+    assert "unknown experiment 'missing'" in str(err.value)
+
+
+def test_heatmap_must_be_a_quarter_of_the_input(raw_config):
+    raw_config["experiments"]["demo"]["training"]["heatmap_size"] = 64
+    with pytest.raises(UserError, match="needs heatmap_size 32"):
+        validate_config(raw_config)
+
+
+def test_missing_dataset_files_are_named(raw_config, tmp_path):
+    config = validate_config(raw_config)
+    with pytest.raises(UserError) as err:
+        check_dataset_files(config, "mpii")
+    assert "datasets.mpii.annotations" in str(err.value)
+    assert "mpii_human_pose_v1_u12_1.mat does not exist" in str(err.value)
+    check_dataset_files(config, "demo")  # generated: nothing to check
+    assert dataset_sources(config, "demo")["annotations"] == "results/data/demo/mpii_release.mat"
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_settings_hash_tracks_training_options_only(raw_config):
+    config = validate_config(raw_config)
+    base = settings_hash(experiment_settings(config, "demo"))
+    changed = copy.deepcopy(config)
+    changed["plots"]["dpi"] = 50
+    assert settings_hash(experiment_settings(changed, "demo")) == base
+    changed["experiments"]["demo"]["training"]["lr"] = 0.1
+    assert settings_hash(experiment_settings(changed, "demo")) != base

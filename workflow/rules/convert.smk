@@ -1,0 +1,27 @@
+def convert_inputs(wildcards):
+    # A real dataset's files are checked here, so only datasets a target needs must exist.
+    ppc.check_dataset_files(config, wildcards.dataset)
+    return ppc.dataset_sources(config, wildcards.dataset, files_only=True)
+
+
+rule convert:
+    """Annotations + images -> crop-normalised Zarr v3 store of one split."""
+    input:
+        unpack(convert_inputs),
+    output:
+        directory("results/stores/{dataset}/{split}.zarr"),
+    params:
+        converter=lambda wc: ppc.converter_settings(config, wc.dataset),
+        val_split=lambda wc, input: f"--val-split {input.val_split}" if "val_split" in input.keys() else "",
+    threads: workflow.cores
+    log:
+        "results/logs/convert/{dataset}_{split}.log",
+    benchmark:
+        "results/benchmarks/convert/{dataset}_{split}.tsv"
+    shell:
+        "pose-pipeline convert {params.converter[format]} --annotations {input.annotations}"
+        " --images {input.images} {params.val_split} --split {wildcards.split}"
+        " --out {output} --dataset {wildcards.dataset}"
+        " --canvas-size {params.converter[canvas_size]} --context {params.converter[context]}"
+        " --shard-size {params.converter[shard_size]} --on-bad-sample {params.converter[on_bad_sample]}"
+        " --workers {threads} > {log} 2>&1"

@@ -1,0 +1,17 @@
+rule demo_data:
+    """Generate a synthetic dataset in the MPII release format (the built-in demo)."""
+    output:
+        annotations="results/data/{synthetic}/mpii_release.mat",
+        val_split="results/data/{synthetic}/val_split.mat",
+        images=directory("results/data/{synthetic}/images"),
+    params:
+        out=lambda wc: ppc.synthetic_paths(wc.synthetic)["root"],
+        synthetic=lambda wc: config["datasets"][wc.synthetic]["synthetic"],
+    log:
+        "results/logs/demo_data/{synthetic}.log",
+    benchmark:
+        "results/benchmarks/demo_data/{synthetic}.tsv"
+    shell:
+        "pose-pipeline demo-data --out {params.out} --seed {params.synthetic[seed]}"
+        " --train {params.synthetic[train]} --val {params.synthetic[val]}"
+        " --image-size {params.synthetic[image_size]} > {log} 2>&1"

@@ -1,0 +1,23 @@
+rule predict:
+    """Validation predictions in original image pixels (flip test): MATLAB `preds` and CSV."""
+    input:
+        model="results/train/{experiment}/model.pt",
+        store=lambda wc: store_path(dataset_of(wc), "val"),
+    output:
+        mat="results/predict/{experiment}/preds.mat",
+        csv="results/predict/{experiment}/preds.csv",
+    params:
+        evaluation=lambda wc: config["experiments"][wc.experiment]["evaluation"],
+        input_size=lambda wc: config["experiments"][wc.experiment]["training"]["input_size"],
+        flip=lambda wc: "" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test",
+        device=config["device"],
+    threads: workflow.cores
+    log:
+        "results/logs/predict/{experiment}.log",
+    benchmark:
+        "results/benchmarks/predict/{experiment}.tsv"
+    shell:
+        "pose-pipeline predict --checkpoint {input.model} --store {input.store}"
+        " --out-mat {output.mat} --out-csv {output.csv} --input-size {params.input_size}"
+        " --batch-size {params.evaluation[batch_size]} --blur-sigma {params.evaluation[blur_sigma]}"
+        " {params.flip} --device {params.device} > {log} 2>&1"

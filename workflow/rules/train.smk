@@ -1,0 +1,19 @@
+rule train:
+    """Train an experiment's model; resumes from results/train/{experiment}/checkpoints."""
+    input:
+        train=lambda wc: store_path(dataset_of(wc), "train"),
+        val=lambda wc: store_path(dataset_of(wc), "val"),
+    output:
+        model="results/train/{experiment}/model.pt",
+        log=report("results/train/{experiment}/log.csv", category="Training", labels={"experiment": "{experiment}", "file": "log"}),
+    params:
+        settings=lambda wc: ppc.experiment_settings_json(config, wc.experiment),
+        out="results/train/{experiment}",
+    threads: workflow.cores
+    log:
+        "results/logs/train/{experiment}.log",
+    benchmark:
+        "results/benchmarks/train/{experiment}.tsv"
+    shell:
+        "pose-pipeline train --settings {params.settings:q} --train-store {input.train}"
+        " --val-store {input.val} --out {params.out} > {log} 2>&1"
