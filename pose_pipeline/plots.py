@@ -1,0 +1,342 @@
+"""`pose-pipeline plot ...`: training curves, PCKh curves, skeleton overlays, joint bars.
+
+Headless (matplotlib's Agg backend). Each function writes one PNG atomically, so a failed
+plot never leaves a half-written image behind.
+
+Inputs are the files other stages write: the training log CSV (`epoch,step,train_loss,
+val_loss,val_pckh,lr,images_per_s,elapsed_s`, validation columns possibly empty), the
+score stage's JSON (`pose_pipeline.score.score`), prediction files and converted stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pose_pipeline import geometry  # noqa: E402
+from pose_pipeline.atomic import atomic_output  # noqa: E402
+from pose_pipeline.errors import UserError  # noqa: E402
+from pose_pipeline.metrics import TABLE_COLUMNS  # noqa: E402
+
+SIDE_COLOURS = {"left": "tab:blue", "right": "tab:red", "centre": "gold"}
+LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pckh")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _figure(out_png, dpi: int, **subplots):
+    """A figure with subplots, saved atomically as PNG on success and always closed."""
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        with atomic_output(out_png, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.1)
+    finally:
+        plt.close(fig)
+
+
+def _float(text: str) -> float:
+    text = (text or "").strip()
+    if not text:
+        return math.nan
+    return float(text)
+
+
+def read_training_log(path) -> dict[str, np.ndarray]:
+    """Per-epoch series from a training log: epoch, train_loss (mean of the epoch's
+    rows), val_loss and val_pckh (last value given in the epoch; NaN where none)."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+            header = rows[0].keys() if rows else []
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such training log") from None
+    if not rows:
+        raise UserError(f"{path}: training log has no rows")
+    missing = [c for c in LOG_COLUMNS if c not in header]
+    if missing:
+        raise UserError(f"{path}: training log lacks the columns {missing}")
+    epochs: dict[int, dict[str, list[float]]] = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            epoch = int(float(row["epoch"]))
+            values = {c: _float(row[c]) for c in LOG_COLUMNS[1:]}
+        except (TypeError, ValueError):
+            raise UserError(f"{path}, line {line}: epoch and losses must be numbers") from None
+        series = epochs.setdefault(epoch, {c: [] for c in LOG_COLUMNS[1:]})
+        for c, v in values.items():
+            if math.isfinite(v):
+                series[c].append(v)
+    order = sorted(epochs)
+    result = {"epoch": np.array(order, dtype=np.float64)}
+    result["train_loss"] = np.array([np.mean(epochs[e]["train_loss"]) if epochs[e]["train_loss"] else np.nan
+                                     for e in order])
+    for c in ("val_loss", "val_pckh"):
+        result[c] = np.array([epochs[e][c][-1] if epochs[e][c] else np.nan for e in order])
+    return result
+
+
+def read_score_json(path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such score file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a JSON score file: {exc}") from None
+    missing = [k for k in ("thresholds", "curves", "per_joint") if k not in data]
+    if not isinstance(data, dict) or missing:
+        raise UserError(f"{path}: not a score JSON (`pose-pipeline score --per-joint`): "
+                        f"missing {missing}")
+    return data
+
+
+def _series(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _plot_line(ax, x, y, **kwargs):
+    """A line with markers where it has a single finite point (a lone point draws nothing
+    as a line)."""
+    finite = np.isfinite(y)
+    if finite.sum() == 1:
+        kwargs.setdefault("marker", "o")
+    return ax.plot(x, y, **kwargs)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> None:
+    """Loss per epoch (train solid, val dashed) and validation PCKh@0.5 per epoch, one
+    colour per experiment (`log_csvs`: name -> training log CSV)."""
+    logs = {name: read_training_log(path) for name, path in log_csvs.items()}
+    if not logs:
+        raise UserError("no training logs to plot")
+    with _figure(out_png, dpi, nrows=1, ncols=2, figsize=(11, 4)) as (fig, (loss_ax, pckh_ax)):
+        for k, (name, log) in enumerate(logs.items()):
+            colour = f"C{k % 10}"
+            _plot_line(loss_ax, log["epoch"], log["train_loss"], color=colour, label=f"{name} train")
+            # validation may run every few epochs: connect the epochs that have it
+            finite = np.isfinite(log["val_loss"])
+            if finite.any():
+                loss_ax.plot(log["epoch"][finite], log["val_loss"][finite], color=colour, linestyle="--",
+                             marker=".", label=f"{name} val")
+            finite = np.isfinite(log["val_pckh"])
+            if finite.any():
+                pckh_ax.plot(log["epoch"][finite], log["val_pckh"][finite], color=colour, marker=".",
+                             label=name)
+        loss_ax.set(title="Loss", xlabel="epoch", ylabel="loss")
+        if any(np.all(log["train_loss"][np.isfinite(log["train_loss"])] > 0) for log in logs.values()):
+            with contextlib.suppress(ValueError):
+                loss_ax.set_yscale("log")
+        pckh_ax.set(title="Validation PCKh@0.5", xlabel="epoch", ylabel="PCKh@0.5 (%)")
+        if not pckh_ax.lines:
+            pckh_ax.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=pckh_ax.transAxes)
+        for ax in (loss_ax, pckh_ax):
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if ax.lines:
+                ax.legend(fontsize="small")
+
+
+def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = None, dpi: int = 100) -> None:
+    """PCKh against the normalised threshold (0-0.5), a panel per table column (Head ...
+    Ankle, Mean), one line per experiment; `reference` curves dashed."""
+    runs = [(name, read_score_json(path), "-") for name, path in per_joint_jsons.items()]
+    runs += [(name, read_score_json(path), "--") for name, path in (reference or {}).items()]
+    if not runs:
+        raise UserError("no score files to plot")
+    ncols = 4
+    nrows = math.ceil(len(TABLE_COLUMNS) / ncols)
+    with _figure(out_png, dpi, nrows=nrows, ncols=ncols, figsize=(4 * ncols, 3.3 * nrows),
+                 sharex=True, sharey=True, squeeze=False) as (fig, axes):
+        for ax, column in zip(axes.flat, TABLE_COLUMNS):
+            for k, (name, data, style) in enumerate(runs):
+                if column not in data["curves"]:
+                    continue
+                ax.plot(np.asarray(data["thresholds"], dtype=np.float64), _series(data["curves"][column]),
+                        linestyle=style, color=f"C{k % 10}", label=name)
+            ax.set(title=column, xlim=(0, 0.5), ylim=(0, 100))
+            ax.grid(alpha=0.3)
+        for ax in axes.flat[len(TABLE_COLUMNS):]:
+            ax.axis("off")
+        for ax in axes[-1]:
+            ax.set_xlabel("normalised distance (head sizes)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("PCKh (%)")
+        axes.flat[0].legend(fontsize="small", loc="lower right")
+
+
+def predictions_in_crop(preds, affine, pixel_origin: float) -> np.ndarray:
+    """Map (N,J,2) points in the annotated convention into the stored crops: subtract the
+    store's pixel origin (annotated -> array coordinates), then apply each sample's
+    (N,2,3) original-array -> crop affine."""
+    return geometry.apply(affine, geometry.annotated_to_array(preds, pixel_origin))
+
+
+def mean_normalised_errors(preds, gt, visible, head_size) -> np.ndarray:
+    """(N,) mean over visible joints of ||pred - gt|| / head size; NaN where undefined."""
+    from pose_pipeline.metrics import normalized_distances
+
+    dist = normalized_distances(preds, gt, head_size)
+    counted = (np.asarray(visible) == 1) & np.isfinite(dist)
+    with np.errstate(invalid="ignore"):
+        return np.where(counted.any(axis=1), np.where(counted, dist, 0).sum(axis=1) / counted.sum(axis=1),
+                        np.nan)
+
+
+def pick_samples(errors, count: int) -> np.ndarray:
+    """Indices from best to worst by error, evenly spread over the sorted order (so best,
+    median and worst are included); samples without an error come last."""
+    errors = np.asarray(errors, dtype=np.float64)
+    order = np.argsort(np.where(np.isfinite(errors), errors, np.inf), kind="stable")
+    if count >= len(order):
+        return order
+    finite = int(np.isfinite(errors).sum())
+    pool = order[:finite] if finite >= count else order
+    return pool[np.unique(np.round(np.linspace(0, len(pool) - 1, count)).astype(int))]
+
+
+def _draw_skeleton(ax, points, joints, visible_mask=None, **kwargs):
+    for a, b in joints.edges:
+        if visible_mask is not None and not (visible_mask[a] and visible_mask[b]):
+            continue
+        sides = {joints.side(a), joints.side(b)}
+        side = sides.pop() if len(sides) == 1 else ("left" if "left" in sides else
+                                                     "right" if "right" in sides else "centre")
+        ax.plot(points[[a, b], 0], points[[a, b], 1], color=SIDE_COLOURS[side], **kwargs)
+
+
+def plot_skeletons(preds_path, store_path, out_png, count: int = 16, dpi: int = 100) -> None:
+    """A grid of crops from `store_path` with the predicted skeletons (left limbs blue,
+    right red, centre yellow) and the ground truth as small white dots; `count` samples
+    spread from best to worst by mean normalised error (given in each title)."""
+    from pose_pipeline.score import read_predictions
+    from pose_pipeline.store import open_store
+
+    if count < 1:
+        raise UserError(f"--count must be at least 1, got {count}")
+    store = open_store(store_path)
+    joints = store.joint_set
+    preds = read_predictions(preds_path, joints=joints)
+    if len(preds) != len(store):
+        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the store {store_path} "
+                        f"has {len(store)}")
+    gt = np.asarray(store.keypoints, dtype=np.float64)
+    visible = np.asarray(store.visible) == 1
+    errors = mean_normalised_errors(preds, gt, visible, store.head_size)
+    chosen = pick_samples(errors, count)
+    pred_crop = predictions_in_crop(preds[chosen], store.affine[chosen], store.pixel_origin)
+    gt_crop = predictions_in_crop(np.nan_to_num(gt[chosen]), store.affine[chosen], store.pixel_origin)
+    ncols = min(4, len(chosen))
+    nrows = math.ceil(len(chosen) / ncols)
+    size = store.canvas_size
+    names = store.image_name
+    with _figure(out_png, dpi, nrows=nrows, ncols=ncols, figsize=(3 * ncols, 3.2 * nrows),
+                 squeeze=False) as (fig, axes):
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, i, pred, truth in zip(axes.flat, chosen, pred_crop, gt_crop):
+            ax.imshow(store.images(int(i), int(i) + 1)[0])
+            _draw_skeleton(ax, pred, joints, linewidth=2)
+            vis = visible[i]
+            ax.scatter(truth[vis, 0], truth[vis, 1], s=6, c="white", edgecolors="black", linewidths=0.3,
+                       zorder=3)
+            ax.set_xlim(-0.5, size - 0.5)
+            ax.set_ylim(size - 0.5, -0.5)
+            err = "n/a" if not np.isfinite(errors[i]) else f"{errors[i]:.2f}"
+            ax.set_title(f"#{i} {Path(str(names[i])).name}\nerror {err} head sizes", fontsize=8)
+
+
+def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> None:
+    """PCKh@0.5 per joint as a bar chart (joints with no annotation left empty)."""
+    data = read_score_json(per_joint_json)
+    names = list(data["per_joint"])
+    rates = _series(data["per_joint"][n].get("PCKh@0.5") for n in names)
+    with _figure(out_png, dpi, figsize=(max(6, 0.55 * len(names) + 1), 4)) as (fig, ax):
+        x = np.arange(len(names))
+        bars = ax.bar(x, np.nan_to_num(rates), color=["C0" if np.isfinite(r) else "0.8" for r in rates])
+        for bar, rate in zip(bars, rates):
+            label = "n/a" if not np.isfinite(rate) else f"{rate:.1f}"
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                        va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks(x, names, rotation=60, ha="right")
+        ax.set(ylim=(0, 105), ylabel="PCKh@0.5 (%)", title=f"PCKh@0.5 per joint: {Path(per_joint_json).name}")
+        ax.grid(axis="y", alpha=0.3)
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def _named_path(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
+def _named(pairs, option: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for name, path in pairs or []:
+        if name in result:
+            raise UserError(f"{option}: name {name!r} given twice")
+        result[name] = path
+    return result
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, help=help_text, description=help_text)
+        q.add_argument("--out", required=True, help="PNG to write")
+        q.add_argument("--dpi", type=int, default=100)
+        return q
+
+    q = add("curves", "training loss and validation PCKh per epoch")
+    q.add_argument("--log", type=_named_path, action="append", required=True, metavar="NAME=PATH",
+                   help="training log CSV of one experiment (repeat for several)")
+    q = add("pckh", "PCKh against threshold, a panel per joint group")
+    q.add_argument("--scores", type=_named_path, action="append", required=True, metavar="NAME=PATH",
+                   help="score JSON (`score --per-joint`) of one experiment (repeat for several)")
+    q.add_argument("--reference", type=_named_path, action="append", metavar="NAME=PATH",
+                   help="reference score JSON, drawn dashed (repeatable)")
+    q = add("skeletons", "predicted skeletons drawn on crops, best to worst")
+    q.add_argument("--preds", required=True, help="prediction file (.mat or .csv)")
+    q.add_argument("--store", required=True, help="the converted store the predictions are for")
+    q.add_argument("--count", type=int, default=16, help="number of crops")
+    q = add("joints", "PCKh@0.5 per joint as bars")
+    q.add_argument("--scores", required=True, help="score JSON (`score --per-joint`)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kind == "curves":
+        plot_training_curves(_named(args.log, "--log"), args.out, dpi=args.dpi)
+    elif args.kind == "pckh":
+        plot_pckh_curves(_named(args.scores, "--scores"), args.out,
+                         reference=_named(args.reference, "--reference") or None, dpi=args.dpi)
+    elif args.kind == "skeletons":
+        plot_skeletons(args.preds, args.store, args.out, count=args.count, dpi=args.dpi)
+    elif args.kind == "joints":
+        plot_joint_bars(args.scores, args.out, dpi=args.dpi)
+    else:  # argparse enforces the choice
+        raise UserError(f"unknown plot kind {args.kind!r}")
+    print(args.out)
+    return 0

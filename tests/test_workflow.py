@@ -1,0 +1,151 @@
+"""The Snakemake DAG end to end on a tiny demo, and what reruns when an option changes.
+
+Runs the real `snakemake` command in a scratch folder with a small config (tens of images,
+one epoch), so it takes about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "default_experiments": ["tiny"],
+    "device": "cpu",
+    "plots": {"skeleton_count": 4, "dpi": 40},
+    "datasets": {"demo": {"format": "mpii", "synthetic": {"seed": 3, "train": 24, "val": 8, "image_size": 96},
+                          "canvas_size": 96, "shard_size": 8}},
+    "experiments": {"tiny": {"dataset": "demo",
+                             "model": {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16},
+                             "training": {"epochs": 1, "batch_size": 8, "input_size": 64, "heatmap_size": 16,
+                                          "num_threads": 1},
+                             "evaluation": {"batch_size": 8}}},
+}
+OUTPUTS = ["results/data/demo/mpii_release.mat", "results/stores/demo/train.zarr", "results/stores/demo/val.zarr",
+           "results/train/tiny/model.pt", "results/train/tiny/log.csv", "results/predict/tiny/preds.mat",
+           "results/predict/tiny/preds.csv", "results/pckh/tiny.csv", "results/pckh/tiny.json",
+           "results/plots/tiny/curves.png", "results/plots/tiny/pckh.png", "results/plots/tiny/skeletons.png",
+           "results/plots/tiny/joints.png"]
+
+
+def snakemake(workdir: Path, *args: str) -> str:
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+               "--directory", str(workdir), "--cores", "2", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/logs/*/*.log")))
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-6000:]}{logs}")
+    return output
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from a dry run's "Job stats" table ({} when nothing is to be done)."""
+    if "Nothing to be done" in dry_run_output:
+        return {}
+    table = dry_run_output.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match or match.group(1) == "total":
+            break
+        jobs[match.group(1)] = int(match.group(2))
+    return jobs
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    write_config(workdir, TINY)
+    snakemake(workdir)
+    return workdir
+
+
+def test_whole_dag_builds_every_output(finished_run):
+    for output in OUTPUTS:
+        assert (finished_run / output).exists(), output
+    rows = list(csv.reader(open(finished_run / "results/pckh/tiny.csv")))
+    assert rows[0][:9] == ["metric", "Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean"]
+    assert [r[0] for r in rows[1:3]] == ["PCKh@0.5", "PCKh@0.1"]
+    mean = float(rows[1][8])
+    assert 0.0 <= mean <= 100.0
+    for rule in ("demo_data", "convert", "train", "predict", "score", "plot"):
+        assert list((finished_run / "results/benchmarks" / rule).glob("*.tsv")), rule
+        assert list((finished_run / "results/logs" / rule).glob("*.log")), rule
+
+
+def test_second_run_has_nothing_to_do(finished_run):
+    assert planned_jobs(snakemake(finished_run, "--dry-run")) == {}
+
+
+def _config_with(**changes) -> dict:
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    for dotted, value in changes.items():
+        node = config
+        *path, key = dotted.split(".")
+        for part in path:
+            node = node[part]
+        node[key] = value
+    return config
+
+
+def test_plot_option_reruns_only_plotting(finished_run):
+    write_config(finished_run, _config_with(**{"plots.dpi": 50}))
+    try:
+        jobs = planned_jobs(snakemake(finished_run, "--dry-run"))
+    finally:
+        write_config(finished_run, TINY)
+    assert set(jobs) - {"all"} == {"plot"}
+
+
+def test_training_option_reruns_train_predict_score_plot(finished_run):
+    write_config(finished_run, _config_with(**{"experiments.tiny.training.lr": 0.001}))
+    try:
+        jobs = planned_jobs(snakemake(finished_run, "--dry-run"))
+    finally:
+        write_config(finished_run, TINY)
+    assert set(jobs) - {"all"} == {"train", "predict", "score", "plot"}
+
+
+def test_evaluation_option_does_not_retrain(finished_run):
+    write_config(finished_run, _config_with(**{"experiments.tiny.evaluation.flip_test": False}))
+    try:
+        jobs = planned_jobs(snakemake(finished_run, "--dry-run"))
+    finally:
+        write_config(finished_run, TINY)
+    assert set(jobs) - {"all"} == {"predict", "score", "plot"}
+
+
+def test_report_builds_with_the_plots(finished_run):
+    snakemake(finished_run, "--report", "results/report.html")
+    html = (finished_run / "results/report.html").read_text()
+    for plot in ("curves.png", "pckh.png", "skeletons.png", "joints.png"):
+        assert plot in html, plot
+    assert html.count("data:image/png;base64") >= 4 or html.count("image/png") >= 4
+
+
+def test_misspelt_config_key_stops_the_dag_with_one_message(tmp_path):
+    config = _config_with()
+    config["experiments"]["tiny"]["training"]["epohcs"] = 2
+    write_config(tmp_path, config)
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                           "--directory", str(tmp_path), "--cores", "1", "--dry-run"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "experiments.tiny.training: unknown key 'epohcs' (did you mean 'epochs'?)" in done.stdout + done.stderr
