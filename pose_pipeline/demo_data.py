@@ -1,0 +1,299 @@
+"""`pose-pipeline demo-data`: a synthetic single-person dataset in the real MPII format.
+
+Each image holds one articulated figure with the 16 MPII joints: a kinematic tree from the
+pelvis with proportional limb lengths and joint-angle limits (elbows and knees bend one
+way), limbs drawn as thick textured capsules, a torso and a head. The figure's right limbs
+are drawn in warm colours and its left limbs in cool ones, so that left and right can be
+told apart (otherwise the flip augmentation would make the task ill-posed). Backgrounds are
+gradients with random shapes, some limb-like, and noise. Figures vary in position, size and
+rotation; some limbs pass behind the torso (self-occlusion) and some leave the image
+(truncation); such joints are written with `is_visible = 0`.
+
+Output (under `out_dir`, built in a temporary sibling folder and renamed into place):
+  mpii_release.mat   a `RELEASE` struct as the MPII release has it (annolist, img_train,
+                     single_person), read by the real MPII converter
+  images/NNNNNN.jpg  the images
+  val_split.mat      RELEASE_img_index / RELEASE_person_index of the validation people,
+                     as MPII's detections.mat names Tompson et al.'s validation split
+
+Every image is drawn from its own seed, (seed, split, index), so the output is the same for
+a given seed whatever the counts, and validation figures are separate random draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline.errors import UserError
+from pose_pipeline.formats import mpii
+from pose_pipeline.joints import MPII
+
+log = logging.getLogger(__name__)
+
+J = {name: i for i, name in enumerate(MPII.joints)}
+JPEG_QUALITY = 90
+
+# Segment lengths as fractions of the figure's height (ankle to head top, standing).
+SPINE, NECK, HEAD = 0.30, 0.05, 0.13
+HIP_HALF_WIDTH, SHOULDER_HALF_WIDTH = 0.085, 0.115
+UPPER_ARM, FOREARM, THIGH, SHIN = 0.17, 0.15, 0.245, 0.245
+# Limb thickness as fractions of the height.
+LIMB_WIDTH = {"upper_arm": 0.060, "forearm": 0.050, "thigh": 0.080, "shin": 0.065}
+
+# (joint a, joint b, kind, side) for the limbs; side 'r' / 'l'.
+LIMBS = [
+    ("r_shoulder", "r_elbow", "upper_arm", "r"), ("r_elbow", "r_wrist", "forearm", "r"),
+    ("l_shoulder", "l_elbow", "upper_arm", "l"), ("l_elbow", "l_wrist", "forearm", "l"),
+    ("r_hip", "r_knee", "thigh", "r"), ("r_knee", "r_ankle", "shin", "r"),
+    ("l_hip", "l_knee", "thigh", "l"), ("l_knee", "l_ankle", "shin", "l"),
+]
+
+
+def _unit(angle: float) -> np.ndarray:
+    """Direction at `angle` radians from straight down, counter-clockwise on screen."""
+    return np.array([np.sin(angle), np.cos(angle)])
+
+
+def sample_pose(rng: np.random.Generator, height: float) -> np.ndarray:
+    """(16,2) joint positions of one figure around the origin (image y points down)."""
+    lengths = {k: v * height * rng.uniform(0.9, 1.1) for k, v in dict(
+        spine=SPINE, neck=NECK, head=HEAD, hip=HIP_HALF_WIDTH, shoulder=SHOULDER_HALF_WIDTH,
+        upper_arm=UPPER_ARM, forearm=FOREARM, thigh=THIGH, shin=SHIN).items()}
+    p = np.zeros((16, 2))
+    lean = rng.normal(0.0, np.deg2rad(10))  # torso lean; the global rotation comes later
+    up = -_unit(lean)
+    side = np.array([up[1], -up[0]])  # towards the figure's left = image right (facing us)
+    p[J["pelvis"]] = 0.0
+    p[J["thorax"]] = p[J["pelvis"]] + lengths["spine"] * up
+    neck_dir = -_unit(lean + rng.normal(0.0, np.deg2rad(8)))
+    p[J["upper_neck"]] = p[J["thorax"]] + lengths["neck"] * neck_dir
+    head_dir = -_unit(lean + rng.normal(0.0, np.deg2rad(15)))
+    p[J["head_top"]] = p[J["upper_neck"]] + lengths["head"] * head_dir
+    # Facing the camera: the right side of the figure appears on the image left.
+    p[J["r_hip"]] = p[J["pelvis"]] - lengths["hip"] * side
+    p[J["l_hip"]] = p[J["pelvis"]] + lengths["hip"] * side
+    p[J["r_shoulder"]] = p[J["thorax"]] - lengths["shoulder"] * side + 0.02 * height * up
+    p[J["l_shoulder"]] = p[J["thorax"]] + lengths["shoulder"] * side + 0.02 * height * up
+    for s, outward in (("r", -1.0), ("l", 1.0)):
+        # Arm: abduction from hanging down (0) to raised overhead (~170 deg), outwards;
+        # elbow flexes 0-150 deg, bending the forearm inwards or up.
+        shoulder = rng.uniform(np.deg2rad(-25), np.deg2rad(170))
+        elbow = rng.uniform(0.0, np.deg2rad(150)) * rng.choice([1.0, -1.0], p=[0.75, 0.25])
+        upper = lean + outward * shoulder
+        p[J[f"{s}_elbow"]] = p[J[f"{s}_shoulder"]] + lengths["upper_arm"] * _unit(upper)
+        p[J[f"{s}_wrist"]] = p[J[f"{s}_elbow"]] + lengths["forearm"] * _unit(upper + outward * elbow)
+        # Leg: hip from slightly crossed to spread or raised sideways; knee flexes 0-140 deg.
+        hip = rng.uniform(np.deg2rad(-15), np.deg2rad(65)) if rng.random() < 0.8 else rng.uniform(0, np.deg2rad(100))
+        knee = rng.uniform(0.0, np.deg2rad(110)) if rng.random() < 0.7 else 0.0
+        thigh = lean + outward * hip
+        p[J[f"{s}_knee"]] = p[J[f"{s}_hip"]] + lengths["thigh"] * _unit(thigh)
+        p[J[f"{s}_ankle"]] = p[J[f"{s}_knee"]] + lengths["shin"] * _unit(thigh - outward * knee)
+    return p
+
+
+def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return points @ np.array([[c, -s], [s, c]]).T
+
+
+def _hsv_colour(rng, hue_range, sat=(120, 255), val=(110, 255)) -> tuple[int, int, int]:
+    import cv2
+
+    hsv = np.uint8([[[rng.uniform(*hue_range), rng.uniform(*sat), rng.uniform(*val)]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    import cv2
+
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = np.linspace(0.0, 1.0, size)[:, None, None]
+    image = (a * (1 - t) + b * t).astype(np.float32)
+    image = np.broadcast_to(image, (size, size, 3)).copy()
+    if rng.random() < 0.5:
+        image = image.transpose(1, 0, 2).copy()
+    image = image.astype(np.uint8)
+    for _ in range(rng.integers(5, 14)):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        kind = rng.integers(0, 4)
+        x, y = (int(v) for v in rng.integers(0, size, 2))
+        r = int(rng.uniform(0.03, 0.18) * size)
+        if kind == 0:
+            cv2.circle(image, (x, y), r, colour, -1, cv2.LINE_AA)
+        elif kind == 1:
+            cv2.rectangle(image, (x - r, y - r // 2), (x + r, y + r // 2), colour, -1)
+        else:  # elongated, limb-like distractors
+            angle = rng.uniform(0, np.pi)
+            dx, dy = int(r * np.cos(angle)), int(r * np.sin(angle))
+            cv2.line(image, (x - dx, y - dy), (x + dx, y + dy), colour, max(2, int(rng.uniform(0.01, 0.05) * size)),
+                     cv2.LINE_AA)
+    return image
+
+
+def _limb_polygon(a: np.ndarray, b: np.ndarray, width: float) -> np.ndarray:
+    d = b - a
+    n = np.array([-d[1], d[0]]) / max(np.hypot(*d), 1e-6) * width / 2
+    return np.array([a + n, b + n, b - n, a - n])
+
+
+def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, height: float) -> np.ndarray:
+    """Draw the figure; returns (16,) bool: joints hidden behind the torso."""
+    import cv2
+
+    shift = 4  # sub-pixel drawing precision for cv2 (coordinates x 16)
+
+    def pts(p):
+        return np.round(np.asarray(p) * (1 << shift)).astype(np.int32)
+
+    warm = (rng.uniform(0, 8), rng.uniform(8, 25))
+    cool = (rng.uniform(95, 105), rng.uniform(105, 125))
+    colours = {"r": _hsv_colour(rng, warm), "l": _hsv_colour(rng, cool)}
+    torso_colour = _hsv_colour(rng, (0, 180), sat=(0, 90), val=(60, 220))
+    skin = _hsv_colour(rng, (5, 20), sat=(40, 150), val=(120, 240))
+    stripe = rng.random() < 0.6
+
+    def limb(a, b, kind, s):
+        width = LIMB_WIDTH[kind] * height
+        colour = colours[s]
+        poly = _limb_polygon(pose[J[a]], pose[J[b]], width)
+        cv2.fillConvexPoly(image, pts(poly), colour, cv2.LINE_AA, shift)
+        for j in (a, b):
+            cv2.circle(image, tuple(pts(pose[J[j]])), int(width / 2 * (1 << shift)), colour, -1, cv2.LINE_AA, shift)
+        if stripe:  # a darker stripe along the limb: texture
+            dark = tuple(int(c * 0.55) for c in colour)
+            cv2.line(image, tuple(pts(pose[J[a]])), tuple(pts(pose[J[b]])), dark, max(1, int(width / 5)),
+                     cv2.LINE_AA, shift)
+
+    torso = np.array([pose[J["r_shoulder"]], pose[J["l_shoulder"]], pose[J["l_hip"]], pose[J["r_hip"]]])
+    # One side's limbs may pass behind the torso: drawn first, partly covered.
+    behind = rng.choice(["r", "l", ""], p=[0.25, 0.25, 0.5])
+    for a, b, kind, s in LIMBS:
+        if s == behind:
+            limb(a, b, kind, s)
+    cv2.fillConvexPoly(image, pts(torso), torso_colour, cv2.LINE_AA, shift)
+    neck_width = 0.05 * height
+    cv2.fillConvexPoly(image, pts(_limb_polygon(pose[J["thorax"]], pose[J["upper_neck"]], neck_width)), skin,
+                       cv2.LINE_AA, shift)
+    head_centre = 0.5 * (pose[J["upper_neck"]] + pose[J["head_top"]])
+    head_len = np.hypot(*(pose[J["head_top"]] - pose[J["upper_neck"]]))
+    angle = np.degrees(np.arctan2(*(pose[J["head_top"]] - pose[J["upper_neck"]])[::-1]))
+    cv2.ellipse(image, tuple(pts(head_centre)), (int(head_len / 2 * (1 << shift)), int(head_len * 0.38 * (1 << shift))),
+                angle, 0, 360, skin, -1, cv2.LINE_AA, shift)
+    # eyes on the head's upper half mark which way is up
+    for k in (-1, 1):
+        eye = head_centre + 0.12 * (pose[J["head_top"]] - pose[J["upper_neck"]]) + k * 0.15 * head_len * np.array(
+            [np.cos(np.radians(angle + 90)), np.sin(np.radians(angle + 90))])
+        cv2.circle(image, tuple(pts(eye)), int(max(1.0, 0.06 * head_len) * (1 << shift)), (20, 20, 20), -1,
+                   cv2.LINE_AA, shift)
+    for a, b, kind, s in LIMBS:
+        if s != behind:
+            limb(a, b, kind, s)
+
+    hidden = np.zeros(16, bool)
+    if behind:
+        inside = [cv2.pointPolygonTest(torso.astype(np.float32), (float(x), float(y)), False) >= 0 for x, y in pose]
+        for name in (f"{behind}_elbow", f"{behind}_wrist", f"{behind}_knee", f"{behind}_ankle"):
+            hidden[J[name]] = inside[J[name]]
+    return hidden
+
+
+def make_person(rng: np.random.Generator, size: int):
+    """One image and its annotation in the release's conventions (1-based pixels)."""
+    import cv2
+
+    height = rng.uniform(0.45, 0.75) * size
+    pose = sample_pose(rng, height)
+    rotation = rng.normal(0.0, np.deg2rad(15)) if rng.random() < 0.85 else rng.uniform(-np.pi / 3, np.pi / 3)
+    pose = _rotate(pose, rotation)
+    low, high = pose.min(axis=0), pose.max(axis=0)
+    extent = high - low
+    # Centre the figure's box somewhere in the image; large figures may be cut off.
+    centre = rng.uniform(0.5 * size - 0.25 * size, 0.5 * size + 0.25 * size, 2)
+    pose = pose - (low + high) / 2 + centre
+
+    image = draw_background(rng, size)
+    hidden = draw_figure(image, rng, pose, height)
+    noise = rng.normal(0.0, rng.uniform(2, 8), image.shape)
+    image = np.clip(image + noise, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        image = cv2.GaussianBlur(image, (3, 3), 0)
+
+    in_image = ((pose >= 0) & (pose <= size - 1)).all(axis=1)
+    is_visible = (in_image & ~hidden).astype(np.uint8)
+    head = pose[[J["upper_neck"], J["head_top"]]]
+    head_len = np.hypot(*(head[1] - head[0]))
+    head_centre = head.mean(axis=0)
+    head_box = np.concatenate([head_centre - head_len / 2, head_centre + head_len / 2]) + 1.0
+    # MPII: scale = person height / 200. The hourglass crop (200 x 1.25 x scale around
+    # objpos + (0, 15 scale)) then holds the whole figure.
+    scale_raw = 1.05 * float(extent.max()) / 200.0
+    objpos = centre - np.array([0.0, mpii.HOURGLASS_CENTER_SHIFT * scale_raw])
+    return image, pose + 1.0, is_visible, head_box, scale_raw, objpos + 1.0
+
+
+def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_size: int = 256,
+             progress: bool = True) -> dict:
+    """Write the dataset to `out_dir` (replacing it); returns a summary."""
+    import cv2
+    from tqdm import tqdm
+
+    if train < 1 or val < 1:
+        raise UserError(f"demo data needs at least one training and one validation image (got {train}, {val})")
+    if image_size < 64:
+        raise UserError(f"demo image size {image_size} is too small (at least 64)")
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    try:
+        n = train + val
+        names, keypoints, visible, head_boxes, scales, objpos = [], [], [], [], [], []
+        for i in tqdm(range(n), desc="demo data", unit="img", disable=not progress, mininterval=2):
+            split, index = (0, i) if i < train else (1, i - train)
+            rng = np.random.default_rng([seed, split, index])
+            image, kp, vis, box, scale, pos = make_person(rng, image_size)
+            name = f"{i:06d}.jpg"
+            ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            if not ok:
+                raise RuntimeError(f"could not encode {name}")
+            (tmp / "images" / name).write_bytes(data.tobytes())
+            names.append(name)
+            keypoints.append(kp)
+            visible.append(vis)
+            head_boxes.append(box)
+            scales.append(scale)
+            objpos.append(pos)
+        release = mpii.release_mat_bytes(names, np.array(keypoints), np.array(visible), np.array(head_boxes),
+                                         np.array(scales), np.array(objpos), np.ones(n))
+        (tmp / "mpii_release.mat").write_bytes(release)
+        val_images = np.arange(train, n)
+        (tmp / "val_split.mat").write_bytes(mpii.split_mat_bytes(val_images, np.zeros(val, np.int64)))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"train": train, "val": val, "images": n, "out": str(out)}
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder (replaced)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=int, default=1200, help="training images")
+    p.add_argument("--val", type=int, default=300, help="validation images")
+    p.add_argument("--image-size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = generate(args.out, args.seed, args.train, args.val, args.image_size, args.progress)
+    print(f"{summary['out']}: {summary['train']} training and {summary['val']} validation images")
+    return 0
