@@ -2,9 +2,13 @@
 
 Each image holds one articulated figure with the 16 MPII joints: a kinematic tree from the
 pelvis with proportional limb lengths and joint-angle limits (elbows and knees bend one
-way), limbs drawn as thick textured capsules, a torso and a head. The figure's right limbs
-are drawn in warm colours and its left limbs in cool ones, so that left and right can be
-told apart (otherwise the flip augmentation would make the task ill-posed). Backgrounds are
+way), limbs drawn as thick textured capsules, a torso and a head. Left and right can be told
+apart by cues that stay true under the flip augmentation (which mirrors the image and swaps
+the left/right labels; a cue that did not mirror with them would contradict the labels on
+half the samples): figures face the camera, so their left side is on the image right, and
+limb stripes run at +45 degrees to the limb on left limbs and -45 on right limbs (a mirror
+turns one into the other). The two sides also get different colour families (warm and
+cool, which side gets which drawn per figure) so that crossing limbs stay apart. Backgrounds are
 gradients with random shapes, some limb-like, and noise. Figures vary in position, size and
 rotation; some limbs pass behind the torso (self-occlusion) and some leave the image
 (truncation); such joints are written with `is_visible = 0`.
@@ -153,10 +157,11 @@ def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, h
 
     warm = (rng.uniform(0, 8), rng.uniform(8, 25))
     cool = (rng.uniform(95, 105), rng.uniform(105, 125))
-    colours = {"r": _hsv_colour(rng, warm), "l": _hsv_colour(rng, cool)}
+    families = [warm, cool] if rng.random() < 0.5 else [cool, warm]
+    colours = {"r": _hsv_colour(rng, families[0]), "l": _hsv_colour(rng, families[1])}
     torso_colour = _hsv_colour(rng, (0, 180), sat=(0, 90), val=(60, 220))
     skin = _hsv_colour(rng, (5, 20), sat=(40, 150), val=(120, 240))
-    stripe = rng.random() < 0.6
+    stripe_gap = rng.uniform(0.8, 1.3)  # stripe spacing, in limb widths
 
     def limb(a, b, kind, s):
         width = LIMB_WIDTH[kind] * height
@@ -165,10 +170,19 @@ def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, h
         cv2.fillConvexPoly(image, pts(poly), colour, cv2.LINE_AA, shift)
         for j in (a, b):
             cv2.circle(image, tuple(pts(pose[J[j]])), int(width / 2 * (1 << shift)), colour, -1, cv2.LINE_AA, shift)
-        if stripe:  # a darker stripe along the limb: texture
-            dark = tuple(int(c * 0.55) for c in colour)
-            cv2.line(image, tuple(pts(pose[J[a]])), tuple(pts(pose[J[b]])), dark, max(1, int(width / 5)),
-                     cv2.LINE_AA, shift)
+        # Chiral stripes across the limb: +45 degrees to its axis on the left, -45 on the right.
+        dark = tuple(int(c * 0.5) for c in colour)
+        pa, pb = pose[J[a]], pose[J[b]]
+        length = np.hypot(*(pb - pa))
+        axis = (pb - pa) / max(length, 1e-6)
+        turn = np.deg2rad(45.0 if s == "l" else -45.0)
+        across = np.array([axis[0] * np.cos(turn) - axis[1] * np.sin(turn),
+                           axis[0] * np.sin(turn) + axis[1] * np.cos(turn)])
+        half = across * width / np.sin(np.deg2rad(45.0)) / 2 * 0.9
+        for t in np.arange(width / 2, length - width / 4, stripe_gap * width):
+            centre = pa + t * axis
+            cv2.line(image, tuple(pts(centre - half)), tuple(pts(centre + half)), dark,
+                     max(1, int(round(width / 4))), cv2.LINE_AA, shift)
 
     torso = np.array([pose[J["r_shoulder"]], pose[J["l_shoulder"]], pose[J["l_hip"]], pose[J["r_hip"]]])
     # One side's limbs may pass behind the torso: drawn first, partly covered.

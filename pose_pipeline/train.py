@@ -103,12 +103,32 @@ def load_resume_state(path: Path, run_hash: str) -> dict | None:
     return state
 
 
+def resume_external(path, model, optimizer, scheduler, num_joints: int) -> int:
+    """Load weights (and the optimiser state when it fits) from another run's checkpoint;
+    returns the number of epochs it had completed."""
+    checkpoint = read_checkpoint(path)
+    model.load_state_dict(load_model(path, expect={"joints": num_joints}).state_dict())
+    if isinstance(checkpoint.get("optimizer"), dict):
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as exc:
+            log.warning("%s: optimiser state not used (%s)", path, exc)
+    epoch = int(checkpoint.get("epoch", 0) or 0)
+    for _ in range(epoch):
+        scheduler.step()
+    return epoch
+
+
 # ------------------------------------------------------------------------------ train
 
 
 def train(settings: dict, train_store: str, val_store: str | None, out: str, device: str = "auto",
-          epochs: int | None = None, progress: bool = True) -> dict:
+          epochs: int | None = None, progress: bool = True, resume_from: str | None = None) -> dict:
     """Train as `settings` (model, training, dataset: see config.experiment_settings) say.
+
+    `resume_from`: a checkpoint to continue from when `out` holds none of this run, e.g. a
+    PyTorch-Pose `checkpoint.pth.tar` (weights, its `epoch`, and its optimiser state when
+    the optimiser matches).
 
     Returns {"epochs", "steps", "best_pckh", "model"}.
     """
@@ -158,6 +178,9 @@ def train(settings: dict, train_store: str, val_store: str | None, out: str, dev
         elapsed_before = state["elapsed_s"]
         log.info("resumed from %s at epoch %d, step %d", out / "checkpoints" / "last.pt",
                  step // steps_per_epoch + 1, step)
+    elif resume_from:
+        step = resume_external(resume_from, model, optimizer, scheduler, joints.num_joints) * steps_per_epoch
+        log.info("resumed from %s at epoch %d, step %d", resume_from, step // steps_per_epoch + 1, step)
     log.info("training %s (%s, %.2f M parameters) on %s: %d samples, %d epochs of %d steps, world size 1",
              settings.get("name", "model"), model_cfg["arch"], sum(p.numel() for p in model.parameters()) / 1e6,
              device, len(store), epochs, steps_per_epoch)
@@ -259,6 +282,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-store", help="validation store (default: results/stores/<dataset>/val.zarr)")
     p.add_argument("--out", help="output folder (default: results/train/<experiment>)")
     p.add_argument("--epochs", type=int, help="override the configured number of epochs")
+    p.add_argument("--resume", help="continue from this checkpoint (this project's or PyTorch-Pose's) "
+                                    "when --out holds no checkpoint of this run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
@@ -283,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("no validation store at %s: training without validation", val_store)
         val_store = None
     summary = train(settings, train_store, val_store, args.out or f"results/train/{name}",
-                    args.device or settings.get("device", "auto"), args.epochs, args.progress)
+                    args.device or settings.get("device", "auto"), args.epochs, args.progress, args.resume)
     print(f"{summary['model']}: {summary['epochs']} epochs, {summary['steps']} steps, "
           f"best validation PCKh@0.5 {summary['best_pckh']:.2f}")
     return 0

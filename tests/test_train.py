@@ -100,3 +100,23 @@ def test_foreign_checkpoint_is_refused_and_kept(random_store, tmp_path):
     with pytest.raises(UserError, match="last.pt"):
         train_module.train(settings(), random_store, None, out, device="cpu", progress=False)
     assert foreign.read_bytes() == b"not a checkpoint at all"
+
+
+def test_resume_from_a_pytorch_pose_checkpoint(random_store, tmp_path, caplog):
+    from pose_pipeline.models import build_model
+
+    model = build_model({"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16}, 16)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=2.5e-4)
+    model(torch.rand(2, 3, 64, 64))[0].sum().backward()
+    optimizer.step()
+    # the layout PyTorch-Pose saves: DataParallel keys, epoch, arch, best_acc, optimizer
+    torch.save({"epoch": 1, "arch": "hg", "best_acc": 0.5, "optimizer": optimizer.state_dict(),
+                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               tmp_path / "checkpoint.pth.tar")
+    with caplog.at_level("INFO", logger="pose_pipeline.train"):
+        summary = train_module.train(settings(), random_store, None, tmp_path / "r", device="cpu", progress=False,
+                                     resume_from=str(tmp_path / "checkpoint.pth.tar"))
+    assert any("checkpoint.pth.tar at epoch 2" in r.message for r in caplog.records)
+    assert summary["steps"] == 2 * 6  # counted from the checkpoint's epoch; one epoch trained here
+    rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["2"]
