@@ -12,14 +12,14 @@ import csv
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pose_pipeline import geometry
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import MPII, JointSet
+from pose_pipeline.joints import COCO, LSP, MPII, JointSet
 from pose_pipeline.store import StoreWriter, sha256_of
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class Samples:
     head_size: np.ndarray  # (N,)
     source_index: np.ndarray  # (N,2)
     problems: list[str]  # '' where fine
+    parameters: dict = field(default_factory=dict)  # format choices, recorded in attrs `converter`
 
     def __len__(self) -> int:
         return len(self.image_names)
@@ -50,13 +51,17 @@ class Samples:
         return Samples(self.joints, self.pixel_origin, [self.image_names[i] for i in index],
                        self.keypoints[index], self.visible[index], self.center[index],
                        self.scale[index], self.head_size[index], self.source_index[index],
-                       [self.problems[i] for i in index])
+                       [self.problems[i] for i in index], self.parameters)
 
 
 # ---------------------------------------------------------------------------- formats
 
 
-def read_mpii(annotations: Path, split: str, val_split: Path | None) -> Samples:
+# A reader: (annotations, split, val_split, options) -> Samples, where options holds
+# `images` (the image folder) and format options such as `min_keypoints`.
+
+
+def read_mpii(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
     """MPII release .mat (train/val through the split file) or hourglass .h5 (taken whole)."""
     from pose_pipeline.formats import mpii
 
@@ -83,7 +88,56 @@ def read_mpii(annotations: Path, split: str, val_split: Path | None) -> Samples:
     )
 
 
-READERS = {"mpii": read_mpii}
+def read_lsp(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
+    """LSP / LSP-extended joints.mat, either layout (see pose_pipeline.formats.lsp)."""
+    from pose_pipeline.formats import lsp
+
+    if val_split is not None:
+        raise UserError(f"{val_split}: --val-split is for MPII; LSP's split follows from the number of "
+                        "images (2,000: first 1,000 train, last 1,000 val; 10,000: all train)")
+    options = options or {}
+    joints = lsp.read_joints(annotations)
+    width = lsp.image_name_width(joints, options.get("images"))
+    rows = lsp.split_rows(len(joints), split, annotations)
+    center, scale = lsp.person_boxes(joints.keypoints, joints.visible)
+    samples = Samples(
+        joints=LSP, pixel_origin=lsp.PIXEL_ORIGIN,
+        image_names=[f"im{i + 1:0{width}d}.jpg" for i in range(len(joints))],
+        keypoints=joints.keypoints, visible=joints.visible, center=center, scale=scale,
+        head_size=np.full(len(joints), np.nan),
+        source_index=np.stack([np.arange(len(joints)), np.zeros(len(joints), np.int64)], axis=1),
+        problems=lsp.row_problems(joints),
+        parameters={"layout": joints.layout, "image_name_digits": width, "scale_margin": lsp.SCALE_MARGIN,
+                    "images_in_file": len(joints)},
+    )
+    return samples.take(rows)
+
+
+def read_coco(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
+    """COCO person_keypoints JSON: one sample per person (see pose_pipeline.formats.coco)."""
+    from pose_pipeline.formats import coco
+
+    if val_split is not None:
+        raise UserError(f"{val_split}: --val-split is for MPII; a COCO annotation file is one split")
+    options = options or {}
+    min_keypoints = options.get("min_keypoints")
+    min_keypoints = coco.DEFAULT_MIN_KEYPOINTS if min_keypoints is None else int(min_keypoints)
+    people = coco.read_annotations(annotations, min_keypoints)
+    center, scale = coco.person_boxes(people.bbox)
+    return Samples(
+        joints=COCO, pixel_origin=coco.PIXEL_ORIGIN, image_names=list(people.image_names),
+        keypoints=people.keypoints, visible=people.visible, center=center, scale=scale,
+        head_size=np.full(len(people), np.nan),
+        source_index=np.stack([people.image_id, people.annotation_id], axis=1),
+        problems=list(people.problems),
+        parameters={"min_keypoints": min_keypoints, "bbox_padding": coco.BBOX_PADDING,
+                    "skipped_crowd": people.skipped["crowd"],
+                    "skipped_few_keypoints": people.skipped["few_keypoints"],
+                    "skipped_other_category": people.skipped["other_category"]},
+    )
+
+
+READERS = {"mpii": read_mpii, "lsp": read_lsp, "coco": read_coco}
 
 
 # ----------------------------------------------------------------------------- images
@@ -157,7 +211,8 @@ def annotation_problems(samples: Samples) -> list[str]:
 def convert(fmt: str, annotations, images, out, split: str = "train", val_split=None,
             canvas_size: int = 384, context: float = 1.5, shard_size: int = 64,
             on_bad_sample: str = "error", workers: int | None = None,
-            dataset: str | None = None, progress: bool = True) -> dict:
+            dataset: str | None = None, progress: bool = True,
+            min_keypoints: int | None = None) -> dict:
     """Convert one split; returns a summary {samples, skipped, store}."""
     from tqdm import tqdm
 
@@ -166,7 +221,10 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
     for path, what in ((annotations, "annotation file"), (images, "image folder"), (val_split, "split file")):
         if path is not None and not path.exists():
             raise UserError(f"{what} {path} does not exist")
-    samples = READERS[fmt](annotations, split, val_split)
+    if min_keypoints is not None and fmt != "coco":
+        raise UserError(f"--min-keypoints is a COCO option; format {fmt!r} does not take it")
+    options = {"images": images, "min_keypoints": min_keypoints}
+    samples = READERS[fmt](annotations, split, val_split, options)
     if len(samples) == 0:
         raise UserError(f"{annotations}: no annotated people in split {split!r}")
 
@@ -192,7 +250,8 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
         "dataset": dataset or annotations.stem, "split": split, "format": fmt,
         "pixel_origin": samples.pixel_origin, "context": context,
         "converter": {"canvas_size": canvas_size, "context": context, "shard_size": shard_size,
-                      "on_bad_sample": on_bad_sample, "person_box": PERSON_BOX},
+                      "on_bad_sample": on_bad_sample, "person_box": PERSON_BOX,
+                      **({fmt: samples.parameters} if samples.parameters else {})},
         "sources": sources,
     })
     blocks = [keep[i:i + shard_size] for i in range(0, len(keep), shard_size)]
@@ -269,12 +328,20 @@ def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("format", choices=sorted(READERS), help="annotation format")
-    p.add_argument("--annotations", required=True, help="annotation file (MPII release .mat or hourglass .h5)")
+    p.add_argument("format", choices=sorted(READERS),
+                   help="annotation format: mpii (release .mat or hourglass .h5), lsp (joints.mat, LSP or "
+                        "LSP-extended layout), coco (person_keypoints_*.json)")
+    p.add_argument("--annotations", required=True,
+                   help="annotation file (MPII release .mat or hourglass .h5; LSP joints.mat; COCO keypoint .json)")
     p.add_argument("--images", required=True, help="folder of the original images")
     p.add_argument("--out", required=True, help="output store (a .zarr folder)")
-    p.add_argument("--split", choices=["train", "val", "all"], default="train")
-    p.add_argument("--val-split", help="file naming the validation people (detections.mat layout)")
+    p.add_argument("--split", choices=["train", "val", "all"], default="train",
+                   help="mpii: by is_train or --val-split; lsp: 2,000 images -> first 1,000 train, last "
+                        "1,000 val, 10,000 (extended) -> all train, other sizes -> only all; coco: the "
+                        "file is the split (recorded only)")
+    p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
+    p.add_argument("--min-keypoints", type=int, default=None,
+                   help="coco only: leave out people with fewer labelled keypoints (default 1)")
     p.add_argument("--canvas-size", type=int, default=384, help="side of the stored crops")
     p.add_argument("--context", type=float, default=1.5, help="crop = person box x context")
     p.add_argument("--shard-size", type=int, default=64, help="samples per shard file")
@@ -286,6 +353,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     summary = convert(args.format, args.annotations, args.images, args.out, args.split,
                       args.val_split, args.canvas_size, args.context, args.shard_size,
-                      args.on_bad_sample, args.workers, args.dataset)
+                      args.on_bad_sample, args.workers, args.dataset,
+                      min_keypoints=args.min_keypoints)
     print(f"{summary['store']}: {summary['samples']} samples, {summary['skipped']} skipped")
     return 0
