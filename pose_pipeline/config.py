@@ -133,18 +133,26 @@ def synthetic_paths(name: str, results: str = "results") -> dict:
     }
 
 
-def dataset_sources(config: dict, name: str, files_only: bool = False) -> dict:
-    """Annotation, image and split paths of a dataset (generated ones for synthetic data)."""
+def dataset_sources(config: dict, name: str, split: str | None = None) -> dict:
+    """Annotation, image and split paths of a dataset (generated ones for synthetic data).
+
+    With `split="val"` and a `val_annotations` file, the validation split comes from that
+    file (and `val_images`) instead of the split file.
+    """
     ds = config["datasets"][name]
-    sources = synthetic_paths(name) if "synthetic" in ds else ds
-    keys = ("annotations", "images", "val_split")
-    return {key: sources[key] for key in keys if sources.get(key)}
+    if "synthetic" in ds:
+        return {k: v for k, v in synthetic_paths(name).items() if k != "root"}
+    if split == "val" and ds.get("val_annotations"):
+        return {"annotations": ds["val_annotations"], "images": ds.get("val_images") or ds["images"]}
+    return {key: ds[key] for key in ("annotations", "images", "val_split") if ds.get(key)}
 
 
 def converter_settings(config: dict, name: str) -> dict:
     """The convert rule's parameters for a dataset (a change reruns conversion)."""
     ds = config["datasets"][name]
-    return {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
+    settings = {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
+    settings["extra"] = f"--min-keypoints {ds['min_keypoints']}" if ds.get("min_keypoints") else ""
+    return settings
 
 
 def check_dataset_files(config: dict, name: str) -> None:
@@ -152,8 +160,9 @@ def check_dataset_files(config: dict, name: str) -> None:
     ds = config["datasets"][name]
     if "synthetic" in ds:
         return
-    missing = [f"datasets.{name}.{key}: {path} does not exist"
-               for key, path in dataset_sources(config, name).items() if not Path(path).exists()]
+    keys = ("annotations", "images", "val_split", "val_annotations", "val_images")
+    missing = [f"datasets.{name}.{key}: {ds[key]} does not exist"
+               for key in keys if ds.get(key) and not Path(ds[key]).exists()]
     if missing:
         raise UserError("dataset files are missing (point the config at your copy):\n  " + "\n  ".join(missing))
 

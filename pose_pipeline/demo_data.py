@@ -167,6 +167,10 @@ def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, h
         width = LIMB_WIDTH[kind] * height
         colour = colours[s]
         poly = _limb_polygon(pose[J[a]], pose[J[b]], width)
+        if kind == "forearm":  # a hand beyond the wrist marks where the wrist is
+            direction = (pose[J[b]] - pose[J[a]]) / max(np.hypot(*(pose[J[b]] - pose[J[a]])), 1e-6)
+            hand = pose[J[b]] + direction * width * 0.75
+            cv2.circle(image, tuple(pts(hand)), int(width * 0.62 * (1 << shift)), skin, -1, cv2.LINE_AA, shift)
         cv2.fillConvexPoly(image, pts(poly), colour, cv2.LINE_AA, shift)
         for j in (a, b):
             cv2.circle(image, tuple(pts(pose[J[j]])), int(width / 2 * (1 << shift)), colour, -1, cv2.LINE_AA, shift)

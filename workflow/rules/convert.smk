@@ -1,7 +1,7 @@
 def convert_inputs(wildcards):
     # A real dataset's files are checked here, so only datasets a target needs must exist.
     ppc.check_dataset_files(config, wildcards.dataset)
-    return ppc.dataset_sources(config, wildcards.dataset, files_only=True)
+    return ppc.dataset_sources(config, wildcards.dataset, wildcards.split)
 
 
 rule convert:
@@ -24,4 +24,4 @@ rule convert:
         " --out {output} --dataset {wildcards.dataset}"
         " --canvas-size {params.converter[canvas_size]} --context {params.converter[context]}"
         " --shard-size {params.converter[shard_size]} --on-bad-sample {params.converter[on_bad_sample]}"
-        " --workers {threads} > {log} 2>&1"
+        " {params.converter[extra]} --workers {threads} > {log} 2>&1"
