@@ -52,8 +52,9 @@ def roundtrip(annotations, out_mat, input_size: int = 256, heatmap_size: int = 6
               sigma: float = 1.0, blur_sigma: float | None = None) -> dict:
     """Oracle predictions for an annotation file (hourglass .h5) or a converted store.
 
-    Joints without a target (not annotated, or outside the crop) are predicted at the
-    heatmap centre, as a model would have to guess them. Returns a summary with the mean error in head units over encoded joints.
+    An annotated joint outside the crop has no target; the best a heatmap model can do is the
+    nearest heatmap border point, which is what the oracle predicts for it. Returns a summary
+    with the mean error in head units over the annotated joints.
     """
     from pose_pipeline.score import write_predictions_mat
 
@@ -78,14 +79,15 @@ def roundtrip(annotations, out_mat, input_size: int = 256, heatmap_size: int = 6
     points = geometry.annotated_to_array(np.asarray(keypoints, np.float64), origin)
     decoded, encoded = encode_decode(points, annotated.astype(np.float32), to_heatmap,
                                      heatmap_size, sigma, blur_sigma)
-    centre = geometry.apply(geometry.invert(to_heatmap), np.full(points.shape, (heatmap_size - 1) / 2))
-    decoded = np.where(encoded[..., None], decoded, centre)
+    border = np.clip(geometry.apply(to_heatmap, np.nan_to_num(points)), 0, heatmap_size - 1)
+    decoded = np.where(encoded[..., None], decoded, geometry.apply(geometry.invert(to_heatmap), border))
     error = np.linalg.norm(decoded - points, axis=-1) / np.asarray(head_size)[:, None]
+    annotated = np.asarray(annotated, bool)
     write_predictions_mat(out_mat, geometry.array_to_annotated(decoded, origin))
     return {"people": len(points), "joints_encoded": int(encoded.sum()),
             "joints_annotated": int(annotated.sum()),
-            "mean_error_head_units": float(error[encoded].mean()),
-            "max_error_head_units": float(error[encoded].max())}
+            "mean_error_head_units": float(error[annotated].mean()),
+            "max_error_head_units": float(error[annotated].max())}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
