@@ -273,3 +273,10 @@ def test_h5_missing_datasets_names_them(mpii_sample, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "partial.h5" in err and "missing datasets ['visible', 'normalize', 'index', 'person']" in err
     assert not (tmp_path / "p.zarr").exists()
+
+
+def test_detections_mat_is_a_split_file_without_image_names(mpii_sample, tmp_path):
+    with pytest.raises(UserError) as err:
+        convert("mpii", mpii_sample / "detections.mat", mpii_sample / "images", tmp_path / "d.zarr",
+                split="all", canvas_size=32, workers=1, progress=False)
+    assert "detections.mat" in str(err.value) and "no image name" in str(err.value)
