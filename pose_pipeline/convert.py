@@ -144,7 +144,9 @@ READERS = {"mpii": read_mpii, "lsp": read_lsp, "coco": read_coco}
 
 
 def check_image_name(name: str) -> str:
-    if not name or os.path.isabs(name) or ".." in Path(name).parts:
+    if not name:
+        return "no image name (the annotation file names no images, e.g. a split file such as detections.mat)"
+    if os.path.isabs(name) or ".." in Path(name).parts:
         return f"image name {name!r} is absolute or leaves the image folder"
     return ""
 

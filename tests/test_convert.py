@@ -92,3 +92,191 @@ def test_cli_reports_a_missing_annotation_file(tmp_path, capsys):
                      str(tmp_path), "--out", str(tmp_path / "x.zarr")])
     assert code == 1
     assert "nope.mat does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- detections.mat, bad inputs
+
+from pose_pipeline.formats import mpii  # noqa: E402
+
+
+def test_detections_mat_reads_the_same_people_as_valid_h5(mpii_sample):
+    """The validation split as release-layout structs (top-level annolist, no RELEASE)."""
+    import scipy.io
+
+    release = mpii.read_release(mpii_sample / "detections.mat")
+    h5 = mpii.read_hourglass_h5(mpii_sample / "valid.h5", is_train=False)
+    assert len(release) == len(h5) == 2958
+    assert release.ok.all() and not release.is_train.any()  # no img_train: default_is_train
+    # detections.mat indexes its own annolist; RELEASE_*_index place each entry in the full
+    # release, which valid.h5's index/person name (0-based)
+    mat = scipy.io.loadmat(mpii_sample / "detections.mat", variable_names=["RELEASE_img_index",
+                                                                            "RELEASE_person_index"])
+    img_index = mat["RELEASE_img_index"].ravel().astype(np.int64) - 1
+    person_index = mat["RELEASE_person_index"].ravel().astype(np.int64) - 1
+    keys = list(zip(img_index[release.image_index], person_index[release.image_index]))
+    h5_row = {key: row for row, key in enumerate(zip(h5.image_index.tolist(), h5.person_index.tolist()))}
+    rows = np.array([h5_row[key] for key in keys])
+    np.testing.assert_array_equal(rows, np.arange(2958))  # same people, same order
+    np.testing.assert_array_equal(release.annotated, h5.annotated)
+    # valid.h5 truncates upper neck and head top to whole pixels; everything else agrees
+    diff = np.abs(release.keypoints - h5.keypoints)
+    assert diff.max() < 1.0
+    others = [k for k in range(16) if k not in (8, 9)]
+    assert diff[:, others].max() < 1e-3
+    np.testing.assert_allclose(release.head_size, h5.head_size, rtol=1e-6)
+    np.testing.assert_allclose(release.center, h5.center, atol=1e-3)
+    np.testing.assert_allclose(release.scale, h5.scale, rtol=1e-6)
+    np.testing.assert_array_equal(release.is_visible, h5.is_visible)
+
+
+def _release_from_h5(mpii_sample, tmp_path, names, edit=None):
+    """A release .mat (RELEASE struct) with valid.h5's first five people, one per image."""
+    with h5py.File(mpii_sample / "valid.h5") as h5:
+        part, visible = h5["part"][:5], h5["visible"][:5]
+        center, scale, normalize = h5["center"][:5], h5["scale"][:5], h5["normalize"][:5]
+    scale_raw = scale / mpii.HOURGLASS_SCALE_FACTOR
+    objpos = center - np.stack([np.zeros(5), mpii.HOURGLASS_CENTER_SHIFT * scale_raw], axis=1)
+    side = normalize / mpii.PCKH_HEAD_FACTOR / np.sqrt(2)  # square head box, same PCKh unit
+    top_left = part[:, 9] - side[:, None] / 2
+    head_box = np.concatenate([top_left, top_left + side[:, None]], axis=1)
+    fields = {"names": list(names), "head_box": head_box}
+    if edit:
+        edit(fields)
+    path = tmp_path / "release.mat"
+    path.write_bytes(mpii.release_mat_bytes(fields["names"], part, visible, fields["head_box"],
+                                            scale_raw, objpos, np.ones(5)))
+    return path
+
+
+def _h5_names(mpii_sample):
+    with h5py.File(mpii_sample / "valid.h5") as h5:
+        return [n.decode() for n in h5["imgname"][:5]]
+
+
+def test_release_mat_of_good_people_converts(mpii_sample, tmp_path):
+    names = _h5_names(mpii_sample)
+    path = _release_from_h5(mpii_sample, tmp_path, names)
+    summary = convert("mpii", path, mpii_sample / "images", tmp_path / "r.zarr", split="train",
+                      canvas_size=32, workers=1, progress=False)
+    assert summary["samples"] == 5 and summary["skipped"] == 0
+    with h5py.File(mpii_sample / "valid.h5") as h5:
+        np.testing.assert_allclose(open_store(tmp_path / "r.zarr").head_size, h5["normalize"][:5], rtol=1e-6)
+
+
+def _zero_size_head_box(fields):
+    fields["head_box"][2, 2] = fields["head_box"][2, 0]  # x2 == x1
+
+
+def _dotdot_name(fields):
+    fields["names"][2] = "../images/" + fields["names"][2]
+
+
+def _absolute_name(fields):
+    fields["names"][2] = "/etc/" + fields["names"][2]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (_zero_size_head_box, "zero-size head box"),
+    (_dotdot_name, "unsafe image name '../images/"),
+    (_absolute_name, "unsafe image name '/etc/"),
+])
+def test_bad_release_record_is_an_error_or_listed_when_skipping(mpii_sample, tmp_path, edit, reason):
+    path = _release_from_h5(mpii_sample, tmp_path, _h5_names(mpii_sample), edit)
+    out = tmp_path / "r.zarr"
+    with pytest.raises(UserError) as err:
+        convert("mpii", path, mpii_sample / "images", out, split="train", canvas_size=32, workers=1,
+                progress=False)
+    message = str(err.value)
+    assert "release.mat" in message and "record [2, 0]" in message and reason in message
+    assert not out.exists() and _partial_leftovers(tmp_path) == []
+    summary = convert("mpii", path, mpii_sample / "images", out, split="train", canvas_size=32,
+                      on_bad_sample="skip", workers=1, progress=False)
+    assert summary["samples"] == 4 and summary["skipped"] == 1
+    rows = list(csv.DictReader(open(tmp_path / "r.bad_samples.csv")))
+    assert len(rows) == 1 and rows[0]["index"] == "2" and reason in rows[0]["reason"]
+    assert 2 not in open_store(out).source_index[:, 0]
+
+
+def _five_people_h5(mpii_sample, path, edit=None, keys=None):
+    with h5py.File(mpii_sample / "valid.h5") as src, h5py.File(path, "w") as dst:
+        data = {key: src[key][:5] for key in (keys or src)}
+        if edit:
+            edit(data)
+        for key, value in data.items():
+            dst[key] = value
+    return path
+
+
+def _nan_part(data):
+    data["part"] = data["part"].astype(np.float64)
+    data["part"][3, 12] = np.nan
+
+
+def test_nan_coordinates_are_an_error_or_listed_when_skipping(mpii_sample, tmp_path, capsys):
+    path = _five_people_h5(mpii_sample, tmp_path / "nan.h5", _nan_part)
+    with pytest.raises(UserError) as err:
+        convert("mpii", path, mpii_sample / "images", tmp_path / "n.zarr", split="val", canvas_size=32,
+                workers=1, progress=False)
+    message = str(err.value)
+    assert "nan.h5" in message and "non-finite joint coordinates" in message
+    assert "record [29, 0]" in message  # valid.h5 index/person (0-based) of the fourth person
+    # the CLI in skip mode reports the count
+    code = cli.main(["convert", "mpii", "--annotations", str(path), "--images", str(mpii_sample / "images"),
+                     "--out", str(tmp_path / "n.zarr"), "--split", "val", "--canvas-size", "32",
+                     "--workers", "1", "--on-bad-sample", "skip"])
+    assert code == 0
+    assert f"{tmp_path / 'n.zarr'}: 4 samples, 1 skipped" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "n.bad_samples.csv")))
+    assert [(r["index"], r["reason"]) for r in rows] == [("3", "non-finite joint coordinates")]
+    assert len(open_store(tmp_path / "n.zarr")) == 4
+
+
+def test_cli_skip_mode_with_nothing_bad_reports_zero_skipped(mpii_sample, tmp_path, capsys):
+    path = _five_people_h5(mpii_sample, tmp_path / "five.h5")
+    code = cli.main(["convert", "mpii", "--annotations", str(path), "--images", str(mpii_sample / "images"),
+                     "--out", str(tmp_path / "f.zarr"), "--split", "val", "--canvas-size", "32",
+                     "--workers", "1", "--on-bad-sample", "skip"])
+    assert code == 0 and "5 samples, 0 skipped" in capsys.readouterr().out
+    assert list(csv.DictReader(open(tmp_path / "f.bad_samples.csv"))) == []
+
+
+def _wrong_layout_mat(path):
+    import scipy.io
+
+    scipy.io.savemat(path, {"joints": np.zeros((14, 3, 2))})
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("empty.mat", lambda p: p.write_bytes(b""), "empty file"),
+    ("empty.h5", lambda p: p.write_bytes(b""), "empty file"),
+    ("layout.mat", _wrong_layout_mat, "found variables ['joints']"),
+    ("notmat.mat", lambda p: p.write_text("not matlab"), "not a readable MATLAB"),
+    ("notmat.h5", lambda p: p.write_text("not hdf5"), "not a readable HDF5"),
+])
+@pytest.mark.parametrize("on_bad_sample", ["error", "skip"])
+def test_unreadable_annotation_file_names_it_in_both_modes(mpii_sample, tmp_path, name, make, message,
+                                                          on_bad_sample):
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(UserError) as err:
+        convert("mpii", path, mpii_sample / "images", tmp_path / "x.zarr", split="all", canvas_size=32,
+                on_bad_sample=on_bad_sample, workers=1, progress=False)
+    assert str(path) in str(err.value) and message in str(err.value)
+    assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "x.bad_samples.csv").exists()
+
+
+def test_h5_missing_datasets_names_them(mpii_sample, tmp_path, capsys):
+    path = _five_people_h5(mpii_sample, tmp_path / "partial.h5", keys=["imgname", "center", "scale", "part"])
+    code = cli.main(["convert", "mpii", "--annotations", str(path), "--images", str(mpii_sample / "images"),
+                     "--out", str(tmp_path / "p.zarr"), "--split", "val", "--on-bad-sample", "skip"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "partial.h5" in err and "missing datasets ['visible', 'normalize', 'index', 'person']" in err
+    assert not (tmp_path / "p.zarr").exists()
+
+
+def test_detections_mat_is_a_split_file_without_image_names(mpii_sample, tmp_path):
+    with pytest.raises(UserError) as err:
+        convert("mpii", mpii_sample / "detections.mat", mpii_sample / "images", tmp_path / "d.zarr",
+                split="all", canvas_size=32, workers=1, progress=False)
+    assert "detections.mat" in str(err.value) and "no image name" in str(err.value)
