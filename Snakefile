@@ -1,5 +1,7 @@
 # pose-pipeline: convert -> train -> predict -> score -> plot, cached per stage.
 # Wiring only: every rule calls `pose-pipeline <stage>`; the logic lives in pose_pipeline/.
+import json
+
 from snakemake.exceptions import WorkflowError
 
 from pose_pipeline.config import validate_config
@@ -26,6 +28,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/plot.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
@@ -33,4 +36,6 @@ rule all:
         expand("results/pckh/{experiment}.csv", experiment=config["default_experiments"]),
         expand("results/plots/{experiment}/{plot}.png", experiment=config["default_experiments"],
                plot=PLOTS),
+        # side by side: rerun (alone) when an experiment is added to default_experiments
+        ["results/summary.csv", "results/plots/pckh_all.png"] if COMPARED else [],
     default_target: True

@@ -100,6 +100,10 @@ def validate_config(config: dict, source: str = "config") -> dict:
                 problems.append(f"experiments.{name}.training: the models output heatmaps at 1/4 of "
                                 f"the input; input_size {training['input_size']} needs heatmap_size "
                                 f"{training['input_size'] // 4}")
+        for name, ds in datasets.items():
+            if ds.get("reference_predictions") and ds["format"] != "mpii":
+                problems.append(f"datasets.{name}.reference_predictions: published reference predictions are "
+                                f"drawn on the PCKh chart, for MPII-format datasets only (format is {ds['format']!r})")
         for name in config["default_experiments"]:
             if name not in config["experiments"]:
                 problems.append(f"default_experiments: unknown experiment {name!r}")
@@ -180,3 +184,44 @@ def experiment_settings_json(config: dict, name: str) -> str:
 
 def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def summary_entries(config: dict, names, paths: dict) -> list[dict]:
+    """What `pose-pipeline summary` needs of each experiment: its config (dataset, format,
+    arch, stacks) and its files, `paths` mapping scores / log / model to templates with
+    `{experiment}`."""
+    entries = []
+    for name in names:
+        exp = config["experiments"][name]
+        entries.append({"name": name, "dataset": exp["dataset"],
+                        "format": config["datasets"][exp["dataset"]]["format"],
+                        "arch": exp["model"]["arch"], "stacks": exp["model"]["stacks"],
+                        **{key: template.format(experiment=name) for key, template in paths.items()}})
+    return entries
+
+
+def reference_datasets(config: dict, names) -> list[str]:
+    """Datasets of the experiments `names` that have reference predictions, in order."""
+    datasets = []
+    for name in names:
+        dataset = config["experiments"][name]["dataset"]
+        if config["datasets"][dataset].get("reference_predictions") and dataset not in datasets:
+            datasets.append(dataset)
+    return datasets
+
+
+def reference_ground_truth(config: dict, dataset: str, val_store: str) -> str:
+    """What a dataset's reference predictions are scored against: the reference file itself
+    when it holds the reference ground truth (detections_our_format.mat), else `val_store`."""
+    from pose_pipeline.score import holds_reference_ground_truth
+
+    path = config["datasets"][dataset]["reference_predictions"]
+    if not Path(path).exists():
+        raise UserError(f"datasets.{dataset}.reference_predictions: {path} does not exist")
+    return path if holds_reference_ground_truth(path) else val_store
+
+
+def original_images(config: dict, dataset: str) -> str:
+    """The folder holding a dataset's original validation images (store image names are
+    relative to it)."""
+    return dataset_sources(config, dataset, "val")["images"]

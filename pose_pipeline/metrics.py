@@ -22,6 +22,13 @@ PCKh, following `eval_PCKh.m` (Tompson / Newell / bearpaw-pytorch-pose; its Pyth
 The count-weighted alternative (correct / counted pooled over the same 14 joints, the
 "total" of Pishchulin's `evaluatePCKh.m`) is `weighted_mean_rate`; the score stage
 reports it separately as "Mean(weighted)", never in the Mean column.
+
+LSP PCK (`pck_torso`, `pck_torso_evaluation`): distance / torso size, correct where <=
+the threshold (0.2 for the headline PCK@0.2).
+
+COCO OKS AP (`oks_evaluation`): not written here but computed by pycocotools' COCOeval
+(iouType "keypoints"), the reference implementation; pycocotools is the optional extra
+`coco` and is imported only there.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ PCKH_HEAD_SIZE_FACTOR = 0.6
 PCKH_THRESHOLDS = np.round(np.arange(51) * 0.01, 2)
 TABLE_COLUMNS = tuple(name for name, _ in MPII_PCKH_GROUPS) + ("Mean",)
 TABLE_ROWS = ("PCKh@0.5", "PCKh@0.1", "AUC@0.5")
+# LSP PCK curve: 0 to 0.2 torso sizes (the usual LSP plot range); rows PCK@0.2, PCK@0.1, AUC@0.2.
+PCK_TORSO_THRESHOLDS = np.round(np.arange(21) * 0.01, 2)
 WEIGHTED_MEAN_COLUMN = "Mean(weighted)"
 
 
@@ -145,7 +154,7 @@ def group_rates(rates, joints: JointSet = MPII, groups=MPII_PCKH_GROUPS,
 
 
 def weighted_mean_rate(dist, counted, threshold: float, joints: JointSet = MPII,
-                       mean_excludes=MPII_PCKH_MEAN_EXCLUDES) -> float:
+                       mean_excludes=MPII_PCKH_MEAN_EXCLUDES, inclusive: bool = False) -> float:
     """Percent correct pooled over all counted joints except `mean_excludes` (each
     annotated joint weighs the same, so frequent joints dominate)."""
     counted = _check_counted(dist, counted)
@@ -154,7 +163,62 @@ def weighted_mean_rate(dist, counted, threshold: float, joints: JointSet = MPII,
     total = c.sum()
     if total == 0:
         return float("nan")
-    return float(100.0 * (c & (np.asarray(dist)[:, kept] < threshold)).sum() / total)
+    d = np.asarray(dist)[:, kept]
+    return float(100.0 * (c & (d <= threshold if inclusive else d < threshold)).sum() / total)
+
+
+def _num(x):
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def curve_evaluation(dist, counted, thresholds, joints: JointSet, metric: str, points=(0.5, 0.1),
+                     inclusive: bool = False) -> dict:
+    """The score stage's report of a normalised-distance metric, JSON-ready (NaN -> None).
+
+    `metric` names the rows: "{metric}@{points[0]}", "{metric}@{points[1]}" and
+    "AUC@{points[0]}" (the mean of the curve over `thresholds`, which must run up to
+    points[0]). Keys: metric, rows, thresholds, table (row -> column -> rate),
+    mean_weighted (row -> pooled rate), per_joint (joint -> row rates and count), curves
+    (column -> rate per threshold), joint_curves (joint -> rate per threshold).
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    for needed in points:
+        if not np.any(thresholds == needed):
+            raise ValueError(f"thresholds must include {needed}")
+    high, low = points
+    rows = (f"{metric}@{high:g}", f"{metric}@{low:g}", f"AUC@{high:g}")
+    curve = pckh_curve(dist, counted, thresholds, inclusive)  # (T, J)
+    at = {t: curve[np.flatnonzero(thresholds == t)[0]] for t in points}
+    auc = curve.mean(axis=0)
+    column_curves = group_rates(curve, joints)
+    table = {
+        rows[0]: group_rates(at[high], joints),
+        rows[1]: group_rates(at[low], joints),
+        rows[2]: {k: v.mean() for k, v in column_curves.items()},
+    }
+    counted = np.asarray(counted, dtype=bool)
+    counts = counted.sum(axis=0)
+    weighted = {t: weighted_mean_rate(dist, counted, t, joints, inclusive=inclusive) for t in points}
+    return {
+        "metric": metric,
+        "rows": list(rows),
+        "thresholds": [float(t) for t in thresholds],
+        "table": {row: {col: _num(cols[col]) for col in TABLE_COLUMNS} for row, cols in table.items()},
+        "mean_weighted": {
+            rows[0]: _num(weighted[high]),
+            rows[1]: _num(weighted[low]),
+            rows[2]: _num(np.mean([weighted_mean_rate(dist, counted, t, joints, inclusive=inclusive)
+                                   for t in thresholds])),
+        },
+        "per_joint": {
+            name: {rows[0]: _num(at[high][j]), rows[1]: _num(at[low][j]), rows[2]: _num(auc[j]),
+                   "count": int(counts[j])}
+            for j, name in enumerate(joints.joints)
+        },
+        "curves": {col: [_num(v) for v in column_curves[col]] for col in TABLE_COLUMNS},
+        "joint_curves": {name: [_num(v) for v in curve[:, j]] for j, name in enumerate(joints.joints)},
+    }
 
 
 # --------------------------------------------------------------------------- PCKh
@@ -171,49 +235,11 @@ def _pckh_inputs(preds, gt, visible, head_size, joints: JointSet):
 
 def pckh_evaluation(preds, gt, visible, head_size, joints: JointSet = MPII,
                     thresholds=PCKH_THRESHOLDS) -> dict:
-    """Everything the score stage reports, as plain JSON-ready Python values.
-
-    Keys: thresholds, table (rows x columns, as `mpii_pckh_table`), mean_weighted
-    (row -> pooled rate), per_joint (joint -> PCKh@0.5, PCKh@0.1, AUC@0.5, count),
-    curves (column -> rate per threshold), joint_curves (joint -> rate per threshold).
-    NaN (no counted joint) becomes None.
+    """Everything the score stage reports for PCKh, as plain JSON-ready Python values
+    (`curve_evaluation` with rows PCKh@0.5, PCKh@0.1, AUC@0.5; strict `<` as the reference).
     """
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    for needed in (0.5, 0.1):
-        if not np.any(thresholds == needed):
-            raise ValueError(f"thresholds must include {needed}")
     dist, counted = _pckh_inputs(preds, gt, visible, head_size, joints)
-    curve = pckh_curve(dist, counted, thresholds)  # (T, J)
-    at = {t: curve[np.flatnonzero(thresholds == t)[0]] for t in (0.5, 0.1)}
-    auc = curve.mean(axis=0)
-    column_curves = group_rates(curve, joints)
-    table = {
-        "PCKh@0.5": group_rates(at[0.5], joints),
-        "PCKh@0.1": group_rates(at[0.1], joints),
-        "AUC@0.5": {k: v.mean() for k, v in column_curves.items()},
-    }
-
-    def num(x):
-        x = float(x)
-        return None if np.isnan(x) else x
-
-    counts = counted.sum(axis=0)
-    return {
-        "thresholds": [float(t) for t in thresholds],
-        "table": {row: {col: num(cols[col]) for col in TABLE_COLUMNS} for row, cols in table.items()},
-        "mean_weighted": {
-            "PCKh@0.5": num(weighted_mean_rate(dist, counted, 0.5, joints)),
-            "PCKh@0.1": num(weighted_mean_rate(dist, counted, 0.1, joints)),
-            "AUC@0.5": num(np.mean([weighted_mean_rate(dist, counted, t, joints) for t in thresholds])),
-        },
-        "per_joint": {
-            name: {"PCKh@0.5": num(at[0.5][j]), "PCKh@0.1": num(at[0.1][j]),
-                   "AUC@0.5": num(auc[j]), "count": int(counts[j])}
-            for j, name in enumerate(joints.joints)
-        },
-        "curves": {col: [num(v) for v in column_curves[col]] for col in TABLE_COLUMNS},
-        "joint_curves": {name: [num(v) for v in curve[:, j]] for j, name in enumerate(joints.joints)},
-    }
+    return curve_evaluation(dist, counted, thresholds, joints, "PCKh", (0.5, 0.1))
 
 
 def mpii_pckh_table(preds, gt, visible, head_size, joints: JointSet = MPII) -> dict[str, dict[str, float]]:
@@ -243,20 +269,101 @@ def torso_size(gt, joints: JointSet = LSP) -> np.ndarray:
     return np.hypot(diagonal[:, 0], diagonal[:, 1])
 
 
-def pck_torso(preds, gt, visible, threshold: float = 0.2, joints: JointSet = LSP) -> dict[str, float]:
-    """LSP-style PCK@threshold normalised by torso size, as table columns.
-
-    Correct where distance <= threshold x torso size (inclusive, as `eval_pck.m`); a
-    joint counts where visible == 1 and both torso joints of its sample are annotated
-    (the reference counts every joint, its ground truth being complete). Columns as
-    PCKh: groups average left and right rates, Mean the unweighted joint mean.
-    """
+def torso_distances(preds, gt, visible, joints: JointSet = LSP) -> tuple[np.ndarray, np.ndarray]:
+    """(N,J) distances / torso size and the (N,J) counted mask of the LSP PCK: a joint
+    counts where visible == 1 and both torso joints of its sample are annotated (the
+    reference counts every joint, its ground truth being complete)."""
     preds = check_keypoints(preds, "predictions", num_joints=joints.num_joints)
     visible = np.asarray(visible)
     if visible.shape != preds.shape[:2]:
         raise ValueError(f"visible: expected shape {preds.shape[:2]}, got {visible.shape}")
     torso_known = (visible[:, joints.index("l_shoulder")] == 1) & (visible[:, joints.index("r_hip")] == 1)
     dist = normalized_distances(preds, gt, np.where(torso_known, torso_size(gt, joints), np.nan))
-    counted = (visible == 1) & torso_known[:, None]
+    return dist, (visible == 1) & torso_known[:, None]
+
+
+def pck_torso(preds, gt, visible, threshold: float = 0.2, joints: JointSet = LSP) -> dict[str, float]:
+    """LSP-style PCK@threshold normalised by torso size, as table columns.
+
+    Correct where distance <= threshold x torso size (inclusive, as `eval_pck.m`); counted
+    as `torso_distances`. Columns as PCKh: groups average left and right rates, Mean the
+    unweighted joint mean (all 14 LSP joints, neck included).
+    """
+    dist, counted = torso_distances(preds, gt, visible, joints)
     rates = pck_per_joint(dist, counted, threshold, inclusive=True)
     return {k: float(v) for k, v in group_rates(rates, joints).items()}
+
+
+def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP,
+                         thresholds=PCK_TORSO_THRESHOLDS) -> dict:
+    """The score stage's LSP report: `curve_evaluation` of the torso-normalised distances
+    with rows PCK@0.2, PCK@0.1, AUC@0.2 (thresholds 0 to 0.2, inclusive `<=`); the
+    PCK@0.2 row equals `pck_torso(..., 0.2)`."""
+    dist, counted = torso_distances(preds, gt, visible, joints)
+    return curve_evaluation(dist, counted, thresholds, joints, "PCK", (0.2, 0.1), inclusive=True)
+
+
+# ------------------------------------------------------------------------- COCO OKS
+
+
+# COCOeval.stats of iouType "keypoints", in order.
+OKS_ROWS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+OKS_COLUMN = "value"
+
+
+def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, category_id: int = 1) -> dict:
+    """COCO keypoint AP / AR (OKS, ground-truth boxes) by pycocotools' COCOeval.
+
+    preds (N,17,2) in the annotation file's own pixels (COCO joint order); image_ids (N,)
+    the COCO image of each person; person_scores (N,) the detection confidence used to rank
+    (default 1.0 each). Evaluated on the images of `image_ids` only, against every person
+    of those images in `annotation_file` (crowds and people without keypoints are ignored
+    by COCOeval itself). Rates in percent; None where COCOeval gives -1 (no ground truth
+    in that area range). Raises ImportError without pycocotools, ValueError on bad input.
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    preds = check_keypoints(preds, "predictions", num_joints=17)
+    image_ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
+    if image_ids.shape != (len(preds),):
+        raise ValueError(f"{len(image_ids)} image ids for {len(preds)} predicted people")
+    scores = np.ones(len(preds)) if person_scores is None else np.asarray(person_scores, dtype=np.float64)
+    if scores.shape != (len(preds),) or not np.isfinite(scores).all():
+        raise ValueError(f"person scores: expected {len(preds)} finite values, got shape {scores.shape}")
+    if len(preds) == 0:
+        raise ValueError("no predicted people")
+    results = [{"image_id": int(i), "category_id": category_id, "score": float(s),
+                "keypoints": np.column_stack([p, np.full(17, 2.0)]).ravel().tolist()}
+               for p, i, s in zip(preds, image_ids, scores)]
+    printed = io.StringIO()  # COCO and COCOeval print progress; keep stdout for the table
+    with contextlib.redirect_stdout(printed):
+        ground_truth = COCO(str(annotation_file))
+        unknown = sorted(set(image_ids.tolist()) - set(ground_truth.getImgIds()))
+        if unknown:
+            raise ValueError(f"image ids {unknown[:5]} are not in {annotation_file}")
+        evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="keypoints")
+        evaluator.params.imgIds = sorted(set(image_ids.tolist()))
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = [None if v < 0 else 100.0 * float(v) for v in evaluator.stats]
+    return {
+        "metric": "OKS",
+        "rows": list(OKS_ROWS),
+        "thresholds": [float(t) for t in evaluator.params.iouThrs],
+        "table": {row: {OKS_COLUMN: v} for row, v in zip(OKS_ROWS, stats)},
+        # AP at each OKS threshold (area all, 20 detections): precision over recall levels
+        "curves": {"AP": [_ap_at(evaluator.eval["precision"][t]) for t in range(len(evaluator.params.iouThrs))]},
+        "per_joint": {},
+        "summary_text": printed.getvalue().split("Accumulating evaluation results")[-1].strip(),
+    }
+
+
+def _ap_at(precision) -> float | None:
+    p = np.asarray(precision)[:, 0, 0, -1]  # recall levels, category 0, area "all", max dets
+    p = p[p > -1]
+    return None if p.size == 0 else 100.0 * float(p.mean())

@@ -1,5 +1,14 @@
-"""`pose-pipeline score`: PCKh of a prediction file against ground truth, as the reference
-MPII evaluation computes it (`pose_pipeline.metrics`, the one place for the metric).
+"""`pose-pipeline score`: a prediction file against ground truth, by the dataset's metric
+(`pose_pipeline.metrics`, the one place for the metrics):
+
+* MPII: PCKh as the reference MPII evaluation computes it (rows PCKh@0.5, PCKh@0.1, AUC@0.5);
+* LSP: PCK@0.2 normalised by torso size, the LSP convention (rows PCK@0.2, PCK@0.1, AUC@0.2);
+* COCO: OKS AP with ground-truth boxes by pycocotools' COCOeval (rows AP, AP50, AP75, APm,
+  APl, AR, ...; one `value` column), from the predictions, the store's image ids and the
+  COCO annotation JSON.
+
+The metric follows the ground truth's format (`--metric` overrides). The CSV is metric
+rows x joint-group columns (Head ... Ankle, Mean, Mean(weighted)) for PCKh and PCK.
 
 Prediction files
 ----------------
@@ -11,7 +20,10 @@ Prediction files
 
 Coordinates are in the annotation file's own pixel convention: for MPII and LSP that is
 MATLAB's 1-based pixels (the first pixel's centre is at 1.0), exactly what the ground
-truth uses, so no conversion happens anywhere in scoring.
+truth uses, so no conversion happens anywhere in scoring; for COCO it is 0-based pixel
+indices (the first pixel's centre at 0.0), again the file's own. The store's attribute
+`pixel_origin` names the convention: annotated = array index + pixel_origin (predict
+converts with `geometry.array_to_annotated`, plots back with `annotated_to_array`).
 
 Ground truth
 ------------
@@ -35,10 +47,11 @@ from pose_pipeline.atomic import atomic_output, write_text_atomic
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import JOINT_SETS, MPII, JointSet
 from pose_pipeline.metrics import (
+    OKS_COLUMN,
     TABLE_COLUMNS,
-    TABLE_ROWS,
     WEIGHTED_MEAN_COLUMN,
     head_size_from_boxes,
+    pck_torso_evaluation,
     pckh_evaluation,
 )
 
@@ -286,9 +299,14 @@ def _cell(value) -> str:
 
 
 def table_rows(evaluation: dict) -> list[list[str]]:
-    """Header and rows of the score CSV (2 decimals, empty where NaN)."""
+    """Header and rows of the score CSV (2 decimals, empty where NaN): metric rows x
+    joint-group columns (+ Mean(weighted)) for PCKh and PCK, metric rows x one `value`
+    column for OKS."""
+    rows_ = evaluation["rows"]
+    if evaluation["metric"] == "OKS":
+        return [["metric", OKS_COLUMN]] + [[row, _cell(evaluation["table"][row][OKS_COLUMN])] for row in rows_]
     rows = [["metric", *TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN]]
-    for row in TABLE_ROWS:
+    for row in rows_:
         cols = evaluation["table"][row]
         rows.append([row, *(_cell(cols[c]) for c in TABLE_COLUMNS), _cell(evaluation["mean_weighted"][row])])
     return rows
@@ -302,23 +320,146 @@ def format_table(evaluation: dict) -> str:
                      for r in rows)
 
 
-def score(preds_path, gt_path, out_csv, per_joint_json=None) -> dict:
-    """Score a prediction file; write the table CSV (and the full evaluation JSON).
+# --metric choices: the metric's name in the evaluation, and the format it suits
+METRICS = {"pckh": "PCKh", "pck": "PCK", "oks": "OKS"}
+METRIC_OF_FORMAT = {"mpii": "pckh", "lsp": "pck", "coco": "oks"}
 
-    Returns the `pckh_evaluation` dict with `num_samples`, `predictions` and
-    `ground_truth` added (what the JSON holds).
-    """
+
+def default_metric(gt_path) -> str:
+    """The metric of a ground truth: PCKh for MPII (and the reference .mat), PCK@0.2 by
+    torso size for LSP, OKS AP for COCO; from the store's `format` attribute, else its
+    joint set."""
+    path = Path(gt_path)
+    if path.suffix.lower() != ".zarr" and not (path.is_dir() and (path / "zarr.json").exists()):
+        return "pckh"
+    from pose_pipeline.store import open_store
+
+    if not path.exists():
+        raise UserError(f"{path}: no such store")
+    attrs = open_store(path).attrs
+    fmt = attrs.get("format") or attrs.get("joint_set")
+    return METRIC_OF_FORMAT.get(fmt, "pckh")
+
+
+def holds_reference_ground_truth(path) -> bool:
+    """Whether a .mat holds the reference ground truth (pos_gt_src ...) beside predictions,
+    so that its predictions can be scored against it (detections_our_format.mat)."""
+    import scipy.io
+
+    path = Path(path)
+    if path.suffix.lower() != ".mat":
+        return False
+    try:
+        names = {name for name, _, _ in scipy.io.whosmat(str(path))}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable MATLAB (v5) file: {exc}") from None
+    return {"pos_gt_src", "jnt_missing", "headboxes_src"} <= names
+
+
+def read_person_scores(path, num_samples: int) -> np.ndarray | None:
+    """(N,) per-person confidence, the mean of the per-joint `score` column of a prediction
+    CSV (what predict writes: heatmap peak heights); None for a .mat or a CSV without it."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        if "score" not in header:
+            return None
+        column = header.index("score")
+        total, count = np.zeros(num_samples), np.zeros(num_samples)
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                value = float(row[column])
+            except (ValueError, IndexError):
+                raise UserError(f"{path}, line {line}: score must be a number") from None
+            if not math.isfinite(value):
+                raise UserError(f"{path}, line {line}: non-finite score {row[column]!r}")
+            total[int(row[0])] += value
+            count[int(row[0])] += 1
+    return total / np.maximum(count, 1)
+
+
+def _evaluate_oks(preds_path, gt_path, annotations) -> dict:
+    from pose_pipeline.joints import COCO
+    from pose_pipeline.metrics import oks_evaluation
+    from pose_pipeline.store import open_store, sha256_of
+
+    gt_path = Path(gt_path)
+    if annotations is None:
+        raise UserError(f"OKS AP needs the COCO annotation file of {gt_path}: give --annotations")
+    annotations = Path(annotations)
+    if not annotations.is_file():
+        raise UserError(f"{annotations}: no such annotation file")
+    if gt_path.suffix.lower() != ".zarr" and not (gt_path / "zarr.json").exists():
+        raise UserError(f"{gt_path}: OKS AP needs a converted COCO store (its image ids)")
+    store = open_store(gt_path)
+    if store.joint_set is not COCO:
+        raise UserError(f"{gt_path}: OKS AP needs the COCO joint set, the store has {store.joint_set.name}")
+    # The store records the sha256 of the file it was converted from: scoring against
+    # another file would match people by the wrong ids.
+    recorded = {src.get("file"): src.get("sha256") for src in store.attrs.get("sources", [])}
+    digest = sha256_of(annotations)
+    if recorded and digest not in recorded.values():
+        raise UserError(f"{annotations}: not the annotation file {gt_path} was converted from "
+                        f"(sha256 differs from the store's sources {sorted(recorded)})")
+    preds = read_predictions(preds_path, joints=COCO)
+    if len(preds) != len(store):
+        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the ground truth "
+                        f"{gt_path} has {len(store)}")
+    try:
+        import pycocotools  # noqa: F401
+    except ImportError:
+        raise UserError("OKS AP is computed by pycocotools, which is not installed: "
+                        "pip install 'pose-pipeline[coco]' (or pycocotools)") from None
+    try:
+        evaluation = oks_evaluation(preds, store.source_index[:, 0], annotations,
+                                    read_person_scores(preds_path, len(preds)))
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"scoring {preds_path} against {annotations}: {exc}") from None
+    return {**evaluation, "num_samples": len(preds), "annotations": str(annotations)}
+
+
+def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None) -> dict:
+    """The evaluation dict of a prediction file against ground truth (see `score`)."""
+    metric = metric or default_metric(gt_path)
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    if metric == "oks":
+        return _evaluate_oks(preds_path, gt_path, annotations)
     gt, visible, head_size, joints = read_ground_truth(gt_path)
     preds = read_predictions(preds_path, joints=joints)
     if preds.shape[0] != gt.shape[0]:
         raise UserError(f"{preds_path}: {preds.shape[0]} predicted samples, but the ground truth "
                         f"{gt_path} has {gt.shape[0]}")
     try:
-        evaluation = pckh_evaluation(preds, gt, visible, head_size, joints)
+        if metric == "pck":
+            evaluation = pck_torso_evaluation(preds, gt, visible, joints)
+        else:
+            evaluation = pckh_evaluation(preds, gt, visible, head_size, joints)
     except ValueError as exc:
-        raise UserError(f"scoring {preds_path} against {gt_path}: {exc}") from None
-    evaluation.update(num_samples=int(preds.shape[0]), predictions=str(preds_path),
-                      ground_truth=str(gt_path))
+        raise UserError(f"scoring {preds_path} against {gt_path} with {METRICS[metric]}: {exc}") from None
+    return {**evaluation, "num_samples": int(preds.shape[0])}
+
+
+def score(preds_path, gt_path, out_csv, per_joint_json=None, metric: str | None = None,
+          annotations=None) -> dict:
+    """Score a prediction file; write the table CSV (and the full evaluation JSON).
+
+    `metric`: "pckh" (MPII), "pck" (LSP: PCK@0.2 by torso size) or "oks" (COCO AP through
+    pycocotools, needs `annotations`, the COCO JSON the store was converted from); by
+    default the ground truth's own (`default_metric`).
+    Returns the evaluation dict (`pose_pipeline.metrics.curve_evaluation` or
+    `oks_evaluation`) with `num_samples`, `predictions` and `ground_truth` added (what
+    the JSON holds).
+    """
+    evaluation = evaluate(preds_path, gt_path, metric, annotations)
+    evaluation.update(predictions=str(preds_path), ground_truth=str(gt_path))
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(table_rows(evaluation))
     write_text_atomic(out_csv, buffer.getvalue())
@@ -335,10 +476,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", required=True, help="ground truth: converted .zarr store or detections_our_format.mat")
     p.add_argument("--out", required=True, help="PCKh table CSV")
     p.add_argument("--per-joint", help="full evaluation JSON (per joint rates, curves)")
+    p.add_argument("--metric", choices=sorted(METRICS),
+                   help="pckh (MPII), pck (LSP: PCK@0.2 by torso size) or oks (COCO AP, pycocotools); "
+                        "default: by the ground truth's format")
+    p.add_argument("--annotations", help="oks: the COCO keypoint JSON the store was converted from")
 
 
 def run(args: argparse.Namespace) -> int:
-    evaluation = score(args.preds, args.gt, args.out, args.per_joint)
+    evaluation = score(args.preds, args.gt, args.out, args.per_joint, args.metric, args.annotations)
     print(f"{args.preds}: {evaluation['num_samples']} samples against {args.gt}")
     print(format_table(evaluation))
     return 0

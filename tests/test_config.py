@@ -86,3 +86,33 @@ def test_settings_hash_tracks_training_options_only(raw_config):
     assert settings_hash(experiment_settings(changed, "demo")) == base
     changed["experiments"]["demo"]["training"]["lr"] = 0.1
     assert settings_hash(experiment_settings(changed, "demo")) != base
+
+
+def test_reference_predictions_only_for_mpii(raw_config):
+    raw_config["datasets"]["lsp"] = {"format": "lsp", "annotations": "a.mat", "images": "i",
+                                     "reference_predictions": "r.mat"}
+    with pytest.raises(UserError, match="datasets.lsp.reference_predictions"):
+        validate_config(raw_config)
+
+
+def test_comparison_helpers(raw_config, tmp_path, shared_data):
+    import numpy as np
+    import scipy.io
+
+    from pose_pipeline.config import reference_datasets, reference_ground_truth, summary_entries
+
+    ref = shared_data / "mpii_sample" / "detections_our_format.mat"
+    raw_config["datasets"]["demo"]["reference_predictions"] = str(ref)
+    config = validate_config(raw_config)
+    entries = summary_entries(config, ["demo", "hg8"], {"scores": "results/pckh/{experiment}.json"})
+    assert entries[1] == {"name": "hg8", "dataset": "mpii", "format": "mpii", "arch": "hourglass", "stacks": 8,
+                          "scores": "results/pckh/hg8.json"}
+    assert reference_datasets(config, ["demo", "hg8", "demo"]) == ["demo"]
+    # a file with ground truth is scored against itself, predictions alone against the store
+    assert reference_ground_truth(config, "demo", "val.zarr") == str(ref)
+    scipy.io.savemat(tmp_path / "preds.mat", {"preds": np.zeros((2, 16, 2))})
+    config["datasets"]["demo"]["reference_predictions"] = str(tmp_path / "preds.mat")
+    assert reference_ground_truth(config, "demo", "val.zarr") == "val.zarr"
+    config["datasets"]["demo"]["reference_predictions"] = str(tmp_path / "absent.mat")
+    with pytest.raises(UserError, match="does not exist"):
+        reference_ground_truth(config, "demo", "val.zarr")

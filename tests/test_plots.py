@@ -237,3 +237,87 @@ def test_cli(tmp_path, capsys):
         cli.main(["plot", "curves", "--log", "no-equals-sign", "--out", str(tmp_path / "d.png")])
     with pytest.raises(SystemExit):
         cli.main(["plot"])
+
+
+# ------------------------------------------------------- examples on the original images
+
+
+def test_pick_examples_best_median_worst():
+    from pose_pipeline.plots import pick_examples
+
+    assert pick_examples([0.5, np.nan, 0.1, 0.9, 0.3, 0.7]) == {"best": 2, "median": 0, "worst": 3}
+    assert pick_examples([np.nan, np.nan]) == {"best": 0, "median": 0, "worst": 1}
+    assert pick_examples([0.2]) == {"best": 0, "median": 0, "worst": 0}
+
+
+def write_originals(folder, n=6, size=128, missing=()):
+    """Original images for make_store's samples (whose crop = 0.5 x original + shift)."""
+    import cv2
+
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(4)
+    for i in range(n):
+        if i not in missing:
+            cv2.imwrite(str(folder / f"img{i}.jpg"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    return folder
+
+
+def test_examples_on_original_images(tmp_path, capsys):
+    from pose_pipeline.plots import plot_examples
+
+    kp = make_store(tmp_path / "val.zarr")
+    errors = np.array([4.0, 1.0, 2.0, 8.0, 3.0, 6.0])  # px; head size 10
+    preds = kp.copy()
+    preds[:, :, 0] += errors[:, None]
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    images = write_originals(tmp_path / "images")
+    info = plot_examples(tmp_path / "p.mat", tmp_path / "val.zarr", tmp_path / "ex.png", images, dpi=50)
+    assert_png(tmp_path / "ex.png", min_size=50)
+    assert {k: v["index"] for k, v in info.items()} == {"best": 1, "median": 4, "worst": 3}
+    assert [v["error"] for v in info.values()] == pytest.approx([0.1, 0.3, 0.8])
+    assert all(v["background"] == "original" for v in info.values())
+    # a missing original falls back to the crop, and says so
+    (images / "img3.jpg").unlink()
+    info = plot_examples(tmp_path / "p.mat", tmp_path / "val.zarr", tmp_path / "ex2.png", images)
+    assert info["worst"]["background"] == "crop" and info["best"]["background"] == "original"
+    assert cli.main(["plot", "examples", "--preds", str(tmp_path / "p.mat"), "--store", str(tmp_path / "val.zarr"),
+                     "--out", str(tmp_path / "ex3.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("on the crop") == 3
+    assert_png(tmp_path / "ex3.png")
+
+
+def test_example_units_fall_back_to_torso():
+    from pose_pipeline.joints import LSP
+    from pose_pipeline.plots import example_units
+
+    gt = np.zeros((2, LSP.num_joints, 2))
+    gt[:, LSP.index("r_hip")] = (30.0, 40.0)
+    visible = np.ones((2, LSP.num_joints), np.uint8)
+    visible[1, LSP.index("r_hip")] = 0
+    unit, names = example_units(gt, visible, np.array([np.nan, np.nan]), LSP)
+    assert unit[0] == 50.0 and names[0] == "torso sizes"
+    assert np.isnan(unit[1]) and names[1] == ""
+    unit, names = example_units(gt, visible, np.array([12.0, np.nan]), LSP)
+    assert unit[0] == 12.0 and names[0] == "head sizes"
+
+
+def test_curves_and_bars_for_lsp_and_coco_scores(tmp_path):
+    """LSP's PCK curve is drawn in torso units; an OKS score (no threshold curve, no
+    per-joint rate) is named instead of drawn and its bar chart says so."""
+    pckh = synthetic_score_json(tmp_path, "pckh")
+    lsp = json.loads(pckh.read_text())
+    lsp.update(metric="PCK", rows=["PCK@0.2", "PCK@0.1", "AUC@0.2"], thresholds=lsp["thresholds"][:21],
+               curves={k: v[:21] for k, v in lsp["curves"].items()},
+               per_joint={k: {"PCK@0.2": v["PCKh@0.5"], "count": v["count"]} for k, v in lsp["per_joint"].items()})
+    (tmp_path / "lsp.json").write_text(json.dumps(lsp))
+    oks = {"metric": "OKS", "rows": ["AP"], "thresholds": [0.5, 0.55], "table": {"AP": {"value": 50.0}},
+           "curves": {"AP": [60.0, 40.0]}, "per_joint": {}}
+    (tmp_path / "oks.json").write_text(json.dumps(oks))
+    plot_pckh_curves({"lsp": tmp_path / "lsp.json"}, tmp_path / "lsp.png")
+    plot_pckh_curves({"a": pckh, "b": tmp_path / "oks.json"}, tmp_path / "mixed.png")
+    plot_pckh_curves({"b": tmp_path / "oks.json"}, tmp_path / "oks.png")
+    plot_joint_bars(tmp_path / "lsp.json", tmp_path / "lsp_bars.png")
+    plot_joint_bars(tmp_path / "oks.json", tmp_path / "oks_bars.png")
+    for name in ("lsp", "mixed", "oks", "lsp_bars", "oks_bars"):
+        assert_png(tmp_path / f"{name}.png", min_size=50)

@@ -274,3 +274,203 @@ def test_store_ground_truth(tmp_path):
     assert result["table"]["PCKh@0.5"]["Head"] == 100.0
     assert result["table"]["PCKh@0.1"]["Head"] == 0.0
     assert result["per_joint"]["r_ankle"]["count"] == 2
+
+
+# --------------------------------------------------------------- pixel conventions
+
+
+@pytest.mark.parametrize("origin", [1.0, 0.0])
+def test_pixel_convention_both_ways(tmp_path, origin):
+    """Prediction files hold the annotation file's own pixels: annotated = array index +
+    pixel_origin (MPII / LSP 1-based MATLAB pixels, COCO 0-based). Ground truth taken into
+    the crop (annotated -> array) and back (array -> annotated, as predict does) is
+    unchanged; skipping the conversion back is an error of one pixel per axis, which a
+    10 px head size makes visible at PCKh@0.1 (1 px)."""
+    from pose_pipeline import geometry
+    from pose_pipeline.store import StoreWriter, open_store
+
+    n, size = 3, 32
+    rng = np.random.default_rng(5)
+    kp = rng.uniform(20, 100, (n, J, 2)).astype(np.float32)
+    affine = geometry.crop_affine(np.full((n, 2), 60.0), np.full(n, 120.0), size)
+    writer = StoreWriter(tmp_path / "val.zarr", n, MPII, size, attrs={"pixel_origin": origin, "context": 1.5})
+    writer.write_block(np.zeros((n, size, size, 3), np.uint8))
+    writer.set_metadata(keypoints=kp, visible=np.ones((n, J), np.uint8), affine=affine,
+                        center=np.zeros((n, 2)), scale=np.ones(n), head_size=np.full(n, 10.0),
+                        image_name=np.array(["a", "b", "c"], dtype=str), source_index=np.zeros((n, 2), np.int64))
+    writer.commit()
+    store = open_store(tmp_path / "val.zarr")
+    # annotated -> array: exactly the origin subtracted, then the crop affine
+    array = geometry.annotated_to_array(store.keypoints, origin)
+    np.testing.assert_array_equal(array, kp.astype(np.float64) - origin)
+    np.testing.assert_allclose(store.keypoints_in_canvas(), geometry.apply(affine, array))
+    # and back, as predict maps decoded points: crop -> array -> annotated
+    back = geometry.apply(geometry.invert(affine), store.keypoints_in_canvas())
+    annotated = geometry.array_to_annotated(back, origin)
+    np.testing.assert_allclose(annotated, kp, atol=1e-4)
+    write_predictions_mat(tmp_path / "right.mat", annotated)
+    assert score(tmp_path / "right.mat", tmp_path / "val.zarr", tmp_path / "s.csv")["table"]["PCKh@0.1"]["Mean"] == 100.0
+    # array coordinates written as if annotated: off by `origin` on both axes
+    write_predictions_mat(tmp_path / "array.mat", back)
+    result = score(tmp_path / "array.mat", tmp_path / "val.zarr", tmp_path / "s.csv")
+    assert result["table"]["PCKh@0.1"]["Mean"] == (0.0 if origin == 1.0 else 100.0)
+    assert result["table"]["PCKh@0.5"]["Mean"] == 100.0
+
+
+@pytest.mark.parametrize("preds, message", [
+    (np.zeros((4, J)), "shape"),
+    (np.zeros((4, J, 3)), "shape"),
+    (np.zeros((4, 14, 2)), "14 joints"),
+    (np.where(np.arange(4 * J * 2).reshape(4, J, 2) == 7, np.nan, 1.0), "NaN"),
+])
+def test_score_cli_refuses_wrong_shape_and_nan(tmp_path, capsys, preds, message):
+    gt_path, _ = synthetic_gt(tmp_path, n=4)
+    scipy.io.savemat(tmp_path / "p.mat", {"preds": preds})
+    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(gt_path),
+                     "--out", str(tmp_path / "s.csv"), "--per-joint", str(tmp_path / "s.json")]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "p.mat") in err and message in err
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "s.json").exists()
+
+
+# ------------------------------------------------------------------------ LSP: PCK@0.2
+
+
+def lsp_store(path, gt, visible):
+    from pose_pipeline.joints import LSP
+    from pose_pipeline.store import StoreWriter
+
+    n = len(gt)
+    writer = StoreWriter(path, n, LSP, 16, attrs={"pixel_origin": 1.0, "context": 1.5, "format": "lsp"})
+    writer.write_block(np.zeros((n, 16, 16, 3), np.uint8))
+    writer.set_metadata(keypoints=gt.astype(np.float32), visible=visible, affine=np.tile(np.eye(2, 3), (n, 1, 1)),
+                        center=np.zeros((n, 2)), scale=np.ones(n), head_size=np.full(n, np.nan),
+                        image_name=np.array([f"im{i + 1:04d}.jpg" for i in range(n)], dtype=str),
+                        source_index=np.zeros((n, 2), np.int64))
+    writer.commit()
+    return path
+
+
+def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
+    """Torso = ||l_shoulder - r_hip|| = ||(30, 40)|| = 50 px, so PCK@0.2 allows 10 px
+    (inclusive) and PCK@0.1 5 px. Sample 0: r_wrist 10 px off (right at 0.2, wrong at 0.1),
+    l_wrist 10.5 px off (wrong). Sample 1: head_top 4 px off (right at both), neck 6 px off
+    (right at 0.2 only). Sample 2 has no l_shoulder: nothing of it counts."""
+    from pose_pipeline.joints import LSP
+    from pose_pipeline.metrics import pck_torso
+
+    n = 3
+    gt = np.tile(np.arange(LSP.num_joints, dtype=np.float64)[None, :, None] * 7 + 200, (n, 1, 2))
+    gt[:, LSP.index("l_shoulder")] = (100.0, 100.0)
+    gt[:, LSP.index("r_hip")] = (130.0, 140.0)
+    visible = np.ones((n, LSP.num_joints), np.uint8)
+    visible[2, LSP.index("l_shoulder")] = 0
+    preds = gt.copy()
+    preds[0, LSP.index("r_wrist"), 0] += 10.0
+    preds[0, LSP.index("l_wrist"), 1] -= 10.5
+    preds[1, LSP.index("head_top"), 0] += 4.0
+    preds[1, LSP.index("neck"), 1] += 6.0
+    preds[2] += 1000.0  # torso unknown: not counted
+    store = lsp_store(tmp_path / "lsp.zarr", gt, visible)
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    result = score(tmp_path / "p.mat", store, tmp_path / "s.csv", tmp_path / "s.json")  # metric from format
+    assert result["metric"] == "PCK" and result["rows"] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
+    at2, at1 = result["table"]["PCK@0.2"], result["table"]["PCK@0.1"]
+    assert at2["Wrist"] == pytest.approx((100 + 50) / 2)
+    assert at2["Head"] == 100.0 and at2["Shoulder"] == 100.0
+    assert at2["Mean"] == pytest.approx((13 * 100 + 50) / 14)  # all 14 LSP joints, neck included
+    assert at1["Wrist"] == pytest.approx((50 + 50) / 2) and at1["Head"] == 100.0
+    assert at1["Mean"] == pytest.approx((11 * 100 + 3 * 50) / 14)
+    assert result["per_joint"]["neck"] == {"PCK@0.2": 100.0, "PCK@0.1": 50.0,
+                                           "AUC@0.2": result["per_joint"]["neck"]["AUC@0.2"], "count": 2}
+    # the existing LSP function gives the same row
+    direct = pck_torso(preds, gt, visible, 0.2)
+    assert direct == pytest.approx({k: v for k, v in at2.items()})
+    # the CSV: metric rows x joint-group columns, as the PCKh table
+    header, table = read_table(tmp_path / "s.csv")
+    assert header == ["metric", *TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN]
+    assert list(table) == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
+    assert table["PCK@0.2"]["Wrist"] == "75.00"
+    # 28 counted joints (2 samples x 14), 1 wrong at 0.2, 3 at 0.1
+    assert table["PCK@0.2"][WEIGHTED_MEAN_COLUMN] == f"{100 * 27 / 28:.2f}"
+    assert table["PCK@0.1"][WEIGHTED_MEAN_COLUMN] == f"{100 * 25 / 28:.2f}"
+    # --metric overrides: PCKh needs head sizes, which LSP has not
+    with pytest.raises(UserError, match="head size"):
+        score(tmp_path / "p.mat", store, tmp_path / "h.csv", metric="pckh")
+
+
+def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
+    from pose_pipeline.convert import convert
+
+    sample = shared_data / "lsp_sample"
+    store = convert("lsp", sample / "joints.mat", sample / "images", tmp_path / "lsp.zarr", split="all",
+                    canvas_size=32, workers=1, progress=False, on_bad_sample="skip")["store"]
+    gt, visible, _, _ = read_ground_truth(store)
+    write_predictions_mat(tmp_path / "p.mat", np.nan_to_num(gt))
+    result = score(tmp_path / "p.mat", store, tmp_path / "s.csv")
+    assert result["metric"] == "PCK" and result["table"]["PCK@0.2"]["Mean"] == 100.0
+
+
+# ------------------------------------------------------------------------ COCO: OKS AP
+
+
+COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10
+
+
+@pytest.fixture
+def coco_store(shared_data, tmp_path):
+    pytest.importorskip("pycocotools", reason="OKS AP needs pycocotools (pip install 'pose-pipeline[coco]')")
+    from pose_pipeline.convert import convert
+
+    annotations = shared_data / "coco_sample" / "person_keypoints_sample.json"
+    store = convert("coco", annotations, shared_data / "coco_sample" / "images", tmp_path / "coco.zarr",
+                    split="val", canvas_size=32, workers=1, progress=False)["store"]
+    return store, annotations
+
+
+def test_coco_ground_truth_as_predictions_ap_100(coco_store, tmp_path):
+    store, annotations = coco_store
+    gt, _, _, _ = read_ground_truth(store)
+    write_predictions_mat(tmp_path / "p.mat", gt)
+    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(store), "--annotations",
+                     str(annotations), "--out", str(tmp_path / "s.csv"), "--per-joint", str(tmp_path / "s.json")]) == 0
+    with open(tmp_path / "s.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["metric", "value"]
+    assert [r[0] for r in rows[1:7]] == ["AP", "AP50", "AP75", "APm", "APl", "AR"]
+    assert all(r[1] == "100.00" for r in rows[1:])
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["metric"] == "OKS" and data["num_samples"] == 12
+
+
+def test_coco_displaced_person_lowers_ap(coco_store, tmp_path):
+    """One person's joints moved so that each joint's OKS term is exp(-d^2 / (2 area k^2))
+    = 0.72: it matches at OKS thresholds 0.50 ... 0.70 (5 of 10), not from 0.75 on. With
+    12 people, AR = (5 x 12/12 + 5 x 11/12) / 10."""
+    store, annotations = coco_store
+    gt, visible, _, _ = read_ground_truth(store)
+    from pose_pipeline.store import open_store
+
+    ann_id = int(open_store(store).source_index[0, 1])
+    area = next(a["area"] for a in json.loads(annotations.read_text())["annotations"] if a["id"] == ann_id)
+    preds = gt.copy()
+    preds[0, :, 0] += 2 * COCO_SIGMAS * np.sqrt(2 * area * -np.log(0.72))
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    result = score(tmp_path / "p.mat", store, tmp_path / "s.csv", annotations=annotations)
+    table = {row: cols["value"] for row, cols in result["table"].items()}
+    assert table["AR"] == pytest.approx(100 * (5 + 5 * 11 / 12) / 10)
+    assert table["AP50"] == 100.0 and table["AP"] < 100.0 and table["AP75"] < 100.0
+    assert result["curves"]["AP"][:5] == [100.0] * 5 and all(v < 100 for v in result["curves"]["AP"][5:])
+
+
+def test_coco_needs_the_annotation_file_it_was_converted_from(coco_store, tmp_path):
+    store, annotations = coco_store
+    gt, _, _, _ = read_ground_truth(store)
+    write_predictions_mat(tmp_path / "p.mat", gt)
+    with pytest.raises(UserError, match="--annotations"):
+        score(tmp_path / "p.mat", store, tmp_path / "s.csv")
+    other = tmp_path / "other.json"
+    other.write_text(annotations.read_text().replace('"area"', '"area" ', 1))
+    with pytest.raises(UserError, match="not the annotation file"):
+        score(tmp_path / "p.mat", store, tmp_path / "s.csv", annotations=other)
+    assert not (tmp_path / "s.csv").exists()

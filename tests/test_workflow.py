@@ -7,6 +7,7 @@ one epoch), so it takes about a minute on two cores.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -32,11 +33,16 @@ TINY = {
                                           "num_threads": 1},
                              "evaluation": {"batch_size": 8}}},
 }
+# The published predictions of the shared MPII sample draw the reference curve when present.
+REFERENCE = REPO.parent / "shared" / "data" / "mpii_sample" / "detections_our_format.mat"
+if REFERENCE.exists():
+    TINY["datasets"]["demo"]["reference_predictions"] = str(REFERENCE)
 OUTPUTS = ["results/data/demo/mpii_release.mat", "results/stores/demo/train.zarr", "results/stores/demo/val.zarr",
            "results/train/tiny/model.pt", "results/train/tiny/log.csv", "results/predict/tiny/preds.mat",
            "results/predict/tiny/preds.csv", "results/pckh/tiny.csv", "results/pckh/tiny.json",
            "results/plots/tiny/curves.png", "results/plots/tiny/pckh.png", "results/plots/tiny/skeletons.png",
-           "results/plots/tiny/joints.png"]
+           "results/plots/tiny/joints.png", "results/plots/tiny/examples.png", "results/summary.csv",
+           "results/plots/pckh_all.png"] + (["results/pckh/reference/demo.json"] if REFERENCE.exists() else [])
 
 
 def snakemake(workdir: Path, *args: str) -> str:
@@ -85,7 +91,16 @@ def test_whole_dag_builds_every_output(finished_run):
     assert [r[0] for r in rows[1:3]] == ["PCKh@0.5", "PCKh@0.1"]
     mean = float(rows[1][8])
     assert 0.0 <= mean <= 100.0
-    for rule in ("demo_data", "convert", "train", "predict", "score", "plot"):
+    summary = list(csv.DictReader(open(finished_run / "results/summary.csv")))
+    assert [r["experiment"] for r in summary] == ["tiny"]
+    assert summary[0]["dataset"] == "demo" and summary[0]["arch"] == "hourglass" and summary[0]["stacks"] == "1"
+    assert summary[0]["epochs"] == "1" and int(summary[0]["params"]) > 0 and float(summary[0]["train_time_s"]) > 0
+    assert summary[0]["PCKh@0.5 Mean"] == rows[1][8]
+    assert "on the original" in (finished_run / "results/logs/examples/tiny.log").read_text()
+    if REFERENCE.exists():  # the published predictions, scored with the reference PCKh
+        reference = json.loads((finished_run / "results/pckh/reference/demo.json").read_text())
+        assert f"{reference['table']['PCKh@0.5']['Mean']:.2f}" == "81.46"
+    for rule in ("demo_data", "convert", "train", "predict", "score", "plot", "examples", "compare", "summary"):
         assert list((finished_run / "results/benchmarks" / rule).glob("*.tsv")), rule
         assert list((finished_run / "results/logs" / rule).glob("*.log")), rule
 
@@ -111,7 +126,7 @@ def test_plot_option_reruns_only_plotting(finished_run):
         jobs = planned_jobs(snakemake(finished_run, "--dry-run"))
     finally:
         write_config(finished_run, TINY)
-    assert set(jobs) - {"all"} == {"plot"}
+    assert set(jobs) - {"all"} == {"plot", "examples", "compare"}
 
 
 def test_training_option_reruns_train_predict_score_plot(finished_run):
@@ -120,7 +135,7 @@ def test_training_option_reruns_train_predict_score_plot(finished_run):
         jobs = planned_jobs(snakemake(finished_run, "--dry-run"))
     finally:
         write_config(finished_run, TINY)
-    assert set(jobs) - {"all"} == {"train", "predict", "score", "plot"}
+    assert set(jobs) - {"all"} == {"train", "predict", "score", "plot", "examples", "compare", "summary"}
 
 
 def test_evaluation_option_does_not_retrain(finished_run):
@@ -129,15 +144,32 @@ def test_evaluation_option_does_not_retrain(finished_run):
         jobs = planned_jobs(snakemake(finished_run, "--dry-run"))
     finally:
         write_config(finished_run, TINY)
-    assert set(jobs) - {"all"} == {"predict", "score", "plot"}
+    assert set(jobs) - {"all"} == {"predict", "score", "plot", "examples", "compare", "summary"}
+
+
+def test_new_experiment_reruns_only_the_comparison(finished_run):
+    """A second experiment: its own chain runs, the existing one's does not; of what is
+    already built only the side-by-side chart and table are redone."""
+    config = _config_with()
+    config["experiments"]["tiny2"] = {**config["experiments"]["tiny"], "model": {
+        "arch": "hourglass", "stacks": 2, "blocks": 1, "features": 16}}
+    config["default_experiments"] = ["tiny", "tiny2"]
+    write_config(finished_run, config)
+    try:
+        jobs = planned_jobs(snakemake(finished_run, "--dry-run"))
+    finally:
+        write_config(finished_run, TINY)
+    assert jobs == {"train": 1, "predict": 1, "score": 1, "plot": 1, "examples": 1, "compare": 1, "summary": 1,
+                    "all": 1}
 
 
 def test_report_builds_with_the_plots(finished_run):
     snakemake(finished_run, "--report", "results/report.html")
     html = (finished_run / "results/report.html").read_text()
-    for plot in ("curves.png", "pckh.png", "skeletons.png", "joints.png"):
+    for plot in ("curves.png", "pckh.png", "skeletons.png", "joints.png", "examples.png", "pckh_all.png",
+                 "summary.csv"):
         assert plot in html, plot
-    assert html.count("data:image/png;base64") >= 4 or html.count("image/png") >= 4
+    assert html.count("data:image/png;base64") >= 6 or html.count("image/png") >= 6
 
 
 def test_misspelt_config_key_stops_the_dag_with_one_message(tmp_path):

@@ -1,7 +1,11 @@
 # Names and lookups shared by the rules; the functions themselves live in pose_pipeline.config.
 from pose_pipeline import config as ppc
 
-PLOTS = ["curves", "pckh", "skeletons", "joints"]
+PLOTS = ["curves", "pckh", "skeletons", "joints", "examples"]
+# Per-experiment files that the comparison rules (summary, compare) read.
+EXPERIMENT_FILES = {"scores": "results/pckh/{experiment}.json", "log": "results/train/{experiment}/log.csv",
+                    "model": "results/train/{experiment}/model.pt"}
+COMPARED = config["default_experiments"]  # the experiments summary.csv and pckh_all.png put side by side
 SYNTHETIC = [name for name, ds in config["datasets"].items() if "synthetic" in ds]
 
 
@@ -22,3 +26,16 @@ def dataset_of(wildcards):
 
 def store_path(dataset, split):
     return f"results/stores/{dataset}/{split}.zarr"
+
+
+def score_inputs(wildcards):
+    dataset = dataset_of(wildcards)
+    inputs = {"gt": store_path(dataset, "val")}
+    if config["datasets"][dataset]["format"] == "coco":
+        # OKS AP ranks people by confidence (mean heatmap peak), which only the CSV holds,
+        # and matches them to the annotation file the store was converted from.
+        inputs["preds"] = f"results/predict/{wildcards.experiment}/preds.csv"
+        inputs["annotations"] = ppc.dataset_sources(config, dataset, "val")["annotations"]
+    else:
+        inputs["preds"] = f"results/predict/{wildcards.experiment}/preds.mat"
+    return inputs

@@ -1,15 +1,33 @@
 rule score:
-    """PCKh as the reference MPII evaluation, per joint group, to results/pckh/{experiment}.csv."""
+    """The dataset's metric (MPII PCKh, LSP PCK@0.2 by torso, COCO OKS AP) to results/pckh/{experiment}.csv."""
     input:
-        preds="results/predict/{experiment}/preds.mat",
-        gt=lambda wc: store_path(dataset_of(wc), "val"),
+        unpack(score_inputs),
     output:
-        table=report("results/pckh/{experiment}.csv", category="PCKh", labels={"experiment": "{experiment}", "file": "table"}),
+        table=report("results/pckh/{experiment}.csv", category="Scores", labels={"experiment": "{experiment}", "file": "table"}),
         per_joint="results/pckh/{experiment}.json",
+    params:
+        annotations=lambda wc, input: f"--annotations {input.annotations}" if "annotations" in input.keys() else "",
     log:
         "results/logs/score/{experiment}.log",
     benchmark:
         "results/benchmarks/score/{experiment}.tsv"
     shell:
         "pose-pipeline score --preds {input.preds} --gt {input.gt} --out {output.table}"
+        " --per-joint {output.per_joint} {params.annotations} > {log} 2>&1"
+
+
+rule score_reference:
+    """A dataset's published reference predictions scored with PCKh (the dashed curve of pckh_all.png)."""
+    input:
+        preds=lambda wc: config["datasets"][wc.dataset]["reference_predictions"],
+        gt=lambda wc: ppc.reference_ground_truth(config, wc.dataset, store_path(wc.dataset, "val")),
+    output:
+        table="results/pckh/reference/{dataset}.csv",
+        per_joint="results/pckh/reference/{dataset}.json",
+    log:
+        "results/logs/score_reference/{dataset}.log",
+    benchmark:
+        "results/benchmarks/score_reference/{dataset}.tsv"
+    shell:
+        "pose-pipeline score --metric pckh --preds {input.preds} --gt {input.gt} --out {output.table}"
         " --per-joint {output.per_joint} > {log} 2>&1"

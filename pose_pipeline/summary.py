@@ -1,0 +1,137 @@
+"""`pose-pipeline summary`: experiments side by side, one row per experiment.
+
+Columns: experiment, dataset, format, arch, stacks, params (trainable parameters of the
+saved model), epochs (completed, from the training log), then the experiment's score
+table (for PCKh: `PCKh@0.5 Mean`, `PCKh@0.5 <group>` for each joint group, `PCKh@0.1
+Mean`, `AUC@0.5 Mean`; LSP's PCK likewise with PCK@0.2 / PCK@0.1 / AUC@0.2; COCO's OKS:
+AP, AP50, ... AR), then train_time_s (the training log's cumulative `elapsed_s`, resumed
+runs included). Experiments of different metrics share the file: a column an experiment
+does not have is left empty.
+
+Input: a JSON list of experiments, each {name, dataset, format, arch, stacks, scores (the
+score JSON), log (the training log CSV), model (model.pt)} (`config.summary_entries`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from pose_pipeline.atomic import write_text_atomic
+from pose_pipeline.errors import UserError
+from pose_pipeline.metrics import OKS_COLUMN, TABLE_COLUMNS
+
+FIXED_COLUMNS = ("experiment", "dataset", "format", "arch", "stacks", "params", "epochs")
+ENTRY_KEYS = ("name", "dataset", "format", "arch", "stacks", "scores", "log", "model")
+
+
+def metric_columns(evaluation: dict) -> dict[str, float | None]:
+    """Summary columns of one score JSON: the headline row for every joint group (Mean
+    first), the other rows' Mean; OKS rows as they are."""
+    table, rows = evaluation["table"], evaluation.get("rows") or list(evaluation["table"])
+    if evaluation.get("metric") == "OKS":
+        return {row: table[row][OKS_COLUMN] for row in rows}
+    columns = {f"{rows[0]} Mean": table[rows[0]]["Mean"]}
+    columns.update({f"{rows[0]} {c}": table[rows[0]][c] for c in TABLE_COLUMNS if c != "Mean"})
+    columns.update({f"{row} Mean": table[row]["Mean"] for row in rows[1:]})
+    return columns
+
+
+def training_log_summary(path) -> tuple[int, float]:
+    """(epochs completed, cumulative training seconds) from the last row of a training log."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such training log") from None
+    if not rows:
+        raise UserError(f"{path}: training log has no rows")
+    last = rows[-1]
+    if not {"epoch", "elapsed_s"} <= set(last):
+        raise UserError(f"{path}: training log needs the columns epoch and elapsed_s")
+    try:
+        epochs = max(int(float(r["epoch"])) for r in rows)
+        elapsed = float(last["elapsed_s"]) if (last.get("elapsed_s") or "").strip() else math.nan
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: training log needs numeric `epoch` and `elapsed_s` columns") from None
+    return epochs, elapsed
+
+
+def parameter_count(model_path) -> int:
+    """Trainable parameters of the model a checkpoint describes (built, not loaded)."""
+    from pose_pipeline.models import build_model, model_config_of, read_checkpoint
+
+    config = model_config_of(read_checkpoint(model_path), model_path)
+    model = build_model(config, config["joints"])
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def _read_scores(path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such score file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a score JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("table"), dict) or not data["table"]:
+        raise UserError(f"{path}: not a score JSON (`pose-pipeline score --per-joint`): no table")
+    return data
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def summarize(entries: list[dict], out_csv) -> list[dict]:
+    """Write the side-by-side CSV of `entries` (see the module docstring); returns its rows."""
+    if not entries:
+        raise UserError("no experiments to summarise")
+    rows, metric_order = [], []
+    for k, entry in enumerate(entries):
+        missing = [key for key in ENTRY_KEYS if key not in entry]
+        if missing:
+            raise UserError(f"summary entry {k} ({entry.get('name', '?')}): missing {missing}")
+        epochs, elapsed = training_log_summary(entry["log"])
+        metrics = metric_columns(_read_scores(entry["scores"]))
+        metric_order += [c for c in metrics if c not in metric_order]
+        rows.append({"experiment": entry["name"], "dataset": entry["dataset"], "format": entry["format"],
+                     "arch": entry["arch"], "stacks": entry["stacks"],
+                     "params": parameter_count(entry["model"]), "epochs": epochs,
+                     **metrics, "train_time_s": elapsed if math.isfinite(elapsed) else None})
+    header = [*FIXED_COLUMNS, *metric_order, "train_time_s"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in header])
+    write_text_atomic(out_csv, buffer.getvalue())
+    return rows
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiments", required=True,
+                   help="JSON list of {name, dataset, format, arch, stacks, scores, log, model}")
+    p.add_argument("--out", required=True, help="summary CSV")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        entries = json.loads(args.experiments)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--experiments: not JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise UserError("--experiments: expected a JSON list of experiments")
+    rows = summarize(entries, args.out)
+    print(f"{args.out}: {len(rows)} experiments")
+    return 0
