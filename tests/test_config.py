@@ -116,3 +116,23 @@ def test_comparison_helpers(raw_config, tmp_path, shared_data):
     config["datasets"]["demo"]["reference_predictions"] = str(tmp_path / "absent.mat")
     with pytest.raises(UserError, match="does not exist"):
         reference_ground_truth(config, "demo", "val.zarr")
+
+
+def test_cluster_resources_get_defaults_and_do_not_touch_the_training_hash(raw_config):
+    config = validate_config(raw_config)
+    assert config["experiments"]["hg8"]["resources"] == {"gpus": 1, "cpus": 8, "mem_mb": 32000, "runtime": 1440}
+    assert config["experiments"]["demo"]["resources"]["gpus"] == 0  # filled from the schema
+    assert config["datasets"]["mpii"]["resources"] == {"cpus": 8, "mem_mb": 16000, "runtime": 240}
+    base = settings_hash(experiment_settings(config, "demo"))
+    config["experiments"]["demo"]["resources"].update(cpus=32, mem_mb=64000, runtime=10)
+    assert settings_hash(experiment_settings(config, "demo")) == base  # asking for more retrains nothing
+
+
+def test_bad_cluster_resources_are_named(raw_config):
+    raw_config["experiments"]["hg8"]["resources"]["gpus"] = -1
+    raw_config["datasets"]["demo"]["resources"] = {"cpu": 4}
+    with pytest.raises(UserError) as err:
+        validate_config(raw_config)
+    message = str(err.value)
+    assert "experiments.hg8.resources.gpus" in message
+    assert "datasets.demo.resources: unknown key 'cpu' (did you mean 'cpus'?)" in message

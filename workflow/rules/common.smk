@@ -39,3 +39,24 @@ def score_inputs(wildcards):
     else:
         inputs["preds"] = f"results/predict/{wildcards.experiment}/preds.mat"
     return inputs
+
+
+# Cluster resources (workflow/profiles/slurm maps gpu, cpus_per_task, mem_mb and runtime to
+# sbatch --gpus, -c, --mem and -t); the values come from the config's `resources:` sections.
+def experiment_resource(key):
+    return lambda wildcards: config["experiments"][wildcards.experiment]["resources"][key]
+
+
+def dataset_resource(key):
+    return lambda wildcards: config["datasets"][wildcards.dataset]["resources"][key]
+
+
+def predict_gpus(wildcards):
+    return min(config["experiments"][wildcards.experiment]["resources"]["gpus"], 1)  # one process
+
+
+def nproc_flag(wildcards):
+    # More than one GPU: one training process per GPU under torchrun (`pose-pipeline train
+    # --nproc`). One or none: no flag, so the single-process command is unchanged.
+    gpus = config["experiments"][wildcards.experiment]["resources"]["gpus"]
+    return f"--nproc {gpus}" if gpus > 1 else ""

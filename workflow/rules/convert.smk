@@ -13,7 +13,11 @@ rule convert:
     params:
         converter=lambda wc: ppc.converter_settings(config, wc.dataset),
         val_split=lambda wc, input: f"--val-split {input.val_split}" if "val_split" in input.keys() else "",
-    threads: workflow.cores
+    threads: dataset_resource("cpus")
+    resources:
+        cpus_per_task=dataset_resource("cpus"),
+        mem_mb=dataset_resource("mem_mb"),
+        runtime=dataset_resource("runtime"),
     log:
         "results/logs/convert/{dataset}_{split}.log",
     benchmark:

@@ -11,7 +11,10 @@ rule predict:
         input_size=lambda wc: config["experiments"][wc.experiment]["training"]["input_size"],
         flip=lambda wc: "" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test",
         device=config["device"],
-    threads: workflow.cores
+    threads: experiment_resource("cpus")
+    resources:
+        gpu=predict_gpus,
+        cpus_per_task=experiment_resource("cpus"),
     log:
         "results/logs/predict/{experiment}.log",
     benchmark:

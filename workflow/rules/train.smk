@@ -9,11 +9,17 @@ rule train:
     params:
         settings=lambda wc: ppc.experiment_settings_json(config, wc.experiment),
         out="results/train/{experiment}",
-    threads: workflow.cores
+        nproc=nproc_flag,
+    threads: experiment_resource("cpus")
+    resources:
+        gpu=experiment_resource("gpus"),
+        cpus_per_task=experiment_resource("cpus"),
+        mem_mb=experiment_resource("mem_mb"),
+        runtime=experiment_resource("runtime"),
     log:
         "results/logs/train/{experiment}.log",
     benchmark:
         "results/benchmarks/train/{experiment}.tsv"
     shell:
         "pose-pipeline train --settings {params.settings:q} --train-store {input.train}"
-        " --val-store {input.val} --out {params.out} > {log} 2>&1"
+        " --val-store {input.val} --out {params.out} {params.nproc} > {log} 2>&1"
