@@ -48,66 +48,121 @@ class Augmentation:
 class ShardBatches:
     """Iterate (images uint8 (B,S,S,3), sample indices (B,)) over one epoch of a store.
 
-    Shard order and a buffer of `buffer_shards` shards are shuffled with a seed that
-    depends on the epoch, so a resumed run sees the same order. Rank r of a world of W
-    takes every W-th shard; every rank gets the same number of batches.
+    The epoch is a sequence of global batches of `batch_size * world_size` samples that
+    depends only on the seed, the epoch and the global batch size: shard order and a
+    buffer of `buffer_shards` shards are shuffled with a seed that depends on the epoch,
+    so a resumed run sees the same order. Rank r of a world of W takes positions
+    [r*B, (r+1)*B) of each global batch, so the ranks' slices are disjoint, every rank
+    gets the same number of batches, and W ranks of batch B see exactly the batches of
+    one process with batch W*B (what makes a DDP run equal a single-process one).
+
+    Each rank reads only its own samples: a shard it needs much of is read whole (one
+    zarr read amortises the per-read cost), a shard it needs little of sample by sample.
     """
 
+    # Read a shard whole when a rank needs more than this fraction of it: one zarr read
+    # of a single sample costs about 3x a sample's share of a whole-shard read.
+    WHOLE_SHARD_FRACTION = 0.3
+
     def __init__(self, store: PoseStore, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, buffer_shards: int = 8, drop_last: bool = True):
+                 world_size: int = 1, buffer_shards: int = 8):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
         self.store = store
         self.batch_size = batch_size
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.buffer_shards = buffer_shards
-        self.drop_last = drop_last
         self.shard_size = int(store.attrs["shard_size"])
         n = len(store)
         self.shards = [(s, min(s + self.shard_size, n)) for s in range(0, n, self.shard_size)]
 
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world_size
+
     def batches_per_epoch(self) -> int:
-        per_rank = len(self.store) // self.world_size
-        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+        """Global steps per epoch (the same on every rank); a partial last batch is dropped."""
+        return len(self.store) // self.global_batch_size
 
     def epoch(self, epoch: int):
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.shards))
-        mine = order[self.rank::self.world_size]
-        limit = self.batches_per_epoch() * self.batch_size
-        served = 0
-        carry_images = np.zeros((0,), np.uint8)
-        carry_index = np.zeros((0,), np.int64)
-        for start in range(0, len(mine), self.buffer_shards):
-            group = mine[start:start + self.buffer_shards]
-            images = [self.store.images(*self.shards[s]) for s in group]
-            index = [np.arange(*self.shards[s]) for s in group]
-            images = np.concatenate(([carry_images] if len(carry_index) else []) + images)
-            index = np.concatenate(([carry_index] if len(carry_index) else []) + index)
-            perm = rng.permutation(len(index))
-            images, index = images[perm], index[perm]
-            full = len(index) // self.batch_size * self.batch_size
-            for b in range(0, full, self.batch_size):
-                if served >= limit:
-                    return
-                yield images[b:b + self.batch_size], index[b:b + self.batch_size]
-                served += self.batch_size
-            carry_images, carry_index = images[full:], index[full:]
-        if len(carry_index) and served < limit:
-            yield carry_images[: limit - served], carry_index[: limit - served]
+        size, width = self.global_batch_size, self.batch_size
+        left = self.batches_per_epoch()
+        carry = np.zeros(0, np.int64)  # shuffled but not yet served, taken into the next buffer
+        held_index, held_images = np.zeros(0, np.int64), None  # carry samples already read
+        for start in range(0, len(order), self.buffer_shards):
+            group = order[start:start + self.buffer_shards]
+            index = np.concatenate([carry] + [np.arange(*self.shards[s]) for s in group])
+            index = index[rng.permutation(len(index))]
+            count = min(len(index) // size, left)
+            mine = index[:count * size].reshape(count, self.world_size, width)[:, self.rank]
+            carry = index[len(index) // size * size:]
+            pool = self._read(mine.ravel(), group, held_index, held_images)
+            for batch in mine:
+                yield pool.take(batch), batch
+            left -= count
+            if left <= 0:
+                return
+            # carry samples that came with whole-shard reads are kept, not read again
+            held_index = carry[np.isin(carry, pool.index)]
+            held_images = pool.take(held_index) if len(held_index) else None
+
+    def _read(self, wanted: np.ndarray, group, held_index: np.ndarray, held_images) -> "_Pool":
+        """Images covering `wanted`: shards of `group` this rank needs much of are read whole,
+        other samples one run of consecutive indices at a time; `held` ones are not read again."""
+        wanted = np.unique(wanted)
+        parts_index, parts_images = [], []
+        if len(held_index):
+            parts_index.append(held_index)
+            parts_images.append(held_images)
+        todo = wanted[~np.isin(wanted, held_index)]
+        whole = [self.shards[s] for s in group
+                 if np.count_nonzero((todo >= self.shards[s][0]) & (todo < self.shards[s][1]))
+                 > self.WHOLE_SHARD_FRACTION * (self.shards[s][1] - self.shards[s][0])]
+        for lo, hi in whole:
+            parts_index.append(np.arange(lo, hi))
+            parts_images.append(self.store.images(lo, hi))
+        covered = np.concatenate(parts_index) if parts_index else np.zeros(0, np.int64)
+        single = todo[~np.isin(todo, covered)]
+        if len(single):
+            # runs of consecutive indices in one read each
+            runs = np.split(single, np.flatnonzero(np.diff(single) != 1) + 1)
+            parts_index.append(single)
+            parts_images.append(np.concatenate([self.store.images(r[0], r[-1] + 1) for r in runs]))
+        return _Pool(parts_index, parts_images)
+
+
+class _Pool:
+    """Images read for one shard buffer, looked up by sample index (without copying them
+    into sorted order)."""
+
+    def __init__(self, parts_index: list[np.ndarray], parts_images: list[np.ndarray]):
+        self.index = np.concatenate(parts_index) if parts_index else np.zeros(0, np.int64)
+        self.images = (np.concatenate(parts_images) if len(parts_images) > 1
+                       else parts_images[0] if parts_images else None)
+        self.order = np.argsort(self.index)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return self.images[self.order[np.searchsorted(self.index, index, sorter=self.order)]]
 
 
 def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.ndarray,
                canvas_size: int, context: float, input_size: int, heatmap_size: int,
                sigma: float, flip_permutation: np.ndarray, device: torch.device,
-               augmentation: Augmentation | None = None, rng: np.random.Generator | None = None):
+               augmentation: Augmentation | None = None, rng: np.random.Generator | None = None,
+               params: dict | None = None):
     """Inputs (B,3,in,in), targets (B,J,hm,hm) and weights (B,J) on `device`.
 
     images: uint8 canvases; keypoints_canvas: (B,J,2) joints projected into the canvas.
+    params: augmentation parameters already drawn (`Augmentation.sample`), else drawn
+    here from `rng`.
     """
     n = len(images)
-    if augmentation is not None:
+    if params is None and augmentation is not None:
         params = augmentation.sample(rng, n)
-    else:
+    elif params is None:
         params = {"scale": np.ones(n), "rotation": np.zeros(n), "flip": np.zeros(n, bool),
                   "gain": np.ones((n, 3))}
     to_input = geometry.canvas_to_input_affine(canvas_size, context, input_size,

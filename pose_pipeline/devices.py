@@ -1,8 +1,11 @@
-"""Device choice and mixed precision, in one place."""
+"""Device choice, mixed precision and the distributed world, in one place."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import os
+from dataclasses import dataclass
 
 import torch
 
@@ -23,3 +26,62 @@ def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------- distributed (DDP)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a training run: rank 0 of 1 without a process group."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes checkpoints, logs and the progress bar."""
+        return self.rank == 0
+
+
+def world_from_env(device: str = "auto") -> World:
+    """The world torchrun describes in RANK / LOCAL_RANK / WORLD_SIZE, with the process
+    group initialised (NCCL on GPUs, gloo on CPU) when it has more than one rank; a plain
+    process (no WORLD_SIZE, or 1) gets no process group at all."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World(device=resolve_device(device))
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device)
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"rank {rank}: local rank {local_rank} but only {torch.cuda.device_count()} "
+                            "visible GPUs (use at most one process per GPU)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # rank 0 validates while the others wait in the next step's all-reduce: a long timeout
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=30))
+    return World(rank, local_rank, size, device)
+
+
+def auto_nproc() -> int:
+    """Processes for `--nproc auto`: one per visible GPU (torch counts CUDA_VISIBLE_DEVICES,
+    which SLURM sets to the job's GPUs), at most SLURM_GPUS_ON_NODE inside a SLURM job;
+    1 (a plain process) without GPUs."""
+    if not torch.cuda.is_available():
+        return 1
+    count = torch.cuda.device_count()
+    slurm = os.environ.get("SLURM_GPUS_ON_NODE", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        count = min(count, int(slurm))
+    return max(count, 1)
