@@ -367,3 +367,14 @@ def _ap_at(precision) -> float | None:
     p = np.asarray(precision)[:, 0, 0, -1]  # recall levels, category 0, area "all", max dets
     p = p[p > -1]
     return None if p.size == 0 else 100.0 * float(p.mean())
+
+
+def validation_score(preds, gt, visible, head_size, joints: JointSet) -> tuple[str, float]:
+    """(label, value) of the one number training tracks per epoch to pick the best checkpoint:
+    PCKh@0.5 Mean where the samples have head sizes (MPII), else PCK@0.2 by torso size pooled
+    over the annotated joints (LSP, COCO: neither has a head box)."""
+    if np.isfinite(np.asarray(head_size, dtype=np.float64)).any():
+        return "PCKh@0.5", mpii_pckh_table(preds, gt, visible, head_size, joints)["PCKh@0.5"]["Mean"]
+    dist, counted = torso_distances(preds, gt, visible, joints)
+    hits = (dist <= 0.2) & counted
+    return "PCK@0.2", float(100.0 * hits.sum() / max(counted.sum(), 1))

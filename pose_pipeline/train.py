@@ -237,6 +237,7 @@ def _train(world: World, settings: dict, train_store: str, val_store: str | None
 
     started = time.monotonic()
     mine = slice(world.rank * training["batch_size"], (world.rank + 1) * training["batch_size"])
+    metric = "PCKh@0.5"  # the label of val_pckh in the log line; set per dataset by validation
     for epoch in range(step // steps_per_epoch, epochs):
         net.train()
         skip = step - epoch * steps_per_epoch  # batches of this epoch done before a resume
@@ -286,12 +287,14 @@ def _train(world: World, settings: dict, train_store: str, val_store: str | None
         if val is not None:
             preds, _, val_loss = predict_store(model, val, input_size, heatmap_size, flip_test=False,
                                                batch_size=64, device=device, sigma=sigma)
-            table = metrics.mpii_pckh_table(preds, val.keypoints, val.visible, val.head_size, joints)
-            row["val_loss"], row["val_pckh"] = val_loss, table["PCKh@0.5"]["Mean"]
+            # `val_pckh` holds the dataset's own metric: PCKh@0.5 (MPII), PCK@0.2 (LSP, COCO).
+            metric, row["val_pckh"] = metrics.validation_score(preds, val.keypoints, val.visible,
+                                                               val.head_size, joints)
+            row["val_loss"] = val_loss
         row["elapsed_s"] = elapsed_before + time.monotonic() - started
         log_rows.append(row)
-        log.info("epoch %d/%d: train loss %.3e, val loss %s, val PCKh@0.5 %s, %.1f images/s",
-                 epoch + 1, epochs, row["train_loss"], _fmt(row["val_loss"]), _fmt(row["val_pckh"]),
+        log.info("epoch %d/%d: train loss %.3e, val loss %s, val %s %s, %.1f images/s",
+                 epoch + 1, epochs, row["train_loss"], _fmt(row["val_loss"]), metric, _fmt(row["val_pckh"]),
                  row["images_per_s"])
         write_log(out / "log.csv", log_rows)
         write_tensorboard(tensorboard, row)
