@@ -89,12 +89,12 @@ def array_to_annotated(points: np.ndarray, pixel_origin: float) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) + pixel_origin
 
 
-def warp_image(image: np.ndarray, affine: np.ndarray, out_size: int) -> np.ndarray:
-    """The crop of `image` under `affine` (bilinear, black outside)."""
+def warp_image(image: np.ndarray, affine: np.ndarray, out_size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The crop of `image` under `affine` (bilinear, black outside); into `out` if given."""
     import cv2
 
     return cv2.warpAffine(
-        image, np.asarray(affine, np.float64), (out_size, out_size),
+        image, np.asarray(affine, np.float64), (out_size, out_size), dst=out,
         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )
 
@@ -142,7 +142,8 @@ def encode_heatmaps(points, weights, size: int, sigma: float):
     weights = weights * inside
     gx = torch.exp(-((grid - px) ** 2) / (2 * sigma**2))  # (N,J,size): separable
     gy = torch.exp(-((grid - py) ** 2) / (2 * sigma**2))
-    targets = gy[..., :, None] * gx[..., None, :] * (weights > 0)[..., None, None]
+    # masking the (N,J,size) factor, not the (N,J,size,size) product: same values (x 0 or 1)
+    targets = (gy * (weights > 0)[..., None])[..., :, None] * gx[..., None, :]
     return targets, weights
 
 
