@@ -136,17 +136,24 @@ class ShardBatches:
 
 
 class _Pool:
-    """Images read for one shard buffer, looked up by sample index (without copying them
-    into sorted order)."""
+    """Images read for one shard buffer, looked up by sample index. The blocks stay as read:
+    a batch gathers its crops from them directly, so each crop is copied once (concatenating
+    the buffer first would copy every crop of it once more)."""
 
     def __init__(self, parts_index: list[np.ndarray], parts_images: list[np.ndarray]):
+        self.parts = parts_images
         self.index = np.concatenate(parts_index) if parts_index else np.zeros(0, np.int64)
-        self.images = (np.concatenate(parts_images) if len(parts_images) > 1
-                       else parts_images[0] if parts_images else None)
+        self.part_of = np.repeat(np.arange(len(parts_images)), [len(p) for p in parts_images])
+        self.row_of = (np.concatenate([np.arange(len(p)) for p in parts_images])
+                       if parts_images else np.zeros(0, np.int64))
         self.order = np.argsort(self.index)
 
     def take(self, index: np.ndarray) -> np.ndarray:
-        return self.images[self.order[np.searchsorted(self.index, index, sorter=self.order)]]
+        at = self.order[np.searchsorted(self.index, index, sorter=self.order)]
+        out = np.empty((len(index),) + self.parts[0].shape[1:], self.parts[0].dtype)
+        for k, (part, row) in enumerate(zip(self.part_of[at], self.row_of[at])):
+            out[k] = self.parts[part][row]
+        return out
 
 
 def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.ndarray,
