@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from test_workflow import OUTPUTS, TINY, write_config
+from test_workflow import OUTPUTS, REFERENCE, TINY, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / ".ci" / "slurm-localhost.sh"
@@ -39,7 +39,8 @@ CONFIG["experiments"]["tiny"]["resources"] = {**SMALL, "gpus": 1}
 # Built only by the cancellation test: long enough to be cancelled between two epochs.
 CONFIG["experiments"]["slow"] = copy.deepcopy(CONFIG["experiments"]["tiny"])
 CONFIG["experiments"]["slow"]["training"].update(epochs=40, checkpoint_every=1000)
-JOBS = {"demo_data": 1, "convert": 2, "train": 1, "predict": 1, "score": 1, "plot": 1}
+JOBS = {"demo_data": 1, "convert": 2, "train": 1, "predict": 1, "score": 1, "plot": 1, "examples": 1,
+        "compare": 1, "summary": 1, **({"score_reference": 1} if REFERENCE.exists() else {})}
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+)")
 
 
