@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -29,8 +28,10 @@ from pose_pipeline import geometry  # noqa: E402
 from pose_pipeline.atomic import atomic_output  # noqa: E402
 from pose_pipeline.errors import UserError  # noqa: E402
 from pose_pipeline.metrics import TABLE_COLUMNS  # noqa: E402
+from pose_pipeline.score import read_score_json  # noqa: E402
 
 SIDE_COLOURS = {"left": "tab:blue", "right": "tab:red", "centre": "gold"}
+PLOTTED_KEYS = ("thresholds", "curves", "per_joint")  # what the score plots read of a score JSON
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pckh")
 
 
@@ -90,21 +91,6 @@ def read_training_log(path) -> dict[str, np.ndarray]:
     for c in ("val_loss", "val_pckh"):
         result[c] = np.array([epochs[e][c][-1] if epochs[e][c] else np.nan for e in order])
     return result
-
-
-def read_score_json(path) -> dict:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such score file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON score file: {exc}") from None
-    missing = [k for k in ("thresholds", "curves", "per_joint") if k not in data]
-    if not isinstance(data, dict) or missing:
-        raise UserError(f"{path}: not a score JSON (`pose-pipeline score --per-joint`): "
-                        f"missing {missing}")
-    return data
 
 
 def _series(values) -> np.ndarray:
@@ -170,8 +156,8 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
 
     The metric is the first run's; runs of another metric (different units, or OKS AP
     which has no such curve) are left out and named in a note on the figure."""
-    runs = [(name, read_score_json(path), "-") for name, path in per_joint_jsons.items()]
-    runs += [(name, read_score_json(path), "--") for name, path in (reference or {}).items()]
+    runs = [(name, read_score_json(path, PLOTTED_KEYS), "-") for name, path in per_joint_jsons.items()]
+    runs += [(name, read_score_json(path, PLOTTED_KEYS), "--") for name, path in (reference or {}).items()]
     if not runs:
         raise UserError("no score files to plot")
     metric = next((_metric(d) for _, d, _ in runs if _metric(d) in CURVE_UNITS), None)
@@ -256,6 +242,25 @@ def pick_samples(errors, count: int) -> np.ndarray:
     return pool[np.unique(np.round(np.linspace(0, len(pool) - 1, count)).astype(int))]
 
 
+def scored_samples(preds_path, store_path):
+    """(store, preds, gt, visible mask, unit names, per-sample mean normalised error) of a prediction file
+    against the store it predicts: what picking examples to draw needs."""
+    from pose_pipeline.score import read_predictions
+    from pose_pipeline.store import open_store
+
+    store = open_store(store_path)
+    joints = store.joint_set
+    preds = read_predictions(preds_path, joints=joints)
+    if len(preds) != len(store):
+        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the store {store_path} "
+                        f"has {len(store)}")
+    gt = np.asarray(store.keypoints, dtype=np.float64)
+    visible = np.asarray(store.visible) == 1
+    unit, unit_names = example_units(gt, visible, store.head_size, joints)
+    errors = mean_normalised_errors(preds, gt, visible, unit)
+    return store, preds, gt, visible, unit_names, errors
+
+
 def _draw_skeleton(ax, points, joints, visible_mask=None, **kwargs):
     for a, b in joints.edges:
         if visible_mask is not None and not (visible_mask[a] and visible_mask[b]):
@@ -270,21 +275,10 @@ def plot_skeletons(preds_path, store_path, out_png, count: int = 16, dpi: int = 
     """A grid of crops from `store_path` with the predicted skeletons (left limbs blue,
     right red, centre yellow) and the ground truth as small white dots; `count` samples
     spread from best to worst by mean normalised error (given in each title)."""
-    from pose_pipeline.score import read_predictions
-    from pose_pipeline.store import open_store
-
     if count < 1:
         raise UserError(f"--count must be at least 1, got {count}")
-    store = open_store(store_path)
+    store, preds, gt, visible, unit_names, errors = scored_samples(preds_path, store_path)
     joints = store.joint_set
-    preds = read_predictions(preds_path, joints=joints)
-    if len(preds) != len(store):
-        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the store {store_path} "
-                        f"has {len(store)}")
-    gt = np.asarray(store.keypoints, dtype=np.float64)
-    visible = np.asarray(store.visible) == 1
-    unit, unit_names = example_units(gt, visible, store.head_size, joints)
-    errors = mean_normalised_errors(preds, gt, visible, unit)
     chosen = pick_samples(errors, count)
     pred_crop = predictions_in_crop(preds[chosen], store.affine[chosen], store.pixel_origin)
     gt_crop = predictions_in_crop(np.nan_to_num(gt[chosen]), store.affine[chosen], store.pixel_origin)
@@ -331,19 +325,9 @@ def plot_examples(preds_path, store_path, out_png, images_dir=None, dpi: int = 1
     says so. Returns {label: {index, image, background ("original" | "crop"), error}}.
     """
     from pose_pipeline.convert import load_image
-    from pose_pipeline.score import read_predictions
-    from pose_pipeline.store import open_store
 
-    store = open_store(store_path)
+    store, preds, gt, visible, unit_names, errors = scored_samples(preds_path, store_path)
     joints = store.joint_set
-    preds = read_predictions(preds_path, joints=joints)
-    if len(preds) != len(store):
-        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the store {store_path} "
-                        f"has {len(store)}")
-    gt = np.asarray(store.keypoints, dtype=np.float64)
-    visible = np.asarray(store.visible) == 1
-    unit, unit_names = example_units(gt, visible, store.head_size, joints)
-    errors = mean_normalised_errors(preds, gt, visible, unit)
     chosen = pick_examples(errors)
     size, origin = store.canvas_size, store.pixel_origin
     corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
@@ -385,7 +369,7 @@ def plot_examples(preds_path, store_path, out_png, images_dir=None, dpi: int = 1
 def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> None:
     """The headline rate (PCKh@0.5, LSP's PCK@0.2) per joint as a bar chart (joints with
     no annotation left empty); OKS AP has no per-joint rate, which the figure says."""
-    data = read_score_json(per_joint_json)
+    data = read_score_json(per_joint_json, PLOTTED_KEYS)
     row = data.get("rows", ["PCKh@0.5"])[0]
     names = list(data["per_joint"])
     rates = _series(data["per_joint"][n].get(row) for n in names)

@@ -50,6 +50,7 @@ from pose_pipeline.metrics import (
     OKS_COLUMN,
     TABLE_COLUMNS,
     WEIGHTED_MEAN_COLUMN,
+    check_keypoints,
     head_size_from_boxes,
     pck_torso_evaluation,
     pckh_evaluation,
@@ -137,20 +138,10 @@ def _load_mat(path: Path) -> dict:
 
 
 def _finite_points(path: Path, what: str, points: np.ndarray, num_joints: int | None) -> np.ndarray:
-    if points.ndim != 3 or points.shape[-1] != 2:
-        raise UserError(f"{path}: {what} has shape {points.shape}, expected (N, J, 2)")
-    if not (np.issubdtype(points.dtype, np.number) and not np.iscomplexobj(points)):
-        raise UserError(f"{path}: {what} holds {points.dtype} values, expected real numbers")
-    if num_joints is not None and points.shape[1] != num_joints:
-        raise UserError(f"{path}: {what} has {points.shape[1]} joints, expected {num_joints} "
-                        f"(shape {points.shape})")
-    points = points.astype(np.float64)
-    bad = ~np.isfinite(points).all(axis=-1)
-    if bad.any():
-        n, j = np.argwhere(bad)[0]
-        raise UserError(f"{path}: {what} has {int(bad.sum())} non-finite (NaN/inf) coordinates, "
-                        f"first at sample {n}, joint {j}")
-    return points
+    try:
+        return check_keypoints(points, what, num_joints=num_joints)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def _read_predictions_mat(path: Path, num_joints: int | None) -> np.ndarray:
@@ -445,6 +436,25 @@ def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None) -
     except ValueError as exc:
         raise UserError(f"scoring {preds_path} against {gt_path} with {METRICS[metric]}: {exc}") from None
     return {**evaluation, "num_samples": int(preds.shape[0])}
+
+
+def read_score_json(path, required=("table",)) -> dict:
+    """A score JSON (`score --per-joint`), UserError naming the file unless it holds the
+    `required` keys."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such score file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a score JSON: {exc}") from None
+    # an OKS score has no per-joint rates (an empty dict) but always a table
+    missing = [k for k in required if not isinstance(data, dict) or data.get(k) is None
+               or (k == "table" and not data[k])]
+    if missing:
+        raise UserError(f"{path}: not a score JSON (`pose-pipeline score --per-joint`): "
+                        f"missing {', '.join(missing)}")
+    return data
 
 
 def score(preds_path, gt_path, out_csv, per_joint_json=None, metric: str | None = None,

@@ -24,6 +24,7 @@ from pathlib import Path
 from pose_pipeline.atomic import write_text_atomic
 from pose_pipeline.errors import UserError
 from pose_pipeline.metrics import OKS_COLUMN, TABLE_COLUMNS
+from pose_pipeline.score import read_score_json
 
 FIXED_COLUMNS = ("experiment", "dataset", "format", "arch", "stacks", "params", "epochs")
 ENTRY_KEYS = ("name", "dataset", "format", "arch", "stacks", "scores", "log", "model")
@@ -71,19 +72,6 @@ def parameter_count(model_path) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def _read_scores(path) -> dict:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such score file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a score JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("table"), dict) or not data["table"]:
-        raise UserError(f"{path}: not a score JSON (`pose-pipeline score --per-joint`): no table")
-    return data
-
-
 def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -100,7 +88,7 @@ def summarize(entries: list[dict], out_csv) -> list[dict]:
         if missing:
             raise UserError(f"summary entry {k} ({entry.get('name', '?')}): missing {missing}")
         epochs, elapsed = training_log_summary(entry["log"])
-        metrics = metric_columns(_read_scores(entry["scores"]))
+        metrics = metric_columns(read_score_json(entry["scores"], ("table",)))
         metric_order += [c for c in metrics if c not in metric_order]
         rows.append({"experiment": entry["name"], "dataset": entry["dataset"], "format": entry["format"],
                      "arch": entry["arch"], "stacks": entry["stacks"],

@@ -156,7 +156,7 @@ def test_bad_score_json_refused(tmp_path):
     with pytest.raises(UserError, match="not a score JSON"):
         plot_joint_bars(tmp_path / "x.json", tmp_path / "j.png")
     (tmp_path / "y.json").write_text("not json")
-    with pytest.raises(UserError, match="not a JSON"):
+    with pytest.raises(UserError, match="not a score JSON"):
         plot_pckh_curves({"y": tmp_path / "y.json"}, tmp_path / "p.png")
     assert not (tmp_path / "j.png").exists() and not (tmp_path / "p.png").exists()
 

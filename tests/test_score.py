@@ -184,7 +184,7 @@ def test_reference_layout_under_pos_pred_src(tmp_path):
     ({"preds": np.zeros((5, J))}, "shape"),
     ({"preds": np.zeros((5, J, 3))}, "shape"),
     ({"preds": np.zeros((J, 2, 5))}, "pos_pred_src"),
-    ({"preds": np.zeros((5, 14, 2))}, "14 joints"),
+    ({"preds": np.zeros((5, 14, 2))}, "got 14"),
     ({"preds": np.full((5, J, 2), np.nan)}, "NaN"),
     ({"preds": np.full((5, J, 2), np.inf)}, "non-finite"),
     ({"predictions": np.zeros((5, J, 2))}, "no prediction variable"),
@@ -320,7 +320,7 @@ def test_pixel_convention_both_ways(tmp_path, origin):
 @pytest.mark.parametrize("preds, message", [
     (np.zeros((4, J)), "shape"),
     (np.zeros((4, J, 3)), "shape"),
-    (np.zeros((4, 14, 2)), "14 joints"),
+    (np.zeros((4, 14, 2)), "got 14"),
     (np.where(np.arange(4 * J * 2).reshape(4, J, 2) == 7, np.nan, 1.0), "NaN"),
 ])
 def test_score_cli_refuses_wrong_shape_and_nan(tmp_path, capsys, preds, message):

@@ -66,7 +66,7 @@ def test_summary_side_by_side(tmp_path, capsys):
 
 def test_summary_refuses_bad_inputs(tmp_path):
     a, _ = experiment(tmp_path, "a", "mpii", "mpii", {"table": {}}, 1.0)
-    with pytest.raises(UserError, match="no table"):
+    with pytest.raises(UserError, match="missing table"):
         summarize([a], tmp_path / "s.csv")
     (tmp_path / "bad.csv").write_text("epoch,loss\n1,2\n")
     with pytest.raises(UserError, match="elapsed_s"):

@@ -126,19 +126,27 @@ class HourglassNet(nn.Module):
         self.score_ = nn.ModuleList(nn.Conv2d(joints, features, 1) for _ in range(stacks - 1))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = F.max_pool2d(x, 2, stride=2)
-        x = self.layer3(self.layer2(x))
+        return stacked_forward(self, x, self.res)
 
-        heatmaps = []
-        for i in range(self.num_stacks):
-            y = self.fc[i](self.res[i](self.hg[i](x)))
-            score = self.score[i](y)
-            heatmaps.append(score)
-            if i < self.num_stacks - 1:
-                x = x + self.fc_[i](y) + self.score_[i](score)
-        return heatmaps
+
+def stacked_forward(net: nn.Module, x: torch.Tensor, post: nn.ModuleList) -> list[torch.Tensor]:
+    """The pass both stacked networks (hourglass, PyraNet) share: the stem to 1/4 resolution,
+    then per stack hourglass -> `post` -> fc -> heatmaps, the heatmaps and features of every
+    stack but the last mapped back and added to the next stack's input (intermediate
+    supervision: every stack's heatmaps are returned)."""
+    x = F.relu(net.bn1(net.conv1(x)))
+    x = net.layer1(x)
+    x = F.max_pool2d(x, 2, stride=2)
+    x = net.layer3(net.layer2(x))
+
+    heatmaps = []
+    for i in range(net.num_stacks):
+        y = net.fc[i](post[i](net.hg[i](x)))
+        score = net.score[i](y)
+        heatmaps.append(score)
+        if i < net.num_stacks - 1:
+            x = x + net.fc_[i](y) + net.score_[i](score)
+    return heatmaps
 
 
 def build(config: dict, joints: int) -> HourglassNet:

@@ -71,6 +71,7 @@ from pose_pipeline.models.hourglass import (
     Bottleneck,
     Hourglass,
     residual_stack,
+    stacked_forward,
 )
 
 PRM_VARIANTS = ("A", "B", "C", "D")
@@ -307,19 +308,7 @@ class PyraNet(nn.Module):
         multibranch_init_(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = F.max_pool2d(x, 2, stride=2)
-        x = self.layer3(self.layer2(x))
-
-        heatmaps = []
-        for i in range(self.num_stacks):
-            y = self.fc[i](self.post[i](self.hg[i](x)))
-            score = self.score[i](y)
-            heatmaps.append(score)
-            if i < self.num_stacks - 1:
-                x = x + self.fc_[i](y) + self.score_[i](score)
-        return heatmaps
+        return stacked_forward(self, x, self.post)
 
 
 def build(config: dict, joints: int) -> PyraNet:
