@@ -151,6 +151,20 @@ def dataset_sources(config: dict, name: str, split: str | None = None) -> dict:
     return {key: ds[key] for key in ("annotations", "images", "val_split") if ds.get(key)}
 
 
+def converter_split(config: dict, name: str, split: str) -> str:
+    """The converter's `--split` for the store of `split` ("train" or "val").
+
+    With `val_annotations`, LSP and COCO files are each taken whole ("all"): the split is
+    the file (a 300-image LSP sample, say, has no train/val halves of its own). MPII keeps
+    the split: the release .mat selects training people by `img_train`, and the hourglass
+    .h5 files are taken whole anyway.
+    """
+    ds = config["datasets"][name]
+    if ds.get("val_annotations") and ds["format"] in ("lsp", "coco"):
+        return "all"
+    return split
+
+
 def converter_settings(config: dict, name: str) -> dict:
     """The convert rule's parameters for a dataset (a change reruns conversion)."""
     ds = config["datasets"][name]

@@ -11,7 +11,7 @@ Outputs in `--out DIR`:
   model.pt                 final weights + model config (what predict reads)
   log.csv                  epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s
   checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, step)
-  checkpoints/best.pt      weights of the epoch with the best validation PCKh@0.5
+  checkpoints/best.pt      weights of the epoch with the best validation score (metrics.validation_score)
   tensorboard/             the log.csv figures as TensorBoard events (when it is installed)
 
 Several GPUs: `--nproc N` starts N ranks through torch's elastic launcher (torchrun), each
@@ -463,5 +463,5 @@ def run(args: argparse.Namespace) -> int:
                     device, args.epochs, args.progress, args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{summary['model']}: {summary['epochs']} epochs, {summary['steps']} steps, "
-              f"best validation PCKh@0.5 {summary['best_pckh']:.2f}")
+              f"best validation score {summary['best_pckh']:.2f} (PCKh@0.5 for MPII, PCK@0.2 for LSP and COCO)")
     return 0

@@ -136,3 +136,15 @@ def test_bad_cluster_resources_are_named(raw_config):
     message = str(err.value)
     assert "experiments.hg8.resources.gpus" in message
     assert "datasets.demo.resources: unknown key 'cpu' (did you mean 'cpus'?)" in message
+
+
+def test_separate_val_annotations_take_lsp_and_coco_files_whole(raw_config):
+    from pose_pipeline.config import converter_split
+
+    raw_config["datasets"]["lsp"] = {"format": "lsp", "annotations": "a.mat", "images": "i"}
+    config = validate_config(raw_config)
+    assert converter_split(config, "lsp", "train") == "train"  # the file's own halves (original LSP)
+    config["datasets"]["lsp"]["val_annotations"] = "b.mat"
+    assert [converter_split(config, "lsp", s) for s in ("train", "val")] == ["all", "all"]
+    config["datasets"]["mpii"]["val_annotations"] = "valid.h5"
+    assert converter_split(config, "mpii", "train") == "train"  # img_train still selects

@@ -13,6 +13,7 @@ rule convert:
     params:
         converter=lambda wc: ppc.converter_settings(config, wc.dataset),
         val_split=lambda wc, input: f"--val-split {input.val_split}" if "val_split" in input.keys() else "",
+        split=lambda wc: ppc.converter_split(config, wc.dataset, wc.split),
     threads: dataset_resource("cpus")
     resources:
         cpus_per_task=dataset_resource("cpus"),
@@ -24,7 +25,7 @@ rule convert:
         "results/benchmarks/convert/{dataset}_{split}.tsv"
     shell:
         "pose-pipeline convert {params.converter[format]} --annotations {input.annotations}"
-        " --images {input.images} {params.val_split} --split {wildcards.split}"
+        " --images {input.images} {params.val_split} --split {params.split}"
         " --out {output} --dataset {wildcards.dataset}"
         " --canvas-size {params.converter[canvas_size]} --context {params.converter[context]}"
         " --shard-size {params.converter[shard_size]} --on-bad-sample {params.converter[on_bad_sample]}"

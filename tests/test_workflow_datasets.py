@@ -1,0 +1,69 @@
+"""The DAG on the real LSP and COCO samples: conversion, training, the dataset's own metric
+(LSP PCK@0.2 by torso, COCO OKS AP), plots and the summary, through the real `snakemake`."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from test_workflow import snakemake, write_config
+
+from pose_pipeline.store import open_store
+
+pytestmark = pytest.mark.slow
+
+TINY_MODEL = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16}
+
+
+def tiny_config(shared_data) -> dict:
+    lsp, coco = shared_data / "lsp_sample", shared_data / "coco_sample"
+    coco_json = str(coco / "person_keypoints_sample.json")
+    experiment = {"model": TINY_MODEL, "evaluation": {"batch_size": 8},
+                  "training": {"epochs": 1, "batch_size": 4, "input_size": 64, "heatmap_size": 16,
+                               "num_threads": 1}}
+    return {
+        "default_experiments": ["lsp_tiny", "coco_tiny"],
+        "device": "cpu",
+        "plots": {"skeleton_count": 4, "dpi": 40},
+        # A sample file is no standard split: with val_annotations each file is taken whole.
+        "datasets": {
+            "lsp": {"format": "lsp", "annotations": str(lsp / "joints.mat"), "images": str(lsp / "images"),
+                    "val_annotations": str(lsp / "joints.mat"), "canvas_size": 96, "shard_size": 32},
+            "coco": {"format": "coco", "annotations": coco_json, "images": str(coco / "images"),
+                     "val_annotations": coco_json, "canvas_size": 96, "shard_size": 8},
+        },
+        "experiments": {"lsp_tiny": {"dataset": "lsp", **experiment},
+                        "coco_tiny": {"dataset": "coco", **experiment}},
+    }
+
+
+def rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_lsp_and_coco_experiments_run_end_to_end(shared_data, tmp_path):
+    write_config(tmp_path, tiny_config(shared_data))
+    snakemake(tmp_path)
+
+    for dataset in ("lsp", "coco"):
+        for split in ("train", "val"):  # each file whole (the LSP sample has no halves of its own)
+            assert open_store(tmp_path / f"results/stores/{dataset}/{split}.zarr").attrs["split"] == "all"
+    lsp = rows(tmp_path / "results/pckh/lsp_tiny.csv")
+    assert [r["metric"] for r in lsp] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
+    assert 0 <= float(lsp[0]["Mean"]) <= 100
+    coco = rows(tmp_path / "results/pckh/coco_tiny.csv")
+    assert [r["metric"] for r in coco][:3] == ["AP", "AP50", "AP75"]
+    # the sample's usable people: 300 LSP images, COCO people with enough keypoints, not crowd
+    assert "300 samples" in (tmp_path / "results/logs/convert/lsp_val.log").read_text()
+    # training validated with the dataset's own metric (LSP and COCO have no head boxes)
+    for name in ("lsp_tiny", "coco_tiny"):
+        assert "val PCK@0.2" in (tmp_path / f"results/logs/train/{name}.log").read_text()
+        log = rows(tmp_path / f"results/train/{name}/log.csv")
+        assert log[-1]["val_pckh"] != ""
+        for plot in ("curves", "pckh", "joints", "skeletons", "examples"):
+            assert (tmp_path / f"results/plots/{name}/{plot}.png").stat().st_size > 0
+    summary = {r["experiment"]: r for r in rows(tmp_path / "results/summary.csv")}
+    assert summary["lsp_tiny"]["format"] == "lsp" and summary["lsp_tiny"]["PCK@0.2 Mean"] == lsp[0]["Mean"]
+    assert summary["coco_tiny"]["format"] == "coco" and summary["coco_tiny"]["AP"] == coco[0]["value"]
+    assert (tmp_path / "results/plots/pckh_all.png").exists()
