@@ -35,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,8 +56,16 @@ CPU = torch.device("cpu")
 
 
 def set_threads(n: int) -> None:
+    # zarr's threads too (zarrs decodes on its own pool): "1 thread" is one for everything.
+    # A store binds them when it opens its image array: reopen_images() after this.
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
+    zarr.config.set({"threading.max_workers": n})
+
+
+def reopen_images(*stores) -> None:
+    for store in stores:
+        store._images = None  # opened again, with the current zarr settings, on the next read
 
 
 def load() -> float:
@@ -303,13 +312,17 @@ def run(args, work: Path) -> dict:
     project, project_torch = ProjectLoader(store, b), ProjectLoader(store, b, warp="torch")
     baseline = BaselineLoader(store, work / "images", b)
     per_epoch = ShardBatches(store, b).batches_per_epoch() * b
+    # the same store decoded by zarr-python's own codec pipeline: the project without zarrs
+    plain = open_store(store.path, fast_decode=False)
 
     rows = {}
     epoch = iter(range(1_000_000))  # a new shuffle every run, as in training
     for threads in (1, 2):
         set_threads(threads)
+        reopen_images(*(s for s in (store, small, plain) if s is not None))
         fns = {
             "read": lambda: consume(ShardBatches(store, b).epoch(next(epoch))),
+            "read_zarr_pipeline": lambda: consume(ShardBatches(plain, b).epoch(next(epoch))),
             "project": lambda: consume(project.epoch(next(epoch))),
             "project_torchwarp": lambda: consume(project_torch.epoch(next(epoch))),
             "baseline": lambda: consume(baseline.epoch(next(epoch))),
@@ -325,10 +338,13 @@ def run(args, work: Path) -> dict:
 
     set_threads(default_threads[0])
     cv2.setNumThreads(default_threads[1])
+    zarr.config.set({"threading.max_workers": None})
+    reopen_images(store)
     training = train_steps({"project": project, "baseline": baseline}, b, args.features, args.stacks,
                            args.warmup_steps, args.train_steps)
 
-    per_core = {k: rows[f"{k}_t1"]["samples_per_cpu_s"] for k in ("read", "project", "baseline")}
+    per_core = {k: rows[f"{k}_t1"]["samples_per_cpu_s"]
+                for k in ("read", "read_zarr_pipeline", "project", "baseline")}
     ratio = per_core["project"] / per_core["baseline"]
     ratio_wall = rows["project_t1"]["samples_per_s"] / rows["baseline_t1"]["samples_per_s"]
     report = {
@@ -372,7 +388,8 @@ def markdown(r: dict) -> str:
         "| loader | threads | samples/s (wall) | samples per CPU-second | ms CPU/sample | load (1 min) |",
         "|---|---|---|---|---|---|",
     ]
-    names = {"read": f"store read: `ShardBatches` alone (uint8, canvas {s['canvas']})",
+    names = {"read": f"store read: `ShardBatches` alone (uint8, canvas {s['canvas']}; zarrs decoding)",
+             "read_zarr_pipeline": "store read as above, decoded by zarr-python's own codec pipeline (no zarrs)",
              "read_256": "store read, canvas 256 store (same sources)",
              "project": "**project**: `ShardBatches` + `make_batch` (augmented, 256 in / 64 targets; cv2 warp)",
              "project_torchwarp": "project with `make_batch(warp=\"torch\")` (grid_sample warp)",

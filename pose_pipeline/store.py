@@ -37,6 +37,23 @@ from pose_pipeline.joints import JointSet, joint_set
 
 SCHEMA_VERSION = 1
 
+# zarrs (Rust, the `zarrs` package) decodes a shard's inner chunks at about 1.6x less CPU per
+# sample than zarr-python's own codec pipeline (BENCHMARKS.md, training loader); training
+# reads crops through it when it is installed, unless POSE_PIPELINE_ZARRS=0. Same bytes, same
+# arrays: it only replaces how zarr decodes them.
+FAST_CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
+
+
+def fast_codec_pipeline() -> str | None:
+    """The codec pipeline crop reads use: zarrs' when importable and not switched off."""
+    if os.environ.get("POSE_PIPELINE_ZARRS", "1") == "0":
+        return None
+    try:
+        import zarrs  # noqa: F401
+    except ImportError:
+        return None
+    return FAST_CODEC_PIPELINE
+
 # name -> (trailing shape given (J, S), dtype)
 PER_SAMPLE_ARRAYS = {
     "image": (lambda j, s: (s, s, 3), "uint8"),
@@ -135,7 +152,7 @@ class StoreWriter:
 class PoseStore:
     """Read access to a converted store; metadata arrays are read once, images on demand."""
 
-    def __init__(self, path):
+    def __init__(self, path, fast_decode: bool = True):
         import zarr
 
         self.path = Path(path)
@@ -147,6 +164,8 @@ class PoseStore:
             raise UserError(f"{self.path}: store schema version {self.attrs.get('schema_version')!r}, "
                             f"this pose-pipeline reads version {SCHEMA_VERSION}; convert again")
         self._cache: dict[str, np.ndarray] = {}
+        self._images = None  # the `image` array, opened on first read
+        self.fast_decode = fast_decode  # through zarrs when installed (fast_codec_pipeline)
 
     def __len__(self) -> int:
         return int(self.attrs["num_samples"])
@@ -176,12 +195,22 @@ class PoseStore:
 
     def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """A contiguous block of crops (whole-shard reads amortise zarr's per-read cost)."""
-        return self.group["image"][start:stop]
+        if self._images is None:
+            import zarr
+
+            # zarr binds the codec pipeline when it opens an array: open `image` once, with it
+            pipeline = fast_codec_pipeline() if self.fast_decode else None
+            if pipeline is None:
+                self._images = self.group["image"]
+            else:
+                with zarr.config.set({"codec_pipeline.path": pipeline}):
+                    self._images = zarr.open_array(str(self.path / "image"), mode="r")
+        return self._images[start:stop]
 
     def keypoints_in_canvas(self) -> np.ndarray:
         """(N,J,2) keypoints projected into the stored crops."""
         return geometry.apply(self.affine, geometry.annotated_to_array(self.keypoints, self.pixel_origin))
 
 
-def open_store(path) -> PoseStore:
-    return PoseStore(path)
+def open_store(path, fast_decode: bool = True) -> PoseStore:
+    return PoseStore(path, fast_decode)

@@ -56,3 +56,22 @@ def test_make_batch_rejects_an_unknown_warp(random_store):
         make_batch(store.images(0, 2), store.keypoints_in_canvas()[:2], store.visible[:2], store.canvas_size,
                    store.context, 48, 12, 1.0, store.joint_set.flip_permutation(), torch.device("cpu"),
                    warp="scipy")
+
+
+def test_zarrs_decoding_reads_the_same_crops(random_store):
+    pytest.importorskip("zarrs")
+    from pose_pipeline.store import FAST_CODEC_PIPELINE, fast_codec_pipeline
+
+    assert fast_codec_pipeline() == FAST_CODEC_PIPELINE
+    fast, plain = open_store(random_store), open_store(random_store, fast_decode=False)
+    np.testing.assert_array_equal(fast.images(), plain.images())
+    np.testing.assert_array_equal(fast.images(3, 11), plain.images()[3:11])
+    assert type(fast._images._async_array.codec_pipeline).__name__ == "ZarrsCodecPipeline"
+    assert type(plain._images._async_array.codec_pipeline).__name__ != "ZarrsCodecPipeline"
+
+
+def test_zarrs_can_be_switched_off(monkeypatch):
+    from pose_pipeline.store import fast_codec_pipeline
+
+    monkeypatch.setenv("POSE_PIPELINE_ZARRS", "0")
+    assert fast_codec_pipeline() is None
