@@ -103,30 +103,41 @@ class HourglassNet(nn.Module):
         if stacks < 1 or blocks < 1 or joints < 1:
             raise ValueError(f"stacks, blocks and joints must be >= 1, got {stacks}, {blocks}, {joints}")
         self.num_stacks = stacks
-        stem = features // 4
         mid = features // 2
 
-        self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.layer1 = residual_stack(stem, stem, 1)
-        # PyTorch-Pose passes its running `inplanes` (already doubled by layer1) as layer2's width,
-        # so layer2 works at half width and projects to full width; layer3 is then width-preserving.
-        self.layer2 = residual_stack(mid, mid, 1)
-        self.layer3 = residual_stack(features, mid, 1)
+        add_stem(self, features)
 
         self.hg = nn.ModuleList(Hourglass(features, blocks) for _ in range(stacks))
         self.res = nn.ModuleList(residual_stack(features, mid, blocks) for _ in range(stacks))
-        # fc: conv -> BN -> ReLU (conv first, as in PyTorch-Pose's `_make_fc`).
-        self.fc = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(features, features, 1), nn.BatchNorm2d(features), nn.ReLU(inplace=True))
-            for _ in range(stacks)
-        )
-        self.score = nn.ModuleList(nn.Conv2d(features, joints, 1) for _ in range(stacks))
-        self.fc_ = nn.ModuleList(nn.Conv2d(features, features, 1) for _ in range(stacks - 1))
-        self.score_ = nn.ModuleList(nn.Conv2d(joints, features, 1) for _ in range(stacks - 1))
+        add_heads(self, stacks, features, joints)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return stacked_forward(self, x, self.res)
+
+
+def add_stem(net: nn.Module, features: int) -> None:
+    """The stem both stacked networks share (conv1, bn1, layer1-3), to 1/4 resolution."""
+    stem, mid = features // 4, features // 2
+    net.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3)
+    net.bn1 = nn.BatchNorm2d(stem)
+    net.layer1 = residual_stack(stem, stem, 1)
+    # PyTorch-Pose passes its running `inplanes` (already doubled by layer1) as layer2's width,
+    # so layer2 works at half width and projects to full width; layer3 is then width-preserving.
+    net.layer2 = residual_stack(mid, mid, 1)
+    net.layer3 = residual_stack(features, mid, 1)
+
+
+def add_heads(net: nn.Module, stacks: int, features: int, joints: int) -> None:
+    """Per stack fc and score, and the fc_ / score_ maps merging a stack's output into the
+    next stack's input; PyTorch-Pose's parameter names."""
+    # fc: conv -> BN -> ReLU (conv first, as in PyTorch-Pose's `_make_fc`).
+    net.fc = nn.ModuleList(
+        nn.Sequential(nn.Conv2d(features, features, 1), nn.BatchNorm2d(features), nn.ReLU(inplace=True))
+        for _ in range(stacks)
+    )
+    net.score = nn.ModuleList(nn.Conv2d(features, joints, 1) for _ in range(stacks))
+    net.fc_ = nn.ModuleList(nn.Conv2d(features, features, 1) for _ in range(stacks - 1))
+    net.score_ = nn.ModuleList(nn.Conv2d(joints, features, 1) for _ in range(stacks - 1))
 
 
 def stacked_forward(net: nn.Module, x: torch.Tensor, post: nn.ModuleList) -> list[torch.Tensor]:

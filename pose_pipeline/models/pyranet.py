@@ -70,7 +70,8 @@ from pose_pipeline.models.hourglass import (
     HOURGLASS_DEPTH,
     Bottleneck,
     Hourglass,
-    residual_stack,
+    add_heads,
+    add_stem,
     stacked_forward,
 )
 
@@ -286,25 +287,12 @@ class PyraNet(nn.Module):
             raise ValueError(f"prm must be one of {', '.join(PRM_VARIANTS)}, got {prm!r}")
         self.num_stacks = stacks
         self.prm = prm
-        stem = features // 4
-        mid = features // 2
 
-        # The stem of hourglass.HourglassNet (bottlenecks).
-        self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.layer1 = residual_stack(stem, stem, 1)
-        self.layer2 = residual_stack(mid, mid, 1)
-        self.layer3 = residual_stack(features, mid, 1)
+        add_stem(self, features)  # the stem of hourglass.HourglassNet (bottlenecks)
 
         self.hg = nn.ModuleList(PyramidHourglass(features, blocks, prm) for _ in range(stacks))
         self.post = nn.ModuleList(nn.Sequential(nn.BatchNorm2d(features), nn.ReLU()) for _ in range(stacks))
-        self.fc = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(features, features, 1), nn.BatchNorm2d(features), nn.ReLU())
-            for _ in range(stacks)
-        )
-        self.score = nn.ModuleList(nn.Conv2d(features, joints, 1) for _ in range(stacks))
-        self.fc_ = nn.ModuleList(nn.Conv2d(features, features, 1) for _ in range(stacks - 1))
-        self.score_ = nn.ModuleList(nn.Conv2d(joints, features, 1) for _ in range(stacks - 1))
+        add_heads(self, stacks, features, joints)
         multibranch_init_(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
