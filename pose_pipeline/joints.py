@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Geometry conventions shared by every dataset, recorded once.
+PERSON_BOX = 200.0  # pixels per unit of `scale`: the person box is PERSON_BOX x scale (MPII / hourglass)
+PCKH_HEAD_FACTOR = 0.6  # PCKh unit = 0.6 x the head-box diagonal (`SC_BIAS` of the reference evaluation)
+
 
 @dataclass(frozen=True)
 class JointSet:
