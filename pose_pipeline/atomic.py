@@ -1,15 +1,28 @@
-"""Atomic file output: write beside the target, then rename over it.
+"""Atomic outputs: write beside the target, then rename (or swap) it into place.
 
 A killed or failing stage then never leaves a half-written output that Snakemake (or a
-reader) would take for a finished one.
+reader) would take for a finished one, and never loses the output it was replacing.
+
+Folders (stores, demo data) are built as `.NAME.partial-PID` beside the target and swapped
+in with one `renameat2(RENAME_EXCHANGE)`: at every instant the path holds either the old
+complete folder or the new one. A stage only ever replaces a folder it recognises as its own
+output (`check_replaceable`); leftovers of killed runs are removed by the next run
+(`remove_stale_partials`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import re
+import shutil
 import uuid
 from pathlib import Path
+from typing import Callable, Iterator
+
+from pose_pipeline.errors import UserError
 
 
 @contextlib.contextmanager
@@ -38,3 +51,131 @@ def atomic_output(path, suffix: str | None = None):
 def write_text_atomic(path, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------ folders
+
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)$")
+
+
+def partial_path(path: Path, kind: str = "partial") -> Path:
+    """Where a folder for `path` is built (kind 'partial') or parked (kind 'old')."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove `.NAME.partial-PID` / `.NAME.old-PID` folders beside `path` whose process is gone.
+
+    A parked `.old-PID` folder is the previous output of a run killed between the two renames
+    of the fallback swap: when nothing is at `path`, it is put back instead of removed.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        match = _PARTIAL.match(entry.name)
+        if not match or match["name"] != path.name or int(match["pid"]) == os.getpid():
+            continue
+        if _process_alive(int(match["pid"])):
+            continue
+        if ".old-" in entry.name and not os.path.lexists(path):
+            os.replace(entry, path)
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def check_replaceable(path: Path, is_ours: Callable[[Path], bool], what: str) -> None:
+    """Refuse to write a folder at `path` unless nothing valuable is there: nothing at all, an
+    empty folder, or a folder `is_ours` recognises as `what` (the output this stage writes)."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise UserError(f"{path}: exists and is not a folder; the output must be a new or an existing "
+                        f"{what} folder (choose another --out)")
+    if next(path.iterdir(), None) is None or is_ours(path):
+        return
+    raise UserError(f"{path}: exists and is not {what}; refusing to replace it (its contents would be lost). "
+                    "Choose another --out, or remove the folder yourself")
+
+
+def check_no_overlap(out: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuse an output folder that is, or holds, one of the inputs (it would be replaced)."""
+    out = Path(out).resolve()
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        if resolved == out or out in resolved.parents:
+            raise UserError(f"--out {out} holds the {what} {path}: writing the output there would delete it; "
+                            "choose an output folder outside the inputs")
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_folder(new: Path, path: Path) -> None:
+    """Put the complete folder `new` at `path`; the folder there before is removed after.
+
+    With an atomic exchange a kill at any instant leaves the old or the new folder at `path`.
+    Where the file system has none, the old folder is parked as `.NAME.old-PID` for the
+    instant between two renames, and `remove_stale_partials` puts it back if the run dies.
+    """
+    new, path = Path(new), Path(path)
+    if not os.path.lexists(path):
+        os.replace(new, path)
+        return
+    if _exchange(new, path):
+        shutil.rmtree(new)  # now the old folder
+        return
+    parked = partial_path(path, "old")
+    os.replace(path, parked)
+    os.replace(new, path)
+    shutil.rmtree(parked)
+
+
+@contextlib.contextmanager
+def atomic_folder(path, is_ours: Callable[[Path], bool], what: str) -> Iterator[Path]:
+    """Yield a fresh temporary folder to fill; on success it replaces `path` (see
+    `check_replaceable` for what may be replaced); on an exception it is removed."""
+    path = Path(path)
+    check_replaceable(path, is_ours, what)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path)
+    tmp = partial_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_folder(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

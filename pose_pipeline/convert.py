@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline import geometry
+from pose_pipeline.atomic import atomic_output, check_no_overlap, check_replaceable
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import COCO, LSP, MPII, JointSet
-from pose_pipeline.store import StoreWriter, sha256_of
+from pose_pipeline.store import StoreWriter, is_store, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str]:
         return None, f"missing image {path}"
     except OSError as exc:
         return None, f"unreadable image {path}: {exc.strerror}"
+    if not data:
+        return None, f"empty image file {path}"
     # libjpeg decodes a truncated file with a warning and grey rows; the end marker tells.
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
         return None, f"truncated JPEG {path}"
@@ -220,9 +223,12 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
 
     annotations, images, out = Path(annotations), Path(images), Path(out)
     val_split = Path(val_split) if val_split else None
-    for path, what in ((annotations, "annotation file"), (images, "image folder"), (val_split, "split file")):
+    inputs = {"annotation file": annotations, "image folder": images, "split file": val_split}
+    for what, path in inputs.items():
         if path is not None and not path.exists():
             raise UserError(f"{what} {path} does not exist")
+    check_no_overlap(out, inputs)
+    check_replaceable(out, is_store, "a converted store")  # before the work, not after it
     if min_keypoints is not None and fmt != "coco":
         raise UserError(f"--min-keypoints is a COCO option; format {fmt!r} does not take it")
     options = {"images": images, "min_keypoints": min_keypoints}
@@ -283,6 +289,11 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
                 bar.update(len(block))
             bar.close()
         flush(final=True)
+        if on_bad_sample == "skip":
+            write_bad_samples(bad_samples_path(out), bad)
+        if not written:
+            raise UserError(f"{annotations}: all {len(samples)} samples of split {split!r} are bad, nothing to "
+                            f"store (the reasons are listed in {bad_samples_path(out)})")
         order = np.asarray(written, dtype=np.int64)
         writer.truncate(len(order))
         writer.set_metadata(
@@ -296,11 +307,13 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
     except BaseException:
         writer.abort()
         raise
-    if on_bad_sample == "skip":
-        write_bad_samples(out.with_suffix(".bad_samples.csv"), bad)
-        if bad:
-            log.warning("skipped %d bad samples, listed in %s", len(bad), out.with_suffix(".bad_samples.csv"))
+    if bad:
+        log.warning("skipped %d bad samples, listed in %s", len(bad), bad_samples_path(out))
     return {"samples": len(order), "skipped": len(bad), "store": str(out)}
+
+
+def bad_samples_path(out: Path) -> Path:
+    return out.with_suffix(".bad_samples.csv")
 
 
 class _Serial:
@@ -318,12 +331,10 @@ class _Serial:
 
 
 def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["index", "image", "reason"])
         out.writerows(sorted(bad))
-    os.replace(tmp, path)
 
 
 # -------------------------------------------------------------------------------- CLI
@@ -336,7 +347,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", required=True,
                    help="annotation file (MPII release .mat or hourglass .h5; LSP joints.mat; COCO keypoint .json)")
     p.add_argument("--images", required=True, help="folder of the original images")
-    p.add_argument("--out", required=True, help="output store (a .zarr folder)")
+    p.add_argument("--out", required=True, help="output store (a .zarr folder): new, empty, or an earlier store (replaced)")
     p.add_argument("--split", choices=["train", "val", "all"], default="train",
                    help="mpii: by is_train or --val-split; lsp: 2,000 images -> first 1,000 train, last "
                         "1,000 val, 10,000 (extended) -> all train, other sizes -> only all; coco: the "

@@ -19,6 +19,8 @@ Output (under `out_dir`, built in a temporary sibling folder and renamed into pl
   images/NNNNNN.jpg  the images
   val_split.mat      RELEASE_img_index / RELEASE_person_index of the validation people,
                      as MPII's detections.mat names Tompson et al.'s validation split
+  pose-pipeline-demo-data.json   the generator's settings; marks the folder as demo data,
+                     the only kind of existing folder `demo-data --out` replaces
 
 Every image is drawn from its own seed, (seed, split, index), so the output is the same for
 a given seed whatever the counts, and validation figures are separate random draws.
@@ -27,13 +29,14 @@ a given seed whatever the counts, and validation figures are separate random dra
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from pose_pipeline import __version__
+from pose_pipeline.atomic import atomic_folder
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats import mpii
 from pose_pipeline.joints import MPII
@@ -255,9 +258,17 @@ def make_person(rng: np.random.Generator, size: int):
     return image, pose + 1.0, is_visible, head_box, scale_raw, objpos + 1.0
 
 
+MARKER = "pose-pipeline-demo-data.json"  # marks a folder `generate` wrote, and may replace
+
+
+def is_demo_data(path: Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
 def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_size: int = 256,
              progress: bool = True) -> dict:
-    """Write the dataset to `out_dir` (replacing it); returns a summary."""
+    """Write the dataset to `out_dir` (replacing an earlier demo-data folder there, never anything
+    else); returns a summary."""
     import cv2
     from tqdm import tqdm
 
@@ -266,11 +277,9 @@ def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_si
     if image_size < 64:
         raise UserError(f"demo image size {image_size} is too small (at least 64)")
     out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    try:
-        n = train + val
+    n = train + val
+    with atomic_folder(out, is_demo_data, "a demo-data folder") as tmp:
+        (tmp / "images").mkdir()
         names, keypoints, visible, head_boxes, scales, objpos = [], [], [], [], [], []
         for i in tqdm(range(n), desc="demo data", unit="img", disable=not progress, mininterval=2):
             split, index = (0, i) if i < train else (1, i - train)
@@ -293,17 +302,13 @@ def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_si
         (tmp / "mpii_release.mat").write_bytes(release)
         val_images = np.arange(train, n)
         (tmp / "val_split.mat").write_bytes(mpii.split_mat_bytes(val_images, np.zeros(val, np.int64)))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / MARKER).write_text(json.dumps({"seed": seed, "train": train, "val": val,
+                                              "image_size": image_size, "package_version": __version__}) + "\n")
     return {"train": train, "val": val, "images": n, "out": str(out)}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder (replaced)")
+    p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier demo-data folder (replaced)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", type=int, default=1200, help="training images")
     p.add_argument("--val", type=int, default=300, help="validation images")

@@ -18,13 +18,15 @@ Group attributes: schema_version, dataset, split, joint_set, joints, flip_pairs,
 pixel_origin (annotated = array + origin), canvas_size, context, converter parameters,
 sources ({file, sha256}), package version, num_samples.
 
-Writers build the store under a temporary name and rename it into place when complete, so
-a killed conversion never leaves a store that looks finished.
+Writers build the store under a temporary name and swap it into place when complete, so
+a killed conversion never leaves a store that looks finished, nor loses the store it was
+replacing; they replace only a folder that is a store (`is_store`), never anything else.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline import __version__, geometry
+from pose_pipeline.atomic import check_replaceable, partial_path, remove_stale_partials, replace_folder
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import JointSet, joint_set
 
@@ -68,6 +71,17 @@ PER_SAMPLE_ARRAYS = {
 }
 
 
+def is_store(path) -> bool:
+    """True for a folder holding a pose-pipeline store (of any schema version)."""
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return meta.get("node_type") == "group" and isinstance(attrs, dict) and "schema_version" in attrs \
+        and "joint_set" in attrs
+
+
 def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -87,7 +101,10 @@ class StoreWriter:
         from zarr.codecs import ZstdCodec
 
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        check_replaceable(self.path, is_store, "a converted store")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.path)
+        self.tmp_path = partial_path(self.path)
         shutil.rmtree(self.tmp_path, ignore_errors=True)
         self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
         self.joints = joints
@@ -140,9 +157,8 @@ class StoreWriter:
 
     def commit(self) -> Path:
         self.group.attrs["num_samples"] = self.num_samples
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(self.tmp_path, self.path)
+        check_replaceable(self.path, is_store, "a converted store")  # again: it may have changed meanwhile
+        replace_folder(self.tmp_path, self.path)
         return self.path
 
     def abort(self) -> None:

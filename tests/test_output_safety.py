@@ -1,0 +1,207 @@
+"""Output folders: a stage replaces only what it wrote itself, and replaces it atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_random_store
+from pose_pipeline import atomic, cli, demo_data
+from pose_pipeline.errors import UserError
+from pose_pipeline.store import PER_SAMPLE_ARRAYS, is_store, open_store
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def folder_digest(path: Path) -> dict[str, str]:
+    """Every file below `path` (relative name -> sha256): equal digests, byte-identical folders."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "data"
+    demo_data.generate(out, seed=3, train=6, val=2, image_size=96, progress=False)
+    return out
+
+
+def convert_args(demo: Path, out: Path) -> list[str]:
+    return ["convert", "mpii", "--annotations", str(demo / "mpii_release.mat"), "--images",
+            str(demo / "images"), "--out", str(out), "--split", "train", "--canvas-size", "64",
+            "--shard-size", "4", "--workers", "1"]
+
+
+def test_convert_refuses_to_write_over_the_image_folder(demo_folder, capsys):
+    before = folder_digest(demo_folder)
+    assert cli.main(convert_args(demo_folder, demo_folder / "images")) == 1
+    assert "holds the image folder" in capsys.readouterr().err
+    assert folder_digest(demo_folder) == before
+
+
+def test_convert_refuses_an_out_folder_that_holds_the_annotations(demo_folder, capsys):
+    before = folder_digest(demo_folder)
+    assert cli.main(convert_args(demo_folder, demo_folder)) == 1
+    assert "holds the" in capsys.readouterr().err
+    assert folder_digest(demo_folder) == before
+
+
+def test_convert_refuses_a_folder_that_is_not_a_store(demo_folder, tmp_path, capsys):
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("my thesis")
+    assert cli.main(convert_args(demo_folder, other)) == 1
+    err = capsys.readouterr().err
+    assert f"{other}: exists and is not a converted store" in err
+    assert (other / "notes.txt").read_text() == "my thesis"
+    assert not any(p.name.startswith(".mine.partial") for p in tmp_path.iterdir())
+
+
+def test_convert_refuses_an_out_that_is_a_file(demo_folder, tmp_path, capsys):
+    target = tmp_path / "store.zarr"
+    target.write_text("x")
+    assert cli.main(convert_args(demo_folder, target)) == 1
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+def test_convert_replaces_its_own_store_and_takes_an_empty_folder(demo_folder, tmp_path):
+    out = tmp_path / "train.zarr"
+    out.mkdir()  # empty: nothing to lose
+    assert cli.main(convert_args(demo_folder, out)) == 0
+    first = open_store(out)
+    assert len(first) == 8
+    assert cli.main(convert_args(demo_folder, out) + ["--context", "2.0"]) == 0
+    assert open_store(out).context == 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.zarr"]
+
+
+def test_demo_data_refuses_a_folder_with_a_file_and_replaces_its_own(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    before = folder_digest(mine)
+    assert cli.main(["demo-data", "--out", str(mine), "--train", "2", "--val", "1", "--no-progress"]) == 1
+    assert f"{mine}: exists and is not a demo-data folder" in capsys.readouterr().err
+    assert folder_digest(mine) == before
+
+    demo = tmp_path / "demo"
+    for seed in ("1", "2"):  # the second run replaces the first one's folder
+        assert cli.main(["demo-data", "--out", str(demo), "--train", "2", "--val", "1", "--seed", seed,
+                         "--image-size", "64", "--no-progress"]) == 0
+    assert '"seed": 2' in (demo / demo_data.MARKER).read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "mine"]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_partials_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
+    out = tmp_path / "train.zarr"
+    stale = tmp_path / f".train.zarr.partial-{dead_pid()}"
+    live = tmp_path / f".train.zarr.partial-{os.getppid()}"  # a live process, not ours
+    other = tmp_path / f".val.zarr.partial-{dead_pid()}"
+    for folder in (stale, live, other):
+        folder.mkdir()
+    make_random_store(out, num_samples=4, canvas_size=16, shard_size=2)
+    assert not stale.exists()
+    assert live.exists() and other.exists()
+
+
+def test_a_parked_old_store_is_put_back_when_the_run_died_between_renames(tmp_path):
+    """The fallback swap (file systems without RENAME_EXCHANGE) parks the old store for an
+    instant; if the run dies there, the next run restores it before anything else."""
+    out = tmp_path / "train.zarr"
+    make_random_store(out, num_samples=4, canvas_size=16, shard_size=2)
+    parked = tmp_path / f".train.zarr.old-{dead_pid()}"
+    os.replace(out, parked)
+    atomic.remove_stale_partials(out)
+    assert is_store(out) and len(open_store(out)) == 4
+    assert not parked.exists()
+
+
+def test_replace_folder_without_exchange_support(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    out = tmp_path / "train.zarr"
+    make_random_store(out, num_samples=4, canvas_size=16, shard_size=2)
+    make_random_store(out, num_samples=6, canvas_size=16, shard_size=2)
+    assert len(open_store(out)) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.zarr"]
+
+
+def store_is_complete(path: Path) -> bool:
+    """Every array present, each as long as the root metadata says, and metadata readable."""
+    store = open_store(path)
+    n = len(store)
+    group = store.group
+    return all(name in group and group[name].shape[0] == n for name in PER_SAMPLE_ARRAYS) \
+        and store.images(0, n).shape[0] == n
+
+
+REPLACER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from conftest import make_random_store
+    # alternate two stores of different sizes at the same path for ever
+    size = 8
+    while True:
+        make_random_store({out!r}, num_samples=size, canvas_size=16, shard_size=2)
+        print(size, flush=True)
+        size = 20 if size == 8 else 8
+""")
+
+
+def test_killing_a_replacement_at_random_instants_always_leaves_a_complete_store(tmp_path):
+    """SIGKILL a process that replaces a store over and over, at 50 random instants: the path
+    always holds a complete store, one of the two it alternates between."""
+    out = tmp_path / "train.zarr"
+    make_random_store(out, num_samples=8, canvas_size=16, shard_size=2)
+    script = REPLACER.format(tests=str(REPO_ROOT / "tests"), out=str(out))
+    rng = random.Random(0)
+    replaced = 0
+    for trial in range(50):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        proc.stdout.readline()  # imports done, one store written: the loop is running
+        replaced += 1
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert store_is_complete(out), f"trial {trial}: {sorted(os.listdir(out))}"
+        assert len(open_store(out)) in (8, 20)
+    # the next run cleans what the killed ones left
+    atomic.remove_stale_partials(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.zarr"]
+    assert replaced == 50
+
+
+def test_a_conversion_that_keeps_nothing_is_an_error(tmp_path, capsys):
+    demo = tmp_path / "demo"
+    demo_data.generate(demo, seed=1, train=2, val=1, image_size=64, progress=False)
+    for image in (demo / "images").iterdir():
+        image.write_bytes(b"")
+    out = tmp_path / "train.zarr"
+    assert cli.main(convert_args(demo, out) + ["--on-bad-sample", "skip"]) == 1
+    assert "are bad, nothing to store" in capsys.readouterr().err
+    assert not out.exists()
+    assert (tmp_path / "train.bad_samples.csv").exists()
+
+
+def test_user_error_is_what_check_replaceable_raises(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_text("")
+    with pytest.raises(UserError):
+        atomic.check_replaceable(tmp_path / "a", lambda p: False, "thing")
+    atomic.check_replaceable(tmp_path / "a", lambda p: True, "thing")  # recognised: no error
