@@ -242,10 +242,31 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=16, help="samples on the contact sheet")
     p.add_argument("--seed", type=int, default=0, help="seed of the random choice of samples")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="read every chunk of every array and report each missing or damaged one (exit 1 if any)")
+
+
+def report_verification(store: PoseStore) -> int:
+    """Print each damaged or missing chunk of the store; 1 if there is any, else 0."""
+    from pose_pipeline.store_check import has_checksums
+
+    problems = store.verify()
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{store.path}: {len(problems)} damaged or missing files; convert again")
+        return 1
+    if not has_checksums(store.group["image"]):
+        print(f"{store.path}: written without chunk checksums (an older pose-pipeline): only missing files "
+              "and undecodable chunks can be found; convert again to protect it")
+    print(f"{store.path}: every chunk of the {len(store.array_names())} arrays read: no damage found")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     store = open_store(args.store)
+    if args.verify:
+        return report_verification(store)
     summary = summarize(store)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     if args.sheet:

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pose_pipeline import __version__, geometry
+from pose_pipeline import __version__, geometry, store_check
 from pose_pipeline.atomic import check_replaceable, partial_path, remove_stale_partials, replace_folder
 from pose_pipeline.errors import UserError
+from pose_pipeline.store_check import StoreDamage, checked_read
 from pose_pipeline.joints import JointSet, joint_set
 
 SCHEMA_VERSION = 1
@@ -98,9 +99,9 @@ class StoreWriter:
     def __init__(self, path, max_samples: int, joints: JointSet, canvas_size: int,
                  shard_size: int = 64, attrs: dict | None = None, compression_level: int = 3):
         import zarr
-        from zarr.codecs import ZstdCodec
 
         self.path = Path(path)
+        self.compression_level = compression_level
         check_replaceable(self.path, is_store, "a converted store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.path)
@@ -110,10 +111,9 @@ class StoreWriter:
         self.joints = joints
         self.canvas_size = canvas_size
         shape = (max_samples, canvas_size, canvas_size, 3)
-        self.group.create_array(
+        self.image_array = self.group.create_array(  # kept: its config (write_empty_chunks) is not stored
             "image", shape=shape, dtype="uint8", chunks=(1,) + shape[1:],
-            shards=(max(1, min(shard_size, max_samples)),) + shape[1:],
-            compressors=ZstdCodec(level=compression_level))
+            shards=(max(1, min(shard_size, max_samples)),) + shape[1:], **self._codecs())
         self.group.attrs.update({
             "schema_version": SCHEMA_VERSION,
             "joint_set": joints.name,
@@ -127,16 +127,24 @@ class StoreWriter:
         })
         self.num_samples = 0
 
+    def _codecs(self) -> dict:
+        """Checksummed chunks, each written even when all zero: a damaged or missing file is then
+        an error on read (store_check), never silently the fill value."""
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
+        return {"compressors": [ZstdCodec(level=self.compression_level), Crc32cCodec()],
+                "config": {"write_empty_chunks": True}}
+
     def write_block(self, images: np.ndarray) -> None:
         """Append crops; blocks of `shard_size` starting on a shard boundary write whole
         shards (a partial shard write re-reads and rewrites the shard)."""
         start, stop = self.num_samples, self.num_samples + len(images)
-        self.group["image"][start:stop] = images
+        self.image_array[start:stop] = images
         self.num_samples = stop
 
     def truncate(self, num_samples: int) -> None:
         """Shrink the image array to the samples actually written (after skips)."""
-        self.group["image"].resize((num_samples,) + self.group["image"].shape[1:])
+        self.image_array.resize((num_samples,) + self.image_array.shape[1:])
         self.num_samples = num_samples
 
     def set_metadata(self, **fields: np.ndarray) -> None:
@@ -151,7 +159,8 @@ class StoreWriter:
             values = np.asarray(values)
             if values.shape != shape:
                 raise ValueError(f"store {self.path}: {name} has shape {values.shape}, expected {shape}")
-            array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=(max(n, 1),) + shape[1:])
+            array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=(max(n, 1),) + shape[1:],
+                                            **self._codecs())
             if n:
                 array[...] = values
 
@@ -174,11 +183,17 @@ class PoseStore:
         self.path = Path(path)
         if not (self.path / "zarr.json").exists():
             raise UserError(f"{self.path}: not a converted store (no zarr.json); run `pose-pipeline convert` first")
-        self.group = zarr.open_group(str(self.path), mode="r")
-        self.attrs = dict(self.group.attrs)
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r")
+            self.attrs = dict(self.group.attrs)
+        except Exception as exc:  # a truncated or edited zarr.json
+            raise StoreDamage(f"{self.path}/zarr.json: unreadable store metadata ({exc}); convert again") from exc
         if self.attrs.get("schema_version") != SCHEMA_VERSION:
             raise UserError(f"{self.path}: store schema version {self.attrs.get('schema_version')!r}, "
                             f"this pose-pipeline reads version {SCHEMA_VERSION}; convert again")
+        missing = [name for name in self.array_names() if not (self.path / name / "zarr.json").is_file()]
+        if missing:
+            raise StoreDamage(f"{self.path}: arrays missing: {', '.join(missing)}; convert again")
         self._cache: dict[str, np.ndarray] = {}
         self._images = None  # the `image` array, opened on first read
         self.fast_decode = fast_decode  # through zarrs when installed (fast_codec_pipeline)
@@ -189,9 +204,21 @@ class PoseStore:
     def __getattr__(self, name: str) -> np.ndarray:
         if name in PER_SAMPLE_ARRAYS and name != "image":
             if name not in self._cache:
-                self._cache[name] = self.group[name][...]
+                array = self._open_array(name)
+                self._cache[name] = checked_read(self.path, name, array, 0, array.shape[0])
             return self._cache[name]
         raise AttributeError(name)
+
+    @staticmethod
+    def array_names() -> list[str]:
+        return list(PER_SAMPLE_ARRAYS)
+
+    def _open_array(self, name: str):
+        try:
+            return self.group[name]
+        except Exception as exc:
+            raise StoreDamage(f"{self.path}/{name}/zarr.json: unreadable array metadata ({exc}); "
+                              "convert again") from exc
 
     @property
     def joint_set(self) -> JointSet:
@@ -217,11 +244,16 @@ class PoseStore:
             # zarr binds the codec pipeline when it opens an array: open `image` once, with it
             pipeline = fast_codec_pipeline() if self.fast_decode else None
             if pipeline is None:
-                self._images = self.group["image"]
+                self._images = self._open_array("image")
             else:
                 with zarr.config.set({"codec_pipeline.path": pipeline}):
                     self._images = zarr.open_array(str(self.path / "image"), mode="r")
-        return self._images[start:stop]
+        stop = len(self) if stop is None else min(stop, len(self))
+        return checked_read(self.path, "image", self._images, start, stop)
+
+    def verify(self) -> list[str]:
+        """Read every chunk of every array: one message per missing or damaged file."""
+        return store_check.verify(self)
 
     def keypoints_in_canvas(self) -> np.ndarray:
         """(N,J,2) keypoints projected into the stored crops."""

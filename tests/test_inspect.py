@@ -35,7 +35,7 @@ def test_summary_of_a_converted_mpii_store(shared_data, tmp_path):
     assert s["bytes_on_disk"] == _files_size(out) > 0
     assert s["bytes_per_sample"] == pytest.approx(s["bytes_on_disk"] / 5)
     assert s["uncompressed_bytes_per_sample"] == 64 * 64 * 3
-    assert s["image_codec"] == "zstd level 3"
+    assert s["image_codec"] == "zstd level 3, crc32c"
     np.testing.assert_allclose([s["visibility"][j] for j in MPII.joints], (store.visible > 0).mean(axis=0))
     assert s["sources"] == [{"file": "valid.h5", "sha256": sha256_of(sample / "valid.h5")[:12]}]
     assert s["converter"]["canvas_size"] == 64 and s["converter"]["on_bad_sample"] == "skip"

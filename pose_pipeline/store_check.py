@@ -1,0 +1,108 @@
+"""Integrity of a store's chunks: every chunk must exist and decode with its checksum.
+
+Stores written since checksums came carry a crc32c codec after zstd on every chunk (and the
+sharding codec checksums its index), and write every chunk, even an all-zero one. So a flipped
+byte fails its checksum and a missing file is damage, not the fill value zarr would read in its
+place. Each failure is reported as
+
+    STORE: array NAME, shard|chunk KEY (samples i-j): what failed; convert again
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pose_pipeline.errors import UserError
+
+
+class StoreDamage(UserError):
+    """A chunk of a store is missing or does not decode: the store must be converted again."""
+
+
+def chunk_rows(array) -> int:
+    """Samples per stored file of `array`: the shard size of a sharded array, else the chunk's."""
+    return int((array.shards or array.chunks)[0])
+
+
+def chunk_key(array, index: int) -> str:
+    """The file name (below the array's folder) of the index-th shard or chunk along samples."""
+    return "c/" + "/".join([str(index)] + ["0"] * (array.ndim - 1))
+
+
+def damage_message(store_path: Path, name: str, array, index: int, what: str) -> str:
+    rows = chunk_rows(array)
+    first, last = index * rows, min((index + 1) * rows, array.shape[0]) - 1
+    kind = "shard" if array.shards else "chunk"
+    return (f"{store_path}: array {name}, {kind} {name}/{chunk_key(array, index)} (samples {first}-{last}): "
+            f"{what}; convert again")
+
+
+def missing_chunks(store_path: Path, name: str, array, start: int, stop: int) -> list[str]:
+    """Messages for the files covering samples [start, stop) that are not on disk."""
+    rows = chunk_rows(array)
+    folder = Path(store_path) / name
+    return [damage_message(store_path, name, array, i, "the file is missing")
+            for i in range(start // rows, -(-stop // rows))
+            if not (folder / chunk_key(array, i)).is_file()]
+
+
+def checked_read(store_path: Path, name: str, array, start: int, stop: int):
+    """array[start:stop], or StoreDamage naming the first missing or undecodable file."""
+    if stop <= start:
+        return array[start:stop]
+    missing = missing_chunks(store_path, name, array, start, stop)
+    if missing:
+        raise StoreDamage(missing[0])
+    try:
+        return array[start:stop]
+    except Exception as exc:  # zarr and zarrs raise ValueError/RuntimeError for checksum and codec errors
+        rows = chunk_rows(array)
+        for i in range(start // rows, -(-stop // rows)):
+            problem = _read_problem(array, i)
+            if problem:
+                raise StoreDamage(damage_message(store_path, name, array, i, problem)) from exc
+        raise StoreDamage(f"{store_path}: array {name} (samples {start}-{stop - 1}): {exc}; convert again") from exc
+
+
+def _read_problem(array, index: int) -> str:
+    rows = chunk_rows(array)
+    try:
+        array[index * rows:min((index + 1) * rows, array.shape[0])]
+    except Exception as exc:
+        if "checksum" in str(exc).lower():
+            return "checksum mismatch, the file is damaged"
+        return f"does not decode ({type(exc).__name__}: {exc})"
+    return ""
+
+
+def verify(store) -> list[str]:
+    """Read every chunk of every array of an open PoseStore; one message per damaged file."""
+    import zarr
+
+    problems = []
+    n = len(store)
+    for name in store.array_names():
+        try:
+            array = zarr.open_array(str(store.path / name), mode="r")
+        except Exception as exc:
+            problems.append(f"{store.path}: array {name}: unreadable metadata ({exc}); convert again")
+            continue
+        if array.shape[0] != n:
+            problems.append(f"{store.path}: array {name} holds {array.shape[0]} samples, the store {n}; "
+                            "convert again")
+            continue
+        rows = chunk_rows(array)
+        problems += missing_chunks(store.path, name, array, 0, n)
+        for i in range(-(-n // rows)):
+            if not any(f"{name}/{chunk_key(array, i)} " in p for p in problems):
+                problem = _read_problem(array, i)
+                if problem:
+                    problems.append(damage_message(store.path, name, array, i, problem))
+    return problems
+
+
+def has_checksums(array) -> bool:
+    """Whether the chunks of `array` carry a crc32c checksum (stores written since it came)."""
+    codecs = [array.metadata.codecs[0]] if array.shards else []
+    inner = getattr(codecs[0], "codecs", ()) if codecs else array.metadata.codecs
+    return any(type(c).__name__ == "Crc32cCodec" for c in inner)
