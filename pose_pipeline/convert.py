@@ -180,7 +180,7 @@ def sample_affines(samples: Samples, canvas_size: int, context: float) -> np.nda
 
 def crop_block(args) -> tuple[np.ndarray, list[str]]:
     """Worker: crops for one block of samples -> (images (B,S,S,3), per-sample problem)."""
-    image_dir, names, affines, canvas_size = args
+    image_dir, names, affines, extents, canvas_size = args
     crops = np.zeros((len(names), canvas_size, canvas_size, 3), np.uint8)
     problems = []
     cache: dict[str, tuple] = {}  # MPII images often hold several people
@@ -189,9 +189,37 @@ def crop_block(args) -> tuple[np.ndarray, list[str]]:
             cache = {name: load_image(Path(image_dir) / name)}
         image, problem = cache[name]
         if image is not None:
+            problem = far_outside(extents[i], image.shape)
+        if not problem:
             crops[i] = geometry.warp_image(image, affine, canvas_size)
         problems.append(problem)
     return crops, problems
+
+
+def far_outside(extent: np.ndarray, image_shape: tuple) -> str:
+    """A problem if the annotated joints (extent x0, y0, x1, y1 in array pixels) lie more than an
+    image size beyond the image: a unit or index error, not a truncated person."""
+    height, width = image_shape[:2]
+    x0, y0, x1, y1 = extent
+    if x0 < -width or y0 < -height or x1 > 2 * width or y1 > 2 * height:
+        return (f"annotated joints span x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}: far outside the "
+                f"{width}x{height} image")
+    return ""
+
+
+def joint_extents(samples: Samples) -> np.ndarray:
+    """(N,4) x0, y0, x1, y1 of each sample's annotated joints and centre, in array pixels."""
+    points = geometry.annotated_to_array(samples.keypoints.astype(np.float64), samples.pixel_origin)
+    center = geometry.annotated_to_array(samples.center, samples.pixel_origin)[:, None]
+    visible = np.concatenate([samples.visible > 0, np.ones((len(samples), 1), bool)], axis=1)
+    points = np.concatenate([points, center], axis=1)
+    with np.errstate(invalid="ignore"):
+        lo = np.where(visible[..., None], points, np.inf).min(axis=1)
+        hi = np.where(visible[..., None], points, -np.inf).max(axis=1)
+    return np.concatenate([lo, hi], axis=1)
+
+
+MAX_COORDINATE = 1e6  # pixels: no photograph is this large; float32 holds it exactly enough
 
 
 def annotation_problems(samples: Samples) -> list[str]:
@@ -200,8 +228,11 @@ def annotation_problems(samples: Samples) -> list[str]:
         problem = samples.problems[i] or check_image_name(samples.image_names[i])
         if not problem:
             vis = samples.visible[i] > 0
-            if not np.all(np.isfinite(samples.keypoints[i][vis])) or not np.all(np.isfinite(samples.center[i])):
+            coordinates = np.concatenate([samples.keypoints[i][vis].ravel(), samples.center[i]])
+            if not np.all(np.isfinite(coordinates)):
                 problem = "NaN or infinite coordinates"
+            elif np.abs(coordinates).max() > MAX_COORDINATE:
+                problem = f"coordinate {np.abs(coordinates).max():.3g} is beyond {MAX_COORDINATE:.0e} pixels"
             elif not np.isfinite(samples.scale[i]) or samples.scale[i] <= 0:
                 problem = f"scale {samples.scale[i]} is not positive"
             elif not vis.any():
@@ -211,6 +242,21 @@ def annotation_problems(samples: Samples) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- convert
+
+
+def check_bounds(options: dict) -> None:
+    """Converter options within the config schema's bounds (the CLI takes them unvalidated)."""
+    from pose_pipeline.config import load_schema
+
+    properties = load_schema()["$defs"]["dataset"]["properties"]
+    for key, value in options.items():
+        rule = properties[key]
+        if value is None:
+            continue
+        low, high = rule.get("minimum"), rule.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            allowed = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise UserError(f"--{key.replace('_', '-')} {value}: must be {allowed} ({rule.get('description', key)})")
 
 
 def convert(fmt: str, annotations, images, out, split: str = "train", val_split=None,
@@ -229,6 +275,8 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
             raise UserError(f"{what} {path} does not exist")
     check_no_overlap(out, inputs)
     check_replaceable(out, is_store, "a converted store")  # before the work, not after it
+    check_bounds({"canvas_size": canvas_size, "context": context, "shard_size": shard_size,
+                  "min_keypoints": min_keypoints})
     if min_keypoints is not None and fmt != "coco":
         raise UserError(f"--min-keypoints is a COCO option; format {fmt!r} does not take it")
     options = {"images": images, "min_keypoints": min_keypoints}
@@ -263,7 +311,8 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
         "sources": sources,
     })
     blocks = [keep[i:i + shard_size] for i in range(0, len(keep), shard_size)]
-    jobs = [(str(images), [samples.image_names[i] for i in b], affines[b], canvas_size) for b in blocks]
+    extents = joint_extents(samples)
+    jobs = [(str(images), [samples.image_names[i] for i in b], affines[b], extents[b], canvas_size) for b in blocks]
     workers = workers or min(len(os.sched_getaffinity(0)), max(len(blocks), 1))
     pending: list[tuple[np.ndarray, np.ndarray]] = []  # buffered good crops, whole shards out
     written: list[int] = []

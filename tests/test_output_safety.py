@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import make_random_store
@@ -205,3 +206,37 @@ def test_user_error_is_what_check_replaceable_raises(tmp_path):
     with pytest.raises(UserError):
         atomic.check_replaceable(tmp_path / "a", lambda p: False, "thing")
     atomic.check_replaceable(tmp_path / "a", lambda p: True, "thing")  # recognised: no error
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--context", "0", "--context 0.0: must be from 1.0 to 3.0"),
+    ("--context", "-1", "--context -1.0: must be from 1.0 to 3.0"),
+    ("--shard-size", "0", "--shard-size 0: must be at least 1"),
+    ("--canvas-size", "8", "--canvas-size 8: must be at least 32"),
+])
+def test_converter_options_outside_the_schema_bounds_are_refused(demo_folder, tmp_path, capsys, option, value,
+                                                                 message):
+    out = tmp_path / "train.zarr"
+    assert cli.main(convert_args(demo_folder, out) + [option, value]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_coordinates_beyond_float32_or_far_outside_the_image_are_bad_samples(tmp_path, capsys):
+    from pose_pipeline.formats import mpii
+
+    demo = tmp_path / "demo"
+    demo_data.generate(demo, seed=1, train=3, val=1, image_size=64, progress=False)
+    people = mpii.read_release(demo / "mpii_release.mat")
+    keypoints = people.keypoints.copy()
+    keypoints[0, 3] = (1e39, 10.0)  # finite in float64, inf in float32
+    keypoints[1, 2] = (500.0, 20.0)  # 64-pixel image: a joint 7 image widths away
+    boxes = np.array([[10.0, 10.0, 30.0, 30.0]] * len(people.image_names))
+    (demo / "mpii_release.mat").write_bytes(mpii.release_mat_bytes(
+        list(people.image_names), keypoints, people.annotated, boxes, people.scale / 1.25,
+        people.center, np.ones(len(people.image_names))))
+    out = tmp_path / "train.zarr"
+    assert cli.main(convert_args(demo, out) + ["--split", "all", "--on-bad-sample", "skip"]) == 0
+    listed = (tmp_path / "train.bad_samples.csv").read_text()
+    assert "beyond 1e+06 pixels" in listed and "far outside the 64x64 image" in listed
+    assert len(open_store(out)) == 2
