@@ -41,11 +41,30 @@ def atomic_output(path, suffix: str | None = None):
                          f"{suffix or path.suffix}")
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk: a rename is only as durable as
+    what it names (a power cut may otherwise leave an empty file under the new name)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fsync_path(Path(root) / name)
+        fsync_path(Path(root))
 
 
 def write_text_atomic(path, text: str) -> None:
@@ -150,16 +169,17 @@ def replace_folder(new: Path, path: Path) -> None:
     instant between two renames, and `remove_stale_partials` puts it back if the run dies.
     """
     new, path = Path(new), Path(path)
+    fsync_tree(new)
     if not os.path.lexists(path):
         os.replace(new, path)
-        return
-    if _exchange(new, path):
+    elif _exchange(new, path):
         shutil.rmtree(new)  # now the old folder
-        return
-    parked = partial_path(path, "old")
-    os.replace(path, parked)
-    os.replace(new, path)
-    shutil.rmtree(parked)
+    else:
+        parked = partial_path(path, "old")
+        os.replace(path, parked)
+        os.replace(new, path)
+        shutil.rmtree(parked)
+    fsync_path(path.parent)
 
 
 @contextlib.contextmanager
