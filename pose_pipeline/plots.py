@@ -5,7 +5,7 @@ plot never leaves a half-written image behind.
 
 Inputs are the files other stages write: the training log CSV (`epoch,step,train_loss,
 val_loss,val_pckh,lr,images_per_s,elapsed_s`, validation columns possibly empty), the
-score stage's JSON (`pose_pipeline.score.score`), prediction files and converted stores.
+score stage's JSON (`pose_pipeline.predictions.read_score_json`), prediction files and converted stores.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pose_pipeline import geometry  # noqa: E402
 from pose_pipeline.atomic import atomic_output  # noqa: E402
 from pose_pipeline.errors import UserError  # noqa: E402
 from pose_pipeline.metrics import TABLE_COLUMNS  # noqa: E402
-from pose_pipeline.score import read_score_json  # noqa: E402
+from pose_pipeline.predictions import read_predictions, read_score_json  # noqa: E402
 
 SIDE_COLOURS = {"left": "tab:blue", "right": "tab:red", "centre": "gold"}
 PLOTTED_KEYS = ("thresholds", "curves", "per_joint")  # what the score plots read of a score JSON
@@ -245,7 +245,6 @@ def pick_samples(errors, count: int) -> np.ndarray:
 def scored_samples(preds_path, store_path):
     """(store, preds, gt, visible mask, unit names, per-sample mean normalised error) of a prediction file
     against the store it predicts: what picking examples to draw needs."""
-    from pose_pipeline.score import read_predictions
     from pose_pipeline.store import open_store
 
     store = open_store(store_path)

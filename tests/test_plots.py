@@ -20,7 +20,8 @@ from pose_pipeline.plots import (
     predictions_in_crop,
     read_training_log,
 )
-from pose_pipeline.score import score, write_predictions_mat
+from pose_pipeline.predictions import write_predictions_mat
+from pose_pipeline.score import score
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LOG_HEADER = "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"

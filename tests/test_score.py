@@ -13,13 +13,13 @@ from pose_pipeline import cli
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import MPII
 from pose_pipeline.metrics import TABLE_COLUMNS, TABLE_ROWS, WEIGHTED_MEAN_COLUMN
-from pose_pipeline.score import (
+from pose_pipeline.predictions import (
     read_ground_truth,
     read_predictions,
-    score,
     write_predictions_csv,
     write_predictions_mat,
 )
+from pose_pipeline.score import score
 
 J = MPII.num_joints
 
