@@ -323,7 +323,7 @@ def plot_examples(preds_path, store_path, out_png, images_dir=None, dpi: int = 1
     original image cannot be read the stored crop is drawn instead and the panel title
     says so. Returns {label: {index, image, background ("original" | "crop"), error}}.
     """
-    from pose_pipeline.convert import load_image
+    from pose_pipeline.images import load_image
 
     store, preds, gt, visible, unit_names, errors = scored_samples(preds_path, store_path)
     joints = store.joint_set
