@@ -1,7 +1,9 @@
 """`pose-pipeline plot ...`: training curves, PCKh curves, skeleton overlays, joint bars.
 
 Headless (matplotlib's Agg backend). Each function writes one PNG atomically, so a failed
-plot never leaves a half-written image behind.
+plot never leaves a half-written image behind, and returns what it drew (`describe_panel`
+of each panel: titles, lines, bars, points, texts), so that callers and tests can check the
+content and not only that a PNG opens.
 
 Inputs are the files other stages write: the training log CSV (`epoch,step,train_loss,
 val_loss,val_pckh,lr,images_per_s,elapsed_s`, validation columns possibly empty), the
@@ -21,16 +23,17 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pose_pipeline import geometry  # noqa: E402
 from pose_pipeline.atomic import atomic_output  # noqa: E402
 from pose_pipeline.errors import UserError  # noqa: E402
+from pose_pipeline.joints import SIDE_COLOURS  # noqa: E402
 from pose_pipeline.metrics import TABLE_COLUMNS  # noqa: E402
 from pose_pipeline.predictions import read_predictions, read_score_json  # noqa: E402
 
-SIDE_COLOURS = {"left": "tab:blue", "right": "tab:red", "centre": "gold"}
 PLOTTED_KEYS = ("thresholds", "curves", "per_joint")  # what the score plots read of a score JSON
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pckh")
 
@@ -49,6 +52,37 @@ def _figure(out_png, dpi: int, **subplots):
             fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.1)
     finally:
         plt.close(fig)
+
+
+def describe_panel(ax) -> dict:
+    """What one panel shows: title, axis labels and y scale; lines (label, x, y, colour as
+    hex, line style, marker); bars (height, colour) with the x tick labels; scattered
+    points (K,2); texts (annotations included); the shapes of the images drawn."""
+    return {
+        "title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "yscale": ax.get_yscale(),
+        "lines": [{"label": None if line.get_label().startswith("_") else line.get_label(),
+                   "x": np.asarray(line.get_xdata(), dtype=np.float64),
+                   "y": np.asarray(line.get_ydata(), dtype=np.float64),
+                   "colour": to_hex(line.get_color()), "linestyle": line.get_linestyle(),
+                   "marker": line.get_marker()} for line in ax.lines],
+        "bars": [{"height": float(bar.get_height()), "colour": to_hex(bar.get_facecolor())}
+                 for container in ax.containers for bar in container],
+        "xticklabels": [t.get_text() for t in ax.get_xticklabels()] if ax.containers else [],
+        "points": np.concatenate([np.asarray(c.get_offsets(), dtype=np.float64).reshape(-1, 2)
+                                  for c in ax.collections] or [np.zeros((0, 2))]),
+        "texts": [t.get_text() for t in ax.texts],
+        "images": [tuple(image.get_array().shape) for image in ax.images],
+    }
+
+
+def _drawn(fig) -> list[dict]:
+    """`describe_panel` of each panel of a figure that shows anything, in grid order."""
+    return [describe_panel(ax) for ax in fig.axes
+            if ax.lines or ax.containers or ax.collections or ax.texts or ax.images]
+
+
+def _side_colour(side: str) -> tuple[float, float, float]:
+    return tuple(c / 255 for c in SIDE_COLOURS[side])  # the shared palette is RGB 0-255
 
 
 def _float(text: str) -> float:
@@ -109,9 +143,10 @@ def _plot_line(ax, x, y, **kwargs):
 # --------------------------------------------------------------------------- plots
 
 
-def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> None:
+def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> list[dict]:
     """Loss per epoch (train solid, val dashed) and validation PCKh@0.5 per epoch, one
-    colour per experiment (`log_csvs`: name -> training log CSV)."""
+    colour per experiment (`log_csvs`: name -> training log CSV). Returns the two panels
+    drawn (`describe_panel`)."""
     logs = {name: read_training_log(path) for name, path in log_csvs.items()}
     if not logs:
         raise UserError("no training logs to plot")
@@ -140,6 +175,7 @@ def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if ax.lines:
                 ax.legend(fontsize="small")
+        return _drawn(fig)
 
 
 # the x axis of a curve, by the evaluation's metric
@@ -150,12 +186,14 @@ def _metric(data: dict) -> str:
     return data.get("metric", "PCKh")  # score JSONs before LSP/COCO scoring were PCKh
 
 
-def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = None, dpi: int = 100) -> None:
+def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = None,
+                     dpi: int = 100) -> list[dict]:
     """PCKh (or LSP's PCK) against the normalised threshold, a panel per table column
     (Head ... Ankle, Mean), one line per experiment; `reference` curves dashed.
 
     The metric is the first run's; runs of another metric (different units, or OKS AP
-    which has no such curve) are left out and named in a note on the figure."""
+    which has no such curve) are left out and named in a note on the figure. Returns the
+    panels drawn (`describe_panel`), one per column in table order."""
     runs = [(name, read_score_json(path, PLOTTED_KEYS), "-") for name, path in per_joint_jsons.items()]
     runs += [(name, read_score_json(path, PLOTTED_KEYS), "--") for name, path in (reference or {}).items()]
     if not runs:
@@ -190,6 +228,7 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
         else:
             axes.flat[0].text(0.5, 0.5, "no threshold curves\n(OKS AP: see the score table)", ha="center",
                               va="center", transform=axes.flat[0].transAxes)
+        return [describe_panel(ax) for ax in axes.flat[:len(TABLE_COLUMNS)]]
 
 
 def predictions_in_crop(preds, affine, pixel_origin: float) -> np.ndarray:
@@ -264,16 +303,14 @@ def _draw_skeleton(ax, points, joints, visible_mask=None, **kwargs):
     for a, b in joints.edges:
         if visible_mask is not None and not (visible_mask[a] and visible_mask[b]):
             continue
-        sides = {joints.side(a), joints.side(b)}
-        side = sides.pop() if len(sides) == 1 else ("left" if "left" in sides else
-                                                     "right" if "right" in sides else "centre")
-        ax.plot(points[[a, b], 0], points[[a, b], 1], color=SIDE_COLOURS[side], **kwargs)
+        ax.plot(points[[a, b], 0], points[[a, b], 1], color=_side_colour(joints.edge_side(a, b)), **kwargs)
 
 
-def plot_skeletons(preds_path, store_path, out_png, count: int = 16, dpi: int = 100) -> None:
+def plot_skeletons(preds_path, store_path, out_png, count: int = 16, dpi: int = 100) -> list[dict]:
     """A grid of crops from `store_path` with the predicted skeletons (left limbs blue,
     right red, centre yellow) and the ground truth as small white dots; `count` samples
-    spread from best to worst by mean normalised error (given in each title)."""
+    spread from best to worst by mean normalised error (given in each title). Returns the
+    panels drawn (`describe_panel`), one per crop in that order."""
     if count < 1:
         raise UserError(f"--count must be at least 1, got {count}")
     store, preds, gt, visible, unit_names, errors = scored_samples(preds_path, store_path)
@@ -299,6 +336,7 @@ def plot_skeletons(preds_path, store_path, out_png, count: int = 16, dpi: int = 
             ax.set_ylim(size - 0.5, -0.5)
             err = "n/a" if not np.isfinite(errors[i]) else f"{errors[i]:.2f} {unit_names[i]}"
             ax.set_title(f"#{i} {Path(str(names[i])).name}\nerror {err}", fontsize=8)
+        return _drawn(fig)
 
 
 EXAMPLE_LABELS = ("best", "median", "worst")
@@ -321,7 +359,8 @@ def plot_examples(preds_path, store_path, out_png, images_dir=None, dpi: int = 1
     drawn on the ORIGINAL image, framed on the stored crop's region. The store gives the
     image name (relative to `images_dir`) and the affine back to the original; where the
     original image cannot be read the stored crop is drawn instead and the panel title
-    says so. Returns {label: {index, image, background ("original" | "crop"), error}}.
+    says so. Returns {label: {index, image, background ("original" | "crop"), error,
+    panel (`describe_panel`: the skeleton as lines, the ground truth as points)}}.
     """
     from pose_pipeline.images import load_image
 
@@ -361,13 +400,15 @@ def plot_examples(preds_path, store_path, out_png, images_dir=None, dpi: int = 1
             err = "n/a" if not np.isfinite(errors[i]) else f"{errors[i]:.3f} {unit_names[i]}"
             ax.set_title(f"{label}: #{i} {Path(name).name}, mean error {err}\n{where}", fontsize=8, wrap=True)
             info[label] = {"index": i, "image": name, "background": "original" if image is not None else "crop",
-                           "error": None if not np.isfinite(errors[i]) else float(errors[i])}
+                           "error": None if not np.isfinite(errors[i]) else float(errors[i]),
+                           "panel": describe_panel(ax)}
     return info
 
 
-def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> None:
+def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> dict:
     """The headline rate (PCKh@0.5, LSP's PCK@0.2) per joint as a bar chart (joints with
-    no annotation left empty); OKS AP has no per-joint rate, which the figure says."""
+    no annotation left empty); OKS AP has no per-joint rate, which the figure says.
+    Returns the panel drawn (`describe_panel`)."""
     data = read_score_json(per_joint_json, PLOTTED_KEYS)
     row = data.get("rows", ["PCKh@0.5"])[0]
     names = list(data["per_joint"])
@@ -377,7 +418,7 @@ def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> None:
             ax.text(0.5, 0.5, f"{_metric(data)}: no per-joint rate (see the score table)", ha="center",
                     va="center", transform=ax.transAxes)
             ax.axis("off")
-            return
+            return describe_panel(ax)
         x = np.arange(len(names))
         bars = ax.bar(x, np.nan_to_num(rates), color=["C0" if np.isfinite(r) else "0.8" for r in rates])
         for bar, rate in zip(bars, rates):
@@ -387,6 +428,7 @@ def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> None:
         ax.set_xticks(x, names, rotation=60, ha="right")
         ax.set(ylim=(0, 105), ylabel=f"{row} (%)", title=f"{row} per joint: {Path(per_joint_json).name}")
         ax.grid(axis="y", alpha=0.3)
+        return describe_panel(ax)
 
 
 # ------------------------------------------------------------------------------- CLI
