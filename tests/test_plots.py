@@ -14,15 +14,8 @@ from pose_pipeline import cli, geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import MPII
 from pose_pipeline.metrics import TABLE_COLUMNS
-from pose_pipeline.plots import (
-    pick_samples,
-    plot_joint_bars,
-    plot_pckh_curves,
-    plot_skeletons,
-    plot_training_curves,
-    predictions_in_crop,
-    read_training_log,
-)
+from pose_pipeline.overlays import pick_samples, plot_skeletons, predictions_in_crop
+from pose_pipeline.plots import plot_joint_bars, plot_pckh_curves, plot_training_curves, read_training_log
 from pose_pipeline.predictions import write_predictions_mat
 from pose_pipeline.score import score
 
@@ -318,7 +311,7 @@ def test_cli(tmp_path, capsys):
 
 
 def test_pick_examples_best_median_worst():
-    from pose_pipeline.plots import pick_examples
+    from pose_pipeline.overlays import pick_examples
 
     assert pick_examples([0.5, np.nan, 0.1, 0.9, 0.3, 0.7]) == {"best": 2, "median": 0, "worst": 3}
     assert pick_examples([np.nan, np.nan]) == {"best": 0, "median": 0, "worst": 1}
@@ -338,7 +331,7 @@ def write_originals(folder, n=6, size=128, missing=()):
 
 
 def test_examples_on_original_images(tmp_path, capsys):
-    from pose_pipeline.plots import plot_examples
+    from pose_pipeline.overlays import plot_examples
 
     kp = make_store(tmp_path / "val.zarr")
     errors = np.array([4.0, 1.0, 2.0, 8.0, 3.0, 6.0])  # px; head size 10
@@ -373,7 +366,7 @@ def test_examples_on_original_images(tmp_path, capsys):
 
 def test_example_units_fall_back_to_torso():
     from pose_pipeline.joints import LSP
-    from pose_pipeline.plots import example_units
+    from pose_pipeline.overlays import example_units
 
     gt = np.zeros((2, LSP.num_joints, 2))
     gt[:, LSP.index("r_hip")] = (30.0, 40.0)
