@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pose_pipeline import geometry  # noqa: E402
-from pose_pipeline.convert import convert, load_image  # noqa: E402
+from pose_pipeline.convert import convert  # noqa: E402
+from pose_pipeline.images import load_image  # noqa: E402
 from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
 from pose_pipeline.joints import MPII  # noqa: E402
 from pose_pipeline.store import StoreWriter, open_store  # noqa: E402

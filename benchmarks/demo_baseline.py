@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from pose_pipeline import geometry, metrics
-from pose_pipeline.score import read_predictions
+from pose_pipeline.predictions import read_predictions
 from pose_pipeline.store import open_store
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from pose_pipeline import geometry
 from pose_pipeline.atomic import atomic_output, check_no_overlap, check_replaceable
 from pose_pipeline.errors import UserError
+from pose_pipeline.images import load_image
 from pose_pipeline.joints import COCO, LSP, MPII, JointSet
 from pose_pipeline.store import StoreWriter, is_store, sha256_of
 
@@ -150,27 +151,6 @@ def check_image_name(name: str) -> str:
     if os.path.isabs(name) or ".." in Path(name).parts:
         return f"image name {name!r} is absolute or leaves the image folder"
     return ""
-
-
-def load_image(path: Path) -> tuple[np.ndarray | None, str]:
-    """RGB image, or (None, reason) for a missing, truncated or undecodable file."""
-    import cv2
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, f"missing image {path}"
-    except OSError as exc:
-        return None, f"unreadable image {path}: {exc.strerror}"
-    if not data:
-        return None, f"empty image file {path}"
-    # libjpeg decodes a truncated file with a warning and grey rows; the end marker tells.
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
-        return None, f"truncated JPEG {path}"
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        return None, f"undecodable image {path}"
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), ""
 
 
 def sample_affines(samples: Samples, canvas_size: int, context: float) -> np.ndarray:

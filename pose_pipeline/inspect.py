@@ -20,11 +20,10 @@ import numpy as np
 
 from pose_pipeline.atomic import atomic_output
 from pose_pipeline.errors import UserError
+from pose_pipeline.joints import SIDE_COLOURS
 from pose_pipeline.store import PoseStore, open_store
 
 SHA_PREFIX = 12
-# RGB, as the matplotlib plots (tab:blue, tab:red, gold).
-SIDE_COLOURS = {"left": (31, 119, 180), "right": (214, 39, 40), "centre": (255, 215, 0)}
 MIN_TILE = 128  # small canvases are enlarged so the skeleton stays legible
 
 
@@ -96,11 +95,11 @@ def summarize(store: PoseStore) -> dict:
 
 
 def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n} B"  # unreachable
+    return f"{n:.1f} GiB"
 
 
 def _flatten(params: dict, prefix: str = "") -> list[str]:
@@ -162,13 +161,6 @@ def to_tile(points: np.ndarray, scale: int) -> np.ndarray:
     return (np.asarray(points, np.float64) + 0.5) * scale - 0.5
 
 
-def edge_side(joints, a: int, b: int) -> str:
-    sides = {joints.side(a), joints.side(b)}
-    if len(sides) == 1:
-        return sides.pop()
-    return "left" if "left" in sides else "right" if "right" in sides else "centre"
-
-
 def draw_skeleton(tile: np.ndarray, points: np.ndarray, visible: np.ndarray, joints, scale: int) -> None:
     """Draw edges and joints of one sample onto an RGB tile in place (cv2, sub-pixel)."""
     import cv2
@@ -181,7 +173,7 @@ def draw_skeleton(tile: np.ndarray, points: np.ndarray, visible: np.ndarray, joi
     for a, b in joints.edges:
         if ok[a] and ok[b]:
             cv2.line(tile, tuple(map(int, fixed[a])), tuple(map(int, fixed[b])),
-                     SIDE_COLOURS[edge_side(joints, a, b)], thickness, cv2.LINE_AA, shift)
+                     SIDE_COLOURS[joints.edge_side(a, b)], thickness, cv2.LINE_AA, shift)
     radius = (2 + scale) << shift
     for k in np.flatnonzero(ok):
         cv2.circle(tile, tuple(map(int, fixed[k])), radius, SIDE_COLOURS[joints.side(int(k))], -1,

@@ -13,6 +13,9 @@ import numpy as np
 # Geometry conventions shared by every dataset, recorded once.
 PERSON_BOX = 200.0  # pixels per unit of `scale`: the person box is PERSON_BOX x scale (MPII / hourglass)
 PCKH_HEAD_FACTOR = 0.6  # PCKh unit = 0.6 x the head-box diagonal (`SC_BIAS` of the reference evaluation)
+# Skeleton colours by `JointSet.side` / `edge_side`, RGB 0-255 (matplotlib's tab:blue,
+# tab:red and gold), shared by the plots and the store's contact sheet.
+SIDE_COLOURS = {"left": (31, 119, 180), "right": (214, 39, 40), "centre": (255, 215, 0)}
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,14 @@ class JointSet:
         if name.startswith("r_"):
             return "right"
         return "centre"
+
+    def edge_side(self, a: int, b: int) -> str:
+        """The side of the edge between joints a and b: theirs when they agree, else the
+        limb's side (a centre joint does not make a left limb centre); left wins a tie."""
+        sides = {self.side(a), self.side(b)}
+        if len(sides) == 1:
+            return sides.pop()
+        return "left" if "left" in sides else "right" if "right" in sides else "centre"
 
 
 MPII = JointSet(

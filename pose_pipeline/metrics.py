@@ -23,8 +23,8 @@ The count-weighted alternative (correct / counted pooled over the same 14 joints
 "total" of Pishchulin's `evaluatePCKh.m`) is `weighted_mean_rate`; the score stage
 reports it separately as "Mean(weighted)", never in the Mean column.
 
-LSP PCK (`pck_torso`, `pck_torso_evaluation`): distance / torso size, correct where <=
-the threshold (0.2 for the headline PCK@0.2).
+LSP PCK (`pck_torso_evaluation`): distance / torso size, correct where <= the threshold
+(0.2 for the headline PCK@0.2).
 
 COCO OKS AP (`oks_evaluation`): not written here but computed by pycocotools' COCOeval
 (iouType "keypoints"), the reference implementation; pycocotools is the optional extra
@@ -35,13 +35,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from pose_pipeline.joints import LSP, MPII, MPII_PCKH_GROUPS, MPII_PCKH_MEAN_EXCLUDES, JointSet
+from pose_pipeline.joints import (
+    COCO,
+    LSP,
+    MPII,
+    MPII_PCKH_GROUPS,
+    MPII_PCKH_MEAN_EXCLUDES,
+    PCKH_HEAD_FACTOR,
+    JointSet,
+)
 
-PCKH_HEAD_SIZE_FACTOR = 0.6
 # Rounded so that 0.1 and 0.5 equal the literals: curve points then match point rates.
 PCKH_THRESHOLDS = np.round(np.arange(51) * 0.01, 2)
 TABLE_COLUMNS = tuple(name for name, _ in MPII_PCKH_GROUPS) + ("Mean",)
-TABLE_ROWS = ("PCKh@0.5", "PCKh@0.1", "AUC@0.5")
 # LSP PCK curve: 0 to 0.2 torso sizes (the usual LSP plot range); rows PCK@0.2, PCK@0.1, AUC@0.2.
 PCK_TORSO_THRESHOLDS = np.round(np.arange(21) * 0.01, 2)
 WEIGHTED_MEAN_COLUMN = "Mean(weighted)"
@@ -80,9 +86,9 @@ def head_size_from_boxes(headboxes) -> np.ndarray:
     boxes = np.asarray(headboxes, dtype=np.float64)
     if boxes.ndim == 3 and boxes.shape[:2] == (2, 2):
         diagonal = boxes[1] - boxes[0]  # (2, N)
-        return PCKH_HEAD_SIZE_FACTOR * np.hypot(diagonal[0], diagonal[1])
+        return PCKH_HEAD_FACTOR * np.hypot(diagonal[0], diagonal[1])
     if boxes.ndim == 2 and boxes.shape[1] == 4:
-        return PCKH_HEAD_SIZE_FACTOR * np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        return PCKH_HEAD_FACTOR * np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     raise ValueError(f"head boxes: expected shape (2, 2, N) or (N, 4), got {boxes.shape}")
 
 
@@ -282,23 +288,12 @@ def torso_distances(preds, gt, visible, joints: JointSet = LSP) -> tuple[np.ndar
     return dist, (visible == 1) & torso_known[:, None]
 
 
-def pck_torso(preds, gt, visible, threshold: float = 0.2, joints: JointSet = LSP) -> dict[str, float]:
-    """LSP-style PCK@threshold normalised by torso size, as table columns.
-
-    Correct where distance <= threshold x torso size (inclusive, as `eval_pck.m`); counted
-    as `torso_distances`. Columns as PCKh: groups average left and right rates, Mean the
-    unweighted joint mean (all 14 LSP joints, neck included).
-    """
-    dist, counted = torso_distances(preds, gt, visible, joints)
-    rates = pck_per_joint(dist, counted, threshold, inclusive=True)
-    return {k: float(v) for k, v in group_rates(rates, joints).items()}
-
-
 def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP,
                          thresholds=PCK_TORSO_THRESHOLDS) -> dict:
     """The score stage's LSP report: `curve_evaluation` of the torso-normalised distances
-    with rows PCK@0.2, PCK@0.1, AUC@0.2 (thresholds 0 to 0.2, inclusive `<=`); the
-    PCK@0.2 row equals `pck_torso(..., 0.2)`."""
+    with rows PCK@0.2, PCK@0.1, AUC@0.2 (thresholds 0 to 0.2, inclusive `<=`, as
+    `eval_pck.m`). Columns as PCKh: groups average left and right rates, Mean the
+    unweighted joint mean (all 14 LSP joints, neck included)."""
     dist, counted = torso_distances(preds, gt, visible, joints)
     return curve_evaluation(dist, counted, thresholds, joints, "PCK", (0.2, 0.1), inclusive=True)
 
@@ -314,7 +309,7 @@ OKS_COLUMN = "value"
 def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, category_id: int = 1) -> dict:
     """COCO keypoint AP / AR (OKS, ground-truth boxes) by pycocotools' COCOeval.
 
-    preds (N,17,2) in the annotation file's own pixels (COCO joint order); image_ids (N,)
+    preds (N,17,2) in the annotation file's own pixels (the COCO joint set); image_ids (N,)
     the COCO image of each person; person_scores (N,) the detection confidence used to rank
     (default 1.0 each). Evaluated on the images of `image_ids` only, against every person
     of those images in `annotation_file` (crowds and people without keypoints are ignored
@@ -324,10 +319,10 @@ def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, catego
     import contextlib
     import io
 
-    from pycocotools.coco import COCO
+    from pycocotools.coco import COCO as CocoApi  # not joints.COCO, the joint set
     from pycocotools.cocoeval import COCOeval
 
-    preds = check_keypoints(preds, "predictions", num_joints=17)
+    preds = check_keypoints(preds, "predictions", num_joints=COCO.num_joints)
     image_ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
     if image_ids.shape != (len(preds),):
         raise ValueError(f"{len(image_ids)} image ids for {len(preds)} predicted people")
@@ -337,11 +332,11 @@ def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, catego
     if len(preds) == 0:
         raise ValueError("no predicted people")
     results = [{"image_id": int(i), "category_id": category_id, "score": float(s),
-                "keypoints": np.column_stack([p, np.full(17, 2.0)]).ravel().tolist()}
+                "keypoints": np.column_stack([p, np.full(COCO.num_joints, 2.0)]).ravel().tolist()}
                for p, i, s in zip(preds, image_ids, scores)]
     printed = io.StringIO()  # COCO and COCOeval print progress; keep stdout for the table
     with contextlib.redirect_stdout(printed):
-        ground_truth = COCO(str(annotation_file))
+        ground_truth = CocoApi(str(annotation_file))
         unknown = sorted(set(image_ids.tolist()) - set(ground_truth.getImgIds()))
         if unknown:
             raise ValueError(f"image ids {unknown[:5]} are not in {annotation_file}")

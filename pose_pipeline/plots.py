@@ -1,11 +1,15 @@
-"""`pose-pipeline plot ...`: training curves, PCKh curves, skeleton overlays, joint bars.
+"""`pose-pipeline plot ...`: training curves, PCKh curves and joint bars here; skeletons on
+crops and examples on the original images in `pose_pipeline.overlays`.
 
-Headless (matplotlib's Agg backend). Each function writes one PNG atomically, so a failed
-plot never leaves a half-written image behind.
+Each function writes one PNG atomically (`pose_pipeline.figures`), so a failed plot never
+leaves a half-written image behind, and returns what it drew (`figures.describe_panel` of
+each panel: titles, lines, bars, points, texts), so that callers and tests can check the
+content and not only that a PNG opens.
 
 Inputs are the files other stages write: the training log CSV (`epoch,step,train_loss,
 val_loss,val_pckh,lr,images_per_s,elapsed_s`, validation columns possibly empty), the
-score stage's JSON (`pose_pipeline.score.score`), prediction files and converted stores.
+score stage's JSON (`pose_pipeline.predictions.read_score_json`), prediction files and
+converted stores.
 """
 
 from __future__ import annotations
@@ -16,39 +20,21 @@ import csv
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
+from pose_pipeline.errors import UserError
+from pose_pipeline.figures import describe_panel, drawn
+from pose_pipeline.figures import figure as _figure
+from pose_pipeline.metrics import TABLE_COLUMNS
+from pose_pipeline.overlays import plot_examples, plot_skeletons
+from pose_pipeline.predictions import read_score_json
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pose_pipeline import geometry  # noqa: E402
-from pose_pipeline.atomic import atomic_output  # noqa: E402
-from pose_pipeline.errors import UserError  # noqa: E402
-from pose_pipeline.metrics import TABLE_COLUMNS  # noqa: E402
-from pose_pipeline.score import read_score_json  # noqa: E402
-
-SIDE_COLOURS = {"left": "tab:blue", "right": "tab:red", "centre": "gold"}
 PLOTTED_KEYS = ("thresholds", "curves", "per_joint")  # what the score plots read of a score JSON
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pckh")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _figure(out_png, dpi: int, **subplots):
-    """A figure with subplots, saved atomically as PNG on success and always closed."""
-    fig, axes = plt.subplots(**subplots)
-    try:
-        yield fig, axes
-        fig.tight_layout()
-        with atomic_output(out_png, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.1)
-    finally:
-        plt.close(fig)
 
 
 def _float(text: str) -> float:
@@ -109,9 +95,10 @@ def _plot_line(ax, x, y, **kwargs):
 # --------------------------------------------------------------------------- plots
 
 
-def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> None:
+def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> list[dict]:
     """Loss per epoch (train solid, val dashed) and validation PCKh@0.5 per epoch, one
-    colour per experiment (`log_csvs`: name -> training log CSV)."""
+    colour per experiment (`log_csvs`: name -> training log CSV). Returns the two panels
+    drawn (`describe_panel`)."""
     logs = {name: read_training_log(path) for name, path in log_csvs.items()}
     if not logs:
         raise UserError("no training logs to plot")
@@ -140,6 +127,7 @@ def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if ax.lines:
                 ax.legend(fontsize="small")
+        return drawn(fig)
 
 
 # the x axis of a curve, by the evaluation's metric
@@ -150,12 +138,14 @@ def _metric(data: dict) -> str:
     return data.get("metric", "PCKh")  # score JSONs before LSP/COCO scoring were PCKh
 
 
-def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = None, dpi: int = 100) -> None:
+def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = None,
+                     dpi: int = 100) -> list[dict]:
     """PCKh (or LSP's PCK) against the normalised threshold, a panel per table column
     (Head ... Ankle, Mean), one line per experiment; `reference` curves dashed.
 
     The metric is the first run's; runs of another metric (different units, or OKS AP
-    which has no such curve) are left out and named in a note on the figure."""
+    which has no such curve) are left out and named in a note on the figure. Returns the
+    panels drawn (`describe_panel`), one per column in table order."""
     runs = [(name, read_score_json(path, PLOTTED_KEYS), "-") for name, path in per_joint_jsons.items()]
     runs += [(name, read_score_json(path, PLOTTED_KEYS), "--") for name, path in (reference or {}).items()]
     if not runs:
@@ -190,185 +180,13 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
         else:
             axes.flat[0].text(0.5, 0.5, "no threshold curves\n(OKS AP: see the score table)", ha="center",
                               va="center", transform=axes.flat[0].transAxes)
+        return [describe_panel(ax) for ax in axes.flat[:len(TABLE_COLUMNS)]]
 
 
-def predictions_in_crop(preds, affine, pixel_origin: float) -> np.ndarray:
-    """Map (N,J,2) points in the annotated convention into the stored crops: subtract the
-    store's pixel origin (annotated -> array coordinates), then apply each sample's
-    (N,2,3) original-array -> crop affine."""
-    return geometry.apply(affine, geometry.annotated_to_array(preds, pixel_origin))
-
-
-def mean_normalised_errors(preds, gt, visible, unit) -> np.ndarray:
-    """(N,) mean over visible joints of ||pred - gt|| / unit (per sample); NaN where
-    undefined."""
-    from pose_pipeline.metrics import normalized_distances
-
-    dist = normalized_distances(preds, gt, unit)
-    counted = (np.asarray(visible) == 1) & np.isfinite(dist)
-    with np.errstate(invalid="ignore"):
-        return np.where(counted.any(axis=1), np.where(counted, dist, 0).sum(axis=1) / counted.sum(axis=1),
-                        np.nan)
-
-
-def example_units(gt, visible, head_size, joints) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample normalising size for ranking examples, and its name per sample: the
-    head size (PCKh's unit) where known, else the torso size (LSP's PCK unit: left shoulder
-    to right hip, both annotated), else NaN ("")."""
-    from pose_pipeline.metrics import torso_size
-
-    head = np.asarray(head_size, dtype=np.float64)
-    unit = np.where(np.isfinite(head) & (head > 0), head, np.nan)
-    names = np.where(np.isfinite(unit), "head sizes", "").astype(object)
-    if {"l_shoulder", "r_hip"} <= set(joints.joints):
-        visible = np.asarray(visible) == 1
-        known = visible[:, joints.index("l_shoulder")] & visible[:, joints.index("r_hip")]
-        torso = np.where(known, torso_size(gt, joints), np.nan)
-        use = ~np.isfinite(unit) & np.isfinite(torso) & (torso > 0)
-        unit = np.where(use, torso, unit)
-        names[use] = "torso sizes"
-    return unit, names
-
-
-def pick_samples(errors, count: int) -> np.ndarray:
-    """Indices from best to worst by error, evenly spread over the sorted order (so best,
-    median and worst are included); samples without an error come last."""
-    errors = np.asarray(errors, dtype=np.float64)
-    order = np.argsort(np.where(np.isfinite(errors), errors, np.inf), kind="stable")
-    if count >= len(order):
-        return order
-    finite = int(np.isfinite(errors).sum())
-    pool = order[:finite] if finite >= count else order
-    return pool[np.unique(np.round(np.linspace(0, len(pool) - 1, count)).astype(int))]
-
-
-def scored_samples(preds_path, store_path):
-    """(store, preds, gt, visible mask, unit names, per-sample mean normalised error) of a prediction file
-    against the store it predicts: what picking examples to draw needs."""
-    from pose_pipeline.score import read_predictions
-    from pose_pipeline.store import open_store
-
-    store = open_store(store_path)
-    joints = store.joint_set
-    preds = read_predictions(preds_path, joints=joints)
-    if len(preds) != len(store):
-        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the store {store_path} "
-                        f"has {len(store)}")
-    gt = np.asarray(store.keypoints, dtype=np.float64)
-    visible = np.asarray(store.visible) == 1
-    unit, unit_names = example_units(gt, visible, store.head_size, joints)
-    errors = mean_normalised_errors(preds, gt, visible, unit)
-    return store, preds, gt, visible, unit_names, errors
-
-
-def _draw_skeleton(ax, points, joints, visible_mask=None, **kwargs):
-    for a, b in joints.edges:
-        if visible_mask is not None and not (visible_mask[a] and visible_mask[b]):
-            continue
-        sides = {joints.side(a), joints.side(b)}
-        side = sides.pop() if len(sides) == 1 else ("left" if "left" in sides else
-                                                     "right" if "right" in sides else "centre")
-        ax.plot(points[[a, b], 0], points[[a, b], 1], color=SIDE_COLOURS[side], **kwargs)
-
-
-def plot_skeletons(preds_path, store_path, out_png, count: int = 16, dpi: int = 100) -> None:
-    """A grid of crops from `store_path` with the predicted skeletons (left limbs blue,
-    right red, centre yellow) and the ground truth as small white dots; `count` samples
-    spread from best to worst by mean normalised error (given in each title)."""
-    if count < 1:
-        raise UserError(f"--count must be at least 1, got {count}")
-    store, preds, gt, visible, unit_names, errors = scored_samples(preds_path, store_path)
-    joints = store.joint_set
-    chosen = pick_samples(errors, count)
-    pred_crop = predictions_in_crop(preds[chosen], store.affine[chosen], store.pixel_origin)
-    gt_crop = predictions_in_crop(np.nan_to_num(gt[chosen]), store.affine[chosen], store.pixel_origin)
-    ncols = min(4, len(chosen))
-    nrows = math.ceil(len(chosen) / ncols)
-    size = store.canvas_size
-    names = store.image_name
-    with _figure(out_png, dpi, nrows=nrows, ncols=ncols, figsize=(3 * ncols, 3.2 * nrows),
-                 squeeze=False) as (fig, axes):
-        for ax in axes.flat:
-            ax.axis("off")
-        for ax, i, pred, truth in zip(axes.flat, chosen, pred_crop, gt_crop):
-            ax.imshow(store.images(int(i), int(i) + 1)[0])
-            _draw_skeleton(ax, pred, joints, linewidth=2)
-            vis = visible[i]
-            ax.scatter(truth[vis, 0], truth[vis, 1], s=6, c="white", edgecolors="black", linewidths=0.3,
-                       zorder=3)
-            ax.set_xlim(-0.5, size - 0.5)
-            ax.set_ylim(size - 0.5, -0.5)
-            err = "n/a" if not np.isfinite(errors[i]) else f"{errors[i]:.2f} {unit_names[i]}"
-            ax.set_title(f"#{i} {Path(str(names[i])).name}\nerror {err}", fontsize=8)
-
-
-EXAMPLE_LABELS = ("best", "median", "worst")
-
-
-def pick_examples(errors) -> dict[str, int]:
-    """{"best", "median", "worst"} -> sample index by per-example error (lowest, the
-    lower median, highest), over the samples with an error (all samples if none has)."""
-    errors = np.asarray(errors, dtype=np.float64)
-    if errors.size == 0:
-        raise UserError("no samples to pick examples from")
-    finite = np.flatnonzero(np.isfinite(errors))
-    pool = finite[np.argsort(errors[finite], kind="stable")] if finite.size else np.arange(errors.size)
-    return dict(zip(EXAMPLE_LABELS, (int(pool[0]), int(pool[(len(pool) - 1) // 2]), int(pool[-1]))))
-
-
-def plot_examples(preds_path, store_path, out_png, images_dir=None, dpi: int = 100) -> dict:
-    """Best, median and worst example by mean normalised error (head size, else torso
-    size), the predicted skeleton (left blue, right red) and the ground truth (white dots)
-    drawn on the ORIGINAL image, framed on the stored crop's region. The store gives the
-    image name (relative to `images_dir`) and the affine back to the original; where the
-    original image cannot be read the stored crop is drawn instead and the panel title
-    says so. Returns {label: {index, image, background ("original" | "crop"), error}}.
-    """
-    from pose_pipeline.convert import load_image
-
-    store, preds, gt, visible, unit_names, errors = scored_samples(preds_path, store_path)
-    joints = store.joint_set
-    chosen = pick_examples(errors)
-    size, origin = store.canvas_size, store.pixel_origin
-    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
-    info = {}
-    with _figure(out_png, dpi, nrows=1, ncols=3, figsize=(13, 5), squeeze=False) as (fig, axes):
-        for ax, (label, i) in zip(axes[0], chosen.items()):
-            name = str(store.image_name[i])
-            image, problem = (None, "no image folder given") if images_dir is None else \
-                load_image(Path(images_dir) / name)
-            vis = visible[i]
-            if image is not None:
-                # annotated -> array coordinates: imshow puts pixel centres on integers
-                pred = geometry.annotated_to_array(preds[i], origin)
-                truth = geometry.annotated_to_array(np.nan_to_num(gt[i]), origin)
-                ax.imshow(image)
-                region = geometry.apply(geometry.invert(store.affine[i]), corners)
-                h, w = image.shape[:2]
-                ax.set_xlim(max(region[:, 0].min(), -0.5), min(region[:, 0].max(), w - 0.5))
-                ax.set_ylim(min(region[:, 1].max(), h - 0.5), max(region[:, 1].min(), -0.5))
-                where = "original image"
-            else:
-                pred = predictions_in_crop(preds[i][None], store.affine[i][None], origin)[0]
-                truth = predictions_in_crop(np.nan_to_num(gt[i])[None], store.affine[i][None], origin)[0]
-                ax.imshow(store.images(i, i + 1)[0])
-                ax.set_xlim(-0.5, size - 0.5)
-                ax.set_ylim(size - 0.5, -0.5)
-                where = f"stored crop: original not available ({problem})"
-            _draw_skeleton(ax, pred, joints, linewidth=2)
-            ax.scatter(truth[vis, 0], truth[vis, 1], s=10, c="white", edgecolors="black", linewidths=0.4,
-                       zorder=3)
-            ax.axis("off")
-            err = "n/a" if not np.isfinite(errors[i]) else f"{errors[i]:.3f} {unit_names[i]}"
-            ax.set_title(f"{label}: #{i} {Path(name).name}, mean error {err}\n{where}", fontsize=8, wrap=True)
-            info[label] = {"index": i, "image": name, "background": "original" if image is not None else "crop",
-                           "error": None if not np.isfinite(errors[i]) else float(errors[i])}
-    return info
-
-
-def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> None:
+def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> dict:
     """The headline rate (PCKh@0.5, LSP's PCK@0.2) per joint as a bar chart (joints with
-    no annotation left empty); OKS AP has no per-joint rate, which the figure says."""
+    no annotation left empty); OKS AP has no per-joint rate, which the figure says.
+    Returns the panel drawn (`describe_panel`)."""
     data = read_score_json(per_joint_json, PLOTTED_KEYS)
     row = data.get("rows", ["PCKh@0.5"])[0]
     names = list(data["per_joint"])
@@ -378,7 +196,7 @@ def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> None:
             ax.text(0.5, 0.5, f"{_metric(data)}: no per-joint rate (see the score table)", ha="center",
                     va="center", transform=ax.transAxes)
             ax.axis("off")
-            return
+            return describe_panel(ax)
         x = np.arange(len(names))
         bars = ax.bar(x, np.nan_to_num(rates), color=["C0" if np.isfinite(r) else "0.8" for r in rates])
         for bar, rate in zip(bars, rates):
@@ -388,6 +206,7 @@ def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> None:
         ax.set_xticks(x, names, rotation=60, ha="right")
         ax.set(ylim=(0, 105), ylabel=f"{row} (%)", title=f"{row} per joint: {Path(per_joint_json).name}")
         ax.grid(axis="y", alpha=0.3)
+        return describe_panel(ax)
 
 
 # ------------------------------------------------------------------------------- CLI

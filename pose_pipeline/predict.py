@@ -82,7 +82,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pose_pipeline.models import load_model, read_checkpoint
-    from pose_pipeline.score import write_predictions_csv, write_predictions_mat
+    from pose_pipeline.predictions import write_predictions_csv, write_predictions_mat
 
     device = resolve_device(args.device)
     store = open_store(args.store)

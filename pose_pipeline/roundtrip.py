@@ -56,7 +56,7 @@ def roundtrip(annotations, out_mat, input_size: int = 256, heatmap_size: int = 6
     nearest heatmap border point, which is what the oracle predicts for it. Returns a summary
     with the mean error in head units over the annotated joints.
     """
-    from pose_pipeline.score import write_predictions_mat
+    from pose_pipeline.predictions import write_predictions_mat
 
     annotations = Path(annotations)
     if annotations.suffix in (".h5", ".hdf5"):

@@ -24,7 +24,7 @@ from pathlib import Path
 from pose_pipeline.atomic import write_text_atomic
 from pose_pipeline.errors import UserError
 from pose_pipeline.metrics import OKS_COLUMN, TABLE_COLUMNS
-from pose_pipeline.score import read_score_json
+from pose_pipeline.predictions import read_score_json
 
 FIXED_COLUMNS = ("experiment", "dataset", "format", "arch", "stacks", "params", "epochs")
 ENTRY_KEYS = ("name", "dataset", "format", "arch", "stacks", "scores", "log", "model")

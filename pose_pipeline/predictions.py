@@ -1,0 +1,384 @@
+"""Prediction files, ground-truth files and score files: reading and writing (the twin of
+`store.py`). Predict and roundtrip write predictions here, score reads them with the ground
+truth and writes its table here, plots and summary read them back; no stage needs another
+stage's module for a file format.
+
+Prediction files
+----------------
+* MATLAB v5 `.mat` with variable `preds` of shape (N, J, 2) float64 (the reference
+  prediction format), or a variable `pos_pred_src` of shape (J, 2, N) (the layout of
+  `detections_our_format.mat`, whose published predictions can so be scored as they are);
+* `.csv` with header `index,image,joint,x,y` (optionally `,score`), one row per
+  sample-joint.
+
+Coordinates are in the annotation file's own pixel convention: for MPII and LSP that is
+MATLAB's 1-based pixels (the first pixel's centre is at 1.0), exactly what the ground
+truth uses, so no conversion happens anywhere in scoring; for COCO it is 0-based pixel
+indices (the first pixel's centre at 0.0), again the file's own. The store's attribute
+`pixel_origin` names the convention: annotated = array index + pixel_origin (predict
+converts with `geometry.array_to_annotated`, plots back with `annotated_to_array`).
+
+Ground truth
+------------
+* a converted store (keypoints, visible, head_size, joint set), or
+* the reference `detections_our_format.mat` (`pos_gt_src` (16,2,N), `jnt_missing`
+  (16,N), `headboxes_src` (2,2,N); MPII joint order).
+
+Score files
+-----------
+The table CSV (metric rows x joint-group columns, 2 decimals) and the full evaluation JSON
+(`score --per-joint`) that the score stage writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline.atomic import atomic_output, write_text_atomic
+from pose_pipeline.errors import UserError
+from pose_pipeline.joints import JOINT_SETS, MPII, JointSet
+from pose_pipeline.metrics import OKS_COLUMN, TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, check_keypoints, \
+    head_size_from_boxes
+from pose_pipeline.store import is_store, open_store
+
+CSV_COLUMNS = ("index", "image", "joint", "x", "y")
+# the variables that make a .mat the reference ground truth
+REFERENCE_GT_VARIABLES = ("pos_gt_src", "jnt_missing", "headboxes_src")
+
+
+# ------------------------------------------------------------------- writing predictions
+
+
+def _check_preds(preds) -> np.ndarray:
+    preds = np.asarray(preds, dtype=np.float64)
+    if preds.ndim != 3 or preds.shape[-1] != 2:
+        raise ValueError(f"predictions: expected shape (N, J, 2), got {preds.shape}")
+    if not np.isfinite(preds).all():
+        raise ValueError(f"predictions: {int((~np.isfinite(preds)).sum())} non-finite values")
+    return preds
+
+
+def write_predictions_mat(path, preds) -> None:
+    """Write `preds` (N,J,2) float64 as the MATLAB v5 variable `preds`, atomically.
+
+    Coordinates are in the annotation file's own pixel convention (for MPII / LSP the
+    1-based MATLAB pixels: annotated = array coordinate + 1), which is what the reference
+    evaluation compares against `pos_gt_src`.
+    """
+    import scipy.io
+
+    preds = _check_preds(preds)
+    with atomic_output(path) as tmp:
+        # A file object: given a name, savemat would append ".mat" to the temporary name.
+        with open(tmp, "wb") as f:
+            scipy.io.savemat(f, {"preds": preds}, format="5", oned_as="row")
+
+
+def _joint_names(joint_names, num_joints: int) -> list[str]:
+    names = list(joint_names.joints) if isinstance(joint_names, JointSet) else [str(n) for n in joint_names]
+    if len(names) != num_joints:
+        raise ValueError(f"{len(names)} joint names for {num_joints} joints")
+    return names
+
+
+def write_predictions_csv(path, preds, image_names, joint_names, scores=None) -> None:
+    """Write predictions as CSV rows `index,image,joint,x,y` (one per sample-joint),
+    atomically; with `scores` (N,J) a `score` column is appended.
+
+    `joint_names` is a sequence of J names or a `JointSet`; coordinates as in
+    `write_predictions_mat` (the annotation file's pixel convention).
+    """
+    preds = _check_preds(preds)
+    n, j, _ = preds.shape
+    image_names = [str(s) for s in image_names]
+    if len(image_names) != n:
+        raise ValueError(f"{len(image_names)} image names for {n} samples")
+    names = _joint_names(joint_names, j)
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != (n, j):
+            raise ValueError(f"scores: expected shape {(n, j)}, got {scores.shape}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS + (("score",) if scores is not None else ()))
+    for i in range(n):
+        for k in range(j):
+            row = [i, image_names[i], names[k], repr(float(preds[i, k, 0])), repr(float(preds[i, k, 1]))]
+            if scores is not None:
+                row.append(repr(float(scores[i, k])))
+            writer.writerow(row)
+    write_text_atomic(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------- reading predictions
+
+
+def _load_mat(path: Path) -> dict:
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except Exception as exc:  # scipy raises assorted errors on a bad file
+        raise UserError(f"{path}: not a readable MATLAB (v5) file: {exc}") from None
+
+
+def _finite_points(path: Path, what: str, points: np.ndarray, num_joints: int | None) -> np.ndarray:
+    try:
+        return check_keypoints(points, what, num_joints=num_joints)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _read_predictions_mat(path: Path, num_joints: int | None) -> np.ndarray:
+    variables = _load_mat(path)
+    if "preds" in variables:
+        preds = np.asarray(variables["preds"])
+        if (preds.ndim == 3 and preds.shape[1] == 2 and preds.shape[2] != 2
+                and (num_joints is None or preds.shape[0] == num_joints)):
+            raise UserError(f"{path}: variable preds has shape {preds.shape}, expected (N, J, 2); "
+                            f"it looks like the reference (J, 2, N) layout, which is read only "
+                            f"under the name pos_pred_src")
+        return _finite_points(path, "variable preds", preds, num_joints)
+    if "pos_pred_src" in variables:
+        raw = np.asarray(variables["pos_pred_src"])
+        if raw.ndim != 3 or raw.shape[1] != 2:
+            raise UserError(f"{path}: variable pos_pred_src has shape {raw.shape}, expected (J, 2, N)")
+        return _finite_points(path, "variable pos_pred_src", np.transpose(raw, (2, 0, 1)), num_joints)
+    found = sorted(k for k in variables if not k.startswith("__"))
+    raise UserError(f"{path}: no prediction variable: expected `preds` (N, J, 2) or "
+                    f"`pos_pred_src` (J, 2, N); found {found or 'none'}")
+
+
+def _read_csv_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read: {exc}") from None
+
+
+def _csv_points(path: Path) -> tuple[dict[str, int], dict[tuple[int, int], tuple[float, float]], int]:
+    """(joint name -> column in order of first appearance, (sample, column) -> (x, y),
+    sample count) of a prediction CSV; UserError naming the line of a bad row."""
+    reader = csv.reader(io.StringIO(_read_csv_text(path)))
+    header = next(reader, None)
+    if header is None or tuple(header[: len(CSV_COLUMNS)]) != CSV_COLUMNS:
+        raise UserError(f"{path}: expected a CSV header starting {','.join(CSV_COLUMNS)}, got "
+                        f"{','.join(header) if header else 'an empty file'}")
+    joint_column: dict[str, int] = {}
+    values: dict[tuple[int, int], tuple[float, float]] = {}
+    max_index = -1
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) < len(CSV_COLUMNS):
+            raise UserError(f"{path}, line {line}: {len(row)} fields, expected at least {len(CSV_COLUMNS)}")
+        try:
+            index = int(row[0])
+            x, y = float(row[3]), float(row[4])
+        except ValueError:
+            raise UserError(f"{path}, line {line}: index, x and y must be numbers, got "
+                            f"{row[0]!r}, {row[3]!r}, {row[4]!r}") from None
+        if index < 0:
+            raise UserError(f"{path}, line {line}: negative sample index {index}")
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise UserError(f"{path}, line {line}: non-finite (NaN/inf) coordinate ({row[3]}, {row[4]})")
+        k = joint_column.setdefault(row[2], len(joint_column))
+        if (index, k) in values:
+            raise UserError(f"{path}, line {line}: sample {index}, joint {row[2]!r} given twice")
+        values[(index, k)] = (x, y)
+        max_index = max(max_index, index)
+    return joint_column, values, max_index + 1
+
+
+def _read_predictions_csv(path: Path, num_joints: int | None, joints: JointSet | None) -> np.ndarray:
+    joint_column, values, n = _csv_points(path)
+    j = len(joint_column)
+    if n == 0:
+        raise UserError(f"{path}: no prediction rows")
+    if num_joints is not None and j != num_joints:
+        raise UserError(f"{path}: {j} distinct joints, expected {num_joints}")
+    # Joint order: the joint set's (given, or the known set with exactly these names);
+    # otherwise the order of first appearance.
+    if joints is None:
+        joints = next((s for s in JOINT_SETS.values() if set(s.joints) == set(joint_column)), None)
+    if joints is not None:
+        unknown = sorted(set(joint_column) - set(joints.joints))
+        if unknown or j != joints.num_joints:
+            raise UserError(f"{path}: joint names {unknown or sorted(joint_column)} do not match the "
+                            f"{joints.name} joints {list(joints.joints)}")
+        column_to_joint = {k: joints.index(name) for name, k in joint_column.items()}
+        values = {(i, column_to_joint[k]): xy for (i, k), xy in values.items()}
+        joint_column = {name: joints.index(name) for name in joints.joints}
+    if len(values) != n * j:
+        names = list(joint_column)
+        missing = next((i, names[k]) for i in range(n) for k in range(j) if (i, k) not in values)
+        raise UserError(f"{path}: {n * j - len(values)} sample-joint rows missing for samples "
+                        f"0..{n - 1} x {j} joints, first sample {missing[0]}, joint {missing[1]!r}")
+    preds = np.empty((n, j, 2))
+    for (i, k), xy in values.items():
+        preds[i, k] = xy
+    return preds
+
+
+def read_predictions(path, num_joints: int | None = None, joints: JointSet | None = None) -> np.ndarray:
+    """(N,J,2) float64 predictions from a `.mat` (`preds` (N,J,2) or `pos_pred_src`
+    (J,2,N)) or a `.csv` (`index,image,joint,x,y`); UserError naming the file otherwise.
+
+    CSV rows may come in any order; joints are put in the order of `joints` (by name),
+    else of the known joint set with exactly the file's joint names, else of first
+    appearance. `joints` also fixes `num_joints` when that is not given.
+    """
+    if joints is not None and num_joints is None:
+        num_joints = joints.num_joints
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".mat":
+        return _read_predictions_mat(path, num_joints)
+    if suffix == ".csv":
+        return _read_predictions_csv(path, num_joints, joints)
+    raise UserError(f"{path}: unknown prediction file type {path.suffix!r}; expected .mat or .csv")
+
+
+def read_person_scores(path, num_samples: int) -> np.ndarray | None:
+    """(N,) per-person confidence, the mean of the per-joint `score` column of a prediction
+    CSV (what predict writes: heatmap peak heights); None for a .mat or a CSV without it."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        if "score" not in header:
+            return None
+        column = header.index("score")
+        total, count = np.zeros(num_samples), np.zeros(num_samples)
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                value = float(row[column])
+            except (ValueError, IndexError):
+                raise UserError(f"{path}, line {line}: score must be a number") from None
+            if not math.isfinite(value):
+                raise UserError(f"{path}, line {line}: non-finite score {row[column]!r}")
+            total[int(row[0])] += value
+            count[int(row[0])] += 1
+    return total / np.maximum(count, 1)
+
+
+# -------------------------------------------------------------------------- ground truth
+
+
+def _reference_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
+    variables = _load_mat(path)
+    missing = [k for k in REFERENCE_GT_VARIABLES if k not in variables]
+    if missing:
+        raise UserError(f"{path}: not a reference ground-truth file (detections_our_format.mat): "
+                        f"variables {missing} missing")
+    pos = np.asarray(variables["pos_gt_src"])
+    missing_mask = np.asarray(variables["jnt_missing"])
+    boxes = np.asarray(variables["headboxes_src"])
+    if pos.ndim != 3 or pos.shape[:2] != (MPII.num_joints, 2):
+        raise UserError(f"{path}: pos_gt_src has shape {pos.shape}, expected ({MPII.num_joints}, 2, N)")
+    n = pos.shape[2]
+    if missing_mask.shape != (MPII.num_joints, n):
+        raise UserError(f"{path}: jnt_missing has shape {missing_mask.shape}, expected {(MPII.num_joints, n)}")
+    if boxes.shape != (2, 2, n):
+        raise UserError(f"{path}: headboxes_src has shape {boxes.shape}, expected {(2, 2, n)}")
+    gt = np.transpose(pos, (2, 0, 1)).astype(np.float64)
+    visible = (1 - missing_mask.T.astype(np.int64)).astype(np.uint8)
+    return gt, visible, head_size_from_boxes(boxes), MPII
+
+
+def read_ground_truth(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
+    """(gt (N,J,2), visible (N,J) 1 = counted, head_size (N,), joint set) from a converted
+    store or the reference `detections_our_format.mat`."""
+    path = Path(path)
+    if is_store(path):
+        store = open_store(path)
+        return (np.asarray(store.keypoints, dtype=np.float64), np.asarray(store.visible),
+                np.asarray(store.head_size, dtype=np.float64), store.joint_set)
+    if path.suffix.lower() == ".zarr":
+        raise UserError(f"{path}: no such store" if not path.exists() else f"{path}: not a converted store")
+    if path.suffix.lower() == ".mat":
+        return _reference_ground_truth(path)
+    raise UserError(f"{path}: unknown ground-truth file; expected a converted .zarr store or the "
+                    f"reference detections_our_format.mat")
+
+
+def holds_reference_ground_truth(path) -> bool:
+    """Whether a .mat holds the reference ground truth (pos_gt_src ...) beside predictions,
+    so that its predictions can be scored against it (detections_our_format.mat)."""
+    import scipy.io
+
+    path = Path(path)
+    if path.suffix.lower() != ".mat":
+        return False
+    try:
+        names = {name for name, _, _ in scipy.io.whosmat(str(path))}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except Exception as exc:  # scipy raises assorted errors on a bad file
+        raise UserError(f"{path}: not a readable MATLAB (v5) file: {exc}") from None
+    return set(REFERENCE_GT_VARIABLES) <= names
+
+
+# --------------------------------------------------------------------------- score files
+
+
+def _cell(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def table_rows(evaluation: dict) -> list[list[str]]:
+    """Header and rows of the score CSV (2 decimals, empty where NaN): metric rows x
+    joint-group columns (+ Mean(weighted)) for PCKh and PCK, metric rows x one `value`
+    column for OKS."""
+    metric_rows = evaluation["rows"]
+    if evaluation["metric"] == "OKS":
+        return [["metric", OKS_COLUMN]] + [[row, _cell(evaluation["table"][row][OKS_COLUMN])]
+                                           for row in metric_rows]
+    rows = [["metric", *TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN]]
+    for row in metric_rows:
+        cols = evaluation["table"][row]
+        rows.append([row, *(_cell(cols[c]) for c in TABLE_COLUMNS), _cell(evaluation["mean_weighted"][row])])
+    return rows
+
+
+def write_score_files(evaluation: dict, out_csv, per_joint_json=None) -> None:
+    """Write the score table CSV (`table_rows`) and, if asked, the whole evaluation as
+    JSON (`read_score_json` reads it back), each atomically."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(table_rows(evaluation))
+    write_text_atomic(out_csv, buffer.getvalue())
+    if per_joint_json is not None:
+        write_text_atomic(per_joint_json, json.dumps(evaluation, indent=1, allow_nan=False) + "\n")
+
+
+def read_score_json(path, required=("table",)) -> dict:
+    """A score JSON (`score --per-joint`), UserError naming the file unless it holds the
+    `required` keys."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such score file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a score JSON: {exc}") from None
+    # an OKS score has no per-joint rates (an empty dict) but always a table
+    missing = [k for k in required if not isinstance(data, dict) or data.get(k) is None
+               or (k == "table" and not data[k])]
+    if missing:
+        raise UserError(f"{path}: not a score JSON (`pose-pipeline score --per-joint`): "
+                        f"missing {', '.join(missing)}")
+    return data
