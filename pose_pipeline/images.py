@@ -6,6 +6,10 @@ read an image.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,38 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str]:
     # libjpeg decodes a truncated file with a warning and grey rows; the end marker tells.
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
         return None, f"truncated JPEG {path}"
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    with libjpeg_warnings() as warnings:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None, f"undecodable image {path}"
+    damage = [line for line in warnings() if line.startswith(LIBJPEG_DAMAGE)]
+    if damage:
+        # libjpeg still decodes a JPEG damaged in the middle, into garbage pixels, and says so
+        # only on stderr: such an image is bad, not a sample.
+        return None, f"corrupt JPEG {path}: {'; '.join(damage)}"
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), ""
+
+
+LIBJPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+
+
+@contextlib.contextmanager
+def libjpeg_warnings():
+    """Catch what native code writes to stderr (file descriptor 2) meanwhile, where libjpeg
+    writes its warnings past sys.stderr; yields a function returning the lines. Lines that are
+    not libjpeg damage reports are written on to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        lines: list[str] = []
+        try:
+            yield lambda: lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines += [line.strip() for line in captured.read().decode(errors="replace").splitlines() if line.strip()]
+            for line in lines:
+                if not line.startswith(LIBJPEG_DAMAGE):
+                    print(line, file=sys.stderr)

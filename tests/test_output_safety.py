@@ -240,3 +240,24 @@ def test_coordinates_beyond_float32_or_far_outside_the_image_are_bad_samples(tmp
     listed = (tmp_path / "train.bad_samples.csv").read_text()
     assert "beyond 1e+06 pixels" in listed and "far outside the 64x64 image" in listed
     assert len(open_store(out)) == 2
+
+
+def test_a_jpeg_corrupt_in_the_middle_is_a_bad_sample_not_garbage_pixels(tmp_path):
+    from pose_pipeline.images import load_image
+
+    demo = tmp_path / "demo"
+    demo_data.generate(demo, seed=1, train=3, val=1, image_size=96, progress=False)
+    damaged = demo / "images" / "000001.jpg"
+    data = bytearray(damaged.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 40] = b"\xff\x00" * 20  # still ends with the EOI marker
+    damaged.write_bytes(bytes(data))
+    image, problem = load_image(damaged)
+    assert image is None and problem.startswith(f"corrupt JPEG {damaged}: Corrupt JPEG data")
+    good, problem = load_image(demo / "images" / "000000.jpg")
+    assert good is not None and problem == ""
+
+    out = tmp_path / "train.zarr"
+    assert cli.main(convert_args(demo, out) + ["--split", "all", "--on-bad-sample", "skip"]) == 0
+    assert "000001.jpg,corrupt JPEG" in (tmp_path / "train.bad_samples.csv").read_text()
+    assert list(open_store(out).image_name) == ["000000.jpg", "000002.jpg", "000003.jpg"]
