@@ -249,6 +249,37 @@ def read_predictions(path, num_joints: int | None = None, joints: JointSet | Non
     raise UserError(f"{path}: unknown prediction file type {path.suffix!r}; expected .mat or .csv")
 
 
+def read_prediction_image_names(path) -> dict[int, str] | None:
+    """Sample index -> image name, as a prediction CSV records them; None for a `.mat` (it holds
+    no names) or a CSV whose image column is empty."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return None
+    reader = csv.reader(io.StringIO(_read_csv_text(path)))
+    next(reader, None)  # the header, checked by read_predictions
+    names = {int(row[0]): row[1] for row in reader if len(row) >= len(CSV_COLUMNS) and row[1]}
+    return names or None
+
+
+def check_image_names(preds_path, gt_path, gt_names) -> None:
+    """UserError at the first sample whose image differs between predictions and ground truth:
+    predictions of another split, or in another order, would otherwise score as garbage."""
+    names = read_prediction_image_names(preds_path)
+    if names is None or gt_names is None:
+        return
+    for index in sorted(names):
+        if index < len(gt_names) and names[index] != gt_names[index]:
+            raise UserError(f"{preds_path}: sample {index} is image {names[index]!r}, but in the ground truth "
+                            f"{gt_path} it is {gt_names[index]!r}: predictions of another split or order?")
+
+
+def ground_truth_image_names(path) -> list[str] | None:
+    """The image of each ground-truth sample where the file records it (a store), else None."""
+    if not is_store(path):
+        return None
+    return [str(name) for name in open_store(path).image_name]
+
+
 def read_person_scores(path, num_samples: int) -> np.ndarray | None:
     """(N,) per-person confidence, the mean of the per-joint `score` column of a prediction
     CSV (what predict writes: heatmap peak heights); None for a .mat or a CSV without it."""

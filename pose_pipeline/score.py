@@ -24,6 +24,8 @@ from pose_pipeline.errors import UserError
 from pose_pipeline.joints import COCO
 from pose_pipeline.metrics import pck_torso_evaluation, pckh_evaluation
 from pose_pipeline.predictions import (
+    check_image_names,
+    ground_truth_image_names,
     read_ground_truth,
     read_person_scores,
     read_predictions,
@@ -102,6 +104,7 @@ def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None) -
     if preds.shape[0] != gt.shape[0]:
         raise UserError(f"{preds_path}: {preds.shape[0]} predicted samples, but the ground truth "
                         f"{gt_path} has {gt.shape[0]}")
+    check_image_names(preds_path, gt_path, ground_truth_image_names(gt_path))
     try:
         if metric == "pck":
             evaluation = pck_torso_evaluation(preds, gt, visible, joints)

@@ -274,6 +274,11 @@ def test_store_ground_truth(tmp_path):
     assert result["table"]["PCKh@0.5"]["Head"] == 100.0
     assert result["table"]["PCKh@0.1"]["Head"] == 0.0
     assert result["per_joint"]["r_ankle"]["count"] == 2
+    # the same predictions, in another image order: refused, naming the first sample that differs
+    write_predictions_csv(tmp_path / "q.csv", preds, ["a.jpg", "c.jpg", "b.jpg"], MPII.joints)
+    with pytest.raises(UserError, match=r"q.csv: sample 1 is image 'c.jpg', but in the ground truth .*'b.jpg'"):
+        score(tmp_path / "q.csv", tmp_path / "val.zarr", tmp_path / "t.csv")
+    assert not (tmp_path / "t.csv").exists()
 
 
 # --------------------------------------------------------------- pixel conventions
