@@ -1,14 +1,19 @@
 """Load and validate the workflow config once, with messages a person can act on.
 
-The JSON schema (workflow/schemas/config.schema.yaml) is the single description of every
-key and default; `validate_config` fills the defaults in and adds the checks a schema
-cannot express (an experiment naming a dataset that does not exist, say).
+The JSON schema (workflow/schemas/config.schema.yaml, shipped in the package as
+`pose_pipeline/config.schema.yaml`) is the single description of every key and default;
+`validate_config` fills the defaults in and adds the checks a schema cannot express (an
+experiment naming a dataset that does not exist, say). The stages' own defaults (argparse,
+`convert()`, `demo_data.generate()`, the model configs) come from `schema_defaults`, so a
+default is written once, in the schema. The lookups only the Snakemake rules use live in
+`pose_pipeline.workflow_config`.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -21,8 +26,23 @@ SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
 def load_schema() -> dict:
+    return copy.deepcopy(_schema())
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
     with open(SCHEMA_PATH) as f:
         return yaml.safe_load(f)
+
+
+def schema_defaults(*path: str) -> dict:
+    """{key: default} of the schema object at `path`: a `$defs` name, then property names,
+    e.g. `("dataset",)` (datasets.*), `("dataset", "synthetic")`, `("experiment", "model")`.
+    Keys without a default are left out."""
+    node = _schema()["$defs"][path[0]]
+    for key in path[1:]:
+        node = node["properties"][key]
+    return {key: copy.deepcopy(sub["default"]) for key, sub in node["properties"].items() if "default" in sub}
 
 
 def _resolve(schema: dict, root: dict) -> dict:

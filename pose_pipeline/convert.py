@@ -3,6 +3,9 @@
 Each sample is the person box (200 x scale pixels, hourglass convention) enlarged by
 `context`, warped to a `canvas_size` square; the store keeps the affine back to the
 original image, so every later stage can return to original pixels exactly.
+
+The defaults of canvas_size, context, shard_size and on_bad_sample are the config schema's
+(`datasets.*`), read once into `DEFAULTS` for both `convert()` and the command line.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import numpy as np
 
 from pose_pipeline import geometry
 from pose_pipeline.atomic import atomic_output, check_no_overlap, check_replaceable
+from pose_pipeline.config import schema_defaults
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import COCO, LSP, MPII, JointSet
+from pose_pipeline.joints import COCO, LSP, MPII, PERSON_BOX, JointSet
 from pose_pipeline.store import StoreWriter, is_store, sha256_of
 
 log = logging.getLogger(__name__)
 
-PERSON_BOX = 200.0  # pixels per unit of `scale` (MPII / hourglass convention)
+DEFAULTS = schema_defaults("dataset")  # canvas_size, context, shard_size, on_bad_sample
 
 
 @dataclass
@@ -69,15 +73,13 @@ def read_mpii(annotations: Path, split: str, val_split: Path | None, options: di
     if annotations.suffix in (".h5", ".hdf5"):
         people = mpii.read_hourglass_h5(annotations, is_train=split == "train")
     else:
-        people = mpii.read_release(annotations)
-        if split == "all":
-            pass
-        elif val_split is not None:
+        people = mpii.read_release(annotations)  # split "all": every annotated person
+        if val_split is not None and split != "all":
             train, val = mpii.split_train_val(people, val_split)
             people = train if split == "train" else val
         elif split == "train":
             people = people.take(people.is_train)
-        else:
+        elif split == "val":
             raise UserError(f"{annotations}: --split val needs --val-split, the file naming the "
                             "validation people (e.g. MPII's detections.mat)")
     return Samples(
@@ -214,8 +216,8 @@ def annotation_problems(samples: Samples) -> list[str]:
 
 
 def convert(fmt: str, annotations, images, out, split: str = "train", val_split=None,
-            canvas_size: int = 384, context: float = 1.5, shard_size: int = 64,
-            on_bad_sample: str = "error", workers: int | None = None,
+            canvas_size: int = DEFAULTS["canvas_size"], context: float = DEFAULTS["context"],
+            shard_size: int = DEFAULTS["shard_size"], on_bad_sample: str = DEFAULTS["on_bad_sample"], workers: int | None = None,
             dataset: str | None = None, progress: bool = True,
             min_keypoints: int | None = None) -> dict:
     """Convert one split; returns a summary {samples, skipped, store}."""
@@ -341,6 +343,8 @@ def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from pose_pipeline.formats.coco import DEFAULT_MIN_KEYPOINTS
+
     p.add_argument("format", choices=sorted(READERS),
                    help="annotation format: mpii (release .mat or hourglass .h5), lsp (joints.mat, LSP or "
                         "LSP-extended layout), coco (person_keypoints_*.json)")
@@ -354,11 +358,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "file is the split (recorded only)")
     p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
     p.add_argument("--min-keypoints", type=int, default=None,
-                   help="coco only: leave out people with fewer labelled keypoints (default 1)")
-    p.add_argument("--canvas-size", type=int, default=384, help="side of the stored crops")
-    p.add_argument("--context", type=float, default=1.5, help="crop = person box x context")
-    p.add_argument("--shard-size", type=int, default=64, help="samples per shard file")
-    p.add_argument("--on-bad-sample", choices=["error", "skip"], default="error")
+                   help=f"coco only: leave out people with fewer labelled keypoints (default {DEFAULT_MIN_KEYPOINTS})")
+    p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"],
+                   help="side of the stored crops (default %(default)s)")
+    p.add_argument("--context", type=float, default=DEFAULTS["context"],
+                   help="crop = person box x context (default %(default)s)")
+    p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"],
+                   help="samples per shard file (default %(default)s)")
+    p.add_argument("--on-bad-sample", choices=["error", "skip"], default=DEFAULTS["on_bad_sample"])
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--dataset", help="dataset name recorded in the store")
 

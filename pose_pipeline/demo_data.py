@@ -22,6 +22,9 @@ Output (under `out_dir`, built in a temporary sibling folder and renamed into pl
   pose-pipeline-demo-data.json   the generator's settings; marks the folder as demo data,
                      the only kind of existing folder `demo-data --out` replaces
 
+The defaults (seed, train and val counts, image size) are the config schema's
+(`datasets.*.synthetic`), read once into `DEFAULTS` for `generate()` and the command line.
+
 Every image is drawn from its own seed, (seed, split, index), so the output is the same for
 a given seed whatever the counts, and validation figures are separate random draws.
 """
@@ -37,6 +40,7 @@ import numpy as np
 
 from pose_pipeline import __version__
 from pose_pipeline.atomic import atomic_folder
+from pose_pipeline.config import schema_defaults
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats import mpii
 from pose_pipeline.joints import MPII
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 J = {name: i for i, name in enumerate(MPII.joints)}
 JPEG_QUALITY = 90
+DEFAULTS = schema_defaults("dataset", "synthetic")  # seed, train, val, image_size
 
 # Segment lengths as fractions of the figure's height (ankle to head top, standing).
 SPINE, NECK, HEAD = 0.30, 0.05, 0.13
@@ -265,8 +270,8 @@ def is_demo_data(path: Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
-def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_size: int = 256,
-             progress: bool = True) -> dict:
+def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train"],
+             val: int = DEFAULTS["val"], image_size: int = DEFAULTS["image_size"], progress: bool = True) -> dict:
     """Write the dataset to `out_dir` (replacing an earlier demo-data folder there, never anything
     else); returns a summary."""
     import cv2
@@ -309,10 +314,11 @@ def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_si
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier demo-data folder (replaced)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, default=1200, help="training images")
-    p.add_argument("--val", type=int, default=300, help="validation images")
-    p.add_argument("--image-size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="(default %(default)s)")
+    p.add_argument("--train", type=int, default=DEFAULTS["train"], help="training images (default %(default)s)")
+    p.add_argument("--val", type=int, default=DEFAULTS["val"], help="validation images (default %(default)s)")
+    p.add_argument("--image-size", type=int, default=DEFAULTS["image_size"],
+                   help="image side in pixels (default %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
