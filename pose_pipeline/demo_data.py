@@ -42,8 +42,9 @@ from pose_pipeline import __version__
 from pose_pipeline.atomic import atomic_folder
 from pose_pipeline.config import schema_defaults
 from pose_pipeline.errors import UserError
-from pose_pipeline.formats import mpii
-from pose_pipeline.joints import MPII
+from pose_pipeline.demo_release import release_mat_bytes, split_mat_bytes
+from pose_pipeline.formats.mpii import HOURGLASS_CENTER_SHIFT
+from pose_pipeline.joints import MPII, PERSON_BOX
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +257,10 @@ def make_person(rng: np.random.Generator, size: int):
     head_len = np.hypot(*(head[1] - head[0]))
     head_centre = head.mean(axis=0)
     head_box = np.concatenate([head_centre - head_len / 2, head_centre + head_len / 2]) + 1.0
-    # MPII: scale = person height / 200. The hourglass crop (200 x 1.25 x scale around
-    # objpos + (0, 15 scale)) then holds the whole figure.
-    scale_raw = 1.05 * float(extent.max()) / 200.0
-    objpos = centre - np.array([0.0, mpii.HOURGLASS_CENTER_SHIFT * scale_raw])
+    # MPII: scale = person height / PERSON_BOX. The hourglass crop (PERSON_BOX x 1.25 x scale
+    # around objpos + (0, 15 scale)) then holds the whole figure.
+    scale_raw = 1.05 * float(extent.max()) / PERSON_BOX
+    objpos = centre - np.array([0.0, HOURGLASS_CENTER_SHIFT * scale_raw])
     return image, pose + 1.0, is_visible, head_box, scale_raw, objpos + 1.0
 
 
@@ -302,11 +303,11 @@ def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train
             head_boxes.append(box)
             scales.append(scale)
             objpos.append(pos)
-        release = mpii.release_mat_bytes(names, np.array(keypoints), np.array(visible), np.array(head_boxes),
-                                         np.array(scales), np.array(objpos), np.ones(n))
+        release = release_mat_bytes(names, np.array(keypoints), np.array(visible), np.array(head_boxes),
+                                    np.array(scales), np.array(objpos), np.ones(n))
         (tmp / "mpii_release.mat").write_bytes(release)
         val_images = np.arange(train, n)
-        (tmp / "val_split.mat").write_bytes(mpii.split_mat_bytes(val_images, np.zeros(val, np.int64)))
+        (tmp / "val_split.mat").write_bytes(split_mat_bytes(val_images, np.zeros(val, np.int64)))
         (tmp / MARKER).write_text(json.dumps({"seed": seed, "train": train, "val": val,
                                               "image_size": image_size, "package_version": __version__}) + "\n")
     return {"train": train, "val": val, "images": n, "out": str(out)}

@@ -7,7 +7,7 @@ Conventions kept (documented choices):
   integers (a whole-image box is [0, 0, W, H]). The bbox centre in the keypoints' convention
   is therefore (x + w/2 - 0.5, y + h/2 - 0.5);
 - the crop is square: side = max(w, h) x `BBOX_PADDING` (1.25, the usual top-down COCO
-  padding), scale = side / 200 (the store's person box), so a wide box is not squashed;
+  padding), scale = side / 200 (the store's person box, `joints.PERSON_BOX`), so a wide box is not squashed;
 - `visible` = v > 0 (v = 1 labelled but hidden, 2 visible: both have a position);
 - skipped, not errors (they are the dataset's normal content, counted in the log):
   `iscrowd` annotations, people with fewer than `min_keypoints` labelled keypoints (default 1),
@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.errors import UserError
+from pose_pipeline.joints import COCO, PERSON_BOX
 
 log = logging.getLogger(__name__)
 
-NUM_JOINTS = 17
+NUM_JOINTS = COCO.num_joints
 PIXEL_ORIGIN = 0.0
 BBOX_PADDING = 1.25
 DEFAULT_MIN_KEYPOINTS = 1
@@ -202,5 +203,5 @@ def person_boxes(bbox: np.ndarray, padding: float = BBOX_PADDING) -> tuple[np.nd
     """Centre (N,2) in the keypoints' pixel-index convention and scale (N,) of the square crop."""
     bbox = np.asarray(bbox, dtype=np.float64).reshape(-1, 4)
     center = bbox[:, :2] + bbox[:, 2:] / 2 - 0.5
-    scale = np.maximum(bbox[:, 2], bbox[:, 3]) * padding / 200.0
+    scale = np.maximum(bbox[:, 2], bbox[:, 3]) * padding / PERSON_BOX
     return center, scale
