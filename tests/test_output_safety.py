@@ -151,9 +151,7 @@ def store_is_complete(path: Path) -> bool:
 
 
 REPLACER = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    from conftest import make_random_store
+    from conftest import make_random_store  # tests/ is on the child's PYTHONPATH
     # alternate two stores of different sizes at the same path for ever
     size = 8
     while True:
@@ -168,12 +166,12 @@ def test_killing_a_replacement_at_random_instants_always_leaves_a_complete_store
     always holds a complete store, one of the two it alternates between."""
     out = tmp_path / "train.zarr"
     make_random_store(out, num_samples=8, canvas_size=16, shard_size=2)
-    script = REPLACER.format(tests=str(REPO_ROOT / "tests"), out=str(out))
+    script = REPLACER.format(out=str(out))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])}
     rng = random.Random(0)
     replaced = 0
     for trial in range(50):
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
         proc.stdout.readline()  # imports done, one store written: the loop is running
         replaced += 1
         time.sleep(rng.uniform(0.0, 0.3))
