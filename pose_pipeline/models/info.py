@@ -84,7 +84,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--joints", type=int, required=True)
     p.add_argument("--prm", choices=PRM_VARIANTS, default=None,
                    help=f"PyraNet pyramid residual module (default {PyraNetConfig.prm})")
-    p.add_argument("--input", type=int, default=INPUT_SIZE, help="input side in pixels (multiple of 64; default %(default)s)")
+    p.add_argument("--input", type=int, default=INPUT_SIZE,
+                   help="input side in pixels (multiple of 64; default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
