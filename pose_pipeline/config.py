@@ -1,14 +1,19 @@
 """Load and validate the workflow config once, with messages a person can act on.
 
-The JSON schema (workflow/schemas/config.schema.yaml) is the single description of every
-key and default; `validate_config` fills the defaults in and adds the checks a schema
-cannot express (an experiment naming a dataset that does not exist, say).
+The JSON schema (workflow/schemas/config.schema.yaml, shipped in the package as
+`pose_pipeline/config.schema.yaml`) is the single description of every key and default;
+`validate_config` fills the defaults in and adds the checks a schema cannot express (an
+experiment naming a dataset that does not exist, say). The stages' own defaults (argparse,
+`convert()`, `demo_data.generate()`, the model configs) come from `schema_defaults`, so a
+default is written once, in the schema. The lookups only the Snakemake rules use live in
+`pose_pipeline.workflow_config`.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -21,8 +26,23 @@ SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
 def load_schema() -> dict:
+    return copy.deepcopy(_schema())
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
     with open(SCHEMA_PATH) as f:
         return yaml.safe_load(f)
+
+
+def schema_defaults(*path: str) -> dict:
+    """{key: default} of the schema object at `path`: a `$defs` name, then property names,
+    e.g. `("dataset",)` (datasets.*), `("dataset", "synthetic")`, `("experiment", "model")`.
+    Keys without a default are left out."""
+    node = _schema()["$defs"][path[0]]
+    for key in path[1:]:
+        node = node["properties"][key]
+    return {key: copy.deepcopy(sub["default"]) for key, sub in node["properties"].items() if "default" in sub}
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -64,8 +84,6 @@ def _describe(error, schema_root: dict) -> str:
             close = difflib.get_close_matches(key, allowed, n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         return f"{where}: unknown key {', '.join(hints)}; allowed: {', '.join(allowed)}"
-    if error.validator == "required":
-        return f"{where}: {error.message}"
     return f"{where}: {error.message}"
 
 
@@ -126,65 +144,6 @@ def load_config(path) -> dict:
     return validate_config(raw, source=str(path))
 
 
-def synthetic_paths(name: str, results: str = "results") -> dict:
-    """Where the built-in generator writes a synthetic dataset."""
-    root = f"{results}/data/{name}"
-    return {
-        "root": root,
-        "annotations": f"{root}/mpii_release.mat",
-        "images": f"{root}/images",
-        "val_split": f"{root}/val_split.mat",
-    }
-
-
-def dataset_sources(config: dict, name: str, split: str | None = None) -> dict:
-    """Annotation, image and split paths of a dataset (generated ones for synthetic data).
-
-    With `split="val"` and a `val_annotations` file, the validation split comes from that
-    file (and `val_images`) instead of the split file.
-    """
-    ds = config["datasets"][name]
-    if "synthetic" in ds:
-        return {k: v for k, v in synthetic_paths(name).items() if k != "root"}
-    if split == "val" and ds.get("val_annotations"):
-        return {"annotations": ds["val_annotations"], "images": ds.get("val_images") or ds["images"]}
-    return {key: ds[key] for key in ("annotations", "images", "val_split") if ds.get(key)}
-
-
-def converter_split(config: dict, name: str, split: str) -> str:
-    """The converter's `--split` for the store of `split` ("train" or "val").
-
-    With `val_annotations`, LSP and COCO files are each taken whole ("all"): the split is
-    the file (a 300-image LSP sample, say, has no train/val halves of its own). MPII keeps
-    the split: the release .mat selects training people by `img_train`, and the hourglass
-    .h5 files are taken whole anyway.
-    """
-    ds = config["datasets"][name]
-    if ds.get("val_annotations") and ds["format"] in ("lsp", "coco"):
-        return "all"
-    return split
-
-
-def converter_settings(config: dict, name: str) -> dict:
-    """The convert rule's parameters for a dataset (a change reruns conversion)."""
-    ds = config["datasets"][name]
-    settings = {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
-    settings["extra"] = f"--min-keypoints {ds['min_keypoints']}" if ds.get("min_keypoints") else ""
-    return settings
-
-
-def check_dataset_files(config: dict, name: str) -> None:
-    """For a real dataset, one clear message for each file the config names but is absent."""
-    ds = config["datasets"][name]
-    if "synthetic" in ds:
-        return
-    keys = ("annotations", "images", "val_split", "val_annotations", "val_images")
-    missing = [f"datasets.{name}.{key}: {ds[key]} does not exist"
-               for key in keys if ds.get(key) and not Path(ds[key]).exists()]
-    if missing:
-        raise UserError("dataset files are missing (point the config at your copy):\n  " + "\n  ".join(missing))
-
-
 def experiment_settings(config: dict, name: str) -> dict:
     """Everything that determines an experiment's training: model, training, joint set."""
     exp = config["experiments"][name]
@@ -192,50 +151,5 @@ def experiment_settings(config: dict, name: str) -> dict:
             "training": exp["training"], "device": config["device"]}
 
 
-def experiment_settings_json(config: dict, name: str) -> str:
-    return json.dumps(experiment_settings(config, name), sort_keys=True)
-
-
 def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def summary_entries(config: dict, names, paths: dict) -> list[dict]:
-    """What `pose-pipeline summary` needs of each experiment: its config (dataset, format,
-    arch, stacks) and its files, `paths` mapping scores / log / model to templates with
-    `{experiment}`."""
-    entries = []
-    for name in names:
-        exp = config["experiments"][name]
-        entries.append({"name": name, "dataset": exp["dataset"],
-                        "format": config["datasets"][exp["dataset"]]["format"],
-                        "arch": exp["model"]["arch"], "stacks": exp["model"]["stacks"],
-                        **{key: template.format(experiment=name) for key, template in paths.items()}})
-    return entries
-
-
-def reference_datasets(config: dict, names) -> list[str]:
-    """Datasets of the experiments `names` that have reference predictions, in order."""
-    datasets = []
-    for name in names:
-        dataset = config["experiments"][name]["dataset"]
-        if config["datasets"][dataset].get("reference_predictions") and dataset not in datasets:
-            datasets.append(dataset)
-    return datasets
-
-
-def reference_ground_truth(config: dict, dataset: str, val_store: str) -> str:
-    """What a dataset's reference predictions are scored against: the reference file itself
-    when it holds the reference ground truth (detections_our_format.mat), else `val_store`."""
-    from pose_pipeline.predictions import holds_reference_ground_truth
-
-    path = config["datasets"][dataset]["reference_predictions"]
-    if not Path(path).exists():
-        raise UserError(f"datasets.{dataset}.reference_predictions: {path} does not exist")
-    return path if holds_reference_ground_truth(path) else val_store
-
-
-def original_images(config: dict, dataset: str) -> str:
-    """The folder holding a dataset's original validation images (store image names are
-    relative to it)."""
-    return dataset_sources(config, dataset, "val")["images"]

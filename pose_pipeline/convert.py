@@ -3,6 +3,9 @@
 Each sample is the person box (200 x scale pixels, hourglass convention) enlarged by
 `context`, warped to a `canvas_size` square; the store keeps the affine back to the
 original image, so every later stage can return to original pixels exactly.
+
+The defaults of canvas_size, context, shard_size and on_bad_sample are the config schema's
+(`datasets.*`), read once into `DEFAULTS` for both `convert()` and the command line.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import numpy as np
 
 from pose_pipeline import geometry
 from pose_pipeline.atomic import atomic_output, check_no_overlap, check_replaceable
+from pose_pipeline.config import schema_defaults
 from pose_pipeline.errors import UserError
 from pose_pipeline.images import load_image
-from pose_pipeline.joints import COCO, LSP, MPII, JointSet
+from pose_pipeline.joints import COCO, LSP, MPII, PERSON_BOX, JointSet
 from pose_pipeline.store import StoreWriter, is_store, sha256_of
 
 log = logging.getLogger(__name__)
 
-PERSON_BOX = 200.0  # pixels per unit of `scale` (MPII / hourglass convention)
+DEFAULTS = schema_defaults("dataset")  # canvas_size, context, shard_size, on_bad_sample
 
 
 @dataclass
@@ -70,15 +74,13 @@ def read_mpii(annotations: Path, split: str, val_split: Path | None, options: di
     if annotations.suffix in (".h5", ".hdf5"):
         people = mpii.read_hourglass_h5(annotations, is_train=split == "train")
     else:
-        people = mpii.read_release(annotations)
-        if split == "all":
-            pass
-        elif val_split is not None:
+        people = mpii.read_release(annotations)  # split "all": every annotated person
+        if val_split is not None and split != "all":
             train, val = mpii.split_train_val(people, val_split)
             people = train if split == "train" else val
         elif split == "train":
             people = people.take(people.is_train)
-        else:
+        elif split == "val":
             raise UserError(f"{annotations}: --split val needs --val-split, the file naming the "
                             "validation people (e.g. MPII's detections.mat)")
     return Samples(
@@ -240,13 +242,11 @@ def check_bounds(options: dict) -> None:
 
 
 def convert(fmt: str, annotations, images, out, split: str = "train", val_split=None,
-            canvas_size: int = 384, context: float = 1.5, shard_size: int = 64,
-            on_bad_sample: str = "error", workers: int | None = None,
-            dataset: str | None = None, progress: bool = True,
+            canvas_size: int = DEFAULTS["canvas_size"], context: float = DEFAULTS["context"],
+            shard_size: int = DEFAULTS["shard_size"], on_bad_sample: str = DEFAULTS["on_bad_sample"],
+            workers: int | None = None, dataset: str | None = None, progress: bool = True,
             min_keypoints: int | None = None) -> dict:
     """Convert one split; returns a summary {samples, skipped, store}."""
-    from tqdm import tqdm
-
     annotations, images, out = Path(annotations), Path(images), Path(out)
     val_split = Path(val_split) if val_split else None
     inputs = {"annotation file": annotations, "image folder": images, "split file": val_split}
@@ -259,29 +259,19 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
                   "min_keypoints": min_keypoints})
     if min_keypoints is not None and fmt != "coco":
         raise UserError(f"--min-keypoints is a COCO option; format {fmt!r} does not take it")
-    options = {"images": images, "min_keypoints": min_keypoints}
-    samples = READERS[fmt](annotations, split, val_split, options)
+    samples = READERS[fmt](annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints})
     if len(samples) == 0:
         raise UserError(f"{annotations}: no annotated people in split {split!r}")
 
-    bad: list[tuple[int, str, str]] = []
-
-    def reject(index: int, problem: str) -> None:
-        record = f"{annotations}: record {samples.source_index[index].tolist()} (image {samples.image_names[index]})"
-        if on_bad_sample == "error":
-            raise UserError(f"{record}: {problem} (use --on-bad-sample skip to leave such samples out)")
-        bad.append((index, samples.image_names[index], problem))
-
+    reject = _Rejections(annotations, samples, on_bad_sample)
     for i, problem in enumerate(annotation_problems(samples)):
         if problem:
             reject(i, problem)
-    keep = np.array(sorted(set(range(len(samples))) - {b[0] for b in bad}), dtype=np.int64)
+    keep = np.array(sorted(set(range(len(samples))) - {b[0] for b in reject.bad}), dtype=np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
         affines = sample_affines(samples, canvas_size, context)
 
-    sources = [{"file": annotations.name, "sha256": sha256_of(annotations)}]
-    if val_split is not None:
-        sources.append({"file": val_split.name, "sha256": sha256_of(val_split)})
+    sources = [{"file": path.name, "sha256": sha256_of(path)} for path in (annotations, val_split) if path]
     writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs={
         "dataset": dataset or annotations.stem, "split": split, "format": fmt,
         "pixel_origin": samples.pixel_origin, "context": context,
@@ -290,6 +280,45 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
                       **({fmt: samples.parameters} if samples.parameters else {})},
         "sources": sources,
     })
+    try:
+        written = write_crops(writer, samples, images, keep, affines, reject, shard_size, workers, progress)
+        if on_bad_sample == "skip":
+            write_bad_samples(bad_samples_path(out), reject.bad)
+        if not written:
+            raise UserError(f"{annotations}: all {len(samples)} samples of split {split!r} are bad, nothing to "
+                            f"store (the reasons are listed in {bad_samples_path(out)})")
+        finish_store(writer, samples, affines, np.asarray(written, dtype=np.int64))
+    except BaseException:
+        writer.abort()
+        raise
+    if reject.bad:
+        log.warning("skipped %d bad samples, listed in %s", len(reject.bad), bad_samples_path(out))
+    return {"samples": len(written), "skipped": len(reject.bad), "store": str(out)}
+
+
+class _Rejections:
+    """A bad sample is an error naming its record (on_bad_sample "error") or is left out and
+    listed in `bad` as (index, image, reason) (on_bad_sample "skip")."""
+
+    def __init__(self, annotations: Path, samples: Samples, on_bad_sample: str):
+        self.annotations, self.samples, self.on_bad_sample = annotations, samples, on_bad_sample
+        self.bad: list[tuple[int, str, str]] = []
+
+    def __call__(self, index: int, problem: str) -> None:
+        name = self.samples.image_names[index]
+        if self.on_bad_sample == "error":
+            record = f"{self.annotations}: record {self.samples.source_index[index].tolist()} (image {name})"
+            raise UserError(f"{record}: {problem} (use --on-bad-sample skip to leave such samples out)")
+        self.bad.append((index, name, problem))
+
+
+def write_crops(writer: StoreWriter, samples: Samples, images: Path, keep: np.ndarray, affines: np.ndarray,
+                reject, shard_size: int, workers: int | None, progress: bool) -> list[int]:
+    """Crop the `keep` samples in worker processes and write the good crops, whole shards at a
+    time; returns the sample indices in the order written (an unreadable image is `reject`ed)."""
+    from tqdm import tqdm
+
+    canvas_size = writer.canvas_size
     blocks = [keep[i:i + shard_size] for i in range(0, len(keep), shard_size)]
     extents = joint_extents(samples)
     jobs = [(str(images), [samples.image_names[i] for i in b], affines[b], extents[b], canvas_size) for b in blocks]
@@ -299,46 +328,38 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
 
     def flush(final: bool = False) -> None:
         while pending and (final or sum(len(p[1]) for p in pending) >= shard_size):
-            images_ = np.concatenate([p[0] for p in pending])
+            crops = np.concatenate([p[0] for p in pending])
             index = np.concatenate([p[1] for p in pending])
             take = len(index) if final else shard_size
-            writer.write_block(images_[:take])
+            writer.write_block(crops[:take])
             written.extend(index[:take].tolist())
-            pending[:] = [(images_[take:], index[take:])] if take < len(index) else []
+            pending[:] = [(crops[take:], index[take:])] if take < len(index) else []
 
-    try:
-        with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
-            bar = tqdm(total=len(keep), desc=f"convert {out.name}", unit="img", disable=not progress)
-            for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
-                ok = np.array([not p for p in problems], dtype=bool)
-                for index, problem in zip(block[~ok], np.array(problems, dtype=object)[~ok]):
-                    reject(int(index), problem)
-                pending.append((crops[ok], block[ok]))
-                flush()
-                bar.update(len(block))
-            bar.close()
-        flush(final=True)
-        if on_bad_sample == "skip":
-            write_bad_samples(bad_samples_path(out), bad)
-        if not written:
-            raise UserError(f"{annotations}: all {len(samples)} samples of split {split!r} are bad, nothing to "
-                            f"store (the reasons are listed in {bad_samples_path(out)})")
-        order = np.asarray(written, dtype=np.int64)
-        writer.truncate(len(order))
-        writer.set_metadata(
-            keypoints=samples.keypoints[order].astype(np.float32), visible=samples.visible[order],
-            affine=affines[order], center=samples.center[order], scale=samples.scale[order],
-            head_size=samples.head_size[order],
-            image_name=np.array([samples.image_names[i] for i in order], dtype=str),
-            source_index=samples.source_index[order],
-        )
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    if bad:
-        log.warning("skipped %d bad samples, listed in %s", len(bad), bad_samples_path(out))
-    return {"samples": len(order), "skipped": len(bad), "store": str(out)}
+    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+        bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not progress)
+        for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
+            ok = np.array([not p for p in problems], dtype=bool)
+            for index, problem in zip(block[~ok], np.array(problems, dtype=object)[~ok]):
+                reject(int(index), problem)
+            pending.append((crops[ok], block[ok]))
+            flush()
+            bar.update(len(block))
+        bar.close()
+    flush(final=True)
+    return written
+
+
+def finish_store(writer: StoreWriter, samples: Samples, affines: np.ndarray, order: np.ndarray) -> None:
+    """The per-sample metadata of the samples written, in `order`, and the store committed."""
+    writer.truncate(len(order))
+    writer.set_metadata(
+        keypoints=samples.keypoints[order].astype(np.float32), visible=samples.visible[order],
+        affine=affines[order], center=samples.center[order], scale=samples.scale[order],
+        head_size=samples.head_size[order],
+        image_name=np.array([samples.image_names[i] for i in order], dtype=str),
+        source_index=samples.source_index[order],
+    )
+    writer.commit()
 
 
 def bad_samples_path(out: Path) -> Path:
@@ -370,6 +391,8 @@ def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from pose_pipeline.formats.coco import DEFAULT_MIN_KEYPOINTS
+
     p.add_argument("format", choices=sorted(READERS),
                    help="annotation format: mpii (release .mat or hourglass .h5), lsp (joints.mat, LSP or "
                         "LSP-extended layout), coco (person_keypoints_*.json)")
@@ -383,11 +406,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "file is the split (recorded only)")
     p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
     p.add_argument("--min-keypoints", type=int, default=None,
-                   help="coco only: leave out people with fewer labelled keypoints (default 1)")
-    p.add_argument("--canvas-size", type=int, default=384, help="side of the stored crops")
-    p.add_argument("--context", type=float, default=1.5, help="crop = person box x context")
-    p.add_argument("--shard-size", type=int, default=64, help="samples per shard file")
-    p.add_argument("--on-bad-sample", choices=["error", "skip"], default="error")
+                   help=f"coco only: leave out people with fewer labelled keypoints (default {DEFAULT_MIN_KEYPOINTS})")
+    p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"],
+                   help="side of the stored crops (default %(default)s)")
+    p.add_argument("--context", type=float, default=DEFAULTS["context"],
+                   help="crop = person box x context (default %(default)s)")
+    p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"],
+                   help="samples per shard file (default %(default)s)")
+    p.add_argument("--on-bad-sample", choices=["error", "skip"], default=DEFAULTS["on_bad_sample"])
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--dataset", help="dataset name recorded in the store")
 

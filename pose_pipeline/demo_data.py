@@ -22,6 +22,9 @@ Output (under `out_dir`, built in a temporary sibling folder and renamed into pl
   pose-pipeline-demo-data.json   the generator's settings; marks the folder as demo data,
                      the only kind of existing folder `demo-data --out` replaces
 
+The defaults (seed, train and val counts, image size) are the config schema's
+(`datasets.*.synthetic`), read once into `DEFAULTS` for `generate()` and the command line.
+
 Every image is drawn from its own seed, (seed, split, index), so the output is the same for
 a given seed whatever the counts, and validation figures are separate random draws.
 """
@@ -37,14 +40,17 @@ import numpy as np
 
 from pose_pipeline import __version__
 from pose_pipeline.atomic import atomic_folder
+from pose_pipeline.config import schema_defaults
 from pose_pipeline.errors import UserError
-from pose_pipeline.formats import mpii
-from pose_pipeline.joints import MPII
+from pose_pipeline.demo_release import release_mat_bytes, split_mat_bytes
+from pose_pipeline.formats.mpii import HOURGLASS_CENTER_SHIFT
+from pose_pipeline.joints import MPII, PERSON_BOX
 
 log = logging.getLogger(__name__)
 
 J = {name: i for i, name in enumerate(MPII.joints)}
 JPEG_QUALITY = 90
+DEFAULTS = schema_defaults("dataset", "synthetic")  # seed, train, val, image_size
 
 # Segment lengths as fractions of the figure's height (ankle to head top, standing).
 SPINE, NECK, HEAD = 0.30, 0.05, 0.13
@@ -149,14 +155,17 @@ def _limb_polygon(a: np.ndarray, b: np.ndarray, width: float) -> np.ndarray:
     return np.array([a + n, b + n, b - n, a - n])
 
 
+SHIFT = 4  # sub-pixel drawing precision for cv2 (coordinates x 16)
+
+
+def _pts(p) -> np.ndarray:
+    """Coordinates in cv2's fixed point (`SHIFT` fractional bits)."""
+    return np.round(np.asarray(p) * (1 << SHIFT)).astype(np.int32)
+
+
 def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, height: float) -> np.ndarray:
     """Draw the figure; returns (16,) bool: joints hidden behind the torso."""
     import cv2
-
-    shift = 4  # sub-pixel drawing precision for cv2 (coordinates x 16)
-
-    def pts(p):
-        return np.round(np.asarray(p) * (1 << shift)).astype(np.int32)
 
     warm = (rng.uniform(0, 8), rng.uniform(8, 25))
     cool = (rng.uniform(95, 105), rng.uniform(105, 125))
@@ -166,55 +175,17 @@ def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, h
     skin = _hsv_colour(rng, (5, 20), sat=(40, 150), val=(120, 240))
     stripe_gap = rng.uniform(0.8, 1.3)  # stripe spacing, in limb widths
 
-    def limb(a, b, kind, s):
-        width = LIMB_WIDTH[kind] * height
-        colour = colours[s]
-        poly = _limb_polygon(pose[J[a]], pose[J[b]], width)
-        if kind == "forearm":  # a hand beyond the wrist marks where the wrist is
-            direction = (pose[J[b]] - pose[J[a]]) / max(np.hypot(*(pose[J[b]] - pose[J[a]])), 1e-6)
-            hand = pose[J[b]] + direction * width * 0.75
-            cv2.circle(image, tuple(pts(hand)), int(width * 0.62 * (1 << shift)), skin, -1, cv2.LINE_AA, shift)
-        cv2.fillConvexPoly(image, pts(poly), colour, cv2.LINE_AA, shift)
-        for j in (a, b):
-            cv2.circle(image, tuple(pts(pose[J[j]])), int(width / 2 * (1 << shift)), colour, -1, cv2.LINE_AA, shift)
-        # Chiral stripes across the limb: +45 degrees to its axis on the left, -45 on the right.
-        dark = tuple(int(c * 0.5) for c in colour)
-        pa, pb = pose[J[a]], pose[J[b]]
-        length = np.hypot(*(pb - pa))
-        axis = (pb - pa) / max(length, 1e-6)
-        turn = np.deg2rad(45.0 if s == "l" else -45.0)
-        across = np.array([axis[0] * np.cos(turn) - axis[1] * np.sin(turn),
-                           axis[0] * np.sin(turn) + axis[1] * np.cos(turn)])
-        half = across * width / np.sin(np.deg2rad(45.0)) / 2 * 0.9
-        for t in np.arange(width / 2, length - width / 4, stripe_gap * width):
-            centre = pa + t * axis
-            cv2.line(image, tuple(pts(centre - half)), tuple(pts(centre + half)), dark,
-                     max(1, int(round(width / 4))), cv2.LINE_AA, shift)
-
     torso = np.array([pose[J["r_shoulder"]], pose[J["l_shoulder"]], pose[J["l_hip"]], pose[J["r_hip"]]])
     # One side's limbs may pass behind the torso: drawn first, partly covered.
     behind = rng.choice(["r", "l", ""], p=[0.25, 0.25, 0.5])
     for a, b, kind, s in LIMBS:
         if s == behind:
-            limb(a, b, kind, s)
-    cv2.fillConvexPoly(image, pts(torso), torso_colour, cv2.LINE_AA, shift)
-    neck_width = 0.05 * height
-    cv2.fillConvexPoly(image, pts(_limb_polygon(pose[J["thorax"]], pose[J["upper_neck"]], neck_width)), skin,
-                       cv2.LINE_AA, shift)
-    head_centre = 0.5 * (pose[J["upper_neck"]] + pose[J["head_top"]])
-    head_len = np.hypot(*(pose[J["head_top"]] - pose[J["upper_neck"]]))
-    angle = np.degrees(np.arctan2(*(pose[J["head_top"]] - pose[J["upper_neck"]])[::-1]))
-    cv2.ellipse(image, tuple(pts(head_centre)), (int(head_len / 2 * (1 << shift)), int(head_len * 0.38 * (1 << shift))),
-                angle, 0, 360, skin, -1, cv2.LINE_AA, shift)
-    # eyes on the head's upper half mark which way is up
-    for k in (-1, 1):
-        eye = head_centre + 0.12 * (pose[J["head_top"]] - pose[J["upper_neck"]]) + k * 0.15 * head_len * np.array(
-            [np.cos(np.radians(angle + 90)), np.sin(np.radians(angle + 90))])
-        cv2.circle(image, tuple(pts(eye)), int(max(1.0, 0.06 * head_len) * (1 << shift)), (20, 20, 20), -1,
-                   cv2.LINE_AA, shift)
+            _draw_limb(image, pose, (a, b), kind, s, colours[s], skin, height, stripe_gap)
+    cv2.fillConvexPoly(image, _pts(torso), torso_colour, cv2.LINE_AA, SHIFT)
+    _draw_head(image, pose, skin, height)
     for a, b, kind, s in LIMBS:
         if s != behind:
-            limb(a, b, kind, s)
+            _draw_limb(image, pose, (a, b), kind, s, colours[s], skin, height, stripe_gap)
 
     hidden = np.zeros(16, bool)
     if behind:
@@ -222,6 +193,55 @@ def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, h
         for name in (f"{behind}_elbow", f"{behind}_wrist", f"{behind}_knee", f"{behind}_ankle"):
             hidden[J[name]] = inside[J[name]]
     return hidden
+
+
+def _draw_limb(image, pose, joints: tuple[str, str], kind: str, side: str, colour, skin, height: float,
+               stripe_gap: float) -> None:
+    """A limb as a capsule with chiral stripes (+45 degrees to its axis on the left, -45 on
+    the right); a forearm gets a hand beyond the wrist."""
+    import cv2
+
+    a, b = joints
+    width = LIMB_WIDTH[kind] * height
+    poly = _limb_polygon(pose[J[a]], pose[J[b]], width)
+    if kind == "forearm":  # a hand beyond the wrist marks where the wrist is
+        direction = (pose[J[b]] - pose[J[a]]) / max(np.hypot(*(pose[J[b]] - pose[J[a]])), 1e-6)
+        hand = pose[J[b]] + direction * width * 0.75
+        cv2.circle(image, tuple(_pts(hand)), int(width * 0.62 * (1 << SHIFT)), skin, -1, cv2.LINE_AA, SHIFT)
+    cv2.fillConvexPoly(image, _pts(poly), colour, cv2.LINE_AA, SHIFT)
+    for j in (a, b):
+        cv2.circle(image, tuple(_pts(pose[J[j]])), int(width / 2 * (1 << SHIFT)), colour, -1, cv2.LINE_AA, SHIFT)
+    dark = tuple(int(c * 0.5) for c in colour)
+    pa, pb = pose[J[a]], pose[J[b]]
+    length = np.hypot(*(pb - pa))
+    axis = (pb - pa) / max(length, 1e-6)
+    turn = np.deg2rad(45.0 if side == "l" else -45.0)
+    across = np.array([axis[0] * np.cos(turn) - axis[1] * np.sin(turn),
+                       axis[0] * np.sin(turn) + axis[1] * np.cos(turn)])
+    half = across * width / np.sin(np.deg2rad(45.0)) / 2 * 0.9
+    for t in np.arange(width / 2, length - width / 4, stripe_gap * width):
+        centre = pa + t * axis
+        cv2.line(image, tuple(_pts(centre - half)), tuple(_pts(centre + half)), dark,
+                 max(1, int(round(width / 4))), cv2.LINE_AA, SHIFT)
+
+
+def _draw_head(image, pose, skin, height: float) -> None:
+    """Neck, head and eyes; the eyes on the head's upper half mark which way is up."""
+    import cv2
+
+    neck_width = 0.05 * height
+    cv2.fillConvexPoly(image, _pts(_limb_polygon(pose[J["thorax"]], pose[J["upper_neck"]], neck_width)), skin,
+                       cv2.LINE_AA, SHIFT)
+    head_centre = 0.5 * (pose[J["upper_neck"]] + pose[J["head_top"]])
+    head_len = np.hypot(*(pose[J["head_top"]] - pose[J["upper_neck"]]))
+    angle = np.degrees(np.arctan2(*(pose[J["head_top"]] - pose[J["upper_neck"]])[::-1]))
+    axes = (int(head_len / 2 * (1 << SHIFT)), int(head_len * 0.38 * (1 << SHIFT)))
+    cv2.ellipse(image, tuple(_pts(head_centre)), axes, angle, 0, 360, skin, -1, cv2.LINE_AA, SHIFT)
+    for k in (-1, 1):
+        eye = head_centre + 0.12 * (pose[J["head_top"]] - pose[J["upper_neck"]]) + k * 0.15 * head_len * np.array(
+            [np.cos(np.radians(angle + 90)), np.sin(np.radians(angle + 90))])
+        cv2.circle(image, tuple(_pts(eye)), int(max(1.0, 0.06 * head_len) * (1 << SHIFT)), (20, 20, 20), -1,
+                   cv2.LINE_AA, SHIFT)
 
 
 def make_person(rng: np.random.Generator, size: int):
@@ -251,10 +271,10 @@ def make_person(rng: np.random.Generator, size: int):
     head_len = np.hypot(*(head[1] - head[0]))
     head_centre = head.mean(axis=0)
     head_box = np.concatenate([head_centre - head_len / 2, head_centre + head_len / 2]) + 1.0
-    # MPII: scale = person height / 200. The hourglass crop (200 x 1.25 x scale around
-    # objpos + (0, 15 scale)) then holds the whole figure.
-    scale_raw = 1.05 * float(extent.max()) / 200.0
-    objpos = centre - np.array([0.0, mpii.HOURGLASS_CENTER_SHIFT * scale_raw])
+    # MPII: scale = person height / PERSON_BOX. The hourglass crop (PERSON_BOX x 1.25 x scale
+    # around objpos + (0, 15 scale)) then holds the whole figure.
+    scale_raw = 1.05 * float(extent.max()) / PERSON_BOX
+    objpos = centre - np.array([0.0, HOURGLASS_CENTER_SHIFT * scale_raw])
     return image, pose + 1.0, is_visible, head_box, scale_raw, objpos + 1.0
 
 
@@ -265,8 +285,8 @@ def is_demo_data(path: Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
-def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_size: int = 256,
-             progress: bool = True) -> dict:
+def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train"],
+             val: int = DEFAULTS["val"], image_size: int = DEFAULTS["image_size"], progress: bool = True) -> dict:
     """Write the dataset to `out_dir` (replacing an earlier demo-data folder there, never anything
     else); returns a summary."""
     import cv2
@@ -297,11 +317,11 @@ def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_si
             head_boxes.append(box)
             scales.append(scale)
             objpos.append(pos)
-        release = mpii.release_mat_bytes(names, np.array(keypoints), np.array(visible), np.array(head_boxes),
-                                         np.array(scales), np.array(objpos), np.ones(n))
+        release = release_mat_bytes(names, np.array(keypoints), np.array(visible), np.array(head_boxes),
+                                    np.array(scales), np.array(objpos), np.ones(n))
         (tmp / "mpii_release.mat").write_bytes(release)
         val_images = np.arange(train, n)
-        (tmp / "val_split.mat").write_bytes(mpii.split_mat_bytes(val_images, np.zeros(val, np.int64)))
+        (tmp / "val_split.mat").write_bytes(split_mat_bytes(val_images, np.zeros(val, np.int64)))
         (tmp / MARKER).write_text(json.dumps({"seed": seed, "train": train, "val": val,
                                               "image_size": image_size, "package_version": __version__}) + "\n")
     return {"train": train, "val": val, "images": n, "out": str(out)}
@@ -309,10 +329,11 @@ def generate(out_dir, seed: int = 0, train: int = 1200, val: int = 300, image_si
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier demo-data folder (replaced)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, default=1200, help="training images")
-    p.add_argument("--val", type=int, default=300, help="validation images")
-    p.add_argument("--image-size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="(default %(default)s)")
+    p.add_argument("--train", type=int, default=DEFAULTS["train"], help="training images (default %(default)s)")
+    p.add_argument("--val", type=int, default=DEFAULTS["val"], help="validation images (default %(default)s)")
+    p.add_argument("--image-size", type=int, default=DEFAULTS["image_size"],
+                   help="image side in pixels (default %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 

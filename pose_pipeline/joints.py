@@ -1,7 +1,8 @@
 """Joint sets: names, left/right flip pairs, skeleton edges and PCKh groups.
 
-The one place that knows joint orders. Datasets keep their native set (MPII 16, LSP 14,
-COCO 17); mapping between sets is the explicit `map_joints`.
+The one place that knows joint orders and counts (`JointSet.num_joints`), and the home of
+the geometry constants every dataset shares (`PERSON_BOX`, `PCKH_HEAD_FACTOR`). Datasets keep
+their native set (MPII 16, LSP 14, COCO 17); nothing maps one set onto another.
 """
 
 from __future__ import annotations
@@ -123,26 +124,3 @@ def joint_set(name: str) -> JointSet:
         return JOINT_SETS[name]
     except KeyError:
         raise ValueError(f"unknown joint set {name!r}; known: {sorted(JOINT_SETS)}") from None
-
-
-def map_joints(
-    keypoints: np.ndarray, visible: np.ndarray, source: JointSet, target: JointSet
-) -> tuple[np.ndarray, np.ndarray]:
-    """Re-express (N,Js,2) keypoints and (N,Js) visibility in another joint set.
-
-    Joints that exist in both sets under the same name are copied; the rest are zero and
-    invisible. LSP's 'neck' is MPII's 'upper_neck'.
-    """
-    aliases = {"neck": "upper_neck", "upper_neck": "neck"}
-    keypoints = np.asarray(keypoints)
-    visible = np.asarray(visible)
-    out_kp = np.zeros(keypoints.shape[:-2] + (target.num_joints, 2), keypoints.dtype)
-    out_vis = np.zeros(visible.shape[:-1] + (target.num_joints,), visible.dtype)
-    for t, name in enumerate(target.joints):
-        for candidate in (name, aliases.get(name)):
-            if candidate in source.joints:
-                s = source.index(candidate)
-                out_kp[..., t, :] = keypoints[..., s, :]
-                out_vis[..., t] = visible[..., s]
-                break
-    return out_kp, out_vis

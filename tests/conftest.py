@@ -60,3 +60,100 @@ def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_
 @pytest.fixture
 def random_store(tmp_path_factory):
     return make_random_store(tmp_path_factory.mktemp("store") / "train.zarr")
+
+
+def settings(**training) -> dict:
+    """The experiment settings of a tiny hourglass (1 stack, 16 features, 64 px input) with
+    `training` overrides, for the training tests."""
+    from pose_pipeline.config import experiment_settings, validate_config
+
+    config = validate_config({
+        "datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
+        "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass", "stacks": 1, "features": 16},
+                              "training": {"epochs": 2, "batch_size": 4, "input_size": 64, "heatmap_size": 16,
+                                           "checkpoint_every": 2, "num_threads": 1, **training}}},
+    })
+    return experiment_settings(config, "e")
+
+
+# ------------------------------------------------------------------ the workflow tests
+
+# A whole demo DAG in a minute: tens of images, a 1-stack model, one epoch.
+TINY = {
+    "default_experiments": ["tiny"],
+    "device": "cpu",
+    "plots": {"skeleton_count": 4, "dpi": 40},
+    "datasets": {"demo": {"format": "mpii", "synthetic": {"seed": 3, "train": 24, "val": 8, "image_size": 96},
+                          "canvas_size": 96, "shard_size": 8}},
+    "experiments": {"tiny": {"dataset": "demo",
+                             "model": {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16},
+                             "training": {"epochs": 1, "batch_size": 8, "input_size": 64, "heatmap_size": 16,
+                                          "num_threads": 1},
+                             "evaluation": {"batch_size": 8}}},
+}
+# The published predictions of the shared MPII sample draw the reference curve when present.
+REFERENCE = SHARED / "data" / "mpii_sample" / "detections_our_format.mat"
+if REFERENCE.exists():
+    TINY["datasets"]["demo"]["reference_predictions"] = str(REFERENCE)
+OUTPUTS = ["results/data/demo/mpii_release.mat", "results/stores/demo/train.zarr", "results/stores/demo/val.zarr",
+           "results/train/tiny/model.pt", "results/train/tiny/log.csv", "results/predict/tiny/preds.mat",
+           "results/predict/tiny/preds.csv", "results/pckh/tiny.csv", "results/pckh/tiny.json",
+           "results/plots/tiny/curves.png", "results/plots/tiny/pckh.png", "results/plots/tiny/skeletons.png",
+           "results/plots/tiny/joints.png", "results/plots/tiny/examples.png", "results/summary.csv",
+           "results/plots/pckh_all.png"] + (["results/pckh/reference/demo.json"] if REFERENCE.exists() else [])
+
+
+def snakemake(workdir: Path, *args: str) -> str:
+    """Run the real `snakemake` on this checkout's Snakefile in `workdir`; its output, or an
+    AssertionError with the output and the rules' logs."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
+               "--directory", str(workdir), "--cores", "2", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/logs/*/*.log")))
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-6000:]}{logs}")
+    return output
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    import yaml
+
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def mean_cell(preds_mat, store_path, metric: str) -> str:
+    """The Mean cell a score CSV must hold for the predictions in `preds_mat` against the
+    store, worked out here from the metrics' definitions (not through pose_pipeline.metrics):
+    per joint, the percent of annotated joints whose distance to the ground truth is below
+    0.5 head sizes ("pckh", strict; pelvis and thorax left out of the mean) or at most 0.2
+    torso sizes ("pck": left shoulder to right hip, samples with both annotated); Mean the
+    unweighted mean of those rates, 2 decimals, empty when a rate is undefined."""
+    import numpy as np
+    import scipy.io
+
+    from pose_pipeline.store import open_store
+
+    store = open_store(store_path)
+    preds = scipy.io.loadmat(preds_mat)["preds"]
+    gt, annotated = store.keypoints.astype(np.float64), store.visible == 1
+    names = store.joint_set.joints
+    distance = np.linalg.norm(preds - gt, axis=-1)
+    if metric == "pckh":
+        correct = distance / store.head_size[:, None] < 0.5
+        joints = [j for j, name in enumerate(names) if name not in ("pelvis", "thorax")]
+    else:
+        torso = np.linalg.norm(gt[:, names.index("l_shoulder")] - gt[:, names.index("r_hip")], axis=-1)
+        annotated &= (annotated[:, names.index("l_shoulder")] & annotated[:, names.index("r_hip")])[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            correct = distance / torso[:, None] <= 0.2
+        joints = list(range(len(names)))
+    counted = annotated.sum(axis=0)[joints]
+    if (counted == 0).any():
+        return ""
+    rates = 100.0 * (correct & annotated).sum(axis=0)[joints] / counted
+    return f"{rates.mean():.2f}"

@@ -12,7 +12,9 @@ import pytest
 
 from pose_pipeline import cli, geometry
 from pose_pipeline.convert import convert
+from pose_pipeline.demo_release import release_mat_bytes
 from pose_pipeline.errors import UserError
+from pose_pipeline.joints import PCKH_HEAD_FACTOR
 from pose_pipeline.store import open_store
 
 
@@ -106,7 +108,7 @@ def test_detections_mat_reads_the_same_people_as_valid_h5(mpii_sample):
     release = mpii.read_release(mpii_sample / "detections.mat")
     h5 = mpii.read_hourglass_h5(mpii_sample / "valid.h5", is_train=False)
     assert len(release) == len(h5) == 2958
-    assert release.ok.all() and not release.is_train.any()  # no img_train: default_is_train
+    assert not any(release.problems) and not release.is_train.any()  # no img_train: default_is_train
     # detections.mat indexes its own annolist; RELEASE_*_index place each entry in the full
     # release, which valid.h5's index/person name (0-based)
     mat = scipy.io.loadmat(mpii_sample / "detections.mat", variable_names=["RELEASE_img_index",
@@ -136,15 +138,15 @@ def _release_from_h5(mpii_sample, tmp_path, names, edit=None):
         center, scale, normalize = h5["center"][:5], h5["scale"][:5], h5["normalize"][:5]
     scale_raw = scale / mpii.HOURGLASS_SCALE_FACTOR
     objpos = center - np.stack([np.zeros(5), mpii.HOURGLASS_CENTER_SHIFT * scale_raw], axis=1)
-    side = normalize / mpii.PCKH_HEAD_FACTOR / np.sqrt(2)  # square head box, same PCKh unit
+    side = normalize / PCKH_HEAD_FACTOR / np.sqrt(2)  # square head box, same PCKh unit
     top_left = part[:, 9] - side[:, None] / 2
     head_box = np.concatenate([top_left, top_left + side[:, None]], axis=1)
     fields = {"names": list(names), "head_box": head_box}
     if edit:
         edit(fields)
     path = tmp_path / "release.mat"
-    path.write_bytes(mpii.release_mat_bytes(fields["names"], part, visible, fields["head_box"],
-                                            scale_raw, objpos, np.ones(5)))
+    path.write_bytes(release_mat_bytes(fields["names"], part, visible, fields["head_box"],
+                                       scale_raw, objpos, np.ones(5)))
     return path
 
 

@@ -1,4 +1,4 @@
-"""LSP and COCO conversion into the Zarr v3 store, on the real samples; joint-set mapping."""
+"""LSP and COCO conversion into the Zarr v3 store, on the real samples."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pose_pipeline import cli, geometry
 from pose_pipeline.convert import convert, read_lsp
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats import coco as coco_format
-from pose_pipeline.joints import COCO, LSP, MPII, map_joints
 from pose_pipeline.store import open_store
 
 CANVAS = 64
@@ -285,31 +284,3 @@ def test_coco_missing_top_level_keys(tmp_path):
     path.write_text(json.dumps({"images": []}))
     with pytest.raises(UserError, match="`annotations` is missing"):
         coco_format.read_annotations(path)
-
-
-# ---------------------------------------------------------------------- joint mapping
-
-
-def test_map_joints_between_lsp_mpii_and_coco():
-    rng = np.random.default_rng(0)
-    kp = rng.uniform(0, 100, (3, 14, 2))
-    vis = np.ones((3, 14), np.uint8)
-    vis[1, 4] = 0
-    mpii_kp, mpii_vis = map_joints(kp, vis, LSP, MPII)
-    assert mpii_kp.shape == (3, 16, 2) and mpii_vis.shape == (3, 16)
-    for name in LSP.joints:
-        target = "upper_neck" if name == "neck" else name
-        np.testing.assert_array_equal(mpii_kp[:, MPII.index(target)], kp[:, LSP.index(name)])
-        np.testing.assert_array_equal(mpii_vis[:, MPII.index(target)], vis[:, LSP.index(name)])
-    for name in ("pelvis", "thorax"):  # not in LSP: zero and invisible
-        assert (mpii_vis[:, MPII.index(name)] == 0).all() and (mpii_kp[:, MPII.index(name)] == 0).all()
-    back_kp, back_vis = map_joints(mpii_kp, mpii_vis, MPII, LSP)
-    np.testing.assert_array_equal(back_kp, kp)
-    np.testing.assert_array_equal(back_vis, vis)
-    # COCO -> LSP: limbs carry over, neck and head top do not exist in COCO
-    coco_kp = rng.uniform(0, 100, (2, 17, 2))
-    lsp_kp, lsp_vis = map_joints(coco_kp, np.ones((2, 17), np.uint8), COCO, LSP)
-    np.testing.assert_array_equal(lsp_kp[:, LSP.index("l_wrist")], coco_kp[:, COCO.index("l_wrist")])
-    np.testing.assert_array_equal(lsp_kp[:, LSP.index("r_ankle")], coco_kp[:, COCO.index("r_ankle")])
-    assert lsp_vis[:, LSP.index("neck")].sum() == 0 and lsp_vis[:, LSP.index("head_top")].sum() == 0
-    assert lsp_vis.sum() == 2 * 12

@@ -152,9 +152,7 @@ def store_is_complete(path: Path) -> bool:
 
 
 REPLACER = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    from conftest import make_random_store
+    from conftest import make_random_store  # tests/ is on the child's PYTHONPATH
     # alternate two stores of different sizes at the same path for ever
     size = 8
     while True:
@@ -169,12 +167,12 @@ def test_killing_a_replacement_at_random_instants_always_leaves_a_complete_store
     always holds a complete store, one of the two it alternates between."""
     out = tmp_path / "train.zarr"
     make_random_store(out, num_samples=8, canvas_size=16, shard_size=2)
-    script = REPLACER.format(tests=str(REPO_ROOT / "tests"), out=str(out))
+    script = REPLACER.format(out=str(out))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])}
     rng = random.Random(0)
     replaced = 0
     for trial in range(50):
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
         proc.stdout.readline()  # imports done, one store written: the loop is running
         replaced += 1
         time.sleep(rng.uniform(0.0, 0.3))
@@ -223,6 +221,7 @@ def test_converter_options_outside_the_schema_bounds_are_refused(demo_folder, tm
 
 
 def test_coordinates_beyond_float32_or_far_outside_the_image_are_bad_samples(tmp_path, capsys):
+    from pose_pipeline import demo_release
     from pose_pipeline.formats import mpii
 
     demo = tmp_path / "demo"
@@ -232,7 +231,7 @@ def test_coordinates_beyond_float32_or_far_outside_the_image_are_bad_samples(tmp
     keypoints[0, 3] = (1e39, 10.0)  # finite in float64, inf in float32
     keypoints[1, 2] = (500.0, 20.0)  # 64-pixel image: a joint 7 image widths away
     boxes = np.array([[10.0, 10.0, 30.0, 30.0]] * len(people.image_names))
-    (demo / "mpii_release.mat").write_bytes(mpii.release_mat_bytes(
+    (demo / "mpii_release.mat").write_bytes(demo_release.release_mat_bytes(
         list(people.image_names), keypoints, people.annotated, boxes, people.scale / 1.25,
         people.center, np.ones(len(people.image_names))))
     out = tmp_path / "train.zarr"

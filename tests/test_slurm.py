@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from test_workflow import OUTPUTS, REFERENCE, TINY, write_config
+from conftest import OUTPUTS, REFERENCE, TINY, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / ".ci" / "slurm-localhost.sh"

@@ -6,21 +6,11 @@ import csv
 
 import pytest
 import torch
+from conftest import settings
 
 from pose_pipeline import train as train_module
-from pose_pipeline.config import experiment_settings, validate_config
 from pose_pipeline.errors import UserError
 from pose_pipeline.models import load_model
-
-
-def settings(**training) -> dict:
-    config = validate_config({
-        "datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
-        "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass", "stacks": 1, "features": 16},
-                              "training": {"epochs": 2, "batch_size": 4, "input_size": 64, "heatmap_size": 16,
-                                           "checkpoint_every": 2, "num_threads": 1, **training}}},
-    })
-    return experiment_settings(config, "e")
 
 
 def weights(path) -> dict:

@@ -11,20 +11,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, make_random_store, settings
 
 from pose_pipeline import train as train_module
 from pose_pipeline.data import ShardBatches
 from pose_pipeline.errors import UserError
 from pose_pipeline.store import open_store
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import REPO_ROOT, make_random_store  # noqa: E402
-from test_train import settings  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1"}

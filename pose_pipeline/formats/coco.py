@@ -7,7 +7,7 @@ Conventions kept (documented choices):
   integers (a whole-image box is [0, 0, W, H]). The bbox centre in the keypoints' convention
   is therefore (x + w/2 - 0.5, y + h/2 - 0.5);
 - the crop is square: side = max(w, h) x `BBOX_PADDING` (1.25, the usual top-down COCO
-  padding), scale = side / 200 (the store's person box), so a wide box is not squashed;
+  padding), scale = side / 200 (the store's person box, `joints.PERSON_BOX`), so a wide box is not squashed;
 - `visible` = v > 0 (v = 1 labelled but hidden, 2 visible: both have a position);
 - skipped, not errors (they are the dataset's normal content, counted in the log):
   `iscrowd` annotations, people with fewer than `min_keypoints` labelled keypoints (default 1),
@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.errors import UserError
+from pose_pipeline.joints import COCO, PERSON_BOX
 
 log = logging.getLogger(__name__)
 
-NUM_JOINTS = 17
+NUM_JOINTS = COCO.num_joints
 PIXEL_ORIGIN = 0.0
 BBOX_PADDING = 1.25
 DEFAULT_MIN_KEYPOINTS = 1
@@ -135,72 +136,87 @@ def read_annotations(path, min_keypoints: int = DEFAULT_MIN_KEYPOINTS) -> COCOPe
     skipped = {"crowd": 0, "few_keypoints": 0, "other_category": 0}
     rows: dict[str, list] = {k: [] for k in ("name", "image", "ann", "kp", "vis", "bbox", "problem")}
     for k, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            raise UserError(f"{path}: annotations[{k}] is a {type(ann).__name__}, not an object; expected {EXPECTED}")
-        ann_id = ann.get("id")
-        where = f"{path}: annotation id {ann_id!r} (annotations[{k}])"
-        missing = [key for key in ("id", "image_id", "bbox", "keypoints") if key not in ann]
-        if missing:
-            raise UserError(f"{where}: missing {', '.join(missing)}; expected {EXPECTED}")
+        where = _check_keys(path, k, ann)
         if keypoint_categories is not None and ann.get("category_id") not in keypoint_categories:
             skipped["other_category"] += 1
-            continue
-        if ann.get("iscrowd", 0):
+        elif ann.get("iscrowd", 0):
             skipped["crowd"] += 1
-            continue
-        values = ann["keypoints"]
-        if not isinstance(values, list) or len(values) != 3 * NUM_JOINTS:
-            length = len(values) if isinstance(values, list) else type(values).__name__
-            raise UserError(f"{where}: `keypoints` has {length} numbers; expected 51 ([x, y, v] x 17)")
-        if not all(_is_number(v) for v in values):
-            raise UserError(f"{where}: `keypoints` holds non-numbers; expected 51 numbers ([x, y, v] x 17)")
-        bbox = ann["bbox"]
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            raise UserError(f"{where}: `bbox` is {bbox!r}; expected 4 numbers [x, y, w, h]")
-        if ann["image_id"] not in names:
-            raise UserError(f"{where}: image_id {ann['image_id']!r} is not in `images`")
-        kp = np.asarray(values, dtype=np.float64).reshape(NUM_JOINTS, 3)
-        flags = kp[:, 2]
-        if not np.isin(flags, (0, 1, 2)).all():
-            raise UserError(f"{where}: keypoint visibility flags {sorted(set(flags.tolist()) - {0, 1, 2})} "
-                            "are not 0, 1 or 2")
-        labelled = int((flags > 0).sum())
-        if labelled < min_keypoints:
-            skipped["few_keypoints"] += 1
-            continue
-        w, h = float(bbox[2]), float(bbox[3])
-        problem = ""
-        if not (math.isfinite(w) and math.isfinite(h)) or w <= 0 or h <= 0:
-            problem = f"bbox {bbox} has no area"
-        rows["name"].append(names[ann["image_id"]])
-        rows["image"].append(ann["image_id"])
-        rows["ann"].append(ann_id)
-        rows["kp"].append(kp[:, :2])
-        rows["vis"].append((flags > 0).astype(np.uint8))
-        rows["bbox"].append(np.asarray(bbox, dtype=np.float64))
-        rows["problem"].append(problem)
+        else:
+            kp, bbox = _keypoints_and_box(where, ann, names)
+            if int((kp[:, 2] > 0).sum()) < min_keypoints:
+                skipped["few_keypoints"] += 1
+            else:
+                _add_row(rows, names[ann["image_id"]], ann, kp, bbox)
+    people = _people(path, rows, skipped)
+    log.info("%s: %d person annotations -> %d people; skipped %d crowd, %d with fewer than %d labelled "
+             "keypoints, %d of categories without keypoints", path, len(data["annotations"]), len(people),
+             skipped["crowd"], skipped["few_keypoints"], min_keypoints, skipped["other_category"])
+    return people
+
+
+def _check_keys(path: Path, k: int, ann) -> str:
+    """How messages name annotations[k], once it is known to be an object with the keys."""
+    if not isinstance(ann, dict):
+        raise UserError(f"{path}: annotations[{k}] is a {type(ann).__name__}, not an object; expected {EXPECTED}")
+    where = f"{path}: annotation id {ann.get('id')!r} (annotations[{k}])"
+    missing = [key for key in ("id", "image_id", "bbox", "keypoints") if key not in ann]
+    if missing:
+        raise UserError(f"{where}: missing {', '.join(missing)}; expected {EXPECTED}")
+    return where
+
+
+def _keypoints_and_box(where: str, ann: dict, names: dict) -> tuple[np.ndarray, list]:
+    """(17,3) [x, y, v] and the bbox of a person annotation, UserError where malformed."""
+    values = ann["keypoints"]
+    if not isinstance(values, list) or len(values) != 3 * NUM_JOINTS:
+        length = len(values) if isinstance(values, list) else type(values).__name__
+        raise UserError(f"{where}: `keypoints` has {length} numbers; expected 51 ([x, y, v] x 17)")
+    if not all(_is_number(v) for v in values):
+        raise UserError(f"{where}: `keypoints` holds non-numbers; expected 51 numbers ([x, y, v] x 17)")
+    bbox = ann["bbox"]
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        raise UserError(f"{where}: `bbox` is {bbox!r}; expected 4 numbers [x, y, w, h]")
+    if ann["image_id"] not in names:
+        raise UserError(f"{where}: image_id {ann['image_id']!r} is not in `images`")
+    kp = np.asarray(values, dtype=np.float64).reshape(NUM_JOINTS, 3)
+    flags = kp[:, 2]
+    if not np.isin(flags, (0, 1, 2)).all():
+        raise UserError(f"{where}: keypoint visibility flags {sorted(set(flags.tolist()) - {0, 1, 2})} "
+                        "are not 0, 1 or 2")
+    return kp, bbox
+
+
+def _add_row(rows: dict, image_name: str, ann: dict, kp: np.ndarray, bbox: list) -> None:
+    w, h = float(bbox[2]), float(bbox[3])
+    area = math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0
+    rows["name"].append(image_name)
+    rows["image"].append(ann["image_id"])
+    rows["ann"].append(ann["id"])
+    rows["kp"].append(kp[:, :2])
+    rows["vis"].append((kp[:, 2] > 0).astype(np.uint8))
+    rows["bbox"].append(np.asarray(bbox, dtype=np.float64))
+    rows["problem"].append("" if area else f"bbox {bbox} has no area")
+
+
+def _people(path: Path, rows: dict, skipped: dict) -> COCOPeople:
     n = len(rows["name"])
     try:
         image_id = np.asarray(rows["image"], dtype=np.int64).reshape(n)
         annotation_id = np.asarray(rows["ann"], dtype=np.int64).reshape(n)
     except (TypeError, ValueError):
         raise UserError(f"{path}: image and annotation ids must be integers (COCO's are)") from None
-    people = COCOPeople(
+    return COCOPeople(
         image_names=rows["name"], image_id=image_id, annotation_id=annotation_id,
         keypoints=np.asarray(rows["kp"], dtype=np.float64).reshape(n, NUM_JOINTS, 2),
         visible=np.asarray(rows["vis"], dtype=np.uint8).reshape(n, NUM_JOINTS),
         bbox=np.asarray(rows["bbox"], dtype=np.float64).reshape(n, 4),
         problems=rows["problem"], skipped=skipped,
     )
-    log.info("%s: %d person annotations -> %d people; skipped %d crowd, %d with fewer than %d labelled "
-             "keypoints, %d of categories without keypoints", path, len(data["annotations"]), n,
-             skipped["crowd"], skipped["few_keypoints"], min_keypoints, skipped["other_category"])
-    return people
 
 
 def person_boxes(bbox: np.ndarray, padding: float = BBOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
     """Centre (N,2) in the keypoints' pixel-index convention and scale (N,) of the square crop."""
     bbox = np.asarray(bbox, dtype=np.float64).reshape(-1, 4)
     center = bbox[:, :2] + bbox[:, 2:] / 2 - 0.5
-    scale = np.maximum(bbox[:, 2], bbox[:, 3]) * padding / 200.0
+    scale = np.maximum(bbox[:, 2], bbox[:, 3]) * padding / PERSON_BOX
     return center, scale

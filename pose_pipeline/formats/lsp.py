@@ -16,7 +16,8 @@ Conventions kept (documented choices, see `read_joints` / `people`):
   joints carry a guessed position and are marked not visible; in LSP-extended the invisible
   joints' coordinates are often placeholders such as (0, 0) or negative values;
 - the images are not tight crops, so the person box is derived from the visible joints:
-  centre = centre of their bounding box, scale = max(box width, height) x `SCALE_MARGIN` / 200.
+  centre = centre of their bounding box, scale = max(box width, height) x `SCALE_MARGIN` / 200
+  (`joints.PERSON_BOX`).
   `SCALE_MARGIN` = 1.4 makes LSP's scale match MPII's hourglass convention: on the 1,992
   fully annotated people of the MPII validation split, hourglass `scale x 200` is a median
   1.43 x the side of the joints' bounding box;
@@ -37,8 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.errors import UserError
+from pose_pipeline.formats.matlab import load_mat, variables_found
+from pose_pipeline.joints import LSP, PERSON_BOX
 
-NUM_JOINTS = 14
+NUM_JOINTS = LSP.num_joints
 PIXEL_ORIGIN = 1.0
 SCALE_MARGIN = 1.4
 ORIGINAL_SIZE = 2000  # LSP: 1,000 train + 1,000 test
@@ -63,22 +66,10 @@ class LSPJoints:
 
 def read_joints(path) -> LSPJoints:
     """`joints.mat` in either layout -> keypoints (N,14,2), visible (N,14)."""
-    import scipy.io
-
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; expected {EXPECTED}")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: empty file; expected {EXPECTED}")
-    try:
-        mat = scipy.io.loadmat(path, squeeze_me=False)
-    except NotImplementedError:  # MATLAB v7.3 (HDF5)
-        raise UserError(f"{path}: MATLAB v7.3 (HDF5) file; save it with -v7 or earlier; expected {EXPECTED}") from None
-    except Exception as exc:  # scipy raises several types for non-MAT input
-        raise UserError(f"{path}: not a readable MATLAB v5 file ({exc}); expected {EXPECTED}") from None
+    mat = load_mat(path, EXPECTED, squeeze_me=False)
     if "joints" not in mat:
-        variables = sorted(k for k in mat if not k.startswith("__"))
-        raise UserError(f"{path}: no variable `joints` (found {variables}); expected {EXPECTED}")
+        raise UserError(f"{path}: no variable `joints` (found {variables_found(mat)}); expected {EXPECTED}")
     joints = mat["joints"]
     if not isinstance(joints, np.ndarray) or joints.dtype.kind not in "biuf":
         raise UserError(f"{path}: `joints` is not a numeric array; expected {EXPECTED}")
@@ -137,8 +128,6 @@ def split_rows(n: int, split: str, path: Path) -> np.ndarray:
 def row_problems(joints: LSPJoints) -> list[str]:
     """Per image: '' or why it cannot be a sample (bad flags, NaN/inf on a visible joint,
     fewer than two distinct visible joints to span a person box)."""
-    from pose_pipeline.joints import LSP
-
     problems = []
     for i in range(len(joints)):
         vis = joints.visible[i] > 0
@@ -165,7 +154,7 @@ def person_boxes(keypoints: np.ndarray, visible: np.ndarray,
         lo = np.where(vis, keypoints, np.inf).min(axis=1)
         hi = np.where(vis, keypoints, -np.inf).max(axis=1)
         center = (lo + hi) / 2
-        scale = (hi - lo).max(axis=1) * margin / 200.0
+        scale = (hi - lo).max(axis=1) * margin / PERSON_BOX
     none = ~vis[..., 0].any(axis=1)
     center[none] = np.nan
     scale[none] = np.nan

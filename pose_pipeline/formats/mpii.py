@@ -1,4 +1,4 @@
-"""MPII Human Pose annotations: readers into one columnar record type, and a release writer.
+"""MPII Human Pose annotations: readers into one columnar record type.
 
 Sources read into `MPIIPeople`:
 - the MPII release `.mat` (a `RELEASE` struct), or any MATLAB file with a top-level
@@ -11,12 +11,12 @@ Conventions kept throughout:
 - centre/scale follow the stacked-hourglass convention: from the release,
   `center = objpos + (0, 15 * scale_raw)` and `scale = 1.25 * scale_raw`
   (the hourglass HDF5 already stores them so);
-- `head_size` is the PCKh unit, 0.6 x the head-box diagonal (the reference `SC_BIAS`).
+- `head_size` is the PCKh unit, `joints.PCKH_HEAD_FACTOR` (0.6) x the head-box diagonal (the
+  reference `SC_BIAS`).
 """
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -24,9 +24,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from pose_pipeline.errors import UserError
+from pose_pipeline.formats.matlab import check_file, is_struct, items, load_mat, number, text, variables_found
+from pose_pipeline.joints import MPII, PCKH_HEAD_FACTOR
 
-NUM_JOINTS = 16
-PCKH_HEAD_FACTOR = 0.6
+NUM_JOINTS = MPII.num_joints
 # Stacked-hourglass crop convention applied to the release's objpos/scale.
 HOURGLASS_CENTER_SHIFT = 15.0
 HOURGLASS_SCALE_FACTOR = 1.25
@@ -80,86 +81,10 @@ class MPIIPeople:
             kwargs[f.name] = [value[i] for i in rows] if isinstance(value, list) else value[rows]
         return MPIIPeople(**kwargs)
 
-    @property
-    def ok(self) -> np.ndarray:
-        """(N,) bool: records without problems."""
-        return np.array([p == "" for p in self.problems], dtype=bool)
-
-
-# --------------------------------------------------------------------------- MATLAB values
-
-
-def _items(value) -> list:
-    """A MATLAB struct array or cell as a list.
-
-    loadmat(squeeze_me=True) turns a 1x1 struct into the struct itself, a 1xN one into an
-    object array and an empty one into an empty numeric array.
-    """
-    if value is None:
-        return []
-    if isinstance(value, np.ndarray):
-        if value.size == 0:
-            return []
-        return list(value.ravel())
-    return [value]
-
-
-def _number(value) -> float | None:
-    """A MATLAB scalar as float; None when empty.
-
-    Handles python/numpy numbers (uint8/uint16 included), 1x1 arrays, strings such as '1'
-    (the release stores some is_visible flags as chars). Malformed values give NaN so the
-    record is flagged rather than silently dropped.
-    """
-    if value is None:
-        return None
-    if isinstance(value, (bytes, np.bytes_)):
-        value = value.decode("latin-1")
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        try:
-            return float(text)
-        except ValueError:
-            return math.nan
-    if isinstance(value, np.ndarray):
-        if value.size == 0:
-            return None
-        if value.size == 1:
-            return _number(value.ravel()[0])
-        return math.nan
-    if isinstance(value, (bool, int, float, np.number, np.bool_)):
-        return float(value)
-    return math.nan
-
-
-def _text(value) -> str:
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("latin-1")
-    if isinstance(value, str):
-        return value
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return _text(value.ravel()[0])
-    return ""
-
-
-def _is_struct(value) -> bool:
-    return hasattr(value, "_fieldnames")
-
 
 def _load_mat(path: Path, expected: str) -> dict:
-    import scipy.io
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; expected {expected}")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: empty file; expected {expected}")
-    try:
-        return scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
-    except Exception as exc:  # scipy raises several types for non-MAT input
-        raise UserError(f"{path}: not a readable MATLAB v5 file ({exc}); expected {expected}") from None
+    """Structs as attribute objects, 1x1 arrays as scalars (see `matlab.items`)."""
+    return load_mat(path, expected, squeeze_me=True, struct_as_record=False)
 
 
 # --------------------------------------------------------------------------- release reader
@@ -176,19 +101,18 @@ def read_release(path, *, default_is_train: bool = False) -> MPIIPeople:
     mat = _load_mat(path, RELEASE_LAYOUT)
     release = mat.get("RELEASE")
     if release is not None:
-        if not _is_struct(release) or not hasattr(release, "annolist"):
+        if not is_struct(release) or not hasattr(release, "annolist"):
             raise UserError(f"{path}: RELEASE has no annolist field; expected {RELEASE_LAYOUT}")
-        annolist = _items(release.annolist)
+        annolist = items(release.annolist)
         img_train_raw = getattr(release, "img_train", None)
     elif "annolist" in mat:
-        annolist = _items(mat["annolist"])
+        annolist = items(mat["annolist"])
         img_train_raw = mat.get("img_train")
     else:
-        variables = sorted(k for k in mat if not k.startswith("__"))
-        raise UserError(f"{path}: found variables {variables}; expected {RELEASE_LAYOUT}")
+        raise UserError(f"{path}: found variables {variables_found(mat)}; expected {RELEASE_LAYOUT}")
     if not annolist:
         raise UserError(f"{path}: annolist is empty; expected {RELEASE_LAYOUT}")
-    if not all(_is_struct(a) for a in annolist):
+    if not all(is_struct(a) for a in annolist):
         raise UserError(f"{path}: annolist is not a struct array; expected {RELEASE_LAYOUT}")
 
     img_train = None
@@ -202,13 +126,13 @@ def read_release(path, *, default_is_train: bool = False) -> MPIIPeople:
 
     rows = _ReleaseRows()
     for i, entry in enumerate(annolist):
-        name = _text(getattr(getattr(entry, "image", None), "name", None))
+        name = text(getattr(getattr(entry, "image", None), "name", None))
         train = bool(img_train[i]) if img_train is not None else default_is_train
-        for j, rect in enumerate(_items(getattr(entry, "annorect", None))):
-            if not _is_struct(rect):
+        for j, rect in enumerate(items(getattr(entry, "annorect", None))):
+            if not is_struct(rect):
                 continue
             annopoints = getattr(rect, "annopoints", None)
-            if not _is_struct(annopoints):
+            if not is_struct(annopoints):
                 continue  # no annopoints: not an annotated person
             rows.add(i, j, name, train, rect, annopoints, name_required=has_image_field)
     if not rows.image_index:
@@ -239,27 +163,27 @@ class _ReleaseRows:
         nan = math.nan
 
         def num(obj, attr):
-            value = _number(getattr(obj, attr, None))
+            value = number(getattr(obj, attr, None))
             return nan if value is None else value
 
         objpos = getattr(rect, "objpos", None)
-        self.objpos.append((num(objpos, "x"), num(objpos, "y")) if _is_struct(objpos) else (nan, nan))
+        self.objpos.append((num(objpos, "x"), num(objpos, "y")) if is_struct(objpos) else (nan, nan))
         self.scale_raw.append(num(rect, "scale"))
         self.head_box.append((num(rect, "x1"), num(rect, "y1"), num(rect, "x2"), num(rect, "y2")))
 
         keypoints = np.zeros((NUM_JOINTS, 2))
         annotated = np.zeros(NUM_JOINTS, bool)
         visible = np.zeros(NUM_JOINTS, np.uint8)
-        for k, point in enumerate(_items(getattr(annopoints, "point", None))):
-            if not _is_struct(point):
+        for k, point in enumerate(items(getattr(annopoints, "point", None))):
+            if not is_struct(point):
                 problems.append(f"point({k + 1}) is not a struct")
                 continue
-            joint = _number(getattr(point, "id", None))
+            joint = number(getattr(point, "id", None))
             if joint is None or not float(joint).is_integer() or not 0 <= joint < NUM_JOINTS:
                 problems.append(f"point({k + 1}) has joint id {joint} outside 0..{NUM_JOINTS - 1}")
                 continue
             joint = int(joint)
-            x, y = _number(getattr(point, "x", None)), _number(getattr(point, "y", None))
+            x, y = number(getattr(point, "x", None)), number(getattr(point, "y", None))
             if x is None or y is None:
                 problems.append(f"joint {joint} has no x/y")
                 continue
@@ -267,7 +191,7 @@ class _ReleaseRows:
                 problems.append(f"joint {joint} annotated twice")
             keypoints[joint] = (x, y)
             annotated[joint] = True
-            flag = _number(getattr(point, "is_visible", None))
+            flag = number(getattr(point, "is_visible", None))
             # Empty flag (the release leaves it empty for head top / upper neck): visible,
             # as the stacked-hourglass annotations record it.
             visible[joint] = 1 if flag is None or not np.isfinite(flag) else int(flag != 0)
@@ -362,8 +286,7 @@ def read_split(path) -> tuple[np.ndarray, np.ndarray]:
     mat = _load_mat(path, SPLIT_LAYOUT)
     missing = [k for k in ("RELEASE_img_index", "RELEASE_person_index") if k not in mat]
     if missing:
-        variables = sorted(k for k in mat if not k.startswith("__"))
-        raise UserError(f"{path}: missing {missing} (found {variables}); expected {SPLIT_LAYOUT}")
+        raise UserError(f"{path}: missing {missing} (found {variables_found(mat)}); expected {SPLIT_LAYOUT}")
     arrays = []
     for key in ("RELEASE_img_index", "RELEASE_person_index"):
         try:
@@ -443,10 +366,7 @@ def read_hourglass_h5(path, *, is_train: bool) -> MPIIPeople:
 
     path = Path(path)
     expected = f"an HDF5 file with datasets {', '.join(HOURGLASS_DATASETS)}"
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; expected {expected}")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: empty file; expected {expected}")
+    check_file(path, expected)
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
@@ -469,7 +389,7 @@ def read_hourglass_h5(path, *, is_train: bool) -> MPIIPeople:
     part = data["part"].astype(np.float64)
     annotated = (part != 0).any(axis=2)
     people = MPIIPeople(
-        image_names=[_text(name) for name in data["imgname"]],
+        image_names=[text(name) for name in data["imgname"]],
         image_index=data["index"].astype(np.int64),
         person_index=data["person"].astype(np.int64),
         center=data["center"].astype(np.float64),
@@ -483,73 +403,3 @@ def read_hourglass_h5(path, *, is_train: bool) -> MPIIPeople:
     )
     people.problems = find_problems(people, head_box_known=False)
     return people
-
-
-# --------------------------------------------------------------------------- release writer
-
-_POINT_DTYPE = [("x", "O"), ("y", "O"), ("id", "O"), ("is_visible", "O")]
-_RECT_DTYPE = [("x1", "O"), ("y1", "O"), ("x2", "O"), ("y2", "O"), ("annopoints", "O"), ("scale", "O"), ("objpos", "O")]
-_ANNOLIST_DTYPE = [("image", "O"), ("annorect", "O"), ("frame_sec", "O"), ("vididx", "O")]
-_MAT_DESCRIPTION = b"MATLAB 5.0 MAT-file, written by pose-pipeline"
-
-
-def _mat_bytes(variables: dict) -> bytes:
-    """savemat into bytes with a fixed header text (scipy stamps the time there), so equal
-    content gives byte-identical files."""
-    import scipy.io
-
-    buffer = io.BytesIO()
-    scipy.io.savemat(buffer, variables, format="5", long_field_names=True, oned_as="row")
-    data = bytearray(buffer.getvalue())
-    data[:116] = _MAT_DESCRIPTION.ljust(116, b" ")
-    return bytes(data)
-
-
-def release_mat_bytes(
-    image_names: list[str],
-    keypoints: np.ndarray,
-    is_visible: np.ndarray,
-    head_box: np.ndarray,
-    scale_raw: np.ndarray,
-    objpos: np.ndarray,
-    img_train: np.ndarray,
-) -> bytes:
-    """A `RELEASE` struct in the MPII layout, one annotated person per image.
-
-    Inputs are in the release's own conventions (1-based pixels, scale = height / 200,
-    raw objpos); every joint of `keypoints` (N,16,2) is written as annotated.
-    """
-    n = len(image_names)
-    annolist = np.zeros((1, n), dtype=_ANNOLIST_DTYPE)
-    for i in range(n):
-        points = np.zeros((1, NUM_JOINTS), dtype=_POINT_DTYPE)
-        for k in range(NUM_JOINTS):
-            points[0, k] = (float(keypoints[i, k, 0]), float(keypoints[i, k, 1]), float(k), float(is_visible[i, k]))
-        rect = np.zeros((1, 1), dtype=_RECT_DTYPE)
-        x1, y1, x2, y2 = (float(v) for v in head_box[i])
-        rect[0, 0] = (
-            x1, y1, x2, y2,
-            {"point": points},
-            float(scale_raw[i]),
-            {"x": float(objpos[i, 0]), "y": float(objpos[i, 1])},
-        )
-        annolist[0, i] = ({"name": image_names[i]}, rect, np.zeros((0, 0)), np.zeros((0, 0)))
-    # single_person{i}: 1-based rect indices of the sufficiently separated people (all here).
-    single_person = np.empty((n, 1), dtype=object)
-    for i in range(n):
-        single_person[i, 0] = np.ones((1, 1))
-    release = {
-        "annolist": annolist,
-        "img_train": np.asarray(img_train, dtype=np.float64).reshape(1, n),
-        "version": "pose-pipeline demo",
-        "single_person": single_person,
-    }
-    return _mat_bytes({"RELEASE": release})
-
-
-def split_mat_bytes(img_index: np.ndarray, person_index: np.ndarray) -> bytes:
-    """A split file like detections.mat: RELEASE_img_index / RELEASE_person_index from 0-based input."""
-    return _mat_bytes({
-        "RELEASE_img_index": (np.asarray(img_index, np.float64) + 1).reshape(-1, 1),
-        "RELEASE_person_index": (np.asarray(person_index, np.float64) + 1).reshape(-1, 1),
-    })

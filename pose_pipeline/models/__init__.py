@@ -3,6 +3,7 @@
 Checkpoints this project writes hold `{"model_config": {...}, "state_dict": ...}`; PyTorch-Pose
 files hold `{"state_dict": {"module.<key>": ...}, "epoch", "arch", "best_acc", "optimizer"}` and
 their architecture is inferred from the state dict. Both load with `weights_only=True`.
+A model's shape (and its defaults) is its family's config dataclass, `model_shape`.
 """
 
 from __future__ import annotations
@@ -12,28 +13,30 @@ from pathlib import Path
 import torch
 
 from pose_pipeline.errors import UserError
-from pose_pipeline.models import hourglass
+from pose_pipeline.models import hourglass, pyranet
 
-ARCHITECTURES = {"hourglass": hourglass}
-
-
-def _register_optional() -> None:
-    try:  # PyraNet lives in its own module; absent in minimal builds
-        from pose_pipeline.models import pyranet
-    except ImportError:
-        return
-    ARCHITECTURES["pyranet"] = pyranet
+ARCHITECTURES = {"hourglass": hourglass, "pyranet": pyranet}
+# arch -> the dataclass of its shape and defaults
+SHAPES = {"hourglass": hourglass.HourglassConfig, "pyranet": pyranet.PyraNetConfig}
+DEFAULT_ARCH = "hourglass"  # a model config without `arch` (the schema requires one; old callers)
 
 
-_register_optional()
+def _arch(model_config: dict) -> str:
+    arch = model_config.get("arch", DEFAULT_ARCH)
+    if arch not in ARCHITECTURES:
+        raise UserError(f"unknown model arch {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    return arch
+
+
+def model_shape(model_config: dict):
+    """The shape of the model `model_config` describes, defaults filled in (a HourglassConfig
+    or PyraNetConfig)."""
+    return SHAPES[_arch(model_config)].from_dict(model_config)
 
 
 def build_model(model_config: dict, joints: int) -> torch.nn.Module:
     """The model described by an experiment's `model:` section, for `joints` output channels."""
-    arch = model_config.get("arch", "hourglass")
-    if arch not in ARCHITECTURES:
-        raise UserError(f"unknown model arch {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[arch].build(model_config, joints)
+    return ARCHITECTURES[_arch(model_config)].build(model_config, joints)
 
 
 def strip_module_prefix(state_dict: dict) -> dict:

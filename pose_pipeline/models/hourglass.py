@@ -9,18 +9,43 @@ saved there maps onto `model.parameters()` in the same order.
 quarter of it, layer1 outputs half, layer2 and layer3 full width; bottleneck residuals work at half
 width inside. Any multiple of 4 works; 32 or 64 give the same structure for CPU demos.
 
+`HourglassConfig` holds the model's shape (stacks, blocks, features) with the defaults of the
+config schema (`experiments.*.model`), as nanoGPT's `GPTConfig` does for its model.
+
 Parameter counts for 16 joints, 1 block, features 256: 3,586,960 (1 stack), 6,730,912 (2),
 25,594,624 (8); forward 11.61 / 17.98 / 56.19 GFLOP at 256x256 - the same as PyTorch-Pose.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pose_pipeline.config import schema_defaults
+
 HOURGLASS_DEPTH = 4  # number of 2x poolings inside one hourglass
 BOTTLENECK_EXPANSION = 2
+# The one home of the model defaults is the config schema; the dataclass reads them there.
+_SCHEMA_DEFAULTS = schema_defaults("experiment", "model")
+
+
+@dataclass(frozen=True)
+class HourglassConfig:
+    """The shape of a stacked hourglass; defaults are the config schema's (`experiments.*.model`)."""
+
+    stacks: int = _SCHEMA_DEFAULTS["stacks"]
+    blocks: int = _SCHEMA_DEFAULTS["blocks"]
+    features: int = _SCHEMA_DEFAULTS["features"]
+
+    @classmethod
+    def from_dict(cls, config: dict):
+        """From a model config (an experiment's `model:`, a checkpoint's `model_config`): this
+        family's keys, absent or null ones defaulted; the others (arch, joints) are not shape."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in config.items() if key in names and value is not None})
 
 
 class Bottleneck(nn.Module):
@@ -96,7 +121,7 @@ class HourglassNet(nn.Module):
     Between stacks the features are merged as x + fc_(y) + score_(heatmaps), as in PyTorch-Pose.
     """
 
-    def __init__(self, stacks: int, blocks: int, joints: int, features: int = 256):
+    def __init__(self, stacks: int, blocks: int, joints: int, features: int = HourglassConfig.features):
         super().__init__()
         if features % 4 or features <= 0:
             raise ValueError(f"hourglass features must be a positive multiple of 4, got {features}")
@@ -161,7 +186,8 @@ def stacked_forward(net: nn.Module, x: torch.Tensor, post: nn.ModuleList) -> lis
 
 
 def build(config: dict, joints: int) -> HourglassNet:
-    return HourglassNet(config.get("stacks", 2), config.get("blocks", 1), joints, config.get("features", 256))
+    shape = HourglassConfig.from_dict(config)
+    return HourglassNet(shape.stacks, shape.blocks, joints, shape.features)
 
 
 def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
+from pose_pipeline.config import schema_defaults
 from pose_pipeline.errors import UserError
+from pose_pipeline.models.hourglass import HourglassConfig
+from pose_pipeline.models.pyranet import PRM_VARIANTS, PyraNetConfig
+
+INPUT_SIZE = schema_defaults("experiment", "training")["input_size"]  # training's default input side
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, list]:
@@ -41,11 +47,11 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, list]:
     return total, outputs
 
 
-def model_info(config: dict, joints: int, input_size: int = 256) -> dict:
+def model_info(config: dict, joints: int, input_size: int = INPUT_SIZE) -> dict:
     """Size and cost of the model `config` describes (keys arch, stacks, blocks, features, prm)."""
-    from pose_pipeline.models import build_model
+    from pose_pipeline.models import DEFAULT_ARCH, build_model, model_shape
 
-    arch = config.get("arch", "hourglass")
+    arch = config.get("arch", DEFAULT_ARCH)
     if input_size < 64 or input_size % 64:
         raise UserError(f"input size must be a positive multiple of 64, got {input_size}")
     with torch.device("meta"):
@@ -53,15 +59,11 @@ def model_info(config: dict, joints: int, input_size: int = 256) -> dict:
         x = torch.empty(1, 3, input_size, input_size)
     params = sum(p.numel() for p in model.parameters())
     macs, outputs = count_macs(model, x)
-    info = {
-        "arch": arch,
-        "stacks": config.get("stacks", 2),
-        "blocks": config.get("blocks", 1),
-        "features": config.get("features", 256),
-        "joints": joints,
-    }
-    if arch == "pyranet":
-        info["prm"] = config.get("prm") or "B"
+    shape = asdict(model_shape(config))
+    prm = shape.pop("prm", None)  # after joints in the output, as before
+    info = {"arch": arch, **shape, "joints": joints}
+    if prm is not None:
+        info["prm"] = prm
     info.update({
         "params": int(params),
         "macs": int(macs),
@@ -72,22 +74,25 @@ def model_info(config: dict, joints: int, input_size: int = 256) -> dict:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=["hourglass", "pyranet"], default="hourglass")
-    p.add_argument("--stacks", type=int, required=True)
-    p.add_argument("--blocks", type=int, default=1)
-    p.add_argument("--features", type=int, default=256)
+    from pose_pipeline.models import ARCHITECTURES, DEFAULT_ARCH
+
+    # defaults: the model config dataclasses (which read the config schema)
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCH)
+    p.add_argument("--stacks", type=int, default=HourglassConfig.stacks, help="(default %(default)s)")
+    p.add_argument("--blocks", type=int, default=HourglassConfig.blocks, help="(default %(default)s)")
+    p.add_argument("--features", type=int, default=HourglassConfig.features, help="(default %(default)s)")
     p.add_argument("--joints", type=int, required=True)
-    p.add_argument("--prm", choices=["A", "B", "C", "D"], default=None,
-                   help="PyraNet pyramid residual module (default B)")
-    p.add_argument("--input", type=int, default=256, help="input side in pixels (multiple of 64)")
+    p.add_argument("--prm", choices=PRM_VARIANTS, default=None,
+                   help=f"PyraNet pyramid residual module (default {PyraNetConfig.prm})")
+    p.add_argument("--input", type=int, default=INPUT_SIZE,
+                   help="input side in pixels (multiple of 64; default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.prm is not None and args.arch != "pyranet":
         raise UserError("--prm applies to --arch pyranet only")
-    config = {"arch": args.arch, "stacks": args.stacks, "blocks": args.blocks, "features": args.features}
-    if args.arch == "pyranet":
-        config["prm"] = args.prm or "B"
+    config = {"arch": args.arch, "stacks": args.stacks, "blocks": args.blocks, "features": args.features,
+              "prm": args.prm}  # None: the family's default
     try:
         info = model_info(config, args.joints, args.input)
     except ValueError as exc:

@@ -60,6 +60,7 @@ state dict names the branches `dilated` so the two can be told apart).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,7 @@ from pose_pipeline.models.hourglass import (
     HOURGLASS_DEPTH,
     Bottleneck,
     Hourglass,
+    HourglassConfig,
     add_heads,
     add_stem,
     stacked_forward,
@@ -81,6 +83,16 @@ BASE_BRANCH_WIDTH = 28  # D at the paper's width 256
 RELU_ALPHA = 0.5  # the paper's alpha for ReLU
 # units at a resolution >= 2^-PRM_MAX_POOLINGS of the hourglass input are PRMs
 PRM_MAX_POOLINGS = 2
+
+
+@dataclass(frozen=True)
+class PyraNetConfig(HourglassConfig):
+    """The shape of a PyraNet: the hourglass's (schema defaults) and the PRM variant.
+
+    The `prm` default lives here, not in the schema: a schema default would be filled into
+    hourglass experiments too and change their settings (and so retrain them)."""
+
+    prm: str = "B"
 
 
 def branch_width(out_channels: int) -> int:
@@ -199,7 +211,7 @@ class PyramidResidual(nn.Module):
     `project_skip` (or a change of channel count) puts BN-ReLU-conv1x1 on the skip path.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, variant: str = "B",
+    def __init__(self, in_channels: int, out_channels: int, variant: str = PyraNetConfig.prm,
                  project_skip: bool = False, cardinality: int = CARDINALITY):
         super().__init__()
         mid = out_channels // BOTTLENECK_EXPANSION
@@ -251,7 +263,8 @@ class PyramidHourglass(Hourglass):
     lower branch and the bottom at 2^-(depth-L). `hg[L][2]` (lower-out) ends with the projected skip.
     """
 
-    def __init__(self, features: int, blocks: int, variant: str = "B", depth: int = HOURGLASS_DEPTH):
+    def __init__(self, features: int, blocks: int, variant: str = PyraNetConfig.prm,
+                 depth: int = HOURGLASS_DEPTH):
         nn.Module.__init__(self)
         self.depth = depth
         levels = []
@@ -277,7 +290,8 @@ class PyraNet(nn.Module):
     except that `res` is replaced by `post` (BN-ReLU).
     """
 
-    def __init__(self, stacks: int, blocks: int, joints: int, features: int = 256, prm: str = "B"):
+    def __init__(self, stacks: int, blocks: int, joints: int, features: int = PyraNetConfig.features,
+                 prm: str = PyraNetConfig.prm):
         super().__init__()
         if features % 4 or features <= 0:
             raise ValueError(f"pyranet features must be a positive multiple of 4, got {features}")
@@ -300,8 +314,8 @@ class PyraNet(nn.Module):
 
 
 def build(config: dict, joints: int) -> PyraNet:
-    return PyraNet(config.get("stacks", 2), config.get("blocks", 1), joints, config.get("features", 256),
-                   config.get("prm") or "B")
+    shape = PyraNetConfig.from_dict(config)
+    return PyraNet(shape.stacks, shape.blocks, joints, shape.features, shape.prm)
 
 
 def _prm_variant(state_dict: dict) -> str:

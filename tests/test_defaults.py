@@ -1,0 +1,103 @@
+"""One home per default: the config schema. Each stage's defaults (function signatures,
+command-line options, model configs) must equal the schema's, read here straight from the
+YAML file, so a default changed on one side only fails."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def schema_node(*path: str) -> dict:
+    node = yaml.safe_load(SCHEMA.read_text())["$defs"][path[0]]
+    for key in path[1:]:
+        node = node["properties"][key]
+    return node["properties"]
+
+
+def default(*path: str):
+    *where, key = path
+    return schema_node(*where)[key]["default"]
+
+
+def parser_defaults(module) -> dict:
+    parser = argparse.ArgumentParser()
+    module.configure_parser(parser)
+    return {action.dest: action.default for action in parser._actions}
+
+
+def signature_defaults(function) -> dict:
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def test_the_package_ships_the_workflow_schema():
+    from pose_pipeline.config import SCHEMA_PATH
+
+    assert SCHEMA_PATH.read_text() == SCHEMA.read_text()
+
+
+@pytest.mark.parametrize("key", ["canvas_size", "context", "shard_size", "on_bad_sample"])
+def test_convert_defaults_are_the_schemas(key):
+    from pose_pipeline import convert
+
+    assert signature_defaults(convert.convert)[key] == default("dataset", key)
+    assert parser_defaults(convert)[key] == default("dataset", key)
+
+
+@pytest.mark.parametrize("key", ["seed", "train", "val", "image_size"])
+def test_demo_data_defaults_are_the_schemas(key):
+    from pose_pipeline import demo_data
+
+    assert signature_defaults(demo_data.generate)[key] == default("dataset", "synthetic", key)
+    assert parser_defaults(demo_data)[key] == default("dataset", "synthetic", key)
+
+
+@pytest.mark.parametrize("key", ["stacks", "blocks", "features"])
+def test_model_defaults_are_the_schemas(key):
+    from pose_pipeline.models import hourglass, info, pyranet
+
+    expected = default("experiment", "model", key)
+    assert getattr(hourglass.HourglassConfig(), key) == expected
+    assert getattr(pyranet.PyraNetConfig(), key) == expected
+    assert parser_defaults(info)[key] == expected
+
+
+@pytest.mark.parametrize("arch", ["hourglass", "pyranet"])
+def test_a_model_config_without_shape_builds_the_schema_default(arch):
+    """build() of an experiment's `model:` with only `arch` is the schema's model: 8 stacks."""
+    import torch
+
+    from pose_pipeline.models import build_model
+    from pose_pipeline.models.info import model_info
+
+    with torch.device("meta"):
+        model = build_model({"arch": arch}, 16)
+    assert model.num_stacks == default("experiment", "model", "stacks")
+    assert model.score[0].in_channels == default("experiment", "model", "features")
+    info = model_info({"arch": arch}, 16)
+    assert (info["stacks"], info["blocks"], info["features"]) == tuple(
+        default("experiment", "model", key) for key in ("stacks", "blocks", "features"))
+
+
+def test_pyranet_prm_default_is_the_one_the_schema_describes():
+    """prm has no schema default (it would be filled into hourglass experiments too); the
+    schema's description names PyraNetConfig's."""
+    from pose_pipeline.models import info, pyranet
+
+    prm = pyranet.PyraNetConfig().prm
+    assert f"default {prm}" in schema_node("experiment", "model")["prm"]["description"]
+    assert pyranet.build({"stacks": 1, "features": 16}, 16).prm == prm
+    assert info.model_info({"arch": "pyranet", "stacks": 1, "features": 16}, 16, 64)["prm"] == prm
+
+
+def test_model_info_input_default_is_the_training_input_size():
+    from pose_pipeline.models import info
+
+    assert parser_defaults(info)["input"] == default("experiment", "training", "input_size")
