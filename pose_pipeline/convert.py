@@ -15,7 +15,6 @@ import csv
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,124 +23,14 @@ from pose_pipeline import geometry
 from pose_pipeline.atomic import atomic_output, check_no_overlap, check_replaceable
 from pose_pipeline.config import schema_defaults
 from pose_pipeline.errors import UserError
+from pose_pipeline.formats.readers import READERS, Samples
 from pose_pipeline.images import load_image
-from pose_pipeline.joints import COCO, LSP, MPII, PERSON_BOX, JointSet
+from pose_pipeline.joints import PERSON_BOX
 from pose_pipeline.store import StoreWriter, is_store, sha256_of
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = schema_defaults("dataset")  # canvas_size, context, shard_size, on_bad_sample
-
-
-@dataclass
-class Samples:
-    """What a converter hands to the writer: one row per person, annotated convention."""
-
-    joints: JointSet
-    pixel_origin: float
-    image_names: list[str]
-    keypoints: np.ndarray  # (N,J,2)
-    visible: np.ndarray  # (N,J) uint8
-    center: np.ndarray  # (N,2)
-    scale: np.ndarray  # (N,)
-    head_size: np.ndarray  # (N,)
-    source_index: np.ndarray  # (N,2)
-    problems: list[str]  # '' where fine
-    parameters: dict = field(default_factory=dict)  # format choices, recorded in attrs `converter`
-
-    def __len__(self) -> int:
-        return len(self.image_names)
-
-    def take(self, index: np.ndarray) -> "Samples":
-        index = np.asarray(index)
-        return Samples(self.joints, self.pixel_origin, [self.image_names[i] for i in index],
-                       self.keypoints[index], self.visible[index], self.center[index],
-                       self.scale[index], self.head_size[index], self.source_index[index],
-                       [self.problems[i] for i in index], self.parameters)
-
-
-# ---------------------------------------------------------------------------- formats
-
-
-# A reader: (annotations, split, val_split, options) -> Samples, where options holds
-# `images` (the image folder) and format options such as `min_keypoints`.
-
-
-def read_mpii(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
-    """MPII release .mat (train/val through the split file) or hourglass .h5 (taken whole)."""
-    from pose_pipeline.formats import mpii
-
-    if annotations.suffix in (".h5", ".hdf5"):
-        people = mpii.read_hourglass_h5(annotations, is_train=split == "train")
-    else:
-        people = mpii.read_release(annotations)  # split "all": every annotated person
-        if val_split is not None and split != "all":
-            train, val = mpii.split_train_val(people, val_split)
-            people = train if split == "train" else val
-        elif split == "train":
-            people = people.take(people.is_train)
-        elif split == "val":
-            raise UserError(f"{annotations}: --split val needs --val-split, the file naming the "
-                            "validation people (e.g. MPII's detections.mat)")
-    return Samples(
-        joints=MPII, pixel_origin=1.0, image_names=list(people.image_names),
-        keypoints=people.keypoints, visible=people.annotated.astype(np.uint8),
-        center=people.center, scale=people.scale, head_size=people.head_size,
-        source_index=np.stack([people.image_index, people.person_index], axis=1),
-        problems=list(people.problems),
-    )
-
-
-def read_lsp(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
-    """LSP / LSP-extended joints.mat, either layout (see pose_pipeline.formats.lsp)."""
-    from pose_pipeline.formats import lsp
-
-    if val_split is not None:
-        raise UserError(f"{val_split}: --val-split is for MPII; LSP's split follows from the number of "
-                        "images (2,000: first 1,000 train, last 1,000 val; 10,000: all train)")
-    options = options or {}
-    joints = lsp.read_joints(annotations)
-    width = lsp.image_name_width(joints, options.get("images"))
-    rows = lsp.split_rows(len(joints), split, annotations)
-    center, scale = lsp.person_boxes(joints.keypoints, joints.visible)
-    samples = Samples(
-        joints=LSP, pixel_origin=lsp.PIXEL_ORIGIN,
-        image_names=[f"im{i + 1:0{width}d}.jpg" for i in range(len(joints))],
-        keypoints=joints.keypoints, visible=joints.visible, center=center, scale=scale,
-        head_size=np.full(len(joints), np.nan),
-        source_index=np.stack([np.arange(len(joints)), np.zeros(len(joints), np.int64)], axis=1),
-        problems=lsp.row_problems(joints),
-        parameters={"layout": joints.layout, "image_name_digits": width, "scale_margin": lsp.SCALE_MARGIN,
-                    "images_in_file": len(joints)},
-    )
-    return samples.take(rows)
-
-
-def read_coco(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
-    """COCO person_keypoints JSON: one sample per person (see pose_pipeline.formats.coco)."""
-    from pose_pipeline.formats import coco
-
-    if val_split is not None:
-        raise UserError(f"{val_split}: --val-split is for MPII; a COCO annotation file is one split")
-    options = options or {}
-    min_keypoints = options.get("min_keypoints")
-    min_keypoints = coco.DEFAULT_MIN_KEYPOINTS if min_keypoints is None else int(min_keypoints)
-    people = coco.read_annotations(annotations, min_keypoints)
-    center, scale = coco.person_boxes(people.bbox)
-    return Samples(
-        joints=COCO, pixel_origin=coco.PIXEL_ORIGIN, image_names=list(people.image_names),
-        keypoints=people.keypoints, visible=people.visible, center=center, scale=scale,
-        head_size=np.full(len(people), np.nan),
-        source_index=np.stack([people.image_id, people.annotation_id], axis=1),
-        problems=list(people.problems),
-        parameters={"min_keypoints": min_keypoints, "bbox_padding": coco.BBOX_PADDING,
-                    "skipped_crowd": people.skipped["crowd"],
-                    "skipped_few_keypoints": people.skipped["few_keypoints"],
-                    "skipped_other_category": people.skipped["other_category"]},
-    )
-
-
-READERS = {"mpii": read_mpii, "lsp": read_lsp, "coco": read_coco}
 
 
 # ----------------------------------------------------------------------------- images

@@ -42,6 +42,7 @@ import numpy as np
 
 from pose_pipeline.atomic import atomic_output, write_text_atomic
 from pose_pipeline.errors import UserError
+from pose_pipeline.formats.matlab import load_mat, mat_variable_names
 from pose_pipeline.joints import JOINT_SETS, MPII, JointSet
 from pose_pipeline.metrics import OKS_COLUMN, TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, check_keypoints, \
     head_size_from_boxes
@@ -119,17 +120,6 @@ def write_predictions_csv(path, preds, image_names, joint_names, scores=None) ->
 # ------------------------------------------------------------------- reading predictions
 
 
-def _load_mat(path: Path) -> dict:
-    import scipy.io
-
-    try:
-        return scipy.io.loadmat(str(path))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except Exception as exc:  # scipy raises assorted errors on a bad file
-        raise UserError(f"{path}: not a readable MATLAB (v5) file: {exc}") from None
-
-
 def _finite_points(path: Path, what: str, points: np.ndarray, num_joints: int | None) -> np.ndarray:
     try:
         return check_keypoints(points, what, num_joints=num_joints)
@@ -138,7 +128,7 @@ def _finite_points(path: Path, what: str, points: np.ndarray, num_joints: int | 
 
 
 def _read_predictions_mat(path: Path, num_joints: int | None) -> np.ndarray:
-    variables = _load_mat(path)
+    variables = load_mat(path, "predictions (`preds` (N, J, 2) or `pos_pred_src` (J, 2, N))")
     if "preds" in variables:
         preds = np.asarray(variables["preds"])
         if (preds.ndim == 3 and preds.shape[1] == 2 and preds.shape[2] != 2
@@ -311,7 +301,7 @@ def read_person_scores(path, num_samples: int) -> np.ndarray | None:
 
 
 def _reference_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
-    variables = _load_mat(path)
+    variables = load_mat(path, "the reference ground truth (detections_our_format.mat)")
     missing = [k for k in REFERENCE_GT_VARIABLES if k not in variables]
     if missing:
         raise UserError(f"{path}: not a reference ground-truth file (detections_our_format.mat): "
@@ -350,17 +340,10 @@ def read_ground_truth(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSe
 def holds_reference_ground_truth(path) -> bool:
     """Whether a .mat holds the reference ground truth (pos_gt_src ...) beside predictions,
     so that its predictions can be scored against it (detections_our_format.mat)."""
-    import scipy.io
-
     path = Path(path)
     if path.suffix.lower() != ".mat":
         return False
-    try:
-        names = {name for name, _, _ in scipy.io.whosmat(str(path))}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except Exception as exc:  # scipy raises assorted errors on a bad file
-        raise UserError(f"{path}: not a readable MATLAB (v5) file: {exc}") from None
+    names = mat_variable_names(path, "predictions or the reference ground truth")
     return set(REFERENCE_GT_VARIABLES) <= names
 
 

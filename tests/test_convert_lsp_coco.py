@@ -10,7 +10,8 @@ import pytest
 import scipy.io
 
 from pose_pipeline import cli, geometry
-from pose_pipeline.convert import convert, read_lsp
+from pose_pipeline.convert import convert
+from pose_pipeline.formats.readers import read_lsp
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats import coco as coco_format
 from pose_pipeline.store import open_store
