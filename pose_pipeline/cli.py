@@ -2,6 +2,8 @@
 
 Each stage module exposes `configure_parser(parser)` and `run(args) -> int`; this file only
 dispatches, so importing the CLI does not import torch for stages that do not need it.
+
+Exit codes: 0 done, 1 bad input (a file, option or config the message names), 2 usage.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from pose_pipeline import __version__
 from pose_pipeline.errors import UserError
 
 # subcommand -> (module, one-line help)
@@ -28,15 +31,33 @@ STAGES = {
 }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, where it has one worth showing."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and not action.required
+        if shown and action.option_strings and "%(default)" not in help_text and "(default" not in help_text:
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
-    parser = argparse.ArgumentParser(prog="pose-pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = argparse.ArgumentParser(prog="pose-pipeline", description=__doc__.splitlines()[0],
+                                     epilog="exit codes: 0 done, 1 bad input, 2 usage")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging of pose-pipeline")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # -v also after the stage name: SUPPRESS keeps the subparser from resetting the main one's
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="debug logging of pose-pipeline")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     module = None
     # Only the chosen stage's module is imported (keeps `--help` and light stages fast).
     chosen = next((a for a in argv if a in STAGES), None)
     for name, (module_name, help_text) in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[verbose],
+                           formatter_class=DefaultsHelpFormatter)
         if name == chosen:
             module = importlib.import_module(module_name)
             module.configure_parser(p)
@@ -50,13 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    # Third-party libraries stay at WARNING: their DEBUG lines would drown the pipeline's own.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("pose_pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(module.run(args) or 0)
     except UserError as exc:
+        close_progress_bars()
         print(f"pose-pipeline {args.stage}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def close_progress_bars() -> None:
+    """End any progress bar's line, so that an error starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()

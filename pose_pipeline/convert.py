@@ -302,7 +302,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="crop = person box x context (default %(default)s)")
     p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"],
                    help="samples per shard file (default %(default)s)")
-    p.add_argument("--on-bad-sample", choices=["error", "skip"], default=DEFAULTS["on_bad_sample"])
+    p.add_argument("--on-bad-sample", choices=["error", "skip"], default=DEFAULTS["on_bad_sample"],
+                   help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
+                        "or is left out and listed in OUT.bad_samples.csv (skip)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--dataset", help="dataset name recorded in the store")
 
