@@ -38,6 +38,7 @@ import torch
 
 from pose_pipeline import metrics
 from pose_pipeline.atomic import atomic_output
+from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.config import settings_hash
 from pose_pipeline.data import Augmentation, ShardBatches, make_batch
 from pose_pipeline.devices import World, autocast, world_from_env
@@ -194,8 +195,8 @@ def _train(world: World, settings: dict, train_store: str, val_store: str | None
         raise UserError(f"{train_store}: {len(store)} samples, fewer than one batch of {loader.global_batch_size}"
                         + (f" ({training['batch_size']} per rank x {world.size} ranks)" if world.distributed else ""))
     augmentation = Augmentation(**training["augmentation"])
-    flip_perm = joints.flip_permutation()
-    input_size, heatmap_size, sigma = training["input_size"], training["heatmap_size"], training["sigma"]
+    codec = HeatmapCodec.from_settings(training, {"blur_sigma": 1.0})
+    input_size, heatmap_size = codec.input_size, codec.heatmap_size
     keypoints_canvas, visible = store.keypoints_in_canvas(), store.visible
 
     # Resume: the newest checkpoint of this very run (same settings, same data), into the
@@ -252,9 +253,8 @@ def _train(world: World, settings: dict, train_store: str, val_store: str | None
             rng = np.random.default_rng([training["seed"], step])
             params = augmentation.sample(rng, loader.global_batch_size)
             x, targets, weights = make_batch(
-                images, keypoints_canvas[index], visible[index], store.canvas_size,
-                store.context, input_size, heatmap_size, sigma, flip_perm, device, augmentation,
-                params={k: v[mine] for k, v in params.items()})
+                images, keypoints_canvas[index], visible[index], store, codec, device,
+                augmentation=augmentation, params={k: v[mine] for k, v in params.items()})
             with autocast(device):
                 outputs = net(x.contiguous(memory_format=torch.channels_last))
             # The mean over this rank's part: DDP averages gradients over ranks of equal
@@ -285,8 +285,7 @@ def _train(world: World, settings: dict, train_store: str, val_store: str | None
         if not world.main:
             continue  # rank 0 validates and writes; the others wait in the next all-reduce
         if val is not None:
-            preds, _, val_loss = predict_store(model, val, input_size, heatmap_size, flip_test=False,
-                                               batch_size=64, device=device, sigma=sigma)
+            preds, _, val_loss = predict_store(model, val, codec, flip_test=False, batch_size=64, device=device)
             # `val_pckh` holds the dataset's own metric: PCKh@0.5 (MPII), PCK@0.2 (LSP, COCO).
             metric, row["val_pckh"] = metrics.validation_score(preds, val.keypoints, val.visible,
                                                                val.head_size, joints)

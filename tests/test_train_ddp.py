@@ -254,11 +254,11 @@ def test_a_small_model_overfits_16_real_lsp_crops(lsp16, tmp_path):
     # Predicting all-zero heatmaps already scores mean(target^2 x weight): falling below that
     # means peaks at the joints, not just a network that learnt to output nothing.
     store = open_store(lsp16)
+    from pose_pipeline.codec import HeatmapCodec
     from pose_pipeline.data import make_batch
 
-    _, targets, weights = make_batch(store.images(), store.keypoints_in_canvas(), store.visible,
-                                     store.canvas_size, store.context, 64, 16, 2.0,
-                                     store.joint_set.flip_permutation(), torch.device("cpu"))
+    _, targets, weights = make_batch(store.images(), store.keypoints_in_canvas(), store.visible, store,
+                                     HeatmapCodec(64, 16, sigma=2.0), torch.device("cpu"))
     zero_loss = float((targets ** 2 * weights[:, :, None, None]).mean())
     assert losses[-1] < losses[0] / 5, losses
     assert losses[-1] < zero_loss / 2, (losses[-1], zero_loss)
