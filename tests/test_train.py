@@ -17,6 +17,7 @@ from pose_pipeline.models import build_model, load_model
 from pose_pipeline.predict import predict_store
 from pose_pipeline.store import open_store
 from pose_pipeline.training_log import COLUMNS
+from pose_pipeline.training_state import run_identity
 
 
 def settings(**training) -> dict:
@@ -163,3 +164,22 @@ def test_without_validation_best_pt_is_the_last_epoch_and_no_score_is_claimed(ra
     final = weights(out / "model.pt")
     assert best["epoch"] == 3 and best["val_score"] == ""
     assert all(torch.equal(best["state_dict"][k], final[k]) for k in final)
+
+
+def test_validation_follows_the_experiments_evaluation_settings(random_store, tmp_path, monkeypatch):
+    calls = []
+    real_predict = train_module.predict_store
+
+    def recording_predict(model, store, codec, **kwargs):
+        calls.append((codec, kwargs))
+        return real_predict(model, store, codec, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict_store", recording_predict)
+    s = {**settings(epochs=1), "evaluation": {"batch_size": 5, "blur_sigma": 0.5, "flip_test": True}}
+    train_module.train(s, random_store, random_store, tmp_path / "e", device="cpu", progress=False)
+    (codec, kwargs), = calls
+    assert kwargs["batch_size"] == 5 and codec.blur_sigma == 0.5
+    assert (codec.input_size, codec.heatmap_size, codec.sigma) == (64, 16, 1.0)
+    # the evaluation settings decide what validation reports, not what is learnt: a run resumes across them
+    store = open_store(random_store)
+    assert run_identity(s, 1, store, 1) == run_identity(settings(epochs=1), 1, store, 1)

@@ -78,9 +78,9 @@ def test_ranks_take_disjoint_slices_of_the_single_process_batches(tmp_path, num_
 # all-reduce, optimiser) must match exactly for the weights to agree.
 RANK_SCRIPT = """
 import sys, torch
-from pose_pipeline import cli, train
+from pose_pipeline import cli, training_setup
 
-real_build = train.build_model
+real_build = training_setup.build_model
 
 def build_without_batch_statistics(config, joints):
     model = real_build(config, joints)
@@ -90,7 +90,7 @@ def build_without_batch_statistics(config, joints):
             setattr(parent, name.rpartition(".")[2], torch.nn.GroupNorm(1, module.num_features))
     return model
 
-train.build_model = build_without_batch_statistics
+training_setup.build_model = build_without_batch_statistics
 sys.exit(cli.main(sys.argv[1:]))
 """
 
