@@ -128,8 +128,10 @@ def setup(world: World, settings: dict, train_store: str, val_store: str | None,
     model = setup_model(settings, store.joint_set.num_joints, world)
     optimizer = make_optimizer(model, training)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, training["schedule"], epochs))
-    return Run(settings, world, out, epochs, store, open_store(val_store) if val_store and world.main else None,
-               loader, HeatmapCodec.from_settings(training, evaluation), evaluation, model, optimizer, scheduler,
+    return Run(settings=settings, world=world, out=out, epochs=epochs, store=store,
+               val=open_store(val_store) if val_store and world.main else None, loader=loader,
+               codec=HeatmapCodec.from_settings(training, evaluation), evaluation=evaluation, model=model,
+               optimizer=optimizer, scheduler=scheduler,
                run_hash=settings_hash(run_identity(settings, epochs, store, world.size)),
                keypoints_canvas=store.keypoints_in_canvas(), augmentation=Augmentation(**training["augmentation"]))
 
@@ -171,6 +173,7 @@ def resume(run: Run, resume_from: str | None) -> RunState:
 
 
 def announce(run: Run) -> None:
+    """One line saying what is trained, on what, for how long, with which batches."""
     training, world = run.training, run.world
     run.info("training %s (%s, %.2f M parameters) on %s: %d samples, %d epochs of %d steps, world size %d "
              "(batch %d = %d per rank x %d)", run.settings.get("name", "model"), run.settings["model"]["arch"],
