@@ -45,6 +45,7 @@ from convert_speed import SAMPLE, cpu_name, make_sources  # noqa: E402
 
 from pose_pipeline import __version__, geometry  # noqa: E402
 from pose_pipeline.atomic import write_text_atomic  # noqa: E402
+from pose_pipeline.codec import HeatmapCodec  # noqa: E402
 from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.data import INPUT_MEAN, Augmentation, ShardBatches, make_batch  # noqa: E402
 from pose_pipeline.loss import heatmap_loss  # noqa: E402
@@ -101,15 +102,14 @@ class ProjectLoader:
         self.store, self.warp = store, warp
         self.batches = ShardBatches(store, batch_size, seed=0)
         self.keypoints, self.visible = store.keypoints_in_canvas(), store.visible
-        self.flip_perm = store.joint_set.flip_permutation()
+        self.codec = HeatmapCodec(INPUT, HEATMAP, SIGMA)
         self.augmentation = Augmentation()
 
     def epoch(self, epoch: int):
         for step, (images, index) in enumerate(self.batches.epoch(epoch)):
             rng = np.random.default_rng([0, epoch, step])
-            yield make_batch(images, self.keypoints[index], self.visible[index], self.store.canvas_size,
-                             self.store.context, INPUT, HEATMAP, SIGMA, self.flip_perm, CPU,
-                             self.augmentation, rng, warp=self.warp)
+            yield make_batch(images, self.keypoints[index], self.visible[index], self.store, self.codec, CPU,
+                             augmentation=self.augmentation, rng=rng, warp=self.warp)
 
 
 def gaussian_patch(sigma: float) -> np.ndarray:
@@ -153,7 +153,7 @@ class BaselineLoader:
         self.flip_perm = store.joint_set.flip_permutation()
         self.augmentation = Augmentation()
         self.patch = gaussian_patch(SIGMA)
-        self.to_heatmap = geometry.input_to_heatmap_affine(INPUT, HEATMAP)
+        self.to_heatmap = geometry.resize_affine(INPUT, HEATMAP)
         self.mean = np.array(INPUT_MEAN, np.float32)
 
     def sample(self, i: int, rng: np.random.Generator):

@@ -94,6 +94,8 @@ def validate_config(config: dict, source: str = "config") -> dict:
     """
     import jsonschema
 
+    from pose_pipeline.codec import HEATMAP_STRIDE
+
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
@@ -111,13 +113,10 @@ def validate_config(config: dict, source: str = "config") -> dict:
                 problems.append(f"experiments.{name}.dataset: unknown dataset {exp['dataset']!r}; "
                                 f"defined: {', '.join(datasets)}")
             training = exp["training"]
-            if training["input_size"] % training["heatmap_size"]:
-                problems.append(f"experiments.{name}.training: input_size {training['input_size']} is "
-                                f"not a multiple of heatmap_size {training['heatmap_size']}")
-            elif training["input_size"] // training["heatmap_size"] != 4:
-                problems.append(f"experiments.{name}.training: the models output heatmaps at 1/4 of "
-                                f"the input; input_size {training['input_size']} needs heatmap_size "
-                                f"{training['input_size'] // 4}")
+            if training["input_size"] != HEATMAP_STRIDE * training["heatmap_size"]:
+                problems.append(f"experiments.{name}.training: the models output heatmaps at 1/{HEATMAP_STRIDE} "
+                                f"of the input; input_size {training['input_size']} needs heatmap_size "
+                                f"{training['input_size'] / HEATMAP_STRIDE:g}")
         for name, ds in datasets.items():
             if ds.get("reference_predictions") and ds["format"] != "mpii":
                 problems.append(f"datasets.{name}.reference_predictions: published reference predictions are "
@@ -145,10 +144,11 @@ def load_config(path) -> dict:
 
 
 def experiment_settings(config: dict, name: str) -> dict:
-    """Everything that determines an experiment's training: model, training, joint set."""
+    """Everything that determines an experiment's training: model, training, joint set, and the
+    evaluation settings its validation decodes with (not part of the run identity)."""
     exp = config["experiments"][name]
     return {"name": name, "dataset": exp["dataset"], "model": exp["model"],
-            "training": exp["training"], "device": config["device"]}
+            "training": exp["training"], "evaluation": exp["evaluation"], "device": config["device"]}
 
 
 def settings_hash(settings: dict) -> str:

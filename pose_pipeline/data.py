@@ -3,7 +3,7 @@
 Reading: whole shards at a time (a single-sample zarr read costs far more than its bytes),
 shuffled at shard level and within a buffer of shards, split across DDP ranks.
 Augmentation and targets: batched tensor operations (`geometry.warp_batch`,
-`geometry.encode_heatmaps`), so on a GPU the warp and the heatmaps run on the device and
+`HeatmapCodec.encode`), so on a GPU the warp and the heatmaps run on the device and
 the reader only moves uint8 crops. On the CPU the warp is OpenCV's per-sample warpAffine
 of the uint8 crops, which measures ~2x faster there than grid_sample on float canvases.
 """
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pose_pipeline import geometry
+from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.store import PoseStore
 
 # Mean RGB of MPII training crops, subtracted from inputs as PyTorch-Pose does, so its
@@ -156,35 +157,33 @@ class _Pool:
         return out
 
 
-def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.ndarray,
-               canvas_size: int, context: float, input_size: int, heatmap_size: int,
-               sigma: float, flip_permutation: np.ndarray, device: torch.device,
-               augmentation: Augmentation | None = None, rng: np.random.Generator | None = None,
-               params: dict | None = None, warp: str = "auto"):
+def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.ndarray, store: PoseStore,
+               codec: HeatmapCodec, device: torch.device, *, augmentation: Augmentation | None = None,
+               rng: np.random.Generator | None = None, params: dict | None = None, warp: str = "auto"):
     """Inputs (B,3,in,in), targets (B,J,hm,hm) and weights (B,J) on `device`.
 
-    images: uint8 canvases; keypoints_canvas: (B,J,2) joints projected into the canvas.
-    params: augmentation parameters already drawn (`Augmentation.sample`), else drawn
-    here from `rng`.
+    images: uint8 canvases of `store` (its canvas size, context and joint set apply);
+    keypoints_canvas: (B,J,2) joints projected into the canvas; codec: input and heatmap
+    sizes and the targets. params: augmentation parameters already drawn
+    (`Augmentation.sample`), else drawn here from `rng`.
     warp: "torch" (`geometry.warp_batch`, grid_sample on the device), "cv2" (per-sample
     `warpAffine` of the uint8 crops, CPU only) or "auto": cv2 on the CPU, where it measures
     faster (BENCHMARKS.md, loader), torch elsewhere. Same affines and bilinear
     sampling; cv2 rounds the warped crop to uint8, so inputs differ by <= 1/255 per pixel.
     Targets and weights do not depend on it.
     """
-    n = len(images)
+    n, input_size = len(images), codec.input_size
     if params is None and augmentation is not None:
         params = augmentation.sample(rng, n)
     elif params is None:
         params = {"scale": np.ones(n), "rotation": np.zeros(n), "flip": np.zeros(n, bool),
                   "gain": np.ones((n, 3))}
-    to_input = geometry.canvas_to_input_affine(canvas_size, context, input_size,
-                                               params["scale"], params["rotation"], params["flip"])
-    to_heatmap = geometry.compose(geometry.input_to_heatmap_affine(input_size, heatmap_size), to_input)
-    points = geometry.apply(to_heatmap, keypoints_canvas)
+    to_input = codec.canvas_to_input(store.canvas_size, store.context,
+                                     params["scale"], params["rotation"], params["flip"])
+    points = geometry.apply(codec.to_heatmap(to_input), keypoints_canvas)
     weights = visible.astype(np.float32)
     # A mirrored image's left wrist is drawn where the right one was: swap the channels.
-    flipped = params["flip"]
+    flipped, flip_permutation = params["flip"], store.joint_set.flip_permutation()
     points[flipped] = points[flipped][:, flip_permutation]
     weights[flipped] = weights[flipped][:, flip_permutation]
 
@@ -208,7 +207,6 @@ def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.nda
     if augmentation is not None and augmentation.color:
         gain = torch.as_tensor(params["gain"], dtype=x.dtype, device=device).view(n, 3, 1, 1)
         x = x.mul_(gain).clamp_(0, 1)
-    targets, weights = geometry.encode_heatmaps(
-        torch.as_tensor(points, dtype=torch.float32, device=device),
-        torch.as_tensor(weights, device=device), heatmap_size, sigma)
+    targets, weights = codec.encode(torch.as_tensor(points, dtype=torch.float32, device=device),
+                                    torch.as_tensor(weights, device=device))
     return normalize_input(x, inplace=True), targets, weights

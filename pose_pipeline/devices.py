@@ -1,15 +1,18 @@
-"""Device choice, mixed precision and the distributed world, in one place."""
+"""Device choice, mixed precision and the distributed world (and its launcher), in one place."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 
 from pose_pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -85,3 +88,26 @@ def auto_nproc() -> int:
     if slurm.isdigit() and int(slurm) > 0:
         count = min(count, int(slurm))
     return max(count, 1)
+
+
+def launch_ranks(nproc: int, device: str, command: list[str], verbose: bool = False, job: str = "training") -> int:
+    """Run `python -m pose_pipeline COMMAND...` as `nproc` ranks under torch's elastic
+    launcher (what `torchrun --standalone --nproc-per-node N -m pose_pipeline ...` does);
+    each rank finds its place with `world_from_env`."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    if "WORLD_SIZE" in os.environ:
+        raise UserError("--nproc inside a torchrun worker: leave --nproc out when torchrun starts the ranks")
+    if device != "cpu" and torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {nproc} but {torch.cuda.device_count()} visible GPUs (one process per GPU)")
+    argv = ["--standalone", f"--nproc-per-node={nproc}", "-m", "pose_pipeline"]
+    argv += ["-v"] if verbose else []
+    argv += command
+    log.info("launching %d ranks: torchrun %s", nproc, " ".join(argv[:4] + ["..."]))
+    try:
+        torchrun(argv)
+    except ChildFailedError as exc:
+        ranks = ", ".join(f"rank {r} (exit {f.exitcode})" for r, f in sorted(exc.failures.items()))
+        raise UserError(f"{job} failed in {ranks}; its message is above") from None
+    return 0

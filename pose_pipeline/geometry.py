@@ -1,6 +1,8 @@
-"""Image <-> crop <-> heatmap geometry, target encoding and sub-pixel decoding.
+"""Image <-> crop <-> input geometry: affines and warps.
 
-The one place for these; converter, loader, predictor and the roundtrip check all call it.
+The one place for affine maths; converter, loader, predictor, the heatmap codec
+(`codec.py`, which owns targets, decoding and the input -> heatmap step) and the roundtrip
+check all call it.
 
 Conventions
 -----------
@@ -99,7 +101,7 @@ def warp_image(image: np.ndarray, affine: np.ndarray, out_size: int, out: np.nda
     )
 
 
-# ------------------------------------------------------ batched warps and targets (torch)
+# ------------------------------------------------------------------ batched warps (torch)
 
 
 def warp_batch(images, affines, out_size: int):
@@ -124,86 +126,6 @@ def warp_batch(images, affines, out_size: int):
     return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def encode_heatmaps(points, weights, size: int, sigma: float):
-    """Gaussian targets centred at sub-pixel heatmap positions.
-
-    points (N,J,2) heatmap array coordinates, weights (N,J) -> (targets (N,J,size,size),
-    weights (N,J)) as float32 tensors on the points' device. A joint whose centre lies
-    outside the heatmap gets an all-zero target and weight 0 (nothing to learn there).
-    Accepts numpy or torch inputs.
-    """
-    import torch
-
-    points = torch.as_tensor(points, dtype=torch.float32)
-    weights = torch.as_tensor(weights, dtype=torch.float32, device=points.device)
-    grid = torch.arange(size, dtype=torch.float32, device=points.device)
-    px, py = points[..., 0, None], points[..., 1, None]
-    inside = ((px > -0.5) & (px < size - 0.5) & (py > -0.5) & (py < size - 0.5)).squeeze(-1)
-    weights = weights * inside
-    gx = torch.exp(-((grid - px) ** 2) / (2 * sigma**2))  # (N,J,size): separable
-    gy = torch.exp(-((grid - py) ** 2) / (2 * sigma**2))
-    # masking the (N,J,size) factor, not the (N,J,size,size) product: same values (x 0 or 1)
-    targets = (gy * (weights > 0)[..., None])[..., :, None] * gx[..., None, :]
-    return targets, weights
-
-
-# ----------------------------------------------------------------------------- decoding
-
-
-def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float | None = None):
-    """Sub-pixel maxima of (N,J,H,W) heatmaps -> (coords (N,J,2) heatmap array coords,
-    scores (N,J) peak values).
-
-    A Newton step on the log-heatmap at the arg-max (second-order Taylor expansion, as in
-    DARK). For an exact Gaussian target the log is quadratic, so the step recovers its
-    centre exactly; `blur_sigma` first smooths network outputs into that shape (a Gaussian
-    blur keeps a Gaussian Gaussian, so targets still decode exactly). Where the Hessian is
-    not negative definite (flat or border peaks) it falls back to a quarter-pixel step
-    towards the higher neighbour.
-    """
-    heatmaps = np.asarray(heatmaps, dtype=np.float64)
-    n, j, h, w = heatmaps.shape
-    if blur_sigma:
-        from scipy.ndimage import gaussian_filter
-
-        peak = heatmaps.max(axis=(2, 3), keepdims=True)
-        heatmaps = gaussian_filter(heatmaps, sigma=(0, 0, blur_sigma, blur_sigma), mode="constant")
-        # keep the peak height, so scores stay comparable with and without blur
-        heatmaps *= peak / np.maximum(heatmaps.max(axis=(2, 3), keepdims=True), 1e-12)
-    flat = heatmaps.reshape(n, j, -1)
-    idx = flat.argmax(axis=-1)
-    scores = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
-    y, x = np.divmod(idx, w)
-    coords = np.stack([x, y], axis=-1).astype(np.float64)
-
-    log = np.log(np.maximum(heatmaps, 1e-10))
-    padded = np.pad(log, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-    ni, ji = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
-
-    def at(dy, dx):
-        return padded[ni, ji, y + 1 + dy, x + 1 + dx]
-
-    c = at(0, 0)
-    dx = 0.5 * (at(0, 1) - at(0, -1))
-    dy = 0.5 * (at(1, 0) - at(-1, 0))
-    dxx = at(0, 1) - 2 * c + at(0, -1)
-    dyy = at(1, 0) - 2 * c + at(-1, 0)
-    dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
-    det = dxx * dyy - dxy**2
-    interior = (x > 0) & (x < w - 1) & (y > 0) & (y < h - 1)
-    newton_ok = interior & (dxx < 0) & (det > 1e-12)
-    safe_det = np.where(newton_ok, det, 1.0)
-    off_x = -(dyy * dx - dxy * dy) / safe_det
-    off_y = -(dxx * dy - dxy * dx) / safe_det
-    newton_ok &= (np.abs(off_x) <= 1) & (np.abs(off_y) <= 1)
-
-    quarter_x = 0.25 * np.sign(at(0, 1) - at(0, -1)) * interior
-    quarter_y = 0.25 * np.sign(at(1, 0) - at(-1, 0)) * interior
-    coords[..., 0] += np.where(newton_ok, off_x, quarter_x)
-    coords[..., 1] += np.where(newton_ok, off_y, quarter_y)
-    return coords, scores
-
-
 # ------------------------------------------------------------ the crop-to-input pipeline
 
 
@@ -225,6 +147,3 @@ def canvas_to_input_affine(canvas_size: int, context: float, input_size: int,
         affine = np.where(flip[..., None, None], flipped, affine)
     return affine
 
-
-def input_to_heatmap_affine(input_size: int, heatmap_size: int) -> np.ndarray:
-    return resize_affine(input_size, heatmap_size)

@@ -6,17 +6,15 @@ leaves a half-written image behind, and returns what it drew (`figures.describe_
 each panel: titles, lines, bars, points, texts), so that callers and tests can check the
 content and not only that a PNG opens.
 
-Inputs are the files other stages write: the training log CSV (`epoch,step,train_loss,
-val_loss,val_pckh,lr,images_per_s,elapsed_s`, validation columns possibly empty), the
-score stage's JSON (`pose_pipeline.predictions.read_score_json`), prediction files and
-converted stores.
+Inputs are the files other stages write: the training log CSV (`pose_pipeline.training_log`,
+validation columns possibly empty), the score stage's JSON
+(`pose_pipeline.predictions.read_score_json`), prediction files and converted stores.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import math
 from pathlib import Path
 
@@ -29,54 +27,12 @@ from pose_pipeline.figures import figure as _figure
 from pose_pipeline.metrics import TABLE_COLUMNS
 from pose_pipeline.overlays import plot_examples, plot_skeletons
 from pose_pipeline.predictions import read_score_json
+from pose_pipeline.training_log import read_log
 
 PLOTTED_KEYS = ("thresholds", "curves", "per_joint")  # what the score plots read of a score JSON
-LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pckh")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _float(text: str) -> float:
-    text = (text or "").strip()
-    if not text:
-        return math.nan
-    return float(text)
-
-
-def read_training_log(path) -> dict[str, np.ndarray]:
-    """Per-epoch series from a training log: epoch, train_loss (mean of the epoch's
-    rows), val_loss and val_pckh (last value given in the epoch; NaN where none)."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-            header = rows[0].keys() if rows else []
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such training log") from None
-    if not rows:
-        raise UserError(f"{path}: training log has no rows")
-    missing = [c for c in LOG_COLUMNS if c not in header]
-    if missing:
-        raise UserError(f"{path}: training log lacks the columns {missing}")
-    epochs: dict[int, dict[str, list[float]]] = {}
-    for line, row in enumerate(rows, start=2):
-        try:
-            epoch = int(float(row["epoch"]))
-            values = {c: _float(row[c]) for c in LOG_COLUMNS[1:]}
-        except (TypeError, ValueError):
-            raise UserError(f"{path}, line {line}: epoch and losses must be numbers") from None
-        series = epochs.setdefault(epoch, {c: [] for c in LOG_COLUMNS[1:]})
-        for c, v in values.items():
-            if math.isfinite(v):
-                series[c].append(v)
-    order = sorted(epochs)
-    result = {"epoch": np.array(order, dtype=np.float64)}
-    result["train_loss"] = np.array([np.mean(epochs[e]["train_loss"]) if epochs[e]["train_loss"] else np.nan
-                                     for e in order])
-    for c in ("val_loss", "val_pckh"):
-        result[c] = np.array([epochs[e][c][-1] if epochs[e][c] else np.nan for e in order])
-    return result
 
 
 def _series(values) -> np.ndarray:
@@ -96,10 +52,14 @@ def _plot_line(ax, x, y, **kwargs):
 
 
 def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> list[dict]:
-    """Loss per epoch (train solid, val dashed) and validation PCKh@0.5 per epoch, one
-    colour per experiment (`log_csvs`: name -> training log CSV). Returns the two panels
-    drawn (`describe_panel`)."""
-    logs = {name: read_training_log(path) for name, path in log_csvs.items()}
+    """Loss per epoch (train solid, val dashed) and the validation metric per epoch (titled
+    with the metric the logs name, e.g. PCK@0.2 for LSP), one colour per experiment
+    (`log_csvs`: name -> training log CSV). Returns the two panels drawn (`describe_panel`)."""
+    read = {name: read_log(path, ("epoch", "train_loss", "val_loss", "val_score"))
+            for name, path in log_csvs.items()}
+    logs = {name: log.per_epoch() for name, log in read.items()}
+    metrics = {log.metric for log in read.values()} - {None}
+    metric = metrics.pop() if len(metrics) == 1 else "score"  # older logs do not name theirs
     if not logs:
         raise UserError("no training logs to plot")
     with _figure(out_png, dpi, nrows=1, ncols=2, figsize=(11, 4)) as (fig, (loss_ax, pckh_ax)):
@@ -111,15 +71,15 @@ def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> list[dict]:
             if finite.any():
                 loss_ax.plot(log["epoch"][finite], log["val_loss"][finite], color=colour, linestyle="--",
                              marker=".", label=f"{name} val")
-            finite = np.isfinite(log["val_pckh"])
+            finite = np.isfinite(log["val_score"])
             if finite.any():
-                pckh_ax.plot(log["epoch"][finite], log["val_pckh"][finite], color=colour, marker=".",
+                pckh_ax.plot(log["epoch"][finite], log["val_score"][finite], color=colour, marker=".",
                              label=name)
         loss_ax.set(title="Loss", xlabel="epoch", ylabel="loss")
         if any(np.all(log["train_loss"][np.isfinite(log["train_loss"])] > 0) for log in logs.values()):
             with contextlib.suppress(ValueError):
                 loss_ax.set_yscale("log")
-        pckh_ax.set(title="Validation PCKh@0.5", xlabel="epoch", ylabel="PCKh@0.5 (%)")
+        pckh_ax.set(title=f"Validation {metric}", xlabel="epoch", ylabel=f"{metric} (%)")
         if not pckh_ax.lines:
             pckh_ax.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=pckh_ax.transAxes)
         for ax in (loss_ax, pckh_ax):

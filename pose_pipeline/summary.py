@@ -19,12 +19,12 @@ import csv
 import io
 import json
 import math
-from pathlib import Path
 
 from pose_pipeline.atomic import write_text_atomic
 from pose_pipeline.errors import UserError
 from pose_pipeline.metrics import OKS_COLUMN, TABLE_COLUMNS
 from pose_pipeline.predictions import read_score_json
+from pose_pipeline.training_log import read_log
 
 FIXED_COLUMNS = ("experiment", "dataset", "format", "arch", "stacks", "params", "epochs")
 ENTRY_KEYS = ("name", "dataset", "format", "arch", "stacks", "scores", "log", "model")
@@ -40,27 +40,6 @@ def metric_columns(evaluation: dict) -> dict[str, float | None]:
     columns.update({f"{rows[0]} {c}": table[rows[0]][c] for c in TABLE_COLUMNS if c != "Mean"})
     columns.update({f"{row} Mean": table[row]["Mean"] for row in rows[1:]})
     return columns
-
-
-def training_log_summary(path) -> tuple[int, float]:
-    """(epochs completed, cumulative training seconds) from the last row of a training log."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such training log") from None
-    if not rows:
-        raise UserError(f"{path}: training log has no rows")
-    last = rows[-1]
-    if not {"epoch", "elapsed_s"} <= set(last):
-        raise UserError(f"{path}: training log needs the columns epoch and elapsed_s")
-    try:
-        epochs = max(int(float(r["epoch"])) for r in rows)
-        elapsed = float(last["elapsed_s"]) if (last.get("elapsed_s") or "").strip() else math.nan
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path}: training log needs numeric `epoch` and `elapsed_s` columns") from None
-    return epochs, elapsed
 
 
 def parameter_count(model_path) -> int:
@@ -87,7 +66,8 @@ def summarize(entries: list[dict], out_csv) -> list[dict]:
         missing = [key for key in ENTRY_KEYS if key not in entry]
         if missing:
             raise UserError(f"summary entry {k} ({entry.get('name', '?')}): missing {missing}")
-        epochs, elapsed = training_log_summary(entry["log"])
+        log = read_log(entry["log"], ("epoch", "elapsed_s"))
+        epochs, elapsed = log.epochs_completed(), log.elapsed_s()
         metrics = metric_columns(read_score_json(entry["scores"], ("table",)))
         metric_order += [c for c in metrics if c not in metric_order]
         rows.append({"experiment": entry["name"], "dataset": entry["dataset"], "format": entry["format"],

@@ -1,18 +1,22 @@
 """`pose-pipeline train`: train a model on a converted store, resumably.
 
-Read `_train()` top to bottom: build the model and optimiser, resume from the newest
-checkpoint when one with the same settings exists, then per epoch: batches of whole shards,
-augmentation and Gaussian targets as tensor operations, the heatmap loss over every stack,
-a checkpoint every `checkpoint_every` steps, validation PCKh, a CSV log row, and the last /
-best checkpoints. The finished model goes to `<out>/model.pt`, written last, so its presence
-means training completed.
+Read `_train()` top to bottom: open the stores, build the model and optimiser, resume from
+the newest checkpoint when one with the same settings exists, then per epoch: train (batches
+of whole shards, augmentation and Gaussian targets as tensor operations, the heatmap loss
+over every stack, a checkpoint every `checkpoint_every` steps), validate, record the epoch
+in the log, save the last / best checkpoints. The finished model goes to `<out>/model.pt`,
+written last, so its presence means training completed.
 
 Outputs in `--out DIR`:
   model.pt                 final weights + model config (what predict reads)
-  log.csv                  epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s
-  checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, step)
-  checkpoints/best.pt      weights of the epoch with the best validation score (metrics.validation_score)
+  log.csv                  one row per epoch (columns: `training_log.py`)
+  checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, `RunState`)
+  checkpoints/best.pt      weights of the epoch with the best validation score
+                           (metrics.validation_score); without validation, of the last epoch
   tensorboard/             the log.csv figures as TensorBoard events (when it is installed)
+
+Validation (rank 0, after every epoch) decodes with the experiment's `evaluation` batch size
+and blur, without flip test (it ranks epochs; the flip test would double its cost).
 
 Several GPUs: `--nproc N` starts N ranks through torch's elastic launcher (torchrun), each
 running this same command; they train one DistributedDataParallel model (NCCL on GPUs with
@@ -24,11 +28,8 @@ and writes every output; resuming works for any run with the same number of rank
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -37,101 +38,29 @@ import numpy as np
 import torch
 
 from pose_pipeline import metrics
-from pose_pipeline.atomic import atomic_output
-from pose_pipeline.config import settings_hash
-from pose_pipeline.data import Augmentation, ShardBatches, make_batch
-from pose_pipeline.devices import World, autocast, world_from_env
+from pose_pipeline.data import make_batch
+from pose_pipeline.devices import World, autocast, launch_ranks, world_from_env
 from pose_pipeline.errors import UserError
 from pose_pipeline.loss import heatmap_loss
-from pose_pipeline.models import build_model, load_model, read_checkpoint
 from pose_pipeline.predict import predict_store
-from pose_pipeline.store import PoseStore, open_store
+from pose_pipeline.training_log import open_tensorboard, write_log, write_tensorboard
+from pose_pipeline.training_setup import Run, announce, resume, setup, wrap_for_training
+from pose_pipeline.training_state import CHECKPOINT_FORMAT, RunState, model_record, save_checkpoint
 
 log = logging.getLogger(__name__)
-
-LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_pckh", "lr", "images_per_s", "elapsed_s"]
-CHECKPOINT_FORMAT = "pose-pipeline-train-state-1"
 
 
 class NonFiniteLoss(UserError):
     pass
 
 
-# ------------------------------------------------------------------ optimiser, schedule
-
-
-def make_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optimizer:
-    if training["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
-    return torch.optim.RMSprop(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
-
-
-def lr_factor(epoch: int, schedule: dict, epochs: int) -> float:
-    """Learning-rate multiplier for an epoch (0-based), warm-up included."""
-    if epoch < schedule["warmup_epochs"]:
-        return (epoch + 1) / (schedule["warmup_epochs"] + 1)
-    kind = schedule["type"]
-    if kind == "step":
-        return schedule["gamma"] ** (epoch // schedule["step_size"])
-    if kind == "multistep":
-        return schedule["gamma"] ** sum(epoch >= m for m in schedule["milestones"])
-    if kind == "cosine":
-        span = max(epochs - schedule["warmup_epochs"], 1)
-        return 0.5 * (1 + math.cos(math.pi * (epoch - schedule["warmup_epochs"]) / span))
-    return 1.0
-
-
-# ------------------------------------------------------------------------ checkpoints
-
-
-def store_fingerprint(store: PoseStore) -> dict:
-    """What identifies the training data: a regenerated store must not resume old weights."""
-    return {"sources": store.attrs.get("sources"), "num_samples": len(store),
-            "converter": store.attrs.get("converter")}
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-
-
-def load_resume_state(path: Path, run_hash: str) -> dict | None:
-    """The resumable state at `path` if it belongs to this run, else None (with the reason)."""
-    if not path.exists():
-        return None
-    state = read_checkpoint(path)  # refuses pickled code and foreign files
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not a pose-pipeline training checkpoint; move it away to start afresh")
-    if state.get("run_hash") != run_hash:
-        log.warning("%s was written with other settings, data or number of processes; starting afresh", path)
-        return None
-    return state
-
-
-def resume_external(path, model, optimizer, scheduler, num_joints: int) -> int:
-    """Load weights (and the optimiser state when it fits) from another run's checkpoint;
-    returns the number of epochs it had completed."""
-    checkpoint = read_checkpoint(path)
-    model.load_state_dict(load_model(path, expect={"joints": num_joints}).state_dict())
-    if isinstance(checkpoint.get("optimizer"), dict):
-        try:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        except (ValueError, KeyError) as exc:
-            log.warning("%s: optimiser state not used (%s)", path, exc)
-    epoch = int(checkpoint.get("epoch", 0) or 0)
-    for _ in range(epoch):
-        scheduler.step()
-    return epoch
-
-
-# ------------------------------------------------------------------------------ train
+# ------------------------------------------------------------------------------ the run
 
 
 def train(settings: dict, train_store: str, val_store: str | None, out: str, device: str = "auto",
           epochs: int | None = None, progress: bool = True, resume_from: str | None = None) -> dict:
-    """Train as `settings` (model, training, dataset: see config.experiment_settings) say.
+    """Train as `settings` (model, training, evaluation, dataset: see
+    config.experiment_settings) say.
 
     `resume_from`: a checkpoint to continue from when `out` holds none of this run, e.g. a
     PyTorch-Pose `checkpoint.pth.tar` (weights, its `epoch`, and its optimiser state when
@@ -142,7 +71,8 @@ def train(settings: dict, train_store: str, val_store: str | None, out: str, dev
     batch of batch_size x world size; rank 0 validates and writes every output. Without
     WORLD_SIZE (or 1) no process group is created.
 
-    Returns {"epochs", "steps", "best_pckh", "model"}.
+    Returns {"epochs", "steps", "best_score" (None without validation), "best_epoch" (the
+    epoch best.pt holds), "best_metric" (the validation metric's name), "model"}.
     """
     world = world_from_env(device)
     try:
@@ -157,175 +87,135 @@ def train(settings: dict, train_store: str, val_store: str | None, out: str, dev
 
 def _train(world: World, settings: dict, train_store: str, val_store: str | None, out: Path,
            epochs: int | None, progress: bool, resume_from: str | None) -> dict:
-    from tqdm import tqdm
-
-    model_cfg, training = settings["model"], settings["training"]
-    epochs = epochs or training["epochs"]
-    device = world.device
-    info = log.info if world.main else log.debug  # one voice, not one per rank
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if training["num_threads"]:
-        torch.set_num_threads(training["num_threads"])
-    torch.manual_seed(training["seed"])
-
-    store = open_store(train_store)
-    val = open_store(val_store) if val_store and world.main else None
-    joints = store.joint_set
-    run_hash = settings_hash(run_identity(settings, epochs, store, world.size))
-
-    model = build_model(model_cfg, joints.num_joints)
-    if training["init_checkpoint"]:
-        init = load_model(training["init_checkpoint"], expect={"joints": joints.num_joints})
-        model.load_state_dict(init.state_dict())
-        info("initialised from %s", training["init_checkpoint"])
-    model.to(device).to(memory_format=torch.channels_last)
-    if world.distributed and device.type == "cuda":
-        # batch statistics over the global batch, as one process with that batch would have
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif world.distributed:
-        info("CPU ranks: BatchNorm statistics per rank (SyncBatchNorm needs GPUs)")
-    optimizer = make_optimizer(model, training)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: lr_factor(e, training["schedule"], epochs))
-    loader = ShardBatches(store, training["batch_size"], seed=training["seed"], rank=world.rank,
-                          world_size=world.size)
-    steps_per_epoch = loader.batches_per_epoch()
-    if steps_per_epoch == 0:
-        raise UserError(f"{train_store}: {len(store)} samples, fewer than one batch of {loader.global_batch_size}"
-                        + (f" ({training['batch_size']} per rank x {world.size} ranks)" if world.distributed else ""))
-    augmentation = Augmentation(**training["augmentation"])
-    flip_perm = joints.flip_permutation()
-    input_size, heatmap_size, sigma = training["input_size"], training["heatmap_size"], training["sigma"]
-    keypoints_canvas, visible = store.keypoints_in_canvas(), store.visible
-
-    # Resume: the newest checkpoint of this very run (same settings, same data), into the
-    # bare model on every rank before DDP wraps it (its state dict has no `module.` prefix).
-    step, log_rows, best_pckh, elapsed_before = 0, [], -1.0, 0.0
-    state = load_resume_state(out / "checkpoints" / "last.pt", run_hash)
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        step, log_rows, best_pckh = state["step"], state["log_rows"], state["best_pckh"]
-        elapsed_before = state["elapsed_s"]
-        info("resumed from %s at epoch %d, step %d", out / "checkpoints" / "last.pt",
-             step // steps_per_epoch + 1, step)
-    elif resume_from:
-        step = resume_external(resume_from, model, optimizer, scheduler, joints.num_joints) * steps_per_epoch
-        info("resumed from %s at epoch %d, step %d", resume_from, step // steps_per_epoch + 1, step)
-    info("training %s (%s, %.2f M parameters) on %s: %d samples, %d epochs of %d steps, world size %d "
-         "(batch %d = %d per rank x %d)", settings.get("name", "model"), model_cfg["arch"],
-         sum(p.numel() for p in model.parameters()) / 1e6, device, len(store), epochs, steps_per_epoch,
-         world.size, loader.global_batch_size, training["batch_size"], world.size)
-
-    net = model  # what the steps run; `model` (unwrapped) is what gets saved and validated
-    if world.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if training.get("compile"):
-        net = torch.compile(net)
-    tensorboard = open_tensorboard(out / "tensorboard") if world.main else None
-
-    def checkpoint_state() -> dict:
-        return {"format": CHECKPOINT_FORMAT, "run_hash": run_hash, "settings": settings,
-                "model_config": {**model_cfg, "joints": joints.num_joints},
-                "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "step": step, "log_rows": log_rows, "best_pckh": best_pckh, "world_size": world.size,
-                "elapsed_s": elapsed_before + time.monotonic() - started}
-
-    started = time.monotonic()
-    mine = slice(world.rank * training["batch_size"], (world.rank + 1) * training["batch_size"])
-    metric = "PCKh@0.5"  # the label of val_pckh in the log line; set per dataset by validation
-    for epoch in range(step // steps_per_epoch, epochs):
-        net.train()
-        skip = step - epoch * steps_per_epoch  # batches of this epoch done before a resume
-        epoch_start, loss_sum, seen = time.monotonic(), 0.0, 0
-        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
-                   unit="step", disable=not (progress and world.main), mininterval=5)
-        for i, (images, index) in enumerate(loader.epoch(epoch)):
-            if i < skip:
-                continue
-            # Augmentation of the global batch drawn from (seed, step), this rank's part taken:
-            # a resumed run, and any number of ranks, give each sample the same.
-            rng = np.random.default_rng([training["seed"], step])
-            params = augmentation.sample(rng, loader.global_batch_size)
-            x, targets, weights = make_batch(
-                images, keypoints_canvas[index], visible[index], store.canvas_size,
-                store.context, input_size, heatmap_size, sigma, flip_perm, device, augmentation,
-                params={k: v[mine] for k, v in params.items()})
-            with autocast(device):
-                outputs = net(x.contiguous(memory_format=torch.channels_last))
-            # The mean over this rank's part: DDP averages gradients over ranks of equal
-            # batches, which is the gradient of the mean over the global batch.
-            loss = heatmap_loss(outputs, targets, weights)
-            reported = global_mean(loss.detach(), world)
-            if not torch.isfinite(reported):  # the same verdict on every rank
-                raise NonFiniteLoss(f"loss is {reported.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                    f"the last good checkpoint {out / 'checkpoints' / 'last.pt'} is kept "
-                                    "(lower the learning rate?)")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            loss_sum += reported.item() * len(images)
-            seen += len(images)
-            bar.update(1)
-            bar.set_postfix(loss=f"{reported.item():.2e}", refresh=False)
-            if world.main and step % training["checkpoint_every"] == 0:
-                save_checkpoint(out / "checkpoints" / "last.pt", checkpoint_state())
-        bar.close()
-        train_seconds = time.monotonic() - epoch_start
-        scheduler.step()
-
-        row = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(seen, 1),
-               "val_loss": "", "val_pckh": "", "lr": optimizer.param_groups[0]["lr"],
-               "images_per_s": seen * world.size / max(train_seconds, 1e-9), "elapsed_s": 0.0}
+    run = setup(world, settings, train_store, val_store, out, epochs)
+    state = resume(run, resume_from)
+    announce(run)
+    run.net = wrap_for_training(run)
+    run.tensorboard = open_tensorboard(out / "tensorboard") if world.main else None
+    state.session_start = time.monotonic()
+    for epoch in range(state.epochs_done(run.steps_per_epoch), run.epochs):
+        row = train_one_epoch(run, state, epoch, progress)
+        run.scheduler.step()
+        row["lr"] = run.optimizer.param_groups[0]["lr"]  # after the step: the next epoch's, as always
         if not world.main:
             continue  # rank 0 validates and writes; the others wait in the next all-reduce
-        if val is not None:
-            preds, _, val_loss = predict_store(model, val, input_size, heatmap_size, flip_test=False,
-                                               batch_size=64, device=device, sigma=sigma)
-            # `val_pckh` holds the dataset's own metric: PCKh@0.5 (MPII), PCK@0.2 (LSP, COCO).
-            metric, row["val_pckh"] = metrics.validation_score(preds, val.keypoints, val.visible,
-                                                               val.head_size, joints)
-            row["val_loss"] = val_loss
-        row["elapsed_s"] = elapsed_before + time.monotonic() - started
-        log_rows.append(row)
-        log.info("epoch %d/%d: train loss %.3e, val loss %s, val %s %s, %.1f images/s",
-                 epoch + 1, epochs, row["train_loss"], _fmt(row["val_loss"]), metric, _fmt(row["val_pckh"]),
-                 row["images_per_s"])
-        write_log(out / "log.csv", log_rows)
-        write_tensorboard(tensorboard, row)
-        pckh = row["val_pckh"] if row["val_pckh"] != "" else -epoch
-        if pckh > best_pckh:
-            best_pckh = pckh
-            save_checkpoint(out / "checkpoints" / "best.pt", {
-                "model_config": {**model_cfg, "joints": joints.num_joints},
-                "state_dict": model.state_dict(), "epoch": epoch + 1, "val_pckh": row["val_pckh"]})
-        save_checkpoint(out / "checkpoints" / "last.pt", checkpoint_state())
-
-    if tensorboard is not None:
-        tensorboard.close()
-    if world.main:
-        final = {"model_config": {**model_cfg, "joints": joints.num_joints}, "state_dict": model.state_dict(),
-                 "input_size": input_size, "heatmap_size": heatmap_size, "settings": settings,
-                 "settings_hash": run_hash, "epoch": epochs, "step": step}
-        write_log(out / "log.csv", log_rows)
-        save_checkpoint(out / "model.pt", final)
-    return {"epochs": epochs, "steps": step, "best_pckh": best_pckh, "model": str(out / "model.pt")}
+        if run.val is not None:
+            row.update(validate(run))
+        record_epoch(run, state, row)
+        save_epoch_checkpoints(run, state, row)
+    return finish(run, state)
 
 
-def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int) -> dict:
-    """What a resumable checkpoint must match. `training.compile` changes speed, not what
-    is learnt, so it is left out; the world size changes the global batch, so it is in
-    (only when > 1, so single-process runs keep the identity they always had)."""
-    training = {k: v for k, v in settings["training"].items() if k != "compile"}
-    identity = {"settings": {**settings, "training": training}, "epochs": epochs, "data": store_fingerprint(store)}
-    if world_size > 1:
-        identity["world_size"] = world_size
-    return identity
+# ---------------------------------------------------------------------------- phases
+
+
+def train_one_epoch(run: Run, state: RunState, epoch: int, progress: bool) -> dict:
+    """Train the epoch's remaining steps (all of them unless resumed inside it); a
+    resumable checkpoint every `checkpoint_every` steps. Returns its log row, not yet validated."""
+    from tqdm import tqdm
+
+    run.net.train()
+    skip = state.step - epoch * run.steps_per_epoch  # batches of this epoch done before a resume
+    started, loss_sum, seen = time.monotonic(), 0.0, 0
+    bar = tqdm(total=run.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{run.epochs}",
+               unit="step", disable=not (progress and run.world.main), mininterval=5)
+    for i, (images, index) in enumerate(run.loader.epoch(epoch)):
+        if i < skip:
+            continue
+        loss = train_step(run, images, index, state.step, epoch)
+        state.step += 1
+        loss_sum += loss * len(images)
+        seen += len(images)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.2e}", refresh=False)
+        if run.world.main and state.step % run.training["checkpoint_every"] == 0:
+            save_checkpoint(run.last_path, checkpoint_state(run, state))
+    bar.close()
+    seconds = time.monotonic() - started
+    return {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(seen, 1), "val_loss": "",
+            "val_score": "", "val_metric": "", "images_per_s": seen * run.world.size / max(seconds, 1e-9)}
+
+
+def train_step(run: Run, images: np.ndarray, index: np.ndarray, step: int, epoch: int) -> float:
+    """One optimiser step on this rank's part of the global batch; returns the loss of the
+    whole global batch (the same on every rank), refusing a non-finite one."""
+    training, world = run.training, run.world
+    # Augmentation of the global batch drawn from (seed, step), this rank's part taken:
+    # a resumed run, and any number of ranks, give each sample the same.
+    params = run.augmentation.sample(np.random.default_rng([training["seed"], step]), run.loader.global_batch_size)
+    mine = slice(world.rank * training["batch_size"], (world.rank + 1) * training["batch_size"])
+    x, targets, weights = make_batch(images, run.keypoints_canvas[index], run.store.visible[index], run.store,
+                                     run.codec, world.device, augmentation=run.augmentation,
+                                     params={k: v[mine] for k, v in params.items()})
+    with autocast(world.device):
+        outputs = run.net(x.contiguous(memory_format=torch.channels_last))
+    # The mean over this rank's part: DDP averages gradients over ranks of equal
+    # batches, which is the gradient of the mean over the global batch.
+    loss = heatmap_loss(outputs, targets, weights)
+    reported = global_mean(loss.detach(), world)
+    if not torch.isfinite(reported):  # the same verdict on every rank
+        raise NonFiniteLoss(f"loss is {reported.item()} at epoch {epoch + 1}, step {step + 1}; "
+                            f"the last good checkpoint {run.last_path} is kept (lower the learning rate?)")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return reported.item()
+
+
+def validate(run: Run) -> dict:
+    """Validation loss and the dataset's own metric (metrics.validation_score: PCKh@0.5 for
+    MPII, PCK@0.2 for LSP and COCO) with the experiment's evaluation batch size and blur."""
+    val = run.val
+    preds, _, loss = predict_store(run.model, val, run.codec, flip_test=False,
+                                   batch_size=run.evaluation["batch_size"], device=run.world.device)
+    metric, score = metrics.validation_score(preds, val.keypoints, val.visible, val.head_size, run.store.joint_set)
+    return {"val_loss": loss, "val_score": score, "val_metric": metric}
+
+
+def record_epoch(run: Run, state: RunState, row: dict) -> None:
+    """Add the epoch's row to the run's log: the log line, log.csv and TensorBoard."""
+    row["elapsed_s"] = state.elapsed()
+    state.log_rows.append(row)
+    log.info("epoch %d/%d: train loss %.3e, val loss %s, val %s %s, %.1f images/s", row["epoch"], run.epochs,
+             row["train_loss"], _fmt(row["val_loss"]), row["val_metric"] or "score", _fmt(row["val_score"]),
+             row["images_per_s"])
+    write_log(run.out / "log.csv", state.log_rows)
+    write_tensorboard(run.tensorboard, row)
+
+
+def save_epoch_checkpoints(run: Run, state: RunState, row: dict) -> None:
+    """best.pt (the best-scoring epoch so far; without validation, this epoch), then last.pt."""
+    validated = row["val_score"] != ""
+    if not validated or state.improves(row["val_score"]):
+        state.best_score = row["val_score"] if validated else None
+        state.best_epoch = row["epoch"]
+        save_checkpoint(run.best_path, model_record(run.model, run.settings, run.num_joints, run.codec,
+                                                    row["epoch"], state.step, val_score=row["val_score"],
+                                                    val_metric=row["val_metric"]))
+    save_checkpoint(run.last_path, checkpoint_state(run, state))
+
+
+def checkpoint_state(run: Run, state: RunState) -> dict:
+    """last.pt: the model record plus all a resume needs (optimiser, scheduler, RNG, RunState)."""
+    record = model_record(run.model, run.settings, run.num_joints, run.codec,
+                          state.epochs_done(run.steps_per_epoch), state.step)
+    return {**record, "format": CHECKPOINT_FORMAT, "run_hash": run.run_hash,
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "world_size": run.world.size, **state.to_checkpoint()}
+
+
+def finish(run: Run, state: RunState) -> dict:
+    """model.pt (written last: its presence means training completed) and the run's summary."""
+    if run.tensorboard is not None:
+        run.tensorboard.close()
+    if run.world.main:
+        write_log(run.out / "log.csv", state.log_rows)
+        save_checkpoint(run.out / "model.pt", model_record(run.model, run.settings, run.num_joints, run.codec,
+                                                           run.epochs, state.step, settings_hash=run.run_hash))
+    metrics_named = [r["val_metric"] for r in state.log_rows if r.get("val_metric")]
+    return {"epochs": run.epochs, "steps": state.step, "best_score": state.best_score,
+            "best_epoch": state.best_epoch, "best_metric": metrics_named[-1] if metrics_named else None,
+            "model": str(run.out / "model.pt")}
 
 
 def global_mean(value: torch.Tensor, world: World) -> torch.Tensor:
@@ -337,37 +227,8 @@ def global_mean(value: torch.Tensor, world: World) -> torch.Tensor:
     return value / world.size
 
 
-def open_tensorboard(path: Path):
-    """A SummaryWriter for `path`, or None (saying so once) when tensorboard is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.info("tensorboard is not installed: no event files (pip install 'pose-pipeline[tensorboard]')")
-        return None
-    return SummaryWriter(str(path))
-
-
-def write_tensorboard(writer, row: dict) -> None:
-    if writer is None:
-        return
-    epoch = row["epoch"]
-    for tag, key in (("train/loss", "train_loss"), ("val/loss", "val_loss"), ("val/pckh", "val_pckh"),
-                     ("lr", "lr"), ("images_per_s", "images_per_s")):
-        if row[key] != "":
-            writer.add_scalar(tag, row[key], epoch)
-    writer.flush()
-
-
 def _fmt(value) -> str:
     return "-" if value == "" else f"{value:.4g}"
-
-
-def write_log(path: Path, rows: list[dict]) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, LOG_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 # -------------------------------------------------------------------------------- CLI
@@ -399,28 +260,6 @@ def _nproc(value: str) -> int | str:
     return int(value)
 
 
-def launch(args: argparse.Namespace, nproc: int, device: str) -> int:
-    """Run this command again without --nproc in `nproc` ranks under torch's elastic
-    launcher (what `torchrun --standalone --nproc-per-node N -m pose_pipeline train ...` does)."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
-
-    if "WORLD_SIZE" in os.environ:
-        raise UserError("--nproc inside a torchrun worker: leave --nproc out when torchrun starts the ranks")
-    if device != "cpu" and torch.cuda.is_available() and nproc > torch.cuda.device_count():
-        raise UserError(f"--nproc {nproc} but {torch.cuda.device_count()} visible GPUs (one process per GPU)")
-    argv = ["--standalone", f"--nproc-per-node={nproc}", "-m", "pose_pipeline"]
-    argv += ["-v"] if getattr(args, "verbose", False) else []
-    argv += ["train"] + worker_args(args)
-    log.info("launching %d ranks: torchrun %s", nproc, " ".join(argv[:4] + ["..."]))
-    try:
-        torchrun(argv)
-    except ChildFailedError as exc:
-        ranks = ", ".join(f"rank {r} (exit {f.exitcode})" for r, f in sorted(exc.failures.items()))
-        raise UserError(f"training failed in {ranks}; its message is above") from None
-    return 0
-
-
 def worker_args(args: argparse.Namespace) -> list[str]:
     """The command line of one rank: these arguments, less --nproc."""
     argv = []
@@ -438,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     from pose_pipeline.devices import auto_nproc
 
     if int(os.environ.get("RANK", "0")) > 0:
-        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
+        logging.getLogger("pose_pipeline").setLevel(logging.WARNING)  # rank 0 speaks for the run
     if args.settings:
         settings = json.loads(args.settings)
     elif args.experiment:
@@ -458,10 +297,16 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or settings.get("device", "auto")
     nproc = auto_nproc() if args.nproc == "auto" else args.nproc
     if nproc > 1:
-        return launch(args, nproc, device)
+        return launch_ranks(nproc, device, ["train"] + worker_args(args), getattr(args, "verbose", False))
     summary = train(settings, train_store, val_store, args.out or f"results/train/{name}",
                     device, args.epochs, args.progress, args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{summary['model']}: {summary['epochs']} epochs, {summary['steps']} steps, "
-              f"best validation score {summary['best_pckh']:.2f} (PCKh@0.5 for MPII, PCK@0.2 for LSP and COCO)")
+        print(f"{summary['model']}: {summary['epochs']} epochs, {summary['steps']} steps, {_best(summary)}")
     return 0
+
+
+def _best(summary: dict) -> str:
+    if summary["best_score"] is None:
+        return "no validation (best.pt holds the last epoch's weights)"
+    metric = summary["best_metric"] or "score"
+    return f"best validation {metric} {summary['best_score']:.2f} (epoch {summary['best_epoch']}, best.pt)"

@@ -1,4 +1,4 @@
-"""The one geometry module: affines, warps, Gaussian targets and sub-pixel decoding."""
+"""The geometry module (affines, warps) and the heatmap codec on real poses."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from pose_pipeline import geometry
+from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.formats import mpii
-from pose_pipeline.roundtrip import encode_decode, person_to_heatmap_affines
+from pose_pipeline.roundtrip import encode_decode
 
 
 def test_compose_invert_apply_roundtrip():
@@ -49,19 +50,6 @@ def test_warp_batch_matches_cv2_warp():
         assert np.abs(batch[i][inner] - reference[inner]).mean() < 2.0
 
 
-def test_encode_decode_is_exact_for_subpixel_targets():
-    points = np.array([[[10.3, 20.7], [31.9, 1.2], [40.0, 40.0], [70.0, 5.0]]])
-    targets, weights = geometry.encode_heatmaps(points, np.ones((1, 4)), 64, 1.0)
-    assert weights.tolist() == [[1.0, 1.0, 1.0, 0.0]]  # (70, 5) lies outside a 64 x 64 map
-    assert float(targets[0, 3].abs().sum()) == 0.0
-    coords, scores = geometry.decode_heatmaps(targets.numpy())
-    np.testing.assert_allclose(coords[0, :3], points[0, :3], atol=1e-4)
-    # blurring keeps a Gaussian Gaussian: still exact away from the border (the blur pads
-    # with zeros, which skews a peak one pixel from the edge)
-    coords, _ = geometry.decode_heatmaps(targets.numpy(), blur_sigma=1.0)
-    np.testing.assert_allclose(coords[0, [0, 2]], points[0, [0, 2]], atol=1e-3)
-
-
 def test_flip_affine_swaps_sides():
     flip = geometry.hflip_affine(64)
     np.testing.assert_allclose(geometry.apply(flip, np.array([[0.0, 5.0], [63.0, 7.0]])), [[63.0, 5.0], [0.0, 7.0]])
@@ -80,9 +68,9 @@ def test_roundtrip_on_real_mpii_validation_poses(shared_data):
     people = mpii.read_hourglass_h5(shared_data / "mpii_sample" / "valid.h5", is_train=False)
     assert len(people) == 2958
     points = geometry.annotated_to_array(people.keypoints, 1.0)
-    to_heatmap = person_to_heatmap_affines(geometry.annotated_to_array(people.center, 1.0),
-                                           people.scale, 256, 64)
-    decoded, encoded = encode_decode(points, people.annotated.astype(np.float32), to_heatmap, 64, 1.0)
+    codec = HeatmapCodec(256, 64, sigma=1.0)
+    to_heatmap = codec.person_to_heatmap(geometry.annotated_to_array(people.center, 1.0), people.scale)
+    decoded, encoded = encode_decode(points, people.annotated.astype(np.float32), to_heatmap, codec)
     # the few joints outside the person box cannot be encoded; nearly all can
     assert encoded.sum() >= 0.99 * people.annotated.sum()
     error = np.linalg.norm(decoded - points, axis=-1) / people.head_size[:, None]

@@ -15,9 +15,10 @@ from pose_pipeline.errors import UserError
 from pose_pipeline.joints import MPII
 from pose_pipeline.metrics import TABLE_COLUMNS
 from pose_pipeline.overlays import pick_samples, plot_skeletons, predictions_in_crop
-from pose_pipeline.plots import plot_joint_bars, plot_pckh_curves, plot_training_curves, read_training_log
+from pose_pipeline.plots import plot_joint_bars, plot_pckh_curves, plot_training_curves
 from pose_pipeline.predictions import write_predictions_mat
 from pose_pipeline.score import score
+from pose_pipeline.training_log import read_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LOG_HEADER = "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
@@ -87,10 +88,10 @@ def test_training_curves(tmp_path):
     a = write_log(tmp_path / "a.csv", [(0, 10, 1.0, "", "", 1e-3, 50, 1), (0, 20, 0.8, 0.9, 40.0, 1e-3, 50, 2),
                                        (1, 30, 0.6, "", "", 1e-3, 50, 3), (1, 40, 0.5, 0.55, 60.0, 1e-3, 50, 4)])
     b = write_log(tmp_path / "b.csv", [(0, 10, 1.2, 1.1, 30.0, 1e-3, 50, 1), (1, 20, 0.7, 0.8, 50.0, 1e-3, 50, 2)])
-    log = read_training_log(a)
+    log = read_log(a).per_epoch()
     np.testing.assert_array_equal(log["epoch"], [0, 1])
     np.testing.assert_allclose(log["train_loss"], [0.9, 0.55])
-    np.testing.assert_allclose(log["val_pckh"], [40.0, 60.0])
+    np.testing.assert_allclose(log["val_score"], [40.0, 60.0])
     loss, pckh = plot_training_curves({"a": a, "b": b}, tmp_path / "out" / "curves.png", dpi=50)
     assert_png(tmp_path / "out" / "curves.png", min_size=50)
     lines = by_label(loss)
@@ -111,7 +112,7 @@ def test_training_curves(tmp_path):
 
 def test_training_curves_without_validation(tmp_path):
     log = write_log(tmp_path / "a.csv", [(0, 10, 1.0, "", "", 1e-3, "", ""), (1, 20, 0.5, "", "", 1e-3, "", "")])
-    assert np.isnan(read_training_log(log)["val_loss"]).all()
+    assert np.isnan(read_log(log).per_epoch()["val_loss"]).all()
     loss, pckh = plot_training_curves({"a": log}, tmp_path / "curves.png")
     assert_png(tmp_path / "curves.png")
     assert [line["label"] for line in loss["lines"]] == ["a train"]  # no val line

@@ -28,12 +28,12 @@ def test_oracle_predictions_score_as_the_issue_requires(shared_data, tmp_path, c
 def test_integer_targets_would_fail_the_same_check(shared_data):
     """The check can fail: rounding targets to whole heatmap pixels (as the seeds did) is off."""
     from pose_pipeline import geometry
+    from pose_pipeline.codec import HeatmapCodec
     from pose_pipeline.formats import mpii
-    from pose_pipeline.roundtrip import person_to_heatmap_affines
 
     people = mpii.read_hourglass_h5(shared_data / "mpii_sample" / "valid.h5", is_train=False)
     points = geometry.annotated_to_array(people.keypoints, 1.0)
-    to_heatmap = person_to_heatmap_affines(geometry.annotated_to_array(people.center, 1.0), people.scale, 256, 64)
+    to_heatmap = HeatmapCodec(256).person_to_heatmap(geometry.annotated_to_array(people.center, 1.0), people.scale)
     rounded = geometry.apply(geometry.invert(to_heatmap), np.round(geometry.apply(to_heatmap, points)))
     error = np.linalg.norm(rounded - points, axis=-1) / people.head_size[:, None]
     assert error[people.annotated].mean() > 0.01

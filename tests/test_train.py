@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
 from conftest import settings
 
+from pose_pipeline import cli, metrics
 from pose_pipeline import train as train_module
+from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.errors import UserError
-from pose_pipeline.models import load_model
+from pose_pipeline.models import build_model, load_model
+from pose_pipeline.predict import predict_store
+from pose_pipeline.store import open_store
+from pose_pipeline.training_log import COLUMNS
+from pose_pipeline.training_state import run_identity
 
 
 def weights(path) -> dict:
@@ -22,12 +29,28 @@ def test_trains_logs_and_writes_a_loadable_model(random_store, tmp_path):
                                  progress=False)
     assert summary["steps"] == 2 * (24 // 4)
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
-    assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == train_module.LOG_COLUMNS
-    assert all(float(r["val_pckh"]) >= 0 and float(r["images_per_s"]) > 0 for r in rows)
+    assert [(r["epoch"], r["step"]) for r in rows] == [("1", "6"), ("2", "12")]
+    assert tuple(rows[0]) == COLUMNS
+    assert float(rows[0]["elapsed_s"]) < float(rows[1]["elapsed_s"])
     model = load_model(tmp_path / "run" / "model.pt")
     assert model.model_config["joints"] == 16 and model.model_config["stacks"] == 1
-    assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    # it trained: the weights moved away from the seeded initialisation
+    torch.manual_seed(0)
+    initial = build_model(settings()["model"], 16).state_dict()
+    assert any(not torch.equal(initial[k], v) for k, v in model.state_dict().items() if v.is_floating_point())
+    # the log holds the validation of the weights it names: validating model.pt again (the
+    # weights after epoch 2) gives row 2's loss and score, under the metric the row names
+    store = open_store(random_store)
+    preds, _, loss = predict_store(model, store, HeatmapCodec(64, 16, sigma=1.0, blur_sigma=1.0), flip_test=False)
+    metric, score = metrics.validation_score(preds, store.keypoints, store.visible, store.head_size, store.joint_set)
+    assert rows[1]["val_metric"] == metric == "PCKh@0.5"
+    assert float(rows[1]["val_loss"]) == pytest.approx(loss, rel=1e-5)
+    assert float(rows[1]["val_score"]) == pytest.approx(score, abs=1e-3)
+    # best.pt: the first epoch with the highest logged score
+    scores = [float(r["val_score"]) for r in rows]
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == 1 + scores.index(max(scores)) == summary["best_epoch"]
+    assert best["val_score"] == pytest.approx(max(scores), abs=1e-3) and summary["best_score"] == best["val_score"]
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(random_store, tmp_path, monkeypatch, caplog):
@@ -48,17 +71,20 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(random_store, tmp
     assert not (tmp_path / "b" / "model.pt").exists()  # nothing looks finished
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
 
-    with caplog.at_level("INFO", logger="pose_pipeline.train"):
+    with caplog.at_level("INFO", logger="pose_pipeline"):
         train_module.train(settings(), random_store, None, tmp_path / "b", device="cpu", progress=False)
     assert any("resumed from" in r.message and "step 4" in r.message for r in caplog.records)
     a, b = weights(tmp_path / "a" / "model.pt"), weights(tmp_path / "b" / "model.pt")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    # without validation best.pt is the last epoch, whether or not the run was interrupted
+    best = torch.load(tmp_path / "b" / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == 2 and all(torch.equal(best["state_dict"][k], b[k]) for k in b)
 
 
 def test_changed_settings_do_not_resume_old_checkpoints(random_store, tmp_path, caplog):
     train_module.train(settings(epochs=1), random_store, None, tmp_path / "r", device="cpu", progress=False)
-    with caplog.at_level("INFO", logger="pose_pipeline.train"):
+    with caplog.at_level("INFO", logger="pose_pipeline"):
         train_module.train(settings(epochs=1, lr=1e-3), random_store, None, tmp_path / "r", device="cpu",
                            progress=False)
     assert not any("resumed from" in r.message for r in caplog.records)
@@ -92,21 +118,58 @@ def test_foreign_checkpoint_is_refused_and_kept(random_store, tmp_path):
     assert foreign.read_bytes() == b"not a checkpoint at all"
 
 
-def test_resume_from_a_pytorch_pose_checkpoint(random_store, tmp_path, caplog):
-    from pose_pipeline.models import build_model
-
+def pytorch_pose_checkpoint(path, epoch: int = 1):
+    """A checkpoint in the layout PyTorch-Pose saves: DataParallel keys, epoch, arch, best_acc, optimizer."""
     model = build_model({"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16}, 16)
     optimizer = torch.optim.RMSprop(model.parameters(), lr=2.5e-4)
     model(torch.rand(2, 3, 64, 64))[0].sum().backward()
     optimizer.step()
-    # the layout PyTorch-Pose saves: DataParallel keys, epoch, arch, best_acc, optimizer
-    torch.save({"epoch": 1, "arch": "hg", "best_acc": 0.5, "optimizer": optimizer.state_dict(),
-                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
-               tmp_path / "checkpoint.pth.tar")
-    with caplog.at_level("INFO", logger="pose_pipeline.train"):
+    torch.save({"epoch": epoch, "arch": "hg", "best_acc": 0.5, "optimizer": optimizer.state_dict(),
+                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def test_resume_from_a_pytorch_pose_checkpoint(random_store, tmp_path, caplog):
+    checkpoint = pytorch_pose_checkpoint(tmp_path / "checkpoint.pth.tar")
+    with caplog.at_level("INFO", logger="pose_pipeline"):
         summary = train_module.train(settings(), random_store, None, tmp_path / "r", device="cpu", progress=False,
-                                     resume_from=str(tmp_path / "checkpoint.pth.tar"))
+                                     resume_from=str(checkpoint))
     assert any("checkpoint.pth.tar at epoch 2" in r.message for r in caplog.records)
     assert summary["steps"] == 2 * 6  # counted from the checkpoint's epoch; one epoch trained here
     rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
     assert [r["epoch"] for r in rows] == ["2"]
+
+
+def test_without_validation_best_pt_is_the_last_epoch_and_no_score_is_claimed(random_store, tmp_path, capsys):
+    """Before: best.pt was the first epoch (never written after a resume at epoch >= 1) and
+    the run claimed "best validation score 0.00"."""
+    checkpoint = pytorch_pose_checkpoint(tmp_path / "checkpoint.pth.tar")
+    out = tmp_path / "r"
+    assert cli.main(["train", "--settings", json.dumps(settings(epochs=3)), "--train-store", str(random_store),
+                     "--val-store", str(tmp_path / "absent.zarr"), "--out", str(out), "--device", "cpu",
+                     "--resume", str(checkpoint), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "no validation" in printed and "score" not in printed
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    final = weights(out / "model.pt")
+    assert best["epoch"] == 3 and best["val_score"] == ""
+    assert all(torch.equal(best["state_dict"][k], final[k]) for k in final)
+
+
+def test_validation_follows_the_experiments_evaluation_settings(random_store, tmp_path, monkeypatch):
+    calls = []
+    real_predict = train_module.predict_store
+
+    def recording_predict(model, store, codec, **kwargs):
+        calls.append((codec, kwargs))
+        return real_predict(model, store, codec, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict_store", recording_predict)
+    s = {**settings(epochs=1), "evaluation": {"batch_size": 5, "blur_sigma": 0.5, "flip_test": True}}
+    train_module.train(s, random_store, random_store, tmp_path / "e", device="cpu", progress=False)
+    (codec, kwargs), = calls
+    assert kwargs["batch_size"] == 5 and codec.blur_sigma == 0.5
+    assert (codec.input_size, codec.heatmap_size, codec.sigma) == (64, 16, 1.0)
+    # the evaluation settings decide what validation reports, not what is learnt: a run resumes across them
+    store = open_store(random_store)
+    assert run_identity(s, 1, store, 1) == run_identity(settings(epochs=1), 1, store, 1)

@@ -18,6 +18,7 @@ import torch
 from conftest import REPO_ROOT, make_random_store, settings
 
 from pose_pipeline import train as train_module
+from pose_pipeline import training_state
 from pose_pipeline.data import ShardBatches
 from pose_pipeline.errors import UserError
 from pose_pipeline.store import open_store
@@ -74,9 +75,9 @@ def test_ranks_take_disjoint_slices_of_the_single_process_batches(tmp_path, num_
 # all-reduce, optimiser) must match exactly for the weights to agree.
 RANK_SCRIPT = """
 import sys, torch
-from pose_pipeline import cli, train
+from pose_pipeline import cli, training_setup
 
-real_build = train.build_model
+real_build = training_setup.build_model
 
 def build_without_batch_statistics(config, joints):
     model = real_build(config, joints)
@@ -86,7 +87,7 @@ def build_without_batch_statistics(config, joints):
             setattr(parent, name.rpartition(".")[2], torch.nn.GroupNorm(1, module.num_features))
     return model
 
-train.build_model = build_without_batch_statistics
+training_setup.build_model = build_without_batch_statistics
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -140,7 +141,7 @@ def test_nproc_2_on_the_cli_trains_one_model_and_resumes_it(random_store, tmp_pa
     assert "BatchNorm statistics per rank" in first.stderr
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "3"), ("2", "6")]  # 24 samples / (4 x 2)
-    assert all(r["val_pckh"] != "" for r in rows)
+    assert all(r["val_score"] != "" and r["val_metric"] == "PCKh@0.5" for r in rows)
     from pose_pipeline.models import load_model
 
     model = load_model(tmp_path / "run" / "model.pt")  # no `module.` prefix: loads as a plain model
@@ -172,11 +173,11 @@ def test_a_failing_rank_fails_the_command_with_a_message(random_store, tmp_path)
 
 
 def test_nproc_inside_a_torchrun_worker_is_refused(monkeypatch):
-    import argparse
+    from pose_pipeline.devices import launch_ranks
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="inside a torchrun worker"):
-        train_module.launch(argparse.Namespace(), 2, "cpu")
+        launch_ranks(2, "cpu", ["train"])
 
 
 def test_nproc_auto(monkeypatch):
@@ -246,16 +247,17 @@ def test_a_small_model_overfits_16_real_lsp_crops(lsp16, tmp_path):
     train_module.train(s, lsp16, lsp16, tmp_path / "o", device="cpu", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "o" / "log.csv")))
     losses = [float(r["train_loss"]) for r in rows]
-    pck = [float(r["val_pckh"]) for r in rows]
+    pck = [float(r["val_score"]) for r in rows]
+    assert {r["val_metric"] for r in rows} == {"PCK@0.2"}
 
     # Predicting all-zero heatmaps already scores mean(target^2 x weight): falling below that
     # means peaks at the joints, not just a network that learnt to output nothing.
     store = open_store(lsp16)
+    from pose_pipeline.codec import HeatmapCodec
     from pose_pipeline.data import make_batch
 
-    _, targets, weights = make_batch(store.images(), store.keypoints_in_canvas(), store.visible,
-                                     store.canvas_size, store.context, 64, 16, 2.0,
-                                     store.joint_set.flip_permutation(), torch.device("cpu"))
+    _, targets, weights = make_batch(store.images(), store.keypoints_in_canvas(), store.visible, store,
+                                     HeatmapCodec(64, 16, sigma=2.0), torch.device("cpu"))
     zero_loss = float((targets ** 2 * weights[:, :, None, None]).mean())
     assert losses[-1] < losses[0] / 5, losses
     assert losses[-1] < zero_loss / 2, (losses[-1], zero_loss)
@@ -272,7 +274,7 @@ def test_tensorboard_events_when_installed(random_store, tmp_path):
     train_module.train(settings(epochs=2), random_store, random_store, tmp_path / "t", device="cpu", progress=False)
     events = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
     events.Reload()
-    assert set(events.Tags()["scalars"]) == {"train/loss", "val/loss", "val/pckh", "lr", "images_per_s"}
+    assert set(events.Tags()["scalars"]) == {"train/loss", "val/loss", "val/score", "lr", "images_per_s"}
     rows = list(csv.DictReader(open(tmp_path / "t" / "log.csv")))
     logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
     assert [step for step, _ in logged] == [1, 2]
@@ -290,7 +292,7 @@ def test_without_tensorboard_one_info_line_and_no_event_files(random_store, tmp_
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    with caplog.at_level("INFO", logger="pose_pipeline.train"):
+    with caplog.at_level("INFO", logger="pose_pipeline"):
         train_module.train(settings(epochs=1), random_store, None, tmp_path / "n", device="cpu", progress=False)
     assert sum("tensorboard is not installed" in r.message for r in caplog.records) == 1
     assert not (tmp_path / "n" / "tensorboard").exists()
@@ -303,9 +305,9 @@ def test_compile_defaults_off_and_does_not_change_the_run_identity(random_store)
     store = open_store(random_store)
     on = {**s, "training": {**s["training"], "compile": True}}
     old = {**s, "training": {k: v for k, v in s["training"].items() if k != "compile"}}
-    ids = [train_module.run_identity(x, 2, store, 1) for x in (s, on, old)]
+    ids = [training_state.run_identity(x, 2, store, 1) for x in (s, on, old)]
     assert ids[0] == ids[1] == ids[2]  # a run resumes whether compiled or not, and from before the option
-    assert train_module.run_identity(s, 2, store, 2) != ids[0]
+    assert training_state.run_identity(s, 2, store, 2) != ids[0]
 
 
 @pytest.mark.slow

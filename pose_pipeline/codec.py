@@ -1,0 +1,167 @@
+"""The heatmap codec: the one target representation, modelled on MMPose's `MSRAHeatmap`.
+
+One `HeatmapCodec` owns everything that ties keypoints to heatmaps: the network input size,
+the heatmap size (`HEATMAP_STRIDE` times smaller, decided here), the Gaussian sigma of the
+targets, the blur applied before decoding, and the affines of the chain
+
+    image -> canvas (the store's `affine`) -> input -> heatmap.
+
+Training (`data.make_batch`), prediction (`predict.predict_store`), validation and the
+roundtrip check all take a codec, so they cannot disagree on any of these.
+
+Coordinates follow `geometry`: array coordinates, pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pose_pipeline import geometry
+from pose_pipeline.joints import PERSON_BOX
+
+# The models (hourglass, PyraNet) output heatmaps at 1/4 of their input.
+HEATMAP_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class HeatmapCodec:
+    """Gaussian heatmaps at sub-pixel positions, decoded by a Newton step on the log.
+
+    input_size: network input side; heatmap_size: heatmap side (default input / 4);
+    sigma: target Gaussian (heatmap pixels); blur_sigma: Gaussian blur before decoding
+    (None or 0: none).
+    """
+
+    input_size: int = 256
+    heatmap_size: int | None = None
+    sigma: float = 1.0
+    blur_sigma: float | None = None
+
+    def __post_init__(self):
+        if self.heatmap_size is None:
+            object.__setattr__(self, "heatmap_size", self.input_size // HEATMAP_STRIDE)
+        if not self.blur_sigma:
+            object.__setattr__(self, "blur_sigma", None)
+
+    @classmethod
+    def from_settings(cls, training: dict, evaluation: dict | None = None) -> "HeatmapCodec":
+        """The codec of an experiment's `training` settings, decoding with its `evaluation`
+        blur (none without evaluation settings)."""
+        return cls(training["input_size"], training["heatmap_size"], training["sigma"],
+                   (evaluation or {}).get("blur_sigma"))
+
+    # ------------------------------------------------------------------------- affines
+
+    def input_to_heatmap(self) -> np.ndarray:
+        """(2,3) network input -> heatmap (pixel edges aligned, so flips commute)."""
+        return geometry.resize_affine(self.input_size, self.heatmap_size)
+
+    def canvas_to_input(self, canvas_size: int, context: float, scale=1.0, rotation_deg=0.0,
+                        flip=False) -> np.ndarray:
+        """Stored canvas -> network input, with augmentation (`geometry.canvas_to_input_affine`)."""
+        return geometry.canvas_to_input_affine(canvas_size, context, self.input_size, scale,
+                                               rotation_deg, flip)
+
+    def to_heatmap(self, to_input: np.ndarray) -> np.ndarray:
+        """Any affine into the network input, continued into the heatmap."""
+        return geometry.compose(self.input_to_heatmap(), to_input)
+
+    def image_to_heatmap(self, image_to_canvas: np.ndarray, canvas_size: int, context: float) -> np.ndarray:
+        """(N,2,3) original image -> heatmap through a store's canvases (no augmentation)."""
+        return geometry.compose(self.to_heatmap(self.canvas_to_input(canvas_size, context)), image_to_canvas)
+
+    def person_to_heatmap(self, center, scale) -> np.ndarray:
+        """(N,2,3) original image -> heatmap for the person box (PERSON_BOX x scale around
+        `center`, image array coordinates) filling the input."""
+        box = PERSON_BOX * np.asarray(scale, np.float64)
+        return self.to_heatmap(geometry.crop_affine(center, box, self.input_size))
+
+    # ------------------------------------------------------------------ encode, decode
+
+    def encode(self, points, weights):
+        """Gaussian targets centred at sub-pixel heatmap positions.
+
+        points (N,J,2) heatmap array coordinates, weights (N,J) -> (targets (N,J,hm,hm),
+        weights (N,J)) as float32 tensors on the points' device. A joint whose centre lies
+        outside the heatmap gets an all-zero target and weight 0 (nothing to learn there).
+        Accepts numpy or torch inputs.
+        """
+        import torch
+
+        size, sigma = self.heatmap_size, self.sigma
+        points = torch.as_tensor(points, dtype=torch.float32)
+        weights = torch.as_tensor(weights, dtype=torch.float32, device=points.device)
+        grid = torch.arange(size, dtype=torch.float32, device=points.device)
+        px, py = points[..., 0, None], points[..., 1, None]
+        inside = ((px > -0.5) & (px < size - 0.5) & (py > -0.5) & (py < size - 0.5)).squeeze(-1)
+        weights = weights * inside
+        gx = torch.exp(-((grid - px) ** 2) / (2 * sigma**2))  # (N,J,size): separable
+        gy = torch.exp(-((grid - py) ** 2) / (2 * sigma**2))
+        # masking the (N,J,size) factor, not the (N,J,size,size) product: same values (x 0 or 1)
+        targets = (gy * (weights > 0)[..., None])[..., :, None] * gx[..., None, :]
+        return targets, weights
+
+    def decode(self, heatmaps: np.ndarray):
+        """Sub-pixel maxima of (N,J,H,W) heatmaps -> (coords (N,J,2) heatmap array coords,
+        scores (N,J) peak values), after the codec's blur (`decode_heatmaps`)."""
+        return decode_heatmaps(heatmaps, self.blur_sigma)
+
+
+def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float | None = None):
+    """Sub-pixel maxima of (N,J,H,W) heatmaps -> (coords (N,J,2), scores (N,J) peak values).
+
+    A Newton step on the log-heatmap at the arg-max (second-order Taylor expansion, as in
+    DARK). For an exact Gaussian target the log is quadratic, so the step recovers its
+    centre exactly; `blur_sigma` first smooths network outputs into that shape (a Gaussian
+    blur keeps a Gaussian Gaussian, so targets still decode exactly). Where the Hessian is
+    not negative definite (flat or border peaks) it falls back to a quarter-pixel step
+    towards the higher neighbour.
+    """
+    heatmaps = np.asarray(heatmaps, dtype=np.float64)
+    if blur_sigma:
+        heatmaps = _blur_keeping_peaks(heatmaps, blur_sigma)
+    n, j, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, j, -1)
+    idx = flat.argmax(axis=-1)
+    scores = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+    y, x = np.divmod(idx, w)
+    coords = np.stack([x, y], axis=-1).astype(np.float64)
+
+    log = np.log(np.maximum(heatmaps, 1e-10))
+    padded = np.pad(log, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    ni, ji = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
+
+    def at(dy, dx):
+        return padded[ni, ji, y + 1 + dy, x + 1 + dx]
+
+    c = at(0, 0)
+    dx = 0.5 * (at(0, 1) - at(0, -1))
+    dy = 0.5 * (at(1, 0) - at(-1, 0))
+    dxx = at(0, 1) - 2 * c + at(0, -1)
+    dyy = at(1, 0) - 2 * c + at(-1, 0)
+    dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    det = dxx * dyy - dxy**2
+    interior = (x > 0) & (x < w - 1) & (y > 0) & (y < h - 1)
+    newton_ok = interior & (dxx < 0) & (det > 1e-12)
+    safe_det = np.where(newton_ok, det, 1.0)
+    off_x = -(dyy * dx - dxy * dy) / safe_det
+    off_y = -(dxx * dy - dxy * dx) / safe_det
+    newton_ok &= (np.abs(off_x) <= 1) & (np.abs(off_y) <= 1)
+
+    quarter_x = 0.25 * np.sign(at(0, 1) - at(0, -1)) * interior
+    quarter_y = 0.25 * np.sign(at(1, 0) - at(-1, 0)) * interior
+    coords[..., 0] += np.where(newton_ok, off_x, quarter_x)
+    coords[..., 1] += np.where(newton_ok, off_y, quarter_y)
+    return coords, scores
+
+
+def _blur_keeping_peaks(heatmaps: np.ndarray, blur_sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    peak = heatmaps.max(axis=(2, 3), keepdims=True)
+    blurred = gaussian_filter(heatmaps, sigma=(0, 0, blur_sigma, blur_sigma), mode="constant")
+    # keep the peak height, so scores stay comparable with and without blur
+    blurred *= peak / np.maximum(blurred.max(axis=(2, 3), keepdims=True), 1e-12)
+    return blurred

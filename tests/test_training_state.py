@@ -1,0 +1,41 @@
+"""RunState: what a run carries between sessions, written into and read from last.pt."""
+
+from __future__ import annotations
+
+import time
+
+from pose_pipeline.training_state import RunState
+
+
+def test_run_state_round_trips_through_its_checkpoint_fields():
+    state = RunState(step=12, log_rows=[{"epoch": 1, "val_score": 40.0, "val_metric": "PCKh@0.5"}],
+                     best_score=40.0, best_epoch=1, elapsed_before=5.0)
+    saved = state.to_checkpoint()
+    assert saved["elapsed_s"] >= 5.0
+    back = RunState.from_checkpoint(saved)
+    assert (back.step, back.best_score, back.best_epoch) == (12, 40.0, 1)
+    assert back.log_rows[0]["val_score"] == 40.0 and back.elapsed_before == saved["elapsed_s"]
+    assert back.epochs_done(6) == 2
+
+
+def test_a_state_without_validation_has_no_best_score():
+    state = RunState()
+    assert state.best_score is None and state.improves(0.0)
+    state.best_score = 10.0
+    assert not state.improves(10.0) and state.improves(10.5)
+
+
+def test_checkpoints_from_before_best_score_take_it_from_their_log_rows():
+    # best_pckh held -1 before any validation and -epoch in runs without it: not a score
+    rows = [{"epoch": 1, "val_pckh": 30.0}, {"epoch": 2, "val_pckh": 45.0}, {"epoch": 3, "val_pckh": 41.0}]
+    back = RunState.from_checkpoint({"step": 18, "log_rows": rows, "best_pckh": 45.0, "elapsed_s": 3.0})
+    assert (back.best_score, back.best_epoch) == (45.0, 2)
+    assert back.log_rows[0]["val_score"] == 30.0 and "val_pckh" not in back.log_rows[0]
+    unvalidated = [{"epoch": 1, "val_pckh": ""}]
+    back = RunState.from_checkpoint({"step": 6, "log_rows": unvalidated, "best_pckh": 0, "elapsed_s": 1.0})
+    assert back.best_score is None and back.best_epoch is None
+
+
+def test_elapsed_counts_earlier_sessions_and_this_one():
+    state = RunState(elapsed_before=100.0, session_start=time.monotonic() - 2.0)
+    assert 102.0 <= state.elapsed() < 110.0
