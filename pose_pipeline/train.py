@@ -42,7 +42,7 @@ from pose_pipeline.data import make_batch
 from pose_pipeline.devices import World, autocast, launch_ranks, world_from_env
 from pose_pipeline.errors import UserError
 from pose_pipeline.loss import heatmap_loss
-from pose_pipeline.predict import predict_store
+from pose_pipeline.inference import predict_store
 from pose_pipeline.training_log import open_tensorboard, write_log, write_tensorboard
 from pose_pipeline.training_setup import Run, announce, resume, setup, wrap_for_training
 from pose_pipeline.training_state import CHECKPOINT_FORMAT, RunState, model_record, save_checkpoint

@@ -14,7 +14,7 @@ from pose_pipeline import train as train_module
 from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.errors import UserError
 from pose_pipeline.models import build_model, load_model
-from pose_pipeline.predict import predict_store
+from pose_pipeline.inference import predict_store
 from pose_pipeline.store import open_store
 from pose_pipeline.training_log import COLUMNS
 from pose_pipeline.training_state import run_identity
