@@ -199,3 +199,33 @@ def atomic_folder(path, is_ours: Callable[[Path], bool], what: str) -> Iterator[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ------------------------------------------------------------------------------- locks
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold `folder/.lock` for the duration (flock: released by the kernel when the process dies,
+    so a killed run never leaves a stale lock); a second holder is refused naming the first."""
+    import fcntl
+    import socket
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            raise UserError(f"{folder}: {holder} is writing here ({what}); wait for it to finish or "
+                            "choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what} pid {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        yield
+    finally:
+        os.close(fd)

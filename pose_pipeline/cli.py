@@ -9,12 +9,15 @@ Exit codes: 0 done, 1 bad input (a file, option or config the message names), 2 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from pose_pipeline import __version__
 from pose_pipeline.errors import UserError
+
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 # subcommand -> (module, one-line help)
 STAGES = {
@@ -80,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         close_progress_bars()
         print(f"pose-pipeline {args.stage}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRNOS:
+            raise
+        # disk full, quota, read-only or forbidden output: the file and the cause, no traceback
+        close_progress_bars()
+        print(f"pose-pipeline {args.stage}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return 1
 
 

@@ -28,6 +28,7 @@ and writes every output; resuming works for any run with the same number of rank
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -38,11 +39,12 @@ import numpy as np
 import torch
 
 from pose_pipeline import metrics
+from pose_pipeline.atomic import exclusive_lock
 from pose_pipeline.data import make_batch
 from pose_pipeline.devices import World, autocast, launch_ranks, world_from_env
 from pose_pipeline.errors import UserError
-from pose_pipeline.loss import heatmap_loss
 from pose_pipeline.inference import predict_store
+from pose_pipeline.loss import heatmap_loss
 from pose_pipeline.training_log import open_tensorboard, write_log, write_tensorboard
 from pose_pipeline.training_setup import Run, announce, resume, setup, wrap_for_training
 from pose_pipeline.training_state import CHECKPOINT_FORMAT, RunState, model_record, save_checkpoint
@@ -75,8 +77,10 @@ def train(settings: dict, train_store: str, val_store: str | None, out: str, dev
     epoch best.pt holds), "best_metric" (the validation metric's name), "model"}.
     """
     world = world_from_env(device)
+    lock = exclusive_lock(Path(out), "pose-pipeline train") if world.main else contextlib.nullcontext()
     try:
-        summary = _train(world, settings, train_store, val_store, Path(out), epochs, progress, resume_from)
+        with lock:
+            summary = _train(world, settings, train_store, val_store, Path(out), epochs, progress, resume_from)
         if world.distributed:
             torch.distributed.barrier()  # nobody leaves before rank 0 has written model.pt
         return summary
@@ -241,7 +245,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-store", help="training store (default: results/stores/<dataset>/train.zarr)")
     p.add_argument("--val-store", help="validation store (default: results/stores/<dataset>/val.zarr)")
     p.add_argument("--out", help="output folder (default: results/train/<experiment>)")
-    p.add_argument("--epochs", type=int, help="override the configured number of epochs")
+    p.add_argument("--epochs", type=_positive, help="override the configured number of epochs")
     p.add_argument("--resume", help="continue from this checkpoint (this project's or PyTorch-Pose's) "
                                     "when --out holds no checkpoint of this run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device")
@@ -250,6 +254,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "GPU, NCCL; gloo on CPU); batch_size is per process. 'auto': one per GPU of the job "
                         "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES). Default 1: a plain process")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return int(value)
 
 
 def _nproc(value: str) -> int | str:
@@ -279,7 +289,10 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) > 0:
         logging.getLogger("pose_pipeline").setLevel(logging.WARNING)  # rank 0 speaks for the run
     if args.settings:
-        settings = json.loads(args.settings)
+        try:
+            settings = json.loads(args.settings)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--settings: not JSON ({exc})") from None
     elif args.experiment:
         config = load_config(args.config)
         if args.experiment not in config["experiments"]:
@@ -291,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
     name, dataset = settings.get("name", args.experiment), settings["dataset"]
     train_store = args.train_store or f"results/stores/{dataset}/train.zarr"
     val_store = args.val_store or f"results/stores/{dataset}/val.zarr"
+    if args.val_store and not os.path.exists(val_store):
+        raise UserError(f"--val-store {val_store}: no such store (leave the option out to train without validation)")
     if not os.path.exists(val_store):
         log.warning("no validation store at %s: training without validation", val_store)
         val_store = None

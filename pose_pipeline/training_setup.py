@@ -19,7 +19,7 @@ from pose_pipeline.config import settings_hash
 from pose_pipeline.data import Augmentation, ShardBatches
 from pose_pipeline.devices import World
 from pose_pipeline.errors import UserError
-from pose_pipeline.models import build_model, load_model
+from pose_pipeline.models import build_model, load_weights
 from pose_pipeline.store import PoseStore, open_store
 from pose_pipeline.training_state import RunState, load_external, load_resume_state, run_identity
 
@@ -111,6 +111,8 @@ def setup(world: World, settings: dict, train_store: str, val_store: str | None,
           epochs: int | None) -> Run:
     """This process's threads and seed, the stores, loader, codec, model and optimiser."""
     training = settings["training"]
+    if epochs is not None and epochs < 1:
+        raise UserError(f"epochs {epochs}: train for at least one epoch")
     epochs = epochs or training["epochs"]
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     if training["num_threads"]:
@@ -127,11 +129,25 @@ def setup(world: World, settings: dict, train_store: str, val_store: str | None,
     optimizer = make_optimizer(model, training)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, training["schedule"], epochs))
     return Run(settings=settings, world=world, out=out, epochs=epochs, store=store,
-               val=open_store(val_store) if val_store and world.main else None, loader=loader,
+               val=open_validation_store(val_store, store) if val_store and world.main else None, loader=loader,
                codec=HeatmapCodec.from_settings(training, evaluation), evaluation=evaluation, model=model,
                optimizer=optimizer, scheduler=scheduler,
                run_hash=settings_hash(run_identity(settings, epochs, store, world.size)),
                keypoints_canvas=store.keypoints_in_canvas(), augmentation=Augmentation(**training["augmentation"]))
+
+
+def open_validation_store(path: str, train: PoseStore) -> PoseStore:
+    """The validation store, checked before any epoch is spent: its arrays read (damage shows
+    now, not after an epoch), its joint set the training store's, and at least one sample."""
+    val = open_store(path)
+    if val.joint_set != train.joint_set:
+        raise UserError(f"{path}: joint set {val.joint_set.name}, but the training store {train.path} has "
+                        f"{train.joint_set.name}")
+    if len(val) == 0:
+        raise UserError(f"{path}: no samples to validate on")
+    for name in ("keypoints", "visible", "affine", "head_size"):
+        getattr(val, name)
+    return val
 
 
 def setup_model(settings: dict, num_joints: int, world: World) -> torch.nn.Module:
@@ -139,7 +155,7 @@ def setup_model(settings: dict, num_joints: int, world: World) -> torch.nn.Modul
     model = build_model(settings["model"], num_joints)
     init = settings["training"]["init_checkpoint"]
     if init:
-        model.load_state_dict(load_model(init, expect={"joints": num_joints}).state_dict())
+        load_weights(model, {**settings["model"], "joints": num_joints}, init)
         _voice(world)("initialised from %s", init)
     model.to(world.device).to(memory_format=torch.channels_last)
     if world.distributed and world.device.type == "cuda":
@@ -162,7 +178,8 @@ def resume(run: Run, resume_from: str | None) -> RunState:
         torch.set_rng_state(saved["torch_rng"])
         state, source = RunState.from_checkpoint(saved), run.last_path
     elif resume_from:
-        epochs_done = load_external(resume_from, run.model, run.optimizer, run.scheduler, run.num_joints)
+        epochs_done = load_external(resume_from, run.model, {**run.settings["model"], "joints": run.num_joints},
+                                    run.optimizer, run.scheduler)
         state, source = RunState(step=epochs_done * run.steps_per_epoch), resume_from
     else:
         return RunState()

@@ -19,7 +19,7 @@ import torch
 from pose_pipeline.atomic import atomic_output
 from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.errors import UserError
-from pose_pipeline.models import load_model, read_checkpoint
+from pose_pipeline.models import load_weights, read_checkpoint
 from pose_pipeline.store import PoseStore
 from pose_pipeline.training_log import upgrade_row
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "pose-pipeline-train-state-1"
 # Settings that change how a run is run or validated, not what it learns: a run resumes
 # across a change of them.
-NOT_IN_RUN_IDENTITY = ("compile",)
+NOT_IN_RUN_IDENTITY = ("compile", "num_threads", "checkpoint_every")  # speed and bookkeeping, not what is learnt
 EXPERIMENT_KEYS_NOT_IN_RUN_IDENTITY = ("evaluation",)
 
 
@@ -108,11 +108,11 @@ def load_resume_state(path: Path, run_hash: str) -> dict | None:
     return state
 
 
-def load_external(path, model, optimizer, scheduler, num_joints: int) -> int:
+def load_external(path, model, model_config: dict, optimizer, scheduler) -> int:
     """Load weights (and the optimiser state when it fits) from another run's checkpoint,
     e.g. PyTorch-Pose's `checkpoint.pth.tar`; returns the number of epochs it had completed."""
     checkpoint = read_checkpoint(path)
-    model.load_state_dict(load_model(path, expect={"joints": num_joints}).state_dict())
+    load_weights(model, model_config, path)
     if isinstance(checkpoint.get("optimizer"), dict):
         try:
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -134,8 +134,9 @@ def store_fingerprint(store: PoseStore) -> dict:
 
 
 def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int) -> dict:
-    """What a resumable checkpoint must match. `training.compile` changes speed and the
-    `evaluation` settings what validation reports, not what is learnt, so they are left out;
+    """What a resumable checkpoint must match. `training.compile` and `num_threads` change
+    speed, `checkpoint_every` when state is saved and the `evaluation` settings what validation
+    reports, not what is learnt, so they are left out;
     the world size changes the global batch, so it is in (only when > 1, so single-process
     runs keep the identity they always had)."""
     training = {k: v for k, v in settings["training"].items() if k not in NOT_IN_RUN_IDENTITY}

@@ -140,14 +140,15 @@ def test_resume_from_a_pytorch_pose_checkpoint(random_store, tmp_path, caplog):
     assert [r["epoch"] for r in rows] == ["2"]
 
 
-def test_without_validation_best_pt_is_the_last_epoch_and_no_score_is_claimed(random_store, tmp_path, capsys):
+def test_without_validation_best_pt_is_the_last_epoch_and_no_score_is_claimed(random_store, tmp_path, capsys,
+                                                                              monkeypatch):
     """Before: best.pt was the first epoch (never written after a resume at epoch >= 1) and
     the run claimed "best validation score 0.00"."""
     checkpoint = pytorch_pose_checkpoint(tmp_path / "checkpoint.pth.tar")
     out = tmp_path / "r"
+    monkeypatch.chdir(tmp_path)  # no store at the default validation path, results/stores/d/val.zarr
     assert cli.main(["train", "--settings", json.dumps(settings(epochs=3)), "--train-store", str(random_store),
-                     "--val-store", str(tmp_path / "absent.zarr"), "--out", str(out), "--device", "cpu",
-                     "--resume", str(checkpoint), "--no-progress"]) == 0
+                     "--out", str(out), "--device", "cpu", "--resume", str(checkpoint), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "no validation" in printed and "score" not in printed
     best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)

@@ -95,5 +95,27 @@ def load_model(path, expect: dict | None = None, device: str | torch.device = "c
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit a {config}: {str(exc).splitlines()[0]}") from None
+    bad = next((name for name, tensor in model.state_dict().items()
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if bad is not None:
+        raise UserError(f"{path}: weight {bad} holds NaN or infinite values (the run that wrote it diverged)")
     model.model_config = config
     return model.eval().to(device)
+
+
+def describe_config(model_config: dict) -> str:
+    """'hourglass, 8 stacks, 1 blocks, 256 features' (the shape keys a checkpoint records)."""
+    shape = ", ".join(f"{model_config[k]} {k}" for k in ("stacks", "blocks", "features", "prm", "joints")
+                      if k in model_config)
+    return f"{_arch(model_config)} ({shape})"
+
+
+def load_weights(model: torch.nn.Module, model_config: dict, path) -> None:
+    """Copy a checkpoint's weights into `model`, built from `model_config` (init_checkpoint,
+    --resume from another run); UserError naming both architectures when they differ."""
+    source = load_model(path, expect={"joints": model_config["joints"]})
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError:
+        raise UserError(f"{path}: a {describe_config(source.model_config)} checkpoint; its weights do not fit "
+                        f"this run's {describe_config(model_config)}") from None
