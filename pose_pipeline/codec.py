@@ -21,8 +21,10 @@ import numpy as np
 from pose_pipeline import geometry
 from pose_pipeline.joints import PERSON_BOX
 
-# The models (hourglass, PyraNet) output heatmaps at 1/4 of their input.
+# The models (hourglass, PyraNet) output heatmaps at 1/4 of their input, and halve them
+# HOURGLASS_DEPTH times inside each hourglass: heatmap sizes are multiples of 2**HOURGLASS_DEPTH.
 HEATMAP_STRIDE = 4
+HOURGLASS_DEPTH = 4
 
 
 @dataclass(frozen=True)

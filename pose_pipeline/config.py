@@ -94,7 +94,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
     """
     import jsonschema
 
-    from pose_pipeline.codec import HEATMAP_STRIDE
+    from pose_pipeline.codec import HEATMAP_STRIDE, HOURGLASS_DEPTH
 
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
@@ -117,6 +117,10 @@ def validate_config(config: dict, source: str = "config") -> dict:
                 problems.append(f"experiments.{name}.training: the models output heatmaps at 1/{HEATMAP_STRIDE} "
                                 f"of the input; input_size {training['input_size']} needs heatmap_size "
                                 f"{training['input_size'] / HEATMAP_STRIDE:g}")
+            elif training["heatmap_size"] % 2 ** HOURGLASS_DEPTH:
+                problems.append(f"experiments.{name}.training: heatmap_size {training['heatmap_size']} must be a "
+                                f"multiple of {2 ** HOURGLASS_DEPTH} (an hourglass halves it {HOURGLASS_DEPTH} times), "
+                                f"i.e. input_size a multiple of {HEATMAP_STRIDE * 2 ** HOURGLASS_DEPTH}")
         for name, ds in datasets.items():
             if ds.get("reference_predictions") and ds["format"] != "mpii":
                 problems.append(f"datasets.{name}.reference_predictions: published reference predictions are "

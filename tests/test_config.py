@@ -162,3 +162,14 @@ def test_every_lookup_the_rules_call_is_in_workflow_config():
     called = set(re.findall(r"\bppc\.(\w+)", rules))
     assert "dataset_sources" in called and "converter_settings" in called
     assert [name for name in sorted(called) if not callable(getattr(workflow_config, name, None))] == []
+
+
+def test_an_input_size_the_hourglass_cannot_halve_is_refused_naming_the_key():
+    from pose_pipeline.config import validate_config
+
+    config = {"datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
+              "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"},
+                                    "training": {"input_size": 96, "heatmap_size": 24}}}}
+    with pytest.raises(UserError, match=r"experiments.e.training: heatmap_size 24 must be a multiple of 16 .* "
+                                        r"input_size a multiple of 64"):
+        validate_config(config)

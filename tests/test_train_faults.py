@@ -135,3 +135,27 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(inspect, "run", full)
     assert cli.main(["inspect", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == f"pose-pipeline inspect: error: {tmp_path / 'out.png'}: No space left on device"
+
+
+def test_predict_uses_the_input_size_a_checkpoint_was_trained_at(random_store, tmp_path, caplog):
+    assert cli.main(train_cli(random_store, tmp_path / "run", epochs=1, input_size=128, heatmap_size=32)) == 0
+    for checkpoint in ("model.pt", "checkpoints/best.pt", "checkpoints/last.pt"):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="pose_pipeline"):
+            assert cli.main(["predict", "--checkpoint", str(tmp_path / "run" / checkpoint), "--store",
+                             str(random_store), "--out-mat", str(tmp_path / "p.mat"), "--out-csv",
+                             str(tmp_path / "p.csv"), "--device", "cpu", "--no-flip-test"]) == 0
+        assert "at 128 px" in caplog.text, checkpoint
+
+
+def test_training_on_a_damaged_store_stops_naming_the_shard(random_store, tmp_path, capsys):
+    damaged = tmp_path / "train.zarr"
+    shutil.copytree(random_store, damaged)
+    shard = damaged / "image" / "c" / "1" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert cli.main(train_cli(damaged, tmp_path / "run", epochs=1)) == 1
+    err = capsys.readouterr().err
+    assert "array image, shard image/c/1/0/0/0 (samples 8-15): checksum mismatch" in err
+    assert not (tmp_path / "run" / "model.pt").exists()

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pose_pipeline.codec import HOURGLASS_DEPTH  # number of 2x poolings inside one hourglass
 from pose_pipeline.config import schema_defaults
 
-HOURGLASS_DEPTH = 4  # number of 2x poolings inside one hourglass
 BOTTLENECK_EXPANSION = 2
 # The one home of the model defaults is the config schema; the dataclass reads them there.
 _SCHEMA_DEFAULTS = schema_defaults("experiment", "model")
