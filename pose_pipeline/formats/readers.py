@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import COCO, LSP, MPII, JointSet
+from pose_pipeline.joints import COCO, FLIC, LSP, MPII, JointSet
 
 
 @dataclass
@@ -117,4 +117,29 @@ def read_coco(annotations: Path, split: str, val_split: Path | None, options: di
     )
 
 
-READERS = {"mpii": read_mpii, "lsp": read_lsp, "coco": read_coco}
+def read_flic(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
+    """FLIC examples.mat (or the same struct renamed): istrain / istest as train / val, isbad
+    dropped (see pose_pipeline.formats.flic)."""
+    from pose_pipeline.formats import flic
+
+    if val_split is not None:
+        raise UserError(f"{val_split}: --val-split is for MPII; FLIC's split is its istrain / istest flags")
+    examples = flic.read_examples(annotations)
+    rows = flic.split_rows(examples, split, annotations)
+    center, scale = flic.person_boxes(examples)
+    visible = examples.visible
+    dropped = 0 if examples.isbad is None else int(examples.isbad.sum())
+    samples = Samples(
+        joints=FLIC, pixel_origin=flic.PIXEL_ORIGIN, image_names=examples.image_names,
+        # unannotated slots at (0, 0), not NaN: training masks them by `visible` alone
+        keypoints=np.where(visible[..., None] > 0, examples.keypoints, 0.0), visible=visible,
+        center=center, scale=scale, head_size=np.full(len(examples), np.nan),
+        source_index=np.stack([np.arange(len(examples)), np.zeros(len(examples), np.int64)], axis=1),
+        problems=["" if v.any() else "no annotated joints" for v in visible],
+        parameters={"variable": examples.variable, "slots": list(flic.SLOTS), "dropped_isbad": dropped,
+                    "scale_margin": flic.SCALE_MARGIN},
+    )
+    return samples.take(rows)
+
+
+READERS = {"mpii": read_mpii, "lsp": read_lsp, "flic": read_flic, "coco": read_coco}
