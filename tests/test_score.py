@@ -12,7 +12,7 @@ import scipy.io
 from pose_pipeline import cli
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import MPII
-from pose_pipeline.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN
+from pose_pipeline.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, torso_size
 from pose_pipeline.predictions import (
     read_ground_truth,
     read_predictions,
@@ -357,10 +357,11 @@ def lsp_store(path, gt, visible):
 
 
 def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
-    """Torso = ||l_shoulder - r_hip|| = ||(30, 40)|| = 50 px, so PCK@0.2 allows 10 px
-    (inclusive) and PCK@0.1 5 px. Sample 0: r_wrist 10 px off (right at 0.2, wrong at 0.1),
-    l_wrist 10.5 px off (wrong). Sample 1: head_top 4 px off (right at both), neck 6 px off
-    (right at 0.2 only). Sample 2 has no l_shoulder: nothing of it counts."""
+    """eval_pck.m's protocol. Torso = ||l_shoulder - r_hip|| = ||(30, 40)|| = 50 px, so PCK@0.2
+    allows 10 px (inclusive) and PCK@0.1 5 px. Sample 0: r_wrist 10 px off (right at 0.2, wrong
+    at 0.1), l_wrist 10.5 px off (wrong). Sample 1: head_top 4 px off (right at both), neck 6 px
+    off (right at 0.2 only). Sample 2: l_shoulder not visible and every joint 1,000 px off:
+    the reference still counts all 14 of its joints (all wrong). 42 points in all."""
     from pose_pipeline.joints import LSP
 
     n = 3
@@ -374,30 +375,51 @@ def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
     preds[0, LSP.index("l_wrist"), 1] -= 10.5
     preds[1, LSP.index("head_top"), 0] += 4.0
     preds[1, LSP.index("neck"), 1] += 6.0
-    preds[2] += 1000.0  # torso unknown: not counted
+    preds[2] += 1000.0
     store = lsp_store(tmp_path / "lsp.zarr", gt, visible)
     write_predictions_mat(tmp_path / "p.mat", preds)
     result = score(tmp_path / "p.mat", store, tmp_path / "s.csv", tmp_path / "s.json")  # metric from format
-    assert result["metric"] == "PCK" and result["rows"] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
-    at2, at1 = result["table"]["PCK@0.2"], result["table"]["PCK@0.1"]
-    assert at2["Wrist"] == pytest.approx((100 + 50) / 2)
-    assert at2["Head"] == 100.0 and at2["Shoulder"] == 100.0
-    assert at2["Mean"] == pytest.approx((13 * 100 + 50) / 14)  # all 14 LSP joints, neck included
-    assert at1["Wrist"] == pytest.approx((50 + 50) / 2) and at1["Head"] == 100.0
-    assert at1["Mean"] == pytest.approx((11 * 100 + 3 * 50) / 14)
-    assert result["per_joint"]["neck"] == {"PCK@0.2": 100.0, "PCK@0.1": 50.0,
-                                           "AUC@0.2": result["per_joint"]["neck"]["AUC@0.2"], "count": 2}
+    visible_rows = ["PCK@0.2 (visible only)", "PCK@0.1 (visible only)", "AUC@0.2 (visible only)"]
+    assert result["metric"] == "PCK" and result["rows"] == ["PCK@0.2", "PCK@0.1", "AUC@0.2", *visible_rows]
+    at2, at1, auc = (result["table"][row] for row in ("PCK@0.2", "PCK@0.1", "AUC@0.2"))
+    assert at2["Wrist"] == pytest.approx((200 / 3 + 100 / 3) / 2)  # r 2 of 3, l 1 of 3
+    assert at2["Head"] == pytest.approx(200 / 3) and at2["Shoulder"] == pytest.approx(200 / 3)
+    assert at1["Head"] == pytest.approx((200 / 3 + 100 / 3) / 2)  # neck 6 px off counts in Head
+    assert at1["Wrist"] == pytest.approx(100 / 3)
+    assert at2["Mean"] == pytest.approx(100 * 27 / 42)  # pooled: 15 of 42 wrong
+    assert at1["Mean"] == pytest.approx(100 * 25 / 42)  # 17 of 42 wrong
+    # AUC, x scaled to [0, 1] in 20 steps: 24 exact points all the way, head_top from step 8,
+    # neck from step 12, r_wrist from step 20, each with a half step on its ramp
+    assert auc["Mean"] == pytest.approx(100 * (24 + 12.5 / 20 + 8.5 / 20 + 0.5 / 20) / 42)
+    assert result["per_joint"]["neck"]["PCK@0.1"] == pytest.approx(100 / 3)
+    assert result["per_joint"]["neck"]["count"] == 3
+    # the visible-only rows: sample 2 (torso joint not visible) left out, 28 points
+    assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == pytest.approx(100 * 27 / 28)
+    assert result["table"]["PCK@0.1 (visible only)"]["Mean"] == pytest.approx(100 * 25 / 28)
+    assert result["table"]["PCK@0.1 (visible only)"]["Head"] == pytest.approx(75.0)
     # the CSV: metric rows x joint-group columns, as the PCKh table
     header, table = read_table(tmp_path / "s.csv")
     assert header == ["metric", *TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN]
-    assert list(table) == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
-    assert table["PCK@0.2"]["Wrist"] == "75.00"
-    # 28 counted joints (2 samples x 14), 1 wrong at 0.2, 3 at 0.1
-    assert table["PCK@0.2"][WEIGHTED_MEAN_COLUMN] == f"{100 * 27 / 28:.2f}"
-    assert table["PCK@0.1"][WEIGHTED_MEAN_COLUMN] == f"{100 * 25 / 28:.2f}"
+    assert list(table) == ["PCK@0.2", "PCK@0.1", "AUC@0.2", *visible_rows]
+    assert table["PCK@0.2"]["Wrist"] == "50.00"
+    assert table["PCK@0.2"][WEIGHTED_MEAN_COLUMN] == f"{100 * 27 / 42:.2f}"
     # --metric overrides: PCKh needs head sizes, which LSP has not
     with pytest.raises(UserError, match="head size"):
         score(tmp_path / "p.mat", store, tmp_path / "h.csv", metric="pckh")
+
+
+def test_lsp_neck_counts_in_head(tmp_path):
+    """The issue's probe: every neck 1,000 px off no longer leaves Head at 100."""
+    from pose_pipeline.joints import LSP
+
+    gt = np.random.default_rng(0).uniform(100, 300, (4, LSP.num_joints, 2))
+    preds = gt.copy()
+    preds[:, LSP.index("neck")] += 1000.0
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    result = score(tmp_path / "p.mat", lsp_store(tmp_path / "lsp.zarr", gt, np.ones((4, 14), np.uint8)),
+                   tmp_path / "s.csv")
+    assert result["table"]["PCK@0.2"]["Head"] == 50.0
+    assert result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * 13 / 14)
 
 
 def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
@@ -409,7 +431,12 @@ def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
     gt, visible, _, _ = read_ground_truth(store)
     write_predictions_mat(tmp_path / "p.mat", np.nan_to_num(gt))
     result = score(tmp_path / "p.mat", store, tmp_path / "s.csv")
-    assert result["metric"] == "PCK" and result["table"]["PCK@0.2"]["Mean"] == 100.0
+    # as eval_pck.m: 0 / 0 is no hit, so images whose two torso joints coincide (LSP-extended
+    # puts invisible joints at placeholders) miss every joint even when predicted exactly
+    torso = torso_size(gt)
+    assert 0 < (torso == 0).sum() < 10
+    assert result["metric"] == "PCK" and result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * (torso > 0).mean())
+    assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == 100.0
 
 
 # ------------------------------------------------------------------------ COCO: OKS AP
