@@ -502,3 +502,61 @@ def test_coco_needs_the_annotation_file_it_was_converted_from(coco_store, tmp_pa
     with pytest.raises(UserError, match="not the annotation file"):
         score(tmp_path / "p.mat", store, tmp_path / "s.csv", annotations=other)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_coco_json_as_ground_truth(coco_store, tmp_path):
+    """The COCO JSON itself as --gt: its people in the converter's order, no store needed."""
+    store, annotations = coco_store
+    gt, _, _, _ = read_ground_truth(store)
+    write_predictions_mat(tmp_path / "p.mat", gt)
+    result = score(tmp_path / "p.mat", annotations, tmp_path / "s.csv")  # metric oks from .json
+    assert result["metric"] == "OKS" and result["table"]["AP"]["value"] == 100.0
+    with pytest.raises(UserError, match="--split val: OKS AP scores every person"):
+        score(tmp_path / "p.mat", annotations, tmp_path / "s.csv", split="val")
+
+
+# ------------------------------------------------------- annotation files as ground truth
+
+
+def original_lsp_joints(path, n: int = 2000, seed: int = 1):
+    """An original-layout LSP joints.mat (3, 14, n): x, y, occluded (1 = occluded)."""
+    rng = np.random.default_rng(seed)
+    keypoints = rng.uniform(50, 250, (n, 14, 2))
+    occluded = rng.random((n, 14)) < 0.2
+    scipy.io.savemat(path, {"joints": np.concatenate([keypoints.transpose(2, 1, 0), occluded.T[None] * 1.0])})
+    return keypoints, occluded
+
+
+def test_lsp_joints_mat_as_ground_truth_split_as_convert(tmp_path):
+    """Original LSP (2,000 images): --split val (the default) = images 1,001-2,000, as convert.
+    Occluded joints (with guessed positions) count as every joint does in eval_pck.m."""
+    gt_file = tmp_path / "joints.mat"
+    keypoints, occluded = original_lsp_joints(gt_file)
+    preds = keypoints[1000:].copy()
+    preds[occluded[1000:]] += 1000.0  # every occluded joint badly wrong
+    write_predictions_mat(tmp_path / "val.mat", preds)
+    result = score(tmp_path / "val.mat", gt_file, tmp_path / "s.csv")
+    # the torso is the ground truth's, so the occluded misses are exactly the misses
+    assert result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * (1 - occluded[1000:].mean()))
+    # visible-only: only visible joints of images whose torso joints are visible: all exact
+    assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == 100.0
+    # --split train = the first half; those predictions scored as val (the default) miss
+    write_predictions_mat(tmp_path / "train.mat", keypoints[:1000])
+    assert score(tmp_path / "train.mat", gt_file, tmp_path / "t.csv", split="train")["table"]["PCK@0.2"]["Mean"] == 100.0
+    assert score(tmp_path / "train.mat", gt_file, tmp_path / "t.csv")["table"]["PCK@0.2"]["Mean"] < 50.0
+    with pytest.raises(UserError, match="1000 predicted samples, but the ground truth .* has 2000"):
+        score(tmp_path / "train.mat", gt_file, tmp_path / "t.csv", split="all")
+
+
+def test_split_only_for_annotation_files(shared_data, tmp_path, capsys):
+    write_predictions_mat(tmp_path / "p.mat", np.zeros((300, 14, 2)))
+    joints = shared_data / "lsp_sample" / "joints.mat"
+    # a 300-image sample has no val half: said so, naming the way out
+    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(joints), "--out",
+                     str(tmp_path / "s.csv")]) == 1
+    assert "use --split all" in capsys.readouterr().err
+    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(joints), "--split", "all",
+                     "--out", str(tmp_path / "s.csv")]) == 0
+    reference = reference_file(shared_data)
+    with pytest.raises(UserError, match="--split val: selects the people of an annotation file"):
+        score(tmp_path / "p.mat", reference, tmp_path / "s.csv", split="val")

@@ -43,12 +43,30 @@ class Samples:
                        [self.problems[i] for i in index], self.parameters)
 
 
+def _split_hourglass_h5(people, annotations: Path, split: str, val_split: Path):
+    """An hourglass .h5 split by a split file: val = its people found in the file (file order),
+    train = the others. Never the same people for both."""
+    from pose_pipeline.formats import mpii
+
+    img_index, person_index = mpii.read_split(val_split)
+    in_split = np.isin(people.image_index * (1 << 32) + people.person_index,
+                       img_index.astype(np.int64) * (1 << 32) + person_index.astype(np.int64))
+    if split == "val" and not in_split.any():
+        raise UserError(f"{annotations}: none of the {len(img_index)} people of the split file {val_split} is in "
+                        "this .h5 (the hourglass train.h5 holds no validation people): give the validation .h5 "
+                        "(valid.h5) as val_annotations instead")
+    return people.take(in_split if split == "val" else ~in_split)
+
+
 def read_mpii(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
-    """MPII release .mat (train/val through the split file) or hourglass .h5 (taken whole)."""
+    """MPII release .mat (train/val through the split file) or hourglass .h5 (taken whole, or
+    split by the split file when one is given)."""
     from pose_pipeline.formats import mpii
 
     if annotations.suffix in (".h5", ".hdf5"):
         people = mpii.read_hourglass_h5(annotations, is_train=split == "train")
+        if val_split is not None and split != "all":
+            people = _split_hourglass_h5(people, annotations, split, val_split)
     else:
         people = mpii.read_release(annotations)  # split "all": every annotated person
         if val_split is not None and split != "all":
