@@ -343,6 +343,26 @@ def _pck_rows(dist, counted, thresholds, names, groups, label: str = "") -> dict
     return {"rows": rows, "curves": columns, "point_curves": per_point}
 
 
+def _torso_point_distances(preds, gt, visible, joints: JointSet) -> tuple[np.ndarray, list[str], tuple]:
+    """(N,P) distances / torso size of the scored points (NaN where the ground truth is
+    missing), the points' names and the table groups: FLIC's ten points, else every joint."""
+    preds = check_keypoints(preds, "predictions", num_joints=joints.num_joints)
+    gt = check_keypoints(gt, "ground truth", num_joints=joints.num_joints, allow_nan=True)
+    visible = np.asarray(visible)
+    if visible.shape != preds.shape[:2]:
+        raise ValueError(f"visible: expected shape {preds.shape[:2]}, got {visible.shape}")
+    if joints is FLIC:
+        point_defs, groups = FLIC_PCK_POINTS, FLIC_PCK_GROUPS
+        gt = np.where(visible[..., None] == 1, gt, np.nan)  # a store keeps unannotated joints at (0, 0)
+    else:
+        point_defs = tuple((n, (n,)) for n in joints.joints)
+        groups = tuple((g, m) for g, m in LSP_PCK_GROUPS if set(m) <= set(joints.joints))
+    offsets = pck_points(preds, joints, point_defs) - pck_points(gt, joints, point_defs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dist = np.hypot(offsets[..., 0], offsets[..., 1]) / torso_size(gt, joints)[:, None]
+    return dist, [name for name, _ in point_defs], groups
+
+
 def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP,
                          thresholds=PCK_TORSO_THRESHOLDS) -> dict:
     """PCK by torso size as `eval_pck.m` (bearpaw/eval_pose) scores LSP and FLIC, JSON-ready.
@@ -355,22 +375,7 @@ def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP,
     the shoulders' midpoint; unannotated joints, visible == 0, are NaN). LSP adds the rows
     "... (visible only)": only visible joints of samples with both torso joints visible.
     """
-    preds = check_keypoints(preds, "predictions", num_joints=joints.num_joints)
-    gt = check_keypoints(gt, "ground truth", num_joints=joints.num_joints, allow_nan=True)
-    visible = np.asarray(visible)
-    if visible.shape != preds.shape[:2]:
-        raise ValueError(f"visible: expected shape {preds.shape[:2]}, got {visible.shape}")
-    if joints is FLIC:
-        point_defs, groups = FLIC_PCK_POINTS, FLIC_PCK_GROUPS
-        gt = np.where(visible[..., None] == 1, gt, np.nan)
-    else:
-        point_defs = tuple((n, (n,)) for n in joints.joints)
-        groups = tuple((g, m) for g, m in LSP_PCK_GROUPS if set(m) <= set(joints.joints))
-    names = [name for name, _ in point_defs]
-    unit = torso_size(gt, joints)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dist = np.hypot(*np.moveaxis(pck_points(preds, joints, point_defs) - pck_points(gt, joints, point_defs),
-                                     -1, 0)) / unit[:, None]
+    dist, names, groups = _torso_point_distances(preds, gt, visible, joints)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     result = _pck_rows(dist, np.ones(dist.shape, bool), thresholds, names, groups)
     rows = dict(result["rows"])
