@@ -348,7 +348,8 @@ def ground_truth_format(path) -> str:
             return "lsp"
         if "struct" in classes.values():
             return "flic"
-        raise UserError(f"{path}: no ground truth (variables {sorted(classes) or 'none'}); expected {GROUND_TRUTH_FILES}")
+        raise UserError(f"{path}: no ground truth (variables {sorted(classes) or 'none'}); "
+                        f"expected {GROUND_TRUTH_FILES}")
     if suffix == ".zarr":
         raise UserError(f"{path}: no such store" if not path.exists() else f"{path}: not a converted store")
     raise UserError(f"{path}: unknown ground-truth file; expected {GROUND_TRUTH_FILES}")

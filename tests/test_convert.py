@@ -305,7 +305,8 @@ def test_hourglass_h5_with_val_split_applies_it(mpii_sample, tmp_path):
     val = read_mpii(h5, "val", split)
     train = read_mpii(h5, "train", split)
     assert val.source_index.tolist() == read_mpii(h5, "all", None).source_index[[1, 3]].tolist()
-    assert len(train) == 3 and not set(map(tuple, train.source_index.tolist())) & set(map(tuple, val.source_index.tolist()))
+    people = {name: set(map(tuple, s.source_index.tolist())) for name, s in (("train", train), ("val", val))}
+    assert len(train) == 3 and not people["train"] & people["val"]
     assert len(read_mpii(h5, "val", None)) == 5  # no split file: the file is the split (valid.h5)
     # a split none of whose people is in the file (hourglass train.h5 holds no validation people)
     other = _split_file(tmp_path / "other.mat", mpii_sample / "valid.h5", [100])

@@ -85,7 +85,8 @@ def test_person_box_spans_torso_box_and_joints(tmp_path):
 @pytest.mark.parametrize("records, variable, message", [
     ([{"filepath": "a.jpg", "torsobox": np.zeros(4), "istrain": 1, "istest": 0}], "flic_anno",
      "variable `flic_anno` has no field `coords`"),
-    ([{**record({}), "coords": np.zeros((2, 14))}], "examples", "examples(1).coords is shape (2, 14); expected (2, 29)"),
+    ([{**record({}), "coords": np.zeros((2, 14))}], "examples",
+     "examples(1).coords is shape (2, 14); expected (2, 29)"),
     ([{**record({}), "istest": 2}], "examples", "examples(1).istest is 2; expected 0 or 1"),
 ])
 def test_bad_files_name_the_file_and_key(tmp_path, records, variable, message):
@@ -154,7 +155,8 @@ def test_flic_pck_computed_by_hand(tmp_path):
     # r_shoulder from step 20, each with half a step on its ramp
     assert result["table"]["AUC@0.2"]["Mean"] == pytest.approx(100 * (16 + 10.5 / 20 + 0.5 / 20) / 20)
     assert list(result["per_joint"]) == [name for name, _ in FLIC_PCK_POINTS]
-    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "metric,Head,Shoulder,Elbow,Wrist,Hip,Mean,Mean(weighted)"
+    header = (tmp_path / "s.csv").read_text().splitlines()[0]
+    assert header == "metric,Head,Shoulder,Elbow,Wrist,Hip,Mean,Mean(weighted)"
 
 
 def test_flic_store_scores_as_the_file(tmp_path):
@@ -166,7 +168,8 @@ def test_flic_store_scores_as_the_file(tmp_path):
     gt_file = write_flic(tmp_path / "examples.mat", records)
     visible = np.ones((2, FLIC.num_joints), np.uint8)
     visible[1, FLIC.index("nose")] = 0
-    writer = StoreWriter(tmp_path / "val.zarr", 2, FLIC, 16, attrs={"pixel_origin": 1.0, "context": 1.5, "format": "flic"})
+    writer = StoreWriter(tmp_path / "val.zarr", 2, FLIC, 16,
+                         attrs={"pixel_origin": 1.0, "context": 1.5, "format": "flic"})
     writer.write_block(np.zeros((2, 16, 16, 3), np.uint8))
     writer.set_metadata(keypoints=np.where(visible[..., None] > 0, gt, 0).astype(np.float32), visible=visible,
                         affine=np.tile(np.eye(2, 3), (2, 1, 1)), center=np.zeros((2, 2)), scale=np.ones(2),

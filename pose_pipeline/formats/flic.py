@@ -33,7 +33,6 @@ import numpy as np
 
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats.matlab import is_struct, items, load_mat, number, text, variables_found
-from pose_pipeline.joints import FLIC
 
 PIXEL_ORIGIN = 1.0
 SCALE_MARGIN = 1.4  # as lsp.SCALE_MARGIN: the person box rule of LSP
