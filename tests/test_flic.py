@@ -202,3 +202,13 @@ def test_joint_count_mismatch_names_the_file(shared_data, tmp_path):
     with pytest.raises(UserError) as err:
         score(tmp_path / "p.mat", flic_sample(shared_data) / "examples.mat", tmp_path / "s.csv")
     assert str(tmp_path / "p.mat") in str(err.value) and "expected 11 joints, got 10" in str(err.value)
+
+
+def test_flic_curves_plot_its_own_columns(tmp_path):
+    from pose_pipeline.plots import plot_pckh_curves
+
+    _, preds, records = hand_case()
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    score(tmp_path / "p.mat", write_flic(tmp_path / "e.mat", records), tmp_path / "s.csv", tmp_path / "s.json")
+    panels = plot_pckh_curves({"flic": tmp_path / "s.json"}, tmp_path / "pck.png", dpi=30)
+    assert [p["title"] for p in panels] == ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Mean"]
