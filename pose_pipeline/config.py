@@ -87,6 +87,19 @@ def _describe(error, schema_root: dict) -> str:
     return f"{where}: {error.message}"
 
 
+def _hourglass_h5_problems(name: str, ds: dict) -> list[str]:
+    """An hourglass .h5 holds one split: converted for both stores without val_annotations or
+    val_split, validation would silently be the training people."""
+    annotations = str(ds.get("annotations", ""))
+    if ds["format"] != "mpii" or not annotations.endswith((".h5", ".hdf5")):
+        return []
+    if ds.get("val_annotations") or ds.get("val_split"):
+        return []
+    return [f"datasets.{name}.annotations: {annotations} is an hourglass .h5 file, which holds one split; "
+            f"set datasets.{name}.val_annotations (the validation .h5, e.g. valid.h5) or datasets.{name}.val_split "
+            "(a file naming the validation people, e.g. detections.mat), or validation would be the training data"]
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate against the schema, fill defaults, cross-check names; returns a new dict.
 
@@ -108,6 +121,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
                 for key in ("annotations", "images"):
                     if key not in ds:
                         problems.append(f"datasets.{name}: {key!r} is required unless the dataset is synthetic")
+                problems += _hourglass_h5_problems(name, ds)
         for name, exp in config["experiments"].items():
             if exp["dataset"] not in datasets:
                 problems.append(f"experiments.{name}.dataset: unknown dataset {exp['dataset']!r}; "

@@ -284,14 +284,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("format", choices=sorted(READERS),
                    help="annotation format: mpii (release .mat or hourglass .h5), lsp (joints.mat, LSP or "
-                        "LSP-extended layout), coco (person_keypoints_*.json)")
+                        "LSP-extended layout), flic (examples.mat), coco (person_keypoints_*.json)")
     p.add_argument("--annotations", required=True,
-                   help="annotation file (MPII release .mat or hourglass .h5; LSP joints.mat; COCO keypoint .json)")
+                   help="annotation file (MPII release .mat or hourglass .h5; LSP joints.mat; FLIC examples.mat; "
+                        "COCO keypoint .json)")
     p.add_argument("--images", required=True, help="folder of the original images")
     p.add_argument("--out", required=True, help="output store (a .zarr folder): new, empty, or an earlier store (replaced)")
     p.add_argument("--split", choices=["train", "val", "all"], default="train",
                    help="mpii: by is_train or --val-split; lsp: 2,000 images -> first 1,000 train, last "
-                        "1,000 val, 10,000 (extended) -> all train, other sizes -> only all; coco: the "
+                        "1,000 val, 10,000 (extended) -> all train, other sizes -> only all; flic: istrain / "
+                        "istest; coco: the "
                         "file is the split (recorded only)")
     p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
     p.add_argument("--min-keypoints", type=int, default=None,

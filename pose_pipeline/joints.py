@@ -1,8 +1,9 @@
-"""Joint sets: names, left/right flip pairs, skeleton edges and PCKh groups.
+"""Joint sets: names, left/right flip pairs, skeleton edges; the PCKh and PCK groups.
 
 The one place that knows joint orders and counts (`JointSet.num_joints`), and the home of
 the geometry constants every dataset shares (`PERSON_BOX`, `PCKH_HEAD_FACTOR`). Datasets keep
-their native set (MPII 16, LSP 14, COCO 17); nothing maps one set onto another.
+their native set (MPII 16, LSP 14, FLIC 11, COCO 17); nothing maps one set onto another, except
+the points an evaluation derives from a set (FLIC's neck, `FLIC_PCK_POINTS`).
 """
 
 from __future__ import annotations
@@ -103,7 +104,21 @@ COCO = JointSet(
     ),
 )
 
-JOINT_SETS = {s.name: s for s in (MPII, LSP, COCO)}
+# FLIC's 11 annotated slots of the release's 29 (`coords`), in slot order (see formats/flic.py).
+FLIC = JointSet(
+    name="flic",
+    joints=(
+        "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
+        "l_hip", "r_hip", "l_eye", "r_eye", "nose",
+    ),
+    flip_pairs=((0, 3), (1, 4), (2, 5), (6, 7), (8, 9)),
+    edges=(
+        (0, 1), (1, 2), (3, 4), (4, 5), (0, 3), (0, 6), (3, 7), (6, 7),
+        (8, 9), (8, 10), (9, 10),
+    ),
+)
+
+JOINT_SETS = {s.name: s for s in (MPII, LSP, FLIC, COCO)}
 
 # PCKh groups of the reference MPII evaluation: (column, joint names averaged).
 # Mean is the unweighted mean over the 14 joints other than pelvis and thorax.
@@ -117,6 +132,35 @@ MPII_PCKH_GROUPS = (
     ("Ankle", ("l_ankle", "r_ankle")),
 )
 MPII_PCKH_MEAN_EXCLUDES = ("pelvis", "thorax")
+
+# PCK of Sapp & Taskar as bearpaw/eval_pose's eval_pck.m computes it for LSP and FLIC: the
+# unit is ||gt[a] - gt[b]|| of this pair, every point of every image counts.
+PCK_TORSO_PAIR = ("l_shoulder", "r_hip")
+LSP_PCK_GROUPS = (
+    ("Head", ("neck", "head_top")),  # eval_pck.m pairs neck with head top as "symmetric"
+    ("Shoulder", ("l_shoulder", "r_shoulder")),
+    ("Elbow", ("l_elbow", "r_elbow")),
+    ("Wrist", ("l_wrist", "r_wrist")),
+    ("Hip", ("l_hip", "r_hip")),
+    ("Knee", ("l_knee", "r_knee")),
+    ("Ankle", ("l_ankle", "r_ankle")),
+)
+# FLIC's ten scored points: (name, the FLIC joints averaged into it). The neck is not
+# annotated; the reference ground truth interpolates it between the shoulders.
+FLIC_PCK_POINTS = (
+    ("nose", ("nose",)), ("neck", ("l_shoulder", "r_shoulder")),
+    ("l_shoulder", ("l_shoulder",)), ("r_shoulder", ("r_shoulder",)),
+    ("l_elbow", ("l_elbow",)), ("r_elbow", ("r_elbow",)),
+    ("l_wrist", ("l_wrist",)), ("r_wrist", ("r_wrist",)),
+    ("l_hip", ("l_hip",)), ("r_hip", ("r_hip",)),
+)
+FLIC_PCK_GROUPS = (
+    ("Head", ("nose", "neck")),
+    ("Shoulder", ("l_shoulder", "r_shoulder")),
+    ("Elbow", ("l_elbow", "r_elbow")),
+    ("Wrist", ("l_wrist", "r_wrist")),
+    ("Hip", ("l_hip", "r_hip")),
+)
 
 
 def joint_set(name: str) -> JointSet:

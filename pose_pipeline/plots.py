@@ -114,11 +114,12 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
     left_out = [name for name, d, _ in runs if _metric(d) != metric or not d["curves"]]
     runs = [r for r in runs if r[0] not in left_out]
     x_max = max((max(d["thresholds"]) for _, d, _ in runs), default=0.5)
+    columns = runs[0][1].get("columns", TABLE_COLUMNS) if runs else TABLE_COLUMNS  # FLIC: no Knee, Ankle
     ncols = 4
-    nrows = math.ceil(len(TABLE_COLUMNS) / ncols)
+    nrows = math.ceil(len(columns) / ncols)
     with _figure(out_png, dpi, nrows=nrows, ncols=ncols, figsize=(4 * ncols, 3.3 * nrows),
                  sharex=True, sharey=True, squeeze=False) as (fig, axes):
-        for ax, column in zip(axes.flat, TABLE_COLUMNS):
+        for ax, column in zip(axes.flat, columns):
             for k, (name, data, style) in enumerate(runs):
                 if column not in data["curves"]:
                     continue
@@ -126,7 +127,7 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
                         linestyle=style, color=f"C{k % 10}", label=name)
             ax.set(title=column, xlim=(0, x_max), ylim=(0, 100))
             ax.grid(alpha=0.3)
-        for ax in axes.flat[len(TABLE_COLUMNS):]:
+        for ax in axes.flat[len(columns):]:
             ax.axis("off")
         if left_out:
             axes.flat[-1].text(0, 0.5, "not drawn (another metric, no\nthreshold curve):\n" + "\n".join(left_out),
@@ -140,7 +141,7 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
         else:
             axes.flat[0].text(0.5, 0.5, "no threshold curves\n(OKS AP: see the score table)", ha="center",
                               va="center", transform=axes.flat[0].transAxes)
-        return [describe_panel(ax) for ax in axes.flat[:len(TABLE_COLUMNS)]]
+        return [describe_panel(ax) for ax in axes.flat[:len(columns)]]
 
 
 def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> dict:

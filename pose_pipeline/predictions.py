@@ -20,9 +20,13 @@ converts with `geometry.array_to_annotated`, plots back with `annotated_to_array
 
 Ground truth
 ------------
-* a converted store (keypoints, visible, head_size, joint set), or
+* a converted store (keypoints, visible, head_size, joint set);
 * the reference `detections_our_format.mat` (`pos_gt_src` (16,2,N), `jnt_missing`
-  (16,N), `headboxes_src` (2,2,N); MPII joint order).
+  (16,N), `headboxes_src` (2,2,N); MPII joint order);
+* an LSP `joints.mat` (either layout) or a FLIC `examples.mat` (or the same struct renamed),
+  the rows of a split as `convert` takes them (pose_pipeline.formats.lsp / .flic), so that
+  published predictions can be scored without the images;
+* a COCO keypoint JSON (OKS AP: `score` hands it to pycocotools).
 
 Score files
 -----------
@@ -42,8 +46,8 @@ import numpy as np
 
 from pose_pipeline.atomic import atomic_output, write_text_atomic
 from pose_pipeline.errors import UserError
-from pose_pipeline.formats.matlab import load_mat, mat_variable_names
-from pose_pipeline.joints import JOINT_SETS, MPII, JointSet
+from pose_pipeline.formats.matlab import load_mat, mat_variable_classes, mat_variable_names
+from pose_pipeline.joints import FLIC, JOINT_SETS, LSP, MPII, JointSet
 from pose_pipeline.metrics import OKS_COLUMN, TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, check_keypoints, \
     head_size_from_boxes
 from pose_pipeline.store import is_store, open_store
@@ -321,20 +325,69 @@ def _reference_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     return gt, visible, head_size_from_boxes(boxes), MPII
 
 
-def read_ground_truth(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
-    """(gt (N,J,2), visible (N,J) 1 = counted, head_size (N,), joint set) from a converted
-    store or the reference `detections_our_format.mat`."""
+GROUND_TRUTH_FILES = ("a converted .zarr store, the reference detections_our_format.mat (pos_gt_src, "
+                      "jnt_missing, headboxes_src), an LSP joints.mat (`joints`), a FLIC examples.mat (a "
+                      "struct with coords) or a COCO keypoint .json")
+
+
+def ground_truth_format(path) -> str:
+    """The format of a ground-truth file: a store's own, else "mpii" (detections_our_format.mat),
+    "lsp" (joints.mat), "flic" (a struct, as examples.mat) or "coco" (.json)."""
     path = Path(path)
+    if is_store(path):
+        attrs = open_store(path).attrs
+        return attrs.get("format") or attrs.get("joint_set")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "coco"
+    if suffix == ".mat":
+        classes = mat_variable_classes(path, GROUND_TRUTH_FILES)
+        if set(REFERENCE_GT_VARIABLES) <= set(classes):
+            return "mpii"
+        if "joints" in classes:
+            return "lsp"
+        if "struct" in classes.values():
+            return "flic"
+        raise UserError(f"{path}: no ground truth (variables {sorted(classes) or 'none'}); "
+                        f"expected {GROUND_TRUTH_FILES}")
+    if suffix == ".zarr":
+        raise UserError(f"{path}: no such store" if not path.exists() else f"{path}: not a converted store")
+    raise UserError(f"{path}: unknown ground-truth file; expected {GROUND_TRUTH_FILES}")
+
+
+def _annotation_ground_truth(path: Path, fmt: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
+    """An LSP joints.mat or FLIC examples.mat read for scoring: the rows `convert` takes for
+    `split`, keypoints as in the file (FLIC: NaN where not annotated)."""
+    from pose_pipeline.formats import flic, lsp
+
+    if fmt == "lsp":
+        people, joints = lsp.read_joints(path), LSP
+        rows = lsp.split_rows(len(people), split, path)
+    else:
+        people, joints = flic.read_examples(path), FLIC
+        rows = flic.split_rows(people, split, path)
+    return people.keypoints[rows], people.visible[rows], np.full(len(rows), np.nan), joints
+
+
+def read_ground_truth(path, split: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
+    """(gt (N,J,2), visible (N,J) 1 = annotated, head_size (N,), joint set) from a converted
+    store, the reference `detections_our_format.mat`, an LSP `joints.mat` or a FLIC
+    `examples.mat`. `split` selects an annotation file's people as `convert --split` does
+    (default val: LSP's last 1,000 of 2,000 images, FLIC's istest); the others are one split."""
+    path = Path(path)
+    fmt = ground_truth_format(path)
+    if fmt in ("lsp", "flic") and not is_store(path):
+        return _annotation_ground_truth(path, fmt, split or "val")
+    if split is not None:
+        raise UserError(f"--split {split}: selects the people of an annotation file (LSP joints.mat, FLIC "
+                        f"examples.mat); {path} is one split already")
     if is_store(path):
         store = open_store(path)
         return (np.asarray(store.keypoints, dtype=np.float64), np.asarray(store.visible),
                 np.asarray(store.head_size, dtype=np.float64), store.joint_set)
-    if path.suffix.lower() == ".zarr":
-        raise UserError(f"{path}: no such store" if not path.exists() else f"{path}: not a converted store")
-    if path.suffix.lower() == ".mat":
+    if fmt == "mpii":
         return _reference_ground_truth(path)
-    raise UserError(f"{path}: unknown ground-truth file; expected a converted .zarr store or the "
-                    f"reference detections_our_format.mat")
+    raise UserError(f"{path}: a COCO file is scored with OKS AP (--metric oks), which reads it itself")
 
 
 def holds_reference_ground_truth(path) -> bool:
@@ -362,10 +415,11 @@ def table_rows(evaluation: dict) -> list[list[str]]:
     if evaluation["metric"] == "OKS":
         return [["metric", OKS_COLUMN]] + [[row, _cell(evaluation["table"][row][OKS_COLUMN])]
                                            for row in metric_rows]
-    rows = [["metric", *TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN]]
+    columns = evaluation.get("columns", TABLE_COLUMNS)  # FLIC has no knees or ankles
+    rows = [["metric", *columns, WEIGHTED_MEAN_COLUMN]]
     for row in metric_rows:
         cols = evaluation["table"][row]
-        rows.append([row, *(_cell(cols[c]) for c in TABLE_COLUMNS), _cell(evaluation["mean_weighted"][row])])
+        rows.append([row, *(_cell(cols[c]) for c in columns), _cell(evaluation["mean_weighted"][row])])
     return rows
 
 

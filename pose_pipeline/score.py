@@ -2,13 +2,17 @@
 (`pose_pipeline.metrics`, the one place for the metrics):
 
 * MPII: PCKh as the reference MPII evaluation computes it (rows PCKh@0.5, PCKh@0.1, AUC@0.5);
-* LSP: PCK@0.2 normalised by torso size, the LSP convention (rows PCK@0.2, PCK@0.1, AUC@0.2);
+* LSP and FLIC: PCK@0.2 normalised by torso size exactly as `eval_pck.m` of bearpaw/eval_pose
+  (rows PCK@0.2, PCK@0.1, AUC@0.2; LSP adds the visible-only rows);
 * COCO: OKS AP with ground-truth boxes by pycocotools' COCOeval (rows AP, AP50, AP75, APm,
   APl, AR, ...; one `value` column), from the predictions, the store's image ids and the
   COCO annotation JSON.
 
-The metric follows the ground truth's format (`--metric` overrides). The CSV is metric
-rows x joint-group columns (Head ... Ankle, Mean, Mean(weighted)) for PCKh and PCK.
+The metric follows the ground truth's format (`--metric` overrides). The ground truth is a
+converted store or an annotation file (`predictions.read_ground_truth`: MPII's
+detections_our_format.mat, LSP joints.mat, FLIC examples.mat, COCO JSON; `--split` picks an
+LSP / FLIC file's people). The CSV is metric rows x joint-group columns (Head ... Ankle or
+FLIC's Head ... Hip, Mean, Mean(weighted)) for PCKh and PCK.
 
 Prediction, ground-truth and score files are read and written by
 `pose_pipeline.predictions` (their formats are described there); this module dispatches to
@@ -20,11 +24,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import COCO
 from pose_pipeline.metrics import pck_torso_evaluation, pckh_evaluation
 from pose_pipeline.predictions import (
     check_image_names,
+    ground_truth_format,
     ground_truth_image_names,
     read_ground_truth,
     read_person_scores,
@@ -40,66 +47,74 @@ from pose_pipeline.store import is_store, open_store, sha256_of
 
 # --metric choices: the metric's name in the evaluation, and the format it suits
 METRICS = {"pckh": "PCKh", "pck": "PCK", "oks": "OKS"}
-METRIC_OF_FORMAT = {"mpii": "pckh", "lsp": "pck", "coco": "oks"}
+METRIC_OF_FORMAT = {"mpii": "pckh", "lsp": "pck", "flic": "pck", "coco": "oks"}
 
 
 def default_metric(gt_path) -> str:
     """The metric of a ground truth: PCKh for MPII (and the reference .mat), PCK@0.2 by
-    torso size for LSP, OKS AP for COCO; from the store's `format` attribute, else its
-    joint set."""
-    if not is_store(gt_path):
-        return "pckh"  # the reference .mat; anything else is refused by read_ground_truth
-    attrs = open_store(gt_path).attrs
-    fmt = attrs.get("format") or attrs.get("joint_set")
-    return METRIC_OF_FORMAT.get(fmt, "pckh")
+    torso size for LSP and FLIC, OKS AP for COCO (`predictions.ground_truth_format`)."""
+    return METRIC_OF_FORMAT.get(ground_truth_format(gt_path), "pckh")
 
 
-def _evaluate_oks(preds_path, gt_path, annotations) -> dict:
-    from pose_pipeline.metrics import oks_evaluation  # imports pycocotools only when called
+def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray]:
+    """(annotation file, image id per ground-truth person) of a COCO store or COCO JSON; the
+    JSON's people are those `convert coco` keeps, in its order."""
+    if gt_path.suffix.lower() == ".json":
+        from pose_pipeline.formats import coco
 
-    gt_path = Path(gt_path)
+        if annotations is not None and Path(annotations).resolve() != gt_path.resolve():
+            raise UserError(f"--annotations {annotations}: with a COCO JSON as --gt, the file is {gt_path} itself")
+        return gt_path, coco.read_annotations(gt_path, coco.DEFAULT_MIN_KEYPOINTS).image_id
     if annotations is None:
         raise UserError(f"OKS AP needs the COCO annotation file of {gt_path}: give --annotations")
     annotations = Path(annotations)
     if not annotations.is_file():
         raise UserError(f"{annotations}: no such annotation file")
     if not is_store(gt_path):
-        raise UserError(f"{gt_path}: OKS AP needs a converted COCO store (its image ids)")
+        raise UserError(f"{gt_path}: OKS AP needs a converted COCO store (its image ids) or a COCO JSON")
     store = open_store(gt_path)
     if store.joint_set is not COCO:
         raise UserError(f"{gt_path}: OKS AP needs the COCO joint set, the store has {store.joint_set.name}")
     # The store records the sha256 of the file it was converted from: scoring against
     # another file would match people by the wrong ids.
     recorded = {src.get("file"): src.get("sha256") for src in store.attrs.get("sources", [])}
-    digest = sha256_of(annotations)
-    if recorded and digest not in recorded.values():
+    if recorded and sha256_of(annotations) not in recorded.values():
         raise UserError(f"{annotations}: not the annotation file {gt_path} was converted from "
                         f"(sha256 differs from the store's sources {sorted(recorded)})")
+    return annotations, np.asarray(store.source_index[:, 0])
+
+
+def _evaluate_oks(preds_path, gt_path, annotations) -> dict:
+    from pose_pipeline.metrics import oks_evaluation  # imports pycocotools only when called
+
+    gt_path = Path(gt_path)
+    annotations, image_ids = _coco_people(gt_path, annotations)
     preds = read_predictions(preds_path, joints=COCO)
-    if len(preds) != len(store):
+    if len(preds) != len(image_ids):
         raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the ground truth "
-                        f"{gt_path} has {len(store)}")
+                        f"{gt_path} has {len(image_ids)}")
     try:
         import pycocotools  # noqa: F401
     except ImportError:
         raise UserError("OKS AP is computed by pycocotools, which is not installed: "
                         "pip install 'pose-pipeline[coco]' (or pycocotools)") from None
     try:
-        evaluation = oks_evaluation(preds, store.source_index[:, 0], annotations,
-                                    read_person_scores(preds_path, len(preds)))
+        evaluation = oks_evaluation(preds, image_ids, annotations, read_person_scores(preds_path, len(preds)))
     except (ValueError, KeyError) as exc:
         raise UserError(f"scoring {preds_path} against {annotations}: {exc}") from None
     return {**evaluation, "num_samples": len(preds), "annotations": str(annotations)}
 
 
-def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None) -> dict:
+def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None, split: str | None = None) -> dict:
     """The evaluation dict of a prediction file against ground truth (see `score`)."""
     metric = metric or default_metric(gt_path)
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     if metric == "oks":
+        if split is not None:
+            raise UserError(f"--split {split}: OKS AP scores every person of {gt_path}")
         return _evaluate_oks(preds_path, gt_path, annotations)
-    gt, visible, head_size, joints = read_ground_truth(gt_path)
+    gt, visible, head_size, joints = read_ground_truth(gt_path, split)
     preds = read_predictions(preds_path, joints=joints)
     if preds.shape[0] != gt.shape[0]:
         raise UserError(f"{preds_path}: {preds.shape[0]} predicted samples, but the ground truth "
@@ -116,17 +131,18 @@ def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None) -
 
 
 def score(preds_path, gt_path, out_csv, per_joint_json=None, metric: str | None = None,
-          annotations=None) -> dict:
+          annotations=None, split: str | None = None) -> dict:
     """Score a prediction file; write the table CSV (and the full evaluation JSON).
 
-    `metric`: "pckh" (MPII), "pck" (LSP: PCK@0.2 by torso size) or "oks" (COCO AP through
-    pycocotools, needs `annotations`, the COCO JSON the store was converted from); by
-    default the ground truth's own (`default_metric`).
+    `metric`: "pckh" (MPII), "pck" (LSP, FLIC: PCK@0.2 by torso size) or "oks" (COCO AP through
+    pycocotools, needs `annotations`, the COCO JSON the store was converted from, unless the
+    ground truth is that JSON); by default the ground truth's own (`default_metric`).
+    `split`: the people of an LSP / FLIC annotation file (`read_ground_truth`).
     Returns the evaluation dict (`pose_pipeline.metrics.curve_evaluation` or
     `oks_evaluation`) with `num_samples`, `predictions` and `ground_truth` added (what
     the JSON holds).
     """
-    evaluation = evaluate(preds_path, gt_path, metric, annotations)
+    evaluation = evaluate(preds_path, gt_path, metric, annotations, split)
     evaluation.update(predictions=str(preds_path), ground_truth=str(gt_path))
     write_score_files(evaluation, out_csv, per_joint_json)
     return evaluation
@@ -137,11 +153,17 @@ def score(preds_path, gt_path, out_csv, per_joint_json=None, metric: str | None 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preds", required=True, help="predictions: .mat (`preds` N x J x 2) or .csv")
-    p.add_argument("--gt", required=True, help="ground truth: converted .zarr store or detections_our_format.mat")
+    p.add_argument("--gt", required=True,
+                   help="ground truth: a converted .zarr store, MPII detections_our_format.mat, LSP joints.mat, "
+                        "FLIC examples.mat (or the same struct renamed) or a COCO keypoint .json")
+    p.add_argument("--split", choices=["train", "val", "all"],
+                   help="LSP / FLIC annotation files: the people scored, as for convert (LSP 2,000 images: val = "
+                        "1,001-2,000; FLIC: val = istest); default val")
     p.add_argument("--out", required=True, help="PCKh table CSV")
     p.add_argument("--per-joint", help="full evaluation JSON (per joint rates, curves)")
     p.add_argument("--metric", choices=sorted(METRICS),
-                   help="pckh (MPII), pck (LSP: PCK@0.2 by torso size) or oks (COCO AP, pycocotools); "
+                   help="pckh (MPII), pck (LSP, FLIC: PCK@0.2 by torso size, as eval_pck.m) or oks (COCO AP, "
+                        "pycocotools); "
                         "default: by the ground truth's format")
     p.add_argument("--annotations", help="oks: the COCO keypoint JSON the store was converted from")
 
@@ -155,7 +177,7 @@ def format_table(evaluation: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    evaluation = score(args.preds, args.gt, args.out, args.per_joint, args.metric, args.annotations)
+    evaluation = score(args.preds, args.gt, args.out, args.per_joint, args.metric, args.annotations, args.split)
     print(f"{args.preds}: {evaluation['num_samples']} samples against {args.gt}")
     print(format_table(evaluation))
     return 0

@@ -37,7 +37,8 @@ def metric_columns(evaluation: dict) -> dict[str, float | None]:
     if evaluation.get("metric") == "OKS":
         return {row: table[row][OKS_COLUMN] for row in rows}
     columns = {f"{rows[0]} Mean": table[rows[0]]["Mean"]}
-    columns.update({f"{rows[0]} {c}": table[rows[0]][c] for c in TABLE_COLUMNS if c != "Mean"})
+    groups = evaluation.get("columns", TABLE_COLUMNS)  # FLIC has no knees or ankles
+    columns.update({f"{rows[0]} {c}": table[rows[0]][c] for c in groups if c != "Mean"})
     columns.update({f"{row} Mean": table[row]["Mean"] for row in rows[1:]})
     return columns
 

@@ -42,13 +42,14 @@ def dataset_sources(config: dict, name: str, split: str | None = None) -> dict:
 def converter_split(config: dict, name: str, split: str) -> str:
     """The converter's `--split` for the store of `split` ("train" or "val").
 
-    With `val_annotations`, LSP and COCO files are each taken whole ("all"): the split is
-    the file (a 300-image LSP sample, say, has no train/val halves of its own). MPII keeps
-    the split: the release .mat selects training people by `img_train`, and the hourglass
-    .h5 files are taken whole anyway.
+    With `val_annotations`, LSP, FLIC and COCO files are each taken whole ("all"): the split
+    is the file (a 300-image LSP sample, say, has no train/val halves of its own). MPII keeps
+    the split: the release .mat selects training people by `img_train`, and an hourglass .h5
+    is split by `val_split` when given (else taken whole; config validation refuses a lone
+    .h5 that would make validation the training data).
     """
     ds = config["datasets"][name]
-    if ds.get("val_annotations") and ds["format"] in ("lsp", "coco"):
+    if ds.get("val_annotations") and ds["format"] in ("lsp", "flic", "coco"):
         return "all"
     return split
 

@@ -130,9 +130,11 @@ def mean_cell(preds_mat, store_path, metric: str) -> str:
     """The Mean cell a score CSV must hold for the predictions in `preds_mat` against the
     store, worked out here from the metrics' definitions (not through pose_pipeline.metrics):
     per joint, the percent of annotated joints whose distance to the ground truth is below
-    0.5 head sizes ("pckh", strict; pelvis and thorax left out of the mean) or at most 0.2
-    torso sizes ("pck": left shoulder to right hip, samples with both annotated); Mean the
-    unweighted mean of those rates, 2 decimals, empty when a rate is undefined."""
+    0.5 head sizes ("pckh", strict; pelvis and thorax left out of the mean), Mean the
+    unweighted mean of those rates, empty when a rate is undefined; or ("pck", eval_pck.m)
+    the percent of all points of all samples at most 0.2 torso sizes (left shoulder to right
+    hip) from the ground truth, a missing one a miss (FLIC: nose, the shoulders' midpoint and
+    the 8 limb joints). 2 decimals."""
     import numpy as np
     import scipy.io
 
@@ -148,10 +150,15 @@ def mean_cell(preds_mat, store_path, metric: str) -> str:
         joints = [j for j, name in enumerate(names) if name not in ("pelvis", "thorax")]
     else:
         torso = np.linalg.norm(gt[:, names.index("l_shoulder")] - gt[:, names.index("r_hip")], axis=-1)
-        annotated &= (annotated[:, names.index("l_shoulder")] & annotated[:, names.index("r_hip")])[:, None]
+        if store.joint_set.name == "flic":
+            gt = np.where(annotated[..., None], gt, np.nan)
+
+            def ten(points):  # nose, neck, the 8 limb joints (FLIC's first 8)
+                return np.concatenate([points[:, [10]], (points[:, [0]] + points[:, [3]]) / 2, points[:, :8]], axis=1)
+
+            distance = np.linalg.norm(ten(preds) - ten(gt), axis=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            correct = distance / torso[:, None] <= 0.2
-        joints = list(range(len(names)))
+            return f"{100.0 * (distance / torso[:, None] <= 0.2).mean():.2f}"
     counted = annotated.sum(axis=0)[joints]
     if (counted == 0).any():
         return ""

@@ -173,3 +173,27 @@ def test_an_input_size_the_hourglass_cannot_halve_is_refused_naming_the_key():
     with pytest.raises(UserError, match=r"experiments.e.training: heatmap_size 24 must be a multiple of 16 .* "
                                         r"input_size a multiple of 64"):
         validate_config(config)
+
+
+def test_hourglass_h5_without_a_split_is_refused(raw_config):
+    """A lone .h5 would be converted whole for both stores: validation = training data."""
+    raw_config["datasets"]["mpii"] = {"format": "mpii", "annotations": "data/mpii/train.h5", "images": "i"}
+    with pytest.raises(UserError) as err:
+        validate_config(raw_config)
+    message = str(err.value)
+    assert "datasets.mpii.annotations: data/mpii/train.h5 is an hourglass .h5" in message
+    assert "datasets.mpii.val_annotations" in message and "datasets.mpii.val_split" in message
+    for key, value in (("val_annotations", "valid.h5"), ("val_split", "detections.mat")):
+        fixed = copy.deepcopy(raw_config)
+        fixed["datasets"]["mpii"][key] = value
+        validate_config(fixed)
+
+
+def test_flic_dataset_config(raw_config):
+    from pose_pipeline.workflow_config import converter_split
+
+    raw_config["datasets"]["flic"] = {"format": "flic", "annotations": "examples.mat", "images": "i"}
+    config = validate_config(raw_config)
+    assert [converter_split(config, "flic", s) for s in ("train", "val")] == ["train", "val"]  # istrain / istest
+    config["datasets"]["flic"]["val_annotations"] = "other.mat"
+    assert [converter_split(config, "flic", s) for s in ("train", "val")] == ["all", "all"]

@@ -9,6 +9,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+import scipy.io
 
 from pose_pipeline import cli, geometry
 from pose_pipeline.convert import convert
@@ -282,3 +283,32 @@ def test_detections_mat_is_a_split_file_without_image_names(mpii_sample, tmp_pat
         convert("mpii", mpii_sample / "detections.mat", mpii_sample / "images", tmp_path / "d.zarr",
                 split="all", canvas_size=32, workers=1, progress=False)
     assert "detections.mat" in str(err.value) and "no image name" in str(err.value)
+
+
+# ---------------------------------------------------------- hourglass .h5 with a split file
+
+
+def _split_file(path, h5_path, rows):
+    """A detections.mat-style split naming the .h5 people at `rows` (1-based release indices)."""
+    with h5py.File(h5_path) as h5:
+        index, person = h5["index"][()][rows], h5["person"][()][rows]
+    scipy.io.savemat(path, {"RELEASE_img_index": index + 1, "RELEASE_person_index": person + 1})
+    return path
+
+
+def test_hourglass_h5_with_val_split_applies_it(mpii_sample, tmp_path):
+    """Never the same people in train and val: the split file's people are val, the rest train."""
+    from pose_pipeline.formats.readers import read_mpii
+
+    h5 = _five_people_h5(mpii_sample, tmp_path / "five.h5")
+    split = _split_file(tmp_path / "split.mat", h5, [1, 3])
+    val = read_mpii(h5, "val", split)
+    train = read_mpii(h5, "train", split)
+    assert val.source_index.tolist() == read_mpii(h5, "all", None).source_index[[1, 3]].tolist()
+    people = {name: set(map(tuple, s.source_index.tolist())) for name, s in (("train", train), ("val", val))}
+    assert len(train) == 3 and not people["train"] & people["val"]
+    assert len(read_mpii(h5, "val", None)) == 5  # no split file: the file is the split (valid.h5)
+    # a split none of whose people is in the file (hourglass train.h5 holds no validation people)
+    other = _split_file(tmp_path / "other.mat", mpii_sample / "valid.h5", [100])
+    with pytest.raises(UserError, match="none of the 1 people of the split file .*val_annotations"):
+        read_mpii(h5, "val", other)

@@ -12,7 +12,7 @@ import scipy.io
 from pose_pipeline import cli
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import MPII
-from pose_pipeline.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN
+from pose_pipeline.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, torso_size
 from pose_pipeline.predictions import (
     read_ground_truth,
     read_predictions,
@@ -357,10 +357,11 @@ def lsp_store(path, gt, visible):
 
 
 def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
-    """Torso = ||l_shoulder - r_hip|| = ||(30, 40)|| = 50 px, so PCK@0.2 allows 10 px
-    (inclusive) and PCK@0.1 5 px. Sample 0: r_wrist 10 px off (right at 0.2, wrong at 0.1),
-    l_wrist 10.5 px off (wrong). Sample 1: head_top 4 px off (right at both), neck 6 px off
-    (right at 0.2 only). Sample 2 has no l_shoulder: nothing of it counts."""
+    """eval_pck.m's protocol. Torso = ||l_shoulder - r_hip|| = ||(30, 40)|| = 50 px, so PCK@0.2
+    allows 10 px (inclusive) and PCK@0.1 5 px. Sample 0: r_wrist 10 px off (right at 0.2, wrong
+    at 0.1), l_wrist 10.5 px off (wrong). Sample 1: head_top 4 px off (right at both), neck 6 px
+    off (right at 0.2 only). Sample 2: l_shoulder not visible and every joint 1,000 px off:
+    the reference still counts all 14 of its joints (all wrong). 42 points in all."""
     from pose_pipeline.joints import LSP
 
     n = 3
@@ -374,30 +375,51 @@ def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
     preds[0, LSP.index("l_wrist"), 1] -= 10.5
     preds[1, LSP.index("head_top"), 0] += 4.0
     preds[1, LSP.index("neck"), 1] += 6.0
-    preds[2] += 1000.0  # torso unknown: not counted
+    preds[2] += 1000.0
     store = lsp_store(tmp_path / "lsp.zarr", gt, visible)
     write_predictions_mat(tmp_path / "p.mat", preds)
     result = score(tmp_path / "p.mat", store, tmp_path / "s.csv", tmp_path / "s.json")  # metric from format
-    assert result["metric"] == "PCK" and result["rows"] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
-    at2, at1 = result["table"]["PCK@0.2"], result["table"]["PCK@0.1"]
-    assert at2["Wrist"] == pytest.approx((100 + 50) / 2)
-    assert at2["Head"] == 100.0 and at2["Shoulder"] == 100.0
-    assert at2["Mean"] == pytest.approx((13 * 100 + 50) / 14)  # all 14 LSP joints, neck included
-    assert at1["Wrist"] == pytest.approx((50 + 50) / 2) and at1["Head"] == 100.0
-    assert at1["Mean"] == pytest.approx((11 * 100 + 3 * 50) / 14)
-    assert result["per_joint"]["neck"] == {"PCK@0.2": 100.0, "PCK@0.1": 50.0,
-                                           "AUC@0.2": result["per_joint"]["neck"]["AUC@0.2"], "count": 2}
+    visible_rows = ["PCK@0.2 (visible only)", "PCK@0.1 (visible only)", "AUC@0.2 (visible only)"]
+    assert result["metric"] == "PCK" and result["rows"] == ["PCK@0.2", "PCK@0.1", "AUC@0.2", *visible_rows]
+    at2, at1, auc = (result["table"][row] for row in ("PCK@0.2", "PCK@0.1", "AUC@0.2"))
+    assert at2["Wrist"] == pytest.approx((200 / 3 + 100 / 3) / 2)  # r 2 of 3, l 1 of 3
+    assert at2["Head"] == pytest.approx(200 / 3) and at2["Shoulder"] == pytest.approx(200 / 3)
+    assert at1["Head"] == pytest.approx((200 / 3 + 100 / 3) / 2)  # neck 6 px off counts in Head
+    assert at1["Wrist"] == pytest.approx(100 / 3)
+    assert at2["Mean"] == pytest.approx(100 * 27 / 42)  # pooled: 15 of 42 wrong
+    assert at1["Mean"] == pytest.approx(100 * 25 / 42)  # 17 of 42 wrong
+    # AUC, x scaled to [0, 1] in 20 steps: 24 exact points all the way, head_top from step 8,
+    # neck from step 12, r_wrist from step 20, each with a half step on its ramp
+    assert auc["Mean"] == pytest.approx(100 * (24 + 12.5 / 20 + 8.5 / 20 + 0.5 / 20) / 42)
+    assert result["per_joint"]["neck"]["PCK@0.1"] == pytest.approx(100 / 3)
+    assert result["per_joint"]["neck"]["count"] == 3
+    # the visible-only rows: sample 2 (torso joint not visible) left out, 28 points
+    assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == pytest.approx(100 * 27 / 28)
+    assert result["table"]["PCK@0.1 (visible only)"]["Mean"] == pytest.approx(100 * 25 / 28)
+    assert result["table"]["PCK@0.1 (visible only)"]["Head"] == pytest.approx(75.0)
     # the CSV: metric rows x joint-group columns, as the PCKh table
     header, table = read_table(tmp_path / "s.csv")
     assert header == ["metric", *TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN]
-    assert list(table) == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
-    assert table["PCK@0.2"]["Wrist"] == "75.00"
-    # 28 counted joints (2 samples x 14), 1 wrong at 0.2, 3 at 0.1
-    assert table["PCK@0.2"][WEIGHTED_MEAN_COLUMN] == f"{100 * 27 / 28:.2f}"
-    assert table["PCK@0.1"][WEIGHTED_MEAN_COLUMN] == f"{100 * 25 / 28:.2f}"
+    assert list(table) == ["PCK@0.2", "PCK@0.1", "AUC@0.2", *visible_rows]
+    assert table["PCK@0.2"]["Wrist"] == "50.00"
+    assert table["PCK@0.2"][WEIGHTED_MEAN_COLUMN] == f"{100 * 27 / 42:.2f}"
     # --metric overrides: PCKh needs head sizes, which LSP has not
     with pytest.raises(UserError, match="head size"):
         score(tmp_path / "p.mat", store, tmp_path / "h.csv", metric="pckh")
+
+
+def test_lsp_neck_counts_in_head(tmp_path):
+    """The issue's probe: every neck 1,000 px off no longer leaves Head at 100."""
+    from pose_pipeline.joints import LSP
+
+    gt = np.random.default_rng(0).uniform(100, 300, (4, LSP.num_joints, 2))
+    preds = gt.copy()
+    preds[:, LSP.index("neck")] += 1000.0
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    result = score(tmp_path / "p.mat", lsp_store(tmp_path / "lsp.zarr", gt, np.ones((4, 14), np.uint8)),
+                   tmp_path / "s.csv")
+    assert result["table"]["PCK@0.2"]["Head"] == 50.0
+    assert result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * 13 / 14)
 
 
 def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
@@ -409,7 +431,12 @@ def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
     gt, visible, _, _ = read_ground_truth(store)
     write_predictions_mat(tmp_path / "p.mat", np.nan_to_num(gt))
     result = score(tmp_path / "p.mat", store, tmp_path / "s.csv")
-    assert result["metric"] == "PCK" and result["table"]["PCK@0.2"]["Mean"] == 100.0
+    # as eval_pck.m: 0 / 0 is no hit, so images whose two torso joints coincide (LSP-extended
+    # puts invisible joints at placeholders) miss every joint even when predicted exactly
+    torso = torso_size(gt)
+    assert 0 < (torso == 0).sum() < 10
+    assert result["metric"] == "PCK" and result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * (torso > 0).mean())
+    assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == 100.0
 
 
 # ------------------------------------------------------------------------ COCO: OKS AP
@@ -475,3 +502,62 @@ def test_coco_needs_the_annotation_file_it_was_converted_from(coco_store, tmp_pa
     with pytest.raises(UserError, match="not the annotation file"):
         score(tmp_path / "p.mat", store, tmp_path / "s.csv", annotations=other)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_coco_json_as_ground_truth(coco_store, tmp_path):
+    """The COCO JSON itself as --gt: its people in the converter's order, no store needed."""
+    store, annotations = coco_store
+    gt, _, _, _ = read_ground_truth(store)
+    write_predictions_mat(tmp_path / "p.mat", gt)
+    result = score(tmp_path / "p.mat", annotations, tmp_path / "s.csv")  # metric oks from .json
+    assert result["metric"] == "OKS" and result["table"]["AP"]["value"] == 100.0
+    with pytest.raises(UserError, match="--split val: OKS AP scores every person"):
+        score(tmp_path / "p.mat", annotations, tmp_path / "s.csv", split="val")
+
+
+# ------------------------------------------------------- annotation files as ground truth
+
+
+def original_lsp_joints(path, n: int = 2000, seed: int = 1):
+    """An original-layout LSP joints.mat (3, 14, n): x, y, occluded (1 = occluded)."""
+    rng = np.random.default_rng(seed)
+    keypoints = rng.uniform(50, 250, (n, 14, 2))
+    occluded = rng.random((n, 14)) < 0.2
+    scipy.io.savemat(path, {"joints": np.concatenate([keypoints.transpose(2, 1, 0), occluded.T[None] * 1.0])})
+    return keypoints, occluded
+
+
+def test_lsp_joints_mat_as_ground_truth_split_as_convert(tmp_path):
+    """Original LSP (2,000 images): --split val (the default) = images 1,001-2,000, as convert.
+    Occluded joints (with guessed positions) count as every joint does in eval_pck.m."""
+    gt_file = tmp_path / "joints.mat"
+    keypoints, occluded = original_lsp_joints(gt_file)
+    preds = keypoints[1000:].copy()
+    preds[occluded[1000:]] += 1000.0  # every occluded joint badly wrong
+    write_predictions_mat(tmp_path / "val.mat", preds)
+    result = score(tmp_path / "val.mat", gt_file, tmp_path / "s.csv")
+    # the torso is the ground truth's, so the occluded misses are exactly the misses
+    assert result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * (1 - occluded[1000:].mean()))
+    # visible-only: only visible joints of images whose torso joints are visible: all exact
+    assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == 100.0
+    # --split train = the first half; those predictions scored as val (the default) miss
+    write_predictions_mat(tmp_path / "train.mat", keypoints[:1000])
+    train = score(tmp_path / "train.mat", gt_file, tmp_path / "t.csv", split="train")
+    assert train["table"]["PCK@0.2"]["Mean"] == 100.0
+    assert score(tmp_path / "train.mat", gt_file, tmp_path / "t.csv")["table"]["PCK@0.2"]["Mean"] < 50.0
+    with pytest.raises(UserError, match="1000 predicted samples, but the ground truth .* has 2000"):
+        score(tmp_path / "train.mat", gt_file, tmp_path / "t.csv", split="all")
+
+
+def test_split_only_for_annotation_files(shared_data, tmp_path, capsys):
+    write_predictions_mat(tmp_path / "p.mat", np.zeros((300, 14, 2)))
+    joints = shared_data / "lsp_sample" / "joints.mat"
+    # a 300-image sample has no val half: said so, naming the way out
+    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(joints), "--out",
+                     str(tmp_path / "s.csv")]) == 1
+    assert "use --split all" in capsys.readouterr().err
+    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(joints), "--split", "all",
+                     "--out", str(tmp_path / "s.csv")]) == 0
+    reference = reference_file(shared_data)
+    with pytest.raises(UserError, match="--split val: selects the people of an annotation file"):
+        score(tmp_path / "p.mat", reference, tmp_path / "s.csv", split="val")

@@ -1,5 +1,6 @@
-"""The DAG on the real LSP and COCO samples: conversion, training, the dataset's own metric
-(LSP PCK@0.2 by torso, COCO OKS AP), plots and the summary, through the real `snakemake`."""
+"""The DAG on the real LSP, FLIC and COCO samples: conversion, training, the dataset's own
+metric (LSP and FLIC PCK@0.2 by torso as eval_pck.m, COCO OKS AP), plots and the summary,
+through the real `snakemake`."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ TINY_MODEL = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16}
 
 
 def tiny_config(shared_data) -> dict:
-    lsp, coco = shared_data / "lsp_sample", shared_data / "coco_sample"
+    lsp, coco, flic = shared_data / "lsp_sample", shared_data / "coco_sample", shared_data / "flic_sample"
     coco_json = str(coco / "person_keypoints_sample.json")
     experiment = {"model": TINY_MODEL, "evaluation": {"batch_size": 8},
                   "training": {"epochs": 1, "batch_size": 4, "input_size": 64, "heatmap_size": 16,
                                "num_threads": 1}}
     return {
-        "default_experiments": ["lsp_tiny", "coco_tiny"],
+        "default_experiments": ["lsp_tiny", "coco_tiny", "flic_tiny"],
         "device": "cpu",
         "plots": {"skeleton_count": 4, "dpi": 40},
         # A sample file is no standard split: with val_annotations each file is taken whole.
@@ -31,9 +32,13 @@ def tiny_config(shared_data) -> dict:
                     "val_annotations": str(lsp / "joints.mat"), "canvas_size": 96, "shard_size": 32},
             "coco": {"format": "coco", "annotations": coco_json, "images": str(coco / "images"),
                      "val_annotations": coco_json, "canvas_size": 96, "shard_size": 8},
+            # FLIC's own split: istrain (15 stand-in examples) and istest (5)
+            "flic": {"format": "flic", "annotations": str(flic / "examples.mat"), "images": str(flic / "images"),
+                     "canvas_size": 96, "shard_size": 8},
         },
         "experiments": {"lsp_tiny": {"dataset": "lsp", **experiment},
-                        "coco_tiny": {"dataset": "coco", **experiment}},
+                        "coco_tiny": {"dataset": "coco", **experiment},
+                        "flic_tiny": {"dataset": "flic", **experiment}},
     }
 
 
@@ -42,15 +47,16 @@ def rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_lsp_and_coco_experiments_run_end_to_end(shared_data, tmp_path):
+def test_lsp_coco_and_flic_experiments_run_end_to_end(shared_data, tmp_path):
     write_config(tmp_path, tiny_config(shared_data))
     snakemake(tmp_path)
+    check_flic(tmp_path)
 
     for dataset in ("lsp", "coco"):
         for split in ("train", "val"):  # each file whole (the LSP sample has no halves of its own)
             assert open_store(tmp_path / f"results/stores/{dataset}/{split}.zarr").attrs["split"] == "all"
     lsp = rows(tmp_path / "results/pckh/lsp_tiny.csv")
-    assert [r["metric"] for r in lsp] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
+    assert [r["metric"] for r in lsp][:3] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
     # the LSP table is PCK@0.2 by torso size of this run's predictions against its val store
     assert lsp[0]["Mean"] != "" and lsp[0]["Mean"] == mean_cell(tmp_path / "results/predict/lsp_tiny/preds.mat",
                                                                 tmp_path / "results/stores/lsp/val.zarr", "pck")
@@ -59,7 +65,7 @@ def test_lsp_and_coco_experiments_run_end_to_end(shared_data, tmp_path):
     # the sample's usable people: 300 LSP images, COCO people with enough keypoints, not crowd
     assert "300 samples" in (tmp_path / "results/logs/convert/lsp_val.log").read_text()
     # training validated with the dataset's own metric (LSP and COCO have no head boxes)
-    for name in ("lsp_tiny", "coco_tiny"):
+    for name in ("lsp_tiny", "coco_tiny", "flic_tiny"):
         assert "val PCK@0.2" in (tmp_path / f"results/logs/train/{name}.log").read_text()
         log = rows(tmp_path / f"results/train/{name}/log.csv")
         assert log[-1]["val_score"] != "" and log[-1]["val_metric"] == "PCK@0.2"
@@ -68,4 +74,15 @@ def test_lsp_and_coco_experiments_run_end_to_end(shared_data, tmp_path):
     summary = {r["experiment"]: r for r in rows(tmp_path / "results/summary.csv")}
     assert summary["lsp_tiny"]["format"] == "lsp" and summary["lsp_tiny"]["PCK@0.2 Mean"] == lsp[0]["Mean"]
     assert summary["coco_tiny"]["format"] == "coco" and summary["coco_tiny"]["AP"] == coco[0]["value"]
+    assert summary["flic_tiny"]["format"] == "flic" and "PCK@0.2 Hip" in summary["flic_tiny"]
     assert (tmp_path / "results/plots/pckh_all.png").exists()
+
+
+def check_flic(tmp_path) -> None:
+    """FLIC's stores split by istrain / istest, its table the five FLIC columns."""
+    assert [len(open_store(tmp_path / f"results/stores/flic/{split}.zarr")) for split in ("train", "val")] == [15, 5]
+    flic = rows(tmp_path / "results/pckh/flic_tiny.csv")
+    assert [r["metric"] for r in flic] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
+    assert list(flic[0]) == ["metric", "Head", "Shoulder", "Elbow", "Wrist", "Hip", "Mean", "Mean(weighted)"]
+    assert flic[0]["Mean"] == mean_cell(tmp_path / "results/predict/flic_tiny/preds.mat",
+                                        tmp_path / "results/stores/flic/val.zarr", "pck")

@@ -31,16 +31,21 @@ def load_mat(path, expected: str, **options) -> dict:
         raise UserError(f"{path}: not a readable MATLAB v5 file ({exc}); expected {expected}") from None
 
 
-def mat_variable_names(path, expected: str) -> set[str]:
-    """The names of a MATLAB v5 file's variables, without reading their values."""
+def mat_variable_classes(path, expected: str) -> dict[str, str]:
+    """{name: MATLAB class} of a MATLAB v5 file's variables ('double', 'struct', ...), unread."""
     import scipy.io
 
     path = Path(path)
     check_file(path, expected)
     try:
-        return {name for name, _, _ in scipy.io.whosmat(str(path))}
+        return {name: cls for name, _, cls in scipy.io.whosmat(str(path))}
     except Exception as exc:  # noqa: BLE001 - as in load_mat
         raise UserError(f"{path}: not a readable MATLAB v5 file ({exc}); expected {expected}") from None
+
+
+def mat_variable_names(path, expected: str) -> set[str]:
+    """The names of a MATLAB v5 file's variables, without reading their values."""
+    return set(mat_variable_classes(path, expected))
 
 
 def variables_found(mat: dict) -> list[str]:

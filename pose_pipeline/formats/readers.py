@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import COCO, LSP, MPII, JointSet
+from pose_pipeline.joints import COCO, FLIC, LSP, MPII, JointSet
 
 
 @dataclass
@@ -43,12 +43,30 @@ class Samples:
                        [self.problems[i] for i in index], self.parameters)
 
 
+def _split_hourglass_h5(people, annotations: Path, split: str, val_split: Path):
+    """An hourglass .h5 split by a split file: val = its people found in the file (file order),
+    train = the others. Never the same people for both."""
+    from pose_pipeline.formats import mpii
+
+    img_index, person_index = mpii.read_split(val_split)
+    in_split = np.isin(people.image_index * (1 << 32) + people.person_index,
+                       img_index.astype(np.int64) * (1 << 32) + person_index.astype(np.int64))
+    if split == "val" and not in_split.any():
+        raise UserError(f"{annotations}: none of the {len(img_index)} people of the split file {val_split} is in "
+                        "this .h5 (the hourglass train.h5 holds no validation people): give the validation .h5 "
+                        "(valid.h5) as val_annotations instead")
+    return people.take(in_split if split == "val" else ~in_split)
+
+
 def read_mpii(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
-    """MPII release .mat (train/val through the split file) or hourglass .h5 (taken whole)."""
+    """MPII release .mat (train/val through the split file) or hourglass .h5 (taken whole, or
+    split by the split file when one is given)."""
     from pose_pipeline.formats import mpii
 
     if annotations.suffix in (".h5", ".hdf5"):
         people = mpii.read_hourglass_h5(annotations, is_train=split == "train")
+        if val_split is not None and split != "all":
+            people = _split_hourglass_h5(people, annotations, split, val_split)
     else:
         people = mpii.read_release(annotations)  # split "all": every annotated person
         if val_split is not None and split != "all":
@@ -117,4 +135,29 @@ def read_coco(annotations: Path, split: str, val_split: Path | None, options: di
     )
 
 
-READERS = {"mpii": read_mpii, "lsp": read_lsp, "coco": read_coco}
+def read_flic(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
+    """FLIC examples.mat (or the same struct renamed): istrain / istest as train / val, isbad
+    dropped (see pose_pipeline.formats.flic)."""
+    from pose_pipeline.formats import flic
+
+    if val_split is not None:
+        raise UserError(f"{val_split}: --val-split is for MPII; FLIC's split is its istrain / istest flags")
+    examples = flic.read_examples(annotations)
+    rows = flic.split_rows(examples, split, annotations)
+    center, scale = flic.person_boxes(examples)
+    visible = examples.visible
+    dropped = 0 if examples.isbad is None else int(examples.isbad.sum())
+    samples = Samples(
+        joints=FLIC, pixel_origin=flic.PIXEL_ORIGIN, image_names=examples.image_names,
+        # unannotated slots at (0, 0), not NaN: training masks them by `visible` alone
+        keypoints=np.where(visible[..., None] > 0, examples.keypoints, 0.0), visible=visible,
+        center=center, scale=scale, head_size=np.full(len(examples), np.nan),
+        source_index=np.stack([np.arange(len(examples)), np.zeros(len(examples), np.int64)], axis=1),
+        problems=["" if v.any() else "no annotated joints" for v in visible],
+        parameters={"variable": examples.variable, "slots": list(flic.SLOTS), "dropped_isbad": dropped,
+                    "scale_margin": flic.SCALE_MARGIN},
+    )
+    return samples.take(rows)
+
+
+READERS = {"mpii": read_mpii, "lsp": read_lsp, "flic": read_flic, "coco": read_coco}
