@@ -8,7 +8,7 @@ content and not only that a PNG opens.
 
 Inputs are the files other stages write: the training log CSV (`pose_pipeline.training_log`,
 validation columns possibly empty), the score stage's JSON
-(`pose_pipeline.predictions.read_score_json`), prediction files and converted stores.
+(`pose_pipeline.score_files.read_score_json`), prediction files and converted stores.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pose_pipeline.figures import describe_panel, drawn
 from pose_pipeline.figures import figure as _figure
 from pose_pipeline.metrics import TABLE_COLUMNS
 from pose_pipeline.overlays import plot_examples, plot_skeletons
-from pose_pipeline.predictions import read_score_json
+from pose_pipeline.score_files import read_score_json
 from pose_pipeline.training_log import read_log
 
 PLOTTED_KEYS = ("thresholds", "curves", "per_joint")  # what the score plots read of a score JSON

@@ -36,9 +36,8 @@ from pose_pipeline.predictions import (
     read_ground_truth,
     read_person_scores,
     read_predictions,
-    table_rows,
-    write_score_files,
 )
+from pose_pipeline.score_files import table_rows, write_score_files
 from pose_pipeline.store import is_store, open_store, sha256_of
 
 
@@ -85,7 +84,7 @@ def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray]:
 
 
 def _evaluate_oks(preds_path, gt_path, annotations) -> dict:
-    from pose_pipeline.metrics import oks_evaluation  # imports pycocotools only when called
+    from pose_pipeline.oks import oks_evaluation  # imports pycocotools only when called
 
     gt_path = Path(gt_path)
     annotations, image_ids = _coco_people(gt_path, annotations)

@@ -22,8 +22,9 @@ import math
 
 from pose_pipeline.atomic import write_text_atomic
 from pose_pipeline.errors import UserError
-from pose_pipeline.metrics import OKS_COLUMN, TABLE_COLUMNS
-from pose_pipeline.predictions import read_score_json
+from pose_pipeline.metrics import TABLE_COLUMNS
+from pose_pipeline.oks import OKS_COLUMN
+from pose_pipeline.score_files import read_score_json
 from pose_pipeline.training_log import read_log
 
 FIXED_COLUMNS = ("experiment", "dataset", "format", "arch", "stacks", "params", "epochs")
