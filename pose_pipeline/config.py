@@ -163,10 +163,17 @@ def load_config(path) -> dict:
 
 def experiment_settings(config: dict, name: str) -> dict:
     """Everything that determines an experiment's training: model, training, joint set, and the
-    evaluation settings its validation decodes with (not part of the run identity)."""
+    evaluation settings its validation uses (they pick best.pt, but are not the run identity:
+    changing them reruns the train job, which resumes where it is)."""
     exp = config["experiments"][name]
+    validation = {key: exp["evaluation"][key] for key in VALIDATION_KEYS}
     return {"name": name, "dataset": exp["dataset"], "model": exp["model"],
-            "training": exp["training"], "evaluation": exp["evaluation"], "device": config["device"]}
+            "training": exp["training"], "evaluation": validation, "device": config["device"]}
+
+
+# What validation during training takes of `evaluation` (it runs without flip test, so a
+# flip_test change reruns prediction only).
+VALIDATION_KEYS = ("batch_size", "blur_sigma")
 
 
 def settings_hash(settings: dict) -> str:
