@@ -136,15 +136,8 @@ MPII_PCKH_MEAN_EXCLUDES = ("pelvis", "thorax")
 # PCK of Sapp & Taskar as bearpaw/eval_pose's eval_pck.m computes it for LSP and FLIC: the
 # unit is ||gt[a] - gt[b]|| of this pair, every point of every image counts.
 PCK_TORSO_PAIR = ("l_shoulder", "r_hip")
-LSP_PCK_GROUPS = (
-    ("Head", ("neck", "head_top")),  # eval_pck.m pairs neck with head top as "symmetric"
-    ("Shoulder", ("l_shoulder", "r_shoulder")),
-    ("Elbow", ("l_elbow", "r_elbow")),
-    ("Wrist", ("l_wrist", "r_wrist")),
-    ("Hip", ("l_hip", "r_hip")),
-    ("Knee", ("l_knee", "r_knee")),
-    ("Ankle", ("l_ankle", "r_ankle")),
-)
+# the MPII columns, but Head: eval_pck.m pairs neck with head top as "symmetric"
+LSP_PCK_GROUPS = (("Head", ("neck", "head_top")),) + MPII_PCKH_GROUPS[1:]
 # FLIC's ten scored points: (name, the FLIC joints averaged into it). The neck is not
 # annotated; the reference ground truth interpolates it between the shoulders.
 FLIC_PCK_POINTS = (
