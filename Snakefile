@@ -3,9 +3,13 @@
 import json
 
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
 
 from pose_pipeline.config import validate_config
 from pose_pipeline.errors import UserError
+
+
+min_version("8.0")
 
 
 configfile: "config/config.yaml"
@@ -29,6 +33,17 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/summary.smk"
+
+
+# Seconds of work each: on a cluster they run beside Snakemake instead of waiting in the queue.
+localrules:
+    all,
+    score,
+    score_reference,
+    plot,
+    examples,
+    compare,
+    summary,
 
 
 rule all:

@@ -39,8 +39,8 @@ CONFIG["experiments"]["tiny"]["resources"] = {**SMALL, "gpus": 1}
 # Built only by the cancellation test: long enough to be cancelled between two epochs.
 CONFIG["experiments"]["slow"] = copy.deepcopy(CONFIG["experiments"]["tiny"])
 CONFIG["experiments"]["slow"]["training"].update(epochs=40, checkpoint_every=1000)
-JOBS = {"demo_data": 1, "convert": 2, "train": 1, "predict": 1, "score": 1, "plot": 1, "examples": 1,
-        "compare": 1, "summary": 1, **({"score_reference": 1} if REFERENCE.exists() else {})}
+JOBS = {"demo_data": 1, "convert": 2, "train": 1, "predict": 1}  # the rest are the Snakefile's localrules
+LOCAL = ["score", "plot", "examples", "compare", "summary"] + (["score_reference"] if REFERENCE.exists() else [])
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+)")
 
 
@@ -151,10 +151,11 @@ def cluster_run(cluster, tmp_path_factory):
     return workdir, done.stdout + done.stderr
 
 
-def test_every_rule_runs_as_a_slurm_job(cluster_run):
+def test_heavy_rules_run_as_slurm_jobs_and_light_ones_beside_snakemake(cluster_run):
     workdir, output = cluster_run
     for path in OUTPUTS:
         assert (workdir / path).exists(), path
+    assert sorted(set(re.findall(r"^localrule (\w+):", output, re.MULTILINE)) - {"all"}) == sorted(LOCAL)
     job_ids = SUBMITTED.findall(output)
     assert len(job_ids) == sum(JOBS.values()), output[-4000:]
     jobs = {job_id: slurm_job(job_id) for job_id in job_ids}

@@ -28,6 +28,12 @@ def store_path(dataset, split):
     return f"results/stores/{dataset}/{split}.zarr"
 
 
+def convert_inputs(wildcards):
+    # A real dataset's files are checked here, so only datasets a target needs must exist.
+    ppc.check_dataset_files(config, wildcards.dataset)
+    return ppc.dataset_sources(config, wildcards.dataset, wildcards.split)
+
+
 def score_inputs(wildcards):
     dataset = dataset_of(wildcards)
     inputs = {"gt": store_path(dataset, "val")}

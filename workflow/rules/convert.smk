@@ -1,9 +1,3 @@
-def convert_inputs(wildcards):
-    # A real dataset's files are checked here, so only datasets a target needs must exist.
-    ppc.check_dataset_files(config, wildcards.dataset)
-    return ppc.dataset_sources(config, wildcards.dataset, wildcards.split)
-
-
 rule convert:
     """Annotations + images -> crop-normalised Zarr v3 store of one split."""
     input:
