@@ -87,7 +87,10 @@ class ShardBatches:
         """Global steps per epoch (the same on every rank); a partial last batch is dropped."""
         return len(self.store) // self.global_batch_size
 
-    def epoch(self, epoch: int):
+    def epoch(self, epoch: int, allocate=None):
+        """The epoch's batches for this rank. `allocate(shape)`: where each batch's crops are
+        gathered (e.g. a pinned torch tensor on CUDA, copied to the device without staging);
+        by default a new numpy array."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.shards))
         size, width = self.global_batch_size, self.batch_size
@@ -103,7 +106,7 @@ class ShardBatches:
             carry = index[len(index) // size * size:]
             pool = self._read(mine.ravel(), group, held_index, held_images)
             for batch in mine:
-                yield pool.take(batch), batch
+                yield pool.take(batch, allocate), batch
             left -= count
             if left <= 0:
                 return
@@ -149,12 +152,26 @@ class _Pool:
                        if parts_images else np.zeros(0, np.int64))
         self.order = np.argsort(self.index)
 
-    def take(self, index: np.ndarray) -> np.ndarray:
+    def take(self, index: np.ndarray, allocate=None):
         at = self.order[np.searchsorted(self.index, index, sorter=self.order)]
-        out = np.empty((len(index),) + self.parts[0].shape[1:], self.parts[0].dtype)
+        shape = (len(index),) + self.parts[0].shape[1:]
+        out = np.empty(shape, self.parts[0].dtype) if allocate is None else allocate(shape)
+        rows = out if isinstance(out, np.ndarray) else out.numpy()  # a torch tensor: its memory
         for k, (part, row) in enumerate(zip(self.part_of[at], self.row_of[at])):
-            out[k] = self.parts[part][row]
+            rows[k] = self.parts[part][row]
         return out
+
+
+@dataclass
+class HostBatch:
+    """A batch as the host prepares it: uint8 crops (a pinned tensor on CUDA) and the per-sample
+    affines, heatmap points, weights and colour gains, all that `finish_batch` needs."""
+
+    images: object  # (B,S,S,3) uint8: numpy array or torch tensor
+    to_input: np.ndarray  # (B,2,3) canvas -> input, augmentation included
+    points: np.ndarray  # (B,J,2) joints in heatmap coordinates (flipped channels swapped)
+    weights: np.ndarray  # (B,J) float32
+    gain: np.ndarray | None  # (B,3) colour gains, None without colour augmentation
 
 
 def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.ndarray, store: PoseStore,
@@ -171,8 +188,21 @@ def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.nda
     faster (BENCHMARKS.md, loader), torch elsewhere. Same affines and bilinear
     sampling; cv2 rounds the warped crop to uint8, so inputs differ by <= 1/255 per pixel.
     Targets and weights do not depend on it.
+
+    The work comes in two halves: `prepare_batch` (host: augmentation parameters, affines,
+    keypoints) and `finish_batch` (the warp and targets, on `device`); training runs the
+    first in a background thread (`prefetch`).
     """
-    n, input_size = len(images), codec.input_size
+    host = prepare_batch(images, keypoints_canvas, visible, store, codec, augmentation=augmentation,
+                         rng=rng, params=params)
+    return finish_batch(host, codec, device, warp)
+
+
+def prepare_batch(images, keypoints_canvas: np.ndarray, visible: np.ndarray, store: PoseStore,
+                  codec: HeatmapCodec, *, augmentation: Augmentation | None = None,
+                  rng: np.random.Generator | None = None, params: dict | None = None) -> HostBatch:
+    """The host half of `make_batch`: parameters, affines and keypoints of the batch."""
+    n = len(images)
     if params is None and augmentation is not None:
         params = augmentation.sample(rng, n)
     elif params is None:
@@ -186,12 +216,19 @@ def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.nda
     flipped, flip_permutation = params["flip"], store.joint_set.flip_permutation()
     points[flipped] = points[flipped][:, flip_permutation]
     weights[flipped] = weights[flipped][:, flip_permutation]
+    gain = params["gain"] if augmentation is not None and augmentation.color else None
+    return HostBatch(images, to_input, points, weights, gain)
 
+
+def finish_batch(batch: HostBatch, codec: HeatmapCodec, device: torch.device, warp: str = "auto"):
+    """The device half of `make_batch`: the warp, colour gain, mean and targets on `device`."""
+    n, input_size, to_input = len(batch.images), codec.input_size, batch.to_input
     if warp == "auto":
         warp = "cv2" if torch.device(device).type == "cpu" else "torch"
     if warp == "cv2":
         if torch.device(device).type != "cpu":
             raise ValueError(f"warp='cv2' runs on the CPU, not on {device}")
+        images = np.asarray(batch.images)
         crops = np.empty((n, input_size, input_size, 3), np.uint8)
         for i in range(n):
             geometry.warp_image(images[i], to_input[i], input_size, out=crops[i])
@@ -200,13 +237,15 @@ def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.nda
         x = torch.empty((n, 3, input_size, input_size))
         x.copy_(torch.from_numpy(crops).permute(0, 3, 1, 2)).div_(255.0)
     elif warp == "torch":
-        uint8 = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+        images = batch.images if isinstance(batch.images, torch.Tensor) else np.ascontiguousarray(batch.images)
+        # from pinned memory (training on CUDA) the copy runs asynchronously
+        uint8 = torch.as_tensor(images).to(device, non_blocking=True)
         x = geometry.warp_batch(uint8, to_input, input_size)
     else:
         raise ValueError(f"warp must be 'auto', 'torch' or 'cv2', not {warp!r}")
-    if augmentation is not None and augmentation.color:
-        gain = torch.as_tensor(params["gain"], dtype=x.dtype, device=device).view(n, 3, 1, 1)
+    if batch.gain is not None:
+        gain = torch.as_tensor(batch.gain, dtype=x.dtype, device=device).view(n, 3, 1, 1)
         x = x.mul_(gain).clamp_(0, 1)
-    targets, weights = codec.encode(torch.as_tensor(points, dtype=torch.float32, device=device),
-                                    torch.as_tensor(weights, device=device))
+    targets, weights = codec.encode(torch.as_tensor(batch.points, dtype=torch.float32, device=device),
+                                    torch.as_tensor(batch.weights, device=device))
     return normalize_input(x, inplace=True), targets, weights
