@@ -6,7 +6,7 @@ Stand-in device (runs anywhere):
 
 The model is replaced by a stand-in whose step blocks the main thread for T ms without
 holding the GIL (time.sleep, as waiting on a GPU does). The host does what it does on the
-CUDA path (`train.epoch_batches(host_warp=False)`: store reads, batch assembly,
+CUDA path (`train.run_batches(host_warp=False)`: store reads, batch assembly,
 augmentation parameters, keypoint transforms); the device-side warp and targets count as
 part of T. The store is MPII-like at canvas 384, converted from 1280x720 JPEGs made from
 the real MPII sample images (`convert_speed.make_sources`). Per T: the ideal B/T, today's
@@ -61,27 +61,21 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 
 def build_run(store_path, batch_size: int, input_size: int, device: torch.device):
-    """What `train.epoch_batches` reads of a Run: loader, store, codec, augmentation, world."""
+    """What `train.run_batches` reads of a Run: loader, store, codec, augmentation, world."""
     store = open_store(store_path)
     loader = ShardBatches(store, batch_size, seed=0)
-    return SimpleNamespace(store=store, loader=loader, steps_per_epoch=loader.batches_per_epoch(),
+    return SimpleNamespace(store=store, loader=loader, steps_per_epoch=loader.batches_per_epoch(), epochs=10**6,
                            training={"seed": 0, "batch_size": batch_size}, augmentation=Augmentation(),
                            keypoints_canvas=store.keypoints_in_canvas(), world=World(device=device),
                            codec=HeatmapCodec(input_size, input_size // 4, sigma=1.0))
 
 
 def endless(run, depth: int, host_warp: bool, steps: int):
-    """`steps` batches over as many epochs as it takes, each epoch's prefetcher closed after it;
-    yields (batch, prefetcher) so the caller can read how long it waited."""
-    epoch = 0
-    while steps > 0:
-        with train_module.epoch_batches(run, epoch, 0, depth=depth, host_warp=host_warp) as batches:
-            for batch in batches:
-                yield batch, batches
-                steps -= 1
-                if steps == 0:
-                    return
-        epoch += 1
+    """`steps` batches of the training loop's `run_batches` (epoch after epoch, as many as it
+    takes); yields (batch, prefetcher) so the caller can read how long it waited."""
+    with train_module.run_batches(run, 0, 0, depth=depth, host_warp=host_warp) as batches:
+        for _, batch in zip(range(steps), batches):
+            yield batch, batches
 
 
 # --------------------------------------------------------------------------- stand-in

@@ -87,16 +87,41 @@ class ShardBatches:
         """Global steps per epoch (the same on every rank); a partial last batch is dropped."""
         return len(self.store) // self.global_batch_size
 
-    def epoch(self, epoch: int, allocate=None):
-        """The epoch's batches for this rank. `allocate(shape)`: where each batch's crops are
-        gathered (e.g. a pinned torch tensor on CUDA, copied to the device without staging);
-        by default a new numpy array."""
+    def epoch(self, epoch: int, allocate=None, read_ahead: bool = True):
+        """The epoch's batches for this rank (`epochs`)."""
+        return self.epochs(epoch, epoch + 1, allocate, read_ahead)
+
+    def epochs(self, first: int, stop: int, allocate=None, read_ahead: bool = True):
+        """The batches of epochs `first` to `stop - 1` for this rank, one epoch after the other.
+        `allocate(shape)`: where each batch's crops are gathered (e.g. a pinned torch tensor
+        on CUDA, copied to the device without staging); by default a new numpy array.
+        `read_ahead`: the next shard buffer (the next epoch's first at an epoch's end) is read
+        in a background thread while this one's batches are served; same batches either way."""
+        from pose_pipeline.prefetch import Prefetcher
+
+        plans = (plan for epoch in range(first, stop) for plan in self._plan(epoch))
+        held_index, held_images = np.zeros(0, np.int64), None  # carry samples already read
+        with Prefetcher(plans, self._read, depth=1 if read_ahead else 0,
+                        name=f"shard-reads-rank{self.rank}") as buffers:
+            for mine, keep, parts_index, parts_images in buffers:
+                if len(held_index):
+                    parts_index, parts_images = [held_index] + parts_index, [held_images] + parts_images
+                pool = _Pool(parts_index, parts_images)
+                for batch in mine:
+                    yield pool.take(batch, allocate), batch
+                # carry samples that came with whole-shard reads are kept, not read again
+                held_index, held_images = keep, (pool.take(keep) if len(keep) else None)
+
+    def _plan(self, epoch: int):
+        """Per buffer of shards: (this rank's batches in it, the carried samples to keep for the
+        next buffer, the reads: whole shards this rank needs much of, other samples one run of
+        consecutive indices at a time, not those already held). Index work only, no reads."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.shards))
         size, width = self.global_batch_size, self.batch_size
         left = self.batches_per_epoch()
         carry = np.zeros(0, np.int64)  # shuffled but not yet served, taken into the next buffer
-        held_index, held_images = np.zeros(0, np.int64), None  # carry samples already read
+        held = np.zeros(0, np.int64)
         for start in range(0, len(order), self.buffer_shards):
             group = order[start:start + self.buffer_shards]
             index = np.concatenate([carry] + [np.arange(*self.shards[s]) for s in group])
@@ -104,39 +129,29 @@ class ShardBatches:
             count = min(len(index) // size, left)
             mine = index[:count * size].reshape(count, self.world_size, width)[:, self.rank]
             carry = index[len(index) // size * size:]
-            pool = self._read(mine.ravel(), group, held_index, held_images)
-            for batch in mine:
-                yield pool.take(batch, allocate), batch
+            todo = np.unique(mine.ravel())
+            todo = todo[~np.isin(todo, held)]
+            whole = [self.shards[s] for s in group
+                     if np.count_nonzero((todo >= self.shards[s][0]) & (todo < self.shards[s][1]))
+                     > self.WHOLE_SHARD_FRACTION * (self.shards[s][1] - self.shards[s][0])]
+            covered = np.concatenate([held] + [np.arange(lo, hi) for lo, hi in whole])
+            single = todo[~np.isin(todo, covered)]
+            runs = np.split(single, np.flatnonzero(np.diff(single) != 1) + 1) if len(single) else []
             left -= count
+            held = carry[np.isin(carry, np.concatenate([covered, single]))] if left > 0 else np.zeros(0, np.int64)
+            yield mine, held, whole, runs
             if left <= 0:
                 return
-            # carry samples that came with whole-shard reads are kept, not read again
-            held_index = carry[np.isin(carry, pool.index)]
-            held_images = pool.take(held_index) if len(held_index) else None
 
-    def _read(self, wanted: np.ndarray, group, held_index: np.ndarray, held_images) -> "_Pool":
-        """Images covering `wanted`: shards of `group` this rank needs much of are read whole,
-        other samples one run of consecutive indices at a time; `held` ones are not read again."""
-        wanted = np.unique(wanted)
-        parts_index, parts_images = [], []
-        if len(held_index):
-            parts_index.append(held_index)
-            parts_images.append(held_images)
-        todo = wanted[~np.isin(wanted, held_index)]
-        whole = [self.shards[s] for s in group
-                 if np.count_nonzero((todo >= self.shards[s][0]) & (todo < self.shards[s][1]))
-                 > self.WHOLE_SHARD_FRACTION * (self.shards[s][1] - self.shards[s][0])]
-        for lo, hi in whole:
-            parts_index.append(np.arange(lo, hi))
-            parts_images.append(self.store.images(lo, hi))
-        covered = np.concatenate(parts_index) if parts_index else np.zeros(0, np.int64)
-        single = todo[~np.isin(todo, covered)]
-        if len(single):
-            # runs of consecutive indices in one read each
-            runs = np.split(single, np.flatnonzero(np.diff(single) != 1) + 1)
-            parts_index.append(single)
+    def _read(self, plan):
+        """The reads of one buffer's plan: (batches, keep, parts' indices, parts' images)."""
+        mine, keep, whole, runs = plan
+        parts_index = [np.arange(lo, hi) for lo, hi in whole]
+        parts_images = [self.store.images(lo, hi) for lo, hi in whole]
+        if runs:
+            parts_index.append(np.concatenate(runs))
             parts_images.append(np.concatenate([self.store.images(r[0], r[-1] + 1) for r in runs]))
-        return _Pool(parts_index, parts_images)
+        return mine, keep, parts_index, parts_images
 
 
 class _Pool:

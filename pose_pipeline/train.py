@@ -2,9 +2,10 @@
 
 Read `_train()` top to bottom: open the stores, build the model and optimiser, resume from
 the newest checkpoint when one with the same settings exists, then per epoch: train (batches
-of whole shards, augmentation and Gaussian targets as tensor operations, the heatmap loss
-over every stack, a checkpoint every `checkpoint_every` steps), validate, record the epoch
-in the log, save the last / best checkpoints. The finished model goes to `<out>/model.pt`,
+of whole shards prepared ahead in a background thread, augmentation and Gaussian targets as
+tensor operations, the heatmap loss over every stack, summed on the device and read only when
+logged, a checkpoint every `checkpoint_every` steps), validate, record the epoch in the log,
+save the last / best checkpoints. The finished model goes to `<out>/model.pt`,
 written last, so its presence means training completed.
 
 Outputs in `--out DIR`:
@@ -60,7 +61,7 @@ class NonFiniteLoss(UserError):
 
 
 LOG_EVERY = 100  # steps between reads of the loss (each waits for the device)
-PREFETCH_DEPTH = 3  # batches prepared ahead of the step
+PREFETCH_DEPTH = 8  # batches prepared ahead of the step: enough to ride out a slow shard-buffer read
 
 
 # ------------------------------------------------------------------------------ the run
@@ -104,28 +105,31 @@ def _train(world: World, settings: dict, train_store: str, val_store: str | None
     run.net = wrap_for_training(run)
     run.tensorboard = open_tensorboard(out / "tensorboard") if world.main else None
     state.session_start = time.monotonic()
-    for epoch in range(state.epochs_done(run.steps_per_epoch), run.epochs):
-        row = train_one_epoch(run, state, epoch, progress)
-        run.scheduler.step()
-        row["lr"] = run.optimizer.param_groups[0]["lr"]  # after the step: the next epoch's, as always
-        if not world.main:
-            continue  # rank 0 validates and writes; the others wait in the next all-reduce
-        if run.val is not None:
-            row.update(validate(run))
-        record_epoch(run, state, row)
-        save_epoch_checkpoints(run, state, row)
+    first = state.epochs_done(run.steps_per_epoch)
+    # one producer for all epochs: it prepares the next epoch's first batches during validation
+    with run_batches(run, first, state.step - first * run.steps_per_epoch) as batches:
+        for epoch in range(first, run.epochs):
+            row = train_one_epoch(run, state, epoch, batches, progress)
+            run.scheduler.step()
+            row["lr"] = run.optimizer.param_groups[0]["lr"]  # after the step: the next epoch's, as always
+            if not world.main:
+                continue  # rank 0 validates and writes; the others wait in the next all-reduce
+            if run.val is not None:
+                row.update(validate(run))
+            record_epoch(run, state, row)
+            save_epoch_checkpoints(run, state, row)
     return finish(run, state)
 
 
 # ---------------------------------------------------------------------------- phases
 
 
-def train_one_epoch(run: Run, state: RunState, epoch: int, progress: bool) -> dict:
+def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, progress: bool) -> dict:
     """Train the epoch's remaining steps (all of them unless resumed inside it); a
     resumable checkpoint every `checkpoint_every` steps. Returns its log row, not yet validated.
 
     The next batches are read and prepared in a background thread while the device runs this
-    one (`epoch_batches`), and the loss stays on the device until it is logged (every
+    one (`run_batches`), and the loss stays on the device until it is logged (every
     LOG_EVERY steps, at checkpoints and at the epoch's end): no step waits for the host."""
     from tqdm import tqdm
 
@@ -134,16 +138,15 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: bool) -> di
     started, losses = time.monotonic(), DeviceLoss(run.world.device)
     bar = tqdm(total=run.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{run.epochs}",
                unit="step", disable=not (progress and run.world.main), mininterval=5)
-    with epoch_batches(run, epoch, skip) as batches:
-        for batch in batches:
-            losses.add(train_step(run, batch), state.step)
-            state.step += 1
-            bar.update(1)
-            checkpoint = state.step % run.training["checkpoint_every"] == 0
-            if checkpoint or state.step % LOG_EVERY == 0:
-                bar.set_postfix(loss=f"{read_loss(run, losses):.2e}", refresh=False)
-            if checkpoint and run.world.main:  # read_loss has refused a non-finite step before it
-                save_checkpoint(run.last_path, checkpoint_state(run, state))
+    for batch in itertools.islice(batches, run.steps_per_epoch - skip):
+        losses.add(train_step(run, batch), state.step)
+        state.step += 1
+        bar.update(1)
+        checkpoint = state.step % run.training["checkpoint_every"] == 0
+        if checkpoint or state.step % LOG_EVERY == 0:
+            bar.set_postfix(loss=f"{read_loss(run, losses):.2e}", refresh=False)
+        if checkpoint and run.world.main:  # read_loss has refused a non-finite step before it
+            save_checkpoint(run.last_path, checkpoint_state(run, state))
     mean = read_loss(run, losses)
     bar.close()
     seconds = time.monotonic() - started
@@ -151,25 +154,25 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, progress: bool) -> di
             "val_metric": "", "images_per_s": losses.steps * run.loader.global_batch_size / max(seconds, 1e-9)}
 
 
-def epoch_batches(run: Run, epoch: int, skip: int, depth: int = PREFETCH_DEPTH,
-                  host_warp: bool | None = None) -> Prefetcher:
-    """The epoch's batches from `skip` on, `depth` ahead in a background thread (0: serial).
+def run_batches(run: Run, first_epoch: int, skip: int, depth: int = PREFETCH_DEPTH,
+                host_warp: bool | None = None) -> Prefetcher:
+    """The batches of epochs `first_epoch`.. of the run, from batch `skip` of the first, `depth`
+    ahead in a background thread (0: the serial loop, in the caller's thread).
 
-    The thread reads the crops (into pinned memory on CUDA) and draws each batch's
-    augmentation from (seed, step), in batch order, as the serial loop did: the batches are
-    the same whatever the depth, and a resumed run's the same as an uninterrupted one's.
-    On the CPU (`host_warp`) it also warps and draws the targets (`finish_batch`); on a
-    GPU that is left to the step, on the device."""
+    The thread reads the crops (into pinned memory on CUDA; the loader reads the next shard
+    buffer in a thread of its own) and draws each batch's augmentation from (seed, step), in
+    batch order: the batches are the same whatever the depth, and a resumed run's the same as
+    an uninterrupted one's. On the CPU (`host_warp`) it also warps and draws the targets
+    (`finish_batch`); on a GPU that is left to the step, on the device."""
     world, training = run.world, run.training
     host_warp = world.device.type == "cpu" if host_warp is None else host_warp
     mine = slice(world.rank * training["batch_size"], (world.rank + 1) * training["batch_size"])
-    first = epoch * run.steps_per_epoch
 
     def prepare(item):
-        i, (images, index) = item
+        step, (images, index) = item
         # Augmentation of the global batch drawn from (seed, step), this rank's part taken:
         # a resumed run, and any number of ranks, give each sample the same.
-        params = run.augmentation.sample(np.random.default_rng([training["seed"], first + i]),
+        params = run.augmentation.sample(np.random.default_rng([training["seed"], step]),
                                          run.loader.global_batch_size)
         batch = prepare_batch(images, run.keypoints_canvas[index], run.store.visible[index], run.store, run.codec,
                               augmentation=run.augmentation, params={k: v[mine] for k, v in params.items()})
@@ -177,8 +180,16 @@ def epoch_batches(run: Run, epoch: int, skip: int, depth: int = PREFETCH_DEPTH,
 
     pinned = world.device.type == "cuda"
     allocate = (lambda shape: torch.empty(shape, dtype=torch.uint8, pin_memory=True)) if pinned else None
-    source = itertools.islice(enumerate(run.loader.epoch(epoch, allocate)), skip, None)
-    return Prefetcher(source, prepare, depth, name=f"batches-rank{world.rank}")
+    loader = run.loader.epochs(first_epoch, run.epochs, allocate, read_ahead=depth > 0)
+    return Prefetcher(_skipping(loader, skip, first_epoch * run.steps_per_epoch), prepare, depth,
+                      name=f"batches-rank{world.rank}")
+
+
+def _skipping(batches, skip: int, first_step: int):
+    """(step, batch) from batch `skip` on; closing it closes `batches` (and so the loader's
+    read-ahead thread) at once, not when the garbage collector gets to it."""
+    with contextlib.closing(batches):
+        yield from enumerate(itertools.islice(batches, skip, None), first_step + skip)
 
 
 def train_step(run: Run, batch) -> torch.Tensor:

@@ -76,14 +76,14 @@ def test_a_training_run_with_the_device_side_warp_and_targets(random_store, tmp_
     import threading
 
     train_module.train(settings(epochs=1), random_store, None, tmp_path / "cpu", device="cpu", progress=False)
-    real_batches, real_finish, finished = train_module.epoch_batches, train_module.finish_batch, []
+    real_batches, real_finish, finished = train_module.run_batches, train_module.finish_batch, []
 
     def finish(batch, codec, device, warp):
         finished.append((warp, threading.current_thread() is threading.main_thread()))
         return real_finish(batch, codec, device, warp)
 
     monkeypatch.setattr(train_module, "finish_batch", finish)
-    monkeypatch.setattr(train_module, "epoch_batches",
+    monkeypatch.setattr(train_module, "run_batches",
                         lambda run, epoch, skip: real_batches(run, epoch, skip, host_warp=False))
     train_module.train(settings(epochs=1), random_store, None, tmp_path / "gpu", device="cpu", progress=False)
     assert finished == [("torch", True)] * 6

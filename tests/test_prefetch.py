@@ -79,9 +79,9 @@ def test_a_slow_consumer_overlaps_a_slow_producer():
 def test_the_prefetched_batches_are_the_serial_loops(random_store, tmp_path):
     run = setup(World(), settings(), random_store, None, tmp_path, None)
     for host_warp in (True, False):
-        serial = list(train_module.epoch_batches(run, 1, 2, depth=0, host_warp=host_warp))
-        ahead = list(train_module.epoch_batches(run, 1, 2, depth=3, host_warp=host_warp))
-        assert len(serial) == len(ahead) == run.steps_per_epoch - 2
+        serial = list(train_module.run_batches(run, 0, 2, depth=0, host_warp=host_warp))
+        ahead = list(train_module.run_batches(run, 0, 2, depth=3, host_warp=host_warp))
+        assert len(serial) == len(ahead) == run.epochs * run.steps_per_epoch - 2
         for a, b in zip(serial, ahead):
             if host_warp:
                 for x, y in zip(a, b):
