@@ -177,3 +177,33 @@ def test_a_checkpoint_restores_the_cuda_state_on_resume(random_store, tmp_path, 
     cuda.states = [torch.zeros(8, dtype=torch.uint8) + 7] * 2
     train_module.train(settings(epochs=1), random_store, None, tmp_path / "r", device="cpu", progress=False)
     assert [int(s[0]) for s in cuda.states] == [0, 1]  # the same run again: resumed, its RNG state restored
+
+
+def test_ctrl_c_in_a_step_leaves_no_loader_thread_behind(random_store, tmp_path, monkeypatch):
+    real_step, steps = train_module.train_step, []
+
+    def interrupted(run, batch):
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return real_step(run, batch)
+
+    monkeypatch.setattr(train_module, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(settings(), random_store, None, tmp_path / "k", device="cpu", progress=False)
+    names = [t.name for t in threading.enumerate()]
+    assert not [n for n in names if n.startswith(("batches-rank", "shard-reads-rank"))], names
+
+
+def test_a_damaged_shard_read_ahead_is_raised_in_the_loop_naming_it(random_store, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "train.zarr"
+    shutil.copytree(random_store, damaged)
+    shard = damaged / "image" / "c" / "2" / "0" / "0" / "0"  # read in the loader's read-ahead thread
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StoreDamage, match=r"shard image/c/2/0/0/0 \(samples 16-23\): checksum mismatch"):
+        train_module.train(settings(), damaged, None, tmp_path / "d", device="cpu", progress=False)
+    assert not [t for t in threading.enumerate() if t.name.startswith(("batches-rank", "shard-reads-rank"))]
