@@ -20,7 +20,8 @@ from pose_pipeline.store import open_store
 
 def epoch_seconds(store, batch: int, rank: int, world: int) -> tuple[float, int]:
     started = time.perf_counter()
-    samples = sum(len(index) for _, index in ShardBatches(store, batch, rank=rank, world_size=world).epoch(0))
+    loader = ShardBatches(store, batch, rank=rank, world_size=world)
+    samples = sum(len(index) for _, index in loader.epoch(0, read_ahead=False))
     return time.perf_counter() - started, samples
 
 

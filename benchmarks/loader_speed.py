@@ -106,7 +106,7 @@ class ProjectLoader:
         self.augmentation = Augmentation()
 
     def epoch(self, epoch: int):
-        for step, (images, index) in enumerate(self.batches.epoch(epoch)):
+        for step, (images, index) in enumerate(self.batches.epoch(epoch, read_ahead=False)):
             rng = np.random.default_rng([0, epoch, step])
             yield make_batch(images, self.keypoints[index], self.visible[index], self.store, self.codec, CPU,
                              augmentation=self.augmentation, rng=rng, warp=self.warp)
@@ -240,7 +240,7 @@ def train_steps(loaders: dict, batch_size: int, features: int, stacks: int, warm
 def _endless(loader):
     epoch = 0
     while True:
-        yield from loader.epoch(epoch)
+        yield from loader.epoch(epoch, read_ahead=False)
         epoch += 1
 
 
@@ -330,7 +330,7 @@ def run(args, work: Path) -> dict:
         set_threads(threads)
         reopen_images(*(s for s in (store, small, plain, unchecked) if s is not None))
         fns = {
-            "read": lambda: consume(ShardBatches(store, b).epoch(next(epoch))),
+            "read": lambda: consume(ShardBatches(store, b).epoch(next(epoch), read_ahead=False)),
             "read_zarr_pipeline": lambda: consume(ShardBatches(plain, b).epoch(next(epoch))),
             "read_no_checksums": lambda: consume(ShardBatches(unchecked, b).epoch(next(epoch))),
             "project": lambda: consume(project.epoch(next(epoch))),

@@ -87,13 +87,41 @@ class ShardBatches:
         """Global steps per epoch (the same on every rank); a partial last batch is dropped."""
         return len(self.store) // self.global_batch_size
 
-    def epoch(self, epoch: int):
+    def epoch(self, epoch: int, allocate=None, read_ahead: bool = True):
+        """The epoch's batches for this rank (`epochs`)."""
+        return self.epochs(epoch, epoch + 1, allocate, read_ahead)
+
+    def epochs(self, first: int, stop: int, allocate=None, read_ahead: bool = True):
+        """The batches of epochs `first` to `stop - 1` for this rank, one epoch after the other.
+        `allocate(shape)`: where each batch's crops are gathered (e.g. a pinned torch tensor
+        on CUDA, copied to the device without staging); by default a new numpy array.
+        `read_ahead`: the next shard buffer (the next epoch's first at an epoch's end) is read
+        in a background thread while this one's batches are served; same batches either way."""
+        from pose_pipeline.prefetch import Prefetcher
+
+        plans = (plan for epoch in range(first, stop) for plan in self._plan(epoch))
+        held_index, held_images = np.zeros(0, np.int64), None  # carry samples already read
+        with Prefetcher(plans, self._read, depth=1 if read_ahead else 0,
+                        name=f"shard-reads-rank{self.rank}") as buffers:
+            for mine, keep, parts_index, parts_images in buffers:
+                if len(held_index):
+                    parts_index, parts_images = [held_index] + parts_index, [held_images] + parts_images
+                pool = _Pool(parts_index, parts_images)
+                for batch in mine:
+                    yield pool.take(batch, allocate), batch
+                # carry samples that came with whole-shard reads are kept, not read again
+                held_index, held_images = keep, (pool.take(keep) if len(keep) else None)
+
+    def _plan(self, epoch: int):
+        """Per buffer of shards: (this rank's batches in it, the carried samples to keep for the
+        next buffer, the reads: whole shards this rank needs much of, other samples one run of
+        consecutive indices at a time, not those already held). Index work only, no reads."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.shards))
         size, width = self.global_batch_size, self.batch_size
         left = self.batches_per_epoch()
         carry = np.zeros(0, np.int64)  # shuffled but not yet served, taken into the next buffer
-        held_index, held_images = np.zeros(0, np.int64), None  # carry samples already read
+        held = np.zeros(0, np.int64)
         for start in range(0, len(order), self.buffer_shards):
             group = order[start:start + self.buffer_shards]
             index = np.concatenate([carry] + [np.arange(*self.shards[s]) for s in group])
@@ -101,39 +129,29 @@ class ShardBatches:
             count = min(len(index) // size, left)
             mine = index[:count * size].reshape(count, self.world_size, width)[:, self.rank]
             carry = index[len(index) // size * size:]
-            pool = self._read(mine.ravel(), group, held_index, held_images)
-            for batch in mine:
-                yield pool.take(batch), batch
+            todo = np.unique(mine.ravel())
+            todo = todo[~np.isin(todo, held)]
+            whole = [self.shards[s] for s in group
+                     if np.count_nonzero((todo >= self.shards[s][0]) & (todo < self.shards[s][1]))
+                     > self.WHOLE_SHARD_FRACTION * (self.shards[s][1] - self.shards[s][0])]
+            covered = np.concatenate([held] + [np.arange(lo, hi) for lo, hi in whole])
+            single = todo[~np.isin(todo, covered)]
+            runs = np.split(single, np.flatnonzero(np.diff(single) != 1) + 1) if len(single) else []
             left -= count
+            held = carry[np.isin(carry, np.concatenate([covered, single]))] if left > 0 else np.zeros(0, np.int64)
+            yield mine, held, whole, runs
             if left <= 0:
                 return
-            # carry samples that came with whole-shard reads are kept, not read again
-            held_index = carry[np.isin(carry, pool.index)]
-            held_images = pool.take(held_index) if len(held_index) else None
 
-    def _read(self, wanted: np.ndarray, group, held_index: np.ndarray, held_images) -> "_Pool":
-        """Images covering `wanted`: shards of `group` this rank needs much of are read whole,
-        other samples one run of consecutive indices at a time; `held` ones are not read again."""
-        wanted = np.unique(wanted)
-        parts_index, parts_images = [], []
-        if len(held_index):
-            parts_index.append(held_index)
-            parts_images.append(held_images)
-        todo = wanted[~np.isin(wanted, held_index)]
-        whole = [self.shards[s] for s in group
-                 if np.count_nonzero((todo >= self.shards[s][0]) & (todo < self.shards[s][1]))
-                 > self.WHOLE_SHARD_FRACTION * (self.shards[s][1] - self.shards[s][0])]
-        for lo, hi in whole:
-            parts_index.append(np.arange(lo, hi))
-            parts_images.append(self.store.images(lo, hi))
-        covered = np.concatenate(parts_index) if parts_index else np.zeros(0, np.int64)
-        single = todo[~np.isin(todo, covered)]
-        if len(single):
-            # runs of consecutive indices in one read each
-            runs = np.split(single, np.flatnonzero(np.diff(single) != 1) + 1)
-            parts_index.append(single)
+    def _read(self, plan):
+        """The reads of one buffer's plan: (batches, keep, parts' indices, parts' images)."""
+        mine, keep, whole, runs = plan
+        parts_index = [np.arange(lo, hi) for lo, hi in whole]
+        parts_images = [self.store.images(lo, hi) for lo, hi in whole]
+        if runs:
+            parts_index.append(np.concatenate(runs))
             parts_images.append(np.concatenate([self.store.images(r[0], r[-1] + 1) for r in runs]))
-        return _Pool(parts_index, parts_images)
+        return mine, keep, parts_index, parts_images
 
 
 class _Pool:
@@ -149,12 +167,26 @@ class _Pool:
                        if parts_images else np.zeros(0, np.int64))
         self.order = np.argsort(self.index)
 
-    def take(self, index: np.ndarray) -> np.ndarray:
+    def take(self, index: np.ndarray, allocate=None):
         at = self.order[np.searchsorted(self.index, index, sorter=self.order)]
-        out = np.empty((len(index),) + self.parts[0].shape[1:], self.parts[0].dtype)
+        shape = (len(index),) + self.parts[0].shape[1:]
+        out = np.empty(shape, self.parts[0].dtype) if allocate is None else allocate(shape)
+        rows = out if isinstance(out, np.ndarray) else out.numpy()  # a torch tensor: its memory
         for k, (part, row) in enumerate(zip(self.part_of[at], self.row_of[at])):
-            out[k] = self.parts[part][row]
+            rows[k] = self.parts[part][row]
         return out
+
+
+@dataclass
+class HostBatch:
+    """A batch as the host prepares it: uint8 crops (a pinned tensor on CUDA) and the per-sample
+    affines, heatmap points, weights and colour gains, all that `finish_batch` needs."""
+
+    images: object  # (B,S,S,3) uint8: numpy array or torch tensor
+    to_input: np.ndarray  # (B,2,3) canvas -> input, augmentation included
+    points: np.ndarray  # (B,J,2) joints in heatmap coordinates (flipped channels swapped)
+    weights: np.ndarray  # (B,J) float32
+    gain: np.ndarray | None  # (B,3) colour gains, None without colour augmentation
 
 
 def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.ndarray, store: PoseStore,
@@ -171,8 +203,21 @@ def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.nda
     faster (BENCHMARKS.md, loader), torch elsewhere. Same affines and bilinear
     sampling; cv2 rounds the warped crop to uint8, so inputs differ by <= 1/255 per pixel.
     Targets and weights do not depend on it.
+
+    The work comes in two halves: `prepare_batch` (host: augmentation parameters, affines,
+    keypoints) and `finish_batch` (the warp and targets, on `device`); training runs the
+    first in a background thread (`prefetch`).
     """
-    n, input_size = len(images), codec.input_size
+    host = prepare_batch(images, keypoints_canvas, visible, store, codec, augmentation=augmentation,
+                         rng=rng, params=params)
+    return finish_batch(host, codec, device, warp)
+
+
+def prepare_batch(images, keypoints_canvas: np.ndarray, visible: np.ndarray, store: PoseStore,
+                  codec: HeatmapCodec, *, augmentation: Augmentation | None = None,
+                  rng: np.random.Generator | None = None, params: dict | None = None) -> HostBatch:
+    """The host half of `make_batch`: parameters, affines and keypoints of the batch."""
+    n = len(images)
     if params is None and augmentation is not None:
         params = augmentation.sample(rng, n)
     elif params is None:
@@ -186,12 +231,19 @@ def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.nda
     flipped, flip_permutation = params["flip"], store.joint_set.flip_permutation()
     points[flipped] = points[flipped][:, flip_permutation]
     weights[flipped] = weights[flipped][:, flip_permutation]
+    gain = params["gain"] if augmentation is not None and augmentation.color else None
+    return HostBatch(images, to_input, points, weights, gain)
 
+
+def finish_batch(batch: HostBatch, codec: HeatmapCodec, device: torch.device, warp: str = "auto"):
+    """The device half of `make_batch`: the warp, colour gain, mean and targets on `device`."""
+    n, input_size, to_input = len(batch.images), codec.input_size, batch.to_input
     if warp == "auto":
         warp = "cv2" if torch.device(device).type == "cpu" else "torch"
     if warp == "cv2":
         if torch.device(device).type != "cpu":
             raise ValueError(f"warp='cv2' runs on the CPU, not on {device}")
+        images = np.asarray(batch.images)
         crops = np.empty((n, input_size, input_size, 3), np.uint8)
         for i in range(n):
             geometry.warp_image(images[i], to_input[i], input_size, out=crops[i])
@@ -200,13 +252,15 @@ def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.nda
         x = torch.empty((n, 3, input_size, input_size))
         x.copy_(torch.from_numpy(crops).permute(0, 3, 1, 2)).div_(255.0)
     elif warp == "torch":
-        uint8 = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+        images = batch.images if isinstance(batch.images, torch.Tensor) else np.ascontiguousarray(batch.images)
+        # from pinned memory (training on CUDA) the copy runs asynchronously
+        uint8 = torch.as_tensor(images).to(device, non_blocking=True)
         x = geometry.warp_batch(uint8, to_input, input_size)
     else:
         raise ValueError(f"warp must be 'auto', 'torch' or 'cv2', not {warp!r}")
-    if augmentation is not None and augmentation.color:
-        gain = torch.as_tensor(params["gain"], dtype=x.dtype, device=device).view(n, 3, 1, 1)
+    if batch.gain is not None:
+        gain = torch.as_tensor(batch.gain, dtype=x.dtype, device=device).view(n, 3, 1, 1)
         x = x.mul_(gain).clamp_(0, 1)
-    targets, weights = codec.encode(torch.as_tensor(points, dtype=torch.float32, device=device),
-                                    torch.as_tensor(weights, device=device))
+    targets, weights = codec.encode(torch.as_tensor(batch.points, dtype=torch.float32, device=device),
+                                    torch.as_tensor(batch.weights, device=device))
     return normalize_input(x, inplace=True), targets, weights

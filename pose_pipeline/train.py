@@ -2,9 +2,10 @@
 
 Read `_train()` top to bottom: open the stores, build the model and optimiser, resume from
 the newest checkpoint when one with the same settings exists, then per epoch: train (batches
-of whole shards, augmentation and Gaussian targets as tensor operations, the heatmap loss
-over every stack, a checkpoint every `checkpoint_every` steps), validate, record the epoch
-in the log, save the last / best checkpoints. The finished model goes to `<out>/model.pt`,
+of whole shards prepared ahead in a background thread, augmentation and Gaussian targets as
+tensor operations, the heatmap loss over every stack, summed on the device and read only when
+logged, a checkpoint every `checkpoint_every` steps), validate, record the epoch in the log,
+save the last / best checkpoints. The finished model goes to `<out>/model.pt`,
 written last, so its presence means training completed.
 
 Outputs in `--out DIR`:
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -40,20 +42,26 @@ import torch
 
 from pose_pipeline import metrics
 from pose_pipeline.atomic import exclusive_lock
-from pose_pipeline.data import make_batch
+from pose_pipeline.data import finish_batch, prepare_batch
 from pose_pipeline.devices import World, autocast, launch_ranks, world_from_env
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference import predict_store
 from pose_pipeline.loss import heatmap_loss
+from pose_pipeline.prefetch import Prefetcher
 from pose_pipeline.training_log import open_tensorboard, write_log, write_tensorboard
 from pose_pipeline.training_setup import Run, announce, resume, setup, wrap_for_training
-from pose_pipeline.training_state import CHECKPOINT_FORMAT, RunState, model_record, save_checkpoint
+from pose_pipeline.training_state import (CHECKPOINT_FORMAT, DeviceLoss, RunState, model_record, rng_state,
+                                          save_checkpoint)
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(UserError):
     pass
+
+
+LOG_EVERY = 100  # steps between reads of the loss (each waits for the device)
+PREFETCH_DEPTH = 8  # batches prepared ahead of the step: enough to ride out a slow shard-buffer read
 
 
 # ------------------------------------------------------------------------------ the run
@@ -97,73 +105,119 @@ def _train(world: World, settings: dict, train_store: str, val_store: str | None
     run.net = wrap_for_training(run)
     run.tensorboard = open_tensorboard(out / "tensorboard") if world.main else None
     state.session_start = time.monotonic()
-    for epoch in range(state.epochs_done(run.steps_per_epoch), run.epochs):
-        row = train_one_epoch(run, state, epoch, progress)
-        run.scheduler.step()
-        row["lr"] = run.optimizer.param_groups[0]["lr"]  # after the step: the next epoch's, as always
-        if not world.main:
-            continue  # rank 0 validates and writes; the others wait in the next all-reduce
-        if run.val is not None:
-            row.update(validate(run))
-        record_epoch(run, state, row)
-        save_epoch_checkpoints(run, state, row)
+    first = state.epochs_done(run.steps_per_epoch)
+    # one producer for all epochs: it prepares the next epoch's first batches during validation
+    with run_batches(run, first, state.step - first * run.steps_per_epoch) as batches:
+        for epoch in range(first, run.epochs):
+            row = train_one_epoch(run, state, epoch, batches, progress)
+            run.scheduler.step()
+            row["lr"] = run.optimizer.param_groups[0]["lr"]  # after the step: the next epoch's, as always
+            if not world.main:
+                continue  # rank 0 validates and writes; the others wait in the next all-reduce
+            if run.val is not None:
+                row.update(validate(run))
+            record_epoch(run, state, row)
+            save_epoch_checkpoints(run, state, row)
     return finish(run, state)
 
 
 # ---------------------------------------------------------------------------- phases
 
 
-def train_one_epoch(run: Run, state: RunState, epoch: int, progress: bool) -> dict:
+def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, progress: bool) -> dict:
     """Train the epoch's remaining steps (all of them unless resumed inside it); a
-    resumable checkpoint every `checkpoint_every` steps. Returns its log row, not yet validated."""
+    resumable checkpoint every `checkpoint_every` steps. Returns its log row, not yet validated.
+
+    The next batches are read and prepared in a background thread while the device runs this
+    one (`run_batches`), and the loss stays on the device until it is logged (every
+    LOG_EVERY steps, at checkpoints and at the epoch's end): no step waits for the host."""
     from tqdm import tqdm
 
     run.net.train()
     skip = state.step - epoch * run.steps_per_epoch  # batches of this epoch done before a resume
-    started, loss_sum, seen = time.monotonic(), 0.0, 0
+    started, losses = time.monotonic(), DeviceLoss(run.world.device)
     bar = tqdm(total=run.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{run.epochs}",
                unit="step", disable=not (progress and run.world.main), mininterval=5)
-    for i, (images, index) in enumerate(run.loader.epoch(epoch)):
-        if i < skip:
-            continue
-        loss = train_step(run, images, index, state.step, epoch)
+    for batch in itertools.islice(batches, run.steps_per_epoch - skip):
+        losses.add(train_step(run, batch), state.step)
         state.step += 1
-        loss_sum += loss * len(images)
-        seen += len(images)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.2e}", refresh=False)
-        if run.world.main and state.step % run.training["checkpoint_every"] == 0:
+        checkpoint = state.step % run.training["checkpoint_every"] == 0
+        if checkpoint or state.step % LOG_EVERY == 0:
+            bar.set_postfix(loss=f"{read_loss(run, losses):.2e}", refresh=False)
+        if checkpoint and run.world.main:  # read_loss has refused a non-finite step before it
             save_checkpoint(run.last_path, checkpoint_state(run, state))
+    mean = read_loss(run, losses)
     bar.close()
     seconds = time.monotonic() - started
-    return {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(seen, 1), "val_loss": "",
-            "val_score": "", "val_metric": "", "images_per_s": seen * run.world.size / max(seconds, 1e-9)}
+    return {"epoch": epoch + 1, "step": state.step, "train_loss": mean, "val_loss": "", "val_score": "",
+            "val_metric": "", "images_per_s": losses.steps * run.loader.global_batch_size / max(seconds, 1e-9)}
 
 
-def train_step(run: Run, images: np.ndarray, index: np.ndarray, step: int, epoch: int) -> float:
-    """One optimiser step on this rank's part of the global batch; returns the loss of the
-    whole global batch (the same on every rank), refusing a non-finite one."""
-    training, world = run.training, run.world
-    # Augmentation of the global batch drawn from (seed, step), this rank's part taken:
-    # a resumed run, and any number of ranks, give each sample the same.
-    params = run.augmentation.sample(np.random.default_rng([training["seed"], step]), run.loader.global_batch_size)
+def run_batches(run: Run, first_epoch: int, skip: int, depth: int = PREFETCH_DEPTH,
+                host_warp: bool | None = None) -> Prefetcher:
+    """The batches of epochs `first_epoch`.. of the run, from batch `skip` of the first, `depth`
+    ahead in a background thread (0: the serial loop, in the caller's thread).
+
+    The thread reads the crops (into pinned memory on CUDA; the loader reads the next shard
+    buffer in a thread of its own) and draws each batch's augmentation from (seed, step), in
+    batch order: the batches are the same whatever the depth, and a resumed run's the same as
+    an uninterrupted one's. On the CPU (`host_warp`) it also warps and draws the targets
+    (`finish_batch`); on a GPU that is left to the step, on the device."""
+    world, training = run.world, run.training
+    host_warp = world.device.type == "cpu" if host_warp is None else host_warp
     mine = slice(world.rank * training["batch_size"], (world.rank + 1) * training["batch_size"])
-    x, targets, weights = make_batch(images, run.keypoints_canvas[index], run.store.visible[index], run.store,
-                                     run.codec, world.device, augmentation=run.augmentation,
-                                     params={k: v[mine] for k, v in params.items()})
-    with autocast(world.device):
+
+    def prepare(item):
+        step, (images, index) = item
+        # Augmentation of the global batch drawn from (seed, step), this rank's part taken:
+        # a resumed run, and any number of ranks, give each sample the same.
+        params = run.augmentation.sample(np.random.default_rng([training["seed"], step]),
+                                         run.loader.global_batch_size)
+        batch = prepare_batch(images, run.keypoints_canvas[index], run.store.visible[index], run.store, run.codec,
+                              augmentation=run.augmentation, params={k: v[mine] for k, v in params.items()})
+        return finish_batch(batch, run.codec, world.device, "cv2") if host_warp else batch
+
+    pinned = world.device.type == "cuda"
+    allocate = (lambda shape: torch.empty(shape, dtype=torch.uint8, pin_memory=True)) if pinned else None
+    loader = run.loader.epochs(first_epoch, run.epochs, allocate, read_ahead=depth > 0)
+    return Prefetcher(_skipping(loader, skip, first_epoch * run.steps_per_epoch), prepare, depth,
+                      name=f"batches-rank{world.rank}")
+
+
+def _skipping(batches, skip: int, first_step: int):
+    """(step, batch) from batch `skip` on; closing it closes `batches` (and so the loader's
+    read-ahead thread) at once, not when the garbage collector gets to it."""
+    with contextlib.closing(batches):
+        yield from enumerate(itertools.islice(batches, skip, None), first_step + skip)
+
+
+def train_step(run: Run, batch) -> torch.Tensor:
+    """One optimiser step on this rank's part of the global batch; returns its loss, on the
+    device (the mean over the rank's samples)."""
+    x, targets, weights = batch if isinstance(batch, tuple) else finish_batch(batch, run.codec, run.world.device,
+                                                                             "torch")
+    with autocast(run.world.device):
         outputs = run.net(x.contiguous(memory_format=torch.channels_last))
     # The mean over this rank's part: DDP averages gradients over ranks of equal
     # batches, which is the gradient of the mean over the global batch.
     loss = heatmap_loss(outputs, targets, weights)
-    reported = global_mean(loss.detach(), world)
-    if not torch.isfinite(reported):  # the same verdict on every rank
-        raise NonFiniteLoss(f"loss is {reported.item()} at epoch {epoch + 1}, step {step + 1}; "
-                            f"the last good checkpoint {run.last_path} is kept (lower the learning rate?)")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
-    return reported.item()
+    return loss
+
+
+def read_loss(run: Run, losses: DeviceLoss) -> float:
+    """The mean loss of the epoch so far over all ranks (a collective: every rank calls it at
+    the same steps), refusing a non-finite one naming its first step: raised before any
+    checkpoint of a later step is written, so the last good one is kept."""
+    mean, bad, value = losses.read(run.world.distributed, run.world.size)
+    if bad is not None:
+        raise NonFiniteLoss(f"loss is {value if not run.world.distributed else 'not finite'} at epoch "
+                            f"{bad // run.steps_per_epoch + 1}, step {bad + 1}; the last good checkpoint "
+                            f"{run.last_path} is kept (lower the learning rate?)")
+    return mean
 
 
 def validate(run: Run) -> dict:
@@ -205,7 +259,7 @@ def checkpoint_state(run: Run, state: RunState) -> dict:
                           state.epochs_done(run.steps_per_epoch), state.step)
     return {**record, "format": CHECKPOINT_FORMAT, "run_hash": run.run_hash,
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "world_size": run.world.size, **state.to_checkpoint()}
+            **rng_state(), "world_size": run.world.size, **state.to_checkpoint()}
 
 
 def finish(run: Run, state: RunState) -> dict:
@@ -220,15 +274,6 @@ def finish(run: Run, state: RunState) -> dict:
     return {"epochs": run.epochs, "steps": state.step, "best_score": state.best_score,
             "best_epoch": state.best_epoch, "best_metric": metrics_named[-1] if metrics_named else None,
             "model": str(run.out / "model.pt")}
-
-
-def global_mean(value: torch.Tensor, world: World) -> torch.Tensor:
-    """The mean of a scalar over the ranks (itself in a single process)."""
-    if not world.distributed:
-        return value
-    value = value.clone()
-    torch.distributed.all_reduce(value)
-    return value / world.size
 
 
 def _fmt(value) -> str:

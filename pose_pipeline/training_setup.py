@@ -21,7 +21,7 @@ from pose_pipeline.devices import World
 from pose_pipeline.errors import UserError
 from pose_pipeline.models import build_model, load_weights
 from pose_pipeline.store import PoseStore, open_store
-from pose_pipeline.training_state import RunState, load_external, load_resume_state, run_identity
+from pose_pipeline.training_state import RunState, load_external, load_resume_state, restore_rng, run_identity
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def resume(run: Run, resume_from: str | None) -> RunState:
         run.model.load_state_dict(saved["state_dict"])
         run.optimizer.load_state_dict(saved["optimizer"])
         run.scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
+        restore_rng(saved)
         state, source = RunState.from_checkpoint(saved), run.last_path
     elif resume_from:
         epochs_done = load_external(resume_from, run.model, {**run.settings["model"], "joints": run.num_joints},

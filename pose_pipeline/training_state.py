@@ -75,6 +75,69 @@ class RunState:
         return cls(state["step"], rows, best_score, best_epoch, state["elapsed_s"])
 
 
+# ------------------------------------------------------------------ the loss, on the device
+
+
+class DeviceLoss:
+    """The training loss summed on the device and read only when logged, so that a step never
+    waits for the device (a `.item()` per step would). It also remembers the first step whose
+    loss was not finite; `read` (on every rank: in DDP it is a collective) returns the mean
+    over ranks and steps added since the last `reset`, and that step (None if all were finite)."""
+
+    NONE_BAD = 2**62
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_bad = torch.full((), self.NONE_BAD, dtype=torch.int64, device=device)
+        self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().to(torch.float64)
+        finite = torch.isfinite(loss)
+        first = ~finite & (self.first_bad == self.NONE_BAD)
+        self.total += torch.where(finite, loss, 0.0)
+        self.bad_value = torch.where(first, loss, self.bad_value)
+        self.first_bad = torch.where(first, step, self.first_bad)
+        self.steps += 1
+
+    def read(self, distributed: bool = False, world_size: int = 1) -> tuple[float, int | None, float]:
+        """(mean loss, first non-finite step or None, its loss): the one host sync."""
+        total, first_bad = self.total.clone(), self.first_bad.clone()
+        if distributed:
+            torch.distributed.all_reduce(total)
+            torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MIN)
+        first_bad, value = int(first_bad), float(self.bad_value)
+        mean = float(total) / max(self.steps * world_size, 1)
+        return mean, (None if first_bad == self.NONE_BAD else first_bad), value
+
+
+# ------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict:
+    """The generators a resumed run must continue: the CPU's, and every CUDA device's when
+    CUDA is present (without them a resumed run on a GPU would not be exact)."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(saved: dict) -> None:
+    """Set the generators `rng_state` saved; CUDA's only where CUDA is present (a checkpoint
+    moved to a CPU-only machine resumes with the CPU's), each saved device onto the same index."""
+    torch.set_rng_state(saved["torch_rng"])
+    cuda = saved.get("cuda_rng")
+    if not cuda or not torch.cuda.is_available():
+        return
+    count = torch.cuda.device_count()
+    if len(cuda) != count:
+        log.warning("checkpoint has the RNG state of %d CUDA devices, this machine %d: restoring the first %d",
+                    len(cuda), count, min(len(cuda), count))
+    torch.cuda.set_rng_state_all(cuda[:count])
+
+
 # --------------------------------------------------------------------- checkpoint files
 
 
