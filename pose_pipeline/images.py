@@ -10,6 +10,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,9 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str]:
 
 
 LIBJPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+# fd 2 is the process's: one capture at a time (what other threads write meanwhile is caught
+# too, and written on afterwards, not lost)
+_CAPTURE = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -50,9 +54,9 @@ def libjpeg_warnings():
     """Catch what native code writes to stderr (file descriptor 2) meanwhile, where libjpeg
     writes its warnings past sys.stderr; yields a function returning the lines. Lines that are
     not libjpeg damage reports are written on to stderr."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
+    with _CAPTURE, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(captured.fileno(), 2)
         lines: list[str] = []
         try:
