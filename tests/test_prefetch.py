@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import settings
+from conftest import loss_exploding_at, settings
 
 from pose_pipeline import train as train_module
 from pose_pipeline import training_state
@@ -107,15 +107,8 @@ def test_device_loss_reads_the_mean_and_the_first_non_finite_step():
 
 
 def test_a_non_finite_loss_after_the_last_checkpoint_is_named_at_the_epoch_end(random_store, tmp_path, monkeypatch):
-    real_loss = train_module.heatmap_loss
-    calls = []
-
-    def loss_that_explodes(outputs, targets, weights):
-        calls.append(1)
-        loss = real_loss(outputs, targets, weights)
-        return loss * float("inf") if len(calls) in (5, 6) else loss
-
-    monkeypatch.setattr(train_module, "heatmap_loss", loss_that_explodes)
+    monkeypatch.setattr(train_module, "heatmap_loss",
+                        loss_exploding_at(train_module.heatmap_loss, (5, 6), float("inf")))
     with pytest.raises(train_module.NonFiniteLoss, match="loss is inf at epoch 1, step 5;"):
         train_module.train(settings(checkpoint_every=4), random_store, None, tmp_path / "n", device="cpu",
                            progress=False)

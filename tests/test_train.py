@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import settings
+from conftest import loss_exploding_at, settings
 
 from pose_pipeline import cli, metrics
 from pose_pipeline import train as train_module
@@ -92,13 +92,7 @@ def test_changed_settings_do_not_resume_old_checkpoints(random_store, tmp_path, 
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(random_store, tmp_path, monkeypatch):
-    real_loss = train_module.heatmap_loss
-    calls = []
-
-    def loss_that_explodes(outputs, targets, weights):
-        calls.append(1)
-        loss = real_loss(outputs, targets, weights)
-        return loss * float("nan") if len(calls) == 3 else loss
+    loss_that_explodes = loss_exploding_at(train_module.heatmap_loss, (3,), float("nan"))
 
     monkeypatch.setattr(train_module, "heatmap_loss", loss_that_explodes)
     with pytest.raises(train_module.NonFiniteLoss, match="step 3"):
