@@ -18,7 +18,7 @@ from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.data import finish_batch, prepare_batch
 from pose_pipeline.devices import autocast
 from pose_pipeline.loss import heatmap_loss
-from pose_pipeline.prefetch import Prefetcher
+from pose_pipeline.prefetch import Prefetcher, depth_for
 from pose_pipeline.store import PoseStore
 
 
@@ -39,7 +39,8 @@ def predict_store(model: torch.nn.Module, store: PoseStore, codec: HeatmapCodec,
     preds = np.zeros((n, num_joints, 2))
     scores = np.zeros((n, num_joints))
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once, at the end
-    batches = Prefetcher(range(0, n, batch_size), _batch_reader(store, codec, batch_size, device), depth=2,
+    batches = Prefetcher(range(0, n, batch_size), _batch_reader(store, codec, batch_size, device),
+                         depth=depth_for(device, 2),
                          name="predict-batches")
     with batches, tqdm(total=-(-n // batch_size), desc="predict", unit="batch", disable=not progress,
                        mininterval=5) as bar:

@@ -47,7 +47,7 @@ from pose_pipeline.devices import World, autocast, launch_ranks, world_from_env
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference import predict_store
 from pose_pipeline.loss import heatmap_loss
-from pose_pipeline.prefetch import Prefetcher
+from pose_pipeline.prefetch import Prefetcher, depth_for
 from pose_pipeline.training_log import open_tensorboard, write_log, write_tensorboard
 from pose_pipeline.training_setup import Run, announce, resume, setup, wrap_for_training
 from pose_pipeline.training_state import (CHECKPOINT_FORMAT, DeviceLoss, RunState, model_record, rng_state,
@@ -154,10 +154,11 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
             "val_metric": "", "images_per_s": losses.steps * run.loader.global_batch_size / max(seconds, 1e-9)}
 
 
-def run_batches(run: Run, first_epoch: int, skip: int, depth: int = PREFETCH_DEPTH,
+def run_batches(run: Run, first_epoch: int, skip: int, depth: int | None = None,
                 host_warp: bool | None = None) -> Prefetcher:
     """The batches of epochs `first_epoch`.. of the run, from batch `skip` of the first, `depth`
-    ahead in a background thread (0: the serial loop, in the caller's thread).
+    ahead in a background thread (0: the serial loop, in the caller's thread; default
+    PREFETCH_DEPTH on an accelerator, 0 on the CPU: `prefetch.depth_for`).
 
     The thread reads the crops (into pinned memory on CUDA; the loader reads the next shard
     buffer in a thread of its own) and draws each batch's augmentation from (seed, step), in
@@ -165,6 +166,7 @@ def run_batches(run: Run, first_epoch: int, skip: int, depth: int = PREFETCH_DEP
     an uninterrupted one's. On the CPU (`host_warp`) it also warps and draws the targets
     (`finish_batch`); on a GPU that is left to the step, on the device."""
     world, training = run.world, run.training
+    depth = depth_for(world.device, PREFETCH_DEPTH) if depth is None else depth
     host_warp = world.device.type == "cpu" if host_warp is None else host_warp
     mine = slice(world.rank * training["batch_size"], (world.rank + 1) * training["batch_size"])
 

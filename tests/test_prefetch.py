@@ -172,7 +172,29 @@ def test_a_checkpoint_restores_the_cuda_state_on_resume(random_store, tmp_path, 
     assert [int(s[0]) for s in cuda.states] == [0, 1]  # the same run again: resumed, its RNG state restored
 
 
-def test_ctrl_c_in_a_step_leaves_no_loader_thread_behind(random_store, tmp_path, monkeypatch):
+@pytest.fixture
+def threaded_on_cpu(monkeypatch):
+    """The threads the loop uses on an accelerator, here on the CPU (where it runs serially)."""
+    monkeypatch.setattr(train_module, "depth_for", lambda device, depth: depth)
+    started = []
+    real_thread_start = threading.Thread.start
+
+    def start(thread):
+        started.append(thread.name)
+        return real_thread_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    return started
+
+
+def test_the_loop_is_serial_on_the_cpu_and_read_ahead_on_an_accelerator():
+    from pose_pipeline.prefetch import depth_for
+
+    assert depth_for(torch.device("cpu"), 8) == 0  # torch's threads already use every core
+    assert depth_for(torch.device("meta"), 8) == 8
+
+
+def test_ctrl_c_in_a_step_leaves_no_loader_thread_behind(random_store, tmp_path, monkeypatch, threaded_on_cpu):
     real_step, steps = train_module.train_step, []
 
     def interrupted(run, batch):
@@ -184,11 +206,12 @@ def test_ctrl_c_in_a_step_leaves_no_loader_thread_behind(random_store, tmp_path,
     monkeypatch.setattr(train_module, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_module.train(settings(), random_store, None, tmp_path / "k", device="cpu", progress=False)
+    assert any(n.startswith("batches-rank") for n in threaded_on_cpu)  # the threads did run
     names = [t.name for t in threading.enumerate()]
     assert not [n for n in names if n.startswith(("batches-rank", "shard-reads-rank"))], names
 
 
-def test_a_damaged_shard_read_ahead_is_raised_in_the_loop_naming_it(random_store, tmp_path):
+def test_a_damaged_shard_read_ahead_is_raised_in_the_loop_naming_it(random_store, tmp_path, threaded_on_cpu):
     import shutil
 
     damaged = tmp_path / "train.zarr"
@@ -199,4 +222,5 @@ def test_a_damaged_shard_read_ahead_is_raised_in_the_loop_naming_it(random_store
     shard.write_bytes(bytes(data))
     with pytest.raises(StoreDamage, match=r"shard image/c/2/0/0/0 \(samples 16-23\): checksum mismatch"):
         train_module.train(settings(), damaged, None, tmp_path / "d", device="cpu", progress=False)
+    assert any(n.startswith("shard-reads-rank") for n in threaded_on_cpu)  # read ahead, in its thread
     assert not [t for t in threading.enumerate() if t.name.startswith(("batches-rank", "shard-reads-rank"))]
