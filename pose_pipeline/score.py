@@ -96,7 +96,7 @@ def _evaluate_oks(preds_path, gt_path, annotations) -> dict:
         import pycocotools  # noqa: F401
     except ImportError:
         raise UserError("OKS AP is computed by pycocotools, which is not installed: "
-                        "pip install 'pose-pipeline[coco]' (or pycocotools)") from None
+                        "pip install -e '.[coco]' in the clone (or pip install pycocotools)") from None
     try:
         evaluation = oks_evaluation(preds, image_ids, annotations, read_person_scores(preds_path, len(preds)))
     except (ValueError, KeyError) as exc:

@@ -37,22 +37,20 @@ def damage_message(store_path: Path, name: str, array, index: int, what: str) ->
             f"{what}; convert again")
 
 
-def missing_chunks(store_path: Path, name: str, array, start: int, stop: int) -> list[str]:
-    """Messages for the files covering samples [start, stop) that are not on disk."""
+def missing_chunk_indices(store_path: Path, name: str, array, start: int, stop: int) -> list[int]:
+    """The files covering samples [start, stop) that are not on disk, by index along samples."""
     rows = chunk_rows(array)
     folder = Path(store_path) / name
-    return [damage_message(store_path, name, array, i, "the file is missing")
-            for i in range(start // rows, -(-stop // rows))
-            if not (folder / chunk_key(array, i)).is_file()]
+    return [i for i in range(start // rows, -(-stop // rows)) if not (folder / chunk_key(array, i)).is_file()]
 
 
 def checked_read(store_path: Path, name: str, array, start: int, stop: int):
     """array[start:stop], or StoreDamage naming the first missing or undecodable file."""
     if stop <= start:
         return array[start:stop]
-    missing = missing_chunks(store_path, name, array, start, stop)
+    missing = missing_chunk_indices(store_path, name, array, start, stop)
     if missing:
-        raise StoreDamage(missing[0])
+        raise StoreDamage(damage_message(store_path, name, array, missing[0], "the file is missing"))
     try:
         return array[start:stop]
     except Exception as exc:  # zarr and zarrs raise ValueError/RuntimeError for checksum and codec errors
@@ -91,18 +89,17 @@ def verify(store) -> list[str]:
             problems.append(f"{store.path}: array {name} holds {array.shape[0]} samples, the store {n}; "
                             "convert again")
             continue
-        rows = chunk_rows(array)
-        problems += missing_chunks(store.path, name, array, 0, n)
-        for i in range(-(-n // rows)):
-            if not any(f"{name}/{chunk_key(array, i)} " in p for p in problems):
-                problem = _read_problem(array, i)
-                if problem:
-                    problems.append(damage_message(store.path, name, array, i, problem))
+        missing = set(missing_chunk_indices(store.path, name, array, 0, n))
+        for i in range(-(-n // chunk_rows(array))):
+            problem = "the file is missing" if i in missing else _read_problem(array, i)
+            if problem:
+                problems.append(damage_message(store.path, name, array, i, problem))
     return problems
 
 
 def has_checksums(array) -> bool:
     """Whether the chunks of `array` carry a crc32c checksum (stores written since it came)."""
-    codecs = [array.metadata.codecs[0]] if array.shards else []
-    inner = getattr(codecs[0], "codecs", ()) if codecs else array.metadata.codecs
-    return any(type(c).__name__ == "Crc32cCodec" for c in inner)
+    codecs = array.metadata.codecs
+    if array.shards:  # the chunks' own codecs sit inside the sharding codec
+        codecs = codecs[0].codecs
+    return any(type(c).__name__ == "Crc32cCodec" for c in codecs)

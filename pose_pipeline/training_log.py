@@ -63,7 +63,7 @@ def open_tensorboard(path: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        log.info("tensorboard is not installed: no event files (pip install 'pose-pipeline[tensorboard]')")
+        log.info("tensorboard is not installed: no event files (pip install -e '.[tensorboard]' in the clone)")
         return None
     return SummaryWriter(str(path))
 

@@ -447,7 +447,7 @@ COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1
 
 @pytest.fixture
 def coco_store(shared_data, tmp_path):
-    pytest.importorskip("pycocotools", reason="OKS AP needs pycocotools (pip install 'pose-pipeline[coco]')")
+    pytest.importorskip("pycocotools", reason="OKS AP needs pycocotools (pip install -e '.[coco]')")
     from pose_pipeline.convert import convert
 
     annotations = shared_data / "coco_sample" / "person_keypoints_sample.json"
