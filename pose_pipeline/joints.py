@@ -50,6 +50,25 @@ class JointSet:
             return "right"
         return "centre"
 
+    def to_dict(self) -> dict:
+        """The set as plain JSON values (what stores and checkpoints record)."""
+        return {"joint_set": self.name, "joints": list(self.joints),
+                "flip_pairs": [list(p) for p in self.flip_pairs], "edges": [list(e) for e in self.edges]}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> JointSet:
+        """The set a store or checkpoint recorded: the built-in one of that name when it holds
+        the same joints, else the recorded set itself (a custom skeleton)."""
+        name, joints = record["joint_set"], tuple(record.get("joints") or ())
+        builtin = JOINT_SETS.get(name)
+        if builtin is not None and (not joints or joints == builtin.joints):
+            return builtin
+        if not joints:
+            raise ValueError(f"unknown joint set {name!r} and no joint names recorded")
+        return cls(name=name, joints=joints,
+                   flip_pairs=tuple(tuple(int(i) for i in p) for p in record.get("flip_pairs", ())),
+                   edges=tuple(tuple(int(i) for i in e) for e in record.get("edges", ())))
+
     def edge_side(self, a: int, b: int) -> str:
         """The side of the edge between joints a and b: theirs when they agree, else the
         limb's side (a centre joint does not make a left limb centre); left wins a tie."""

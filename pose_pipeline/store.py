@@ -37,7 +37,7 @@ from pose_pipeline import __version__, geometry, store_check
 from pose_pipeline.atomic import check_replaceable, partial_path, remove_stale_partials, replace_folder
 from pose_pipeline.errors import UserError
 from pose_pipeline.store_check import StoreDamage, checked_read
-from pose_pipeline.joints import JointSet, joint_set
+from pose_pipeline.joints import JointSet
 
 SCHEMA_VERSION = 1
 
@@ -116,10 +116,7 @@ class StoreWriter:
             shards=(max(1, min(shard_size, max_samples)),) + shape[1:], **self._codecs())
         self.group.attrs.update({
             "schema_version": SCHEMA_VERSION,
-            "joint_set": joints.name,
-            "joints": list(joints.joints),
-            "flip_pairs": [list(p) for p in joints.flip_pairs],
-            "edges": [list(e) for e in joints.edges],
+            **joints.to_dict(),
             "canvas_size": canvas_size,
             "shard_size": shard_size,
             "package_version": __version__,
@@ -222,7 +219,7 @@ class PoseStore:
 
     @property
     def joint_set(self) -> JointSet:
-        return joint_set(self.attrs["joint_set"])
+        return JointSet.from_dict(self.attrs)
 
     @property
     def canvas_size(self) -> int:

@@ -249,7 +249,7 @@ def save_epoch_checkpoints(run: Run, state: RunState, row: dict) -> None:
     if not validated or state.improves(row["val_score"]):
         state.best_score = row["val_score"] if validated else None
         state.best_epoch = row["epoch"]
-        save_checkpoint(run.best_path, model_record(run.model, run.settings, run.num_joints, run.codec,
+        save_checkpoint(run.best_path, model_record(run.model, run.settings, run.store.joint_set, run.codec,
                                                     row["epoch"], state.step, val_score=row["val_score"],
                                                     val_metric=row["val_metric"]))
     save_checkpoint(run.last_path, checkpoint_state(run, state))
@@ -257,7 +257,7 @@ def save_epoch_checkpoints(run: Run, state: RunState, row: dict) -> None:
 
 def checkpoint_state(run: Run, state: RunState) -> dict:
     """last.pt: the model record plus all a resume needs (optimiser, scheduler, RNG, RunState)."""
-    record = model_record(run.model, run.settings, run.num_joints, run.codec,
+    record = model_record(run.model, run.settings, run.store.joint_set, run.codec,
                           state.epochs_done(run.steps_per_epoch), state.step)
     return {**record, "format": CHECKPOINT_FORMAT, "run_hash": run.run_hash,
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
@@ -270,7 +270,7 @@ def finish(run: Run, state: RunState) -> dict:
         run.tensorboard.close()
     if run.world.main:
         write_log(run.out / "log.csv", state.log_rows)
-        save_checkpoint(run.out / "model.pt", model_record(run.model, run.settings, run.num_joints, run.codec,
+        save_checkpoint(run.out / "model.pt", model_record(run.model, run.settings, run.store.joint_set, run.codec,
                                                            run.epochs, state.step, settings_hash=run.run_hash))
     metrics_named = [r["val_metric"] for r in state.log_rows if r.get("val_metric")]
     return {"epochs": run.epochs, "steps": state.step, "best_score": state.best_score,

@@ -19,6 +19,7 @@ import torch
 from pose_pipeline.atomic import atomic_output
 from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.errors import UserError
+from pose_pipeline.joints import JointSet
 from pose_pipeline.models import load_weights, read_checkpoint
 from pose_pipeline.store import PoseStore
 from pose_pipeline.training_log import upgrade_row
@@ -149,11 +150,12 @@ def save_checkpoint(path: Path, state: dict) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def model_record(model: torch.nn.Module, settings: dict, num_joints: int, codec: HeatmapCodec,
+def model_record(model: torch.nn.Module, settings: dict, joints: JointSet, codec: HeatmapCodec,
                  epoch: int, step: int, **extra) -> dict:
-    """The saved model: weights, architecture, the codec's sizes, the run's settings and
-    where in the run it was taken (plus `extra` keys)."""
-    return {"model_config": {**settings["model"], "joints": num_joints}, "state_dict": model.state_dict(),
+    """The saved model: weights, architecture, its joint set (names, flip pairs, edges), the
+    codec's sizes, the run's settings and where in the run it was taken (plus `extra` keys)."""
+    return {"model_config": {**settings["model"], "joints": joints.num_joints}, "joint_set": joints.to_dict(),
+            "state_dict": model.state_dict(),
             "input_size": codec.input_size, "heatmap_size": codec.heatmap_size, "sigma": codec.sigma,
             "settings": settings, "epoch": epoch, "step": step, **extra}
 

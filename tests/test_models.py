@@ -265,3 +265,18 @@ def test_model_info_cli_pyranet(capsys):
 def test_model_info_rejects_bad_input(capsys):
     assert cli.main(["model-info", "--stacks", "1", "--joints", "16", "--input", "100"]) == 1
     assert "multiple of 64" in capsys.readouterr().err
+
+
+def test_joint_set_travels_with_store_attrs_and_checkpoints():
+    from pose_pipeline.joints import COCO, LSP, JointSet
+    from pose_pipeline.models import joint_set_of
+
+    assert JointSet.from_dict(LSP.to_dict()) is LSP
+    custom = JointSet("paws", ("l_paw", "r_paw", "tail"), ((0, 1),), ((0, 2), (1, 2)))
+    assert JointSet.from_dict(custom.to_dict()) == custom
+    # a custom list under a built-in name is not mistaken for the built-in set
+    renamed = JointSet.from_dict({**custom.to_dict(), "joint_set": "coco"})
+    assert renamed is not COCO and renamed.joints == custom.joints
+    assert joint_set_of({"joint_set": custom.to_dict(), "state_dict": {}}) == custom
+    # PyTorch-Pose files record no set: the built-in set with that joint count
+    assert joint_set_of({"model_config": {"arch": "hourglass", "joints": 16}, "state_dict": {}}).name == "mpii"

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from pose_pipeline.errors import UserError
+from pose_pipeline.joints import JOINT_SETS, JointSet
 from pose_pipeline.models import hourglass, pyranet
 
 ARCHITECTURES = {"hourglass": hourglass, "pyranet": pyranet}
@@ -76,6 +77,20 @@ def model_config_of(checkpoint: dict, path="checkpoint") -> dict:
         if module.is_state_dict(state_dict):
             return module.config_from_state_dict(state_dict)
     raise UserError(f"{path}: state dict matches no known architecture ({', '.join(ARCHITECTURES)})")
+
+
+def joint_set_of(checkpoint: dict, path="checkpoint") -> JointSet:
+    """The joint set a checkpoint was trained on: recorded by this project since the set
+    became part of the model record; for older files and PyTorch-Pose's, the built-in set
+    with that many joints when exactly one has it (16: MPII)."""
+    if isinstance(checkpoint.get("joint_set"), dict):
+        return JointSet.from_dict(checkpoint["joint_set"])
+    joints = model_config_of(checkpoint, path)["joints"]
+    candidates = [s for s in JOINT_SETS.values() if s.num_joints == joints]
+    if len(candidates) != 1:
+        raise UserError(f"{path}: records no joint set, and {joints} joints match "
+                        f"{'none' if not candidates else ' and '.join(s.name for s in candidates)} of the built-in sets")
+    return candidates[0]
 
 
 def load_model(path, expect: dict | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
