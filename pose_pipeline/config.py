@@ -136,6 +136,9 @@ def validate_config(config: dict, source: str = "config") -> dict:
                                 f"multiple of {2 ** HOURGLASS_DEPTH} (an hourglass halves it {HOURGLASS_DEPTH} times), "
                                 f"i.e. input_size a multiple of {HEATMAP_STRIDE * 2 ** HOURGLASS_DEPTH}")
         for name, ds in datasets.items():
+            problems += [f"datasets.{name}.{key}: for COCO-format files only (format is {ds['format']!r})"
+                         for key in ("flip_pairs", "oks_sigmas", "min_keypoints")
+                         if key in ds and ds["format"] != "coco"]
             if ds.get("reference_predictions") and ds["format"] != "mpii":
                 problems.append(f"datasets.{name}.reference_predictions: published reference predictions are "
                                 f"drawn on the PCKh chart, for MPII-format datasets only (format is {ds['format']!r})")

@@ -134,8 +134,9 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
             canvas_size: int = DEFAULTS["canvas_size"], context: float = DEFAULTS["context"],
             shard_size: int = DEFAULTS["shard_size"], on_bad_sample: str = DEFAULTS["on_bad_sample"],
             workers: int | None = None, dataset: str | None = None, progress: bool = True,
-            min_keypoints: int | None = None) -> dict:
-    """Convert one split; returns a summary {samples, skipped, store}."""
+            min_keypoints: int | None = None, flip_pairs=None) -> dict:
+    """Convert one split; returns a summary {samples, skipped, store}. `flip_pairs`: [[left,
+    right], ...] joint names, for a COCO-format file declaring its own keypoints."""
     annotations, images, out = Path(annotations), Path(images), Path(out)
     val_split = Path(val_split) if val_split else None
     inputs = {"annotation file": annotations, "image folder": images, "split file": val_split}
@@ -146,9 +147,11 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
     check_replaceable(out, is_store, "a converted store")  # before the work, not after it
     check_bounds({"canvas_size": canvas_size, "context": context, "shard_size": shard_size,
                   "min_keypoints": min_keypoints})
-    if min_keypoints is not None and fmt != "coco":
-        raise UserError(f"--min-keypoints is a COCO option; format {fmt!r} does not take it")
-    samples = READERS[fmt](annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints})
+    for option, value in (("--min-keypoints", min_keypoints), ("--flip-pair", flip_pairs)):
+        if value is not None and fmt != "coco":
+            raise UserError(f"{option} is a COCO option; format {fmt!r} does not take it")
+    samples = READERS[fmt](annotations, split, val_split,
+                           {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs})
     if len(samples) == 0:
         raise UserError(f"{annotations}: no annotated people in split {split!r}")
 
@@ -298,6 +301,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
     p.add_argument("--min-keypoints", type=int, default=None,
                    help=f"coco only: leave out people with fewer labelled keypoints (default {DEFAULT_MIN_KEYPOINTS})")
+    p.add_argument("--flip-pair", dest="flip_pairs", nargs=2, action="append", metavar=("LEFT", "RIGHT"),
+                   help="coco only, for a file declaring its own keypoints: a left/right pair by name (repeat "
+                        "it; given, these are all the pairs; default: by the names' left_/right_, l_/r_ prefixes)")
     p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"],
                    help="side of the stored crops (default %(default)s)")
     p.add_argument("--context", type=float, default=DEFAULTS["context"],
@@ -315,6 +321,6 @@ def run(args: argparse.Namespace) -> int:
     summary = convert(args.format, args.annotations, args.images, args.out, args.split,
                       args.val_split, args.canvas_size, args.context, args.shard_size,
                       args.on_bad_sample, args.workers, args.dataset,
-                      min_keypoints=args.min_keypoints)
+                      min_keypoints=args.min_keypoints, flip_pairs=args.flip_pairs)
     print(f"{summary['store']}: {summary['samples']} samples, {summary['skipped']} skipped")
     return 0

@@ -20,6 +20,35 @@ PCKH_HEAD_FACTOR = 0.6  # PCKh unit = 0.6 x the head-box diagonal (`SC_BIAS` of 
 SIDE_COLOURS = {"left": (31, 119, 180), "right": (214, 39, 40), "centre": (255, 215, 0)}
 
 
+# Name prefixes that place a joint on a side (lower case); a left joint's mirror is the right
+# joint with the same rest of the name and the matching prefix (left_ <-> right_, l_ <-> r_).
+SIDE_PREFIXES = {"left": ("l_", "left_"), "right": ("r_", "right_")}
+
+
+def name_side(name: str) -> tuple[str, str]:
+    """(side, the rest of the name, lower case) of a joint name: ('left', 'shoulder') for
+    `l_shoulder` or `Left_Shoulder`, ('centre', 'nose') for `nose`."""
+    lowered = name.lower()
+    for side, prefixes in SIDE_PREFIXES.items():
+        for prefix in prefixes:
+            if lowered.startswith(prefix) and len(lowered) > len(prefix):
+                return side, lowered[len(prefix):]
+    return "centre", lowered
+
+
+def mirror_pairs(joints) -> tuple[tuple[int, int], ...]:
+    """Flip pairs (left, right) of joint names by their prefixes: `left_x` with `right_x`,
+    `l_x` with `r_x` (case ignored); a joint without its mirror stays unpaired."""
+    by_spelling = {name.lower(): k for k, name in enumerate(joints)}
+    pairs = []
+    for k, name in enumerate(joints):
+        lowered = name.lower()
+        for left, right in zip(SIDE_PREFIXES["left"], SIDE_PREFIXES["right"]):
+            if lowered.startswith(left) and right + lowered[len(left):] in by_spelling:
+                pairs.append((k, by_spelling[right + lowered[len(left):]]))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class JointSet:
     name: str
@@ -42,13 +71,19 @@ class JointSet:
         return perm
 
     def side(self, joint: int) -> str:
-        """'left', 'right' or 'centre' (used to colour skeletons)."""
-        name = self.joints[joint]
-        if name.startswith("l_"):
-            return "left"
-        if name.startswith("r_"):
-            return "right"
-        return "centre"
+        """'left', 'right' or 'centre' (used to colour skeletons) by the name's prefix: `l_` /
+        `left_`, `r_` / `right_` (any case; custom COCO-format sets use the long ones)."""
+        return name_side(self.joints[joint])[0]
+
+    def find(self, joint: str) -> int | None:
+        """Index of `joint` (a short name, `l_shoulder`) or of its long spelling
+        (`left_shoulder`, as COCO-format files name it); None when the set has neither."""
+        side, rest = name_side(joint)
+        lowered = [name.lower() for name in self.joints]
+        for spelling in (joint.lower(), *(f"{prefix}{rest}" for prefix in SIDE_PREFIXES.get(side, ()))):
+            if spelling in lowered:
+                return lowered.index(spelling)
+        return None
 
     def to_dict(self) -> dict:
         """The set as plain JSON values (what stores and checkpoints record)."""
@@ -173,6 +208,13 @@ FLIC_PCK_GROUPS = (
     ("Wrist", ("l_wrist", "r_wrist")),
     ("Hip", ("l_hip", "r_hip")),
 )
+
+
+def torso_pair(joints: JointSet) -> tuple[int, int] | None:
+    """Indices of `PCK_TORSO_PAIR` (left shoulder, right hip) in a set, short or long names
+    (`left_shoulder` in a custom COCO-format set); None when the set lacks either."""
+    a, b = (joints.find(name) for name in PCK_TORSO_PAIR)
+    return None if a is None or b is None else (a, b)
 
 
 def joint_set(name: str) -> JointSet:

@@ -43,6 +43,8 @@ COCO OKS AP is not computed here but by pycocotools' COCOeval: `pose_pipeline.ok
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from pose_pipeline.joints import (
@@ -57,6 +59,7 @@ from pose_pipeline.joints import (
     PCK_TORSO_PAIR,
     PCKH_HEAD_FACTOR,
     JointSet,
+    torso_pair,
 )
 
 # Rounded so that 0.1 and 0.5 equal the literals: curve points then match point rates.
@@ -285,8 +288,15 @@ def torso_size(gt, joints: JointSet = LSP) -> np.ndarray:
     LSP, `norm(gt(:,7) - gt(:,6))` for its 10-point FLIC order, the same two joints.
     """
     gt = check_keypoints(gt, "ground truth", num_joints=joints.num_joints, allow_nan=True)
-    a, b = (joints.index(name) for name in PCK_TORSO_PAIR)
+    a, b = _torso_joints(joints)
     return np.hypot(*np.moveaxis(gt[:, a] - gt[:, b], -1, 0))
+
+
+def _torso_joints(joints: JointSet) -> tuple[int, int]:
+    pair = torso_pair(joints)
+    if pair is None:
+        raise ValueError(f"joint set {joints.name} has no {' and '.join(PCK_TORSO_PAIR)} (the torso size of PCK)")
+    return pair
 
 
 def torso_distances(preds, gt, visible, joints: JointSet = LSP) -> tuple[np.ndarray, np.ndarray]:
@@ -296,7 +306,7 @@ def torso_distances(preds, gt, visible, joints: JointSet = LSP) -> tuple[np.ndar
     visible = np.asarray(visible)
     if visible.shape != preds.shape[:2]:
         raise ValueError(f"visible: expected shape {preds.shape[:2]}, got {visible.shape}")
-    torso_known = (visible[:, [joints.index(name) for name in PCK_TORSO_PAIR]] == 1).all(axis=1)
+    torso_known = (visible[:, list(_torso_joints(joints))] == 1).all(axis=1)
     dist = normalized_distances(preds, gt, np.where(torso_known, torso_size(gt, joints), np.nan))
     return dist, (visible == 1) & torso_known[:, None]
 
@@ -398,9 +408,34 @@ def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP,
 def validation_score(preds, gt, visible, head_size, joints: JointSet) -> tuple[str, float]:
     """(label, value) of the one number training tracks per epoch to pick the best checkpoint:
     PCKh@0.5 Mean where the samples have head sizes (MPII), else PCK@0.2 by torso size pooled
-    over the annotated joints (LSP, COCO: neither has a head box)."""
+    over the annotated joints (LSP, FLIC, COCO: no head box), else, for a custom set without
+    a left shoulder and right hip (a hand, an animal), PCK@0.2 by the larger side of the
+    annotated joints' bounding box ("PCK@0.2 box")."""
     if np.isfinite(np.asarray(head_size, dtype=np.float64)).any():
         return "PCKh@0.5", mpii_pckh_table(preds, gt, visible, head_size, joints)["PCKh@0.5"]["Mean"]
-    dist, counted = torso_distances(preds, gt, visible, joints)
+    if torso_pair(joints) is not None:
+        dist, counted = torso_distances(preds, gt, visible, joints)
+        label = "PCK@0.2"
+    else:
+        dist, counted = box_distances(preds, gt, visible)
+        label = "PCK@0.2 box"
     hits = (dist <= 0.2) & counted
-    return "PCK@0.2", float(100.0 * hits.sum() / max(counted.sum(), 1))
+    return label, float(100.0 * hits.sum() / max(counted.sum(), 1))
+
+
+def box_distances(preds, gt, visible) -> tuple[np.ndarray, np.ndarray]:
+    """(N,J) distances / `keypoint_box_size`, and the (N,J) mask of the joints counted:
+    annotated (visible == 1), in a sample whose box has a side."""
+    side = keypoint_box_size(gt, visible)
+    return normalized_distances(preds, gt, side), (np.asarray(visible) == 1) & np.isfinite(side)[:, None]
+
+
+def keypoint_box_size(gt, visible) -> np.ndarray:
+    """(N,) larger side of the bounding box of each sample's annotated joints (visible == 1);
+    NaN where it has none (fewer than two distinct annotated joints)."""
+    gt = check_keypoints(gt, "ground truth", allow_nan=True)
+    points = np.where((np.asarray(visible) == 1)[..., None], gt, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a sample without annotated joints: NaN
+        side = (np.nanmax(points, axis=1) - np.nanmin(points, axis=1)).max(axis=1)
+    return np.where(np.isfinite(side) & (side > 0), side, np.nan)

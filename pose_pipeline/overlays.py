@@ -16,8 +16,8 @@ from pose_pipeline import geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.figures import describe_panel, drawn, figure
 from pose_pipeline.images import load_image
-from pose_pipeline.joints import SIDE_COLOURS
-from pose_pipeline.metrics import normalized_distances, torso_size
+from pose_pipeline.joints import SIDE_COLOURS, torso_pair
+from pose_pipeline.metrics import keypoint_box_size, normalized_distances, torso_size
 from pose_pipeline.predictions import read_predictions
 from pose_pipeline.store import open_store
 
@@ -46,17 +46,23 @@ def mean_normalised_errors(preds, gt, visible, unit) -> np.ndarray:
 def example_units(gt, visible, head_size, joints) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample normalising size for ranking examples, and its name per sample: the
     head size (PCKh's unit) where known, else the torso size (LSP's PCK unit: left shoulder
-    to right hip, both annotated), else NaN ("")."""
+    to right hip, both annotated), else, for a set without those joints, the larger side of
+    the annotated joints' box (`metrics.keypoint_box_size`), else NaN ("")."""
     head = np.asarray(head_size, dtype=np.float64)
     unit = np.where(np.isfinite(head) & (head > 0), head, np.nan)
     names = np.where(np.isfinite(unit), "head sizes", "").astype(object)
-    if {"l_shoulder", "r_hip"} <= set(joints.joints):
-        visible = np.asarray(visible) == 1
-        known = visible[:, joints.index("l_shoulder")] & visible[:, joints.index("r_hip")]
+    pair = torso_pair(joints)
+    if pair is not None:
+        known = (np.asarray(visible)[:, list(pair)] == 1).all(axis=1)
         torso = np.where(known, torso_size(gt, joints), np.nan)
         use = ~np.isfinite(unit) & np.isfinite(torso) & (torso > 0)
         unit = np.where(use, torso, unit)
         names[use] = "torso sizes"
+    else:  # a custom set (a hand, an animal): the annotated joints' box, as its validation
+        box = keypoint_box_size(gt, visible)
+        use = ~np.isfinite(unit) & np.isfinite(box)
+        unit = np.where(use, box, unit)
+        names[use] = "box sizes"
     return unit, names
 
 

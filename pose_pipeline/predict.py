@@ -10,6 +10,7 @@ import logging
 from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.config import schema_defaults
 from pose_pipeline.devices import resolve_device
+from pose_pipeline.errors import UserError
 from pose_pipeline.inference import predict_store
 from pose_pipeline.store import open_store
 
@@ -33,6 +34,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
 
 
+def check_joint_names(path, checkpoint: dict, store) -> None:
+    """A checkpoint that records its joint set predicts a store of the same joints: the same
+    count is not enough (two custom 9-joint sets would label each other's heatmaps)."""
+    from pose_pipeline.models import joint_set_of
+
+    if isinstance(checkpoint.get("joint_set"), dict):
+        trained = joint_set_of(checkpoint, path)
+        if trained.joints != store.joint_set.joints:
+            raise UserError(f"{path}: trained on joint set {trained.name} {list(trained.joints)}, but the store "
+                            f"{store.path} holds {store.joint_set.name} {list(store.joint_set.joints)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pose_pipeline.models import load_model, read_checkpoint
     from pose_pipeline.predictions import write_predictions_csv, write_predictions_mat
@@ -40,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     store = open_store(args.store)
     model = load_model(args.checkpoint, expect={"joints": store.joint_set.num_joints}, device=device)
-    input_size = args.input_size or int(read_checkpoint(args.checkpoint).get("input_size", 256))
+    checkpoint = read_checkpoint(args.checkpoint)
+    check_joint_names(args.checkpoint, checkpoint, store)
+    input_size = args.input_size or int(checkpoint.get("input_size", 256))
     log.info("predicting %d samples of %s on %s at %d px (flip test %s)", len(store), args.store,
              device, input_size, "on" if args.flip_test else "off")
     codec = HeatmapCodec(input_size, blur_sigma=args.blur_sigma)

@@ -6,7 +6,8 @@
   (rows PCK@0.2, PCK@0.1, AUC@0.2; LSP adds the visible-only rows);
 * COCO: OKS AP with ground-truth boxes by pycocotools' COCOeval (rows AP, AP50, AP75, APm,
   APl, AR, ...; one `value` column), from the predictions, the store's image ids and the
-  COCO annotation JSON.
+  COCO annotation JSON; a COCO-format file with its own keypoints with the sigmas given
+  (`--oks-sigmas`, the dataset's `oks_sigmas`).
 
 The metric follows the ground truth's format (`--metric` overrides). The ground truth is a
 converted store or an annotation file (`predictions.read_ground_truth`: MPII's
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import COCO
+from pose_pipeline.joints import JointSet
 from pose_pipeline.metrics import pck_torso_evaluation, pckh_evaluation
 from pose_pipeline.predictions import (
     check_image_names,
@@ -55,15 +56,17 @@ def default_metric(gt_path) -> str:
     return METRIC_OF_FORMAT.get(ground_truth_format(gt_path), "pckh")
 
 
-def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray]:
-    """(annotation file, image id per ground-truth person) of a COCO store or COCO JSON; the
-    JSON's people are those `convert coco` keeps, in its order."""
+def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray, JointSet]:
+    """(annotation file, (N,2) COCO image and annotation id of each ground-truth person, joint
+    set) of a COCO-format store or JSON; the JSON's people are those `convert coco` keeps, in
+    its order."""
     if gt_path.suffix.lower() == ".json":
         from pose_pipeline.formats import coco
 
         if annotations is not None and Path(annotations).resolve() != gt_path.resolve():
             raise UserError(f"--annotations {annotations}: with a COCO JSON as --gt, the file is {gt_path} itself")
-        return gt_path, coco.read_annotations(gt_path, coco.DEFAULT_MIN_KEYPOINTS).image_id
+        people = coco.read_annotations(gt_path, coco.DEFAULT_MIN_KEYPOINTS)
+        return gt_path, np.stack([people.image_id, people.annotation_id], axis=1), people.joints
     if annotations is None:
         raise UserError(f"OKS AP needs the COCO annotation file of {gt_path}: give --annotations")
     annotations = Path(annotations)
@@ -72,39 +75,47 @@ def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray]:
     if not is_store(gt_path):
         raise UserError(f"{gt_path}: OKS AP needs a converted COCO store (its image ids) or a COCO JSON")
     store = open_store(gt_path)
-    if store.joint_set is not COCO:
-        raise UserError(f"{gt_path}: OKS AP needs the COCO joint set, the store has {store.joint_set.name}")
+    if store.attrs.get("format") != "coco":
+        raise UserError(f"{gt_path}: OKS AP needs a store converted from a COCO-format file, this one is "
+                        f"{store.attrs.get('format') or store.joint_set.name}")
     # The store records the sha256 of the file it was converted from: scoring against
     # another file would match people by the wrong ids.
     recorded = {src.get("file"): src.get("sha256") for src in store.attrs.get("sources", [])}
     if recorded and sha256_of(annotations) not in recorded.values():
         raise UserError(f"{annotations}: not the annotation file {gt_path} was converted from "
                         f"(sha256 differs from the store's sources {sorted(recorded)})")
-    return annotations, np.asarray(store.source_index[:, 0])
+    return annotations, np.asarray(store.source_index), store.joint_set
 
 
-def _evaluate_oks(preds_path, gt_path, annotations) -> dict:
-    from pose_pipeline.oks import oks_evaluation  # imports pycocotools only when called
+def _evaluate_oks(preds_path, gt_path, annotations, oks_sigmas=None) -> dict:
+    from pose_pipeline.oks import check_sigmas, oks_evaluation  # imports pycocotools only when called
 
     gt_path = Path(gt_path)
-    annotations, image_ids = _coco_people(gt_path, annotations)
-    preds = read_predictions(preds_path, joints=COCO)
-    if len(preds) != len(image_ids):
+    annotations, ids, joints = _coco_people(gt_path, annotations)
+    try:
+        sigmas = check_sigmas(oks_sigmas, joints.num_joints)
+    except ValueError as exc:
+        raise UserError(f"{gt_path} (joint set {joints.name}, {joints.num_joints} joints): {exc}") from None
+    preds = read_predictions(preds_path, joints=joints)
+    if len(preds) != len(ids):
         raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the ground truth "
-                        f"{gt_path} has {len(image_ids)}")
+                        f"{gt_path} has {len(ids)}")
     try:
         import pycocotools  # noqa: F401
     except ImportError:
         raise UserError("OKS AP is computed by pycocotools, which is not installed: "
                         "pip install -e '.[coco]' in the clone (or pip install pycocotools)") from None
     try:
-        evaluation = oks_evaluation(preds, image_ids, annotations, read_person_scores(preds_path, len(preds)))
+        evaluation = oks_evaluation(preds, ids[:, 0], annotations, read_person_scores(preds_path, len(preds)),
+                                    sigmas, annotation_ids=ids[:, 1])
     except (ValueError, KeyError) as exc:
         raise UserError(f"scoring {preds_path} against {annotations}: {exc}") from None
-    return {**evaluation, "num_samples": len(preds), "annotations": str(annotations)}
+    return {**evaluation, "num_samples": len(preds), "annotations": str(annotations),
+            "oks_sigmas": None if sigmas is None else sigmas.tolist()}
 
 
-def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None, split: str | None = None) -> dict:
+def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None, split: str | None = None,
+             oks_sigmas=None) -> dict:
     """The evaluation dict of a prediction file against ground truth (see `score`)."""
     metric = metric or default_metric(gt_path)
     if metric not in METRICS:
@@ -112,7 +123,10 @@ def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None, s
     if metric == "oks":
         if split is not None:
             raise UserError(f"--split {split}: OKS AP scores every person of {gt_path}")
-        return _evaluate_oks(preds_path, gt_path, annotations)
+        return _evaluate_oks(preds_path, gt_path, annotations, oks_sigmas)
+    if oks_sigmas is not None:
+        raise UserError(f"--oks-sigmas: for OKS AP (COCO-format ground truth); {gt_path} is scored with "
+                        f"{METRICS[metric]}")
     gt, visible, head_size, joints = read_ground_truth(gt_path, split)
     preds = read_predictions(preds_path, joints=joints)
     if preds.shape[0] != gt.shape[0]:
@@ -130,18 +144,19 @@ def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None, s
 
 
 def score(preds_path, gt_path, out_csv, per_joint_json=None, metric: str | None = None,
-          annotations=None, split: str | None = None) -> dict:
+          annotations=None, split: str | None = None, oks_sigmas=None) -> dict:
     """Score a prediction file; write the table CSV (and the full evaluation JSON).
 
     `metric`: "pckh" (MPII), "pck" (LSP, FLIC: PCK@0.2 by torso size) or "oks" (COCO AP through
     pycocotools, needs `annotations`, the COCO JSON the store was converted from, unless the
     ground truth is that JSON); by default the ground truth's own (`default_metric`).
     `split`: the people of an LSP / FLIC annotation file (`read_ground_truth`).
+    `oks_sigmas`: OKS sigmas, one per joint (needed for a COCO-format set of its own).
     Returns the evaluation dict (`pose_pipeline.metrics.curve_evaluation` or
     `oks_evaluation`) with `num_samples`, `predictions` and `ground_truth` added (what
     the JSON holds).
     """
-    evaluation = evaluate(preds_path, gt_path, metric, annotations, split)
+    evaluation = evaluate(preds_path, gt_path, metric, annotations, split, oks_sigmas)
     evaluation.update(predictions=str(preds_path), ground_truth=str(gt_path))
     write_score_files(evaluation, out_csv, per_joint_json)
     return evaluation
@@ -165,6 +180,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "pycocotools); "
                         "default: by the ground truth's format")
     p.add_argument("--annotations", help="oks: the COCO keypoint JSON the store was converted from")
+    p.add_argument("--oks-sigmas", type=_sigma_list, metavar="S1,S2,...",
+                   help="oks: per-joint OKS sigmas in the joint order, comma-separated (the dataset's oks_sigmas); "
+                        "required for a COCO-format file with its own keypoints; default: COCOeval's for COCO's 17")
+
+
+def _sigma_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers") from None
 
 
 def format_table(evaluation: dict) -> str:
@@ -176,7 +201,8 @@ def format_table(evaluation: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    evaluation = score(args.preds, args.gt, args.out, args.per_joint, args.metric, args.annotations, args.split)
+    evaluation = score(args.preds, args.gt, args.out, args.per_joint, args.metric, args.annotations, args.split,
+                       args.oks_sigmas)
     print(f"{args.preds}: {evaluation['num_samples']} samples against {args.gt}")
     print(format_table(evaluation))
     return 0

@@ -8,6 +8,7 @@ calls these; loading and validating the config is `pose_pipeline.config`.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from pose_pipeline.config import experiment_settings
@@ -58,8 +59,16 @@ def converter_settings(config: dict, name: str) -> dict:
     """The convert rule's parameters for a dataset (a change reruns conversion)."""
     ds = config["datasets"][name]
     settings = {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
-    settings["extra"] = f"--min-keypoints {ds['min_keypoints']}" if ds.get("min_keypoints") else ""
+    extra = [f"--min-keypoints {ds['min_keypoints']}"] if ds.get("min_keypoints") else []
+    extra += [f"--flip-pair {shlex.quote(left)} {shlex.quote(right)}" for left, right in ds.get("flip_pairs", [])]
+    settings["extra"] = " ".join(extra)
     return settings
+
+
+def oks_sigmas_option(config: dict, name: str) -> str:
+    """The score rule's `--oks-sigmas` for a COCO-format dataset (empty: pycocotools' own)."""
+    sigmas = config["datasets"][name].get("oks_sigmas")
+    return f"--oks-sigmas {','.join(repr(float(s)) for s in sigmas)}" if sigmas else ""
 
 
 def check_dataset_files(config: dict, name: str) -> None:

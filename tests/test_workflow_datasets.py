@@ -86,3 +86,61 @@ def check_flic(tmp_path) -> None:
     assert list(flic[0]) == ["metric", "Head", "Shoulder", "Elbow", "Wrist", "Hip", "Mean", "Mean(weighted)"]
     assert flic[0]["Mean"] == mean_cell(tmp_path / "results/predict/flic_tiny/preds.mat",
                                         tmp_path / "results/stores/flic/val.zarr", "pck")
+
+
+def test_custom_coco_skeleton_runs_end_to_end(shared_data, tmp_path):
+    """A COCO-format file with its own 9 keypoints and skeleton (made from the real COCO
+    sample): converted with that set, trained, predicted, scored with OKS AP at the config's
+    sigmas, the skeleton drawn."""
+    import json
+
+    import numpy as np
+    import torch
+    from conftest import CUSTOM_KEYPOINTS, CUSTOM_SIGMAS, CUSTOM_SKELETON, write_custom_coco
+    from pycocotools.coco import COCO as CocoApi
+    from pycocotools.cocoeval import COCOeval
+
+    custom = tmp_path / "upper_body.json"
+    write_custom_coco(shared_data, custom)
+    config = tiny_config(shared_data)
+    config["default_experiments"] = ["custom_tiny"]
+    config["datasets"] = {"custom": {
+        "format": "coco", "annotations": str(custom), "images": str(shared_data / "coco_sample" / "images"),
+        "val_annotations": str(custom), "canvas_size": 96, "shard_size": 8, "oks_sigmas": CUSTOM_SIGMAS,
+        "flip_pairs": [["left_shoulder", "right_shoulder"], ["left_elbow", "right_elbow"],
+                       ["left_wrist", "right_wrist"], ["left_hip", "right_hip"]]}}
+    config["experiments"] = {"custom_tiny": {**config["experiments"]["coco_tiny"], "dataset": "custom"}}
+    write_config(tmp_path, config)
+    snakemake(tmp_path)
+
+    names = list(CUSTOM_KEYPOINTS)
+    store = open_store(tmp_path / "results/stores/custom/val.zarr")
+    assert store.joint_set.name == "upper_body" and list(store.joint_set.joints) == names
+    assert store.joint_set.edges == tuple((a - 1, b - 1) for a, b in CUSTOM_SKELETON)
+    assert store.attrs["converter"]["coco"]["flip_pairs"] == "config"
+    model = torch.load(tmp_path / "results/train/custom_tiny/model.pt", weights_only=False)
+    assert model["joint_set"]["joints"] == names and model["model_config"]["joints"] == 9
+    log = rows(tmp_path / "results/train/custom_tiny/log.csv")
+    assert log[-1]["val_metric"] == "PCK@0.2" and log[-1]["val_score"] != ""
+
+    # the AP of the table is COCOeval's with the config's sigmas on this run's predictions
+    table = rows(tmp_path / "results/pckh/custom_tiny.csv")
+    assert [r["metric"] for r in table][:3] == ["AP", "AP50", "AP75"]
+    predicted = rows(tmp_path / "results/predict/custom_tiny/preds.csv")
+    ids = np.asarray(store.source_index)
+    results = []
+    for sample, (image_id, _) in enumerate(ids):
+        points = [r for r in predicted if int(r["index"]) == sample]
+        points.sort(key=lambda r: names.index(r["joint"]))
+        results.append({"image_id": int(image_id), "category_id": 1,
+                        "score": float(np.mean([float(r["score"]) for r in points])),
+                        "keypoints": [v for r in points for v in (float(r["x"]), float(r["y"]), 2.0)]})
+    ground_truth = CocoApi(str(custom))
+    evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="keypoints")
+    evaluator.params.kpt_oks_sigmas = np.array(CUSTOM_SIGMAS)
+    evaluator.params.imgIds = sorted(set(ids[:, 0].tolist()))
+    evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
+    assert float(table[0]["value"]) == pytest.approx(100 * evaluator.stats[0], abs=0.005)
+    assert json.loads((tmp_path / "results/pckh/custom_tiny.json").read_text())["oks_sigmas"] == CUSTOM_SIGMAS
+    for plot in ("curves", "pckh", "joints", "skeletons", "examples"):
+        assert (tmp_path / f"results/plots/custom_tiny/{plot}.png").stat().st_size > 0

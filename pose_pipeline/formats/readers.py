@@ -112,7 +112,8 @@ def read_lsp(annotations: Path, split: str, val_split: Path | None, options: dic
 
 
 def read_coco(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
-    """COCO person_keypoints JSON: one sample per person (see pose_pipeline.formats.coco)."""
+    """COCO-format keypoint JSON: one sample per person, COCO's 17 joints or the file's own
+    (options `flip_pairs` by name for the latter; see pose_pipeline.formats.coco)."""
     from pose_pipeline.formats import coco
 
     if val_split is not None:
@@ -120,10 +121,12 @@ def read_coco(annotations: Path, split: str, val_split: Path | None, options: di
     options = options or {}
     min_keypoints = options.get("min_keypoints")
     min_keypoints = coco.DEFAULT_MIN_KEYPOINTS if min_keypoints is None else int(min_keypoints)
-    people = coco.read_annotations(annotations, min_keypoints)
+    flip_pairs = options.get("flip_pairs")
+    people = coco.read_annotations(annotations, min_keypoints, flip_pairs)
     center, scale = coco.person_boxes(people.bbox)
+    own = {} if people.joints is COCO else {"flip_pairs": "config" if flip_pairs is not None else "names"}
     return Samples(
-        joints=COCO, pixel_origin=coco.PIXEL_ORIGIN, image_names=list(people.image_names),
+        joints=people.joints, pixel_origin=coco.PIXEL_ORIGIN, image_names=list(people.image_names),
         keypoints=people.keypoints, visible=people.visible, center=center, scale=scale,
         head_size=np.full(len(people), np.nan),
         source_index=np.stack([people.image_id, people.annotation_id], axis=1),
@@ -131,7 +134,7 @@ def read_coco(annotations: Path, split: str, val_split: Path | None, options: di
         parameters={"min_keypoints": min_keypoints, "bbox_padding": coco.BBOX_PADDING,
                     "skipped_crowd": people.skipped["crowd"],
                     "skipped_few_keypoints": people.skipped["few_keypoints"],
-                    "skipped_other_category": people.skipped["other_category"]},
+                    "skipped_other_category": people.skipped["other_category"], **own},
     )
 
 

@@ -7,13 +7,14 @@ rule score:
         per_joint="results/pckh/{experiment}.json",
     params:
         annotations=lambda wc, input: f"--annotations {input.annotations}" if "annotations" in input.keys() else "",
+        oks_sigmas=lambda wc: ppc.oks_sigmas_option(config, dataset_of(wc)),
     log:
         "results/logs/score/{experiment}.log",
     benchmark:
         "results/benchmarks/score/{experiment}.tsv"
     shell:
         "pose-pipeline score --preds {input.preds} --gt {input.gt} --out {output.table}"
-        " --per-joint {output.per_joint} {params.annotations} > {log} 2>&1"
+        " --per-joint {output.per_joint} {params.annotations} {params.oks_sigmas} > {log} 2>&1"
 
 
 rule score_reference:
