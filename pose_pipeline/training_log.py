@@ -7,7 +7,8 @@ One row per epoch, written by `train` (rank 0) and read by `plots` and `summary`
   train_loss     mean heatmap loss of the epoch's batches
   val_loss       heatmap loss on the validation store (empty without validation)
   val_score      the dataset's validation metric, named in val_metric (empty without validation)
-  val_metric     PCKh@0.5 (MPII), PCK@0.2 (LSP, COCO: by torso size)
+  val_metric     PCKh@0.5 (MPII), PCK@0.2 (LSP, FLIC, COCO: by torso size), PCK@0.2 box (a custom
+                 set without shoulders and hips: by the annotated joints' box)
   lr             learning rate after the epoch's schedule step (the next epoch's)
   images_per_s   training throughput over all ranks
   elapsed_s      training seconds so far, resumed sessions included

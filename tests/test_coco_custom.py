@@ -288,3 +288,17 @@ def test_skeleton_plot_draws_the_files_skeleton(custom_store, tmp_path):
     for panel in panels:
         assert [line["colour"] for line in panel["lines"]] == expected
         assert "box sizes" not in panel["title"] and "torso sizes" in panel["title"]
+
+
+def test_the_commented_custom_example_of_config_yaml_validates():
+    import yaml
+    from conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "config" / "config.yaml").read_text()
+    block = text[text.index("  # macaque:"):text.index("\nexperiments:")].splitlines()
+    uncommented = yaml.safe_load("\n".join(line[4:] for line in block if line.startswith("  # ")
+                                           and (line.startswith("  #   ") or line.endswith("macaque:"))))
+    dataset = uncommented["macaque"]
+    assert dataset["format"] == "coco" and dataset["oks_sigmas"] and dataset["flip_pairs"]
+    validate_config({"datasets": uncommented,
+                     "experiments": {"e": {"dataset": "macaque", "model": {"arch": "hourglass"}}}})
