@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pose_pipeline.joints import COCO
+from pose_pipeline.joints import COCO, JointSet
 from pose_pipeline.metrics import check_keypoints
 
 OKS_SIGMAS_KEY = "oks_sigmas"  # the dataset's config key (score --oks-sigmas)
@@ -39,8 +39,8 @@ def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, sigmas
     from pycocotools.coco import COCO as CocoApi  # not joints.COCO, the joint set
     from pycocotools.cocoeval import COCOeval
 
-    preds = check_keypoints(preds, "predictions")
-    sigmas = check_sigmas(sigmas, preds.shape[1])
+    sigmas = None if sigmas is None else np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    preds = check_keypoints(preds, "predictions", num_joints=COCO.num_joints if sigmas is None else len(sigmas))
     image_ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
     if image_ids.shape != (len(preds),):
         raise ValueError(f"{len(image_ids)} image ids for {len(preds)} predicted people")
@@ -86,17 +86,20 @@ def _ap_at(precision) -> float | None:
     return None if p.size == 0 else 100.0 * float(p.mean())
 
 
-def check_sigmas(sigmas, num_joints: int):
-    """(J,) float64 positive OKS sigmas, or None (COCOeval's own, for COCO's 17); ValueError
-    naming the key when their number is not `num_joints` or a value is not positive."""
+def check_sigmas(sigmas, joints: JointSet):
+    """(J,) float64 positive OKS sigmas of `joints`, or None for COCO's 17 without sigmas
+    (COCOeval's own); ValueError naming the key when a set of its own has none, their number
+    is not the joint count or a value is not positive."""
     if sigmas is None:
-        if num_joints != COCO.num_joints:
-            raise ValueError(f"OKS for {num_joints} joints, not COCO's {COCO.num_joints}, needs their sigmas: set "
-                             f"`{OKS_SIGMAS_KEY}` (one per joint) in the dataset's config (score --oks-sigmas)")
+        if joints != COCO:
+            raise ValueError(f"OKS AP for a joint set of its own needs one sigma per joint (COCOeval's are for "
+                             f"COCO's 17 keypoints): set `{OKS_SIGMAS_KEY}` in the dataset's config "
+                             "(score --oks-sigmas)")
         return None
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    if len(sigmas) != num_joints:
-        raise ValueError(f"`{OKS_SIGMAS_KEY}` has {len(sigmas)} values for {num_joints} joints (one sigma per joint)")
+    if len(sigmas) != joints.num_joints:
+        raise ValueError(f"`{OKS_SIGMAS_KEY}` has {len(sigmas)} values for {joints.num_joints} joints "
+                         "(one sigma per joint, in the file's keypoint order)")
     if not (np.isfinite(sigmas) & (sigmas > 0)).all():
         raise ValueError(f"`{OKS_SIGMAS_KEY}` holds values that are not positive numbers: {sigmas.tolist()}")
     return sigmas

@@ -93,7 +93,7 @@ def _evaluate_oks(preds_path, gt_path, annotations, oks_sigmas=None) -> dict:
     gt_path = Path(gt_path)
     annotations, ids, joints = _coco_people(gt_path, annotations)
     try:
-        sigmas = check_sigmas(oks_sigmas, joints.num_joints)
+        sigmas = check_sigmas(oks_sigmas, joints)
     except ValueError as exc:
         raise UserError(f"{gt_path} (joint set {joints.name}, {joints.num_joints} joints): {exc}") from None
     preds = read_predictions(preds_path, joints=joints)

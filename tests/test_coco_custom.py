@@ -210,7 +210,8 @@ def test_oks_ap_uses_the_dataset_sigmas(custom_json, custom_store, tmp_path):
 
 
 @pytest.mark.parametrize("sigmas, message", [
-    (None, "OKS for 9 joints, not COCO's 17, needs their sigmas: set `oks_sigmas`"),
+    (None, "OKS AP for a joint set of its own needs one sigma per joint (COCOeval's are for COCO's 17 "
+           "keypoints): set `oks_sigmas`"),
     (CUSTOM_SIGMAS[:5], "`oks_sigmas` has 5 values for 9 joints"),
     (CUSTOM_SIGMAS[:8] + [0.0], "`oks_sigmas` holds values that are not positive"),
 ])
@@ -220,6 +221,32 @@ def test_sigmas_missing_or_of_the_wrong_length_name_the_key(custom_json, custom_
         score(preds, custom_store, tmp_path / "s.csv", annotations=custom_json, oks_sigmas=sigmas)
     assert str(custom_store) in str(err.value) and "joint set upper_body, 9 joints" in str(err.value)
     assert message in str(err.value)
+
+
+def test_a_set_of_its_own_with_17_joints_still_needs_sigmas():
+    from pose_pipeline.oks import check_sigmas
+
+    renamed = JointSet("paw17", tuple(f"p{k}" for k in range(17)), (), ())
+    with pytest.raises(ValueError, match="set `oks_sigmas`"):
+        check_sigmas(None, renamed)
+    assert check_sigmas(None, COCO) is None and check_sigmas([0.1] * 17, renamed).tolist() == [0.1] * 17
+
+
+def test_standard_coco_takes_the_config_sigmas_too(shared_data, tmp_path):
+    pytest.importorskip("pycocotools")
+    from pycocotools.cocoeval import Params
+
+    path = shared_data / "coco_sample" / "person_keypoints_sample.json"
+    people = coco.read_annotations(path)
+    preds = people.keypoints.copy()
+    preds[:, COCO.index("nose")] += (12.0, 0.0)
+    csv_path = tmp_path / "p.csv"
+    write_predictions_csv(csv_path, preds, people.image_names, COCO, np.ones(preds.shape[:2]))
+    default = score(csv_path, path, tmp_path / "d.csv")["table"]["AP"]["value"]
+    coco_sigmas = Params(iouType="keypoints").kpt_oks_sigmas.tolist()
+    same = score(csv_path, path, tmp_path / "s.csv", oks_sigmas=coco_sigmas)["table"]["AP"]["value"]
+    loose = score(csv_path, path, tmp_path / "l.csv", oks_sigmas=[5.0] + coco_sigmas[1:])["table"]["AP"]["value"]
+    assert same == pytest.approx(default) and default < 95.0 and loose == pytest.approx(100.0)
 
 
 def test_score_cli_reads_sigmas(custom_json, custom_store, tmp_path, capsys):
