@@ -119,7 +119,8 @@ def test_convert_cli_takes_flip_pairs(shared_data, custom_json, tmp_path):
     (lambda d: d["annotations"][3].update(keypoints=d["annotations"][3]["keypoints"] + [1, 2, 2]),
      "`keypoints` has 30 numbers; expected 27 ([x, y, v] x 9"),
     (lambda d: d["categories"][0].update(skeleton=[[1, 2], [0, 3]]), "skeleton[1] = [0, 3]"),
-    (lambda d: d["categories"][0].update(skeleton=[[1, 2], [9, 10]]), "from 1 to 9 (COCO skeleton indices are 1-based)"),
+    (lambda d: d["categories"][0].update(skeleton=[[1, 2], [9, 10]]),
+     "from 1 to 9 (COCO skeleton indices are 1-based)"),
     (lambda d: d["categories"][0].update(keypoints=NAMES[:-1] + ["head"]), "keypoint names repeat: ['head']"),
     (lambda d: d["categories"].append({**d["categories"][0], "id": 2, "keypoints": NAMES[::-1]}),
      "must share one list"),
@@ -329,3 +330,15 @@ def test_the_commented_custom_example_of_config_yaml_validates():
     assert dataset["format"] == "coco" and dataset["oks_sigmas"] and dataset["flip_pairs"]
     validate_config({"datasets": uncommented,
                      "experiments": {"e": {"dataset": "macaque", "model": {"arch": "hourglass"}}}})
+
+
+def test_the_rules_pass_flip_pairs_to_convert_and_sigmas_to_score():
+    import shlex
+
+    from pose_pipeline import workflow_config as ppc
+
+    config = validate_config(_config(oks_sigmas=[0.026, 0.5], flip_pairs=[["left paw", "right_paw"]]))
+    extra = ppc.converter_settings(config, "d")["extra"]
+    assert shlex.split(extra) == ["--flip-pair", "left paw", "right_paw"]
+    assert ppc.oks_sigmas_option(config, "d") == "--oks-sigmas 0.026,0.5"
+    assert ppc.oks_sigmas_option(validate_config(_config()), "d") == ""
