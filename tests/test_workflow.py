@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
+import scipy.io
 import yaml
 from conftest import OUTPUTS, REFERENCE, REPO_ROOT, TINY, mean_cell, snakemake, write_config
 
+from pose_pipeline.models import read_checkpoint
 from pose_pipeline.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -70,6 +76,23 @@ def test_whole_dag_builds_every_output(finished_run):
 
 def test_second_run_has_nothing_to_do(finished_run):
     assert planned_jobs(snakemake(finished_run, "--dry-run")) == {}
+
+
+def test_mpii_submission_target_builds_from_the_test_people(finished_run):
+    target = "results/submission/tiny/pred_keypoints_mpii.mat"
+    jobs = planned_jobs(snakemake(finished_run, "--dry-run", target))
+    assert jobs == {"convert": 1, "predict_test": 1, "mpii_submission": 1}  # the trained model is reused
+    snakemake(finished_run, target)
+    store = open_store(finished_run / "results/stores/demo/test.zarr")
+    assert store.attrs["split"] == "test" and len(store) == TINY["datasets"]["demo"]["synthetic"]["test"]
+    preds = scipy.io.loadmat(finished_run / "results/predict/tiny/test/preds.mat")["preds"]
+    pred = scipy.io.loadmat(finished_run / target, squeeze_me=True, struct_as_record=False)["pred"]
+    assert [entry.image.name for entry in pred] == list(store.image_name)  # one test person per demo image
+    for entry, person in zip(pred, preds):
+        points = entry.annorect.annopoints.point
+        assert [p.id for p in points] == list(range(16))
+        np.testing.assert_allclose([[p.x, p.y] for p in points], person)
+    assert planned_jobs(snakemake(finished_run, "--dry-run", target)) == {}
 
 
 def _config_with(**changes) -> dict:
