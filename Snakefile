@@ -40,6 +40,7 @@ localrules:
     all,
     score,
     score_reference,
+    mpii_submission,
     plot,
     examples,
     compare,

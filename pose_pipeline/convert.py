@@ -93,7 +93,9 @@ def joint_extents(samples: Samples) -> np.ndarray:
 MAX_COORDINATE = 1e6  # pixels: no photograph is this large; float32 holds it exactly enough
 
 
-def annotation_problems(samples: Samples) -> list[str]:
+def annotation_problems(samples: Samples, joints_required: bool = True) -> list[str]:
+    """One reason per sample ('' where fine); `joints_required` False for people whose joints are
+    not given (MPII's test people)."""
     problems = []
     for i in range(len(samples)):
         problem = samples.problems[i] or check_image_name(samples.image_names[i])
@@ -106,7 +108,7 @@ def annotation_problems(samples: Samples) -> list[str]:
                 problem = f"coordinate {np.abs(coordinates).max():.3g} is beyond {MAX_COORDINATE:.0e} pixels"
             elif not np.isfinite(samples.scale[i]) or samples.scale[i] <= 0:
                 problem = f"scale {samples.scale[i]} is not positive"
-            elif not vis.any():
+            elif joints_required and not vis.any():
                 problem = "no annotated joints"
         problems.append(problem)
     return problems
@@ -150,13 +152,16 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
     for option, value in (("--min-keypoints", min_keypoints), ("--flip-pair", flip_pairs)):
         if value is not None and fmt != "coco":
             raise UserError(f"{option} is a COCO option; format {fmt!r} does not take it")
+    if split == "test" and fmt != "mpii":
+        raise UserError(f"--split test is MPII's test set (the release's img_train == 0 people); format {fmt!r} "
+                        "has train, val or all")
     samples = READERS[fmt](annotations, split, val_split,
                            {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs})
     if len(samples) == 0:
         raise UserError(f"{annotations}: no annotated people in split {split!r}")
 
     reject = _Rejections(annotations, samples, on_bad_sample)
-    for i, problem in enumerate(annotation_problems(samples)):
+    for i, problem in enumerate(annotation_problems(samples, joints_required=split != "test")):
         if problem:
             reject(i, problem)
     keep = np.array(sorted(set(range(len(samples))) - {b[0] for b in reject.bad}), dtype=np.int64)
@@ -293,10 +298,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "COCO keypoint .json)")
     p.add_argument("--images", required=True, help="folder of the original images")
     p.add_argument("--out", required=True, help="output store (a .zarr folder): new, empty, or an earlier store (replaced)")
-    p.add_argument("--split", choices=["train", "val", "all"], default="train",
-                   help="mpii: by is_train or --val-split; lsp: 2,000 images -> first 1,000 train, last "
-                        "1,000 val, 10,000 (extended) -> all train, other sizes -> only all; flic: istrain / "
-                        "istest; coco: the "
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default="train",
+                   help="mpii: by is_train or --val-split, test = the single persons of the release's test "
+                        "images (img_train 0; objpos and scale, no joints: for `mpii-submission`); lsp: 2,000 "
+                        "images -> first 1,000 train, last 1,000 val, 10,000 (extended) -> all train, other sizes "
+                        "-> only all; flic: istrain / istest; coco: the "
                         "file is the split (recorded only)")
     p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
     p.add_argument("--min-keypoints", type=int, default=None,

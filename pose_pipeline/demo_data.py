@@ -19,14 +19,17 @@ Output (under `out_dir`, built in a temporary sibling folder and renamed into pl
   images/NNNNNN.jpg  the images
   val_split.mat      RELEASE_img_index / RELEASE_person_index of the validation people,
                      as MPII's detections.mat names Tompson et al.'s validation split
+  test people        `test` images with `img_train` 0 whose person has only `objpos` and
+                     `scale`, as MPII's test set (what `convert --split test` reads and
+                     `mpii-submission` answers); their joints are drawn but not written
   pose-pipeline-demo-data.json   the generator's settings; marks the folder as demo data,
                      the only kind of existing folder `demo-data --out` replaces
 
-The defaults (seed, train and val counts, image size) are the config schema's
+The defaults (seed, train, val and test counts, image size) are the config schema's
 (`datasets.*.synthetic`), read once into `DEFAULTS` for `generate()` and the command line.
 
 Every image is drawn from its own seed, (seed, split, index), so the output is the same for
-a given seed whatever the counts, and validation figures are separate random draws.
+a given seed whatever the counts, and validation and test figures are separate random draws.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ log = logging.getLogger(__name__)
 
 J = {name: i for i, name in enumerate(MPII.joints)}
 JPEG_QUALITY = 90
-DEFAULTS = schema_defaults("dataset", "synthetic")  # seed, train, val, image_size
+DEFAULTS = schema_defaults("dataset", "synthetic")  # seed, train, val, test, image_size
 
 # Segment lengths as fractions of the figure's height (ankle to head top, standing).
 SPINE, NECK, HEAD = 0.30, 0.05, 0.13
@@ -286,7 +289,8 @@ def is_demo_data(path: Path) -> bool:
 
 
 def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train"],
-             val: int = DEFAULTS["val"], image_size: int = DEFAULTS["image_size"], progress: bool = True) -> dict:
+             val: int = DEFAULTS["val"], image_size: int = DEFAULTS["image_size"], progress: bool = True,
+             test: int = DEFAULTS["test"]) -> dict:
     """Write the dataset to `out_dir` (replacing an earlier demo-data folder there, never anything
     else); returns a summary."""
     import cv2
@@ -294,15 +298,18 @@ def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train
 
     if train < 1 or val < 1:
         raise UserError(f"demo data needs at least one training and one validation image (got {train}, {val})")
+    if test < 0:
+        raise UserError(f"demo data: --test {test} must be 0 or more")
     if image_size < 64:
         raise UserError(f"demo image size {image_size} is too small (at least 64)")
     out = Path(out_dir)
-    n = train + val
+    n = train + val + test
     with atomic_folder(out, is_demo_data, "a demo-data folder") as tmp:
         (tmp / "images").mkdir()
         names, keypoints, visible, head_boxes, scales, objpos = [], [], [], [], [], []
         for i in tqdm(range(n), desc="demo data", unit="img", disable=not progress, mininterval=2):
-            split, index = (0, i) if i < train else (1, i - train)
+            split = 0 if i < train else 1 if i < train + val else 2  # train, val, test
+            index = i - (0, train, train + val)[split]
             rng = np.random.default_rng([seed, split, index])
             image, kp, vis, box, scale, pos = make_person(rng, image_size)
             name = f"{i:06d}.jpg"
@@ -318,13 +325,14 @@ def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train
             scales.append(scale)
             objpos.append(pos)
         release = release_mat_bytes(names, np.array(keypoints), np.array(visible), np.array(head_boxes),
-                                    np.array(scales), np.array(objpos), np.ones(n))
+                                    np.array(scales), np.array(objpos),
+                                    np.arange(n) < train + val)  # img_train: 0 for the test images
         (tmp / "mpii_release.mat").write_bytes(release)
-        val_images = np.arange(train, n)
+        val_images = np.arange(train, train + val)
         (tmp / "val_split.mat").write_bytes(split_mat_bytes(val_images, np.zeros(val, np.int64)))
-        (tmp / MARKER).write_text(json.dumps({"seed": seed, "train": train, "val": val,
+        (tmp / MARKER).write_text(json.dumps({"seed": seed, "train": train, "val": val, "test": test,
                                               "image_size": image_size, "package_version": __version__}) + "\n")
-    return {"train": train, "val": val, "images": n, "out": str(out)}
+    return {"train": train, "val": val, "test": test, "images": n, "out": str(out)}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -332,12 +340,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="(default %(default)s)")
     p.add_argument("--train", type=int, default=DEFAULTS["train"], help="training images (default %(default)s)")
     p.add_argument("--val", type=int, default=DEFAULTS["val"], help="validation images (default %(default)s)")
+    p.add_argument("--test", type=int, default=DEFAULTS["test"],
+                   help="test images: people with objpos and scale only, as MPII's test set (default %(default)s)")
     p.add_argument("--image-size", type=int, default=DEFAULTS["image_size"],
                    help="image side in pixels (default %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = generate(args.out, args.seed, args.train, args.val, args.image_size, args.progress)
-    print(f"{summary['out']}: {summary['train']} training and {summary['val']} validation images")
+    summary = generate(args.out, args.seed, args.train, args.val, args.image_size, args.progress, args.test)
+    print(f"{summary['out']}: {summary['train']} training, {summary['val']} validation and {summary['test']} test "
+          "images")
     return 0

@@ -17,6 +17,8 @@ from pose_pipeline.joints import MPII
 
 _POINT_DTYPE = [("x", "O"), ("y", "O"), ("id", "O"), ("is_visible", "O")]
 _RECT_DTYPE = [("x1", "O"), ("y1", "O"), ("x2", "O"), ("y2", "O"), ("annopoints", "O"), ("scale", "O"), ("objpos", "O")]
+# a test person of the release: its rough position and scale, no joints and no head box
+_TEST_RECT_DTYPE = [("scale", "O"), ("objpos", "O")]
 _ANNOLIST_DTYPE = [("image", "O"), ("annorect", "O"), ("frame_sec", "O"), ("vididx", "O")]
 _MAT_DESCRIPTION = b"MATLAB 5.0 MAT-file, written by pose-pipeline"
 
@@ -42,25 +44,28 @@ def release_mat_bytes(
     objpos: np.ndarray,
     img_train: np.ndarray,
 ) -> bytes:
-    """A `RELEASE` struct in the MPII layout, one annotated person per image.
+    """A `RELEASE` struct in the MPII layout, one person per image.
 
     Inputs are in the release's own conventions (1-based pixels, scale = height / 200,
-    raw objpos); every joint of `keypoints` (N,16,2) is written as annotated.
+    raw objpos). A training image (`img_train` 1) gets every joint of `keypoints` (N,16,2)
+    as annotated and its head box; a test image (`img_train` 0) only `objpos` and `scale`, as
+    the release's test people have them.
     """
     n = len(image_names)
     annolist = np.zeros((1, n), dtype=_ANNOLIST_DTYPE)
     for i in range(n):
-        points = np.zeros((1, MPII.num_joints), dtype=_POINT_DTYPE)
-        for k in range(MPII.num_joints):
-            points[0, k] = (float(keypoints[i, k, 0]), float(keypoints[i, k, 1]), float(k), float(is_visible[i, k]))
-        rect = np.zeros((1, 1), dtype=_RECT_DTYPE)
-        x1, y1, x2, y2 = (float(v) for v in head_box[i])
-        rect[0, 0] = (
-            x1, y1, x2, y2,
-            {"point": points},
-            float(scale_raw[i]),
-            {"x": float(objpos[i, 0]), "y": float(objpos[i, 1])},
-        )
+        position = {"x": float(objpos[i, 0]), "y": float(objpos[i, 1])}
+        if img_train[i]:
+            points = np.zeros((1, MPII.num_joints), dtype=_POINT_DTYPE)
+            for k in range(MPII.num_joints):
+                points[0, k] = (float(keypoints[i, k, 0]), float(keypoints[i, k, 1]), float(k),
+                                float(is_visible[i, k]))
+            rect = np.zeros((1, 1), dtype=_RECT_DTYPE)
+            x1, y1, x2, y2 = (float(v) for v in head_box[i])
+            rect[0, 0] = (x1, y1, x2, y2, {"point": points}, float(scale_raw[i]), position)
+        else:
+            rect = np.zeros((1, 1), dtype=_TEST_RECT_DTYPE)
+            rect[0, 0] = (float(scale_raw[i]), position)
         annolist[0, i] = ({"name": image_names[i]}, rect, np.zeros((0, 0)), np.zeros((0, 0)))
     # single_person{i}: 1-based rect indices of the sufficiently separated people (all here).
     single_person = np.empty((n, 1), dtype=object)

@@ -30,18 +30,23 @@ def dataset_sources(config: dict, name: str, split: str | None = None) -> dict:
     """Annotation, image and split paths of a dataset (generated ones for synthetic data).
 
     With `split="val"` and a `val_annotations` file, the validation split comes from that
-    file (and `val_images`) instead of the split file.
+    file (and `val_images`) instead of the split file. `split="test"` (MPII's test people) reads
+    the annotations and images alone.
     """
     ds = config["datasets"][name]
     if "synthetic" in ds:
-        return {k: v for k, v in synthetic_paths(name).items() if k != "root"}
-    if split == "val" and ds.get("val_annotations"):
+        sources = {k: v for k, v in synthetic_paths(name).items() if k != "root"}
+    elif split == "val" and ds.get("val_annotations"):
         return {"annotations": ds["val_annotations"], "images": ds.get("val_images") or ds["images"]}
-    return {key: ds[key] for key in ("annotations", "images", "val_split") if ds.get(key)}
+    else:
+        sources = {key: ds[key] for key in ("annotations", "images", "val_split") if ds.get(key)}
+    if split == "test":
+        sources.pop("val_split", None)
+    return sources
 
 
 def converter_split(config: dict, name: str, split: str) -> str:
-    """The converter's `--split` for the store of `split` ("train" or "val").
+    """The converter's `--split` for the store of `split` ("train", "val" or MPII's "test").
 
     With `val_annotations`, LSP, FLIC and COCO files are each taken whole ("all"): the split
     is the file (a 300-image LSP sample, say, has no train/val halves of its own). MPII keeps
@@ -50,7 +55,7 @@ def converter_split(config: dict, name: str, split: str) -> str:
     .h5 that would make validation the training data).
     """
     ds = config["datasets"][name]
-    if ds.get("val_annotations") and ds["format"] in ("lsp", "flic", "coco"):
+    if split != "test" and ds.get("val_annotations") and ds["format"] in ("lsp", "flic", "coco"):
         return "all"
     return split
 

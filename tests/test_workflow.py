@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
+import scipy.io
 import yaml
 from conftest import OUTPUTS, REFERENCE, REPO_ROOT, TINY, mean_cell, snakemake, write_config
 
+from pose_pipeline.models import read_checkpoint
 from pose_pipeline.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -70,6 +76,23 @@ def test_whole_dag_builds_every_output(finished_run):
 
 def test_second_run_has_nothing_to_do(finished_run):
     assert planned_jobs(snakemake(finished_run, "--dry-run")) == {}
+
+
+def test_mpii_submission_target_builds_from_the_test_people(finished_run):
+    target = "results/submission/tiny/pred_keypoints_mpii.mat"
+    jobs = planned_jobs(snakemake(finished_run, "--dry-run", target))
+    assert jobs == {"convert": 1, "predict_test": 1, "mpii_submission": 1}  # the trained model is reused
+    snakemake(finished_run, target)
+    store = open_store(finished_run / "results/stores/demo/test.zarr")
+    assert store.attrs["split"] == "test" and len(store) == TINY["datasets"]["demo"]["synthetic"]["test"]
+    preds = scipy.io.loadmat(finished_run / "results/predict/tiny/test/preds.mat")["preds"]
+    pred = scipy.io.loadmat(finished_run / target, squeeze_me=True, struct_as_record=False)["pred"]
+    assert [entry.image.name for entry in pred] == list(store.image_name)  # one test person per demo image
+    for entry, person in zip(pred, preds):
+        points = entry.annorect.annopoints.point
+        assert [p.id for p in points] == list(range(16))
+        np.testing.assert_allclose([[p.x, p.y] for p in points], person)
+    assert planned_jobs(snakemake(finished_run, "--dry-run", target)) == {}
 
 
 def _config_with(**changes) -> dict:
@@ -133,6 +156,45 @@ def test_report_builds_with_the_plots(finished_run):
                  "summary.csv"):
         assert plot in html, plot
     assert html.count("data:image/png;base64") >= 6 or html.count("image/png") >= 6
+
+
+@pytest.mark.parametrize("target", ["snakemake", "group"])
+def test_sigterm_during_training_loses_no_finished_output(tmp_path, target):
+    """Issue 17's "plain SIGTERM leaves finished outputs marked incomplete", tried while train
+    runs. SIGTERM to the snakemake process alone: it lets train finish, starts nothing more,
+    and the next run does only the later rules. SIGTERM to the whole group (as a terminal or a
+    batch system sends it): train is stopped and is the first job the next run plans. Either way
+    nothing finished is redone or marked incomplete (the dry run would refuse incomplete
+    files), and nothing half-written is left."""
+    write_config(tmp_path, _config_with(**{"experiments.tiny.training.epochs": 3}))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
+               "--directory", str(tmp_path), "--cores", "2"]
+    train_log, model = tmp_path / "results/logs/train/tiny.log", tmp_path / "results/train/tiny/model.pt"
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)  # a group of its own, with its jobs
+    try:
+        deadline = time.monotonic() + 600
+        while not (train_log.exists() and "epoch" in train_log.read_text()):  # training has begun
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
+            time.sleep(0.2)
+        assert not model.exists()
+        (os.kill if target == "snakemake" else os.killpg)(run.pid, signal.SIGTERM)
+        output = run.communicate(timeout=600)[0]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode != 0 and not list((tmp_path / "results").rglob("*.partial*")), output[-3000:]
+    marked_incomplete = [p for p in (tmp_path / ".snakemake/incomplete").rglob("*") if p.is_file()]
+    assert not marked_incomplete, output[-3000:]
+    jobs = planned_jobs(snakemake(tmp_path, "--dry-run"))
+    assert not {"demo_data", "convert"} & set(jobs) and {"predict", "score"} <= set(jobs)
+    if target == "snakemake":
+        assert "Will exit after finishing currently running jobs" in output
+        assert read_checkpoint(model)["epoch"] == 3  # the whole run, not a part of it
+        assert "train" not in jobs
+    else:
+        assert not model.exists() and "train" in jobs
 
 
 def test_misspelt_config_key_stops_the_dag_with_one_message(tmp_path):

@@ -206,17 +206,15 @@ class _ReleaseRows:
         self.parse_problems.append(problems)
 
     def build(self) -> MPIIPeople:
-        objpos = np.array(self.objpos, dtype=np.float64)
-        scale_raw = np.array(self.scale_raw, dtype=np.float64)
-        center = objpos.copy()
-        center[:, 1] += HOURGLASS_CENTER_SHIFT * scale_raw
+        center, scale = hourglass_box(np.array(self.objpos, dtype=np.float64),
+                                      np.array(self.scale_raw, dtype=np.float64))
         head_box = np.array(self.head_box, dtype=np.float64)
         people = MPIIPeople(
             image_names=self.image_names,
             image_index=np.array(self.image_index, dtype=np.int64),
             person_index=np.array(self.person_index, dtype=np.int64),
             center=center,
-            scale=HOURGLASS_SCALE_FACTOR * scale_raw,
+            scale=scale,
             keypoints=np.stack(self.keypoints),
             annotated=np.stack(self.annotated),
             is_visible=np.stack(self.is_visible),
@@ -226,6 +224,13 @@ class _ReleaseRows:
         )
         people.problems = find_problems(people, self.parse_problems, head_box_known=True)
         return people
+
+
+def hourglass_box(objpos: np.ndarray, scale_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The release's (N,2) objpos and (N,) scale -> (center, scale) in the hourglass convention."""
+    center = np.array(objpos, dtype=np.float64)
+    center[:, 1] += HOURGLASS_CENTER_SHIFT * scale_raw
+    return center, HOURGLASS_SCALE_FACTOR * np.asarray(scale_raw, dtype=np.float64)
 
 
 def head_size_from_box(head_box: np.ndarray) -> np.ndarray:

@@ -59,11 +59,17 @@ def _split_hourglass_h5(people, annotations: Path, split: str, val_split: Path):
 
 
 def read_mpii(annotations: Path, split: str, val_split: Path | None, options: dict | None = None) -> Samples:
-    """MPII release .mat (train/val through the split file) or hourglass .h5 (taken whole, or
-    split by the split file when one is given)."""
-    from pose_pipeline.formats import mpii
+    """MPII release .mat (train/val through the split file; test: the single persons of the test
+    images, without joints) or hourglass .h5 (taken whole, or split by the split file when one
+    is given)."""
+    from pose_pipeline.formats import mpii, mpii_test
 
-    if annotations.suffix in (".h5", ".hdf5"):
+    if split == "test":
+        if annotations.suffix in (".h5", ".hdf5"):
+            raise UserError(f"{annotations}: --split test reads the MPII release .mat (its img_train == 0 images "
+                            "and single_person), not an hourglass .h5")
+        people = mpii_test.read_test_people(annotations)  # the split file names validation people: unused
+    elif annotations.suffix in (".h5", ".hdf5"):
         people = mpii.read_hourglass_h5(annotations, is_train=split == "train")
         if val_split is not None and split != "all":
             people = _split_hourglass_h5(people, annotations, split, val_split)

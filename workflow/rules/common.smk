@@ -17,7 +17,7 @@ wildcard_constraints:
     dataset=_alternatives(list(config["datasets"])),
     synthetic=_alternatives(SYNTHETIC),
     experiment=_alternatives(list(config["experiments"])),
-    split="train|val",
+    split="train|val|test",
 
 
 def dataset_of(wildcards):

@@ -13,5 +13,5 @@ rule demo_data:
         "results/benchmarks/demo_data/{synthetic}.tsv"
     shell:
         "pose-pipeline demo-data --out {params.out} --seed {params.synthetic[seed]}"
-        " --train {params.synthetic[train]} --val {params.synthetic[val]}"
+        " --train {params.synthetic[train]} --val {params.synthetic[val]} --test {params.synthetic[test]}"
         " --image-size {params.synthetic[image_size]} > {log} 2>&1"

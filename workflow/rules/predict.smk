@@ -24,3 +24,33 @@ rule predict:
         " --out-mat {output.mat} --out-csv {output.csv} --input-size {params.input_size}"
         " --batch-size {params.evaluation[batch_size]} --blur-sigma {params.evaluation[blur_sigma]}"
         " {params.flip} --device {params.device} > {log} 2>&1"
+
+
+use rule predict as predict_test with:
+    input:
+        model="results/train/{experiment}/model.pt",
+        store=lambda wc: store_path(dataset_of(wc), "test"),
+    output:
+        mat="results/predict/{experiment}/test/preds.mat",
+        csv="results/predict/{experiment}/test/preds.csv",
+    log:
+        "results/logs/predict/{experiment}_test.log",
+    benchmark:
+        "results/benchmarks/predict/{experiment}_test.tsv"
+
+
+rule mpii_submission:
+    """MPII test-set submission: the release's test annolist with each single person's predicted joints."""
+    input:
+        release=lambda wc: ppc.dataset_sources(config, dataset_of(wc), "test")["annotations"],
+        store=lambda wc: store_path(dataset_of(wc), "test"),
+        preds="results/predict/{experiment}/test/preds.csv",
+    output:
+        "results/submission/{experiment}/pred_keypoints_mpii.mat",
+    log:
+        "results/logs/mpii_submission/{experiment}.log",
+    benchmark:
+        "results/benchmarks/mpii_submission/{experiment}.tsv"
+    shell:
+        "pose-pipeline mpii-submission --release {input.release} --store {input.store} --preds {input.preds}"
+        " --out {output} > {log} 2>&1"
