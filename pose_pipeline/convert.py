@@ -299,11 +299,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-keypoints", type=int, default=None,
                    help=f"coco only: leave out people with fewer labelled keypoints (default {DEFAULT_MIN_KEYPOINTS})")
     p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"],
-                   help="side of the stored crops (default %(default)s)")
+                   help="side of the stored crops")
     p.add_argument("--context", type=float, default=DEFAULTS["context"],
-                   help="crop = person box x context (default %(default)s)")
+                   help="crop = person box x context")
     p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"],
-                   help="samples per shard file (default %(default)s)")
+                   help="samples per shard file")
     p.add_argument("--on-bad-sample", choices=["error", "skip"], default=DEFAULTS["on_bad_sample"],
                    help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
                         "or is left out and listed in OUT.bad_samples.csv (skip)")

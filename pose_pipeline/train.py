@@ -299,8 +299,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", default="1", type=_nproc,
                    help="data-parallel processes on this node (DDP through torch's elastic launcher: one per "
                         "GPU, NCCL; gloo on CPU); batch_size is per process. 'auto': one per GPU of the job "
-                        "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES). Default 1: a plain process")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+                        "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES); 1: a plain process")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar per epoch")
 
 
 def _positive(value: str) -> int:
