@@ -36,11 +36,16 @@ def planned_jobs(dry_run_output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def first_run(tmp_path_factory):
+    """(the folder, what Snakemake printed) of the whole tiny DAG run once."""
     workdir = tmp_path_factory.mktemp("workflow")
     write_config(workdir, TINY)
-    snakemake(workdir)
-    return workdir
+    return workdir, snakemake(workdir)
+
+
+@pytest.fixture(scope="module")
+def finished_run(first_run):
+    return first_run[0]
 
 
 def test_whole_dag_builds_every_output(finished_run):
@@ -66,6 +71,19 @@ def test_whole_dag_builds_every_output(finished_run):
     for rule in ("demo_data", "convert", "train", "predict", "score", "plot", "examples", "compare", "summary"):
         assert list((finished_run / "results/benchmarks" / rule).glob("*.tsv")), rule
         assert list((finished_run / "results/logs" / rule).glob("*.log")), rule
+
+
+def test_each_long_job_says_how_to_follow_its_log(first_run):
+    workdir, output = first_run
+    for job, log in [("demo_data (synthetic=demo)", "demo_data/demo"), ("convert (dataset=demo,split=train)",
+                     "convert/demo_train"), ("convert (dataset=demo,split=val)", "convert/demo_val"),
+                     ("train (experiment=tiny)", "train/tiny"), ("predict (experiment=tiny)", "predict/tiny")]:
+        assert re.search(rf"^Job \d+: {re.escape(job)}: follow its log with: tail -f results/logs/{log}.log$",
+                         output, re.MULTILINE), (job, output[-3000:])
+        assert (workdir / f"results/logs/{log}.log").stat().st_size > 0
+    # what the README promises the train log shows: a line per epoch with the time left
+    assert re.search(r"epoch 1/1: train loss .* images/s, \d+:\d\d:\d\d elapsed, 0:00:00 left$",
+                     (workdir / "results/logs/train/tiny.log").read_text(), re.MULTILINE)
 
 
 def test_second_run_has_nothing_to_do(finished_run):
