@@ -40,7 +40,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         help_text = action.help or ""
-        shown = action.default not in (None, False, argparse.SUPPRESS) and not action.required
+        # a flag (no value) is off unless given; 0 is a default worth showing (`not in` would hide it)
+        shown = action.nargs != 0 and not action.required and action.default not in (None, argparse.SUPPRESS)
         if shown and action.option_strings and "%(default)" not in help_text and "(default" not in help_text:
             help_text += " (default: %(default)s)"
         return help_text

@@ -311,11 +311,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="coco only, for a file declaring its own keypoints: a left/right pair by name (repeat "
                         "it; given, these are all the pairs; default: by the names' left_/right_, l_/r_ prefixes)")
     p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"],
-                   help="side of the stored crops (default %(default)s)")
+                   help="side of the stored crops")
     p.add_argument("--context", type=float, default=DEFAULTS["context"],
-                   help="crop = person box x context (default %(default)s)")
+                   help="crop = person box x context")
     p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"],
-                   help="samples per shard file (default %(default)s)")
+                   help="samples per shard file")
     p.add_argument("--on-bad-sample", choices=["error", "skip"], default=DEFAULTS["on_bad_sample"],
                    help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
                         "or is left out and listed in OUT.bad_samples.csv (skip)")

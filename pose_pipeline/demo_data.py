@@ -337,14 +337,13 @@ def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier demo-data folder (replaced)")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="(default %(default)s)")
-    p.add_argument("--train", type=int, default=DEFAULTS["train"], help="training images (default %(default)s)")
-    p.add_argument("--val", type=int, default=DEFAULTS["val"], help="validation images (default %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed of the figures and backgrounds")
+    p.add_argument("--train", type=int, default=DEFAULTS["train"], help="training images")
+    p.add_argument("--val", type=int, default=DEFAULTS["val"], help="validation images")
     p.add_argument("--test", type=int, default=DEFAULTS["test"],
-                   help="test images: people with objpos and scale only, as MPII's test set (default %(default)s)")
-    p.add_argument("--image-size", type=int, default=DEFAULTS["image_size"],
-                   help="image side in pixels (default %(default)s)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+                   help="test images: people with objpos and scale only, as MPII's test set")
+    p.add_argument("--image-size", type=int, default=DEFAULTS["image_size"], help="image side in pixels")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -144,10 +144,11 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
         return [describe_panel(ax) for ax in axes.flat[:len(columns)]]
 
 
-def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> dict:
+def plot_joint_bars(per_joint_json, out_png, dpi: int = 100, name: str | None = None) -> dict:
     """The headline rate (PCKh@0.5, LSP's PCK@0.2) per joint as a bar chart (joints with
     no annotation left empty); OKS AP has no per-joint rate, which the figure says.
-    Returns the panel drawn (`describe_panel`)."""
+    `name` (default: the file's name) goes into the title. Returns the panel drawn
+    (`describe_panel`)."""
     data = read_score_json(per_joint_json, PLOTTED_KEYS)
     row = data.get("rows", ["PCKh@0.5"])[0]
     names = list(data["per_joint"])
@@ -165,7 +166,7 @@ def plot_joint_bars(per_joint_json, out_png, dpi: int = 100) -> dict:
             ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                         va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(x, names, rotation=60, ha="right")
-        ax.set(ylim=(0, 105), ylabel=f"{row} (%)", title=f"{row} per joint: {Path(per_joint_json).name}")
+        ax.set(ylim=(0, 105), ylabel=f"{row} (%)", title=f"{row} per joint: {name or Path(per_joint_json).name}")
         ax.grid(axis="y", alpha=0.3)
         return describe_panel(ax)
 
@@ -193,9 +194,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        q = sub.add_parser(name, help=help_text, description=help_text)
+        q = sub.add_parser(name, help=help_text, description=help_text, formatter_class=p.formatter_class)
         q.add_argument("--out", required=True, help="PNG to write")
-        q.add_argument("--dpi", type=int, default=100)
+        q.add_argument("--dpi", type=int, default=100, help="resolution of the PNG (dots per inch)")
         return q
 
     q = add("curves", "training loss and validation PCKh per epoch")
@@ -216,7 +217,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     q.add_argument("--images", help="folder of the original images (the store names them relative to it); "
                                     "without it, or where an image is missing, the stored crop is drawn")
     q = add("joints", "PCKh@0.5 per joint as bars")
-    q.add_argument("--scores", required=True, help="score JSON (`score --per-joint`)")
+    q.add_argument("--scores", type=_named_path, required=True, metavar="NAME=PATH",
+                   help="score JSON (`score --per-joint`) of one experiment, NAME in the title")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{label}: sample {example['index']} ({example['image']}) on the {example['background']}, "
                   f"error {example['error']}")
     elif args.kind == "joints":
-        plot_joint_bars(args.scores, args.out, dpi=args.dpi)
+        name, path = args.scores
+        plot_joint_bars(path, args.out, dpi=args.dpi, name=name)
     else:  # argparse enforces the choice
         raise UserError(f"unknown plot kind {args.kind!r}")
     print(args.out)

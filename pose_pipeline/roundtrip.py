@@ -81,9 +81,9 @@ def roundtrip(annotations, out_mat, codec: HeatmapCodec | None = None) -> dict:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", required=True, help="hourglass valid.h5/train.h5 or a converted store")
     p.add_argument("--out", required=True, help="oracle prediction file (MATLAB `preds`)")
-    p.add_argument("--input-size", type=int, default=256)
-    p.add_argument("--heatmap-size", type=int, default=None, help="default: input size / 4")
-    p.add_argument("--sigma", type=float, default=1.0)
+    p.add_argument("--input-size", type=int, default=256, help="network input side in pixels")
+    p.add_argument("--heatmap-size", type=int, default=None, help="heatmap side (default: input size / 4)")
+    p.add_argument("--sigma", type=float, default=1.0, help="Gaussian sigma of the targets, in heatmap pixels")
     p.add_argument("--blur-sigma", type=float, default=0.0, help="blur before decoding, as predict does (0 = none)")
 
 

@@ -50,8 +50,8 @@ from pose_pipeline.loss import heatmap_loss
 from pose_pipeline.prefetch import Prefetcher, depth_for
 from pose_pipeline.training_log import open_tensorboard, write_log, write_tensorboard
 from pose_pipeline.training_setup import Run, announce, resume, setup, wrap_for_training
-from pose_pipeline.training_state import (CHECKPOINT_FORMAT, DeviceLoss, RunState, model_record, rng_state,
-                                          save_checkpoint)
+from pose_pipeline.training_state import (CHECKPOINT_FORMAT, DeviceLoss, RunState, hours_minutes_seconds,
+                                          model_record, rng_state, save_checkpoint, seconds_left)
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +236,11 @@ def record_epoch(run: Run, state: RunState, row: dict) -> None:
     """Add the epoch's row to the run's log: the log line, log.csv and TensorBoard."""
     row["elapsed_s"] = state.elapsed()
     state.log_rows.append(row)
-    log.info("epoch %d/%d: train loss %.3e, val loss %s, val %s %s, %.1f images/s", row["epoch"], run.epochs,
-             row["train_loss"], _fmt(row["val_loss"]), row["val_metric"] or "score", _fmt(row["val_score"]),
-             row["images_per_s"])
+    left = seconds_left(row["elapsed_s"], row["epoch"], run.epochs)
+    log.info("epoch %d/%d: train loss %.3e, val loss %s, val %s %s, %.1f images/s, %s elapsed, %s left",
+             row["epoch"], run.epochs, row["train_loss"], _fmt(row["val_loss"]), row["val_metric"] or "score",
+             _fmt(row["val_score"]), row["images_per_s"], hours_minutes_seconds(row["elapsed_s"]),
+             hours_minutes_seconds(left))
     write_log(run.out / "log.csv", state.log_rows)
     write_tensorboard(run.tensorboard, row)
 
@@ -299,8 +301,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", default="1", type=_nproc,
                    help="data-parallel processes on this node (DDP through torch's elastic launcher: one per "
                         "GPU, NCCL; gloo on CPU); batch_size is per process. 'auto': one per GPU of the job "
-                        "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES). Default 1: a plain process")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+                        "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES); 1: a plain process")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar per epoch")
 
 
 def _positive(value: str) -> int:

@@ -76,6 +76,17 @@ class RunState:
         return cls(state["step"], rows, best_score, best_epoch, state["elapsed_s"])
 
 
+def seconds_left(elapsed_s: float, epochs_done: int, epochs: int) -> float:
+    """Seconds the remaining epochs take at the mean pace of the `epochs_done` so far."""
+    return elapsed_s / max(epochs_done, 1) * (epochs - epochs_done)
+
+
+def hours_minutes_seconds(seconds: float) -> str:
+    """"1:02:03", "0:00:41": the epoch log line's durations."""
+    minutes, second = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{second:02d}"
+
+
 # ------------------------------------------------------------------ the loss, on the device
 
 

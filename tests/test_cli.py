@@ -1,9 +1,11 @@
-"""The command line: version, help with defaults, -v on either side of the stage, errors on a
-line of their own, exit codes."""
+"""The command line: version, help text and defaults on every option of every stage, -v on
+either side of the stage, errors on a line of their own, exit codes."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import re
 
 import pytest
 
@@ -55,3 +57,44 @@ def test_usage_error_exit_code_is_2(capsys):
         cli.main(["convert", "--no-such-option"])
     assert exit_.value.code == 2
     assert cli.main([]) == 2
+
+
+def stage_parsers():
+    """(name, parser) of every stage of cli.STAGES and of every sub-command under one (plot KIND),
+    as `pose-pipeline` builds them."""
+    def children(parser):
+        return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+
+    found = []
+    for stage in cli.STAGES:
+        parser, _ = cli.build_parser([stage])
+        todo = [(stage, children(parser)[0].choices[stage])]
+        while todo:
+            name, p = todo.pop()
+            found.append((name, p))
+            todo += [(f"{name} {kind}", q) for sub in children(p) for kind, q in sub.choices.items()]
+    return found
+
+
+def options(parser):
+    return [a for a in parser._actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+
+
+@pytest.mark.parametrize("name,parser", [pytest.param(n, p, id=n) for n, p in stage_parsers()])
+def test_every_option_has_help_and_help_shows_every_default(name, parser):
+    shown = " ".join(parser.format_help().split())
+    assert "(default: None)" not in shown
+    for action in options(parser):
+        label = action.option_strings or action.dest
+        # help that says what the option is, not only its default
+        assert re.sub(r"\(?default:? ?%\(default\)s\)?", "", action.help or "").strip(), (name, label)
+        expanded = " ".join(parser._get_formatter()._expand_help(action).split())
+        assert expanded in shown, (name, label)
+        if action.option_strings and action.nargs != 0 and not action.required and action.default is not None:
+            assert f"(default: {action.default})" in expanded, (name, label)
+
+
+def test_stage_parsers_cover_every_stage_and_plot_kind():
+    names = [name for name, _ in stage_parsers()]
+    assert set(cli.STAGES) <= set(names)
+    assert {f"plot {kind}" for kind in ("curves", "pckh", "joints", "skeletons", "examples")} <= set(names)

@@ -100,4 +100,4 @@ def test_pyranet_prm_default_is_the_one_the_schema_describes():
 def test_model_info_input_default_is_the_training_input_size():
     from pose_pipeline.models import info
 
-    assert parser_defaults(info)["input"] == default("experiment", "training", "input_size")
+    assert parser_defaults(info)["input_size"] == default("experiment", "training", "input_size")

@@ -254,7 +254,7 @@ def test_model_info_cli_hourglass(capsys):
 
 def test_model_info_cli_pyranet(capsys):
     rc = cli.main(["model-info", "--arch", "pyranet", "--stacks", "2", "--joints", "17", "--features", "32",
-                   "--prm", "C", "--input", "128"])
+                   "--prm", "C", "--input-size", "128"])
     assert rc == 0
     info = json.loads(capsys.readouterr().out)
     assert info["prm"] == "C" and info["joints"] == 17
@@ -263,7 +263,7 @@ def test_model_info_cli_pyranet(capsys):
 
 
 def test_model_info_rejects_bad_input(capsys):
-    assert cli.main(["model-info", "--stacks", "1", "--joints", "16", "--input", "100"]) == 1
+    assert cli.main(["model-info", "--stacks", "1", "--joints", "16", "--input-size", "100"]) == 1
     assert "multiple of 64" in capsys.readouterr().err
 
 

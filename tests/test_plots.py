@@ -294,7 +294,7 @@ def test_cli(tmp_path, capsys):
          "--out", str(tmp_path / "p.png"), "--dpi", "50"],
         ["skeletons", "--preds", str(tmp_path / "p.mat"), "--store", str(tmp_path / "val.zarr"),
          "--out", str(tmp_path / "k.png"), "--count", "3"],
-        ["joints", "--scores", str(tmp_path / "s.json"), "--out", str(tmp_path / "j.png")],
+        ["joints", "--scores", f"x={tmp_path / 's.json'}", "--out", str(tmp_path / "j.png")],
     ]
     for argv in runs:
         assert cli.main(["plot", *argv]) == 0, argv

@@ -103,6 +103,15 @@ def rule_of(job: dict) -> str:
     return re.match(r"rule_(.+?)(_wildcards_|$)", job["Comment"]).group(1)
 
 
+def snakefile_printing_whole_jobs(folder: Path) -> Path:
+    """The workflow's Snakefile less the long rules' one-line `message:`, which Snakemake
+    prints in place of a job's block: a dry run then shows every job's resources."""
+    snakefile = folder / "Snakefile.whole-jobs"
+    snakefile.write_text(f"include: {str(REPO / 'Snakefile')!r}\n\nfor _rule in workflow.rules:\n"
+                         "    _rule.message = None\n")
+    return snakefile
+
+
 def dry_run_jobs(output: str) -> dict[tuple[str, str], tuple[dict, str]]:
     """(rule, wildcards) -> (resources, shell command) from `snakemake -n -p` output."""
     jobs = {}
@@ -122,7 +131,8 @@ def test_rules_ask_for_the_configured_resources(tmp_path):
     config = copy.deepcopy(CONFIG)
     config["experiments"]["tiny"]["resources"] = {"gpus": 2, "cpus": 3, "mem_mb": 1234, "runtime": 56}
     write_config(tmp_path, config)
-    done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+    snakefile = snakefile_printing_whole_jobs(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
                            "--directory", str(tmp_path), "--cores", "4", "--dry-run", "--printshellcmds",
                            "results/predict/tiny/preds.mat", "results/train/slow/model.pt"],
                           capture_output=True, text=True, timeout=300, env=environment())
@@ -156,6 +166,8 @@ def test_heavy_rules_run_as_slurm_jobs_and_light_ones_beside_snakemake(cluster_r
     for path in OUTPUTS:
         assert (workdir / path).exists(), path
     assert sorted(set(re.findall(r"^localrule (\w+):", output, re.MULTILINE)) - {"all"}) == sorted(LOCAL)
+    # a submitted job's one line, printed by Snakemake on the login node: where its log is
+    assert "train (experiment=tiny): follow its log with: tail -f results/logs/train/tiny.log" in output
     job_ids = SUBMITTED.findall(output)
     assert len(job_ids) == sum(JOBS.values()), output[-4000:]
     jobs = {job_id: slurm_job(job_id) for job_id in job_ids}

@@ -17,21 +17,28 @@ from pose_pipeline.models import build_model, load_model
 from pose_pipeline.inference import predict_store
 from pose_pipeline.store import open_store
 from pose_pipeline.training_log import COLUMNS
-from pose_pipeline.training_state import run_identity
+from pose_pipeline.training_state import hours_minutes_seconds, run_identity
 
 
 def weights(path) -> dict:
     return load_model(path).state_dict()
 
 
-def test_trains_logs_and_writes_a_loadable_model(random_store, tmp_path):
-    summary = train_module.train(settings(), random_store, random_store, tmp_path / "run", device="cpu",
-                                 progress=False)
+def test_trains_logs_and_writes_a_loadable_model(random_store, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="pose_pipeline"):
+        summary = train_module.train(settings(), random_store, random_store, tmp_path / "run", device="cpu",
+                                     progress=False)
     assert summary["steps"] == 2 * (24 // 4)
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "6"), ("2", "12")]
     assert tuple(rows[0]) == COLUMNS
     assert float(rows[0]["elapsed_s"]) < float(rows[1]["elapsed_s"])
+    # a line per epoch with the time so far and the time left at the pace of the epochs so far
+    lines = [r.message for r in caplog.records if r.message.startswith("epoch ")]
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert lines[0].startswith("epoch 1/2: train loss ") and lines[1].startswith("epoch 2/2: train loss ")
+    assert lines[0].endswith(f", {hours_minutes_seconds(elapsed[0])} elapsed, {hours_minutes_seconds(elapsed[0])} left")
+    assert lines[1].endswith(f", {hours_minutes_seconds(elapsed[1])} elapsed, 0:00:00 left")
     model = load_model(tmp_path / "run" / "model.pt")
     assert model.model_config["joints"] == 16 and model.model_config["stacks"] == 1
     # it trained: the weights moved away from the seeded initialisation

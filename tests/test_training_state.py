@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from pose_pipeline.training_state import RunState
+from pose_pipeline.training_state import RunState, hours_minutes_seconds, seconds_left
 
 
 def test_run_state_round_trips_through_its_checkpoint_fields():
@@ -39,3 +39,10 @@ def test_checkpoints_from_before_best_score_take_it_from_their_log_rows():
 def test_elapsed_counts_earlier_sessions_and_this_one():
     state = RunState(elapsed_before=100.0, session_start=time.monotonic() - 2.0)
     assert 102.0 <= state.elapsed() < 110.0
+
+
+def test_time_left_is_the_pace_so_far_times_the_epochs_left():
+    assert seconds_left(120.0, 3, 10) == 280.0  # 40 s an epoch, 7 to go
+    assert seconds_left(50.0, 10, 10) == 0.0
+    assert [hours_minutes_seconds(s) for s in (0.2, 59.6, 3723.4, 90061)] == ["0:00:00", "0:01:00", "1:02:03",
+                                                                               "25:01:01"]

@@ -1,4 +1,5 @@
-"""The Snakemake DAG end to end on a tiny demo, and what reruns when an option changes.
+"""The Snakemake DAG end to end on a tiny demo, what reruns when an option changes, and its
+report opened in headless Chromium.
 
 Runs the real `snakemake` command in a scratch folder with a small config (tens of images,
 one epoch), so it takes about a minute on two cores.
@@ -19,7 +20,9 @@ import numpy as np
 import pytest
 import scipy.io
 import yaml
+from browser import Browser, find_chromium, report_images
 from conftest import OUTPUTS, REFERENCE, REPO_ROOT, TINY, mean_cell, snakemake, write_config
+from PIL import Image
 
 from pose_pipeline.models import read_checkpoint
 from pose_pipeline.store import open_store
@@ -42,11 +45,16 @@ def planned_jobs(dry_run_output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def first_run(tmp_path_factory):
+    """(the folder, what Snakemake printed) of the whole tiny DAG run once."""
     workdir = tmp_path_factory.mktemp("workflow")
     write_config(workdir, TINY)
-    snakemake(workdir)
-    return workdir
+    return workdir, snakemake(workdir)
+
+
+@pytest.fixture(scope="module")
+def finished_run(first_run):
+    return first_run[0]
 
 
 def test_whole_dag_builds_every_output(finished_run):
@@ -72,6 +80,19 @@ def test_whole_dag_builds_every_output(finished_run):
     for rule in ("demo_data", "convert", "train", "predict", "score", "plot", "examples", "compare", "summary"):
         assert list((finished_run / "results/benchmarks" / rule).glob("*.tsv")), rule
         assert list((finished_run / "results/logs" / rule).glob("*.log")), rule
+
+
+def test_each_long_job_says_how_to_follow_its_log(first_run):
+    workdir, output = first_run
+    for job, log in [("demo_data (synthetic=demo)", "demo_data/demo"), ("convert (dataset=demo,split=train)",
+                     "convert/demo_train"), ("convert (dataset=demo,split=val)", "convert/demo_val"),
+                     ("train (experiment=tiny)", "train/tiny"), ("predict (experiment=tiny)", "predict/tiny")]:
+        assert re.search(rf"^Job \d+: {re.escape(job)}: follow its log with: tail -f results/logs/{log}.log$",
+                         output, re.MULTILINE), (job, output[-3000:])
+        assert (workdir / f"results/logs/{log}.log").stat().st_size > 0
+    # what the README promises the train log shows: a line per epoch with the time left
+    assert re.search(r"epoch 1/1: train loss .* images/s, \d+:\d\d:\d\d elapsed, 0:00:00 left$",
+                     (workdir / "results/logs/train/tiny.log").read_text(), re.MULTILINE)
 
 
 def test_second_run_has_nothing_to_do(finished_run):
@@ -149,9 +170,14 @@ def test_new_experiment_reruns_only_the_comparison(finished_run):
                     "all": 1}
 
 
-def test_report_builds_with_the_plots(finished_run):
+@pytest.fixture(scope="module")
+def report(finished_run):
     snakemake(finished_run, "--report", "results/report.html")
-    html = (finished_run / "results/report.html").read_text()
+    return finished_run / "results/report.html"
+
+
+def test_report_builds_with_the_plots(report):
+    html = report.read_text()
     for plot in ("curves.png", "pckh.png", "skeletons.png", "joints.png", "examples.png", "pckh_all.png",
                  "summary.csv"):
         assert plot in html, plot
@@ -195,6 +221,43 @@ def test_sigterm_during_training_loses_no_finished_output(tmp_path, target):
         assert "train" not in jobs
     else:
         assert not model.exists() and "train" in jobs
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium to open the report in (Debian: apt-get install chromium; .ci/run installs it)")
+    return executable
+
+
+def test_report_in_a_browser_lists_and_renders_every_plot(finished_run, report, chromium):
+    """Headless Chromium opens the report without a console error, and every plot the
+    workflow draws is reached through the report's navigation and shown: the browser decoded
+    the very PNG (its size, its pixels on the screen), not a blank or broken image."""
+    plots = sorted(path for path in OUTPUTS if path.endswith(".png"))
+    with Browser(chromium) as browser:
+        page = browser.page(report.as_uri())
+        shown = report_images(page)
+        assert page.errors == []
+    assert sorted(shown) == plots
+    for path, (image, screenshot) in shown.items():
+        drawn = Image.open(finished_run / path).convert("RGB")
+        assert image["same_data"] and tuple(image["natural"]) == drawn.size, (path, image)
+        on_screen = np.asarray(screenshot.convert("RGB"), dtype=float)
+        assert on_screen.std() > 10, path  # not blank
+        expected = np.asarray(drawn.resize(screenshot.size), dtype=float)
+        assert np.abs(on_screen - expected).mean() < 5, path
+
+
+def test_the_browser_reports_console_errors_exceptions_and_failed_loads(chromium, tmp_path):
+    (tmp_path / "page.html").write_text("<script>console.error('drawn wrong'); undefined_function();</script>"
+                                        "<img src='missing.png'>")
+    with Browser(chromium) as browser:
+        errors = browser.page((tmp_path / "page.html").as_uri()).errors
+    assert len(errors) == 3, errors
+    assert "drawn wrong" in errors and any("undefined_function is not defined" in e for e in errors), errors
+    assert any("ERR_FILE_NOT_FOUND" in e and "missing.png" in e for e in errors), errors
 
 
 def test_misspelt_config_key_stops_the_dag_with_one_message(tmp_path):

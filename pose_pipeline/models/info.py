@@ -65,15 +65,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     from pose_pipeline.models import ARCHITECTURES, DEFAULT_ARCH
 
     # defaults: the model config dataclasses (which read the config schema)
-    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCH)
-    p.add_argument("--stacks", type=int, default=HourglassConfig.stacks, help="(default %(default)s)")
-    p.add_argument("--blocks", type=int, default=HourglassConfig.blocks, help="(default %(default)s)")
-    p.add_argument("--features", type=int, default=HourglassConfig.features, help="(default %(default)s)")
-    p.add_argument("--joints", type=int, required=True)
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCH, help="model family")
+    p.add_argument("--stacks", type=int, default=HourglassConfig.stacks, help="stacked hourglasses")
+    p.add_argument("--blocks", type=int, default=HourglassConfig.blocks, help="residual blocks per stack")
+    p.add_argument("--features", type=int, default=HourglassConfig.features, help="feature channels")
+    p.add_argument("--joints", type=int, required=True, help="joints predicted (heatmap channels)")
     p.add_argument("--prm", choices=PRM_VARIANTS, default=None,
                    help=f"PyraNet pyramid residual module (default {PyraNetConfig.prm})")
-    p.add_argument("--input", type=int, default=INPUT_SIZE,
-                   help="input side in pixels (multiple of 64; default %(default)s)")
+    p.add_argument("--input-size", type=int, default=INPUT_SIZE, help="input side in pixels (multiple of 64)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"arch": args.arch, "stacks": args.stacks, "blocks": args.blocks, "features": args.features,
               "prm": args.prm}  # None: the family's default
     try:
-        info = model_info(config, args.joints, args.input)
+        info = model_info(config, args.joints, args.input_size)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(json.dumps(info))

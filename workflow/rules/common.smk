@@ -7,6 +7,9 @@ EXPERIMENT_FILES = {"scores": "results/pckh/{experiment}.json", "log": "results/
                     "model": "results/train/{experiment}/model.pt"}
 COMPARED = config["default_experiments"]  # the experiments summary.csv and pckh_all.png put side by side
 SYNTHETIC = [name for name, ds in config["datasets"].items() if "synthetic" in ds]
+# The one line Snakemake prints when a long job starts (in place of the rule's block, locally
+# and on a cluster): where its progress goes and how to follow it.
+FOLLOW_LOG = "{rule} ({wildcards}): follow its log with: tail -f {log}"
 
 
 def _alternatives(names):

@@ -13,6 +13,8 @@ rule convert:
         cpus_per_task=dataset_resource("cpus"),
         mem_mb=dataset_resource("mem_mb"),
         runtime=dataset_resource("runtime"),
+    message:
+        FOLLOW_LOG
     log:
         "results/logs/convert/{dataset}_{split}.log",
     benchmark:

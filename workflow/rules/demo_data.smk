@@ -7,6 +7,8 @@ rule demo_data:
     params:
         out=lambda wc: ppc.synthetic_paths(wc.synthetic)["root"],
         synthetic=lambda wc: config["datasets"][wc.synthetic]["synthetic"],
+    message:
+        FOLLOW_LOG
     log:
         "results/logs/demo_data/{synthetic}.log",
     benchmark:

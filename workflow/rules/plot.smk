@@ -20,7 +20,8 @@ rule plot:
     shell:
         "(pose-pipeline plot curves --log {wildcards.experiment}={input.log} --out {output.curves} --dpi {params.dpi}"
         " && pose-pipeline plot pckh --scores {wildcards.experiment}={input.scores} --out {output.pckh} --dpi {params.dpi}"
-        " && pose-pipeline plot joints --scores {input.scores} --out {output.joints} --dpi {params.dpi}"
+        " && pose-pipeline plot joints --scores {wildcards.experiment}={input.scores} --out {output.joints}"
+        " --dpi {params.dpi}"
         " && pose-pipeline plot skeletons --preds {input.preds} --store {input.store} --out {output.skeletons}"
         " --count {params.skeleton_count} --dpi {params.dpi}) > {log} 2>&1"
 

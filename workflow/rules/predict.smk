@@ -15,6 +15,8 @@ rule predict:
     resources:
         gpu=predict_gpus,
         cpus_per_task=experiment_resource("cpus"),
+    message:
+        FOLLOW_LOG
     log:
         "results/logs/predict/{experiment}.log",
     benchmark:

@@ -16,6 +16,8 @@ rule train:
         cpus_per_task=experiment_resource("cpus"),
         mem_mb=experiment_resource("mem_mb"),
         runtime=experiment_resource("runtime"),
+    message:
+        FOLLOW_LOG
     log:
         "results/logs/train/{experiment}.log",
     benchmark:
