@@ -200,6 +200,19 @@ def test_video_gives_per_frame_results_and_an_annotated_video(demo, tmp_path, ca
     assert "no frame 9" in (tmp_path / "boxed/skipped.csv").read_text()
 
 
+def test_reading_ahead_in_a_thread_gives_the_serial_results(demo, tmp_path, capfd, monkeypatch):
+    """On an accelerator the next people are cut in a prefetch thread; the CPU runs serially
+    (`prefetch.depth_for`). Both give the same results, in the same order."""
+    from pose_pipeline import prefetch
+
+    args = ["--checkpoint", demo["model"], "--images", demo["images"], "--batch-size", 5]
+    assert infer(capfd, *args, "--out", tmp_path / "serial")[0] == 0
+    monkeypatch.setattr(prefetch, "depth_for", lambda device, depth: 2)
+    assert infer(capfd, *args, "--out", tmp_path / "threaded")[0] == 0
+    assert results(tmp_path / "threaded")["results"] == results(tmp_path / "serial")["results"]
+    assert len(results(tmp_path / "serial")["results"]) == 32
+
+
 # ----------------------------------------------------------------------------- bad inputs
 
 
