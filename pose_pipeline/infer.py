@@ -94,7 +94,7 @@ def person_batches(images: ImageInput, boxes: dict | None, batch_size: int, layo
         if not keep_images:
             frame.image = None
         batch.frames.append(frame)
-        if len(batch.frames) >= batch_size:  # frames without people do not pile up (a video's)
+        if keep_images and len(batch.frames) >= batch_size:  # kept frames without people do not pile up
             yield finish(batch)
             batch = _Batch()
     if batch.people or batch.frames:
@@ -119,6 +119,9 @@ def infer(checkpoint, images, out, boxes=None, draw: bool = False, batch_size: i
     out = Path(out)
     check_no_overlap(out, {"image input": Path(images), "boxes file": boxes and Path(boxes),
                            "checkpoint": Path(checkpoint)})
+    if Path(images).is_dir() and Path(images).resolve() in out.resolve().parents:
+        raise UserError(f"--out {out} lies inside --images {images}: its drawings would be taken for input "
+                        "images next time; choose an output folder outside the images")
     check_replaceable(out, is_infer_output, "an infer output folder")
     source = ImageInput(images)
     by_position, skipped = _boxes_of(boxes, source)

@@ -138,7 +138,8 @@ def read_boxes(path, images: ImageInput) -> tuple[dict[int, list[Box]], list[tup
         position = find(image)
         if position is None:
             what = "frame" if images.is_video else "image"
-            skipped.append((str(image), json.dumps(list(box.bbox)), f"{box.where}: no {what} {image!r} in {images.path}"))
+            reason = f"{box.where}: no {what} {image!r} in {images.path}"
+            skipped.append((str(image), json.dumps(list(box.bbox)), reason))
         else:
             by_position.setdefault(position, []).append(box)
     return by_position, skipped

@@ -268,6 +268,9 @@ def test_an_earlier_output_is_replaced_but_nothing_else(demo, tmp_path, capfd):
     code, err = infer(capfd, "--checkpoint", demo["model"], "--images", image, "--out", tmp_path / "mine")
     assert code == 1 and "refusing to replace" in err
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial folder left
+    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", tmp_path / "mine", "--out",
+                      tmp_path / "mine" / "keypoints")
+    assert code == 1 and "lies inside --images" in err
 
 
 def test_imagesets_are_validated_with_did_you_mean():
