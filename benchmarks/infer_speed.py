@@ -6,7 +6,7 @@ same run.
 Generates --images demo validation images (256 px, `demo-data`), converts them (canvas 192,
 as the demo dataset), and builds the demo experiment's model (config/config.yaml `demo`:
 2-stack hourglass, 64 features, 128 px input; untrained weights, which cost the same time),
-saved as a checkpoint. Then, interleaved --repeats times, with flip test and batch 32 on the
+saved as a checkpoint. Then, interleaved --repeats times (the order reversed every other repeat), with flip test and batch 32 on the
 CPU:
 
 (a) predict: `inference.predict_store` on the store (the `predict` stage's work);
@@ -123,8 +123,9 @@ def main() -> None:
         }
         times = {name: [] for name in runs}
         loads = [os.getloadavg()[0]]
-        for _ in range(args.repeats):
-            for name, fn in runs.items():
+        for repeat in range(args.repeats):
+            order = list(runs.items())
+            for name, fn in order if repeat % 2 == 0 else order[::-1]:  # ABBA: no run always goes first
                 times[name].append(timed(fn))
             loads.append(os.getloadavg()[0])
     n = args.images
