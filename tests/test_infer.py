@@ -169,6 +169,12 @@ def test_box_mode_on_the_coco_sample_with_its_boxes(demo, shared_data, tmp_path,
         assert person["image_id"] == detection["image_id"] and person["bbox"] == detection["bbox"]
         assert person["file_name"] == names[detection["image_id"]] and person["category_id"] == 1
     check_valid(found, shared_data / "coco_sample/images")
+    # the results list is what pycocotools takes as keypoint results (the `test` extra has it)
+    from pycocotools.coco import COCO
+
+    ground_truth = COCO(str(shared_data / "coco_sample/person_keypoints_sample.json"))
+    loaded = ground_truth.loadRes(people)
+    assert len(loaded.getAnnIds()) == len(people)
 
 
 def test_video_gives_per_frame_results_and_an_annotated_video(demo, tmp_path, capfd):
