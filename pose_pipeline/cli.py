@@ -27,6 +27,7 @@ STAGES = {
     "train": ("pose_pipeline.train", "train a model on a converted store"),
     "predict": ("pose_pipeline.predict", "predict keypoints in original image coordinates"),
     "mpii-submission": ("pose_pipeline.submission", "MPII test-set submission file (pred_keypoints_mpii.mat)"),
+    "infer": ("pose_pipeline.infer", "keypoints for the people in your own images or video (boxes optional)"),
     "score": ("pose_pipeline.score", "score predictions: PCKh (MPII), PCK@0.2 by torso (LSP), OKS AP (COCO)"),
     "summary": ("pose_pipeline.summary", "experiments side by side: model, epochs, scores, training time"),
     "roundtrip": ("pose_pipeline.roundtrip", "encode ground truth as targets and decode it back"),

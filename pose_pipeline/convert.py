@@ -46,7 +46,7 @@ def check_image_name(name: str) -> str:
 
 def sample_affines(samples: Samples, canvas_size: int, context: float) -> np.ndarray:
     center = geometry.annotated_to_array(samples.center, samples.pixel_origin)
-    return geometry.crop_affine(center, PERSON_BOX * samples.scale * context, canvas_size)
+    return geometry.person_canvas_affine(center, samples.scale, canvas_size, context)
 
 
 def crop_block(args) -> tuple[np.ndarray, list[str]]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pose_pipeline.joints import PERSON_BOX
+
 # ---------------------------------------------------------------------------- affines
 
 
@@ -70,6 +72,14 @@ def crop_affine(center, box_size, out_size: int, rotation_deg=0.0) -> np.ndarray
     row0 = np.stack([cos, sin, half - cos * cx - sin * cy], axis=-1)
     row1 = np.stack([-sin, cos, half + sin * cx - cos * cy], axis=-1)
     return np.stack([row0, row1], axis=-2)
+
+
+def person_canvas_affine(center, scale, canvas_size: int, context: float) -> np.ndarray:
+    """The converters' canvas: original image array coordinates -> a canvas_size square
+    showing the person box (PERSON_BOX x scale, centred at `center`, array coordinates)
+    enlarged by `context`. Stores keep it as `affine`; `infer` cuts raw images with it too.
+    Vectorised: center (N,2), scale (N,) -> (N,2,3)."""
+    return crop_affine(center, PERSON_BOX * np.asarray(scale, dtype=np.float64) * context, canvas_size)
 
 
 def resize_affine(in_size: int, out_size: int) -> np.ndarray:

@@ -1,14 +1,17 @@
-"""Applying a trained model to a store: the one inference path, shared by validation during
-training and by the `predict` stage.
+"""Applying a trained model to person crops: the one inference path, shared by validation
+during training, the `predict` stage (a store's canvases) and the `infer` stage (canvases cut
+from raw images with the converters' own affine, `geometry.person_canvas_affine`).
 
 Each crop goes canvas -> input (no augmentation), through the model; with flip test the
 mirrored input's heatmaps are mirrored back (joint channels swapped) and averaged. Peaks
 are decoded to sub-pixel heatmap positions by the codec and mapped back through the inverse
-of original -> canvas -> input -> heatmap, ending in the dataset's annotated pixel convention.
+of original -> canvas -> input -> heatmap, ending in original image array coordinates.
 The next batches are read in a background thread (`prefetch`) while the model runs.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,9 +20,54 @@ from pose_pipeline import geometry
 from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.data import finish_batch, prepare_batch
 from pose_pipeline.devices import autocast
+from pose_pipeline.joints import JointSet
 from pose_pipeline.loss import heatmap_loss
 from pose_pipeline.prefetch import Prefetcher, depth_for
 from pose_pipeline.store import PoseStore
+
+
+@dataclass(frozen=True)
+class CanvasLayout:
+    """How canvases were cut, all that inference needs of a store (a `PoseStore` is one too)."""
+
+    canvas_size: int
+    context: float
+    joint_set: JointSet
+
+
+def canvas_batch(canvases: np.ndarray, layout: CanvasLayout, codec: HeatmapCodec, device: torch.device,
+                 keypoints_canvas: np.ndarray | None = None, visible: np.ndarray | None = None):
+    """Canvases (B,S,S,3) uint8 prepared for `predict_batch`: on the CPU finished here (the
+    warp to the input, in the reading thread), on a GPU left to the device. Without
+    keypoints (raw images) the targets are empty and the loss is 0."""
+    n, joints = len(canvases), layout.joint_set.num_joints
+    if keypoints_canvas is None:
+        keypoints_canvas, visible = np.zeros((n, joints, 2)), np.zeros((n, joints), np.uint8)
+    batch = prepare_batch(canvases, keypoints_canvas, visible, layout, codec)
+    return finish_batch(batch, codec, device, "cv2") if torch.device(device).type == "cpu" else batch
+
+
+def predict_batch(model: torch.nn.Module, batch, image_to_canvas: np.ndarray, layout: CanvasLayout,
+                  codec: HeatmapCodec, flip_test: bool, device: torch.device):
+    """One batch of `canvas_batch` through the model, flip test and decoding.
+
+    image_to_canvas: (B,2,3) each canvas's affine from its original image. Returns (preds
+    (B,J,2) in original image array coordinates, scores (B,J) peak heights, loss: the batch's
+    training loss as a device tensor, not yet read)."""
+    x, targets, weights = batch if isinstance(batch, tuple) else finish_batch(batch, codec, device, "torch")
+    flip_perm = torch.as_tensor(layout.joint_set.flip_permutation(), device=device)
+    with torch.no_grad(), autocast(device):
+        outputs = model(x)
+        loss = heatmap_loss(outputs, targets, weights).double()
+        heatmaps = outputs[-1].float()
+        if flip_test:
+            # the mirrored input's heatmaps, mirrored back with left/right channels swapped
+            mirrored = model(torch.flip(x, dims=[3]))[-1].float()
+            heatmaps = 0.5 * (heatmaps + torch.flip(mirrored, dims=[3])[:, flip_perm])
+    coords, scores = codec.decode(heatmaps.cpu().numpy())
+    # heatmap -> canvas -> original image array coordinates
+    to_heatmap = codec.image_to_heatmap(image_to_canvas, layout.canvas_size, layout.context)
+    return geometry.apply(geometry.invert(to_heatmap), coords), scores, loss
 
 
 def predict_store(model: torch.nn.Module, store: PoseStore, codec: HeatmapCodec, flip_test: bool = True,
@@ -34,7 +82,6 @@ def predict_store(model: torch.nn.Module, store: PoseStore, codec: HeatmapCodec,
 
     device = device or next(model.parameters()).device
     model.eval()
-    flip_perm = torch.as_tensor(store.joint_set.flip_permutation(), device=device)
     n, num_joints = len(store), store.joint_set.num_joints
     preds = np.zeros((n, num_joints, 2))
     scores = np.zeros((n, num_joints))
@@ -45,32 +92,22 @@ def predict_store(model: torch.nn.Module, store: PoseStore, codec: HeatmapCodec,
     with batches, tqdm(total=-(-n // batch_size), desc="predict", unit="batch", disable=not progress,
                        mininterval=5) as bar:
         for start, stop, batch in batches:
-            x, targets, weights = batch if isinstance(batch, tuple) else finish_batch(batch, codec, device, "torch")
-            with torch.no_grad(), autocast(device):
-                outputs = model(x)
-                loss_sum += heatmap_loss(outputs, targets, weights).double() * (stop - start)
-                heatmaps = outputs[-1].float()
-                if flip_test:
-                    # the mirrored input's heatmaps, mirrored back with left/right channels swapped
-                    mirrored = model(torch.flip(x, dims=[3]))[-1].float()
-                    heatmaps = 0.5 * (heatmaps + torch.flip(mirrored, dims=[3])[:, flip_perm])
-            coords, scores[start:stop] = codec.decode(heatmaps.cpu().numpy())
-            # heatmap -> canvas -> original image array coordinates
-            to_heatmap = codec.image_to_heatmap(store.affine[start:stop], store.canvas_size, store.context)
-            preds[start:stop] = geometry.apply(geometry.invert(to_heatmap), coords)
+            preds[start:stop], scores[start:stop], loss = predict_batch(
+                model, batch, store.affine[start:stop], store, codec, flip_test, device)
+            loss_sum += loss * (stop - start)
             bar.update(1)
     return geometry.array_to_annotated(preds, store.pixel_origin), scores, float(loss_sum) / max(n, 1)
 
 
 def _batch_reader(store: PoseStore, codec: HeatmapCodec, batch_size: int, device: torch.device):
     """What the prefetch thread does for the batch starting at `start`: read its crops and
-    prepare them (on the CPU the whole batch; on a GPU the warp is left to the device)."""
+    prepare them (`canvas_batch`)."""
     keypoints, visible = store.keypoints_in_canvas(), store.visible
-    on_host = torch.device(device).type == "cpu"
 
     def read(start: int):
         stop = min(start + batch_size, len(store))
-        batch = prepare_batch(store.images(start, stop), keypoints[start:stop], visible[start:stop], store, codec)
-        return start, stop, (finish_batch(batch, codec, device, "cv2") if on_host else batch)
+        batch = canvas_batch(store.images(start, stop), store, codec, device, keypoints[start:stop],
+                             visible[start:stop])
+        return start, stop, batch
 
     return read

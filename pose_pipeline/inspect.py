@@ -161,20 +161,23 @@ def to_tile(points: np.ndarray, scale: int) -> np.ndarray:
     return (np.asarray(points, np.float64) + 0.5) * scale - 0.5
 
 
-def draw_skeleton(tile: np.ndarray, points: np.ndarray, visible: np.ndarray, joints, scale: int) -> None:
-    """Draw edges and joints of one sample onto an RGB tile in place (cv2, sub-pixel)."""
+def draw_skeleton(tile: np.ndarray, points: np.ndarray, visible: np.ndarray, joints, scale: int,
+                  thickness: int | None = None) -> None:
+    """Draw edges and joints of one sample onto an RGB tile in place (cv2, sub-pixel); lines
+    `thickness` pixels wide (default `scale`), joints a little wider. `infer --draw` draws
+    on whole images with it too (scale 1)."""
     import cv2
 
     shift = 4  # cv2 fixed-point bits
     fixed = np.round(to_tile(points, scale) * (1 << shift))
     ok = visible & np.isfinite(fixed).all(axis=1) & (np.abs(fixed) < 2 ** 30).all(axis=1)
     fixed = np.nan_to_num(fixed).astype(np.int64)
-    thickness = max(1, scale)
+    thickness = thickness or max(1, scale)
     for a, b in joints.edges:
         if ok[a] and ok[b]:
             cv2.line(tile, tuple(map(int, fixed[a])), tuple(map(int, fixed[b])),
                      SIDE_COLOURS[joints.edge_side(a, b)], thickness, cv2.LINE_AA, shift)
-    radius = (2 + scale) << shift
+    radius = (2 + max(scale, thickness - 1)) << shift
     for k in np.flatnonzero(ok):
         cv2.circle(tile, tuple(map(int, fixed[k])), radius, SIDE_COLOURS[joints.side(int(k))], -1,
                    cv2.LINE_AA, shift)

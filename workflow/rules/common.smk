@@ -20,6 +20,7 @@ wildcard_constraints:
     dataset=_alternatives(list(config["datasets"])),
     synthetic=_alternatives(SYNTHETIC),
     experiment=_alternatives(list(config["experiments"])),
+    imageset=_alternatives(list(config["imagesets"])),
     split="train|val|test",
 
 

@@ -1,0 +1,235 @@
+"""`pose-pipeline infer`: keypoints for the people in your own images or video, with a trained
+checkpoint.
+
+One path with `predict`: each person's canvas is cut from the raw image with the converters'
+own affine (`geometry.person_canvas_affine`, `geometry.warp_image`), from a box by the COCO
+converter's rule (`infer_inputs`: [x, y, w, h] -> centre, scale), and then goes through the
+very functions `predict` uses (`inference.canvas_batch` and `inference.predict_batch`: canvas
+-> input, model, flip test, codec decoding, inverse affines back to original pixels). On the
+same person the network input equals the store's crop, up to how the JPEG was decoded.
+
+Without --boxes each image is one person, its whole image the box. Images that cannot be
+read, boxes outside their image and boxes naming no input image are skipped, each reported
+by name and listed in skipped.csv; keypoints are clipped to their image (a joint the model
+places in the black margin beyond the image is set on the edge). Batches of people are cut
+ahead in a background thread while the model runs (on a GPU; the CPU runs serially, see
+`prefetch.depth_for`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline import geometry
+from pose_pipeline.config import schema_defaults
+from pose_pipeline.errors import UserError
+from pose_pipeline.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
+from pose_pipeline.infer_outputs import Drawings, Person, is_infer_output, write_results
+
+log = logging.getLogger(__name__)
+
+EVALUATION = schema_defaults("experiment", "evaluation")  # flip_test, batch_size, blur_sigma
+DATASET = schema_defaults("dataset")  # canvas_size, context: the converters' canvas
+
+
+@dataclass
+class _Cut:
+    """A person cut from its image, waiting for the model."""
+
+    frame: int
+    name: str
+    image_shape: tuple
+    box: Box
+
+
+@dataclass
+class _Batch:
+    people: list[_Cut] = field(default_factory=list)
+    canvases: list[np.ndarray] = field(default_factory=list)
+    affines: list[np.ndarray] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)  # the frames whose people are all cut by now
+    prepared: object = None  # inference.canvas_batch of the canvases
+
+
+def person_batches(images: ImageInput, boxes: dict | None, batch_size: int, layout, codec, device,
+                   skipped: list, keep_images: bool):
+    """Batches of `batch_size` people in input order, each with its canvases cut and prepared,
+    and the frames finished with it (kept whole only when `keep_images`, for drawing)."""
+    from pose_pipeline.formats.coco import person_boxes
+    from pose_pipeline.inference import canvas_batch
+
+    def finish(batch: _Batch) -> _Batch:
+        if batch.people:
+            batch.prepared = canvas_batch(np.stack(batch.canvases), layout, codec, device)
+            batch.canvases = []
+        return batch
+
+    batch = _Batch()
+    for frame in images.frames():
+        if frame.problem:
+            log.warning("skipped %s", frame.problem)
+            skipped.append((frame.name, "", frame.problem))
+        height, width = frame.image.shape[:2] if frame.image is not None else (0, 0)
+        whole = [Box((0.0, 0.0, float(width), float(height)), 1.0, None, "whole image")]
+        for box in [] if frame.image is None else whole if boxes is None else boxes.get(frame.position, []):
+            problem = box_problem(box.bbox, frame.image.shape)
+            if problem:
+                log.warning("skipped a box of %s: %s: %s", frame.name, box.where, problem)
+                skipped.append((frame.name, json.dumps(list(box.bbox)), f"{box.where}: {problem}"))
+                continue
+            center, scale = person_boxes(np.array(box.bbox))
+            affine = geometry.person_canvas_affine(center, scale, layout.canvas_size, layout.context)[0]
+            batch.canvases.append(geometry.warp_image(frame.image, affine, layout.canvas_size))
+            batch.affines.append(affine)
+            batch.people.append(_Cut(frame.position, frame.name, frame.image.shape, box))
+            if len(batch.people) == batch_size:
+                yield finish(batch)
+                batch = _Batch()
+        if not keep_images:
+            frame.image = None
+        batch.frames.append(frame)
+        if keep_images and len(batch.frames) >= batch_size:  # kept frames without people do not pile up
+            yield finish(batch)
+            batch = _Batch()
+    if batch.people or batch.frames:
+        yield finish(batch)
+
+
+def infer(checkpoint, images, out, boxes=None, draw: bool = False, batch_size: int = EVALUATION["batch_size"],
+          flip_test: bool = EVALUATION["flip_test"], blur_sigma: float = EVALUATION["blur_sigma"],
+          input_size: int | None = None, canvas_size: int = DATASET["canvas_size"],
+          context: float = DATASET["context"], device: str = "auto", progress: bool = True) -> dict:
+    """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
+    {people, images, skipped, out}."""
+    from tqdm import tqdm
+
+    from pose_pipeline.atomic import atomic_folder, check_no_overlap, check_replaceable
+    from pose_pipeline.codec import HeatmapCodec
+    from pose_pipeline.devices import resolve_device
+    from pose_pipeline.inference import CanvasLayout, predict_batch
+    from pose_pipeline.models import joint_set_of, load_model, read_checkpoint
+    from pose_pipeline.prefetch import Prefetcher, depth_for
+
+    out = Path(out)
+    check_no_overlap(out, {"image input": Path(images), "boxes file": boxes and Path(boxes),
+                           "checkpoint": Path(checkpoint)})
+    if Path(images).is_dir() and Path(images).resolve() in out.resolve().parents:
+        raise UserError(f"--out {out} lies inside --images {images}: its drawings would be taken for input "
+                        "images next time; choose an output folder outside the images")
+    check_replaceable(out, is_infer_output, "an infer output folder")
+    source = ImageInput(images)
+    by_position, skipped = _boxes_of(boxes, source)
+    device = resolve_device(device)
+    record = read_checkpoint(checkpoint)
+    joints = joint_set_of(record, checkpoint)
+    model = load_model(checkpoint, device=device)
+    input_size = input_size or int(record.get("input_size", 256))
+    codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
+    layout = CanvasLayout(canvas_size, context, joints)
+    log.info("inferring %s on %s at %d px (flip test %s, %s joints)", images, device, input_size,
+             "on" if flip_test else "off", joints.name)
+
+    batches = Prefetcher(person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw),
+                         lambda batch: batch, depth=depth_for(device, 2), name="infer-batches")
+    with atomic_folder(out, is_infer_output, "an infer output folder") as tmp, batches, \
+            tqdm(total=len(source), desc="infer", unit="img", disable=not progress, mininterval=2) as bar:
+        drawings = Drawings(tmp, joints, source.path.name if source.is_video else None, source.fps) if draw else None
+        try:
+            people = _predict_people(batches, lambda batch: predict_batch(
+                model, batch.prepared, np.stack(batch.affines), layout, codec, flip_test, device), drawings, bar)
+        finally:
+            if drawings is not None:
+                drawings.close()
+        if not people:
+            raise UserError(f"--images {images}: no person to infer, every image or box was skipped "
+                            f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})")
+        header = {"checkpoint": str(checkpoint), "images": str(images), "input_size": input_size,
+                  "flip_test": flip_test, "blur_sigma": blur_sigma, "canvas_size": canvas_size, "context": context,
+                  "boxes": str(boxes) if boxes else "whole image (no --boxes)"}
+        write_results(tmp, people, skipped, joints, header)
+    if skipped:
+        log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
+    return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
+
+
+def _boxes_of(boxes, source: ImageInput) -> tuple[dict | None, list[tuple[str, str, str]]]:
+    """The boxes by input position (None: whole images) and the boxes naming no input image."""
+    if boxes is None:
+        log.info("no --boxes: one person per image, the whole image as its box")
+        return None, []
+    by_position, skipped = read_boxes(boxes, source)
+    for image, _, reason in skipped:
+        log.warning("skipped a box of %s: %s", image, reason)
+    if not by_position:
+        raise UserError(f"--boxes {boxes}: no person box for any image of {source.path}"
+                        + (f" (first: {skipped[0][2]})" if skipped else ""))
+    return by_position, skipped
+
+
+def _predict_people(batches, predict, drawings: Drawings | None, bar) -> list[Person]:
+    """The people of all batches, in input order (`predict`: a batch -> preds, scores, loss);
+    each frame drawn once its people are all predicted."""
+    people: list[Person] = []
+    waiting: dict[int, list[Person]] = {}  # a frame's people until the frame is finished
+    for batch in batches:
+        if batch.people:
+            preds, scores, _ = predict(batch)
+            for cut, points, confidence in zip(batch.people, preds, scores):
+                person = _person(cut, points, confidence)
+                people.append(person)
+                waiting.setdefault(cut.frame, []).append(person)
+        for frame in batch.frames:
+            found = waiting.pop(frame.position, [])
+            # every frame of a video; of images, those with people
+            if drawings is not None and frame.image is not None and (found or drawings.video_name):
+                drawings.add(frame.name, frame.image, found)
+            bar.update(1)
+    return people
+
+
+def _person(cut: _Cut, points: np.ndarray, confidence: np.ndarray) -> Person:
+    """The result of one person, its keypoints clipped to its image."""
+    height, width = cut.image_shape[:2]
+    clipped = np.stack([np.clip(points[:, 0], 0, width - 1), np.clip(points[:, 1], 0, height - 1)], axis=1)
+    image_id = cut.box.image_id if cut.box.image_id is not None else cut.frame
+    return Person(cut.frame, cut.name, image_id, cut.box.bbox, cut.box.score, clipped, confidence)
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (this project's or PyTorch-Pose)")
+    p.add_argument("--images", required=True,
+                   help="an image file, a folder of images (searched recursively) or a video file")
+    p.add_argument("--boxes", help="person boxes: a COCO detection-results .json or a CSV image,x,y,w,h[,score] "
+                                   "(default: each image is one person, the whole image its box)")
+    p.add_argument("--out", required=True,
+                   help="output folder (keypoints.json, keypoints.csv, skipped.csv, drawings/): new, empty, "
+                        "or an earlier infer output (replaced)")
+    p.add_argument("--draw", action="store_true", help="draw the skeletons on the images (a video: an annotated video)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="network input side (default: the checkpoint's training size, else 256)")
+    p.add_argument("--no-flip-test", dest="flip_test", action="store_false", default=EVALUATION["flip_test"],
+                   help="predict the crop alone, not averaged with its mirror image")
+    p.add_argument("--batch-size", type=int, default=EVALUATION["batch_size"], help="people per forward pass")
+    p.add_argument("--blur-sigma", type=float, default=EVALUATION["blur_sigma"],
+                   help="heatmap blur before decoding (0 = none)")
+    p.add_argument("--canvas-size", type=int, default=DATASET["canvas_size"],
+                   help="side of the canvas cut around each person, as the converters cut it (the training "
+                        "dataset's canvas_size reproduces its crops exactly)")
+    p.add_argument("--context", type=float, default=DATASET["context"], help="canvas = person box x context")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    summary = infer(args.checkpoint, args.images, args.out, args.boxes, args.draw, args.batch_size, args.flip_test,
+                    args.blur_sigma, args.input_size, args.canvas_size, args.context, args.device)
+    print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, "
+          f"{summary['skipped']} skipped")
+    return 0
