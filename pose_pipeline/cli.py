@@ -32,6 +32,7 @@ STAGES = {
     "summary": ("pose_pipeline.summary", "experiments side by side: model, epochs, scores, training time"),
     "roundtrip": ("pose_pipeline.roundtrip", "encode ground truth as targets and decode it back"),
     "plot": ("pose_pipeline.plots", "training curves, PCKh curves and skeleton overlays"),
+    "export": ("pose_pipeline.export", "a model as one ONNX or TorchScript file: RGB crops in, heatmaps and keypoints out"),
     "model-info": ("pose_pipeline.models.info", "parameter count, FLOPs and output shapes of a model"),
 }
 

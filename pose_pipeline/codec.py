@@ -112,7 +112,18 @@ class HeatmapCodec:
 
 
 def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float | None = None):
-    """Sub-pixel maxima of (N,J,H,W) heatmaps -> (coords (N,J,2), scores (N,J) peak values).
+    """Sub-pixel maxima of (N,J,H,W) heatmaps -> (coords (N,J,2), scores (N,J) peak values),
+    numpy in float64 (`decode_heatmaps_torch` on float64 tensors: one decode for predict,
+    validation and the exported models)."""
+    import torch
+
+    coords, scores = decode_heatmaps_torch(torch.from_numpy(np.asarray(heatmaps, dtype=np.float64)), blur_sigma)
+    return coords.numpy(), scores.numpy()
+
+
+def decode_heatmaps_torch(heatmaps, blur_sigma: float | None = None):
+    """Sub-pixel maxima of (N,J,H,W) heatmaps (a torch tensor) -> (coords (N,J,2) heatmap
+    array coordinates, scores (N,J) peak values), in the heatmaps' dtype.
 
     A Newton step on the log-heatmap at the arg-max (second-order Taylor expansion, as in
     DARK). For an exact Gaussian target the log is quadratic, so the step recovers its
@@ -120,23 +131,27 @@ def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float | None = None):
     blur keeps a Gaussian Gaussian, so targets still decode exactly). Where the Hessian is
     not negative definite (flat or border peaks) it falls back to a quarter-pixel step
     towards the higher neighbour.
+
+    Plain tensor operations without data-dependent control flow, so `torch.jit.trace` and
+    `torch.onnx.export` carry it into the exported models (`pose_pipeline.export`).
     """
-    heatmaps = np.asarray(heatmaps, dtype=np.float64)
+    import torch
+    import torch.nn.functional as F
+
     if blur_sigma:
-        heatmaps = _blur_keeping_peaks(heatmaps, blur_sigma)
-    n, j, h, w = heatmaps.shape
-    flat = heatmaps.reshape(n, j, -1)
-    idx = flat.argmax(axis=-1)
-    scores = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
-    y, x = np.divmod(idx, w)
-    coords = np.stack([x, y], axis=-1).astype(np.float64)
+        heatmaps = blur_keeping_peaks(heatmaps, blur_sigma)
+    h, w = heatmaps.shape[-2], heatmaps.shape[-1]
+    flat = heatmaps.flatten(2)
+    idx = flat.argmax(dim=-1)  # the first maximum, as numpy's
+    scores = flat.gather(-1, idx[..., None])[..., 0]
+    y, x = torch.div(idx, w, rounding_mode="floor"), idx % w
 
-    log = np.log(np.maximum(heatmaps, 1e-10))
-    padded = np.pad(log, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-    ni, ji = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
+    log = torch.log(torch.clamp(heatmaps, min=1e-10))
+    padded = F.pad(log, (1, 1, 1, 1), mode="replicate").flatten(2)  # edge values beyond the border
+    centre = (y + 1) * (w + 2) + (x + 1)
 
-    def at(dy, dx):
-        return padded[ni, ji, y + 1 + dy, x + 1 + dx]
+    def at(dy: int, dx: int):
+        return padded.gather(-1, (centre + dy * (w + 2) + dx)[..., None])[..., 0]
 
     c = at(0, 0)
     dx = 0.5 * (at(0, 1) - at(0, -1))
@@ -147,23 +162,38 @@ def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float | None = None):
     det = dxx * dyy - dxy**2
     interior = (x > 0) & (x < w - 1) & (y > 0) & (y < h - 1)
     newton_ok = interior & (dxx < 0) & (det > 1e-12)
-    safe_det = np.where(newton_ok, det, 1.0)
+    safe_det = torch.where(newton_ok, det, torch.ones_like(det))
     off_x = -(dyy * dx - dxy * dy) / safe_det
     off_y = -(dxx * dy - dxy * dx) / safe_det
-    newton_ok &= (np.abs(off_x) <= 1) & (np.abs(off_y) <= 1)
+    newton_ok = newton_ok & (off_x.abs() <= 1) & (off_y.abs() <= 1)
 
-    quarter_x = 0.25 * np.sign(at(0, 1) - at(0, -1)) * interior
-    quarter_y = 0.25 * np.sign(at(1, 0) - at(-1, 0)) * interior
-    coords[..., 0] += np.where(newton_ok, off_x, quarter_x)
-    coords[..., 1] += np.where(newton_ok, off_y, quarter_y)
+    inside = interior.to(heatmaps.dtype)
+    quarter_x = 0.25 * torch.sign(at(0, 1) - at(0, -1)) * inside
+    quarter_y = 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * inside
+    coords = torch.stack([x.to(heatmaps.dtype) + torch.where(newton_ok, off_x, quarter_x),
+                          y.to(heatmaps.dtype) + torch.where(newton_ok, off_y, quarter_y)], dim=-1)
     return coords, scores
 
 
-def _blur_keeping_peaks(heatmaps: np.ndarray, blur_sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
+def gaussian_blur_matrix(size: int, blur_sigma: float) -> np.ndarray:
+    """(size, size) matrix M with M @ v the Gaussian blur of v: scipy.ndimage's kernel
+    (truncated at 4 sigma, normalised) and its `mode="constant"` (zeros beyond the border).
+    As a matrix product the blur is one MatMul in an exported graph, in any dtype."""
+    radius = int(4.0 * blur_sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * offsets**2 / blur_sigma**2)
+    kernel /= kernel.sum()
+    distance = np.arange(size)[None, :] - np.arange(size)[:, None]
+    return np.where(np.abs(distance) <= radius, kernel[np.clip(distance + radius, 0, 2 * radius)], 0.0)
 
-    peak = heatmaps.max(axis=(2, 3), keepdims=True)
-    blurred = gaussian_filter(heatmaps, sigma=(0, 0, blur_sigma, blur_sigma), mode="constant")
-    # keep the peak height, so scores stay comparable with and without blur
-    blurred *= peak / np.maximum(blurred.max(axis=(2, 3), keepdims=True), 1e-12)
-    return blurred
+
+def blur_keeping_peaks(heatmaps, blur_sigma: float):
+    """(N,J,H,W) tensor blurred by `blur_sigma` (heatmap pixels), each map rescaled to its
+    former peak height, so scores stay comparable with and without blur."""
+    import torch
+
+    rows = torch.as_tensor(gaussian_blur_matrix(heatmaps.shape[-2], blur_sigma), dtype=heatmaps.dtype)
+    cols = torch.as_tensor(gaussian_blur_matrix(heatmaps.shape[-1], blur_sigma).T, dtype=heatmaps.dtype)
+    peak = heatmaps.amax(dim=(2, 3), keepdim=True)
+    blurred = rows @ heatmaps @ cols
+    return blurred * (peak / torch.clamp(blurred.amax(dim=(2, 3), keepdim=True), min=1e-12))

@@ -61,9 +61,7 @@ def predict_batch(model: torch.nn.Module, batch, image_to_canvas: np.ndarray, la
         loss = heatmap_loss(outputs, targets, weights).double()
         heatmaps = outputs[-1].float()
         if flip_test:
-            # the mirrored input's heatmaps, mirrored back with left/right channels swapped
-            mirrored = model(torch.flip(x, dims=[3]))[-1].float()
-            heatmaps = 0.5 * (heatmaps + torch.flip(mirrored, dims=[3])[:, flip_perm])
+            heatmaps = mirror_average(heatmaps, model(torch.flip(x, dims=[3]))[-1].float(), flip_perm)
     coords, scores = codec.decode(heatmaps.cpu().numpy())
     # heatmap -> canvas -> original image array coordinates
     to_heatmap = codec.image_to_heatmap(image_to_canvas, layout.canvas_size, layout.context)
@@ -97,6 +95,12 @@ def predict_store(model: torch.nn.Module, store: PoseStore, codec: HeatmapCodec,
             loss_sum += loss * (stop - start)
             bar.update(1)
     return geometry.array_to_annotated(preds, store.pixel_origin), scores, float(loss_sum) / max(n, 1)
+
+
+def mirror_average(heatmaps: torch.Tensor, mirrored: torch.Tensor, flip_permutation: torch.Tensor) -> torch.Tensor:
+    """The flip test: `heatmaps` of the inputs averaged with `mirrored`, those of the mirrored
+    inputs, mirrored back with left and right channels swapped (predict, exported models)."""
+    return 0.5 * (heatmaps + torch.flip(mirrored, dims=[3])[:, flip_permutation])
 
 
 def _batch_reader(store: PoseStore, codec: HeatmapCodec, batch_size: int, device: torch.device):

@@ -26,8 +26,10 @@ Variants (`prm`):
 
 Fractional max pooling: `F.fractional_max_pool2d` with kernel 2 and `output_size` computed from the
 input. Its pseudo-random pooling regions are drawn per sample and channel in training (as in the
-paper) and fixed at u = 0.5 (`_random_samples`) in eval, so inference is deterministic. Both paths
-are plain tensor ops, so `torch.compile(fullgraph=True)` traces the module without graph breaks.
+paper) and fixed at u = 0.5 in eval, so inference is deterministic; the eval path gathers those
+fixed regions itself (`_fixed_fractional_max_pool`, the same values), so the model exports to ONNX.
+Both paths are plain tensor ops, so `torch.compile(fullgraph=True)` traces the module without
+graph breaks.
 
 Which units are PRMs: following the authors' `hg-prm.lua`, the units running at a resolution of at
 least 1/4 of the hourglass input (64, 32, 16 for a 64x64 hourglass) are PRMs - the three upper
@@ -62,6 +64,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -143,12 +146,35 @@ def fractional_max_pool(x: torch.Tensor, ratio: float, training: bool) -> torch.
     height, width = x.shape[-2], x.shape[-1]
     out_h, out_w = max(1, int(height * ratio)), max(1, int(width * ratio))
     kernel = (min(2, height - out_h + 1), min(2, width - out_w + 1))
-    shape = (x.shape[0], x.shape[1], 2)
-    if training:
-        samples = torch.rand(shape, dtype=x.dtype, device=x.device)
-    else:  # deterministic regions at inference
-        samples = torch.full(shape, 0.5, dtype=x.dtype, device=x.device)
+    if not training:
+        return _fixed_fractional_max_pool(x, kernel, (out_h, out_w))
+    samples = torch.rand((x.shape[0], x.shape[1], 2), dtype=x.dtype, device=x.device)
     return F.fractional_max_pool2d(x, kernel, output_size=(out_h, out_w), _random_samples=samples)
+
+
+def fractional_pool_starts(size: int, out: int, kernel: int, sample: float = 0.5, dtype=np.float32) -> np.ndarray:
+    """The first row (or column) of each pooling region of `F.fractional_max_pool2d` for one
+    random sample: ATen's `generate_intervals`, in the input's precision (float32 for float)."""
+    starts = np.full(out, size - kernel, np.int64)  # the last region ends at the border
+    if out > 1:
+        alpha = dtype(size - kernel) / dtype(out - 1)
+        index = np.arange(out - 1, dtype=dtype)
+        starts[:-1] = ((index + dtype(sample)) * alpha).astype(np.int64) - int(dtype(sample) * alpha)
+    return starts
+
+
+def _fixed_fractional_max_pool(x: torch.Tensor, kernel: tuple[int, int], out: tuple[int, int]) -> torch.Tensor:
+    """`F.fractional_max_pool2d` with every sample at u = 0.5 (inference), as the max over
+    the kernel's offsets of rows, then columns, gathered at fixed indices: the same values,
+    in operations ONNX has (ATen's fractional pooling has no ONNX export)."""
+    dtype = np.float64 if x.dtype == torch.float64 else np.float32
+    for dim, size, k, n in ((2, x.shape[2], kernel[0], out[0]), (3, x.shape[3], kernel[1], out[1])):
+        starts = torch.as_tensor(fractional_pool_starts(size, n, k, dtype=dtype), device=x.device)
+        pooled = x.index_select(dim, starts)
+        for offset in range(1, k):
+            pooled = torch.maximum(pooled, x.index_select(dim, starts + offset))
+        x = pooled
+    return x
 
 
 class Pyramid(nn.Module):
