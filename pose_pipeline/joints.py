@@ -3,7 +3,8 @@
 The one place that knows joint orders and counts (`JointSet.num_joints`), and the home of
 the geometry constants every dataset shares (`PERSON_BOX`, `PCKH_HEAD_FACTOR`). Datasets keep
 their native set (MPII 16, LSP 14, FLIC 11, COCO 17); nothing maps one set onto another, except
-the points an evaluation derives from a set (FLIC's neck, `FLIC_PCK_POINTS`).
+the points an evaluation derives from a set (FLIC's neck, `FLIC_PCK_POINTS`) and the joints two
+sets share (`shared_joints`, by `canonical_joint` name), which fine-tuning carries across.
 """
 
 from __future__ import annotations
@@ -215,6 +216,30 @@ def torso_pair(joints: JointSet) -> tuple[int, int] | None:
     (`left_shoulder` in a custom COCO-format set); None when the set lacks either."""
     a, b = (joints.find(name) for name in PCK_TORSO_PAIR)
     return None if a is None or b is None else (a, b)
+
+
+# The one correspondence table of joint names: a joint that two sets (or a custom skeleton) name
+# differently -> the name it is matched by. MPII's upper neck is the point LSP annotates as its
+# neck (pose papers fine-tune MPII -> LSP with this pairing); MPII's thorax is not a neck.
+SAME_JOINT = {"upper_neck": "neck"}
+SHORT_PREFIX = {"left": "l_", "right": "r_", "centre": ""}
+
+
+def canonical_joint(name: str) -> str:
+    """The name a joint is matched by across sets: lower case, the short side prefix
+    (`name_side`: left_shoulder -> l_shoulder), `SAME_JOINT` applied (upper_neck -> neck)."""
+    side, rest = name_side(name.strip().replace(" ", "_"))
+    name = SHORT_PREFIX[side] + rest
+    return SAME_JOINT.get(name, name)
+
+
+def shared_joints(source: JointSet, target: JointSet) -> list[tuple[int, int]]:
+    """(target index, source index) of each joint of `target` that `source` has too, matched by
+    `canonical_joint`, in the target's order (MPII -> LSP: all 14; MPII -> COCO: the 12 limb
+    joints)."""
+    in_source = {canonical_joint(name): i for i, name in enumerate(source.joints)}
+    return [(t, in_source[canonical_joint(name)]) for t, name in enumerate(target.joints)
+            if canonical_joint(name) in in_source]
 
 
 def joint_set(name: str) -> JointSet:

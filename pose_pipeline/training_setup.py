@@ -19,6 +19,7 @@ from pose_pipeline.config import settings_hash
 from pose_pipeline.data import Augmentation, ShardBatches
 from pose_pipeline.devices import World
 from pose_pipeline.errors import UserError
+from pose_pipeline.joints import JointSet
 from pose_pipeline.models import build_model, load_weights
 from pose_pipeline.store import PoseStore, open_store
 from pose_pipeline.training_state import RunState, load_external, load_resume_state, restore_rng, run_identity
@@ -125,7 +126,7 @@ def setup(world: World, settings: dict, train_store: str, val_store: str | None,
         raise UserError(f"{train_store}: {len(store)} samples, fewer than one batch of {loader.global_batch_size}"
                         + (f" ({training['batch_size']} per rank x {world.size} ranks)" if world.distributed else ""))
     evaluation = evaluation_settings(settings)
-    model = setup_model(settings, store.joint_set.num_joints, world)
+    model = setup_model(settings, store.joint_set, world)
     optimizer = make_optimizer(model, training)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, training["schedule"], epochs))
     return Run(settings=settings, world=world, out=out, epochs=epochs, store=store,
@@ -150,13 +151,14 @@ def open_validation_store(path: str, train: PoseStore) -> PoseStore:
     return val
 
 
-def setup_model(settings: dict, num_joints: int, world: World) -> torch.nn.Module:
-    """The model on its device, from `init_checkpoint` when given, SyncBatchNorm across GPU ranks."""
-    model = build_model(settings["model"], num_joints)
+def setup_model(settings: dict, joints: JointSet, world: World) -> torch.nn.Module:
+    """The model on its device, from `init_checkpoint` when given (of this joint set or another:
+    `models.load_weights`), SyncBatchNorm across GPU ranks."""
+    model = build_model(settings["model"], joints.num_joints)
     init = settings["training"]["init_checkpoint"]
     if init:
-        load_weights(model, {**settings["model"], "joints": num_joints}, init)
-        _voice(world)("initialised from %s", init)
+        transfer = load_weights(model, {**settings["model"], "joints": joints.num_joints}, init, joints)
+        _voice(world)("initialised from %s%s", init, f", another joint set: {transfer}" if transfer else "")
     model.to(world.device).to(memory_format=torch.channels_last)
     if world.distributed and world.device.type == "cuda":
         # batch statistics over the global batch, as one process with that batch would have
@@ -179,7 +181,7 @@ def resume(run: Run, resume_from: str | None) -> RunState:
         state, source = RunState.from_checkpoint(saved), run.last_path
     elif resume_from:
         epochs_done = load_external(resume_from, run.model, {**run.settings["model"], "joints": run.num_joints},
-                                    run.optimizer, run.scheduler)
+                                    run.optimizer, run.scheduler, run.store.joint_set)
         state, source = RunState(step=epochs_done * run.steps_per_epoch), resume_from
     else:
         return RunState()

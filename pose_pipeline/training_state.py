@@ -184,12 +184,16 @@ def load_resume_state(path: Path, run_hash: str) -> dict | None:
     return state
 
 
-def load_external(path, model, model_config: dict, optimizer, scheduler) -> int:
+def load_external(path, model, model_config: dict, optimizer, scheduler, joints: JointSet | None = None) -> int:
     """Load weights (and the optimiser state when it fits) from another run's checkpoint,
-    e.g. PyTorch-Pose's `checkpoint.pth.tar`; returns the number of epochs it had completed."""
+    e.g. PyTorch-Pose's `checkpoint.pth.tar`; returns the number of epochs it had completed.
+    From another joint set (`models.load_weights`) the optimiser state is not taken: its
+    per-joint moments have the other set's shape."""
     checkpoint = read_checkpoint(path)
-    load_weights(model, model_config, path)
-    if isinstance(checkpoint.get("optimizer"), dict):
+    transfer = load_weights(model, model_config, path, joints)
+    if transfer:
+        log.info("%s: another joint set, %s; optimiser state not used", path, transfer)
+    elif isinstance(checkpoint.get("optimizer"), dict):
         try:
             optimizer.load_state_dict(checkpoint["optimizer"])
         except (ValueError, KeyError) as exc:

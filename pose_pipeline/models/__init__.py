@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import JOINT_SETS, JointSet
+from pose_pipeline.joints import JOINT_SETS, JointSet, shared_joints
 from pose_pipeline.models import hourglass, pyranet
 
 ARCHITECTURES = {"hourglass": hourglass, "pyranet": pyranet}
@@ -125,12 +125,64 @@ def describe_config(model_config: dict) -> str:
     return f"{_arch(model_config)} ({shape})"
 
 
-def load_weights(model: torch.nn.Module, model_config: dict, path) -> None:
-    """Copy a checkpoint's weights into `model`, built from `model_config` (init_checkpoint,
-    --resume from another run); UserError naming both architectures when they differ."""
-    source = load_model(path, expect={"joints": model_config["joints"]})
+def load_weights(model: torch.nn.Module, model_config: dict, path, joints: JointSet | None = None) -> str | None:
+    """Copy a checkpoint's weights into `model`, built from `model_config` for the joint set
+    `joints` (init_checkpoint, --resume from another run); UserError naming both architectures
+    when they differ.
+
+    A checkpoint of another joint set (recorded, or PyTorch-Pose's 16 joints: MPII) gives its
+    trunk whole and, in the per-joint layers (`hourglass.joint_axis`: the heads and the maps
+    from heatmaps back into features, both families' `add_heads`), the rows and columns of the
+    joints both sets have (`joints.shared_joints`); the others keep the model's own fresh
+    initialisation. Returns a line saying which joints came across, None for the same set.
+    """
+    checkpoint = read_checkpoint(path)
+    source_config = model_config_of(checkpoint, path)
+    if model_shape(source_config) != model_shape(model_config):
+        raise UserError(f"{path}: a {describe_config(source_config)} checkpoint; its weights do not fit "
+                        f"this run's {describe_config(model_config)}")
+    source_joints = joint_set_of(checkpoint, path) if joints is not None else None
+    if joints is None or source_joints.joints == joints.joints:
+        source = load_model(path, expect={"joints": model_config["joints"]})
+        _load_fitting(model, source.state_dict(), path, source_config, model_config)
+        return None
+    source = load_model(path)
+    pairs = shared_joints(source_joints, joints)
+    state = transfer_joint_rows(model.state_dict(), source.state_dict(), pairs)
+    _load_fitting(model, state, path, source_config, model_config)
+    return describe_transfer(source_joints, joints, pairs)
+
+
+def transfer_joint_rows(target: dict, source: dict, pairs: list[tuple[int, int]]) -> dict:
+    """`target`'s state dict with `source`'s tensors, where per-joint tensors take only the
+    source's rows (columns) of the joints in `pairs` ((target index, source index)) and
+    keep their own elsewhere."""
+    to_rows = torch.tensor([t for t, _ in pairs], dtype=torch.long)
+    from_rows = torch.tensor([s for _, s in pairs], dtype=torch.long)
+    merged = {}
+    for key, value in target.items():
+        axis = hourglass.joint_axis(key)  # both families' heads are hourglass.add_heads'
+        if key not in source:
+            merged[key] = value  # load_state_dict names it
+        elif axis is None:
+            merged[key] = source[key]
+        else:
+            merged[key] = value.clone().index_copy_(axis, to_rows, source[key].index_select(axis, from_rows))
+    return merged
+
+
+def describe_transfer(source: JointSet, target: JointSet, pairs: list[tuple[int, int]]) -> str:
+    """'mpii -> lsp: 14 of 14 joints came across (r_ankle, ..., neck from upper_neck, ...); new: ...'"""
+    came = [target.joints[t] + ("" if target.joints[t] == source.joints[s] else f" from {source.joints[s]}")
+            for t, s in pairs]
+    fresh = [name for t, name in enumerate(target.joints) if t not in {t for t, _ in pairs}]
+    return (f"{source.name} -> {target.name}: {len(pairs)} of {target.num_joints} joints came across "
+            f"({', '.join(came) or 'none'}); freshly initialised: {', '.join(fresh) or 'none'}")
+
+
+def _load_fitting(model: torch.nn.Module, state: dict, path, source_config: dict, model_config: dict) -> None:
     try:
-        model.load_state_dict(source.state_dict())
+        model.load_state_dict(state)
     except RuntimeError:
-        raise UserError(f"{path}: a {describe_config(source.model_config)} checkpoint; its weights do not fit "
+        raise UserError(f"{path}: a {describe_config(source_config)} checkpoint; its weights do not fit "
                         f"this run's {describe_config(model_config)}") from None

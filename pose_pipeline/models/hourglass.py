@@ -165,6 +165,18 @@ def add_heads(net: nn.Module, stacks: int, features: int, joints: int) -> None:
     net.score_ = nn.ModuleList(nn.Conv2d(joints, features, 1) for _ in range(stacks - 1))
 
 
+def joint_axis(key: str) -> int | None:
+    """The axis of a state-dict tensor of `add_heads` that runs over the joints (`score` maps
+    features to heatmaps: its rows; `score_` maps heatmaps back into features: its columns),
+    None for the tensors that do not depend on the joint set."""
+    layer, _, name = key.partition(".")
+    if layer == "score" and name.endswith((".weight", ".bias")):
+        return 0
+    if layer == "score_" and name.endswith(".weight"):
+        return 1
+    return None
+
+
 def stacked_forward(net: nn.Module, x: torch.Tensor, post: nn.ModuleList) -> list[torch.Tensor]:
     """The pass both stacked networks (hourglass, PyraNet) share: the stem to 1/4 resolution,
     then per stack hourglass -> `post` -> fc -> heatmaps, the heatmaps and features of every
