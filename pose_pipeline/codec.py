@@ -105,20 +105,26 @@ class HeatmapCodec:
         targets = (gy * (weights > 0)[..., None])[..., :, None] * gx[..., None, :]
         return targets, weights
 
-    def decode(self, heatmaps: np.ndarray):
+    def decode(self, heatmaps):
         """Sub-pixel maxima of (N,J,H,W) heatmaps -> (coords (N,J,2) heatmap array coords,
-        scores (N,J) peak values), after the codec's blur (`decode_heatmaps`)."""
+        scores (N,J) peak values) as float64 numpy arrays, after the codec's blur
+        (`decode_heatmaps`). A torch tensor is decoded on its device (a GPU's is faster)."""
         return decode_heatmaps(heatmaps, self.blur_sigma)
 
 
-def decode_heatmaps(heatmaps: np.ndarray, blur_sigma: float | None = None):
-    """Sub-pixel maxima of (N,J,H,W) heatmaps -> (coords (N,J,2), scores (N,J) peak values),
-    numpy in float64 (`decode_heatmaps_torch` on float64 tensors: one decode for predict,
-    validation and the exported models)."""
+def decode_heatmaps(heatmaps, blur_sigma: float | None = None):
+    """Sub-pixel maxima of (N,J,H,W) heatmaps (numpy, or a torch tensor on any device) ->
+    (coords (N,J,2), scores (N,J) peak values) as float64 numpy arrays:
+    `decode_heatmaps_torch` in float64, the one decode of predict, validation and the
+    exported models."""
     import torch
 
-    coords, scores = decode_heatmaps_torch(torch.from_numpy(np.asarray(heatmaps, dtype=np.float64)), blur_sigma)
-    return coords.numpy(), scores.numpy()
+    if isinstance(heatmaps, torch.Tensor):
+        heatmaps = heatmaps.detach().double()
+    else:
+        heatmaps = torch.from_numpy(np.asarray(heatmaps, dtype=np.float64))
+    coords, scores = decode_heatmaps_torch(heatmaps, blur_sigma)
+    return coords.cpu().numpy(), scores.cpu().numpy()
 
 
 def decode_heatmaps_torch(heatmaps, blur_sigma: float | None = None):
@@ -192,8 +198,10 @@ def blur_keeping_peaks(heatmaps, blur_sigma: float):
     former peak height, so scores stay comparable with and without blur."""
     import torch
 
-    rows = torch.as_tensor(gaussian_blur_matrix(heatmaps.shape[-2], blur_sigma), dtype=heatmaps.dtype)
-    cols = torch.as_tensor(gaussian_blur_matrix(heatmaps.shape[-1], blur_sigma).T, dtype=heatmaps.dtype)
+    rows = torch.as_tensor(gaussian_blur_matrix(heatmaps.shape[-2], blur_sigma), dtype=heatmaps.dtype,
+                           device=heatmaps.device)
+    cols = torch.as_tensor(gaussian_blur_matrix(heatmaps.shape[-1], blur_sigma).T, dtype=heatmaps.dtype,
+                           device=heatmaps.device)
     peak = heatmaps.amax(dim=(2, 3), keepdim=True)
     blurred = rows @ heatmaps @ cols
     return blurred * (peak / torch.clamp(blurred.amax(dim=(2, 3), keepdim=True), min=1e-12))

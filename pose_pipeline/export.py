@@ -69,11 +69,11 @@ def crop_pose_model(checkpoint: str, input_size: int | None = None, blur_sigma: 
                     flip_test: bool = False) -> tuple[CropPoseModel, HeatmapCodec, JointSet, dict]:
     """The exportable model of a checkpoint, its codec (the checkpoint's input size unless
     given, blur as its experiment's evaluation, else the schema's) and joint set."""
-    from pose_pipeline.models import joint_set_of, load_model, read_checkpoint
+    from pose_pipeline.models import joint_set_of, model_from_checkpoint, read_checkpoint
 
     record = read_checkpoint(checkpoint)
     joints = joint_set_of(record, checkpoint)
-    model = load_model(checkpoint)
+    model = model_from_checkpoint(record, checkpoint)
     input_size = input_size or int(record.get("input_size", 256))
     if blur_sigma is None:
         evaluation = (record.get("settings") or {}).get("evaluation") or {}
@@ -138,13 +138,14 @@ def run(args: argparse.Namespace) -> int:
                                                          args.flip_test)
     if codec.input_size % 64:
         raise UserError(f"--input-size {codec.input_size}: the models take multiples of 64")
+    if args.format == "onnx":
+        _require_onnx()
     example = torch.zeros((2, codec.input_size, codec.input_size, 3), dtype=torch.uint8)
     out = Path(args.out)
     log.info("exporting %s (%d joints, %d px, flip test %s) to %s", args.checkpoint, joints.num_joints,
              codec.input_size, "on" if args.flip_test else "off", out)
     with atomic_output(out) as tmp:
         if args.format == "onnx":
-            _require_onnx()
             export_onnx(model, example, tmp)
         else:
             export_torchscript(model, example, tmp)

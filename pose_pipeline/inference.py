@@ -62,7 +62,7 @@ def predict_batch(model: torch.nn.Module, batch, image_to_canvas: np.ndarray, la
         heatmaps = outputs[-1].float()
         if flip_test:
             heatmaps = mirror_average(heatmaps, model(torch.flip(x, dims=[3]))[-1].float(), flip_perm)
-    coords, scores = codec.decode(heatmaps.cpu().numpy())
+    coords, scores = codec.decode(heatmaps)  # on the device
     # heatmap -> canvas -> original image array coordinates
     to_heatmap = codec.image_to_heatmap(image_to_canvas, layout.canvas_size, layout.context)
     return geometry.apply(geometry.invert(to_heatmap), coords), scores, loss

@@ -72,3 +72,13 @@ def test_from_settings_reads_training_and_evaluation():
     codec = HeatmapCodec.from_settings({"input_size": 128, "heatmap_size": 32, "sigma": 2.0}, {"blur_sigma": 0.5})
     assert codec == HeatmapCodec(128, 32, 2.0, 0.5)
     assert HeatmapCodec.from_settings({"input_size": 128, "heatmap_size": 32, "sigma": 2.0}).blur_sigma is None
+
+
+def test_the_codec_decodes_tensors_on_their_device_as_numpy_arrays():
+    import torch
+
+    maps = np.random.default_rng(0).random((2, 3, 16, 16)).astype(np.float32)
+    codec = HeatmapCodec(64, blur_sigma=1.0)
+    for got, expected in zip(codec.decode(torch.from_numpy(maps)), codec.decode(maps)):
+        assert isinstance(got, np.ndarray) and got.dtype == np.float64
+        np.testing.assert_array_equal(got, expected)

@@ -161,3 +161,19 @@ def test_an_lsp_fine_tune_from_an_mpii_checkpoint_runs_through_the_workflow(shar
     assert f"initialised from {tmp_path / 'mpii.pth.tar'}, another joint set: mpii -> lsp: 14 of 14 joints" in log
     saved = torch.load(tmp_path / "results/train/lsp_ft/model.pt", weights_only=True)
     assert saved["joint_set"]["joints"] == list(LSP.joints) and saved["state_dict"]["score.0.weight"].shape[0] == 14
+
+
+def test_a_checkpoint_recording_no_set_with_the_runs_joint_count_loads_whole(tmp_path):
+    """A file that records no joint set and whose joint count no built-in set has: into a run
+    with that many joints it loads whole, as before sets were recorded; into another it is
+    refused naming the count."""
+    torch.manual_seed(0)
+    config = {**small_config("hourglass", 1), "joints": 5}
+    model = build_model(config, 5)
+    torch.save({"model_config": config, "state_dict": model.state_dict()}, tmp_path / "old.pt")
+    custom = JointSet("paws", ("l_paw", "r_paw", "l_ear", "r_ear", "tail"), ((0, 1), (2, 3)), ())
+    loaded, transfer = from_checkpoint(tmp_path / "old.pt", "hourglass", custom, stacks=1)
+    assert transfer is None
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(UserError, match="records no joint set, and 5 joints match none"):
+        from_checkpoint(tmp_path / "old.pt", "hourglass", LSP, stacks=1)

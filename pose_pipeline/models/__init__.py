@@ -99,7 +99,12 @@ def load_model(path, expect: dict | None = None, device: str | torch.device = "c
     `expect` (optional) holds model-config keys the caller needs (e.g. joints, arch); a
     checkpoint that differs is refused naming both values.
     """
-    checkpoint = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), path, expect, device)
+
+
+def model_from_checkpoint(checkpoint: dict, path, expect: dict | None = None,
+                          device: str | torch.device = "cpu") -> torch.nn.Module:
+    """`load_model` of a checkpoint already read (`read_checkpoint`); `path` names it in errors."""
     config = model_config_of(checkpoint, path)
     for key, value in (expect or {}).items():
         if key in config and config[key] != value:
@@ -141,16 +146,30 @@ def load_weights(model: torch.nn.Module, model_config: dict, path, joints: Joint
     if model_shape(source_config) != model_shape(model_config):
         raise UserError(f"{path}: a {describe_config(source_config)} checkpoint; its weights do not fit "
                         f"this run's {describe_config(model_config)}")
-    source_joints = joint_set_of(checkpoint, path) if joints is not None else None
-    if joints is None or source_joints.joints == joints.joints:
-        source = load_model(path, expect={"joints": model_config["joints"]})
+    source_joints = _source_joint_set(checkpoint, path, joints)
+    if source_joints is None or source_joints.joints == joints.joints:
+        source = model_from_checkpoint(checkpoint, path, expect={"joints": model_config["joints"]})
         _load_fitting(model, source.state_dict(), path, source_config, model_config)
         return None
-    source = load_model(path)
+    source = model_from_checkpoint(checkpoint, path)
     pairs = shared_joints(source_joints, joints)
     state = transfer_joint_rows(model.state_dict(), source.state_dict(), pairs)
     _load_fitting(model, state, path, source_config, model_config)
     return describe_transfer(source_joints, joints, pairs)
+
+
+def _source_joint_set(checkpoint: dict, path, joints: JointSet | None) -> JointSet | None:
+    """The checkpoint's joint set, None where it does not matter or cannot be known: no target
+    set given, or a file that records none with the target's joint count (loaded whole, as
+    before sets were recorded)."""
+    if joints is None:
+        return None
+    try:
+        return joint_set_of(checkpoint, path)
+    except UserError:
+        if model_config_of(checkpoint, path)["joints"] == joints.num_joints:
+            return None
+        raise
 
 
 def transfer_joint_rows(target: dict, source: dict, pairs: list[tuple[int, int]]) -> dict:
