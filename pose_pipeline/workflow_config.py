@@ -131,3 +131,15 @@ def original_images(config: dict, dataset: str) -> str:
     """The folder holding a dataset's original validation images (store image names are
     relative to it)."""
     return dataset_sources(config, dataset, "val")["images"]
+
+
+def infer_inputs(config: dict, experiment: str, imageset: str) -> dict:
+    """The `infer` rule's inputs: the experiment's model, the image set's images (and boxes)."""
+    images = config["imagesets"][imageset]
+    return {"model": f"results/train/{experiment}/model.pt", "images": images["images"],
+            **({"boxes": images["boxes"]} if images.get("boxes") else {})}
+
+
+def boxes_option(config: dict, imageset: str) -> str:
+    boxes = config["imagesets"][imageset].get("boxes")
+    return f"--boxes {shlex.quote(boxes)}" if boxes else ""

@@ -1,21 +1,7 @@
-import shlex
-
-
-def infer_inputs(wildcards):
-    imageset = config["imagesets"][wildcards.imageset]
-    return {"model": f"results/train/{wildcards.experiment}/model.pt", "images": imageset["images"],
-            **({"boxes": imageset["boxes"]} if imageset.get("boxes") else {})}
-
-
-def infer_canvas(wildcards):
-    # the experiment's dataset's canvas, so that each person is cut as its training crops were
-    return config["datasets"][dataset_of(wildcards)]
-
-
 rule infer:
     """Keypoints (and drawn skeletons) for the people of an image set (config `imagesets`)."""
     input:
-        unpack(infer_inputs),
+        unpack(lambda wc: ppc.infer_inputs(config, wc.experiment, wc.imageset)),
     output:
         keypoints="results/infer/{experiment}/{imageset}/keypoints.json",
         table="results/infer/{experiment}/{imageset}/keypoints.csv",
@@ -23,11 +9,11 @@ rule infer:
         drawings=directory("results/infer/{experiment}/{imageset}/drawings"),
     params:
         out="results/infer/{experiment}/{imageset}",
-        boxes=lambda wc, input: f"--boxes {shlex.quote(input.boxes)}" if "boxes" in input.keys() else "",
+        boxes=lambda wc: ppc.boxes_option(config, wc.imageset),
         evaluation=lambda wc: config["experiments"][wc.experiment]["evaluation"],
         input_size=lambda wc: config["experiments"][wc.experiment]["training"]["input_size"],
         flip=lambda wc: "" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test",
-        canvas=infer_canvas,
+        canvas=lambda wc: config["datasets"][dataset_of(wc)],  # cut as the training crops were
         device=config["device"],
     threads: experiment_resource("cpus")
     resources:
