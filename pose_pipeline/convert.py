@@ -349,8 +349,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="dataset name recorded in the store")
     p.add_argument("--reduced-decode", action="store_true",
                    help="decode a JPEG at 1/2, 1/4 or 1/8 of its size when the crop shrinks the person at least "
-                        "that much (2-3x faster decoding, same geometry, crops within a few grey levels of a "
-                        "full decode); default: full decode, crop == warpAffine(image, affine) exactly")
+                        "that much (decoding ~2x faster at 1/2; the same geometry; crops a few grey levels from a "
+                        "full decode's on average: less aliasing); default: full decode, crop == "
+                        "warpAffine(image, affine) exactly")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -117,3 +117,16 @@ def test_convert_with_reduced_decode_is_close_to_the_full_decode(shared_data, tm
         expected = geometry.warp_image(area, geometry.compose(affine, geometry.resize_affine(1, reduce)), 128)
         difference = np.abs(expected.astype(int) - reduced.images(i, i + 1)[0])
         assert difference.mean() < 1 and np.percentile(difference, 90) <= 2, (name, difference.mean())
+
+
+def test_the_config_key_reaches_the_command_line():
+    from pose_pipeline.config import validate_config
+    from pose_pipeline.workflow_config import converter_settings
+
+    for value, extra in ((None, ""), (False, ""), (True, "--reduced-decode")):
+        dataset = {"format": "coco", "annotations": "a.json", "images": "img", "min_keypoints": 3}
+        if value is not None:
+            dataset["reduced_decode"] = value
+        config = validate_config({"datasets": {"d": dataset}, "experiments": {"e": {"dataset": "d", "model": {
+            "arch": "hourglass"}}}})
+        assert converter_settings(config, "d")["extra"] == " ".join(["--min-keypoints 3"] + ([extra] if extra else []))
