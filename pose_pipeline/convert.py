@@ -233,6 +233,9 @@ class _Rejections:
         self.bad.append((index, name, problem))
 
 
+WORKER_BLOCK = 16
+
+
 def write_crops(writer: StoreWriter, samples: Samples, images: Path, keep: np.ndarray, affines: np.ndarray,
                 reject, shard_size: int, workers: int | None, progress: bool,
                 reduced_decode: bool = False) -> list[int]:
@@ -241,11 +244,14 @@ def write_crops(writer: StoreWriter, samples: Samples, images: Path, keep: np.nd
     from tqdm import tqdm
 
     canvas_size = writer.canvas_size
-    blocks = [keep[i:i + shard_size] for i in range(0, len(keep), shard_size)]
+    workers = workers or min(len(os.sched_getaffinity(0)), max(-(-len(keep) // WORKER_BLOCK), 1))
+    # Jobs of at most WORKER_BLOCK samples keep several workers evenly busy; the writer regroups
+    # them into whole shards.
+    size = shard_size if workers == 1 else min(shard_size, WORKER_BLOCK)
+    blocks = [keep[i:i + size] for i in range(0, len(keep), size)]
     extents = joint_extents(samples)
     jobs = [(str(images), [samples.image_names[i] for i in b], affines[b], extents[b], canvas_size, reduced_decode)
             for b in blocks]
-    workers = workers or min(len(os.sched_getaffinity(0)), max(len(blocks), 1))
     pending: list[tuple[np.ndarray, np.ndarray]] = []  # buffered good crops, whole shards out
     written: list[int] = []
 
@@ -258,7 +264,10 @@ def write_crops(writer: StoreWriter, samples: Samples, images: Path, keep: np.nd
             written.extend(index[:take].tolist())
             pending[:] = [(crops[take:], index[take:])] if take < len(index) else []
 
-    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+    import cv2  # imported here, where forked workers inherit it instead of each importing it
+
+    pool = ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) if workers > 1 else _Serial()
+    with pool:  # workers: one OpenCV thread each (the processes are the parallelism)
         bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not progress)
         for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
             ok = np.array([not p for p in problems], dtype=bool)

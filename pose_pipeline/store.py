@@ -146,7 +146,7 @@ class StoreWriter:
         fill value, whatever write_empty_chunks says, and every chunk must exist (`_codecs`).
         The same codecs and arrays either way; only the Zstd library's bytes may differ."""
         pipeline = fast_codec_pipeline()
-        if pipeline is None or not images.reshape(len(images), -1).any(axis=1).all():
+        if pipeline is None or not all(crop.any() for crop in images):
             return self.image_array
         if self._fast_image_array is None:
             import zarr
