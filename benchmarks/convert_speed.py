@@ -309,33 +309,45 @@ def run(args, work: Path) -> None:
     crops = open_store(out).images()
     assert len(crops) == n
     stages = breakdown_stages(files, affines, canvas, crops, work, args.shard_size)
+    rows = measurements(args, stages, files, crops, annotations, work, out)
     runs: dict[str, list[tuple[float, float]]] = {}
-
-    def one(name: str, fn) -> None:
-        runs.setdefault(name, []).append(timed(fn, 1))
-
-    def convert_row(name: str, checkout: Path, workers: int, reduced: bool = False) -> None:
-        runs.setdefault(name, []).append(convert_in(checkout, annotations, work / "images", out, canvas,
-                                                    args.shard_size, workers, reduced))
-
-    for _ in range(args.repeats):  # interleaved: load changes hit every row alike
-        cv2.setNumThreads(1)  # one core for the floors and the stages
-        one("plain decode (read + cv2.imdecode), 1 core", lambda: decode_all(files))
-        one("decode + Zstd-3 of the crop, 1 core", lambda: decode_and_compress(files, crops))
-        for stage, fn in stages.items():
-            one(stage, fn)
-        for workers in (1, 2):
-            if args.baseline_checkout:
-                convert_row(f"`convert` of {args.baseline_checkout.name}, workers={workers}", args.baseline_checkout,
-                            workers)
-            convert_row(f"`convert` workers={workers}", ROOT, workers)
-            convert_row(f"`convert --reduced-decode` workers={workers}", ROOT, workers, reduced=True)
+    for repeat in range(args.repeats):  # interleaved, every other repeat backwards: load drifts hit all rows alike
+        for name, measure in rows if repeat % 2 == 0 else rows[::-1]:
+            runs.setdefault(name, []).append(measure())
     median = {name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r))
               for name, r in runs.items()}
     print(f"load average after {os.getloadavg()[0]:.2f}\n")
     print_speed(median, stages, n)
     if not args.no_codec_table:
         codec_table(args, work, crops, n, canvas)
+
+
+def measurements(args, stages: dict, files: list[Path], crops: np.ndarray, annotations: Path, work: Path,
+                 out: Path) -> list[tuple[str, object]]:
+    """(row name, function -> (wall s, CPU s)) for every row of the speed tables."""
+
+    def one_core(fn) -> tuple[float, float]:  # the floors and the stages: one OpenCV thread
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            return timed(fn, 1)
+        finally:
+            cv2.setNumThreads(threads)
+
+    def convert_of(checkout: Path, workers: int, reduced: bool = False):
+        return lambda: convert_in(checkout, annotations, work / "images", out, args.canvas, args.shard_size,
+                                  workers, reduced)
+
+    rows = [("plain decode (read + cv2.imdecode), 1 core", lambda: one_core(lambda: decode_all(files))),
+            ("decode + Zstd-3 of the crop, 1 core", lambda: one_core(lambda: decode_and_compress(files, crops)))]
+    rows += [(stage, lambda fn=fn: one_core(fn)) for stage, fn in stages.items()]
+    for workers in (1, 2):
+        if args.baseline_checkout:
+            rows.append((f"`convert` of {args.baseline_checkout.name}, workers={workers}",
+                         convert_of(args.baseline_checkout, workers)))
+        rows.append((f"`convert` workers={workers}", convert_of(ROOT, workers)))
+        rows.append((f"`convert --reduced-decode` workers={workers}", convert_of(ROOT, workers, True)))
+    return rows
 
 
 def print_speed(median: dict, stages: dict, n: int) -> None:
