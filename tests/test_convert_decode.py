@@ -130,3 +130,31 @@ def test_the_config_key_reaches_the_command_line():
         config = validate_config({"datasets": {"d": dataset}, "experiments": {"e": {"dataset": "d", "model": {
             "arch": "hourglass"}}}})
         assert converter_settings(config, "d")["extra"] == " ".join(["--min-keypoints 3"] + ([extra] if extra else []))
+
+
+def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tmp_path, monkeypatch):
+    import scipy.io
+
+    from pose_pipeline import convert as convert_module
+
+    lsp = shared_data / "lsp_sample"
+    joints = scipy.io.loadmat(lsp / "joints.mat")["joints"][:, :, :30]
+    scipy.io.savemat(tmp_path / "joints30.mat", {"joints": joints})
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(1, 31):
+        if i != 12:  # one missing image: skipped, the rest regrouped around it
+            (images / f"im{i:05d}.jpg").symlink_to(lsp / "images" / f"im{i:05d}.jpg")
+    monkeypatch.setattr(convert_module, "WORKER_BLOCK", 5)  # jobs of 5, shards of 8: never aligned
+    stores = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.zarr"
+        summary = convert("lsp", tmp_path / "joints30.mat", images, out, split="all", canvas_size=64,
+                          shard_size=8, on_bad_sample="skip", workers=workers, progress=False)
+        assert summary["samples"] == 29 and summary["skipped"] == 1
+        stores.append(open_store(out))
+    one, two = stores
+    assert np.array_equal(one.images(), two.images())
+    for name in ("keypoints", "affine", "image_name", "source_index"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+    assert "im00012.jpg" not in set(one.image_name)
