@@ -264,10 +264,12 @@ def write_crops(writer: StoreWriter, samples: Samples, images: Path, keep: np.nd
             written.extend(index[:take].tolist())
             pending[:] = [(crops[take:], index[take:])] if take < len(index) else []
 
-    import cv2  # imported here, where forked workers inherit it instead of each importing it
+    # Imported here, where forked workers inherit it instead of each importing it. (Not
+    # cv2.setNumThreads in the workers: in a child forked from a process that has used OpenCV's
+    # thread pool it waits for ever on the parent's pool.)
+    import cv2  # noqa: F401
 
-    pool = ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) if workers > 1 else _Serial()
-    with pool:  # workers: one OpenCV thread each (the processes are the parallelism)
+    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
         bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not progress)
         for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
             ok = np.array([not p for p in problems], dtype=bool)
