@@ -1,16 +1,22 @@
-"""Conversion speed and store size on MPII-size sources.
+"""Conversion speed, where its time goes, and store size on MPII-size sources.
 
-    PYTHONPATH=. python benchmarks/convert_speed.py [--images 200] [--canvas 384] [--repeats 3]
+    PYTHONPATH=. python benchmarks/convert_speed.py [--images 200] [--canvas 384] [--repeats 3] \
+        [--baseline-checkout ../main] [--no-codec-table]
 
 Builds ~200 1280x720 JPEGs from the five real MPII sample images (resized and cropped at
 varying offsets, every other one mirrored) with a matching stacked-hourglass .h5 of one
 person per image (a valid.h5 pose, moved and scaled into the image), all in a temporary
-folder. Then, in one run:
+folder. Then, in one run, the repeats interleaved:
 
-- plain decoding (read + cv2.imdecode) of the same files on one core: the floor;
-- decode + warpAffine (the crop) on one core: the converter's image work without the store;
-- `convert` with workers=1 and workers=2 (wall time, and images per CPU-second counting the
-  worker processes);
+- plain decoding (read + cv2.imdecode) of the same files on one core: the floor, and decode
+  + Zstd-3 compression of each crop (the store's codec): the floor with the store's codec;
+- the per-image breakdown of convert's work on one core: read, the libjpeg-warning capture
+  (fd 2 redirected per image), JPEG decode (full, and reduced as --reduced-decode picks it),
+  warpAffine, Zstd-3 + CRC32C, the rest of the zarr write, fsync of the store; bookkeeping is
+  convert's CPU less all of these;
+- `convert` with workers=1 and workers=2, full and reduced decode (wall time, and images per
+  CPU-second counting the worker processes); with --baseline-checkout, the same `convert` of
+  another checkout (e.g. main) in a subprocess, for a before/after in the same run;
 - the store's image bytes per sample for Zstd levels 1 / 3 (the default) / 9 and no
   compression, against uncompressed S*S*3, with write and whole-shard read speed.
 
@@ -20,11 +26,13 @@ Prints markdown tables. Needs ../shared/data/mpii_sample (the real sample).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +47,9 @@ sys.path.insert(0, str(ROOT))
 
 from pose_pipeline import geometry  # noqa: E402
 from pose_pipeline.convert import convert  # noqa: E402
-from pose_pipeline.images import load_image  # noqa: E402
+from pose_pipeline.atomic import fsync_tree  # noqa: E402
+from pose_pipeline.convert import jpeg_reduction  # noqa: E402
+from pose_pipeline.images import decode_flags, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
 from pose_pipeline.joints import MPII  # noqa: E402
 from pose_pipeline.store import StoreWriter, open_store  # noqa: E402
@@ -48,8 +58,9 @@ SAMPLE = ROOT.parent / "shared" / "data" / "mpii_sample"
 WIDTH, HEIGHT = 1280, 720
 
 
-def make_sources(folder: Path, count: int, seed: int = 0) -> Path:
-    """`count` 1280x720 JPEGs + annotations.h5 (hourglass layout, one person per image)."""
+def make_sources(folder: Path, count: int, seed: int = 0, mpii_scales: bool = False) -> Path:
+    """`count` 1280x720 JPEGs + annotations.h5 (hourglass layout, one person per image); person
+    box 300-700 px, or with `mpii_scales` the sizes of the real MPII validation people."""
     rng = np.random.default_rng(seed)
     images = folder / "images"
     images.mkdir(parents=True)
@@ -74,6 +85,10 @@ def make_sources(folder: Path, count: int, seed: int = 0) -> Path:
         part, visible = h5["part"][:count], h5["visible"][:count]
         center, scale, normalize = h5["center"][:count], h5["scale"][:count], h5["normalize"][:count]
     new_scale = rng.uniform(1.5, 3.5, count)  # person box 300-700 px, crop x1.5
+    if mpii_scales:
+        with h5py.File(SAMPLE / "valid.h5") as h5:
+            scales = h5["scale"][()]
+        new_scale = rng.choice(scales[scales <= 8], count)  # taller people would not fit 1280x720
     new_center = np.stack([rng.uniform(300, WIDTH - 300, count), rng.uniform(250, HEIGHT - 250, count)], 1)
     ratio = new_scale / scale
     annotated = (part != 0).any(axis=2, keepdims=True)
@@ -123,10 +138,96 @@ def decode_all(files: list[Path]) -> None:
         assert image is not None
 
 
-def decode_and_warp(files: list[Path], affines: np.ndarray, canvas: int) -> None:
-    for f, affine in zip(files, affines):
-        image, problem = load_image(f)  # read, end-marker check, decode, BGR->RGB
-        geometry.warp_image(image, affine, canvas)
+def decode_and_compress(files: list[Path], crops: np.ndarray) -> None:
+    """The floor with the store's codec: plain decoding plus Zstd-3 of each crop."""
+    from numcodecs import Zstd
+
+    codec = Zstd(level=3)
+    for f, crop in zip(files, crops):
+        image = cv2.imdecode(np.frombuffer(f.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None
+        codec.encode(crop)
+
+
+WRITE = "zarr write of the shards (incl. the codec) through zarrs"
+IN_CONVERT = ("read file", "libjpeg-warning capture (fd 2 to a temp file and back)", "warpAffine to the canvas",
+              WRITE, "fsync of the store")  # besides the decode
+
+
+def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int) -> dict:
+    """Per stage of convert's work, a function doing it for every image (one core)."""
+    from numcodecs import CRC32C, Zstd
+
+    datas = [read_image_file(f)[0] for f in files]
+    reductions = [jpeg_reduction(a) for a in affines]
+    images = [cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(1)) for d in datas]
+    zstd, crc = Zstd(level=3), CRC32C()
+    store = work / "breakdown.zarr"
+
+    def capture():
+        for _ in datas:
+            with libjpeg_warnings():
+                pass
+
+    def write(zarrs: bool = True):
+        shutil.rmtree(store, ignore_errors=True)
+        os.environ["POSE_PIPELINE_ZARRS"] = "1" if zarrs else "0"
+        try:
+            writer = StoreWriter(store, len(crops), MPII, canvas, shard_size)
+            for s in range(0, len(crops), shard_size):
+                writer.write_block(crops[s:s + shard_size])
+        finally:
+            os.environ.pop("POSE_PIPELINE_ZARRS")
+        os.replace(writer.tmp_path, store)
+
+    def each(fn, *items):  # results dropped at once, as convert does: no fresh pages per image
+        for item in zip(*items):
+            fn(*item)
+
+    return {
+        "read file": lambda: each(read_image_file, files),
+        "libjpeg-warning capture (fd 2 to a temp file and back)": capture,
+        "JPEG decode, full size (RGB)": lambda: each(lambda d: cv2.imdecode(np.frombuffer(d, np.uint8),
+                                                                            decode_flags(1)), datas),
+        "JPEG decode, reduced (`--reduced-decode`)": lambda: each(
+            lambda d, r: cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(r)), datas, reductions),
+        "warpAffine to the canvas": lambda: each(lambda i, a: geometry.warp_image(i, a, canvas), images, affines),
+        "Zstd-3 + CRC32C of the crop": lambda: each(lambda c: crc.encode(zstd.encode(c)), crops),
+        "zarr write of the shards (incl. the codec) through zarr-python's pipeline (before)": lambda: write(False),
+        WRITE: write,
+        "fsync of the store": lambda: fsync_tree(store),
+    }
+
+
+# `convert` in a fresh process of a checkout, timed inside it around its second call (the first
+# imports what convert imports on first use; the worker processes count once they have ended):
+# this checkout and a baseline alike.
+CONVERT_TIMED = """
+import json, resource, sys, time
+from pose_pipeline.convert import convert
+
+def cpu():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+annotations, images, out, canvas, shard, workers, reduced = sys.argv[1:]
+options = {"reduced_decode": True} if reduced == "1" else {}
+for timing in (False, True):  # the first run imports what convert imports on first use
+    c0, t0 = cpu(), time.perf_counter()
+    convert("mpii", annotations, images, out, split="val", canvas_size=int(canvas), shard_size=int(shard),
+            workers=int(workers), progress=False, **options)
+print(json.dumps([time.perf_counter() - t0, cpu() - c0]))
+"""
+
+
+def convert_in(checkout: Path, annotations: Path, images: Path, out: Path, canvas: int, shard: int,
+               workers: int, reduced: bool = False) -> tuple[float, float]:
+    """(wall s, CPU s) of `convert` of `checkout`."""
+    result = subprocess.run([sys.executable, "-c", CONVERT_TIMED, str(annotations), str(images), str(out),
+                             str(canvas), str(shard), str(workers), "1" if reduced else "0"],
+                            check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(checkout)})
+    wall, cpu = json.loads(result.stdout.strip().splitlines()[-1])
+    return wall, cpu
 
 
 def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | None) -> None:
@@ -163,7 +264,13 @@ def main() -> None:
     parser.add_argument("--canvas", type=int, default=384)
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--keep", help="build the sources in this folder and keep them")
+    parser.add_argument("--keep", help="build the sources in this folder and keep them (reused when there)")
+    parser.add_argument("--baseline-checkout", type=Path,
+                        help="also time `convert` of this checkout (e.g. ../main), in the same run")
+    parser.add_argument("--no-codec-table", action="store_true", help="skip the codec comparison")
+    parser.add_argument("--mpii-scales", action="store_true",
+                        help="person sizes drawn from the real MPII validation people (median box 690 px; "
+                             "those up to 1,600 px) instead of 300-700 px")
     args = parser.parse_args()
     if not SAMPLE.exists():
         sys.exit(f"{SAMPLE} is absent: the benchmark needs the real MPII sample")
@@ -178,43 +285,99 @@ def main() -> None:
 
 def run(args, work: Path) -> None:
     n, canvas = args.images, args.canvas
-    annotations = make_sources(work, n)
-    files = sorted((work / "images").glob("*.jpg"))
+    annotations = work / "annotations.h5"
+    if not annotations.exists():
+        make_sources(work, n, mpii_scales=args.mpii_scales)
+    files = sorted((work / "images").glob("*.jpg"))[:n]
     jpeg_bytes = sum(f.stat().st_size for f in files) / n
     decode_all(files)  # page cache warm
     cores = len(os.sched_getaffinity(0))
     print(f"# convert_speed: {n} JPEGs {WIDTH}x{HEIGHT} (mean {jpeg_bytes / 1e3:.0f} kB), canvas {canvas}, "
           f"shard {args.shard_size}, {cores} cores ({cpu_name()}), "
-          f"cv2 {cv2.__version__} threads {cv2.getNumThreads()}, median of {args.repeats}\n")
+          f"cv2 {cv2.__version__} threads {cv2.getNumThreads()}, median of {args.repeats}, "
+          f"load average before {os.getloadavg()[0]:.2f}\n")
 
     with h5py.File(annotations) as h5:
-        center, scale = h5["center"][()], h5["scale"][()]
+        center, scale = h5["center"][:n], h5["scale"][:n]
     affines = geometry.crop_affine(center - 1.0, 200 * scale * 1.5, canvas)
-
-    rows = []
-    cv2_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # one core for the plain baselines
-    wall, cpu = timed(lambda: decode_all(files), args.repeats)
-    rows.append(("plain decode (read + cv2.imdecode), 1 core", wall, cpu))
-    wall, cpu = timed(lambda: decode_and_warp(files, affines, canvas), args.repeats)
-    rows.append(("decode + warpAffine crop, 1 core (no store)", wall, cpu))
-    cv2.setNumThreads(cv2_threads)
+    reductions = np.array([jpeg_reduction(a) for a in affines])
+    print("reduced decode picks: " + ", ".join(f"1/{r} for {np.sum(reductions == r)}" for r in (1, 2, 4, 8)) + "\n")
 
     out = work / "out.zarr"
-    for workers in (1, 2):
-        wall, cpu = timed(lambda: convert("mpii", annotations, work / "images", out, split="val",
-                                          canvas_size=canvas, shard_size=args.shard_size,
-                                          workers=workers, progress=False), args.repeats)
-        rows.append((f"`convert` workers={workers} (decode, crop, Zstd-3 shards, metadata)", wall, cpu))
-    assert len(open_store(out)) == n
-
-    print("| step | wall s | images/s | CPU s | images per CPU-second |")
-    print("|---|---|---|---|---|")
-    for name, wall, cpu in rows:
-        print(f"| {name} | {wall:.2f} | {n / wall:.0f} | {cpu:.2f} | {n / cpu:.0f} |")
-
-    # ------------------------------------------------------------------ codec choice
+    convert("mpii", annotations, work / "images", out, split="val", canvas_size=canvas,
+            shard_size=args.shard_size, workers=1, progress=False)
     crops = open_store(out).images()
+    assert len(crops) == n
+    stages = breakdown_stages(files, affines, canvas, crops, work, args.shard_size)
+    rows = measurements(args, stages, files, crops, annotations, work, out)
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for repeat in range(args.repeats):  # interleaved, every other repeat backwards: load drifts hit all rows alike
+        for name, measure in rows if repeat % 2 == 0 else rows[::-1]:
+            runs.setdefault(name, []).append(measure())
+    median = {name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r))
+              for name, r in runs.items()}
+    print(f"load average after {os.getloadavg()[0]:.2f}\n")
+    print_speed(median, stages, n)
+    if not args.no_codec_table:
+        codec_table(args, work, crops, n, canvas)
+
+
+def measurements(args, stages: dict, files: list[Path], crops: np.ndarray, annotations: Path, work: Path,
+                 out: Path) -> list[tuple[str, object]]:
+    """(row name, function -> (wall s, CPU s)) for every row of the speed tables."""
+
+    def one_core(fn) -> tuple[float, float]:  # the floors and the stages: one OpenCV thread
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            return timed(fn, 1)
+        finally:
+            cv2.setNumThreads(threads)
+
+    def convert_of(checkout: Path, workers: int, reduced: bool = False):
+        return lambda: convert_in(checkout, annotations, work / "images", out, args.canvas, args.shard_size,
+                                  workers, reduced)
+
+    rows = [("plain decode (read + cv2.imdecode), 1 core", lambda: one_core(lambda: decode_all(files))),
+            ("decode + Zstd-3 of the crop, 1 core", lambda: one_core(lambda: decode_and_compress(files, crops)))]
+    rows += [(stage, lambda fn=fn: one_core(fn)) for stage, fn in stages.items()]
+    for workers in (1, 2):
+        if args.baseline_checkout:
+            rows.append((f"`convert` of {args.baseline_checkout.name}, workers={workers}",
+                         convert_of(args.baseline_checkout, workers)))
+        rows.append((f"`convert` workers={workers}", convert_of(ROOT, workers)))
+        rows.append((f"`convert --reduced-decode` workers={workers}", convert_of(ROOT, workers, True)))
+    return rows
+
+
+def print_speed(median: dict, stages: dict, n: int) -> None:
+    plain = n / median["plain decode (read + cv2.imdecode), 1 core"][1]
+    print("| step | wall s | images/s | CPU s | images per CPU-second | per core vs plain decode |")
+    print("|---|---|---|---|---|---|")
+    for name, (wall, cpu) in median.items():
+        if name not in stages:
+            print(f"| {name} | {wall:.2f} | {n / wall:.0f} | {cpu:.2f} | {n / cpu:.0f} | {n / cpu / plain:.2f}x |")
+    ms = {name: median[name][1] / n * 1000 for name in stages}
+    print("\n| stage (one core) | ms CPU per image, full decode | with `--reduced-decode` |")
+    print("|---|---|---|")
+    decode = {False: "JPEG decode, full size (RGB)", True: "JPEG decode, reduced (`--reduced-decode`)"}
+    for name in stages:
+        if name.startswith("JPEG decode"):
+            full, reduced = (f"{ms[name]:.2f}", "") if name == decode[False] else ("", f"{ms[name]:.2f}")
+            print(f"| {name} | {full} | {reduced} |")
+        else:
+            print(f"| {name} | {ms[name]:.2f} | {ms[name]:.2f} |")
+    accounted = sum(ms[k] for k in IN_CONVERT)
+    rest = {reduced: median[f"`convert{' --reduced-decode' if reduced else ''}` workers=1"][1] / n * 1000
+            - accounted - ms[decode[reduced]] for reduced in (False, True)}
+    print(f"| bookkeeping: the rest of `convert` workers=1 | {rest[False]:.2f} | {rest[True]:.2f} |")
+    total = {reduced: median[f"`convert{' --reduced-decode' if reduced else ''}` workers=1"][1] / n * 1000
+             for reduced in (False, True)}
+    print(f"| **`convert` workers=1, total** | **{total[False]:.2f}** | **{total[True]:.2f}** |")
+
+
+def codec_table(args, work: Path, crops: np.ndarray, n: int, canvas: int) -> None:
+    """The store's image bytes and write/read speed per codec, for the crops of a full decode."""
     raw = canvas * canvas * 3
     print(f"\n| image codec | bytes/sample | vs uncompressed {raw:,} | write MB/s | write s/1000 samples "
           f"| read (whole shards) MB/s |")

@@ -18,8 +18,12 @@ import numpy as np
 
 def load_image(path: Path) -> tuple[np.ndarray | None, str]:
     """(RGB image, "") or (None, reason) for a missing, truncated or undecodable file."""
-    import cv2
+    data, problem = read_image_file(path)
+    return (None, problem) if data is None else decode_image(data, path)
 
+
+def read_image_file(path: Path) -> tuple[bytes | None, str]:
+    """(the file's bytes, "") or (None, reason) for a missing, unreadable or empty file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -28,11 +32,33 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str]:
         return None, f"unreadable image {path}: {exc.strerror}"
     if not data:
         return None, f"empty image file {path}"
+    return data, ""
+
+
+# imdecode flags for RGB output (libjpeg converts to RGB itself: bit-identical to BGR + cvtColor,
+# without the full-frame pass) at 1/reduce of the size (JPEG DCT scaling)
+_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
+
+
+def decode_flags(reduce: int = 1) -> int:
+    import cv2
+
+    if reduce == 1:
+        return cv2.IMREAD_COLOR_RGB
+    return (getattr(cv2, _REDUCED[reduce]) & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB
+
+
+def decode_image(data: bytes, path: Path, reduce: int = 1) -> tuple[np.ndarray | None, str]:
+    """(RGB image, "") or (None, reason) for a truncated, corrupt or undecodable file. `reduce`
+    2, 4 or 8 decodes a JPEG at that fraction of its size (pixel i covers full-size pixels
+    [reduce*i, reduce*(i+1)): `geometry.resize_affine(1, reduce)` maps it to full size)."""
+    import cv2
+
     # libjpeg decodes a truncated file with a warning and grey rows; the end marker tells.
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
         return None, f"truncated JPEG {path}"
     with libjpeg_warnings() as warnings:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), decode_flags(reduce))
     if image is None:
         return None, f"undecodable image {path}"
     damage = [line for line in warnings() if line.startswith(LIBJPEG_DAMAGE)]
@@ -40,7 +66,7 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str]:
         # libjpeg still decodes a JPEG damaged in the middle, into garbage pixels, and says so
         # only on stderr: such an image is bad, not a sample.
         return None, f"corrupt JPEG {path}: {'; '.join(damage)}"
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), ""
+    return image, ""
 
 
 LIBJPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
@@ -69,3 +95,56 @@ def libjpeg_warnings():
             for line in lines:
                 if not line.startswith(LIBJPEG_DAMAGE):
                     print(line, file=sys.stderr)
+
+
+def jpeg_shape(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, read without decoding; None for anything
+    else, and for a JPEG with an Exif segment (OpenCV turns it by its orientation tag)."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 < len(data) and data[at] == 0xFF:
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xE1 and data[at + 4:at + 8] == b"Exif":
+            return None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = int.from_bytes(data[at + 5:at + 7], "big"), int.from_bytes(data[at + 7:at + 9], "big")
+            return (height, width) if height and width else None  # height 0: set later (DNL)
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        at += 2 + length
+    return None
+
+
+class SourceImage:
+    """An original image read once and decoded at the sizes asked for (MPII images often hold
+    several people, whose crops may want different JPEG reductions)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data, self.problem = read_image_file(path)
+        self.jpeg_shape = jpeg_shape(self.data) if self.data is not None else None
+        self._decoded: dict[int, tuple[np.ndarray | None, str, int]] = {}
+
+    def decoded(self, reduce: int = 1) -> tuple[np.ndarray | None, str, int]:
+        """(RGB image, "", the reduction it has) or (None, reason, reduce); `reduce` > 1 only
+        for a JPEG whose frame header was read (`jpeg_shape`)."""
+        if self.data is None:
+            return None, self.problem, reduce
+        if reduce > 1 and self.jpeg_shape is None:
+            raise ValueError(f"{self.path}: a reduced decode needs a JPEG frame header")
+        if reduce not in self._decoded:
+            image, problem = decode_image(self.data, self.path, reduce)
+            expected = tuple(-(-np.array(self.jpeg_shape or (0, 0)) // reduce))
+            if image is not None and reduce > 1 and image.shape[:2] != expected:
+                self._decoded[reduce] = self.decoded(1)  # not scaled as libjpeg does: use the full size
+            else:
+                self._decoded[reduce] = image, problem, reduce
+        return self._decoded[reduce]
+
+    def shape(self) -> tuple[int, ...] | None:
+        """The full-size (height, width): the decoded image's, else the frame header's."""
+        if self.jpeg_shape is not None and 1 not in self._decoded:
+            return self.jpeg_shape
+        image = self.decoded(1)[0]
+        return None if image is None else image.shape[:2]

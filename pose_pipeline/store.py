@@ -7,7 +7,8 @@ per inner chunk, `shard_size` samples per shard file:
   keypoints        (N,J,2)   float32  original-image pixels, as annotated (dataset origin)
   visible          (N,J)     uint8    1 = annotated and usable for loss and scoring
   affine           (N,2,3)   float64  original-image array coords -> crop pixels
-                                      (crop == cv2.warpAffine(image, affine, (S, S)))
+                                      (crop == cv2.warpAffine(image, affine, (S, S)); with the
+                                      converter's reduced_decode, of the JPEG decoded at 1/f)
   center           (N,2)     float64  person centre, as annotated
   scale            (N,)      float64  person box side / 200 (box = 200 * scale pixels)
   head_size        (N,)      float64  PCKh unit (0.6 x head-box diagonal); NaN if none
@@ -123,6 +124,7 @@ class StoreWriter:
             **(attrs or {}),
         })
         self.num_samples = 0
+        self._fast_image_array = None  # the image array opened through zarrs, on the first write
 
     def _codecs(self) -> dict:
         """Checksummed chunks, each written even when all zero: a damaged or missing file is then
@@ -136,11 +138,27 @@ class StoreWriter:
         """Append crops; blocks of `shard_size` starting on a shard boundary write whole
         shards (a partial shard write re-reads and rewrites the shard)."""
         start, stop = self.num_samples, self.num_samples + len(images)
-        self.image_array[start:stop] = images
+        self._writer_for(images)[start:stop] = images
         self.num_samples = stop
+
+    def _writer_for(self, images: np.ndarray):
+        """zarrs (1.4-1.6x less CPU per crop than zarr-python's pipeline, BENCHMARKS.md) for a
+        block without an all-zero crop: it leaves out a shard's inner chunks that hold only the
+        fill value, whatever write_empty_chunks says, and every chunk must exist (`_codecs`).
+        The same codecs and arrays either way; only the Zstd library's bytes may differ."""
+        pipeline = fast_codec_pipeline()
+        if pipeline is None or not all(crop.any() for crop in images):
+            return self.image_array
+        if self._fast_image_array is None:
+            import zarr
+
+            with zarr.config.set({"codec_pipeline.path": pipeline}):
+                self._fast_image_array = zarr.open_array(str(self.tmp_path / "image"), mode="r+")
+        return self._fast_image_array
 
     def truncate(self, num_samples: int) -> None:
         """Shrink the image array to the samples actually written (after skips)."""
+        self._fast_image_array = None  # its metadata would be stale
         self.image_array.resize((num_samples,) + self.image_array.shape[1:])
         self.num_samples = num_samples
 

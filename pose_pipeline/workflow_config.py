@@ -66,7 +66,7 @@ def converter_settings(config: dict, name: str) -> dict:
     settings = {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
     extra = [f"--min-keypoints {ds['min_keypoints']}"] if ds.get("min_keypoints") else []
     extra += [f"--flip-pair {shlex.quote(left)} {shlex.quote(right)}" for left, right in ds.get("flip_pairs", [])]
-    settings["extra"] = " ".join(extra)
+    settings["extra"] = " ".join(extra + (["--reduced-decode"] if ds.get("reduced_decode") else []))
     return settings
 
 

@@ -130,3 +130,34 @@ def test_all_zero_chunks_are_written_so_that_missing_means_damaged(tmp_path):
     assert not store.images(0, 2).any() and not store.source_index.any()
     meta = json.loads((path / "image" / "zarr.json").read_text())
     assert any(c["name"] == "crc32c" for c in meta["codecs"][0]["configuration"]["codecs"])
+
+
+def test_zarrs_writes_the_crops_and_a_block_with_a_black_crop_keeps_every_chunk(tmp_path, monkeypatch):
+    """Crops are written through zarrs when installed (less CPU), which leaves out all-zero inner
+    chunks: a block holding a black crop goes through zarr-python, so every chunk still exists."""
+    pytest.importorskip("zarrs")
+    from pose_pipeline.joints import MPII
+    from pose_pipeline.store import StoreWriter
+
+    images = np.random.default_rng(1).integers(1, 256, (8, 16, 16, 3), dtype=np.uint8)
+    images[6] = 0  # the second block's black crop
+    stores = {}
+    for zarrs in ("1", "0"):
+        monkeypatch.setenv("POSE_PIPELINE_ZARRS", zarrs)
+        writer = StoreWriter(tmp_path / f"{zarrs}.zarr", 8, MPII, 16, 4, attrs={"pixel_origin": 1.0, "context": 1.5})
+        writer.write_block(images[:4])
+        assert (writer._fast_image_array is not None) == (zarrs == "1")  # the first block: through zarrs
+        writer.write_block(images[4:])
+        writer.set_metadata(keypoints=np.zeros((8, 16, 2), np.float32), visible=np.ones((8, 16), np.uint8),
+                            affine=np.zeros((8, 2, 3)), center=np.zeros((8, 2)), scale=np.ones(8),
+                            head_size=np.ones(8), image_name=np.array(["a.jpg"] * 8),
+                            source_index=np.zeros((8, 2), np.int64))
+        stores[zarrs] = open_store(writer.commit())
+    for store in stores.values():
+        assert store.verify() == []
+        assert np.array_equal(store.images(), images)
+        for shard in ("0", "1"):
+            data = (store.path / "image" / "c" / shard / "0" / "0" / "0").read_bytes()
+            index = np.frombuffer(data[-SHARD_INDEX_BYTES:-4], "<u8").reshape(4, 2)
+            assert (index != np.iinfo(np.uint64).max).all()  # no inner chunk left out
+    assert (stores["1"].path / "image" / "zarr.json").read_text() == (stores["0"].path / "image" / "zarr.json").read_text()

@@ -73,9 +73,9 @@ def test_ranks_take_disjoint_slices_of_the_single_process_batches(tmp_path, num_
 # legitimately differ from the combined batch's; a per-sample norm has no batch statistics,
 # so everything else (which samples, their augmentation, loss averaging, gradient
 # all-reduce, optimiser) must match exactly for the weights to agree.
-RANK_SCRIPT = """
-import sys, torch
-from pose_pipeline import cli, training_setup
+WITHOUT_BATCH_STATISTICS = """
+import torch
+from pose_pipeline import training_setup
 
 real_build = training_setup.build_model
 
@@ -88,6 +88,11 @@ def build_without_batch_statistics(config, joints):
     return model
 
 training_setup.build_model = build_without_batch_statistics
+"""
+RANK_SCRIPT = WITHOUT_BATCH_STATISTICS + """
+import sys
+from pose_pipeline import cli
+
 sys.exit(cli.main(sys.argv[1:]))
 """
 

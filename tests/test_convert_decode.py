@@ -1,0 +1,160 @@
+"""How convert decodes its sources: RGB straight from libjpeg (bit-identical to BGR +
+cvtColor), the JPEG frame header read without decoding, and the opt-in reduced decode (JPEG DCT
+scaling) whose crops keep the exact geometry and stay close to a full decode's."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pose_pipeline import geometry
+from pose_pipeline.convert import convert, crop_sample, jpeg_reduction
+from pose_pipeline.images import SourceImage, jpeg_shape, load_image
+from pose_pipeline.store import open_store
+
+
+def test_rgb_decode_is_bit_identical_to_bgr_and_cvtcolor(shared_data):
+    for path in sorted((shared_data / "mpii_sample" / "images").glob("*.jpg"))[:3] + \
+            sorted((shared_data / "lsp_sample" / "images").glob("*.jpg"))[:3]:
+        image, problem = load_image(path)
+        assert problem == "" and np.array_equal(image, cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+
+
+def test_jpeg_shape_reads_the_frame_header(shared_data, tmp_path):
+    for path in sorted((shared_data / "mpii_sample" / "images").glob("*.jpg"))[:2] + \
+            sorted((shared_data / "lsp_sample" / "images").glob("*.jpg"))[:2]:  # progressive and baseline
+        assert jpeg_shape(path.read_bytes()) == cv2.imread(str(path)).shape[:2]
+    image = np.zeros((37, 53, 3), np.uint8)
+    assert jpeg_shape(cv2.imencode(".png", image)[1].tobytes()) is None
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    assert jpeg_shape(data) == (37, 53)
+    exif = b"\xff\xe1" + (8).to_bytes(2, "big") + b"Exif\x00\x00"  # OpenCV may turn such an image
+    assert jpeg_shape(data[:2] + exif + data[2:]) is None
+
+
+def test_jpeg_reduction_never_magnifies_the_reduced_image():
+    for box, expected in [(300, 1), (383, 1), (768, 2), (1000, 2), (1536, 4), (3072, 8), (9000, 8)]:
+        affine = geometry.crop_affine(np.array([500.0, 400.0]), box, 384, rotation_deg=30)
+        reduce = jpeg_reduction(affine)
+        assert reduce == expected, box
+        stretch = np.linalg.norm(affine[:, :2], 2)
+        assert (reduce == 1 or reduce * stretch <= 1) and (reduce == 8 or 2 * reduce * stretch > 1)
+
+
+def blob_image(points: np.ndarray, size=(720, 1280), sigma=20.0) -> np.ndarray:
+    y, x = np.mgrid[:size[0], :size[1]]
+    image = np.full(size, 20.0)
+    for px, py in points:
+        image += 220 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * sigma ** 2))
+    return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def centroid(crop: np.ndarray, at: np.ndarray, radius: int) -> np.ndarray:
+    x0, y0 = np.round(at).astype(int) - radius
+    patch = crop[y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1, 0].astype(float) - 20
+    y, x = np.mgrid[:patch.shape[0], :patch.shape[1]]
+    return np.array([(x * patch).sum(), (y * patch).sum()]) / patch.sum() + [x0, y0]
+
+
+@pytest.mark.parametrize("box", [800.0, 1600.0, 3200.0])  # reductions 2, 4, 8 at canvas 384
+def test_reduced_decode_keeps_the_geometry_exact(tmp_path, box):
+    points = np.array([[400.3, 250.7], [780.8, 460.2], [612.5, 365.5], [450.1, 520.9]])
+    path = tmp_path / "blobs.jpg"
+    path.write_bytes(cv2.imencode(".jpg", blob_image(points), [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes())
+    affine = geometry.crop_affine(np.array([583.0, 340.0]), box, 384, rotation_deg=17)
+    reduce = jpeg_reduction(affine)
+    assert reduce == {800.0: 2, 1600.0: 4, 3200.0: 8}[box]
+    crops = {}
+    for reduced in (False, True):
+        source = SourceImage(path)
+        crops[reduced] = np.zeros((384, 384, 3), np.uint8)
+        assert crop_sample(source, affine, np.array([0, 0, 10, 10.0]), 384, crops[reduced], reduced) == ""
+        assert reduced == (reduce in source._decoded and reduce > 1)  # it did decode reduced
+    # Each blob's centre lands where the affine puts it, with either decode, and at the same place:
+    # a half-pixel slip of the reduced image's grid would move it by reduce/2 image pixels, about
+    # 0.4-0.5 crop pixels here.
+    radius = int(3 * 20.0 * np.linalg.norm(affine[:, :2], 2)) + 1  # 3 blob sigmas, in crop pixels
+    for at in geometry.apply(affine, points):
+        full, reduced = centroid(crops[False], at, radius), centroid(crops[True], at, radius)
+        assert np.abs(full - at).max() < 0.15 and np.abs(reduced - at).max() < 0.15
+        assert np.abs(reduced - full).max() < 0.05, (reduced - full)
+    # A smooth image leaves no aliasing to differ by, except at the image's edges, where the black
+    # outside begins half a decoded pixel out: (reduce - 1) / 2 image pixels further out.
+    margin = reduce + int(2 / np.linalg.norm(affine[:, :2], 2))  # and two crop pixels
+    inside = np.zeros((720, 1280), np.uint8)
+    inside[margin:-margin, margin:-margin] = 1
+    inside = geometry.warp_image(inside, affine, 384) == 1
+    difference = np.abs(crops[True].astype(int) - crops[False])
+    # (at 1/8 libjpeg keeps each 8x8 block's mean only: a blob's peak, 220 high, flattens by ~5%)
+    assert difference.mean() < 0.5 and difference[inside].max() <= 12, difference[inside].max()
+
+
+def test_convert_with_reduced_decode_is_close_to_the_full_decode(shared_data, tmp_path):
+    mpii = shared_data / "mpii_sample"
+    stores = {}
+    for reduced in (False, True):
+        out = tmp_path / f"{reduced}.zarr"
+        convert("mpii", mpii / "valid.h5", mpii / "images", out, split="val", canvas_size=128,
+                on_bad_sample="skip", workers=1, progress=False, reduced_decode=reduced)
+        stores[reduced] = open_store(out)
+    full, reduced = stores[False], stores[True]
+    assert reduced.attrs["converter"]["reduced_decode"] is True and "reduced_decode" not in full.attrs["converter"]
+    for name in ("keypoints", "affine", "image_name", "source_index", "scale"):
+        assert np.array_equal(getattr(full, name), getattr(reduced, name)), name
+    reductions = [jpeg_reduction(a) for a in full.affine]
+    assert sorted(reductions) == [4, 8, 8, 8, 8]  # the sample's people are large against 128 px crops
+    # Real photographs: the full decode's bilinear sampling (no low-pass filter) aliases fine
+    # texture, which the DCT scaling averages away; so single pixels differ from the full decode,
+    # while the crops equal, within a grey level or two, the image area-averaged by the same
+    # factor and warped: what a reduced decode should be.
+    difference = np.abs(full.images().astype(int) - reduced.images())
+    assert difference.mean() < 6, difference.mean()
+    for i, (name, affine, reduce) in enumerate(zip(full.image_name, full.affine, reductions)):
+        image = load_image(mpii / "images" / name)[0]
+        area = cv2.resize(image, (-(-image.shape[1] // reduce), -(-image.shape[0] // reduce)),
+                          interpolation=cv2.INTER_AREA)
+        expected = geometry.warp_image(area, geometry.compose(affine, geometry.resize_affine(1, reduce)), 128)
+        difference = np.abs(expected.astype(int) - reduced.images(i, i + 1)[0])
+        assert difference.mean() < 1 and np.percentile(difference, 90) <= 2, (name, difference.mean())
+
+
+def test_the_config_key_reaches_the_command_line():
+    from pose_pipeline.config import validate_config
+    from pose_pipeline.workflow_config import converter_settings
+
+    for value, extra in ((None, ""), (False, ""), (True, "--reduced-decode")):
+        dataset = {"format": "coco", "annotations": "a.json", "images": "img", "min_keypoints": 3}
+        if value is not None:
+            dataset["reduced_decode"] = value
+        config = validate_config({"datasets": {"d": dataset}, "experiments": {"e": {"dataset": "d", "model": {
+            "arch": "hourglass"}}}})
+        assert converter_settings(config, "d")["extra"] == " ".join(["--min-keypoints 3"] + ([extra] if extra else []))
+
+
+def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tmp_path, monkeypatch):
+    import scipy.io
+
+    from pose_pipeline import convert as convert_module
+
+    lsp = shared_data / "lsp_sample"
+    joints = scipy.io.loadmat(lsp / "joints.mat")["joints"][:, :, :30]
+    scipy.io.savemat(tmp_path / "joints30.mat", {"joints": joints})
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(1, 31):
+        if i != 12:  # one missing image: skipped, the rest regrouped around it
+            (images / f"im{i:05d}.jpg").symlink_to(lsp / "images" / f"im{i:05d}.jpg")
+    monkeypatch.setattr(convert_module, "WORKER_BLOCK", 5)  # jobs of 5, shards of 8: never aligned
+    stores = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.zarr"
+        summary = convert("lsp", tmp_path / "joints30.mat", images, out, split="all", canvas_size=64,
+                          shard_size=8, on_bad_sample="skip", workers=workers, progress=False)
+        assert summary["samples"] == 29 and summary["skipped"] == 1
+        stores.append(open_store(out))
+    one, two = stores
+    assert np.array_equal(one.images(), two.images())
+    for name in ("keypoints", "affine", "image_name", "source_index"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+    assert "im00012.jpg" not in set(one.image_name)
