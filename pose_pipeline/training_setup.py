@@ -81,6 +81,7 @@ class Run:
     keypoints_canvas: np.ndarray  # the training store's joints in its canvases
     augmentation: Augmentation
     net: torch.nn.Module | None = None  # what the steps run (DDP and/or compiled `model`)
+    memory_format: torch.memory_format = torch.channels_last  # of the model and each step's input
     tensorboard: object = None
 
     @property
@@ -157,7 +158,7 @@ def setup_model(settings: dict, num_joints: int, world: World) -> torch.nn.Modul
     if init:
         load_weights(model, {**settings["model"], "joints": num_joints}, init)
         _voice(world)("initialised from %s", init)
-    model.to(world.device).to(memory_format=torch.channels_last)
+    model.to(world.device).to(memory_format=torch.channels_last)  # `Run.memory_format`'s default
     if world.distributed and world.device.type == "cuda":
         # batch statistics over the global batch, as one process with that batch would have
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
