@@ -19,6 +19,11 @@ warp, targets) and compute (forward, backward, optimiser), images/s from the med
 process CPU seconds per image (how many of the cores it kept busy), and, with --val-store,
 the validation pass (no flip test) per image. The machine's CPU and torch's threads are
 printed first; --json writes it all.
+
+`--omp-wait-policy default,PASSIVE` compares the OpenMP runtime's wait policy, which torch's
+OpenMP reads once when it loads: each round then runs this script once per policy, in a
+child process with OMP_WAIT_POLICY set so (`default`: unset, libgomp spins a while), the
+variants' steps of all children pooled per policy (`PASSIVE` is what the CLI sets).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -104,7 +111,7 @@ class Variant:
             batch = next(self.batches)
             t1 = time.perf_counter()
             loss = train_module.train_step(self.run, batch)
-            float(loss)
+            float(loss.detach())  # on the CPU the step is done anyway; kept for devices
             t2 = time.perf_counter()
             if record:
                 self.data_ms.append((t1 - t0) * 1e3)
@@ -119,17 +126,22 @@ class Variant:
                       batch_size=self.run.evaluation["batch_size"], device=self.run.world.device)
         self.val_ms_per_image.append((time.perf_counter() - started) * 1e3 / len(val))
 
-    def report(self) -> dict:
-        total = [d + s for d, s in zip(self.data_ms, self.step_ms)]
-        median = statistics.median(total)
-        row = {"name": self.name, "changes": self.changes, "steps": len(total), "batch_size": self.batch_size,
-               "median_ms": median, "q25_ms": _quantile(total, 0.25),
-               "data_median_ms": statistics.median(self.data_ms), "compute_median_ms": statistics.median(self.step_ms),
-               "images_per_s": self.batch_size * 1e3 / median,
-               "cores_busy": self.cpu_s / (sum(total) / 1e3)}
-        if self.val_ms_per_image:
-            row["val_ms_per_image"] = statistics.median(self.val_ms_per_image)
-        return row
+    def raw(self) -> dict:
+        return {"name": self.name, "changes": self.changes, "batch_size": self.batch_size, "data_ms": self.data_ms,
+                "step_ms": self.step_ms, "cpu_s": self.cpu_s, "val_ms_per_image": self.val_ms_per_image}
+
+
+def summarise(raw: dict) -> dict:
+    """Medians of a variant's timed steps (pooled over children, with --omp-wait-policy)."""
+    total = [d + s for d, s in zip(raw["data_ms"], raw["step_ms"])]
+    median = statistics.median(total)
+    row = {"name": raw["name"], "changes": raw["changes"], "steps": len(total), "batch_size": raw["batch_size"],
+           "median_ms": median, "q25_ms": _quantile(total, 0.25),
+           "data_median_ms": statistics.median(raw["data_ms"]), "compute_median_ms": statistics.median(raw["step_ms"]),
+           "images_per_s": raw["batch_size"] * 1e3 / median, "cores_busy": raw["cpu_s"] / (sum(total) / 1e3)}
+    if raw["val_ms_per_image"]:
+        row["val_ms_per_image"] = statistics.median(raw["val_ms_per_image"])
+    return row
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -144,21 +156,27 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="training store (the demo's)")
     parser.add_argument("--val-store", help="also time a validation pass per round and variant")
     parser.add_argument("--config", default=str(ROOT / "config/config.yaml"))
     parser.add_argument("--experiment", default="demo")
     parser.add_argument("--variant", action="append", default=[], help="name=key:value,... (repeat)")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant (per policy and round)")
     parser.add_argument("--chunk", type=int, default=3, help="steps of one variant before the next one's")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
+    parser.add_argument("--omp-wait-policy", help="comma-separated OMP_WAIT_POLICY values to compare "
+                                                  "(default = unset), one child process each per round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of children (with --omp-wait-policy)")
+    parser.add_argument("--raw-json", help=argparse.SUPPRESS)  # a child's raw step times
     parser.add_argument("--json", help="write the report here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def time_variants(args) -> list[dict]:
+    """The raw step times of each variant, interleaved in this process."""
     base = experiment_settings(load_config(args.config), args.experiment)
-    info = machine()
-    print(json.dumps(info), flush=True)
     val = open_store(args.val_store) if args.val_store else None
     with tempfile.TemporaryDirectory() as tmp:
         variants = [Variant(*parse_variant(text), base, args.store, Path(tmp) / str(i))
@@ -177,7 +195,42 @@ def main(argv: list[str] | None = None) -> dict:
                     variant.validate(val)
         for variant in variants:
             variant.batches.close()
-        rows = [variant.report() for variant in variants]
+        return [variant.raw() for variant in variants]
+
+
+def time_policies(args, argv: list[str]) -> list[dict]:
+    """Per round, one child per OpenMP wait policy; each variant's steps pooled per policy."""
+    pooled: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for policy in args.omp_wait_policy.split(","):
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            if policy != "default":
+                env["OMP_WAIT_POLICY"] = policy
+            with tempfile.NamedTemporaryFile(suffix=".json") as raw_file:
+                child = [a for a in argv if not a.startswith("--omp-wait-policy")]
+                subprocess.run([sys.executable, __file__, *child, "--raw-json", raw_file.name], env=env, check=True)
+                for raw in json.loads(Path(raw_file.name).read_text()):
+                    name = f"{policy} {raw['name']}"
+                    if name not in pooled:
+                        pooled[name] = {**raw, "name": name}
+                    else:
+                        for key in ("data_ms", "step_ms", "val_ms_per_image"):
+                            pooled[name][key] += raw[key]
+                        pooled[name]["cpu_s"] += raw["cpu_s"]
+    return list(pooled.values())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    argv = _joined(argv)
+    info = machine()
+    if args.raw_json:
+        Path(args.raw_json).write_text(json.dumps(time_variants(args)))
+        return {}
+    print(json.dumps(info), flush=True)
+    raws = time_policies(args, argv) if args.omp_wait_policy else time_variants(args)
+    rows = [summarise(raw) for raw in raws]
     print("| variant | batch | step ms median (q25) | data ms | compute ms | images/s | cores busy | val ms/image |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -188,6 +241,21 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return report
+
+
+def _joined(argv: list[str]) -> list[str]:
+    """`--omp-wait-policy X` as one `--omp-wait-policy=X` item (what the child leaves out)."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == "--omp-wait-policy":
+            out.append(f"{a}={argv[i + 1]}")
+            skip = True
+        else:
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":
