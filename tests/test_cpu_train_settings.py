@@ -31,8 +31,8 @@ def test_variants_are_timed_side_by_side(random_store, tmp_path):
 
     out = tmp_path / "report.json"
     report = cpu_train_settings.main([
-        "--store", str(random_store), "--val-store", str(random_store), "--config", tiny_config(tmp_path), "--experiment", "e",
-        "--steps", "2", "--chunk", "1", "--warmup", "1", "--variant", "base=", "--variant", "threads:1",
+        "--store", str(random_store), "--val-store", str(random_store), "--config", tiny_config(tmp_path),
+        "--experiment", "e", "--steps", "2", "--chunk", "1", "--warmup", "1", "--variant", "base=", "--variant", "threads:1",
         "--variant", "nocl=channels_last:0", "--variant", "batch_size:2", "--json", str(out)])
     assert json.loads(out.read_text())["variants"] == report["variants"]
     rows = {r["name"]: r for r in report["variants"]}
