@@ -12,6 +12,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import sys
 
 from pose_pipeline import __version__
@@ -71,8 +72,19 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
     return parser, module
 
 
+def sleeping_openmp_waits() -> None:
+    """OpenMP threads that sleep instead of spinning while they wait at a barrier: on a CPU
+    shared with other work, a spinning torch thread holds a core while the thread it waits
+    for is descheduled, and a training step of the demo took 20-35 s instead of 0.9 s
+    (BENCHMARKS.md, "The demo in half the time"). Read by the OpenMP runtime when torch
+    loads it, so set before any stage imports torch; the user's own setting wins."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    sleeping_openmp_waits()
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     if module is None:

@@ -200,7 +200,7 @@ def train_step(run: Run, batch) -> torch.Tensor:
     x, targets, weights = batch if isinstance(batch, tuple) else finish_batch(batch, run.codec, run.world.device,
                                                                              "torch")
     with autocast(run.world.device):
-        outputs = run.net(x.contiguous(memory_format=torch.channels_last))
+        outputs = run.net(x.contiguous(memory_format=run.memory_format))
     # The mean over this rank's part: DDP averages gradients over ranks of equal
     # batches, which is the gradient of the mean over the global batch.
     loss = heatmap_loss(outputs, targets, weights)

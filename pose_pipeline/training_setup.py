@@ -82,6 +82,7 @@ class Run:
     keypoints_canvas: np.ndarray  # the training store's joints in its canvases
     augmentation: Augmentation
     net: torch.nn.Module | None = None  # what the steps run (DDP and/or compiled `model`)
+    memory_format: torch.memory_format = torch.channels_last  # of the model and each step's input
     tensorboard: object = None
 
     @property
@@ -159,7 +160,7 @@ def setup_model(settings: dict, joints: JointSet, world: World) -> torch.nn.Modu
     if init:
         transfer = load_weights(model, {**settings["model"], "joints": joints.num_joints}, init, joints)
         _voice(world)("initialised from %s%s", init, f", another joint set: {transfer}" if transfer else "")
-    model.to(world.device).to(memory_format=torch.channels_last)
+    model.to(world.device).to(memory_format=torch.channels_last)  # `Run.memory_format`'s default
     if world.distributed and world.device.type == "cuda":
         # batch statistics over the global batch, as one process with that batch would have
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -99,3 +99,26 @@ def test_stage_parsers_cover_every_stage_and_plot_kind():
     names = [name for name, _ in stage_parsers()]
     assert set(cli.STAGES) <= set(names)
     assert {f"plot {kind}" for kind in ("curves", "pckh", "joints", "skeletons", "examples")} <= set(names)
+
+
+@pytest.mark.parametrize("preset", [None, "ACTIVE"])
+def test_stages_load_torch_with_sleeping_openmp_waits_unless_the_user_chose(preset):
+    """A stage run from the command line gets OMP_WAIT_POLICY=PASSIVE before torch loads its
+    OpenMP runtime (spinning waits collapse CPU training on a shared machine); a user's own
+    value is kept."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    script = ("import json, os, sys; from pose_pipeline import cli; assert 'torch' not in sys.modules; "
+              "code = cli.main(['model-info', '--stacks', '1', '--features', '16', '--joints', '4', "
+              "'--input', '64']); "
+              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
+              "'policy': os.environ.get('OMP_WAIT_POLICY')}))")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"code": 0, "torch": True, "policy": preset or "PASSIVE"}
