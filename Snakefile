@@ -8,7 +8,6 @@ from snakemake.utils import min_version
 from pose_pipeline.config import validate_config
 from pose_pipeline.errors import UserError
 
-
 min_version("8.0")
 
 
@@ -49,10 +48,9 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         expand("results/pckh/{experiment}.csv", experiment=config["default_experiments"]),
-        expand("results/plots/{experiment}/{plot}.png", experiment=config["default_experiments"],
-               plot=PLOTS),
+        expand("results/plots/{experiment}/{plot}.png", experiment=config["default_experiments"], plot=PLOTS),
         # side by side: rerun (alone) when an experiment is added to default_experiments
         ["results/summary.csv", "results/plots/pckh_all.png"] if COMPARED else [],
-    default_target: True

@@ -24,9 +24,11 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mpii_sample" / "images"
-VARIANTS = {"no checksum": [ZstdCodec(level=3)],
-            "crc32c after zstd (stores)": [ZstdCodec(level=3), Crc32cCodec()],
-            "zstd content checksum": [ZstdCodec(level=3, checksum=True)]}
+VARIANTS = {
+    "no checksum": [ZstdCodec(level=3)],
+    "crc32c after zstd (stores)": [ZstdCodec(level=3), Crc32cCodec()],
+    "zstd content checksum": [ZstdCodec(level=3, checksum=True)],
+}
 
 
 def cpu_s() -> float:
@@ -36,8 +38,9 @@ def cpu_s() -> float:
 
 def crops(n: int) -> np.ndarray:
     images = [cv2.imread(f) for f in sorted(glob.glob(str(SAMPLE / "*.jpg")))]
-    return np.stack([cv2.resize(images[i % len(images)][(i * 7) % 50:, (i * 13) % 80:], (384, 384))
-                     for i in range(n)])
+    return np.stack(
+        [cv2.resize(images[i % len(images)][(i * 7) % 50 :, (i * 13) % 80 :], (384, 384)) for i in range(n)]
+    )
 
 
 def main() -> None:
@@ -48,9 +51,15 @@ def main() -> None:
     data = crops(args.samples)
     work = Path(tempfile.mkdtemp(prefix="checksum_cost_"))
     try:
-        for k, (name, codecs) in enumerate(VARIANTS.items()):
-            zarr.create_array(work / f"{k}.zarr", shape=data.shape, dtype="uint8", chunks=(1, 384, 384, 3),
-                              shards=(64, 384, 384, 3), compressors=codecs)[:] = data
+        for k, codecs in enumerate(VARIANTS.values()):
+            zarr.create_array(
+                work / f"{k}.zarr",
+                shape=data.shape,
+                dtype="uint8",
+                chunks=(1, 384, 384, 3),
+                shards=(64, 384, 384, 3),
+                compressors=codecs,
+            )[:] = data
         zarr.config.set({"threading.max_workers": 1})
         rates = {name: [] for name in VARIANTS}
         with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}):
@@ -59,7 +68,7 @@ def main() -> None:
                 for name, array in arrays.items():
                     start = cpu_s()
                     for s in range(0, args.samples, 64):
-                        array[s:s + 64]
+                        array[s : s + 64]
                     rates[name].append(args.samples / (cpu_s() - start))
         base = float(np.median(rates["no checksum"]))
         print("| store chunks | samples per CPU-second (median) | vs no checksum |\n|---|---|---|")

@@ -46,9 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pose_pipeline import geometry  # noqa: E402
-from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.atomic import fsync_tree  # noqa: E402
-from pose_pipeline.convert import jpeg_reduction  # noqa: E402
+from pose_pipeline.convert import convert, jpeg_reduction  # noqa: E402
 from pose_pipeline.images import decode_flags, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
 from pose_pipeline.joints import MPII  # noqa: E402
@@ -68,13 +67,12 @@ def make_sources(folder: Path, count: int, seed: int = 0, mpii_scales: bool = Fa
     for i in range(count):
         src = originals[i % len(originals)]
         zoom = max(WIDTH / src.shape[1], HEIGHT / src.shape[0]) * rng.uniform(1.0, 1.6)
-        big = cv2.resize(src, (round(src.shape[1] * zoom), round(src.shape[0] * zoom)),
-                         interpolation=cv2.INTER_CUBIC)
+        big = cv2.resize(src, (round(src.shape[1] * zoom), round(src.shape[0] * zoom)), interpolation=cv2.INTER_CUBIC)
         # tile when the zoomed image is still short of 1280x720 on a side (rounding)
         big = np.tile(big, (-(-HEIGHT // big.shape[0]), -(-WIDTH // big.shape[1]), 1))
         y = rng.integers(0, big.shape[0] - HEIGHT + 1)
         x = rng.integers(0, big.shape[1] - WIDTH + 1)
-        frame = big[y:y + HEIGHT, x:x + WIDTH]
+        frame = big[y : y + HEIGHT, x : x + WIDTH]
         if i % 2:
             frame = frame[:, ::-1]
         ok, data = cv2.imencode(".jpg", np.ascontiguousarray(frame), [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -150,8 +148,13 @@ def decode_and_compress(files: list[Path], crops: np.ndarray) -> None:
 
 
 WRITE = "zarr write of the shards (incl. the codec) through zarrs"
-IN_CONVERT = ("read file", "libjpeg-warning capture (fd 2 to a temp file and back)", "warpAffine to the canvas",
-              WRITE, "fsync of the store")  # besides the decode
+IN_CONVERT = (
+    "read file",
+    "libjpeg-warning capture (fd 2 to a temp file and back)",
+    "warpAffine to the canvas",
+    WRITE,
+    "fsync of the store",
+)  # besides the decode
 
 
 def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int) -> dict:
@@ -175,7 +178,7 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
         try:
             writer = StoreWriter(store, len(crops), MPII, canvas, shard_size)
             for s in range(0, len(crops), shard_size):
-                writer.write_block(crops[s:s + shard_size])
+                writer.write_block(crops[s : s + shard_size])
         finally:
             os.environ.pop("POSE_PIPELINE_ZARRS")
         os.replace(writer.tmp_path, store)
@@ -187,10 +190,12 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
     return {
         "read file": lambda: each(read_image_file, files),
         "libjpeg-warning capture (fd 2 to a temp file and back)": capture,
-        "JPEG decode, full size (RGB)": lambda: each(lambda d: cv2.imdecode(np.frombuffer(d, np.uint8),
-                                                                            decode_flags(1)), datas),
+        "JPEG decode, full size (RGB)": lambda: each(
+            lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(1)), datas
+        ),
         "JPEG decode, reduced (`--reduced-decode`)": lambda: each(
-            lambda d, r: cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(r)), datas, reductions),
+            lambda d, r: cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(r)), datas, reductions
+        ),
         "warpAffine to the canvas": lambda: each(lambda i, a: geometry.warp_image(i, a, canvas), images, affines),
         "Zstd-3 + CRC32C of the crop": lambda: each(lambda c: crc.encode(zstd.encode(c)), crops),
         "zarr write of the shards (incl. the codec) through zarr-python's pipeline (before)": lambda: write(False),
@@ -220,12 +225,35 @@ print(json.dumps([time.perf_counter() - t0, cpu() - c0]))
 """
 
 
-def convert_in(checkout: Path, annotations: Path, images: Path, out: Path, canvas: int, shard: int,
-               workers: int, reduced: bool = False) -> tuple[float, float]:
+def convert_in(
+    checkout: Path,
+    annotations: Path,
+    images: Path,
+    out: Path,
+    canvas: int,
+    shard: int,
+    workers: int,
+    reduced: bool = False,
+) -> tuple[float, float]:
     """(wall s, CPU s) of `convert` of `checkout`."""
-    result = subprocess.run([sys.executable, "-c", CONVERT_TIMED, str(annotations), str(images), str(out),
-                             str(canvas), str(shard), str(workers), "1" if reduced else "0"],
-                            check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(checkout)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CONVERT_TIMED,
+            str(annotations),
+            str(images),
+            str(out),
+            str(canvas),
+            str(shard),
+            str(workers),
+            "1" if reduced else "0",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+    )
     wall, cpu = json.loads(result.stdout.strip().splitlines()[-1])
     return wall, cpu
 
@@ -235,7 +263,7 @@ def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | No
     if level is not None:
         writer = StoreWriter(path, len(images), MPII, images.shape[1], shard_size, compression_level=level)
         for s in range(0, len(images), shard_size):
-            writer.write_block(images[s:s + shard_size])
+            writer.write_block(images[s : s + shard_size])
         writer.group.attrs["num_samples"] = len(images)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(writer.tmp_path, path)
@@ -244,10 +272,11 @@ def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | No
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     shape = images.shape
-    array = group.create_array("image", shape=shape, dtype="uint8", chunks=(1,) + shape[1:],
-                               shards=(shard_size,) + shape[1:], compressors=None)
+    array = group.create_array(
+        "image", shape=shape, dtype="uint8", chunks=(1,) + shape[1:], shards=(shard_size,) + shape[1:], compressors=None
+    )
     for s in range(0, len(images), shard_size):
-        array[s:s + shard_size] = images[s:s + shard_size]
+        array[s : s + shard_size] = images[s : s + shard_size]
 
 
 def read_store(path: Path, shard_size: int) -> None:
@@ -255,7 +284,7 @@ def read_store(path: Path, shard_size: int) -> None:
 
     array = zarr.open_group(str(path), mode="r")["image"]
     for s in range(0, array.shape[0], shard_size):
-        array[s:s + shard_size]
+        array[s : s + shard_size]
 
 
 def main() -> None:
@@ -265,12 +294,16 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", help="build the sources in this folder and keep them (reused when there)")
-    parser.add_argument("--baseline-checkout", type=Path,
-                        help="also time `convert` of this checkout (e.g. ../main), in the same run")
+    parser.add_argument(
+        "--baseline-checkout", type=Path, help="also time `convert` of this checkout (e.g. ../main), in the same run"
+    )
     parser.add_argument("--no-codec-table", action="store_true", help="skip the codec comparison")
-    parser.add_argument("--mpii-scales", action="store_true",
-                        help="person sizes drawn from the real MPII validation people (median box 690 px; "
-                             "those up to 1,600 px) instead of 300-700 px")
+    parser.add_argument(
+        "--mpii-scales",
+        action="store_true",
+        help="person sizes drawn from the real MPII validation people (median box 690 px; "
+        "those up to 1,600 px) instead of 300-700 px",
+    )
     args = parser.parse_args()
     if not SAMPLE.exists():
         sys.exit(f"{SAMPLE} is absent: the benchmark needs the real MPII sample")
@@ -292,10 +325,12 @@ def run(args, work: Path) -> None:
     jpeg_bytes = sum(f.stat().st_size for f in files) / n
     decode_all(files)  # page cache warm
     cores = len(os.sched_getaffinity(0))
-    print(f"# convert_speed: {n} JPEGs {WIDTH}x{HEIGHT} (mean {jpeg_bytes / 1e3:.0f} kB), canvas {canvas}, "
-          f"shard {args.shard_size}, {cores} cores ({cpu_name()}), "
-          f"cv2 {cv2.__version__} threads {cv2.getNumThreads()}, median of {args.repeats}, "
-          f"load average before {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"# convert_speed: {n} JPEGs {WIDTH}x{HEIGHT} (mean {jpeg_bytes / 1e3:.0f} kB), canvas {canvas}, "
+        f"shard {args.shard_size}, {cores} cores ({cpu_name()}), "
+        f"cv2 {cv2.__version__} threads {cv2.getNumThreads()}, median of {args.repeats}, "
+        f"load average before {os.getloadavg()[0]:.2f}\n"
+    )
 
     with h5py.File(annotations) as h5:
         center, scale = h5["center"][:n], h5["scale"][:n]
@@ -304,8 +339,17 @@ def run(args, work: Path) -> None:
     print("reduced decode picks: " + ", ".join(f"1/{r} for {np.sum(reductions == r)}" for r in (1, 2, 4, 8)) + "\n")
 
     out = work / "out.zarr"
-    convert("mpii", annotations, work / "images", out, split="val", canvas_size=canvas,
-            shard_size=args.shard_size, workers=1, progress=False)
+    convert(
+        "mpii",
+        annotations,
+        work / "images",
+        out,
+        split="val",
+        canvas_size=canvas,
+        shard_size=args.shard_size,
+        workers=1,
+        progress=False,
+    )
     crops = open_store(out).images()
     assert len(crops) == n
     stages = breakdown_stages(files, affines, canvas, crops, work, args.shard_size)
@@ -314,16 +358,18 @@ def run(args, work: Path) -> None:
     for repeat in range(args.repeats):  # interleaved, every other repeat backwards: load drifts hit all rows alike
         for name, measure in rows if repeat % 2 == 0 else rows[::-1]:
             runs.setdefault(name, []).append(measure())
-    median = {name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r))
-              for name, r in runs.items()}
+    median = {
+        name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for name, r in runs.items()
+    }
     print(f"load average after {os.getloadavg()[0]:.2f}\n")
     print_speed(median, stages, n)
     if not args.no_codec_table:
         codec_table(args, work, crops, n, canvas)
 
 
-def measurements(args, stages: dict, files: list[Path], crops: np.ndarray, annotations: Path, work: Path,
-                 out: Path) -> list[tuple[str, object]]:
+def measurements(
+    args, stages: dict, files: list[Path], crops: np.ndarray, annotations: Path, work: Path, out: Path
+) -> list[tuple[str, object]]:
     """(row name, function -> (wall s, CPU s)) for every row of the speed tables."""
 
     def one_core(fn) -> tuple[float, float]:  # the floors and the stages: one OpenCV thread
@@ -335,16 +381,23 @@ def measurements(args, stages: dict, files: list[Path], crops: np.ndarray, annot
             cv2.setNumThreads(threads)
 
     def convert_of(checkout: Path, workers: int, reduced: bool = False):
-        return lambda: convert_in(checkout, annotations, work / "images", out, args.canvas, args.shard_size,
-                                  workers, reduced)
+        return lambda: convert_in(
+            checkout, annotations, work / "images", out, args.canvas, args.shard_size, workers, reduced
+        )
 
-    rows = [("plain decode (read + cv2.imdecode), 1 core", lambda: one_core(lambda: decode_all(files))),
-            ("decode + Zstd-3 of the crop, 1 core", lambda: one_core(lambda: decode_and_compress(files, crops)))]
+    rows = [
+        ("plain decode (read + cv2.imdecode), 1 core", lambda: one_core(lambda: decode_all(files))),
+        ("decode + Zstd-3 of the crop, 1 core", lambda: one_core(lambda: decode_and_compress(files, crops))),
+    ]
     rows += [(stage, lambda fn=fn: one_core(fn)) for stage, fn in stages.items()]
     for workers in (1, 2):
         if args.baseline_checkout:
-            rows.append((f"`convert` of {args.baseline_checkout.name}, workers={workers}",
-                         convert_of(args.baseline_checkout, workers)))
+            rows.append(
+                (
+                    f"`convert` of {args.baseline_checkout.name}, workers={workers}",
+                    convert_of(args.baseline_checkout, workers),
+                )
+            )
         rows.append((f"`convert` workers={workers}", convert_of(ROOT, workers)))
         rows.append((f"`convert --reduced-decode` workers={workers}", convert_of(ROOT, workers, True)))
     return rows
@@ -368,29 +421,39 @@ def print_speed(median: dict, stages: dict, n: int) -> None:
         else:
             print(f"| {name} | {ms[name]:.2f} | {ms[name]:.2f} |")
     accounted = sum(ms[k] for k in IN_CONVERT)
-    rest = {reduced: median[f"`convert{' --reduced-decode' if reduced else ''}` workers=1"][1] / n * 1000
-            - accounted - ms[decode[reduced]] for reduced in (False, True)}
+    rest = {
+        reduced: median[f"`convert{' --reduced-decode' if reduced else ''}` workers=1"][1] / n * 1000
+        - accounted
+        - ms[decode[reduced]]
+        for reduced in (False, True)
+    }
     print(f"| bookkeeping: the rest of `convert` workers=1 | {rest[False]:.2f} | {rest[True]:.2f} |")
-    total = {reduced: median[f"`convert{' --reduced-decode' if reduced else ''}` workers=1"][1] / n * 1000
-             for reduced in (False, True)}
+    total = {
+        reduced: median[f"`convert{' --reduced-decode' if reduced else ''}` workers=1"][1] / n * 1000
+        for reduced in (False, True)
+    }
     print(f"| **`convert` workers=1, total** | **{total[False]:.2f}** | **{total[True]:.2f}** |")
 
 
 def codec_table(args, work: Path, crops: np.ndarray, n: int, canvas: int) -> None:
     """The store's image bytes and write/read speed per codec, for the crops of a full decode."""
     raw = canvas * canvas * 3
-    print(f"\n| image codec | bytes/sample | vs uncompressed {raw:,} | write MB/s | write s/1000 samples "
-          f"| read (whole shards) MB/s |")
+    print(
+        f"\n| image codec | bytes/sample | vs uncompressed {raw:,} | write MB/s | write s/1000 samples "
+        f"| read (whole shards) MB/s |"
+    )
     print("|---|---|---|---|---|---|")
     for level in (None, 1, 3, 9):
         path = work / f"codec-{level}.zarr"
-        wall_w, _ = timed(lambda: write_store(path, crops, args.shard_size, level), args.repeats)
-        wall_r, _ = timed(lambda: read_store(path, args.shard_size), args.repeats)
+        wall_w, _ = timed(lambda p=path, lv=level: write_store(p, crops, args.shard_size, lv), args.repeats)
+        wall_r, _ = timed(lambda p=path: read_store(p, args.shard_size), args.repeats)
         size = bytes_on_disk(path) / n
         name = "none" if level is None else f"Zstd level {level}" + (" (default)" if level == 3 else "")
         mb = crops.nbytes / 1e6
-        print(f"| {name} | {size:,.0f} | {size / raw:.1%} | {mb / wall_w:.0f} | {wall_w / n * 1000:.2f} "
-              f"| {mb / wall_r:.0f} |")
+        print(
+            f"| {name} | {size:,.0f} | {size / raw:.1%} | {mb / wall_w:.0f} | {wall_w / n * 1000:.2f} "
+            f"| {mb / wall_r:.0f} |"
+        )
         shutil.rmtree(path)
 
 

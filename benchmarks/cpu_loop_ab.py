@@ -41,8 +41,10 @@ def main() -> None:
     settings["training"]["num_threads"] = 2
     print("| round | loop | wall s | images/s per epoch |\n|---|---|---|---|")
     for round_ in (1, 2):
-        for name, depth in (("serial (CPU default)", 0), (f"read-ahead {train_module.PREFETCH_DEPTH}",
-                                                         train_module.PREFETCH_DEPTH)):
+        for name, depth in (
+            ("serial (CPU default)", 0),
+            (f"read-ahead {train_module.PREFETCH_DEPTH}", train_module.PREFETCH_DEPTH),
+        ):
             wall, rates = one_run(settings, args.store, args.epochs, depth)
             print(f"| {round_} | {name} | {wall:.1f} | {', '.join(f'{r:.1f}' for r in rates)} |", flush=True)
 

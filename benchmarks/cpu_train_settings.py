@@ -122,23 +122,44 @@ class Variant:
     def validate(self, val) -> None:
         torch.set_num_threads(self.threads)
         started = time.perf_counter()
-        predict_store(self.run.model, val, self.run.codec, flip_test=False,
-                      batch_size=self.run.evaluation["batch_size"], device=self.run.world.device)
+        predict_store(
+            self.run.model,
+            val,
+            self.run.codec,
+            flip_test=False,
+            batch_size=self.run.evaluation["batch_size"],
+            device=self.run.world.device,
+        )
         self.val_ms_per_image.append((time.perf_counter() - started) * 1e3 / len(val))
 
     def raw(self) -> dict:
-        return {"name": self.name, "changes": self.changes, "batch_size": self.batch_size, "data_ms": self.data_ms,
-                "step_ms": self.step_ms, "cpu_s": self.cpu_s, "val_ms_per_image": self.val_ms_per_image}
+        return {
+            "name": self.name,
+            "changes": self.changes,
+            "batch_size": self.batch_size,
+            "data_ms": self.data_ms,
+            "step_ms": self.step_ms,
+            "cpu_s": self.cpu_s,
+            "val_ms_per_image": self.val_ms_per_image,
+        }
 
 
 def summarise(raw: dict) -> dict:
     """Medians of a variant's timed steps (pooled over children, with --omp-wait-policy)."""
     total = [d + s for d, s in zip(raw["data_ms"], raw["step_ms"])]
     median = statistics.median(total)
-    row = {"name": raw["name"], "changes": raw["changes"], "steps": len(total), "batch_size": raw["batch_size"],
-           "median_ms": median, "q25_ms": _quantile(total, 0.25),
-           "data_median_ms": statistics.median(raw["data_ms"]), "compute_median_ms": statistics.median(raw["step_ms"]),
-           "images_per_s": raw["batch_size"] * 1e3 / median, "cores_busy": raw["cpu_s"] / (sum(total) / 1e3)}
+    row = {
+        "name": raw["name"],
+        "changes": raw["changes"],
+        "steps": len(total),
+        "batch_size": raw["batch_size"],
+        "median_ms": median,
+        "q25_ms": _quantile(total, 0.25),
+        "data_median_ms": statistics.median(raw["data_ms"]),
+        "compute_median_ms": statistics.median(raw["step_ms"]),
+        "images_per_s": raw["batch_size"] * 1e3 / median,
+        "cores_busy": raw["cpu_s"] / (sum(total) / 1e3),
+    }
     if raw["val_ms_per_image"]:
         row["val_ms_per_image"] = statistics.median(raw["val_ms_per_image"])
     return row
@@ -150,10 +171,16 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 "unknown")
-    return {"cpu": model, "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown"
+    )
+    return {
+        "cpu": model,
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+    }
 
 
 def parse_args(argv):
@@ -166,8 +193,10 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant (per policy and round)")
     parser.add_argument("--chunk", type=int, default=3, help="steps of one variant before the next one's")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
-    parser.add_argument("--omp-wait-policy", help="comma-separated OMP_WAIT_POLICY values to compare "
-                                                  "(default = unset), one child process each per round")
+    parser.add_argument(
+        "--omp-wait-policy",
+        help="comma-separated OMP_WAIT_POLICY values to compare (default = unset), one child process each per round",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="rounds of children (with --omp-wait-policy)")
     parser.add_argument("--raw-json", help=argparse.SUPPRESS)  # a child's raw step times
     parser.add_argument("--json", help="write the report here")
@@ -179,16 +208,22 @@ def time_variants(args) -> list[dict]:
     base = experiment_settings(load_config(args.config), args.experiment)
     val = open_store(args.val_store) if args.val_store else None
     with tempfile.TemporaryDirectory() as tmp:
-        variants = [Variant(*parse_variant(text), base, args.store, Path(tmp) / str(i))
-                    for i, text in enumerate(args.variant or ["base="])]
+        variants = [
+            Variant(*parse_variant(text), base, args.store, Path(tmp) / str(i))
+            for i, text in enumerate(args.variant or ["base="])
+        ]
         for variant in variants:
             variant.steps(args.warmup, record=False)
         rounds = -(-args.steps // args.chunk)
         for round_ in range(rounds):
             for variant in variants:
                 variant.steps(args.chunk)
-            print(f"round {round_ + 1}/{rounds}: " + ", ".join(
-                f"{v.name} {statistics.median(v.step_ms):.0f} ms" for v in variants), file=sys.stderr, flush=True)
+            print(
+                f"round {round_ + 1}/{rounds}: "
+                + ", ".join(f"{v.name} {statistics.median(v.step_ms):.0f} ms" for v in variants),
+                file=sys.stderr,
+                flush=True,
+            )
         if val is not None:
             for _ in range(2):
                 for variant in variants:
@@ -234,9 +269,11 @@ def main(argv: list[str] | None = None) -> dict:
     print("| variant | batch | step ms median (q25) | data ms | compute ms | images/s | cores busy | val ms/image |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['batch_size']} | {r['median_ms']:.0f} ({r['q25_ms']:.0f}) | "
-              f"{r['data_median_ms']:.1f} | {r['compute_median_ms']:.0f} | {r['images_per_s']:.1f} | "
-              f"{r['cores_busy']:.2f} | {r.get('val_ms_per_image', float('nan')):.2f} |")
+        print(
+            f"| {r['name']} | {r['batch_size']} | {r['median_ms']:.0f} ({r['q25_ms']:.0f}) | "
+            f"{r['data_median_ms']:.1f} | {r['compute_median_ms']:.0f} | {r['images_per_s']:.1f} | "
+            f"{r['cores_busy']:.2f} | {r.get('val_ms_per_image', float('nan')):.2f} |"
+        )
     report = {"machine": info, "args": vars(args), "variants": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -36,13 +36,17 @@ def main() -> None:
     for start in range(0, len(store), int(store.attrs["shard_size"])):
         store.images(start, start + int(store.attrs["shard_size"]))
     read_all = time.perf_counter() - started
-    print(f"{len(store)} samples, canvas {store.canvas_size}, shard {store.attrs['shard_size']}: "
-          f"all shards read whole {read_all:.2f} s ({read_all / len(store) * 1e3:.2f} ms/sample)")
+    print(
+        f"{len(store)} samples, canvas {store.canvas_size}, shard {store.attrs['shard_size']}: "
+        f"all shards read whole {read_all:.2f} s ({read_all / len(store) * 1e3:.2f} ms/sample)"
+    )
     print("world  rank-0 epoch s  samples/rank  ms/sample  vs all shards  vs 1/W of the shards")
     for world in args.worlds:
         seconds, samples = epoch_seconds(store, args.batch, 0, world)
-        print(f"{world:5d}  {seconds:14.2f}  {samples:12d}  {seconds / samples * 1e3:9.2f}  "
-              f"{seconds / read_all:12.2f}x  {seconds / (read_all / world):18.2f}x")
+        print(
+            f"{world:5d}  {seconds:14.2f}  {samples:12d}  {seconds / samples * 1e3:9.2f}  "
+            f"{seconds / read_all:12.2f}x  {seconds / (read_all / world):18.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ same run.
 Generates --images demo validation images (256 px, `demo-data`), converts them (canvas 192,
 as the demo dataset), and builds the demo experiment's model (config/config.yaml `demo`:
 2-stack hourglass, 64 features, 128 px input; untrained weights, which cost the same time),
-saved as a checkpoint. Then, interleaved --repeats times (the order reversed every other repeat), with flip test and batch 32 on the
-CPU:
+saved as a checkpoint. Then, interleaved --repeats times (the order reversed every other repeat),
+with flip test and batch 32 on the CPU:
 
 (a) predict: `inference.predict_store` on the store (the `predict` stage's work);
 (b) infer:   `infer.infer` on the raw JPEGs with each person's box (the store's people),
@@ -70,8 +70,17 @@ def prepare(folder: Path, images: int) -> tuple[Path, Path, Path, Path]:
     """Demo images, their store, a boxes CSV of the store's people and a demo-model checkpoint."""
     generate(folder / "demo", seed=0, train=1, val=images, image_size=256, progress=False)
     store_path = folder / "val.zarr"
-    convert("mpii", folder / "demo/mpii_release.mat", folder / "demo/images", store_path, "val",
-            folder / "demo/val_split.mat", canvas_size=CANVAS, workers=1, progress=False)
+    convert(
+        "mpii",
+        folder / "demo/mpii_release.mat",
+        folder / "demo/images",
+        store_path,
+        "val",
+        folder / "demo/val_split.mat",
+        canvas_size=CANVAS,
+        workers=1,
+        progress=False,
+    )
     store = open_store(store_path)
     center = geometry.annotated_to_array(store.center, store.pixel_origin)
     boxes = folder / "boxes.csv"
@@ -114,9 +123,17 @@ def main() -> None:
         model = load_model(checkpoint)
         runs = {
             "predict (store)": lambda: predict_store(model, store, codec, True, BATCH, torch.device("cpu")),
-            "infer (raw JPEGs + boxes)": lambda: infer(checkpoint, images_dir, Path(tmp) / "out", boxes,
-                                                       batch_size=BATCH, canvas_size=CANVAS,
-                                                       context=store.context, device="cpu", progress=False),
+            "infer (raw JPEGs + boxes)": lambda: infer(
+                checkpoint,
+                images_dir,
+                Path(tmp) / "out",
+                boxes,
+                batch_size=BATCH,
+                canvas_size=CANVAS,
+                context=store.context,
+                device="cpu",
+                progress=False,
+            ),
             "checkpoint load only (infer's fixed cost)": lambda: load_model(checkpoint),
             "store read only": lambda: store.images(0, len(store)),
             "JPEG decode + canvas cut only": lambda: decode_only(store, images_dir),
@@ -129,8 +146,10 @@ def main() -> None:
                 times[name].append(timed(fn))
             loads.append(os.getloadavg()[0])
     n = args.images
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}; {n} images, "
-          f"median of {args.repeats}; load average {min(loads):.1f}-{max(loads):.1f}")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}; {n} images, "
+        f"median of {args.repeats}; load average {min(loads):.1f}-{max(loads):.1f}"
+    )
     print("| run | wall s | images/s | images per CPU-second | ms per image (wall) |")
     print("|---|---|---|---|---|")
     for name, samples in times.items():
@@ -144,8 +163,10 @@ def main() -> None:
         extra = statistics.median(1000 * (a[k] - b[k]) / n for a, b in zip(infer_runs, predict_runs))
         decode = statistics.median(1000 * (a[k] - b[k]) / n for a, b in zip(decode_runs, read_runs))
         ratio = statistics.median(a[k] / b[k] for a, b in zip(infer_runs, predict_runs))
-        print(f"{what}: infer - predict = {extra:+.2f} ms/image (infer/predict {ratio:.3f}); "
-              f"decode + cut - store read = {decode:+.2f} ms/image")
+        print(
+            f"{what}: infer - predict = {extra:+.2f} ms/image (infer/predict {ratio:.3f}); "
+            f"decode + cut - store read = {decode:+.2f} ms/image"
+        )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from convert_speed import SAMPLE, cpu_name, make_sources  # noqa: E402
+from zarr.codecs import ZstdCodec  # noqa: E402
 
 from pose_pipeline import __version__, geometry  # noqa: E402
 from pose_pipeline.atomic import write_text_atomic  # noqa: E402
@@ -51,7 +52,6 @@ from pose_pipeline.data import INPUT_MEAN, Augmentation, ShardBatches, make_batc
 from pose_pipeline.loss import heatmap_loss  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
 from pose_pipeline.store import StoreWriter, open_store  # noqa: E402
-from zarr.codecs import ZstdCodec  # noqa: E402
 
 INPUT, HEATMAP, SIGMA = 256, 64, 1.0
 CPU = torch.device("cpu")
@@ -87,8 +87,15 @@ def measure(fns: dict, repeats: int) -> dict:
             fn()
             raw[name]["walls"].append(time.perf_counter() - t0)
             raw[name]["cpus"].append(time.process_time() - c0)
-    return {name: {"wall_s": statistics.median(r["walls"]), "cpu_s": statistics.median(r["cpus"]),
-                   "load1": statistics.median(r["loads"]), **r} for name, r in raw.items()}
+    return {
+        name: {
+            "wall_s": statistics.median(r["walls"]),
+            "cpu_s": statistics.median(r["cpus"]),
+            "load1": statistics.median(r["loads"]),
+            **r,
+        }
+        for name, r in raw.items()
+    }
 
 
 # ------------------------------------------------------------------------- the loaders
@@ -108,8 +115,17 @@ class ProjectLoader:
     def epoch(self, epoch: int):
         for step, (images, index) in enumerate(self.batches.epoch(epoch, read_ahead=False)):
             rng = np.random.default_rng([0, epoch, step])
-            yield make_batch(images, self.keypoints[index], self.visible[index], self.store, self.codec, CPU,
-                             augmentation=self.augmentation, rng=rng, warp=self.warp)
+            yield make_batch(
+                images,
+                self.keypoints[index],
+                self.visible[index],
+                self.store,
+                self.codec,
+                CPU,
+                augmentation=self.augmentation,
+                rng=rng,
+                warp=self.warp,
+            )
 
 
 def gaussian_patch(sigma: float) -> np.ndarray:
@@ -128,8 +144,9 @@ def draw_gaussian(heatmap: np.ndarray, point, patch: np.ndarray) -> float:
     x0, y0, x1, y1 = x - r, y - r, x + r + 1, y + r + 1
     if x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0:
         return 0.0
-    heatmap[max(0, y0):min(y1, h), max(0, x0):min(x1, w)] = \
-        patch[max(0, -y0):patch.shape[0] - max(0, y1 - h), max(0, -x0):patch.shape[1] - max(0, x1 - w)]
+    heatmap[max(0, y0) : min(y1, h), max(0, x0) : min(x1, w)] = patch[
+        max(0, -y0) : patch.shape[0] - max(0, y1 - h), max(0, -x0) : patch.shape[1] - max(0, x1 - w)
+    ]
     return 1.0
 
 
@@ -161,8 +178,9 @@ class BaselineLoader:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         p = self.augmentation.sample(rng, 1)
         affine = geometry.crop_affine(self.center[i], self.box[i] * p["scale"][0], INPUT, p["rotation"][0])
-        crop = cv2.warpAffine(image, affine, (INPUT, INPUT), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        crop = cv2.warpAffine(
+            image, affine, (INPUT, INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
         points = geometry.apply(affine, self.points[i])
         visible = self.visible[i].astype(np.float32)
         if p["flip"][0]:
@@ -184,7 +202,7 @@ class BaselineLoader:
         rng = np.random.default_rng([1, epoch])
         order = rng.permutation(len(self.files))
         for b in range(0, len(order) - self.batch_size + 1, self.batch_size):
-            samples = [self.sample(i, rng) for i in order[b:b + self.batch_size]]
+            samples = [self.sample(i, rng) for i in order[b : b + self.batch_size]]
             yield tuple(torch.stack(parts) for parts in zip(*samples))
 
 
@@ -231,9 +249,14 @@ def train_steps(loaders: dict, batch_size: int, features: int, stacks: int, warm
     for name, t in times.items():
         loader_s, step_s = statistics.median(t["loader_s"]), statistics.median(t["step_s"])
         total = [a + b for a, b in zip(t["loader_s"], t["step_s"])]
-        result[name] = {"loader_s": loader_s, "step_s": step_s, "iteration_s": statistics.median(total),
-                        "images_per_s": batch_size / statistics.median(total),
-                        "images_per_s_pooled_step": batch_size / (loader_s + pooled_step), "raw": t}
+        result[name] = {
+            "loader_s": loader_s,
+            "step_s": step_s,
+            "iteration_s": statistics.median(total),
+            "images_per_s": batch_size / statistics.median(total),
+            "images_per_s_pooled_step": batch_size / (loader_s + pooled_step),
+            "raw": t,
+        }
     return result
 
 
@@ -250,10 +273,19 @@ def _endless(loader):
 def machine() -> dict:
     import zarr
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(), "torch": torch.__version__, "opencv": cv2.__version__,
-            "zarr": zarr.__version__, "numpy": np.__version__, "pose_pipeline": __version__,
-            "torch_default_threads": torch.get_num_threads(), "opencv_default_threads": cv2.getNumThreads()}
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "zarr": zarr.__version__,
+        "numpy": np.__version__,
+        "pose_pipeline": __version__,
+        "torch_default_threads": torch.get_num_threads(),
+        "opencv_default_threads": cv2.getNumThreads(),
+    }
 
 
 def main() -> None:
@@ -292,8 +324,17 @@ def build_store(work: Path, name: str, canvas: int, shard_size: int, checksums: 
         if not checksums:  # the store as written before chunk checksums: zstd alone
             StoreWriter._codecs = lambda self: {"compressors": [ZstdCodec(level=self.compression_level)]}
         try:
-            convert("mpii", work / "annotations.h5", work / "images", path, split="train", canvas_size=canvas,
-                    shard_size=shard_size, workers=1, progress=False)
+            convert(
+                "mpii",
+                work / "annotations.h5",
+                work / "images",
+                path,
+                split="train",
+                canvas_size=canvas,
+                shard_size=shard_size,
+                workers=1,
+                progress=False,
+            )
         finally:
             StoreWriter._codecs = original
     return open_store(path)
@@ -309,8 +350,9 @@ def run(args, work: Path) -> dict:
         make_sources(work, args.images)
     store = build_store(work, f"train-{args.canvas}.zarr", args.canvas, args.shard_size)
     small = build_store(work, "train-256.zarr", 256, args.shard_size) if args.canvas != 256 else None
-    unchecked = build_store(work, f"train-{args.canvas}-no-checksums.zarr", args.canvas, args.shard_size,
-                            checksums=False)
+    unchecked = build_store(
+        work, f"train-{args.canvas}-no-checksums.zarr", args.canvas, args.shard_size, checksums=False
+    )
     n = len(store)
     files = sorted((work / "images").glob("*.jpg"))
     jpeg_kb = sum(f.stat().st_size for f in files) / len(files) / 1e3
@@ -350,22 +392,37 @@ def run(args, work: Path) -> dict:
     cv2.setNumThreads(default_threads[1])
     zarr.config.set({"threading.max_workers": None})
     reopen_images(store)
-    training = train_steps({"project": project, "baseline": baseline}, b, args.features, args.stacks,
-                           args.warmup_steps, args.train_steps)
+    training = train_steps(
+        {"project": project, "baseline": baseline}, b, args.features, args.stacks, args.warmup_steps, args.train_steps
+    )
 
-    per_core = {k: rows[f"{k}_t1"]["samples_per_cpu_s"]
-                for k in ("read", "read_zarr_pipeline", "read_no_checksums", "project", "baseline")}
+    per_core = {
+        k: rows[f"{k}_t1"]["samples_per_cpu_s"]
+        for k in ("read", "read_zarr_pipeline", "read_no_checksums", "project", "baseline")
+    }
     ratio = per_core["project"] / per_core["baseline"]
     ratio_wall = rows["project_t1"]["samples_per_s"] / rows["baseline_t1"]["samples_per_s"]
     report = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": info,
-        "setup": {"samples": n, "samples_per_epoch": per_epoch, "jpeg_kb": jpeg_kb, "canvas": args.canvas,
-                  "context": store.context, "shard_size": args.shard_size, "batch_size": b, "input": INPUT,
-                  "heatmap": HEATMAP, "sigma": SIGMA, "repeats": args.repeats, "model": {
-                      "arch": "hourglass", "stacks": args.stacks, "blocks": 1, "features": args.features},
-                  "train_steps": args.train_steps, "warmup_steps": args.warmup_steps, "setup_s": setup_s},
+        "setup": {
+            "samples": n,
+            "samples_per_epoch": per_epoch,
+            "jpeg_kb": jpeg_kb,
+            "canvas": args.canvas,
+            "context": store.context,
+            "shard_size": args.shard_size,
+            "batch_size": b,
+            "input": INPUT,
+            "heatmap": HEATMAP,
+            "sigma": SIGMA,
+            "repeats": args.repeats,
+            "model": {"arch": "hourglass", "stacks": args.stacks, "blocks": 1, "features": args.features},
+            "train_steps": args.train_steps,
+            "warmup_steps": args.warmup_steps,
+            "setup_s": setup_s,
+        },
         "loaders": rows,
         "training": training,
         "per_core": per_core,
@@ -398,20 +455,24 @@ def markdown(r: dict) -> str:
         "| loader | threads | samples/s (wall) | samples per CPU-second | ms CPU/sample | load (1 min) |",
         "|---|---|---|---|---|---|",
     ]
-    names = {"read": f"store read: `ShardBatches` alone (uint8, canvas {s['canvas']}; zarrs decoding)",
-             "read_zarr_pipeline": "store read as above, decoded by zarr-python's own codec pipeline (no zarrs)",
-             "read_no_checksums": "store read as the first row, from a store without chunk checksums (before crc32c)",
-             "read_256": "store read, canvas 256 store (same sources)",
-             "project": "**project**: `ShardBatches` + `make_batch` (augmented, 256 in / 64 targets; cv2 warp)",
-             "project_torchwarp": "project with `make_batch(warp=\"torch\")` (grid_sample warp)",
-             "baseline": "**baseline**: per-sample JPEG decode + warpAffine + numpy heatmaps"}
+    names = {
+        "read": f"store read: `ShardBatches` alone (uint8, canvas {s['canvas']}; zarrs decoding)",
+        "read_zarr_pipeline": "store read as above, decoded by zarr-python's own codec pipeline (no zarrs)",
+        "read_no_checksums": "store read as the first row, from a store without chunk checksums (before crc32c)",
+        "read_256": "store read, canvas 256 store (same sources)",
+        "project": "**project**: `ShardBatches` + `make_batch` (augmented, 256 in / 64 targets; cv2 warp)",
+        "project_torchwarp": 'project with `make_batch(warp="torch")` (grid_sample warp)',
+        "baseline": "**baseline**: per-sample JPEG decode + warpAffine + numpy heatmaps",
+    }
     for key in names:
         for t in (1, 2):
             if f"{key}_t{t}" not in L:
                 continue
             row = L[f"{key}_t{t}"]
-            lines.append(f"| {names[key]} | {t} | {row['samples_per_s']:,.0f} | {row['samples_per_cpu_s']:,.0f} "
-                         f"| {1000 / row['samples_per_cpu_s']:.2f} | {row['load1']:.2f} |")
+            lines.append(
+                f"| {names[key]} | {t} | {row['samples_per_s']:,.0f} | {row['samples_per_cpu_s']:,.0f} "
+                f"| {1000 / row['samples_per_cpu_s']:.2f} | {row['load1']:.2f} |"
+            )
     g = r["goals"]
     lines += [
         "",
@@ -436,14 +497,18 @@ def markdown(r: dict) -> str:
     ]
     for key in ("project", "baseline"):
         row = t[key]
-        lines.append(f"| {key} | {row['loader_s']:.3f} | {row['step_s']:.2f} | {row['images_per_s']:.2f} "
-                     f"| {row['images_per_s_pooled_step']:.2f} |")
-    lines.append(f"\nTraining images/s, project / baseline: own medians "
-                 f"{t['project']['images_per_s'] / t['baseline']['images_per_s']:.2f}x, pooled step "
-                 f"{t['project']['images_per_s_pooled_step'] / t['baseline']['images_per_s_pooled_step']:.2f}x; "
-                 f"loader share of an iteration: project "
-                 f"{t['project']['loader_s'] / (t['project']['loader_s'] + t['pooled_step_s']):.1%}, baseline "
-                 f"{t['baseline']['loader_s'] / (t['baseline']['loader_s'] + t['pooled_step_s']):.1%}\n")
+        lines.append(
+            f"| {key} | {row['loader_s']:.3f} | {row['step_s']:.2f} | {row['images_per_s']:.2f} "
+            f"| {row['images_per_s_pooled_step']:.2f} |"
+        )
+    lines.append(
+        f"\nTraining images/s, project / baseline: own medians "
+        f"{t['project']['images_per_s'] / t['baseline']['images_per_s']:.2f}x, pooled step "
+        f"{t['project']['images_per_s_pooled_step'] / t['baseline']['images_per_s_pooled_step']:.2f}x; "
+        f"loader share of an iteration: project "
+        f"{t['project']['loader_s'] / (t['project']['loader_s'] + t['pooled_step_s']):.1%}, baseline "
+        f"{t['baseline']['loader_s'] / (t['baseline']['loader_s'] + t['pooled_step_s']):.1%}\n"
+    )
     return "\n".join(lines)
 
 

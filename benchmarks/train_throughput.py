@@ -53,9 +53,11 @@ from pose_pipeline.models import build_model  # noqa: E402
 from pose_pipeline.store import open_store  # noqa: E402
 from pose_pipeline.training_state import DeviceLoss  # noqa: E402
 
-MODELS = {"hg2": {"arch": "hourglass", "stacks": 2, "blocks": 1, "features": 256},
-          "hg8": {"arch": "hourglass", "stacks": 8, "blocks": 1, "features": 256},
-          "pyranet8": {"arch": "pyranet", "stacks": 8, "blocks": 1, "features": 256, "prm": "B"}}
+MODELS = {
+    "hg2": {"arch": "hourglass", "stacks": 2, "blocks": 1, "features": 256},
+    "hg8": {"arch": "hourglass", "stacks": 8, "blocks": 1, "features": 256},
+    "pyranet8": {"arch": "pyranet", "stacks": 8, "blocks": 1, "features": 256, "prm": "B"},
+}
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense
 
 
@@ -63,10 +65,17 @@ def build_run(store_path, batch_size: int, input_size: int, device: torch.device
     """What `train.run_batches` reads of a Run: loader, store, codec, augmentation, world."""
     store = open_store(store_path)
     loader = ShardBatches(store, batch_size, seed=0)
-    return SimpleNamespace(store=store, loader=loader, steps_per_epoch=loader.batches_per_epoch(), epochs=10**6,
-                           training={"seed": 0, "batch_size": batch_size}, augmentation=Augmentation(),
-                           keypoints_canvas=store.keypoints_in_canvas(), world=World(device=device),
-                           codec=HeatmapCodec(input_size, input_size // 4, sigma=1.0))
+    return SimpleNamespace(
+        store=store,
+        loader=loader,
+        steps_per_epoch=loader.batches_per_epoch(),
+        epochs=10**6,
+        training={"seed": 0, "batch_size": batch_size},
+        augmentation=Augmentation(),
+        keypoints_canvas=store.keypoints_in_canvas(),
+        world=World(device=device),
+        codec=HeatmapCodec(input_size, input_size // 4, sigma=1.0),
+    )
 
 
 def endless(run, depth: int, host_warp: bool, steps: int):
@@ -102,8 +111,11 @@ def stand_in_mode(args, store_path) -> dict:
             row[name] = stand_in(run, ms, depth, steps)
         row["overlapped_of_ideal"] = row["overlapped"] / row["ideal"]
         row["serial_of_ideal"] = row["serial"] / row["ideal"]
-        print(f"T={ms:g} ms: ideal {row['ideal']:.0f}, serial {row['serial']:.0f} ({row['serial_of_ideal']:.0%}), "
-              f"overlapped {row['overlapped']:.0f} ({row['overlapped_of_ideal']:.0%}) images/s", flush=True)
+        print(
+            f"T={ms:g} ms: ideal {row['ideal']:.0f}, serial {row['serial']:.0f} ({row['serial_of_ideal']:.0%}), "
+            f"overlapped {row['overlapped']:.0f} ({row['overlapped_of_ideal']:.0%}) images/s",
+            flush=True,
+        )
         rows.append(row)
     return {"mode": "stand-in", "batch_size": args.batch_size, "canvas": args.canvas, "rows": rows}
 
@@ -131,8 +143,9 @@ def real_config(run, model_config, bf16: bool, compiled: bool, steps: int, warmu
     losses, flops, waited0, started = DeviceLoss(device), None, 0.0, None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for i, (batch, batches) in enumerate(endless(run, train_module.PREFETCH_DEPTH, device.type == "cpu",
-                                                 steps + warmup)):
+    for i, (batch, batches) in enumerate(
+        endless(run, train_module.PREFETCH_DEPTH, device.type == "cpu", steps + warmup)
+    ):
         x, targets, weights = batch if isinstance(batch, tuple) else finish_batch(batch, run.codec, device, "torch")
         if flops is None:
             flops = model_flops(model, x.contiguous(memory_format=torch.channels_last), targets, weights)
@@ -147,8 +160,11 @@ def real_config(run, model_config, bf16: bool, compiled: bool, steps: int, warmu
             started, waited0 = time.perf_counter(), batches.waited
     losses.read()
     seconds = time.perf_counter() - started
-    result = {"images_per_s": steps * run.loader.batch_size / seconds, "flops_per_step": flops,
-              "wait_fraction": (batches.waited - waited0) / seconds}
+    result = {
+        "images_per_s": steps * run.loader.batch_size / seconds,
+        "flops_per_step": flops,
+        "wait_fraction": (batches.waited - waited0) / seconds,
+    }
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return result
@@ -175,8 +191,10 @@ def real_mode(args, store_path) -> dict:
     device = torch.device(args.device)
     tiny = {"features": 16} if args.tiny else {}
     input_size, batch, cap = (64, 2, 4) if args.tiny else (256, args.batch_size, args.max_batch)
-    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items()
-                                     if device.type == "cuda" and k in torch.cuda.get_device_name(device)), None)
+    peak = args.peak_tflops or next(
+        (v for k, v in PEAK_BF16_TFLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name(device)),
+        None,
+    )
     rows = []
     for name in args.models:
         config = {**MODELS[name], **tiny}
@@ -185,13 +203,27 @@ def real_mode(args, store_path) -> dict:
                 run = build_run(store_path, size, input_size, device)
                 for compiled in args.compile:
                     figures = real_config(run, config, bf16, compiled, args.steps, args.warmup)
-                    figures["mfu"] = (figures["flops_per_step"] * figures["images_per_s"] / size / peak / 1e12
-                                      if peak else None)
-                    rows.append({"model": name, "precision": "bf16" if bf16 else "fp32", "compile": compiled,
-                                 "batch_size": size, **figures})
+                    figures["mfu"] = (
+                        figures["flops_per_step"] * figures["images_per_s"] / size / peak / 1e12 if peak else None
+                    )
+                    rows.append(
+                        {
+                            "model": name,
+                            "precision": "bf16" if bf16 else "fp32",
+                            "compile": compiled,
+                            "batch_size": size,
+                            **figures,
+                        }
+                    )
                     print(json.dumps(rows[-1]), flush=True)
-    return {"mode": "real", "device": str(device), "peak_bf16_tflops": peak, "input_size": input_size,
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(), "rows": rows}
+    return {
+        "mode": "real",
+        "device": str(device),
+        "peak_bf16_tflops": peak,
+        "input_size": input_size,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "rows": rows,
+    }
 
 
 # ------------------------------------------------------------------------------- main
@@ -203,8 +235,17 @@ def build_store(work: Path, images: int, canvas: int, shard_size: int) -> Path:
         if not (work / "annotations.h5").exists():
             shutil.rmtree(work / "images", ignore_errors=True)
             make_sources(work, images)
-        convert("mpii", work / "annotations.h5", work / "images", path, split="train", canvas_size=canvas,
-                shard_size=shard_size, workers=1, progress=False)
+        convert(
+            "mpii",
+            work / "annotations.h5",
+            work / "images",
+            path,
+            split="train",
+            canvas_size=canvas,
+            shard_size=shard_size,
+            workers=1,
+            progress=False,
+        )
     return path
 
 
@@ -215,8 +256,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="real mode at a tiny size (CPU smoke test)")
     p.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
-    p.add_argument("--compile", type=lambda s: [v == "on" for v in s.split(",")], default=[False, True],
-                   help="off,on (default both)")
+    p.add_argument(
+        "--compile",
+        type=lambda s: [v == "on" for v in s.split(",")],
+        default=[False, True],
+        help="off,on (default both)",
+    )
     p.add_argument("--images", type=int, default=384, help="source images = samples (one person each)")
     p.add_argument("--canvas", type=int, default=384)
     p.add_argument("--shard-size", type=int, default=64)
@@ -243,9 +288,14 @@ def main(argv=None) -> dict:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    report.update(command=" ".join(["python", "benchmarks/train_throughput.py"] + (argv or sys.argv[1:])),
-                  cpu=cpu_name(), cores=os.cpu_count(), torch=torch.__version__, load_after=os.getloadavg(),
-                  seconds=time.perf_counter() - started)
+    report.update(
+        command=" ".join(["python", "benchmarks/train_throughput.py"] + (argv or sys.argv[1:])),
+        cpu=cpu_name(),
+        cores=os.cpu_count(),
+        torch=torch.__version__,
+        load_after=os.getloadavg(),
+        seconds=time.perf_counter() - started,
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     return report

@@ -19,8 +19,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pose_pipeline.errors import UserError
 
@@ -37,8 +37,7 @@ def atomic_output(path, suffix: str | None = None):
     path.parent.mkdir(parents=True, exist_ok=True)
     # A fresh name the writer creates itself, so the file gets the usual umask permissions
     # (mkstemp's are 0600).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
-                         f"{suffix or path.suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{suffix or path.suffix}")
     try:
         yield tmp
         fsync_path(tmp)
@@ -123,12 +122,16 @@ def check_replaceable(path: Path, is_ours: Callable[[Path], bool], what: str) ->
     if not os.path.lexists(path):
         return
     if path.is_symlink() or not path.is_dir():
-        raise UserError(f"{path}: exists and is not a folder; the output must be a new or an existing "
-                        f"{what} folder (choose another --out)")
+        raise UserError(
+            f"{path}: exists and is not a folder; the output must be a new or an existing "
+            f"{what} folder (choose another --out)"
+        )
     if next(path.iterdir(), None) is None or is_ours(path):
         return
-    raise UserError(f"{path}: exists and is not {what}; refusing to replace it (its contents would be lost). "
-                    "Choose another --out, or remove the folder yourself")
+    raise UserError(
+        f"{path}: exists and is not {what}; refusing to replace it (its contents would be lost). "
+        "Choose another --out, or remove the folder yourself"
+    )
 
 
 def check_no_overlap(out: Path, inputs: dict[str, Path | None]) -> None:
@@ -139,8 +142,10 @@ def check_no_overlap(out: Path, inputs: dict[str, Path | None]) -> None:
             continue
         resolved = Path(path).resolve()
         if resolved == out or out in resolved.parents:
-            raise UserError(f"--out {out} holds the {what} {path}: writing the output there would delete it; "
-                            "choose an output folder outside the inputs")
+            raise UserError(
+                f"--out {out} holds the {what} {path}: writing the output there would delete it; "
+                "choose an output folder outside the inputs"
+            )
 
 
 _RENAME_EXCHANGE = 2
@@ -221,11 +226,15 @@ def exclusive_lock(folder: Path, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            raise UserError(f"{folder}: {holder} is writing here ({what}); wait for it to finish or "
-                            "choose another output folder") from None
+            raise UserError(
+                f"{folder}: {holder} is writing here ({what}); wait for it to finish or choose another output folder"
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{what} pid {os.getpid()} on {socket.gethostname()}, started "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        os.write(
+            fd,
+            f"{what} pid {os.getpid()} on {socket.gethostname()}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+        )
         yield
     finally:
         os.close(fd)

@@ -33,7 +33,10 @@ STAGES = {
     "summary": ("pose_pipeline.summary", "experiments side by side: model, epochs, scores, training time"),
     "roundtrip": ("pose_pipeline.roundtrip", "encode ground truth as targets and decode it back"),
     "plot": ("pose_pipeline.plots", "training curves, PCKh curves and skeleton overlays"),
-    "export": ("pose_pipeline.export", "a model as one ONNX or TorchScript file: RGB crops in, heatmaps and keypoints out"),
+    "export": (
+        "pose_pipeline.export",
+        "a model as one ONNX or TorchScript file: RGB crops in, heatmaps and keypoints out",
+    ),
     "model-info": ("pose_pipeline.models.info", "parameter count, FLOPs and output shapes of a model"),
 }
 
@@ -51,21 +54,24 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
-    parser = argparse.ArgumentParser(prog="pose-pipeline", description=__doc__.splitlines()[0],
-                                     epilog="exit codes: 0 done, 1 bad input, 2 usage")
+    parser = argparse.ArgumentParser(
+        prog="pose-pipeline", description=__doc__.splitlines()[0], epilog="exit codes: 0 done, 1 bad input, 2 usage"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging of pose-pipeline")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # -v also after the stage name: SUPPRESS keeps the subparser from resetting the main one's
     verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                         help="debug logging of pose-pipeline")
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging of pose-pipeline"
+    )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     module = None
     # Only the chosen stage's module is imported (keeps `--help` and light stages fast).
     chosen = next((a for a in argv if a in STAGES), None)
     for name, (module_name, help_text) in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, parents=[verbose],
-                           formatter_class=DefaultsHelpFormatter)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[verbose], formatter_class=DefaultsHelpFormatter
+        )
         if name == chosen:
             module = importlib.import_module(module_name)
             module.configure_parser(p)
@@ -91,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     # Third-party libraries stay at WARNING: their DEBUG lines would drown the pipeline's own.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     logging.getLogger("pose_pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(module.run(args) or 0)

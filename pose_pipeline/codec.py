@@ -48,11 +48,12 @@ class HeatmapCodec:
             object.__setattr__(self, "blur_sigma", None)
 
     @classmethod
-    def from_settings(cls, training: dict, evaluation: dict | None = None) -> "HeatmapCodec":
+    def from_settings(cls, training: dict, evaluation: dict | None = None) -> HeatmapCodec:
         """The codec of an experiment's `training` settings, decoding with its `evaluation`
         blur (none without evaluation settings)."""
-        return cls(training["input_size"], training["heatmap_size"], training["sigma"],
-                   (evaluation or {}).get("blur_sigma"))
+        return cls(
+            training["input_size"], training["heatmap_size"], training["sigma"], (evaluation or {}).get("blur_sigma")
+        )
 
     # ------------------------------------------------------------------------- affines
 
@@ -60,11 +61,9 @@ class HeatmapCodec:
         """(2,3) network input -> heatmap (pixel edges aligned, so flips commute)."""
         return geometry.resize_affine(self.input_size, self.heatmap_size)
 
-    def canvas_to_input(self, canvas_size: int, context: float, scale=1.0, rotation_deg=0.0,
-                        flip=False) -> np.ndarray:
+    def canvas_to_input(self, canvas_size: int, context: float, scale=1.0, rotation_deg=0.0, flip=False) -> np.ndarray:
         """Stored canvas -> network input, with augmentation (`geometry.canvas_to_input_affine`)."""
-        return geometry.canvas_to_input_affine(canvas_size, context, self.input_size, scale,
-                                               rotation_deg, flip)
+        return geometry.canvas_to_input_affine(canvas_size, context, self.input_size, scale, rotation_deg, flip)
 
     def to_heatmap(self, to_input: np.ndarray) -> np.ndarray:
         """Any affine into the network input, continued into the heatmap."""
@@ -176,8 +175,13 @@ def decode_heatmaps_torch(heatmaps, blur_sigma: float | None = None):
     inside = interior.to(heatmaps.dtype)
     quarter_x = 0.25 * torch.sign(at(0, 1) - at(0, -1)) * inside
     quarter_y = 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * inside
-    coords = torch.stack([x.to(heatmaps.dtype) + torch.where(newton_ok, off_x, quarter_x),
-                          y.to(heatmaps.dtype) + torch.where(newton_ok, off_y, quarter_y)], dim=-1)
+    coords = torch.stack(
+        [
+            x.to(heatmaps.dtype) + torch.where(newton_ok, off_x, quarter_x),
+            y.to(heatmaps.dtype) + torch.where(newton_ok, off_y, quarter_y),
+        ],
+        dim=-1,
+    )
     return coords, scores
 
 
@@ -198,10 +202,12 @@ def blur_keeping_peaks(heatmaps, blur_sigma: float):
     former peak height, so scores stay comparable with and without blur."""
     import torch
 
-    rows = torch.as_tensor(gaussian_blur_matrix(heatmaps.shape[-2], blur_sigma), dtype=heatmaps.dtype,
-                           device=heatmaps.device)
-    cols = torch.as_tensor(gaussian_blur_matrix(heatmaps.shape[-1], blur_sigma).T, dtype=heatmaps.dtype,
-                           device=heatmaps.device)
+    rows = torch.as_tensor(
+        gaussian_blur_matrix(heatmaps.shape[-2], blur_sigma), dtype=heatmaps.dtype, device=heatmaps.device
+    )
+    cols = torch.as_tensor(
+        gaussian_blur_matrix(heatmaps.shape[-1], blur_sigma).T, dtype=heatmaps.dtype, device=heatmaps.device
+    )
     peak = heatmaps.amax(dim=(2, 3), keepdim=True)
     blurred = rows @ heatmaps @ cols
     return blurred * (peak / torch.clamp(blurred.amax(dim=(2, 3), keepdim=True), min=1e-12))

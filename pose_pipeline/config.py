@@ -95,9 +95,11 @@ def _hourglass_h5_problems(name: str, ds: dict) -> list[str]:
         return []
     if ds.get("val_annotations") or ds.get("val_split"):
         return []
-    return [f"datasets.{name}.annotations: {annotations} is an hourglass .h5 file, which holds one split; "
-            f"set datasets.{name}.val_annotations (the validation .h5, e.g. valid.h5) or datasets.{name}.val_split "
-            "(a file naming the validation people, e.g. detections.mat), or validation would be the training data"]
+    return [
+        f"datasets.{name}.annotations: {annotations} is an hourglass .h5 file, which holds one split; "
+        f"set datasets.{name}.val_annotations (the validation .h5, e.g. valid.h5) or datasets.{name}.val_split "
+        "(a file naming the validation people, e.g. detections.mat), or validation would be the training data"
+    ]
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
@@ -124,24 +126,33 @@ def validate_config(config: dict, source: str = "config") -> dict:
                 problems += _hourglass_h5_problems(name, ds)
         for name, exp in config["experiments"].items():
             if exp["dataset"] not in datasets:
-                problems.append(f"experiments.{name}.dataset: unknown dataset {exp['dataset']!r}; "
-                                f"defined: {', '.join(datasets)}")
+                problems.append(
+                    f"experiments.{name}.dataset: unknown dataset {exp['dataset']!r}; defined: {', '.join(datasets)}"
+                )
             training = exp["training"]
             if training["input_size"] != HEATMAP_STRIDE * training["heatmap_size"]:
-                problems.append(f"experiments.{name}.training: the models output heatmaps at 1/{HEATMAP_STRIDE} "
-                                f"of the input; input_size {training['input_size']} needs heatmap_size "
-                                f"{training['input_size'] / HEATMAP_STRIDE:g}")
-            elif training["heatmap_size"] % 2 ** HOURGLASS_DEPTH:
-                problems.append(f"experiments.{name}.training: heatmap_size {training['heatmap_size']} must be a "
-                                f"multiple of {2 ** HOURGLASS_DEPTH} (an hourglass halves it {HOURGLASS_DEPTH} times), "
-                                f"i.e. input_size a multiple of {HEATMAP_STRIDE * 2 ** HOURGLASS_DEPTH}")
+                problems.append(
+                    f"experiments.{name}.training: the models output heatmaps at 1/{HEATMAP_STRIDE} "
+                    f"of the input; input_size {training['input_size']} needs heatmap_size "
+                    f"{training['input_size'] / HEATMAP_STRIDE:g}"
+                )
+            elif training["heatmap_size"] % 2**HOURGLASS_DEPTH:
+                problems.append(
+                    f"experiments.{name}.training: heatmap_size {training['heatmap_size']} must be a "
+                    f"multiple of {2**HOURGLASS_DEPTH} (an hourglass halves it {HOURGLASS_DEPTH} times), "
+                    f"i.e. input_size a multiple of {HEATMAP_STRIDE * 2**HOURGLASS_DEPTH}"
+                )
         for name, ds in datasets.items():
-            problems += [f"datasets.{name}.{key}: for COCO-format files only (format is {ds['format']!r})"
-                         for key in ("flip_pairs", "oks_sigmas", "min_keypoints")
-                         if key in ds and ds["format"] != "coco"]
+            problems += [
+                f"datasets.{name}.{key}: for COCO-format files only (format is {ds['format']!r})"
+                for key in ("flip_pairs", "oks_sigmas", "min_keypoints")
+                if key in ds and ds["format"] != "coco"
+            ]
             if ds.get("reference_predictions") and ds["format"] != "mpii":
-                problems.append(f"datasets.{name}.reference_predictions: published reference predictions are "
-                                f"drawn on the PCKh chart, for MPII-format datasets only (format is {ds['format']!r})")
+                problems.append(
+                    f"datasets.{name}.reference_predictions: published reference predictions are "
+                    f"drawn on the PCKh chart, for MPII-format datasets only (format is {ds['format']!r})"
+                )
         for name in config["default_experiments"]:
             if name not in config["experiments"]:
                 problems.append(f"default_experiments: unknown experiment {name!r}")
@@ -170,8 +181,14 @@ def experiment_settings(config: dict, name: str) -> dict:
     changing them reruns the train job, which resumes where it is)."""
     exp = config["experiments"][name]
     validation = {key: exp["evaluation"][key] for key in VALIDATION_KEYS}
-    return {"name": name, "dataset": exp["dataset"], "model": exp["model"],
-            "training": exp["training"], "evaluation": validation, "device": config["device"]}
+    return {
+        "name": name,
+        "dataset": exp["dataset"],
+        "model": exp["model"],
+        "training": exp["training"],
+        "evaluation": validation,
+        "device": config["device"],
+    }
 
 
 # What validation during training takes of `evaluation` (it runs without flip test, so a

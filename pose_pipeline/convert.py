@@ -62,8 +62,14 @@ def crop_block(args) -> tuple[np.ndarray, list[str]]:
     return crops, problems
 
 
-def crop_sample(source: SourceImage, affine: np.ndarray, extent: np.ndarray, canvas_size: int,
-                out: np.ndarray, reduced_decode: bool = False) -> str:
+def crop_sample(
+    source: SourceImage,
+    affine: np.ndarray,
+    extent: np.ndarray,
+    canvas_size: int,
+    out: np.ndarray,
+    reduced_decode: bool = False,
+) -> str:
     """Warp one sample's crop into `out`; returns its problem ("" for none). With
     `reduced_decode` a JPEG is decoded at the smallest DCT-scaled size that still has the crop's
     resolution (`jpeg_reduction`), the affine composed with that scaling: the same image area."""
@@ -73,8 +79,7 @@ def crop_sample(source: SourceImage, affine: np.ndarray, extent: np.ndarray, can
         return problem
     problem = far_outside(extent, source.shape())
     if not problem:
-        out[...] = geometry.warp_image(image, geometry.compose(affine, geometry.resize_affine(1, reduce)),
-                                       canvas_size)
+        out[...] = geometry.warp_image(image, geometry.compose(affine, geometry.resize_affine(1, reduce)), canvas_size)
     return problem
 
 
@@ -94,8 +99,9 @@ def far_outside(extent: np.ndarray, image_shape: tuple) -> str:
     height, width = image_shape[:2]
     x0, y0, x1, y1 = extent
     if x0 < -width or y0 < -height or x1 > 2 * width or y1 > 2 * height:
-        return (f"annotated joints span x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}: far outside the "
-                f"{width}x{height} image")
+        return (
+            f"annotated joints span x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}: far outside the {width}x{height} image"
+        )
     return ""
 
 
@@ -153,12 +159,24 @@ def check_bounds(options: dict) -> None:
             raise UserError(f"--{key.replace('_', '-')} {value}: must be {allowed} ({rule.get('description', key)})")
 
 
-def convert(fmt: str, annotations, images, out, split: str = "train", val_split=None,
-            canvas_size: int = DEFAULTS["canvas_size"], context: float = DEFAULTS["context"],
-            shard_size: int = DEFAULTS["shard_size"], on_bad_sample: str = DEFAULTS["on_bad_sample"],
-            workers: int | None = None, dataset: str | None = None, progress: bool = True,
-            min_keypoints: int | None = None, flip_pairs=None,
-            reduced_decode: bool = DEFAULTS["reduced_decode"]) -> dict:
+def convert(
+    fmt: str,
+    annotations,
+    images,
+    out,
+    split: str = "train",
+    val_split=None,
+    canvas_size: int = DEFAULTS["canvas_size"],
+    context: float = DEFAULTS["context"],
+    shard_size: int = DEFAULTS["shard_size"],
+    on_bad_sample: str = DEFAULTS["on_bad_sample"],
+    workers: int | None = None,
+    dataset: str | None = None,
+    progress: bool = True,
+    min_keypoints: int | None = None,
+    flip_pairs=None,
+    reduced_decode: bool = DEFAULTS["reduced_decode"],
+) -> dict:
     """Convert one split; returns a summary {samples, skipped, store}. `flip_pairs`: [[left,
     right], ...] joint names, for a COCO-format file declaring its own keypoints."""
     annotations, images, out = Path(annotations), Path(images), Path(out)
@@ -169,16 +187,20 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
             raise UserError(f"{what} {path} does not exist")
     check_no_overlap(out, inputs)
     check_replaceable(out, is_store, "a converted store")  # before the work, not after it
-    check_bounds({"canvas_size": canvas_size, "context": context, "shard_size": shard_size,
-                  "min_keypoints": min_keypoints})
+    check_bounds(
+        {"canvas_size": canvas_size, "context": context, "shard_size": shard_size, "min_keypoints": min_keypoints}
+    )
     for option, value in (("--min-keypoints", min_keypoints), ("--flip-pair", flip_pairs)):
         if value is not None and fmt != "coco":
             raise UserError(f"{option} is a COCO option; format {fmt!r} does not take it")
     if split == "test" and fmt != "mpii":
-        raise UserError(f"--split test is MPII's test set (the release's img_train == 0 people); format {fmt!r} "
-                        "has train, val or all")
-    samples = READERS[fmt](annotations, split, val_split,
-                           {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs})
+        raise UserError(
+            f"--split test is MPII's test set (the release's img_train == 0 people); format {fmt!r} "
+            "has train, val or all"
+        )
+    samples = READERS[fmt](
+        annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs}
+    )
     if len(samples) == 0:
         raise UserError(f"{annotations}: no annotated people in split {split!r}")
 
@@ -191,23 +213,41 @@ def convert(fmt: str, annotations, images, out, split: str = "train", val_split=
         affines = sample_affines(samples, canvas_size, context)
 
     sources = [{"file": path.name, "sha256": sha256_of(path)} for path in (annotations, val_split) if path]
-    writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs={
-        "dataset": dataset or annotations.stem, "split": split, "format": fmt,
-        "pixel_origin": samples.pixel_origin, "context": context,
-        "converter": {"canvas_size": canvas_size, "context": context, "shard_size": shard_size,
-                      "on_bad_sample": on_bad_sample, "person_box": PERSON_BOX,
-                      **({"reduced_decode": True} if reduced_decode else {}),
-                      **({fmt: samples.parameters} if samples.parameters else {})},
-        "sources": sources,
-    })
+    writer = StoreWriter(
+        out,
+        len(keep),
+        samples.joints,
+        canvas_size,
+        shard_size,
+        attrs={
+            "dataset": dataset or annotations.stem,
+            "split": split,
+            "format": fmt,
+            "pixel_origin": samples.pixel_origin,
+            "context": context,
+            "converter": {
+                "canvas_size": canvas_size,
+                "context": context,
+                "shard_size": shard_size,
+                "on_bad_sample": on_bad_sample,
+                "person_box": PERSON_BOX,
+                **({"reduced_decode": True} if reduced_decode else {}),
+                **({fmt: samples.parameters} if samples.parameters else {}),
+            },
+            "sources": sources,
+        },
+    )
     try:
-        written = write_crops(writer, samples, images, keep, affines, reject, shard_size, workers, progress,
-                              reduced_decode)
+        written = write_crops(
+            writer, samples, images, keep, affines, reject, shard_size, workers, progress, reduced_decode
+        )
         if on_bad_sample == "skip":
             write_bad_samples(bad_samples_path(out), reject.bad)
         if not written:
-            raise UserError(f"{annotations}: all {len(samples)} samples of split {split!r} are bad, nothing to "
-                            f"store (the reasons are listed in {bad_samples_path(out)})")
+            raise UserError(
+                f"{annotations}: all {len(samples)} samples of split {split!r} are bad, nothing to "
+                f"store (the reasons are listed in {bad_samples_path(out)})"
+            )
         finish_store(writer, samples, affines, np.asarray(written, dtype=np.int64))
     except BaseException:
         writer.abort()
@@ -236,9 +276,18 @@ class _Rejections:
 WORKER_BLOCK = 16
 
 
-def write_crops(writer: StoreWriter, samples: Samples, images: Path, keep: np.ndarray, affines: np.ndarray,
-                reject, shard_size: int, workers: int | None, progress: bool,
-                reduced_decode: bool = False) -> list[int]:
+def write_crops(
+    writer: StoreWriter,
+    samples: Samples,
+    images: Path,
+    keep: np.ndarray,
+    affines: np.ndarray,
+    reject,
+    shard_size: int,
+    workers: int | None,
+    progress: bool,
+    reduced_decode: bool = False,
+) -> list[int]:
     """Crop the `keep` samples in worker processes and write the good crops, whole shards at a
     time; returns the sample indices in the order written (an unreadable image is `reject`ed)."""
     from tqdm import tqdm
@@ -248,10 +297,12 @@ def write_crops(writer: StoreWriter, samples: Samples, images: Path, keep: np.nd
     # Jobs of at most WORKER_BLOCK samples keep several workers evenly busy; the writer regroups
     # them into whole shards.
     size = shard_size if workers == 1 else min(shard_size, WORKER_BLOCK)
-    blocks = [keep[i:i + size] for i in range(0, len(keep), size)]
+    blocks = [keep[i : i + size] for i in range(0, len(keep), size)]
     extents = joint_extents(samples)
-    jobs = [(str(images), [samples.image_names[i] for i in b], affines[b], extents[b], canvas_size, reduced_decode)
-            for b in blocks]
+    jobs = [
+        (str(images), [samples.image_names[i] for i in b], affines[b], extents[b], canvas_size, reduced_decode)
+        for b in blocks
+    ]
     pending: list[tuple[np.ndarray, np.ndarray]] = []  # buffered good crops, whole shards out
     written: list[int] = []
 
@@ -287,8 +338,11 @@ def finish_store(writer: StoreWriter, samples: Samples, affines: np.ndarray, ord
     """The per-sample metadata of the samples written, in `order`, and the store committed."""
     writer.truncate(len(order))
     writer.set_metadata(
-        keypoints=samples.keypoints[order].astype(np.float32), visible=samples.visible[order],
-        affine=affines[order], center=samples.center[order], scale=samples.scale[order],
+        keypoints=samples.keypoints[order].astype(np.float32),
+        visible=samples.visible[order],
+        affine=affines[order],
+        center=samples.center[order],
+        scale=samples.scale[order],
         head_size=samples.head_size[order],
         image_name=np.array([samples.image_names[i] for i in order], dtype=str),
         source_index=samples.source_index[order],
@@ -327,49 +381,87 @@ def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from pose_pipeline.formats.coco import DEFAULT_MIN_KEYPOINTS
 
-    p.add_argument("format", choices=sorted(READERS),
-                   help="annotation format: mpii (release .mat or hourglass .h5), lsp (joints.mat, LSP or "
-                        "LSP-extended layout), flic (examples.mat), coco (person_keypoints_*.json)")
-    p.add_argument("--annotations", required=True,
-                   help="annotation file (MPII release .mat or hourglass .h5; LSP joints.mat; FLIC examples.mat; "
-                        "COCO keypoint .json)")
+    p.add_argument(
+        "format",
+        choices=sorted(READERS),
+        help="annotation format: mpii (release .mat or hourglass .h5), lsp (joints.mat, LSP or "
+        "LSP-extended layout), flic (examples.mat), coco (person_keypoints_*.json)",
+    )
+    p.add_argument(
+        "--annotations",
+        required=True,
+        help="annotation file (MPII release .mat or hourglass .h5; LSP joints.mat; FLIC examples.mat; "
+        "COCO keypoint .json)",
+    )
     p.add_argument("--images", required=True, help="folder of the original images")
-    p.add_argument("--out", required=True, help="output store (a .zarr folder): new, empty, or an earlier store (replaced)")
-    p.add_argument("--split", choices=["train", "val", "test", "all"], default="train",
-                   help="mpii: by is_train or --val-split, test = the single persons of the release's test "
-                        "images (img_train 0; objpos and scale, no joints: for `mpii-submission`); lsp: 2,000 "
-                        "images -> first 1,000 train, last 1,000 val, 10,000 (extended) -> all train, other sizes "
-                        "-> only all; flic: istrain / istest; coco: the "
-                        "file is the split (recorded only)")
+    p.add_argument(
+        "--out", required=True, help="output store (a .zarr folder): new, empty, or an earlier store (replaced)"
+    )
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        default="train",
+        help="mpii: by is_train or --val-split, test = the single persons of the release's test "
+        "images (img_train 0; objpos and scale, no joints: for `mpii-submission`); lsp: 2,000 "
+        "images -> first 1,000 train, last 1,000 val, 10,000 (extended) -> all train, other sizes "
+        "-> only all; flic: istrain / istest; coco: the "
+        "file is the split (recorded only)",
+    )
     p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
-    p.add_argument("--min-keypoints", type=int, default=None,
-                   help=f"coco only: leave out people with fewer labelled keypoints (default {DEFAULT_MIN_KEYPOINTS})")
-    p.add_argument("--flip-pair", dest="flip_pairs", nargs=2, action="append", metavar=("LEFT", "RIGHT"),
-                   help="coco only, for a file declaring its own keypoints: a left/right pair by name (repeat "
-                        "it; given, these are all the pairs; default: by the names' left_/right_, l_/r_ prefixes)")
-    p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"],
-                   help="side of the stored crops")
-    p.add_argument("--context", type=float, default=DEFAULTS["context"],
-                   help="crop = person box x context")
-    p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"],
-                   help="samples per shard file")
-    p.add_argument("--on-bad-sample", choices=["error", "skip"], default=DEFAULTS["on_bad_sample"],
-                   help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
-                        "or is left out and listed in OUT.bad_samples.csv (skip)")
+    p.add_argument(
+        "--min-keypoints",
+        type=int,
+        default=None,
+        help=f"coco only: leave out people with fewer labelled keypoints (default {DEFAULT_MIN_KEYPOINTS})",
+    )
+    p.add_argument(
+        "--flip-pair",
+        dest="flip_pairs",
+        nargs=2,
+        action="append",
+        metavar=("LEFT", "RIGHT"),
+        help="coco only, for a file declaring its own keypoints: a left/right pair by name (repeat "
+        "it; given, these are all the pairs; default: by the names' left_/right_, l_/r_ prefixes)",
+    )
+    p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"], help="side of the stored crops")
+    p.add_argument("--context", type=float, default=DEFAULTS["context"], help="crop = person box x context")
+    p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"], help="samples per shard file")
+    p.add_argument(
+        "--on-bad-sample",
+        choices=["error", "skip"],
+        default=DEFAULTS["on_bad_sample"],
+        help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
+        "or is left out and listed in OUT.bad_samples.csv (skip)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--dataset", help="dataset name recorded in the store")
-    p.add_argument("--reduced-decode", action="store_true",
-                   help="decode a JPEG at 1/2, 1/4 or 1/8 of its size when the crop shrinks the person at least "
-                        "that much (decoding ~2x faster at 1/2; the same geometry; crops a few grey levels from a "
-                        "full decode's on average: less aliasing); default: full decode, crop == "
-                        "warpAffine(image, affine) exactly")
+    p.add_argument(
+        "--reduced-decode",
+        action="store_true",
+        help="decode a JPEG at 1/2, 1/4 or 1/8 of its size when the crop shrinks the person at least "
+        "that much (decoding ~2x faster at 1/2; the same geometry; crops a few grey levels from a "
+        "full decode's on average: less aliasing); default: full decode, crop == "
+        "warpAffine(image, affine) exactly",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = convert(args.format, args.annotations, args.images, args.out, args.split,
-                      args.val_split, args.canvas_size, args.context, args.shard_size,
-                      args.on_bad_sample, args.workers, args.dataset,
-                      min_keypoints=args.min_keypoints, flip_pairs=args.flip_pairs,
-                      reduced_decode=args.reduced_decode)
+    summary = convert(
+        args.format,
+        args.annotations,
+        args.images,
+        args.out,
+        args.split,
+        args.val_split,
+        args.canvas_size,
+        args.context,
+        args.shard_size,
+        args.on_bad_sample,
+        args.workers,
+        args.dataset,
+        min_keypoints=args.min_keypoints,
+        flip_pairs=args.flip_pairs,
+        reduced_decode=args.reduced_decode,
+    )
     print(f"{summary['store']}: {summary['samples']} samples, {summary['skipped']} skipped")
     return 0

@@ -40,8 +40,9 @@ class Augmentation:
     def sample(self, rng: np.random.Generator, n: int) -> dict:
         return {
             "scale": rng.uniform(1 - self.scale, 1 + self.scale, n),
-            "rotation": np.where(rng.random(n) < self.rotation_prob,
-                                 rng.uniform(-self.rotation, self.rotation, n), 0.0),
+            "rotation": np.where(
+                rng.random(n) < self.rotation_prob, rng.uniform(-self.rotation, self.rotation, n), 0.0
+            ),
             "flip": (rng.random(n) < 0.5) if self.flip else np.zeros(n, bool),
             "gain": rng.uniform(1 - self.color, 1 + self.color, (n, 3)),
         }
@@ -66,8 +67,15 @@ class ShardBatches:
     # of a single sample costs about 3x a sample's share of a whole-shard read.
     WHOLE_SHARD_FRACTION = 0.3
 
-    def __init__(self, store: PoseStore, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, buffer_shards: int = 8):
+    def __init__(
+        self,
+        store: PoseStore,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        buffer_shards: int = 8,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside a world of {world_size}")
         self.store = store
@@ -101,8 +109,9 @@ class ShardBatches:
 
         plans = (plan for epoch in range(first, stop) for plan in self._plan(epoch))
         held_index, held_images = np.zeros(0, np.int64), None  # carry samples already read
-        with Prefetcher(plans, self._read, depth=1 if read_ahead else 0,
-                        name=f"shard-reads-rank{self.rank}") as buffers:
+        with Prefetcher(
+            plans, self._read, depth=1 if read_ahead else 0, name=f"shard-reads-rank{self.rank}"
+        ) as buffers:
             for mine, keep, parts_index, parts_images in buffers:
                 if len(held_index):
                     parts_index, parts_images = [held_index] + parts_index, [held_images] + parts_images
@@ -123,17 +132,20 @@ class ShardBatches:
         carry = np.zeros(0, np.int64)  # shuffled but not yet served, taken into the next buffer
         held = np.zeros(0, np.int64)
         for start in range(0, len(order), self.buffer_shards):
-            group = order[start:start + self.buffer_shards]
+            group = order[start : start + self.buffer_shards]
             index = np.concatenate([carry] + [np.arange(*self.shards[s]) for s in group])
             index = index[rng.permutation(len(index))]
             count = min(len(index) // size, left)
-            mine = index[:count * size].reshape(count, self.world_size, width)[:, self.rank]
-            carry = index[len(index) // size * size:]
+            mine = index[: count * size].reshape(count, self.world_size, width)[:, self.rank]
+            carry = index[len(index) // size * size :]
             todo = np.unique(mine.ravel())
             todo = todo[~np.isin(todo, held)]
-            whole = [self.shards[s] for s in group
-                     if np.count_nonzero((todo >= self.shards[s][0]) & (todo < self.shards[s][1]))
-                     > self.WHOLE_SHARD_FRACTION * (self.shards[s][1] - self.shards[s][0])]
+            whole = [
+                self.shards[s]
+                for s in group
+                if np.count_nonzero((todo >= self.shards[s][0]) & (todo < self.shards[s][1]))
+                > self.WHOLE_SHARD_FRACTION * (self.shards[s][1] - self.shards[s][0])
+            ]
             covered = np.concatenate([held] + [np.arange(lo, hi) for lo, hi in whole])
             single = todo[~np.isin(todo, covered)]
             runs = np.split(single, np.flatnonzero(np.diff(single) != 1) + 1) if len(single) else []
@@ -163,8 +175,9 @@ class _Pool:
         self.parts = parts_images
         self.index = np.concatenate(parts_index) if parts_index else np.zeros(0, np.int64)
         self.part_of = np.repeat(np.arange(len(parts_images)), [len(p) for p in parts_images])
-        self.row_of = (np.concatenate([np.arange(len(p)) for p in parts_images])
-                       if parts_images else np.zeros(0, np.int64))
+        self.row_of = (
+            np.concatenate([np.arange(len(p)) for p in parts_images]) if parts_images else np.zeros(0, np.int64)
+        )
         self.order = np.argsort(self.index)
 
     def take(self, index: np.ndarray, allocate=None):
@@ -189,9 +202,19 @@ class HostBatch:
     gain: np.ndarray | None  # (B,3) colour gains, None without colour augmentation
 
 
-def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.ndarray, store: PoseStore,
-               codec: HeatmapCodec, device: torch.device, *, augmentation: Augmentation | None = None,
-               rng: np.random.Generator | None = None, params: dict | None = None, warp: str = "auto"):
+def make_batch(
+    images: np.ndarray,
+    keypoints_canvas: np.ndarray,
+    visible: np.ndarray,
+    store: PoseStore,
+    codec: HeatmapCodec,
+    device: torch.device,
+    *,
+    augmentation: Augmentation | None = None,
+    rng: np.random.Generator | None = None,
+    params: dict | None = None,
+    warp: str = "auto",
+):
     """Inputs (B,3,in,in), targets (B,J,hm,hm) and weights (B,J) on `device`.
 
     images: uint8 canvases of `store` (its canvas size, context and joint set apply);
@@ -208,23 +231,32 @@ def make_batch(images: np.ndarray, keypoints_canvas: np.ndarray, visible: np.nda
     keypoints) and `finish_batch` (the warp and targets, on `device`); training runs the
     first in a background thread (`prefetch`).
     """
-    host = prepare_batch(images, keypoints_canvas, visible, store, codec, augmentation=augmentation,
-                         rng=rng, params=params)
+    host = prepare_batch(
+        images, keypoints_canvas, visible, store, codec, augmentation=augmentation, rng=rng, params=params
+    )
     return finish_batch(host, codec, device, warp)
 
 
-def prepare_batch(images, keypoints_canvas: np.ndarray, visible: np.ndarray, store: PoseStore,
-                  codec: HeatmapCodec, *, augmentation: Augmentation | None = None,
-                  rng: np.random.Generator | None = None, params: dict | None = None) -> HostBatch:
+def prepare_batch(
+    images,
+    keypoints_canvas: np.ndarray,
+    visible: np.ndarray,
+    store: PoseStore,
+    codec: HeatmapCodec,
+    *,
+    augmentation: Augmentation | None = None,
+    rng: np.random.Generator | None = None,
+    params: dict | None = None,
+) -> HostBatch:
     """The host half of `make_batch`: parameters, affines and keypoints of the batch."""
     n = len(images)
     if params is None and augmentation is not None:
         params = augmentation.sample(rng, n)
     elif params is None:
-        params = {"scale": np.ones(n), "rotation": np.zeros(n), "flip": np.zeros(n, bool),
-                  "gain": np.ones((n, 3))}
-    to_input = codec.canvas_to_input(store.canvas_size, store.context,
-                                     params["scale"], params["rotation"], params["flip"])
+        params = {"scale": np.ones(n), "rotation": np.zeros(n), "flip": np.zeros(n, bool), "gain": np.ones((n, 3))}
+    to_input = codec.canvas_to_input(
+        store.canvas_size, store.context, params["scale"], params["rotation"], params["flip"]
+    )
     points = geometry.apply(codec.to_heatmap(to_input), keypoints_canvas)
     weights = visible.astype(np.float32)
     # A mirrored image's left wrist is drawn where the right one was: swap the channels.
@@ -261,6 +293,7 @@ def finish_batch(batch: HostBatch, codec: HeatmapCodec, device: torch.device, wa
     if batch.gain is not None:
         gain = torch.as_tensor(batch.gain, dtype=x.dtype, device=device).view(n, 3, 1, 1)
         x = x.mul_(gain).clamp_(0, 1)
-    targets, weights = codec.encode(torch.as_tensor(batch.points, dtype=torch.float32, device=device),
-                                    torch.as_tensor(batch.weights, device=device))
+    targets, weights = codec.encode(
+        torch.as_tensor(batch.points, dtype=torch.float32, device=device), torch.as_tensor(batch.weights, device=device)
+    )
     return normalize_input(x, inplace=True), targets, weights

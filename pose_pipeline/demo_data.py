@@ -44,8 +44,8 @@ import numpy as np
 from pose_pipeline import __version__
 from pose_pipeline.atomic import atomic_folder
 from pose_pipeline.config import schema_defaults
-from pose_pipeline.errors import UserError
 from pose_pipeline.demo_release import release_mat_bytes, split_mat_bytes
+from pose_pipeline.errors import UserError
 from pose_pipeline.formats.mpii import HOURGLASS_CENTER_SHIFT
 from pose_pipeline.joints import MPII, PERSON_BOX
 
@@ -64,10 +64,14 @@ LIMB_WIDTH = {"upper_arm": 0.060, "forearm": 0.050, "thigh": 0.080, "shin": 0.06
 
 # (joint a, joint b, kind, side) for the limbs; side 'r' / 'l'.
 LIMBS = [
-    ("r_shoulder", "r_elbow", "upper_arm", "r"), ("r_elbow", "r_wrist", "forearm", "r"),
-    ("l_shoulder", "l_elbow", "upper_arm", "l"), ("l_elbow", "l_wrist", "forearm", "l"),
-    ("r_hip", "r_knee", "thigh", "r"), ("r_knee", "r_ankle", "shin", "r"),
-    ("l_hip", "l_knee", "thigh", "l"), ("l_knee", "l_ankle", "shin", "l"),
+    ("r_shoulder", "r_elbow", "upper_arm", "r"),
+    ("r_elbow", "r_wrist", "forearm", "r"),
+    ("l_shoulder", "l_elbow", "upper_arm", "l"),
+    ("l_elbow", "l_wrist", "forearm", "l"),
+    ("r_hip", "r_knee", "thigh", "r"),
+    ("r_knee", "r_ankle", "shin", "r"),
+    ("l_hip", "l_knee", "thigh", "l"),
+    ("l_knee", "l_ankle", "shin", "l"),
 ]
 
 
@@ -78,9 +82,20 @@ def _unit(angle: float) -> np.ndarray:
 
 def sample_pose(rng: np.random.Generator, height: float) -> np.ndarray:
     """(16,2) joint positions of one figure around the origin (image y points down)."""
-    lengths = {k: v * height * rng.uniform(0.9, 1.1) for k, v in dict(
-        spine=SPINE, neck=NECK, head=HEAD, hip=HIP_HALF_WIDTH, shoulder=SHOULDER_HALF_WIDTH,
-        upper_arm=UPPER_ARM, forearm=FOREARM, thigh=THIGH, shin=SHIN).items()}
+    lengths = {
+        k: v * height * rng.uniform(0.9, 1.1)
+        for k, v in dict(
+            spine=SPINE,
+            neck=NECK,
+            head=HEAD,
+            hip=HIP_HALF_WIDTH,
+            shoulder=SHOULDER_HALF_WIDTH,
+            upper_arm=UPPER_ARM,
+            forearm=FOREARM,
+            thigh=THIGH,
+            shin=SHIN,
+        ).items()
+    }
     p = np.zeros((16, 2))
     lean = rng.normal(0.0, np.deg2rad(10))  # torso lean; the global rotation comes later
     up = -_unit(lean)
@@ -147,8 +162,14 @@ def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
         else:  # elongated, limb-like distractors
             angle = rng.uniform(0, np.pi)
             dx, dy = int(r * np.cos(angle)), int(r * np.sin(angle))
-            cv2.line(image, (x - dx, y - dy), (x + dx, y + dy), colour, max(2, int(rng.uniform(0.01, 0.05) * size)),
-                     cv2.LINE_AA)
+            cv2.line(
+                image,
+                (x - dx, y - dy),
+                (x + dx, y + dy),
+                colour,
+                max(2, int(rng.uniform(0.01, 0.05) * size)),
+                cv2.LINE_AA,
+            )
     return image
 
 
@@ -198,8 +219,9 @@ def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, h
     return hidden
 
 
-def _draw_limb(image, pose, joints: tuple[str, str], kind: str, side: str, colour, skin, height: float,
-               stripe_gap: float) -> None:
+def _draw_limb(
+    image, pose, joints: tuple[str, str], kind: str, side: str, colour, skin, height: float, stripe_gap: float
+) -> None:
     """A limb as a capsule with chiral stripes (+45 degrees to its axis on the left, -45 on
     the right); a forearm gets a hand beyond the wrist."""
     import cv2
@@ -219,13 +241,21 @@ def _draw_limb(image, pose, joints: tuple[str, str], kind: str, side: str, colou
     length = np.hypot(*(pb - pa))
     axis = (pb - pa) / max(length, 1e-6)
     turn = np.deg2rad(45.0 if side == "l" else -45.0)
-    across = np.array([axis[0] * np.cos(turn) - axis[1] * np.sin(turn),
-                       axis[0] * np.sin(turn) + axis[1] * np.cos(turn)])
+    across = np.array(
+        [axis[0] * np.cos(turn) - axis[1] * np.sin(turn), axis[0] * np.sin(turn) + axis[1] * np.cos(turn)]
+    )
     half = across * width / np.sin(np.deg2rad(45.0)) / 2 * 0.9
     for t in np.arange(width / 2, length - width / 4, stripe_gap * width):
         centre = pa + t * axis
-        cv2.line(image, tuple(_pts(centre - half)), tuple(_pts(centre + half)), dark,
-                 max(1, int(round(width / 4))), cv2.LINE_AA, SHIFT)
+        cv2.line(
+            image,
+            tuple(_pts(centre - half)),
+            tuple(_pts(centre + half)),
+            dark,
+            max(1, int(round(width / 4))),
+            cv2.LINE_AA,
+            SHIFT,
+        )
 
 
 def _draw_head(image, pose, skin, height: float) -> None:
@@ -233,18 +263,23 @@ def _draw_head(image, pose, skin, height: float) -> None:
     import cv2
 
     neck_width = 0.05 * height
-    cv2.fillConvexPoly(image, _pts(_limb_polygon(pose[J["thorax"]], pose[J["upper_neck"]], neck_width)), skin,
-                       cv2.LINE_AA, SHIFT)
+    cv2.fillConvexPoly(
+        image, _pts(_limb_polygon(pose[J["thorax"]], pose[J["upper_neck"]], neck_width)), skin, cv2.LINE_AA, SHIFT
+    )
     head_centre = 0.5 * (pose[J["upper_neck"]] + pose[J["head_top"]])
     head_len = np.hypot(*(pose[J["head_top"]] - pose[J["upper_neck"]]))
     angle = np.degrees(np.arctan2(*(pose[J["head_top"]] - pose[J["upper_neck"]])[::-1]))
     axes = (int(head_len / 2 * (1 << SHIFT)), int(head_len * 0.38 * (1 << SHIFT)))
     cv2.ellipse(image, tuple(_pts(head_centre)), axes, angle, 0, 360, skin, -1, cv2.LINE_AA, SHIFT)
     for k in (-1, 1):
-        eye = head_centre + 0.12 * (pose[J["head_top"]] - pose[J["upper_neck"]]) + k * 0.15 * head_len * np.array(
-            [np.cos(np.radians(angle + 90)), np.sin(np.radians(angle + 90))])
-        cv2.circle(image, tuple(_pts(eye)), int(max(1.0, 0.06 * head_len) * (1 << SHIFT)), (20, 20, 20), -1,
-                   cv2.LINE_AA, SHIFT)
+        eye = (
+            head_centre
+            + 0.12 * (pose[J["head_top"]] - pose[J["upper_neck"]])
+            + k * 0.15 * head_len * np.array([np.cos(np.radians(angle + 90)), np.sin(np.radians(angle + 90))])
+        )
+        cv2.circle(
+            image, tuple(_pts(eye)), int(max(1.0, 0.06 * head_len) * (1 << SHIFT)), (20, 20, 20), -1, cv2.LINE_AA, SHIFT
+        )
 
 
 def make_person(rng: np.random.Generator, size: int):
@@ -288,9 +323,15 @@ def is_demo_data(path: Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
-def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train"],
-             val: int = DEFAULTS["val"], image_size: int = DEFAULTS["image_size"], progress: bool = True,
-             test: int = DEFAULTS["test"]) -> dict:
+def generate(
+    out_dir,
+    seed: int = DEFAULTS["seed"],
+    train: int = DEFAULTS["train"],
+    val: int = DEFAULTS["val"],
+    image_size: int = DEFAULTS["image_size"],
+    progress: bool = True,
+    test: int = DEFAULTS["test"],
+) -> dict:
     """Write the dataset to `out_dir` (replacing an earlier demo-data folder there, never anything
     else); returns a summary."""
     import cv2
@@ -313,8 +354,9 @@ def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train
             rng = np.random.default_rng([seed, split, index])
             image, kp, vis, box, scale, pos = make_person(rng, image_size)
             name = f"{i:06d}.jpg"
-            ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            ok, data = cv2.imencode(
+                ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+            )
             if not ok:
                 raise RuntimeError(f"could not encode {name}")
             (tmp / "images" / name).write_bytes(data.tobytes())
@@ -324,14 +366,31 @@ def generate(out_dir, seed: int = DEFAULTS["seed"], train: int = DEFAULTS["train
             head_boxes.append(box)
             scales.append(scale)
             objpos.append(pos)
-        release = release_mat_bytes(names, np.array(keypoints), np.array(visible), np.array(head_boxes),
-                                    np.array(scales), np.array(objpos),
-                                    np.arange(n) < train + val)  # img_train: 0 for the test images
+        release = release_mat_bytes(
+            names,
+            np.array(keypoints),
+            np.array(visible),
+            np.array(head_boxes),
+            np.array(scales),
+            np.array(objpos),
+            np.arange(n) < train + val,
+        )  # img_train: 0 for the test images
         (tmp / "mpii_release.mat").write_bytes(release)
         val_images = np.arange(train, train + val)
         (tmp / "val_split.mat").write_bytes(split_mat_bytes(val_images, np.zeros(val, np.int64)))
-        (tmp / MARKER).write_text(json.dumps({"seed": seed, "train": train, "val": val, "test": test,
-                                              "image_size": image_size, "package_version": __version__}) + "\n")
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "train": train,
+                    "val": val,
+                    "test": test,
+                    "image_size": image_size,
+                    "package_version": __version__,
+                }
+            )
+            + "\n"
+        )
     return {"train": train, "val": val, "test": test, "images": n, "out": str(out)}
 
 
@@ -340,14 +399,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed of the figures and backgrounds")
     p.add_argument("--train", type=int, default=DEFAULTS["train"], help="training images")
     p.add_argument("--val", type=int, default=DEFAULTS["val"], help="validation images")
-    p.add_argument("--test", type=int, default=DEFAULTS["test"],
-                   help="test images: people with objpos and scale only, as MPII's test set")
+    p.add_argument(
+        "--test",
+        type=int,
+        default=DEFAULTS["test"],
+        help="test images: people with objpos and scale only, as MPII's test set",
+    )
     p.add_argument("--image-size", type=int, default=DEFAULTS["image_size"], help="image side in pixels")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = generate(args.out, args.seed, args.train, args.val, args.image_size, args.progress, args.test)
-    print(f"{summary['out']}: {summary['train']} training, {summary['val']} validation and {summary['test']} test "
-          "images")
+    print(
+        f"{summary['out']}: {summary['train']} training, {summary['val']} validation and {summary['test']} test images"
+    )
     return 0

@@ -14,7 +14,6 @@ import numpy as np
 
 from pose_pipeline.joints import MPII
 
-
 _POINT_DTYPE = [("x", "O"), ("y", "O"), ("id", "O"), ("is_visible", "O")]
 _RECT_DTYPE = [("x1", "O"), ("y1", "O"), ("x2", "O"), ("y2", "O"), ("annopoints", "O"), ("scale", "O"), ("objpos", "O")]
 # a test person of the release: its rough position and scale, no joints and no head box
@@ -58,8 +57,7 @@ def release_mat_bytes(
         if img_train[i]:
             points = np.zeros((1, MPII.num_joints), dtype=_POINT_DTYPE)
             for k in range(MPII.num_joints):
-                points[0, k] = (float(keypoints[i, k, 0]), float(keypoints[i, k, 1]), float(k),
-                                float(is_visible[i, k]))
+                points[0, k] = (float(keypoints[i, k, 0]), float(keypoints[i, k, 1]), float(k), float(is_visible[i, k]))
             rect = np.zeros((1, 1), dtype=_RECT_DTYPE)
             x1, y1, x2, y2 = (float(v) for v in head_box[i])
             rect[0, 0] = (x1, y1, x2, y2, {"point": points}, float(scale_raw[i]), position)
@@ -82,7 +80,9 @@ def release_mat_bytes(
 
 def split_mat_bytes(img_index: np.ndarray, person_index: np.ndarray) -> bytes:
     """A split file like detections.mat: RELEASE_img_index / RELEASE_person_index from 0-based input."""
-    return _mat_bytes({
-        "RELEASE_img_index": (np.asarray(img_index, np.float64) + 1).reshape(-1, 1),
-        "RELEASE_person_index": (np.asarray(person_index, np.float64) + 1).reshape(-1, 1),
-    })
+    return _mat_bytes(
+        {
+            "RELEASE_img_index": (np.asarray(img_index, np.float64) + 1).reshape(-1, 1),
+            "RELEASE_person_index": (np.asarray(person_index, np.float64) + 1).reshape(-1, 1),
+        }
+    )

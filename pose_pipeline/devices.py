@@ -67,14 +67,15 @@ def world_from_env(device: str = "auto") -> World:
     device = resolve_device(device)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise UserError(f"rank {rank}: local rank {local_rank} but only {torch.cuda.device_count()} "
-                            "visible GPUs (use at most one process per GPU)")
+            raise UserError(
+                f"rank {rank}: local rank {local_rank} but only {torch.cuda.device_count()} "
+                "visible GPUs (use at most one process per GPU)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         # rank 0 validates while the others wait in the next step's all-reduce: a long timeout
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
     return World(rank, local_rank, size, device)
 
 

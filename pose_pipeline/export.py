@@ -49,8 +49,9 @@ class CropPoseModel(torch.nn.Module):
         self.model = model.eval()
         self.blur_sigma = codec.blur_sigma
         self.flip = flip_permutation is not None
-        self.register_buffer("flip_permutation", torch.as_tensor(
-            flip_permutation if self.flip else [], dtype=torch.long))
+        self.register_buffer(
+            "flip_permutation", torch.as_tensor(flip_permutation if self.flip else [], dtype=torch.long)
+        )
         to_input = geometry.invert(codec.input_to_heatmap())  # heatmap -> input (crop) pixels
         self.register_buffer("to_input", torch.as_tensor(to_input, dtype=torch.float64))
 
@@ -65,8 +66,9 @@ class CropPoseModel(torch.nn.Module):
         return heatmaps, keypoints.float(), scores.float()
 
 
-def crop_pose_model(checkpoint: str, input_size: int | None = None, blur_sigma: float | None = None,
-                    flip_test: bool = False) -> tuple[CropPoseModel, HeatmapCodec, JointSet, dict]:
+def crop_pose_model(
+    checkpoint: str, input_size: int | None = None, blur_sigma: float | None = None, flip_test: bool = False
+) -> tuple[CropPoseModel, HeatmapCodec, JointSet, dict]:
     """The exportable model of a checkpoint, its codec (the checkpoint's input size unless
     given, blur as its experiment's evaluation, else the schema's) and joint set."""
     from pose_pipeline.models import joint_set_of, model_from_checkpoint, read_checkpoint
@@ -86,9 +88,17 @@ def crop_pose_model(checkpoint: str, input_size: int | None = None, blur_sigma: 
 def export_onnx(model: CropPoseModel, example: torch.Tensor, path: Path) -> None:
     """The model as one ONNX file (weights inside), the batch dimension dynamic."""
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(model, (example,), dynamo=True, input_names=list(INPUT_NAMES),
-                                output_names=list(OUTPUT_NAMES), opset_version=ONNX_OPSET,
-                                dynamic_shapes={"crops": {0: batch}}, external_data=False, verbose=False)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        opset_version=ONNX_OPSET,
+        dynamic_shapes={"crops": {0: batch}},
+        external_data=False,
+        verbose=False,
+    )
     program.save(str(path), external_data=False)
 
 
@@ -104,55 +114,93 @@ def export_torchscript(model: CropPoseModel, example: torch.Tensor, path: Path) 
         torch.jit.save(traced, str(path))
 
 
-def metadata(fmt: str, codec: HeatmapCodec, joints: JointSet, model_config: dict, flip_test: bool,
-             checkpoint: str) -> dict:
+def metadata(
+    fmt: str, codec: HeatmapCodec, joints: JointSet, model_config: dict, flip_test: bool, checkpoint: str
+) -> dict:
     """What the JSON beside an exported file says: enough to feed it and read its outputs."""
     return {
-        "format": fmt, "checkpoint": str(checkpoint), "model": model_config,
-        "input": {"name": INPUT_NAMES[0], "shape": ["N", codec.input_size, codec.input_size, 3],
-                  "dtype": "uint8", "channels": "RGB",
-                  "normalisation": f"x / 255 - mean per channel inside the model, mean {list(INPUT_MEAN)}"},
-        "outputs": {"heatmaps": ["N", joints.num_joints, codec.heatmap_size, codec.heatmap_size],
-                    "keypoints": ["N", joints.num_joints, 2], "scores": ["N", joints.num_joints]},
+        "format": fmt,
+        "checkpoint": str(checkpoint),
+        "model": model_config,
+        "input": {
+            "name": INPUT_NAMES[0],
+            "shape": ["N", codec.input_size, codec.input_size, 3],
+            "dtype": "uint8",
+            "channels": "RGB",
+            "normalisation": f"x / 255 - mean per channel inside the model, mean {list(INPUT_MEAN)}",
+        },
+        "outputs": {
+            "heatmaps": ["N", joints.num_joints, codec.heatmap_size, codec.heatmap_size],
+            "keypoints": ["N", joints.num_joints, 2],
+            "scores": ["N", joints.num_joints],
+        },
         "keypoints": "x, y in crop pixels, array coordinates (the top-left pixel's centre is 0, 0)",
-        "input_size": codec.input_size, "heatmap_size": codec.heatmap_size, "blur_sigma": codec.blur_sigma or 0.0,
-        "flip_test": flip_test, **joints.to_dict(),
+        "input_size": codec.input_size,
+        "heatmap_size": codec.heatmap_size,
+        "blur_sigma": codec.blur_sigma or 0.0,
+        "flip_test": flip_test,
+        **joints.to_dict(),
     }
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (this project's or PyTorch-Pose)")
-    p.add_argument("--format", required=True, choices=FORMATS, help="onnx (ONNX Runtime) or torchscript (torch.jit.load)")
+    p.add_argument(
+        "--format", required=True, choices=FORMATS, help="onnx (ONNX Runtime) or torchscript (torch.jit.load)"
+    )
     p.add_argument("--out", required=True, help="the exported file; its description goes beside it as OUT.json")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="crop side the model takes (default: the checkpoint's training size, else 256)")
-    p.add_argument("--flip-test", action="store_true",
-                   help="average each crop's heatmaps with its mirror image's, as predict does (twice the cost)")
-    p.add_argument("--blur-sigma", type=float, default=None,
-                   help="heatmap blur before decoding, 0 = none (default: the checkpoint's evaluation setting, "
-                        f"else {EVALUATION['blur_sigma']})")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="crop side the model takes (default: the checkpoint's training size, else 256)",
+    )
+    p.add_argument(
+        "--flip-test",
+        action="store_true",
+        help="average each crop's heatmaps with its mirror image's, as predict does (twice the cost)",
+    )
+    p.add_argument(
+        "--blur-sigma",
+        type=float,
+        default=None,
+        help="heatmap blur before decoding, 0 = none (default: the checkpoint's evaluation setting, "
+        f"else {EVALUATION['blur_sigma']})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    model, codec, joints, model_config = crop_pose_model(args.checkpoint, args.input_size, args.blur_sigma,
-                                                         args.flip_test)
+    model, codec, joints, model_config = crop_pose_model(
+        args.checkpoint, args.input_size, args.blur_sigma, args.flip_test
+    )
     if codec.input_size % 64:
         raise UserError(f"--input-size {codec.input_size}: the models take multiples of 64")
     if args.format == "onnx":
         _require_onnx()
     example = torch.zeros((2, codec.input_size, codec.input_size, 3), dtype=torch.uint8)
     out = Path(args.out)
-    log.info("exporting %s (%d joints, %d px, flip test %s) to %s", args.checkpoint, joints.num_joints,
-             codec.input_size, "on" if args.flip_test else "off", out)
+    log.info(
+        "exporting %s (%d joints, %d px, flip test %s) to %s",
+        args.checkpoint,
+        joints.num_joints,
+        codec.input_size,
+        "on" if args.flip_test else "off",
+        out,
+    )
     with atomic_output(out) as tmp:
         if args.format == "onnx":
             export_onnx(model, example, tmp)
         else:
             export_torchscript(model, example, tmp)
-    write_text_atomic(description_path(out), json.dumps(
-        metadata(args.format, codec, joints, model_config, args.flip_test, args.checkpoint), indent=1) + "\n")
-    print(f"{out}: {args.format}, crops (N, {codec.input_size}, {codec.input_size}, 3) uint8 -> "
-          f"heatmaps, keypoints, scores of {joints.num_joints} joints")
+    write_text_atomic(
+        description_path(out),
+        json.dumps(metadata(args.format, codec, joints, model_config, args.flip_test, args.checkpoint), indent=1)
+        + "\n",
+    )
+    print(
+        f"{out}: {args.format}, crops (N, {codec.input_size}, {codec.input_size}, 3) uint8 -> "
+        f"heatmaps, keypoints, scores of {joints.num_joints} joints"
+    )
     return 0
 
 

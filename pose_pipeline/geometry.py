@@ -106,8 +106,13 @@ def warp_image(image: np.ndarray, affine: np.ndarray, out_size: int, out: np.nda
     import cv2
 
     return cv2.warpAffine(
-        image, np.asarray(affine, np.float64), (out_size, out_size), dst=out,
-        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        image,
+        np.asarray(affine, np.float64),
+        (out_size, out_size),
+        dst=out,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
 
 
@@ -127,8 +132,9 @@ def warp_batch(images, affines, out_size: int):
     n, h, w, _ = images.shape
     # grid_sample wants, per output pixel, the source position in [-1, 1] edge coordinates.
     to_norm_src = np.array([[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0]])
-    from_norm_out = invert(np.array([[2.0 / out_size, 0.0, 1.0 / out_size - 1.0],
-                                     [0.0, 2.0 / out_size, 1.0 / out_size - 1.0]]))
+    from_norm_out = invert(
+        np.array([[2.0 / out_size, 0.0, 1.0 / out_size - 1.0], [0.0, 2.0 / out_size, 1.0 / out_size - 1.0]])
+    )
     theta = compose(to_norm_src, invert(np.asarray(affines, np.float64)), from_norm_out)
     theta = torch.as_tensor(theta, dtype=torch.float32, device=images.device)
     src = images.permute(0, 3, 1, 2).float().div_(255.0)
@@ -139,8 +145,9 @@ def warp_batch(images, affines, out_size: int):
 # ------------------------------------------------------------ the crop-to-input pipeline
 
 
-def canvas_to_input_affine(canvas_size: int, context: float, input_size: int,
-                           scale=1.0, rotation_deg=0.0, flip=False) -> np.ndarray:
+def canvas_to_input_affine(
+    canvas_size: int, context: float, input_size: int, scale=1.0, rotation_deg=0.0, flip=False
+) -> np.ndarray:
     """Affine from a stored canvas to the network input, with optional augmentation.
 
     The canvas holds the person box enlarged by `context`; the input shows the box itself
@@ -156,4 +163,3 @@ def canvas_to_input_affine(canvas_size: int, context: float, input_size: int,
         flipped = compose(hflip_affine(input_size), affine)
         affine = np.where(flip[..., None, None], flipped, affine)
     return affine
-

@@ -104,11 +104,11 @@ def jpeg_shape(data: bytes) -> tuple[int, int] | None:
         return None
     at = 2
     while at + 9 < len(data) and data[at] == 0xFF:
-        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
-        if marker == 0xE1 and data[at + 4:at + 8] == b"Exif":
+        marker, length = data[at + 1], int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == 0xE1 and data[at + 4 : at + 8] == b"Exif":
             return None
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            height, width = int.from_bytes(data[at + 5:at + 7], "big"), int.from_bytes(data[at + 7:at + 9], "big")
+            height, width = int.from_bytes(data[at + 5 : at + 7], "big"), int.from_bytes(data[at + 7 : at + 9], "big")
             return (height, width) if height and width else None  # height 0: set later (DNL)
         if marker == 0xDA:  # start of scan: no frame header before it
             return None

@@ -57,8 +57,9 @@ class _Batch:
     prepared: object = None  # inference.canvas_batch of the canvases
 
 
-def person_batches(images: ImageInput, boxes: dict | None, batch_size: int, layout, codec, device,
-                   skipped: list, keep_images: bool):
+def person_batches(
+    images: ImageInput, boxes: dict | None, batch_size: int, layout, codec, device, skipped: list, keep_images: bool
+):
     """Batches of `batch_size` people in input order, each with its canvases cut and prepared,
     and the frames finished with it (kept whole only when `keep_images`, for drawing)."""
     from pose_pipeline.formats.coco import person_boxes
@@ -101,10 +102,21 @@ def person_batches(images: ImageInput, boxes: dict | None, batch_size: int, layo
         yield finish(batch)
 
 
-def infer(checkpoint, images, out, boxes=None, draw: bool = False, batch_size: int = EVALUATION["batch_size"],
-          flip_test: bool = EVALUATION["flip_test"], blur_sigma: float = EVALUATION["blur_sigma"],
-          input_size: int | None = None, canvas_size: int = DATASET["canvas_size"],
-          context: float = DATASET["context"], device: str = "auto", progress: bool = True) -> dict:
+def infer(
+    checkpoint,
+    images,
+    out,
+    boxes=None,
+    draw: bool = False,
+    batch_size: int = EVALUATION["batch_size"],
+    flip_test: bool = EVALUATION["flip_test"],
+    blur_sigma: float = EVALUATION["blur_sigma"],
+    input_size: int | None = None,
+    canvas_size: int = DATASET["canvas_size"],
+    context: float = DATASET["context"],
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
     """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
     {people, images, skipped, out}."""
     from tqdm import tqdm
@@ -117,11 +129,14 @@ def infer(checkpoint, images, out, boxes=None, draw: bool = False, batch_size: i
     from pose_pipeline.prefetch import Prefetcher, depth_for
 
     out = Path(out)
-    check_no_overlap(out, {"image input": Path(images), "boxes file": boxes and Path(boxes),
-                           "checkpoint": Path(checkpoint)})
+    check_no_overlap(
+        out, {"image input": Path(images), "boxes file": boxes and Path(boxes), "checkpoint": Path(checkpoint)}
+    )
     if Path(images).is_dir() and Path(images).resolve() in out.resolve().parents:
-        raise UserError(f"--out {out} lies inside --images {images}: its drawings would be taken for input "
-                        "images next time; choose an output folder outside the images")
+        raise UserError(
+            f"--out {out} lies inside --images {images}: its drawings would be taken for input "
+            "images next time; choose an output folder outside the images"
+        )
     check_replaceable(out, is_infer_output, "an infer output folder")
     source = ImageInput(images)
     by_position, skipped = _boxes_of(boxes, source)
@@ -132,26 +147,54 @@ def infer(checkpoint, images, out, boxes=None, draw: bool = False, batch_size: i
     input_size = input_size or int(record.get("input_size", 256))
     codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
     layout = CanvasLayout(canvas_size, context, joints)
-    log.info("inferring %s on %s at %d px (flip test %s, %s joints)", images, device, input_size,
-             "on" if flip_test else "off", joints.name)
+    log.info(
+        "inferring %s on %s at %d px (flip test %s, %s joints)",
+        images,
+        device,
+        input_size,
+        "on" if flip_test else "off",
+        joints.name,
+    )
 
-    batches = Prefetcher(person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw),
-                         lambda batch: batch, depth=depth_for(device, 2), name="infer-batches")
-    with atomic_folder(out, is_infer_output, "an infer output folder") as tmp, batches, \
-            tqdm(total=len(source), desc="infer", unit="img", disable=not progress, mininterval=2) as bar:
+    batches = Prefetcher(
+        person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw),
+        lambda batch: batch,
+        depth=depth_for(device, 2),
+        name="infer-batches",
+    )
+    with (
+        atomic_folder(out, is_infer_output, "an infer output folder") as tmp,
+        batches,
+        tqdm(total=len(source), desc="infer", unit="img", disable=not progress, mininterval=2) as bar,
+    ):
         drawings = Drawings(tmp, joints, source.path.name if source.is_video else None, source.fps) if draw else None
         try:
-            people = _predict_people(batches, lambda batch: predict_batch(
-                model, batch.prepared, np.stack(batch.affines), layout, codec, flip_test, device), drawings, bar)
+            people = _predict_people(
+                batches,
+                lambda batch: predict_batch(
+                    model, batch.prepared, np.stack(batch.affines), layout, codec, flip_test, device
+                ),
+                drawings,
+                bar,
+            )
         finally:
             if drawings is not None:
                 drawings.close()
         if not people:
-            raise UserError(f"--images {images}: no person to infer, every image or box was skipped "
-                            f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})")
-        header = {"checkpoint": str(checkpoint), "images": str(images), "input_size": input_size,
-                  "flip_test": flip_test, "blur_sigma": blur_sigma, "canvas_size": canvas_size, "context": context,
-                  "boxes": str(boxes) if boxes else "whole image (no --boxes)"}
+            raise UserError(
+                f"--images {images}: no person to infer, every image or box was skipped "
+                f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
+            )
+        header = {
+            "checkpoint": str(checkpoint),
+            "images": str(images),
+            "input_size": input_size,
+            "flip_test": flip_test,
+            "blur_sigma": blur_sigma,
+            "canvas_size": canvas_size,
+            "context": context,
+            "boxes": str(boxes) if boxes else "whole image (no --boxes)",
+        }
         write_results(tmp, people, skipped, joints, header)
     if skipped:
         log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
@@ -167,8 +210,10 @@ def _boxes_of(boxes, source: ImageInput) -> tuple[dict | None, list[tuple[str, s
     for image, _, reason in skipped:
         log.warning("skipped a box of %s: %s", image, reason)
     if not by_position:
-        raise UserError(f"--boxes {boxes}: no person box for any image of {source.path}"
-                        + (f" (first: {skipped[0][2]})" if skipped else ""))
+        raise UserError(
+            f"--boxes {boxes}: no person box for any image of {source.path}"
+            + (f" (first: {skipped[0][2]})" if skipped else "")
+        )
     return by_position, skipped
 
 
@@ -203,24 +248,45 @@ def _person(cut: _Cut, points: np.ndarray, confidence: np.ndarray) -> Person:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (this project's or PyTorch-Pose)")
-    p.add_argument("--images", required=True,
-                   help="an image file, a folder of images (searched recursively) or a video file")
-    p.add_argument("--boxes", help="person boxes: a COCO detection-results .json or a CSV image,x,y,w,h[,score] "
-                                   "(default: each image is one person, the whole image its box)")
-    p.add_argument("--out", required=True,
-                   help="output folder (keypoints.json, keypoints.csv, skipped.csv, drawings/): new, empty, "
-                        "or an earlier infer output (replaced)")
+    p.add_argument(
+        "--images", required=True, help="an image file, a folder of images (searched recursively) or a video file"
+    )
+    p.add_argument(
+        "--boxes",
+        help="person boxes: a COCO detection-results .json or a CSV image,x,y,w,h[,score] "
+        "(default: each image is one person, the whole image its box)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (keypoints.json, keypoints.csv, skipped.csv, drawings/): new, empty, "
+        "or an earlier infer output (replaced)",
+    )
     p.add_argument("--draw", action="store_true", help="draw the skeletons on the images (a video: an annotated video)")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="network input side (default: the checkpoint's training size, else 256)")
-    p.add_argument("--no-flip-test", dest="flip_test", action="store_false", default=EVALUATION["flip_test"],
-                   help="predict the crop alone, not averaged with its mirror image")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="network input side (default: the checkpoint's training size, else 256)",
+    )
+    p.add_argument(
+        "--no-flip-test",
+        dest="flip_test",
+        action="store_false",
+        default=EVALUATION["flip_test"],
+        help="predict the crop alone, not averaged with its mirror image",
+    )
     p.add_argument("--batch-size", type=int, default=EVALUATION["batch_size"], help="people per forward pass")
-    p.add_argument("--blur-sigma", type=float, default=EVALUATION["blur_sigma"],
-                   help="heatmap blur before decoding (0 = none)")
-    p.add_argument("--canvas-size", type=int, default=DATASET["canvas_size"],
-                   help="side of the canvas cut around each person, as the converters cut it (the training "
-                        "dataset's canvas_size reproduces its crops exactly)")
+    p.add_argument(
+        "--blur-sigma", type=float, default=EVALUATION["blur_sigma"], help="heatmap blur before decoding (0 = none)"
+    )
+    p.add_argument(
+        "--canvas-size",
+        type=int,
+        default=DATASET["canvas_size"],
+        help="side of the canvas cut around each person, as the converters cut it (the training "
+        "dataset's canvas_size reproduces its crops exactly)",
+    )
     p.add_argument("--context", type=float, default=DATASET["context"], help="canvas = person box x context")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
 
@@ -228,8 +294,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
-    summary = infer(args.checkpoint, args.images, args.out, args.boxes, args.draw, args.batch_size, args.flip_test,
-                    args.blur_sigma, args.input_size, args.canvas_size, args.context, args.device)
-    print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, "
-          f"{summary['skipped']} skipped")
+    summary = infer(
+        args.checkpoint,
+        args.images,
+        args.out,
+        args.boxes,
+        args.draw,
+        args.batch_size,
+        args.flip_test,
+        args.blur_sigma,
+        args.input_size,
+        args.canvas_size,
+        args.context,
+        args.device,
+    )
+    print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, {summary['skipped']} skipped")
     return 0

@@ -15,9 +15,9 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -65,12 +65,17 @@ class ImageInput:
                 raise UserError(f"--images {self.path}: the video holds no frames")
         elif self.path.is_dir():
             self.root = self.path
-            found = (p.relative_to(self.path) for p in self.path.rglob("*")
-                     if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found = (
+                p.relative_to(self.path)
+                for p in self.path.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
             self.names = sorted(p.as_posix() for p in found if not any(s.startswith(".") for s in p.parts))
             if not self.names:
-                raise UserError(f"--images {self.path}: no images in this folder or below (looked for "
-                                f"{', '.join(IMAGE_EXTENSIONS)})")
+                raise UserError(
+                    f"--images {self.path}: no images in this folder or below (looked for "
+                    f"{', '.join(IMAGE_EXTENSIONS)})"
+                )
         else:
             self.root, self.names = self.path.parent, [self.path.name]
 
@@ -199,8 +204,9 @@ def _read_json_boxes(path: Path) -> list[tuple[object, Box]]:
         image_id = record.get("image_id") if isinstance(record.get("image_id"), int) else None
         entries.append((image, Box(bbox, _number(record.get("score", 1.0), where, "score"), image_id, where)))
     if other:
-        log.info("%s: %d detections of other categories than people (category_id %d) left out", path, other,
-                 PERSON_CATEGORY)
+        log.info(
+            "%s: %d detections of other categories than people (category_id %d) left out", path, other, PERSON_CATEGORY
+        )
     return entries
 
 

@@ -47,9 +47,15 @@ class Person:
         """The COCO keypoint-results entry; score = mean joint confidence (as predict's CSV
         ranks people for OKS AP)."""
         triples = np.concatenate([self.keypoints, self.scores[:, None]], axis=1)
-        return {"image_id": self.image_id, "file_name": self.image, "category_id": 1,
-                "bbox": [float(v) for v in self.bbox], "box_score": float(self.box_score),
-                "keypoints": [round(float(v), 3) for v in triples.ravel()], "score": float(self.scores.mean())}
+        return {
+            "image_id": self.image_id,
+            "file_name": self.image,
+            "category_id": 1,
+            "bbox": [float(v) for v in self.bbox],
+            "box_score": float(self.box_score),
+            "keypoints": [round(float(v), 3) for v in triples.ravel()],
+            "score": float(self.scores.mean()),
+        }
 
 
 def is_infer_output(folder: Path) -> bool:
@@ -57,14 +63,20 @@ def is_infer_output(folder: Path) -> bool:
     return (Path(folder) / RESULTS_FILE).is_file() and (Path(folder) / SKIPPED_FILE).is_file()
 
 
-def write_results(folder: Path, people: list[Person], skipped: list[tuple[str, str, str]], joints: JointSet,
-                  header: dict) -> None:
+def write_results(
+    folder: Path, people: list[Person], skipped: list[tuple[str, str, str]], joints: JointSet, header: dict
+) -> None:
     from pose_pipeline.predictions import write_predictions_csv
 
-    results = {"header": {"format": "COCO keypoint results (pose-pipeline infer)", **joints.to_dict(),
-                          "coordinates": "original image pixels, pixel centres on the integers (COCO)",
-                          **header},
-               "results": [p.record() for p in people]}
+    results = {
+        "header": {
+            "format": "COCO keypoint results (pose-pipeline infer)",
+            **joints.to_dict(),
+            "coordinates": "original image pixels, pixel centres on the integers (COCO)",
+            **header,
+        },
+        "results": [p.record() for p in people],
+    }
     (folder / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     keypoints = np.array([p.keypoints for p in people]).reshape(len(people), joints.num_joints, 2)
     scores = np.array([p.scores for p in people]).reshape(len(people), joints.num_joints)
@@ -110,8 +122,9 @@ class Drawings:
             return
         if self.writer is None:
             path = self.folder / (Path(self.video_name).stem + ".mp4")
-            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                          (bgr.shape[1], bgr.shape[0]))
+            self.writer = cv2.VideoWriter(
+                str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (bgr.shape[1], bgr.shape[0])
+            )
         self.writer.write(bgr)
 
     def close(self) -> None:

@@ -35,8 +35,14 @@ class CanvasLayout:
     joint_set: JointSet
 
 
-def canvas_batch(canvases: np.ndarray, layout: CanvasLayout, codec: HeatmapCodec, device: torch.device,
-                 keypoints_canvas: np.ndarray | None = None, visible: np.ndarray | None = None):
+def canvas_batch(
+    canvases: np.ndarray,
+    layout: CanvasLayout,
+    codec: HeatmapCodec,
+    device: torch.device,
+    keypoints_canvas: np.ndarray | None = None,
+    visible: np.ndarray | None = None,
+):
     """Canvases (B,S,S,3) uint8 prepared for `predict_batch`: on the CPU finished here (the
     warp to the input, in the reading thread), on a GPU left to the device. Without
     keypoints (raw images) the targets are empty and the loss is 0."""
@@ -47,8 +53,15 @@ def canvas_batch(canvases: np.ndarray, layout: CanvasLayout, codec: HeatmapCodec
     return finish_batch(batch, codec, device, "cv2") if torch.device(device).type == "cpu" else batch
 
 
-def predict_batch(model: torch.nn.Module, batch, image_to_canvas: np.ndarray, layout: CanvasLayout,
-                  codec: HeatmapCodec, flip_test: bool, device: torch.device):
+def predict_batch(
+    model: torch.nn.Module,
+    batch,
+    image_to_canvas: np.ndarray,
+    layout: CanvasLayout,
+    codec: HeatmapCodec,
+    flip_test: bool,
+    device: torch.device,
+):
     """One batch of `canvas_batch` through the model, flip test and decoding.
 
     image_to_canvas: (B,2,3) each canvas's affine from its original image. Returns (preds
@@ -68,8 +81,15 @@ def predict_batch(model: torch.nn.Module, batch, image_to_canvas: np.ndarray, la
     return geometry.apply(geometry.invert(to_heatmap), coords), scores, loss
 
 
-def predict_store(model: torch.nn.Module, store: PoseStore, codec: HeatmapCodec, flip_test: bool = True,
-                  batch_size: int = 32, device: torch.device | None = None, progress: bool = False):
+def predict_store(
+    model: torch.nn.Module,
+    store: PoseStore,
+    codec: HeatmapCodec,
+    flip_test: bool = True,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+    progress: bool = False,
+):
     """Predictions for every sample of a store, decoded by `codec` (its blur included).
 
     Returns (preds (N,J,2) in the store's annotated pixel convention, scores (N,J) peak
@@ -84,14 +104,20 @@ def predict_store(model: torch.nn.Module, store: PoseStore, codec: HeatmapCodec,
     preds = np.zeros((n, num_joints, 2))
     scores = np.zeros((n, num_joints))
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once, at the end
-    batches = Prefetcher(range(0, n, batch_size), _batch_reader(store, codec, batch_size, device),
-                         depth=depth_for(device, 2),
-                         name="predict-batches")
-    with batches, tqdm(total=-(-n // batch_size), desc="predict", unit="batch", disable=not progress,
-                       mininterval=5) as bar:
+    batches = Prefetcher(
+        range(0, n, batch_size),
+        _batch_reader(store, codec, batch_size, device),
+        depth=depth_for(device, 2),
+        name="predict-batches",
+    )
+    with (
+        batches,
+        tqdm(total=-(-n // batch_size), desc="predict", unit="batch", disable=not progress, mininterval=5) as bar,
+    ):
         for start, stop, batch in batches:
             preds[start:stop], scores[start:stop], loss = predict_batch(
-                model, batch, store.affine[start:stop], store, codec, flip_test, device)
+                model, batch, store.affine[start:stop], store, codec, flip_test, device
+            )
             loss_sum += loss * (stop - start)
             bar.update(1)
     return geometry.array_to_annotated(preds, store.pixel_origin), scores, float(loss_sum) / max(n, 1)
@@ -110,8 +136,9 @@ def _batch_reader(store: PoseStore, codec: HeatmapCodec, batch_size: int, device
 
     def read(start: int):
         stop = min(start + batch_size, len(store))
-        batch = canvas_batch(store.images(start, stop), store, codec, device, keypoints[start:stop],
-                             visible[start:stop])
+        batch = canvas_batch(
+            store.images(start, stop), store, codec, device, keypoints[start:stop], visible[start:stop]
+        )
         return start, stop, batch
 
     return read

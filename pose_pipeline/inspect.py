@@ -55,7 +55,9 @@ def _image_codec(store: PoseStore) -> str:
     parts = []
     for codec in compressors:
         level = getattr(codec, "level", None)
-        parts.append(type(codec).__name__.removesuffix("Codec").lower() + (f" level {level}" if level is not None else ""))
+        parts.append(
+            type(codec).__name__.removesuffix("Codec").lower() + (f" level {level}" if level is not None else "")
+        )
     return ", ".join(parts)
 
 
@@ -85,8 +87,10 @@ def summarize(store: PoseStore) -> dict:
         "uncompressed_bytes_per_sample": canvas * canvas * 3,
         "visibility": visibility,
         "mean_visible_joints": float(visible.sum(axis=1).mean()) if n else None,
-        "sources": [{"file": s.get("file"), "sha256": str(s.get("sha256", ""))[:SHA_PREFIX]}
-                    for s in store.attrs.get("sources", [])],
+        "sources": [
+            {"file": s.get("file"), "sha256": str(s.get("sha256", ""))[:SHA_PREFIX]}
+            for s in store.attrs.get("sources", [])
+        ],
         "converter": store.attrs.get("converter", {}),
         "bad_samples": _bad_samples_count(store),
         "package_version": store.attrs.get("package_version"),
@@ -124,9 +128,11 @@ def format_summary(summary: dict) -> str:
     ]
     size = f"on disk     {_human_bytes(s['bytes_on_disk'])} ({s['bytes_on_disk']:,} bytes)"
     if s["bytes_per_sample"] is not None:
-        size += (f", {s['bytes_per_sample']:,.0f} bytes/sample "
-                 f"({s['bytes_per_sample'] / s['uncompressed_bytes_per_sample']:.1%} of "
-                 f"{s['uncompressed_bytes_per_sample']:,} uncompressed)")
+        size += (
+            f", {s['bytes_per_sample']:,.0f} bytes/sample "
+            f"({s['bytes_per_sample'] / s['uncompressed_bytes_per_sample']:.1%} of "
+            f"{s['uncompressed_bytes_per_sample']:,} uncompressed)"
+        )
     lines.append(size)
     if s["mean_visible_joints"] is not None:
         lines.append(f"visibility  {s['mean_visible_joints']:.1f} of {len(s['joints'])} joints visible per sample")
@@ -161,8 +167,9 @@ def to_tile(points: np.ndarray, scale: int) -> np.ndarray:
     return (np.asarray(points, np.float64) + 0.5) * scale - 0.5
 
 
-def draw_skeleton(tile: np.ndarray, points: np.ndarray, visible: np.ndarray, joints, scale: int,
-                  thickness: int | None = None) -> None:
+def draw_skeleton(
+    tile: np.ndarray, points: np.ndarray, visible: np.ndarray, joints, scale: int, thickness: int | None = None
+) -> None:
     """Draw edges and joints of one sample onto an RGB tile in place (cv2, sub-pixel); lines
     `thickness` pixels wide (default `scale`), joints a little wider. `infer --draw` draws
     on whole images with it too (scale 1)."""
@@ -170,17 +177,23 @@ def draw_skeleton(tile: np.ndarray, points: np.ndarray, visible: np.ndarray, joi
 
     shift = 4  # cv2 fixed-point bits
     fixed = np.round(to_tile(points, scale) * (1 << shift))
-    ok = visible & np.isfinite(fixed).all(axis=1) & (np.abs(fixed) < 2 ** 30).all(axis=1)
+    ok = visible & np.isfinite(fixed).all(axis=1) & (np.abs(fixed) < 2**30).all(axis=1)
     fixed = np.nan_to_num(fixed).astype(np.int64)
     thickness = thickness or max(1, scale)
     for a, b in joints.edges:
         if ok[a] and ok[b]:
-            cv2.line(tile, tuple(map(int, fixed[a])), tuple(map(int, fixed[b])),
-                     SIDE_COLOURS[joints.edge_side(a, b)], thickness, cv2.LINE_AA, shift)
+            cv2.line(
+                tile,
+                tuple(map(int, fixed[a])),
+                tuple(map(int, fixed[b])),
+                SIDE_COLOURS[joints.edge_side(a, b)],
+                thickness,
+                cv2.LINE_AA,
+                shift,
+            )
     radius = (2 + max(scale, thickness - 1)) << shift
     for k in np.flatnonzero(ok):
-        cv2.circle(tile, tuple(map(int, fixed[k])), radius, SIDE_COLOURS[joints.side(int(k))], -1,
-                   cv2.LINE_AA, shift)
+        cv2.circle(tile, tuple(map(int, fixed[k])), radius, SIDE_COLOURS[joints.side(int(k))], -1, cv2.LINE_AA, shift)
 
 
 def contact_sheet(store: PoseStore, count: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -205,14 +218,15 @@ def contact_sheet(store: PoseStore, count: int = 16, seed: int = 0) -> tuple[np.
     joints = store.joint_set
     for slot, index in enumerate(indices):
         crop = store.images(int(index), int(index) + 1)[0]
-        tile = np.ascontiguousarray(cv2.resize(crop, (side, side), interpolation=cv2.INTER_NEAREST)
-                                    if scale > 1 else crop)
+        tile = np.ascontiguousarray(
+            cv2.resize(crop, (side, side), interpolation=cv2.INTER_NEAREST) if scale > 1 else crop
+        )
         draw_skeleton(tile, points[index], visible[index], joints, scale)
         label = f"{index}"
         cv2.putText(tile, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(tile, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         r, c = divmod(slot, cols)
-        sheet[r * (side + gap):r * (side + gap) + side, c * (side + gap):c * (side + gap) + side] = tile
+        sheet[r * (side + gap) : r * (side + gap) + side, c * (side + gap) : c * (side + gap) + side] = tile
     return sheet, indices
 
 
@@ -237,8 +251,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=16, help="samples on the contact sheet")
     p.add_argument("--seed", type=int, default=0, help="seed of the random choice of samples")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--verify", action="store_true",
-                   help="read every chunk of every array and report each missing or damaged one (exit 1 if any)")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every chunk of every array and report each missing or damaged one (exit 1 if any)",
+    )
 
 
 def report_verification(store: PoseStore) -> int:
@@ -252,8 +269,10 @@ def report_verification(store: PoseStore) -> int:
         print(f"{store.path}: {len(problems)} damaged or missing files; convert again")
         return 1
     if not has_checksums(store.group["image"]):
-        print(f"{store.path}: written without chunk checksums (an older pose-pipeline): only missing files "
-              "and undecodable chunks can be found; convert again to protect it")
+        print(
+            f"{store.path}: written without chunk checksums (an older pose-pipeline): only missing files "
+            "and undecodable chunks can be found; convert again to protect it"
+        )
     print(f"{store.path}: every chunk of the {len(store.array_names())} arrays read: no damage found")
     return 0
 

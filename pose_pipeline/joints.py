@@ -33,7 +33,7 @@ def name_side(name: str) -> tuple[str, str]:
     for side, prefixes in SIDE_PREFIXES.items():
         for prefix in prefixes:
             if lowered.startswith(prefix) and len(lowered) > len(prefix):
-                return side, lowered[len(prefix):]
+                return side, lowered[len(prefix) :]
     return "centre", lowered
 
 
@@ -45,8 +45,8 @@ def mirror_pairs(joints) -> tuple[tuple[int, int], ...]:
     for k, name in enumerate(joints):
         lowered = name.lower()
         for left, right in zip(SIDE_PREFIXES["left"], SIDE_PREFIXES["right"]):
-            if lowered.startswith(left) and right + lowered[len(left):] in by_spelling:
-                pairs.append((k, by_spelling[right + lowered[len(left):]]))
+            if lowered.startswith(left) and right + lowered[len(left) :] in by_spelling:
+                pairs.append((k, by_spelling[right + lowered[len(left) :]]))
     return tuple(pairs)
 
 
@@ -88,8 +88,12 @@ class JointSet:
 
     def to_dict(self) -> dict:
         """The set as plain JSON values (what stores and checkpoints record)."""
-        return {"joint_set": self.name, "joints": list(self.joints),
-                "flip_pairs": [list(p) for p in self.flip_pairs], "edges": [list(e) for e in self.edges]}
+        return {
+            "joint_set": self.name,
+            "joints": list(self.joints),
+            "flip_pairs": [list(p) for p in self.flip_pairs],
+            "edges": [list(e) for e in self.edges],
+        }
 
     @classmethod
     def from_dict(cls, record: dict) -> JointSet:
@@ -101,9 +105,12 @@ class JointSet:
             return builtin
         if not joints:
             raise ValueError(f"unknown joint set {name!r} and no joint names recorded")
-        return cls(name=name, joints=joints,
-                   flip_pairs=tuple(tuple(int(i) for i in p) for p in record.get("flip_pairs", ())),
-                   edges=tuple(tuple(int(i) for i in e) for e in record.get("edges", ())))
+        return cls(
+            name=name,
+            joints=joints,
+            flip_pairs=tuple(tuple(int(i) for i in p) for p in record.get("flip_pairs", ())),
+            edges=tuple(tuple(int(i) for i in e) for e in record.get("edges", ())),
+        )
 
     def edge_side(self, a: int, b: int) -> str:
         """The side of the edge between joints a and b: theirs when they agree, else the
@@ -117,45 +124,122 @@ class JointSet:
 MPII = JointSet(
     name="mpii",
     joints=(
-        "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle",
-        "pelvis", "thorax", "upper_neck", "head_top",
-        "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
+        "r_ankle",
+        "r_knee",
+        "r_hip",
+        "l_hip",
+        "l_knee",
+        "l_ankle",
+        "pelvis",
+        "thorax",
+        "upper_neck",
+        "head_top",
+        "r_wrist",
+        "r_elbow",
+        "r_shoulder",
+        "l_shoulder",
+        "l_elbow",
+        "l_wrist",
     ),
     flip_pairs=((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)),
     edges=(
-        (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5),
-        (6, 7), (7, 8), (8, 9),
-        (10, 11), (11, 12), (12, 7), (7, 13), (13, 14), (14, 15),
+        (0, 1),
+        (1, 2),
+        (2, 6),
+        (6, 3),
+        (3, 4),
+        (4, 5),
+        (6, 7),
+        (7, 8),
+        (8, 9),
+        (10, 11),
+        (11, 12),
+        (12, 7),
+        (7, 13),
+        (13, 14),
+        (14, 15),
     ),
 )
 
 LSP = JointSet(
     name="lsp",
     joints=(
-        "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle",
-        "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
-        "neck", "head_top",
+        "r_ankle",
+        "r_knee",
+        "r_hip",
+        "l_hip",
+        "l_knee",
+        "l_ankle",
+        "r_wrist",
+        "r_elbow",
+        "r_shoulder",
+        "l_shoulder",
+        "l_elbow",
+        "l_wrist",
+        "neck",
+        "head_top",
     ),
     flip_pairs=((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9)),
     edges=(
-        (0, 1), (1, 2), (3, 4), (4, 5), (2, 3),
-        (6, 7), (7, 8), (9, 10), (10, 11), (8, 12), (9, 12), (12, 13),
-        (2, 8), (3, 9),
+        (0, 1),
+        (1, 2),
+        (3, 4),
+        (4, 5),
+        (2, 3),
+        (6, 7),
+        (7, 8),
+        (9, 10),
+        (10, 11),
+        (8, 12),
+        (9, 12),
+        (12, 13),
+        (2, 8),
+        (3, 9),
     ),
 )
 
 COCO = JointSet(
     name="coco",
     joints=(
-        "nose", "l_eye", "r_eye", "l_ear", "r_ear",
-        "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist",
-        "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle",
+        "nose",
+        "l_eye",
+        "r_eye",
+        "l_ear",
+        "r_ear",
+        "l_shoulder",
+        "r_shoulder",
+        "l_elbow",
+        "r_elbow",
+        "l_wrist",
+        "r_wrist",
+        "l_hip",
+        "r_hip",
+        "l_knee",
+        "r_knee",
+        "l_ankle",
+        "r_ankle",
     ),
     flip_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
     edges=(
-        (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12),
-        (5, 6), (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4),
-        (3, 5), (4, 6),
+        (15, 13),
+        (13, 11),
+        (16, 14),
+        (14, 12),
+        (11, 12),
+        (5, 11),
+        (6, 12),
+        (5, 6),
+        (5, 7),
+        (6, 8),
+        (7, 9),
+        (8, 10),
+        (1, 2),
+        (0, 1),
+        (0, 2),
+        (1, 3),
+        (2, 4),
+        (3, 5),
+        (4, 6),
     ),
 )
 
@@ -163,14 +247,20 @@ COCO = JointSet(
 FLIC = JointSet(
     name="flic",
     joints=(
-        "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
-        "l_hip", "r_hip", "l_eye", "r_eye", "nose",
+        "l_shoulder",
+        "l_elbow",
+        "l_wrist",
+        "r_shoulder",
+        "r_elbow",
+        "r_wrist",
+        "l_hip",
+        "r_hip",
+        "l_eye",
+        "r_eye",
+        "nose",
     ),
     flip_pairs=((0, 3), (1, 4), (2, 5), (6, 7), (8, 9)),
-    edges=(
-        (0, 1), (1, 2), (3, 4), (4, 5), (0, 3), (0, 6), (3, 7), (6, 7),
-        (8, 9), (8, 10), (9, 10),
-    ),
+    edges=((0, 1), (1, 2), (3, 4), (4, 5), (0, 3), (0, 6), (3, 7), (6, 7), (8, 9), (8, 10), (9, 10)),
 )
 
 JOINT_SETS = {s.name: s for s in (MPII, LSP, FLIC, COCO)}
@@ -196,11 +286,16 @@ LSP_PCK_GROUPS = (("Head", ("neck", "head_top")),) + MPII_PCKH_GROUPS[1:]
 # FLIC's ten scored points: (name, the FLIC joints averaged into it). The neck is not
 # annotated; the reference ground truth interpolates it between the shoulders.
 FLIC_PCK_POINTS = (
-    ("nose", ("nose",)), ("neck", ("l_shoulder", "r_shoulder")),
-    ("l_shoulder", ("l_shoulder",)), ("r_shoulder", ("r_shoulder",)),
-    ("l_elbow", ("l_elbow",)), ("r_elbow", ("r_elbow",)),
-    ("l_wrist", ("l_wrist",)), ("r_wrist", ("r_wrist",)),
-    ("l_hip", ("l_hip",)), ("r_hip", ("r_hip",)),
+    ("nose", ("nose",)),
+    ("neck", ("l_shoulder", "r_shoulder")),
+    ("l_shoulder", ("l_shoulder",)),
+    ("r_shoulder", ("r_shoulder",)),
+    ("l_elbow", ("l_elbow",)),
+    ("r_elbow", ("r_elbow",)),
+    ("l_wrist", ("l_wrist",)),
+    ("r_wrist", ("r_wrist",)),
+    ("l_hip", ("l_hip",)),
+    ("r_hip", ("r_hip",)),
 )
 FLIC_PCK_GROUPS = (
     ("Head", ("nose", "neck")),
@@ -238,8 +333,11 @@ def shared_joints(source: JointSet, target: JointSet) -> list[tuple[int, int]]:
     `canonical_joint`, in the target's order (MPII -> LSP: all 14; MPII -> COCO: the 12 limb
     joints)."""
     in_source = {canonical_joint(name): i for i, name in enumerate(source.joints)}
-    return [(t, in_source[canonical_joint(name)]) for t, name in enumerate(target.joints)
-            if canonical_joint(name) in in_source]
+    return [
+        (t, in_source[canonical_joint(name)])
+        for t, name in enumerate(target.joints)
+        if canonical_joint(name) in in_source
+    ]
 
 
 def joint_set(name: str) -> JointSet:

@@ -74,15 +74,15 @@ VISIBLE_ONLY = " (visible only)"  # suffix of the LSP rows that count visible jo
 # ------------------------------------------------------------------- input checking
 
 
-def check_keypoints(points, name: str = "keypoints", num_joints: int | None = None,
-                    allow_nan: bool = False) -> np.ndarray:
+def check_keypoints(
+    points, name: str = "keypoints", num_joints: int | None = None, allow_nan: bool = False
+) -> np.ndarray:
     """`points` as a float64 (N,J,2) array, or ValueError saying what is wrong."""
     points = np.asarray(points)
     if points.ndim != 3 or points.shape[-1] != 2:
         raise ValueError(f"{name}: expected shape (N, J, 2), got {points.shape}")
     if num_joints is not None and points.shape[1] != num_joints:
-        raise ValueError(f"{name}: expected {num_joints} joints, got {points.shape[1]} "
-                         f"(shape {points.shape})")
+        raise ValueError(f"{name}: expected {num_joints} joints, got {points.shape[1]} (shape {points.shape})")
     if not np.issubdtype(points.dtype, np.number) or np.iscomplexobj(points):
         raise ValueError(f"{name}: expected real numbers, got dtype {points.dtype}")
     points = points.astype(np.float64)
@@ -90,8 +90,9 @@ def check_keypoints(points, name: str = "keypoints", num_joints: int | None = No
         bad = ~np.isfinite(points).all(axis=-1)
         if bad.any():
             n, j = np.argwhere(bad)[0]
-            raise ValueError(f"{name}: {int(bad.sum())} non-finite (NaN/inf) coordinates, "
-                             f"first at sample {n}, joint {j}")
+            raise ValueError(
+                f"{name}: {int(bad.sum())} non-finite (NaN/inf) coordinates, first at sample {n}, joint {j}"
+            )
     return points
 
 
@@ -120,8 +121,10 @@ def normalized_distances(preds, gt, unit) -> np.ndarray:
     gt = check_keypoints(gt, "ground truth", num_joints=preds.shape[1], allow_nan=True)
     unit = np.asarray(unit, dtype=np.float64)
     if gt.shape[0] != preds.shape[0] or unit.shape != (preds.shape[0],):
-        raise ValueError(f"sample counts differ: predictions {preds.shape[0]}, ground truth "
-                         f"{gt.shape[0]}, normalising sizes {unit.shape}")
+        raise ValueError(
+            f"sample counts differ: predictions {preds.shape[0]}, ground truth "
+            f"{gt.shape[0]}, normalising sizes {unit.shape}"
+        )
     valid_unit = np.isfinite(unit) & (unit > 0)
     safe_unit = np.where(valid_unit, unit, 1.0)
     dist = np.hypot(*np.moveaxis(preds - gt, -1, 0)) / safe_unit[:, None]
@@ -137,8 +140,10 @@ def _check_counted(dist: np.ndarray, counted) -> np.ndarray:
     bad = counted & ~np.isfinite(dist)
     if bad.any():
         n, j = np.argwhere(bad)[0]
-        raise ValueError(f"{int(bad.sum())} counted joints have no finite distance (NaN ground "
-                         f"truth or a missing/zero head size), first at sample {n}, joint {j}")
+        raise ValueError(
+            f"{int(bad.sum())} counted joints have no finite distance (NaN ground "
+            f"truth or a missing/zero head size), first at sample {n}, joint {j}"
+        )
     return counted
 
 
@@ -159,26 +164,31 @@ def pck_per_joint(dist, counted, threshold: float, inclusive: bool = False) -> n
     return pckh_curve(dist, counted, [threshold], inclusive)[0]
 
 
-def group_rates(rates, joints: JointSet = MPII, groups=MPII_PCKH_GROUPS,
-                mean_excludes=MPII_PCKH_MEAN_EXCLUDES) -> dict[str, np.ndarray]:
+def group_rates(
+    rates, joints: JointSet = MPII, groups=MPII_PCKH_GROUPS, mean_excludes=MPII_PCKH_MEAN_EXCLUDES
+) -> dict[str, np.ndarray]:
     """Table columns from per-joint rates (..., J): each group the mean of its joints'
     rates, Mean the unweighted mean over the joints not in `mean_excludes`."""
     rates = np.asarray(rates, dtype=np.float64)
     if rates.shape[-1] != joints.num_joints:
-        raise ValueError(f"rates have {rates.shape[-1]} joints, joint set {joints.name} has "
-                         f"{joints.num_joints}")
+        raise ValueError(f"rates have {rates.shape[-1]} joints, joint set {joints.name} has {joints.num_joints}")
     missing = sorted({n for _, names in groups for n in names} - set(joints.joints))
     if missing:
         raise ValueError(f"joint set {joints.name} lacks the PCKh group joints {missing}")
-    columns = {name: rates[..., [joints.index(n) for n in names]].mean(axis=-1)
-               for name, names in groups}
+    columns = {name: rates[..., [joints.index(n) for n in names]].mean(axis=-1) for name, names in groups}
     kept = [j for j, n in enumerate(joints.joints) if n not in mean_excludes]
     columns["Mean"] = rates[..., kept].mean(axis=-1)
     return columns
 
 
-def weighted_mean_rate(dist, counted, threshold: float, joints: JointSet = MPII,
-                       mean_excludes=MPII_PCKH_MEAN_EXCLUDES, inclusive: bool = False) -> float:
+def weighted_mean_rate(
+    dist,
+    counted,
+    threshold: float,
+    joints: JointSet = MPII,
+    mean_excludes=MPII_PCKH_MEAN_EXCLUDES,
+    inclusive: bool = False,
+) -> float:
     """Percent correct pooled over all counted joints except `mean_excludes` (each
     annotated joint weighs the same, so frequent joints dominate)."""
     counted = _check_counted(dist, counted)
@@ -196,8 +206,9 @@ def _num(x):
     return None if np.isnan(x) else x
 
 
-def curve_evaluation(dist, counted, thresholds, joints: JointSet, metric: str, points=(0.5, 0.1),
-                     inclusive: bool = False) -> dict:
+def curve_evaluation(
+    dist, counted, thresholds, joints: JointSet, metric: str, points=(0.5, 0.1), inclusive: bool = False
+) -> dict:
     """The score stage's report of a normalised-distance metric, JSON-ready (NaN -> None).
 
     `metric` names the rows: "{metric}@{points[0]}", "{metric}@{points[1]}" and
@@ -232,12 +243,17 @@ def curve_evaluation(dist, counted, thresholds, joints: JointSet, metric: str, p
         "mean_weighted": {
             rows[0]: _num(weighted[high]),
             rows[1]: _num(weighted[low]),
-            rows[2]: _num(np.mean([weighted_mean_rate(dist, counted, t, joints, inclusive=inclusive)
-                                   for t in thresholds])),
+            rows[2]: _num(
+                np.mean([weighted_mean_rate(dist, counted, t, joints, inclusive=inclusive) for t in thresholds])
+            ),
         },
         "per_joint": {
-            name: {rows[0]: _num(at[high][j]), rows[1]: _num(at[low][j]), rows[2]: _num(auc[j]),
-                   "count": int(counts[j])}
+            name: {
+                rows[0]: _num(at[high][j]),
+                rows[1]: _num(at[low][j]),
+                rows[2]: _num(auc[j]),
+                "count": int(counts[j]),
+            }
             for j, name in enumerate(joints.joints)
         },
         "curves": {col: [_num(v) for v in column_curves[col]] for col in TABLE_COLUMNS},
@@ -257,8 +273,7 @@ def _pckh_inputs(preds, gt, visible, head_size, joints: JointSet):
     return dist, visible == 1
 
 
-def pckh_evaluation(preds, gt, visible, head_size, joints: JointSet = MPII,
-                    thresholds=PCKH_THRESHOLDS) -> dict:
+def pckh_evaluation(preds, gt, visible, head_size, joints: JointSet = MPII, thresholds=PCKH_THRESHOLDS) -> dict:
     """Everything the score stage reports for PCKh, as plain JSON-ready Python values
     (`curve_evaluation` with rows PCKh@0.5, PCKh@0.1, AUC@0.5; strict `<` as the reference).
     """
@@ -274,8 +289,7 @@ def mpii_pckh_table(preds, gt, visible, head_size, joints: JointSet = MPII) -> d
     counted joint.
     """
     table = pckh_evaluation(preds, gt, visible, head_size, joints)["table"]
-    return {row: {col: float("nan") if v is None else v for col, v in cols.items()}
-            for row, cols in table.items()}
+    return {row: {col: float("nan") if v is None else v for col, v in cols.items()} for row, cols in table.items()}
 
 
 # ------------------------------------------------------------- LSP / FLIC PCK (eval_pck.m)
@@ -313,8 +327,7 @@ def torso_distances(preds, gt, visible, joints: JointSet = LSP) -> tuple[np.ndar
 
 def pck_points(points: np.ndarray, joints: JointSet, point_defs) -> np.ndarray:
     """(N,P,2) an evaluation's points, each the mean of its source joints (FLIC's neck)."""
-    return np.stack([points[:, [joints.index(n) for n in sources]].mean(axis=1) for _, sources in point_defs],
-                    axis=1)
+    return np.stack([points[:, [joints.index(n) for n in sources]].mean(axis=1) for _, sources in point_defs], axis=1)
 
 
 def scaled_auc(curve, thresholds) -> np.ndarray:
@@ -343,8 +356,9 @@ def _pck_rows(dist, counted, thresholds, names, groups, label: str = "") -> dict
     columns = {g: per_point[:, [names.index(n) for n in members]].mean(axis=1) for g, members in groups}
     columns["Mean"] = pooled  # eval_pck.m's Mean: pooled over every counted point
     at = {t: int(np.flatnonzero(np.isclose(thresholds, t))[0]) for t in (0.2, 0.1)}
-    rows = {f"PCK@{t:g}{label}": ({c: v[k] for c, v in columns.items()}, pooled[k], per_point[k])
-            for t, k in at.items()}
+    rows = {
+        f"PCK@{t:g}{label}": ({c: v[k] for c, v in columns.items()}, pooled[k], per_point[k]) for t, k in at.items()
+    }
     auc = {c: float(scaled_auc(v, thresholds)) for c, v in columns.items()}
     rows[f"AUC@0.2{label}"] = (auc, auc["Mean"], scaled_auc(per_point, thresholds))
     return {"rows": rows, "curves": columns, "point_curves": per_point}
@@ -370,8 +384,7 @@ def _torso_point_distances(preds, gt, visible, joints: JointSet) -> tuple[np.nda
     return dist, [name for name, _ in point_defs], groups
 
 
-def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP,
-                         thresholds=PCK_TORSO_THRESHOLDS) -> dict:
+def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP, thresholds=PCK_TORSO_THRESHOLDS) -> dict:
     """PCK by torso size as `eval_pck.m` (bearpaw/eval_pose) scores LSP and FLIC, JSON-ready.
 
     distance / ||gt left shoulder - gt right hip|| <= threshold; every point of every sample
@@ -387,8 +400,9 @@ def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP,
     result = _pck_rows(dist, np.ones(dist.shape, bool), thresholds, names, groups)
     rows = dict(result["rows"])
     if joints is LSP:
-        rows.update(_pck_rows(*torso_distances(preds, gt, visible, joints), thresholds, names, groups,
-                              VISIBLE_ONLY)["rows"])
+        rows.update(
+            _pck_rows(*torso_distances(preds, gt, visible, joints), thresholds, names, groups, VISIBLE_ONLY)["rows"]
+        )
     columns = [g for g, _ in groups] + ["Mean"]
     return {
         "metric": "PCK",
@@ -398,8 +412,10 @@ def pck_torso_evaluation(preds, gt, visible, joints: JointSet = LSP,
         "thresholds": [float(t) for t in thresholds],
         "table": {row: {c: _num(cols[c]) for c in columns} for row, (cols, _, _) in rows.items()},
         "mean_weighted": {row: _num(pooled) for row, (_, pooled, _) in rows.items()},
-        "per_joint": {name: {**{row: _num(rates[p]) for row, (_, _, rates) in rows.items()},
-                             "count": int(dist.shape[0])} for p, name in enumerate(names)},
+        "per_joint": {
+            name: {**{row: _num(rates[p]) for row, (_, _, rates) in rows.items()}, "count": int(dist.shape[0])}
+            for p, name in enumerate(names)
+        },
         "curves": {c: [_num(v) for v in result["curves"][c]] for c in columns},
         "joint_curves": {name: [_num(v) for v in result["point_curves"][:, p]] for p, name in enumerate(names)},
     }

@@ -19,8 +19,7 @@ OKS_ROWS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "AR
 OKS_COLUMN = "value"
 
 
-def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, sigmas=None,
-                   annotation_ids=None) -> dict:
+def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, sigmas=None, annotation_ids=None) -> dict:
     """COCO keypoint AP / AR (OKS, ground-truth boxes) by pycocotools' COCOeval.
 
     preds (N,J,2) in the annotation file's own pixels; J = 17 (COCO) with COCOeval's sigmas,
@@ -55,11 +54,20 @@ def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, sigmas
         unknown = sorted(set(image_ids.tolist()) - set(ground_truth.getImgIds()))
         if unknown:
             raise ValueError(f"image ids {unknown[:5]} are not in {annotation_file}")
-        categories = ([1] * len(preds) if annotation_ids is None
-                      else [ground_truth.anns[int(a)]["category_id"] for a in annotation_ids])
-        results = [{"image_id": int(i), "category_id": c, "score": float(s),
-                    "keypoints": np.column_stack([p, np.full(len(p), 2.0)]).ravel().tolist()}
-                   for p, i, s, c in zip(preds, image_ids, scores, categories)]
+        categories = (
+            [1] * len(preds)
+            if annotation_ids is None
+            else [ground_truth.anns[int(a)]["category_id"] for a in annotation_ids]
+        )
+        results = [
+            {
+                "image_id": int(i),
+                "category_id": c,
+                "score": float(s),
+                "keypoints": np.column_stack([p, np.full(len(p), 2.0)]).ravel().tolist(),
+            }
+            for p, i, s, c in zip(preds, image_ids, scores, categories)
+        ]
         evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="keypoints")
         if sigmas is not None:
             evaluator.params.kpt_oks_sigmas = sigmas
@@ -92,14 +100,18 @@ def check_sigmas(sigmas, joints: JointSet):
     is not the joint count or a value is not positive."""
     if sigmas is None:
         if joints != COCO:
-            raise ValueError(f"OKS AP for a joint set of its own needs one sigma per joint (COCOeval's are for "
-                             f"COCO's 17 keypoints): set `{OKS_SIGMAS_KEY}` in the dataset's config "
-                             "(score --oks-sigmas)")
+            raise ValueError(
+                f"OKS AP for a joint set of its own needs one sigma per joint (COCOeval's are for "
+                f"COCO's 17 keypoints): set `{OKS_SIGMAS_KEY}` in the dataset's config "
+                "(score --oks-sigmas)"
+            )
         return None
     sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if len(sigmas) != joints.num_joints:
-        raise ValueError(f"`{OKS_SIGMAS_KEY}` has {len(sigmas)} values for {joints.num_joints} joints "
-                         "(one sigma per joint, in the file's keypoint order)")
+        raise ValueError(
+            f"`{OKS_SIGMAS_KEY}` has {len(sigmas)} values for {joints.num_joints} joints "
+            "(one sigma per joint, in the file's keypoint order)"
+        )
     if not (np.isfinite(sigmas) & (sigmas > 0)).all():
         raise ValueError(f"`{OKS_SIGMAS_KEY}` holds values that are not positive numbers: {sigmas.tolist()}")
     return sigmas

@@ -39,8 +39,7 @@ def mean_normalised_errors(preds, gt, visible, unit) -> np.ndarray:
     dist = normalized_distances(preds, gt, unit)
     counted = (np.asarray(visible) == 1) & np.isfinite(dist)
     with np.errstate(invalid="ignore"):
-        return np.where(counted.any(axis=1), np.where(counted, dist, 0).sum(axis=1) / counted.sum(axis=1),
-                        np.nan)
+        return np.where(counted.any(axis=1), np.where(counted, dist, 0).sum(axis=1) / counted.sum(axis=1), np.nan)
 
 
 def example_units(gt, visible, head_size, joints) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +84,7 @@ def scored_samples(preds_path, store_path):
     joints = store.joint_set
     preds = read_predictions(preds_path, joints=joints)
     if len(preds) != len(store):
-        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the store {store_path} "
-                        f"has {len(store)}")
+        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the store {store_path} has {len(store)}")
     gt = np.asarray(store.keypoints, dtype=np.float64)
     visible = np.asarray(store.visible) == 1
     unit, unit_names = example_units(gt, visible, store.head_size, joints)
@@ -117,16 +115,14 @@ def plot_skeletons(preds_path, store_path, out_png, count: int = 16, dpi: int = 
     nrows = math.ceil(len(chosen) / ncols)
     size = store.canvas_size
     names = store.image_name
-    with figure(out_png, dpi, nrows=nrows, ncols=ncols, figsize=(3 * ncols, 3.2 * nrows),
-                 squeeze=False) as (fig, axes):
+    with figure(out_png, dpi, nrows=nrows, ncols=ncols, figsize=(3 * ncols, 3.2 * nrows), squeeze=False) as (fig, axes):
         for ax in axes.flat:
             ax.axis("off")
         for ax, i, pred, truth in zip(axes.flat, chosen, pred_crop, gt_crop):
             ax.imshow(store.images(int(i), int(i) + 1)[0])
             _draw_skeleton(ax, pred, joints, linewidth=2)
             vis = visible[i]
-            ax.scatter(truth[vis, 0], truth[vis, 1], s=6, c="white", edgecolors="black", linewidths=0.3,
-                       zorder=3)
+            ax.scatter(truth[vis, 0], truth[vis, 1], s=6, c="white", edgecolors="black", linewidths=0.3, zorder=3)
             ax.set_xlim(-0.5, size - 0.5)
             ax.set_ylim(size - 0.5, -0.5)
             err = "n/a" if not np.isfinite(errors[i]) else f"{errors[i]:.2f} {unit_names[i]}"
@@ -166,8 +162,9 @@ def plot_examples(preds_path, store_path, out_png, images_dir=None, dpi: int = 1
     with figure(out_png, dpi, nrows=1, ncols=3, figsize=(13, 5), squeeze=False) as (fig, axes):
         for ax, (label, i) in zip(axes[0], chosen.items()):
             name = str(store.image_name[i])
-            image, problem = (None, "no image folder given") if images_dir is None else \
-                load_image(Path(images_dir) / name)
+            image, problem = (
+                (None, "no image folder given") if images_dir is None else load_image(Path(images_dir) / name)
+            )
             vis = visible[i]
             if image is not None:
                 # annotated -> array coordinates: imshow puts pixel centres on integers
@@ -187,12 +184,15 @@ def plot_examples(preds_path, store_path, out_png, images_dir=None, dpi: int = 1
                 ax.set_ylim(size - 0.5, -0.5)
                 where = f"stored crop: original not available ({problem})"
             _draw_skeleton(ax, pred, joints, linewidth=2)
-            ax.scatter(truth[vis, 0], truth[vis, 1], s=10, c="white", edgecolors="black", linewidths=0.4,
-                       zorder=3)
+            ax.scatter(truth[vis, 0], truth[vis, 1], s=10, c="white", edgecolors="black", linewidths=0.4, zorder=3)
             ax.axis("off")
             err = "n/a" if not np.isfinite(errors[i]) else f"{errors[i]:.3f} {unit_names[i]}"
             ax.set_title(f"{label}: #{i} {Path(name).name}, mean error {err}\n{where}", fontsize=8, wrap=True)
-            info[label] = {"index": i, "image": name, "background": "original" if image is not None else "crop",
-                           "error": None if not np.isfinite(errors[i]) else float(errors[i]),
-                           "panel": describe_panel(ax)}
+            info[label] = {
+                "index": i,
+                "image": name,
+                "background": "original" if image is not None else "crop",
+                "error": None if not np.isfinite(errors[i]) else float(errors[i]),
+                "panel": describe_panel(ax),
+            }
     return info

@@ -55,8 +55,7 @@ def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> list[dict]:
     """Loss per epoch (train solid, val dashed) and the validation metric per epoch (titled
     with the metric the logs name, e.g. PCK@0.2 for LSP), one colour per experiment
     (`log_csvs`: name -> training log CSV). Returns the two panels drawn (`describe_panel`)."""
-    read = {name: read_log(path, ("epoch", "train_loss", "val_loss", "val_score"))
-            for name, path in log_csvs.items()}
+    read = {name: read_log(path, ("epoch", "train_loss", "val_loss", "val_score")) for name, path in log_csvs.items()}
     logs = {name: log.per_epoch() for name, log in read.items()}
     metrics = {log.metric for log in read.values()} - {None}
     metric = metrics.pop() if len(metrics) == 1 else "score"  # older logs do not name theirs
@@ -69,12 +68,17 @@ def plot_training_curves(log_csvs: dict, out_png, dpi: int = 100) -> list[dict]:
             # validation may run every few epochs: connect the epochs that have it
             finite = np.isfinite(log["val_loss"])
             if finite.any():
-                loss_ax.plot(log["epoch"][finite], log["val_loss"][finite], color=colour, linestyle="--",
-                             marker=".", label=f"{name} val")
+                loss_ax.plot(
+                    log["epoch"][finite],
+                    log["val_loss"][finite],
+                    color=colour,
+                    linestyle="--",
+                    marker=".",
+                    label=f"{name} val",
+                )
             finite = np.isfinite(log["val_score"])
             if finite.any():
-                pckh_ax.plot(log["epoch"][finite], log["val_score"][finite], color=colour, marker=".",
-                             label=name)
+                pckh_ax.plot(log["epoch"][finite], log["val_score"][finite], color=colour, marker=".", label=name)
         loss_ax.set(title="Loss", xlabel="epoch", ylabel="loss")
         if any(np.all(log["train_loss"][np.isfinite(log["train_loss"])] > 0) for log in logs.values()):
             with contextlib.suppress(ValueError):
@@ -98,8 +102,7 @@ def _metric(data: dict) -> str:
     return data.get("metric", "PCKh")  # score JSONs before LSP/COCO scoring were PCKh
 
 
-def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = None,
-                     dpi: int = 100) -> list[dict]:
+def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = None, dpi: int = 100) -> list[dict]:
     """PCKh (or LSP's PCK) against the normalised threshold, a panel per table column
     (Head ... Ankle, Mean), one line per experiment; `reference` curves dashed.
 
@@ -117,21 +120,40 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
     columns = runs[0][1].get("columns", TABLE_COLUMNS) if runs else TABLE_COLUMNS  # FLIC: no Knee, Ankle
     ncols = 4
     nrows = math.ceil(len(columns) / ncols)
-    with _figure(out_png, dpi, nrows=nrows, ncols=ncols, figsize=(4 * ncols, 3.3 * nrows),
-                 sharex=True, sharey=True, squeeze=False) as (fig, axes):
+    with _figure(
+        out_png,
+        dpi,
+        nrows=nrows,
+        ncols=ncols,
+        figsize=(4 * ncols, 3.3 * nrows),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    ) as (fig, axes):
         for ax, column in zip(axes.flat, columns):
             for k, (name, data, style) in enumerate(runs):
                 if column not in data["curves"]:
                     continue
-                ax.plot(np.asarray(data["thresholds"], dtype=np.float64), _series(data["curves"][column]),
-                        linestyle=style, color=f"C{k % 10}", label=name)
+                ax.plot(
+                    np.asarray(data["thresholds"], dtype=np.float64),
+                    _series(data["curves"][column]),
+                    linestyle=style,
+                    color=f"C{k % 10}",
+                    label=name,
+                )
             ax.set(title=column, xlim=(0, x_max), ylim=(0, 100))
             ax.grid(alpha=0.3)
-        for ax in axes.flat[len(columns):]:
+        for ax in axes.flat[len(columns) :]:
             ax.axis("off")
         if left_out:
-            axes.flat[-1].text(0, 0.5, "not drawn (another metric, no\nthreshold curve):\n" + "\n".join(left_out),
-                               fontsize=8, va="center", transform=axes.flat[-1].transAxes)
+            axes.flat[-1].text(
+                0,
+                0.5,
+                "not drawn (another metric, no\nthreshold curve):\n" + "\n".join(left_out),
+                fontsize=8,
+                va="center",
+                transform=axes.flat[-1].transAxes,
+            )
         for ax in axes[-1]:
             ax.set_xlabel(f"normalised distance ({CURVE_UNITS.get(metric, 'head sizes')})")
         for ax in axes[:, 0]:
@@ -139,9 +161,15 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
         if runs:
             axes.flat[0].legend(fontsize="small", loc="lower right")
         else:
-            axes.flat[0].text(0.5, 0.5, "no threshold curves\n(OKS AP: see the score table)", ha="center",
-                              va="center", transform=axes.flat[0].transAxes)
-        return [describe_panel(ax) for ax in axes.flat[:len(columns)]]
+            axes.flat[0].text(
+                0.5,
+                0.5,
+                "no threshold curves\n(OKS AP: see the score table)",
+                ha="center",
+                va="center",
+                transform=axes.flat[0].transAxes,
+            )
+        return [describe_panel(ax) for ax in axes.flat[: len(columns)]]
 
 
 def plot_joint_bars(per_joint_json, out_png, dpi: int = 100, name: str | None = None) -> dict:
@@ -155,16 +183,29 @@ def plot_joint_bars(per_joint_json, out_png, dpi: int = 100, name: str | None = 
     rates = _series(data["per_joint"][n].get(row) for n in names)
     with _figure(out_png, dpi, figsize=(max(6, 0.55 * len(names) + 1), 4)) as (fig, ax):
         if not names:
-            ax.text(0.5, 0.5, f"{_metric(data)}: no per-joint rate (see the score table)", ha="center",
-                    va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"{_metric(data)}: no per-joint rate (see the score table)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             ax.axis("off")
             return describe_panel(ax)
         x = np.arange(len(names))
         bars = ax.bar(x, np.nan_to_num(rates), color=["C0" if np.isfinite(r) else "0.8" for r in rates])
         for bar, rate in zip(bars, rates):
             label = "n/a" if not np.isfinite(rate) else f"{rate:.1f}"
-            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                        va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+            ax.annotate(
+                label,
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
         ax.set_xticks(x, names, rotation=60, ha="right")
         ax.set(ylim=(0, 105), ylabel=f"{row} (%)", title=f"{row} per joint: {name or Path(per_joint_json).name}")
         ax.grid(axis="y", alpha=0.3)
@@ -200,13 +241,30 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         return q
 
     q = add("curves", "training loss and validation PCKh per epoch")
-    q.add_argument("--log", type=_named_path, action="append", required=True, metavar="NAME=PATH",
-                   help="training log CSV of one experiment (repeat for several)")
+    q.add_argument(
+        "--log",
+        type=_named_path,
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="training log CSV of one experiment (repeat for several)",
+    )
     q = add("pckh", "PCKh against threshold, a panel per joint group")
-    q.add_argument("--scores", type=_named_path, action="append", required=True, metavar="NAME=PATH",
-                   help="score JSON (`score --per-joint`) of one experiment (repeat for several)")
-    q.add_argument("--reference", type=_named_path, action="append", metavar="NAME=PATH",
-                   help="reference score JSON, drawn dashed (repeatable)")
+    q.add_argument(
+        "--scores",
+        type=_named_path,
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="score JSON (`score --per-joint`) of one experiment (repeat for several)",
+    )
+    q.add_argument(
+        "--reference",
+        type=_named_path,
+        action="append",
+        metavar="NAME=PATH",
+        help="reference score JSON, drawn dashed (repeatable)",
+    )
     q = add("skeletons", "predicted skeletons drawn on crops, best to worst")
     q.add_argument("--preds", required=True, help="prediction file (.mat or .csv)")
     q.add_argument("--store", required=True, help="the converted store the predictions are for")
@@ -214,25 +272,39 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     q = add("examples", "best, median and worst example drawn on the original images")
     q.add_argument("--preds", required=True, help="prediction file (.mat or .csv)")
     q.add_argument("--store", required=True, help="the converted store the predictions are for")
-    q.add_argument("--images", help="folder of the original images (the store names them relative to it); "
-                                    "without it, or where an image is missing, the stored crop is drawn")
+    q.add_argument(
+        "--images",
+        help="folder of the original images (the store names them relative to it); "
+        "without it, or where an image is missing, the stored crop is drawn",
+    )
     q = add("joints", "PCKh@0.5 per joint as bars")
-    q.add_argument("--scores", type=_named_path, required=True, metavar="NAME=PATH",
-                   help="score JSON (`score --per-joint`) of one experiment, NAME in the title")
+    q.add_argument(
+        "--scores",
+        type=_named_path,
+        required=True,
+        metavar="NAME=PATH",
+        help="score JSON (`score --per-joint`) of one experiment, NAME in the title",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.kind == "curves":
         plot_training_curves(_named(args.log, "--log"), args.out, dpi=args.dpi)
     elif args.kind == "pckh":
-        plot_pckh_curves(_named(args.scores, "--scores"), args.out,
-                         reference=_named(args.reference, "--reference") or None, dpi=args.dpi)
+        plot_pckh_curves(
+            _named(args.scores, "--scores"),
+            args.out,
+            reference=_named(args.reference, "--reference") or None,
+            dpi=args.dpi,
+        )
     elif args.kind == "skeletons":
         plot_skeletons(args.preds, args.store, args.out, count=args.count, dpi=args.dpi)
     elif args.kind == "examples":
         for label, example in plot_examples(args.preds, args.store, args.out, args.images, dpi=args.dpi).items():
-            print(f"{label}: sample {example['index']} ({example['image']}) on the {example['background']}, "
-                  f"error {example['error']}")
+            print(
+                f"{label}: sample {example['index']} ({example['image']}) on the {example['background']}, "
+                f"error {example['error']}"
+            )
     elif args.kind == "joints":
         name, path = args.scores
         plot_joint_bars(path, args.out, dpi=args.dpi, name=name)

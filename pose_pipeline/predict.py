@@ -24,13 +24,24 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, help="converted store to predict")
     p.add_argument("--out-mat", required=True, help="reference prediction file (MATLAB `preds`, N x J x 2)")
     p.add_argument("--out-csv", required=True, help="the same as a table: sample,image,joint,x,y,score")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="network input side, heatmaps 1/4 of it (codec.HEATMAP_STRIDE; default: the checkpoint's training size, else 256)")
-    p.add_argument("--no-flip-test", dest="flip_test", action="store_false", default=EVALUATION["flip_test"],
-                   help="predict the crop alone, not averaged with its mirror image")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="network input side, heatmaps 1/4 of it (codec.HEATMAP_STRIDE; default: the checkpoint's "
+        "training size, else 256)",
+    )
+    p.add_argument(
+        "--no-flip-test",
+        dest="flip_test",
+        action="store_false",
+        default=EVALUATION["flip_test"],
+        help="predict the crop alone, not averaged with its mirror image",
+    )
     p.add_argument("--batch-size", type=int, default=EVALUATION["batch_size"], help="crops per forward pass")
-    p.add_argument("--blur-sigma", type=float, default=EVALUATION["blur_sigma"],
-                   help="heatmap blur before decoding (0 = none)")
+    p.add_argument(
+        "--blur-sigma", type=float, default=EVALUATION["blur_sigma"], help="heatmap blur before decoding (0 = none)"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
 
 
@@ -42,8 +53,10 @@ def check_joint_names(path, checkpoint: dict, store) -> None:
     if isinstance(checkpoint.get("joint_set"), dict):
         trained = joint_set_of(checkpoint, path)
         if trained.joints != store.joint_set.joints:
-            raise UserError(f"{path}: trained on joint set {trained.name} {list(trained.joints)}, but the store "
-                            f"{store.path} holds {store.joint_set.name} {list(store.joint_set.joints)}")
+            raise UserError(
+                f"{path}: trained on joint set {trained.name} {list(trained.joints)}, but the store "
+                f"{store.path} holds {store.joint_set.name} {list(store.joint_set.joints)}"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = read_checkpoint(args.checkpoint)
     check_joint_names(args.checkpoint, checkpoint, store)
     input_size = args.input_size or int(checkpoint.get("input_size", 256))
-    log.info("predicting %d samples of %s on %s at %d px (flip test %s)", len(store), args.store,
-             device, input_size, "on" if args.flip_test else "off")
+    log.info(
+        "predicting %d samples of %s on %s at %d px (flip test %s)",
+        len(store),
+        args.store,
+        device,
+        input_size,
+        "on" if args.flip_test else "off",
+    )
     codec = HeatmapCodec(input_size, blur_sigma=args.blur_sigma)
     preds, scores, _ = predict_store(model, store, codec, args.flip_test, args.batch_size, device, progress=True)
     write_predictions_mat(args.out_mat, preds)

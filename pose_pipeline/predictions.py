@@ -133,11 +133,17 @@ def _read_predictions_mat(path: Path, num_joints: int | None) -> np.ndarray:
     variables = load_mat(path, "predictions (`preds` (N, J, 2) or `pos_pred_src` (J, 2, N))")
     if "preds" in variables:
         preds = np.asarray(variables["preds"])
-        if (preds.ndim == 3 and preds.shape[1] == 2 and preds.shape[2] != 2
-                and (num_joints is None or preds.shape[0] == num_joints)):
-            raise UserError(f"{path}: variable preds has shape {preds.shape}, expected (N, J, 2); "
-                            f"it looks like the reference (J, 2, N) layout, which is read only "
-                            f"under the name pos_pred_src")
+        if (
+            preds.ndim == 3
+            and preds.shape[1] == 2
+            and preds.shape[2] != 2
+            and (num_joints is None or preds.shape[0] == num_joints)
+        ):
+            raise UserError(
+                f"{path}: variable preds has shape {preds.shape}, expected (N, J, 2); "
+                f"it looks like the reference (J, 2, N) layout, which is read only "
+                f"under the name pos_pred_src"
+            )
         return _finite_points(path, "variable preds", preds, num_joints)
     if "pos_pred_src" in variables:
         raw = np.asarray(variables["pos_pred_src"])
@@ -145,8 +151,10 @@ def _read_predictions_mat(path: Path, num_joints: int | None) -> np.ndarray:
             raise UserError(f"{path}: variable pos_pred_src has shape {raw.shape}, expected (J, 2, N)")
         return _finite_points(path, "variable pos_pred_src", np.transpose(raw, (2, 0, 1)), num_joints)
     found = sorted(k for k in variables if not k.startswith("__"))
-    raise UserError(f"{path}: no prediction variable: expected `preds` (N, J, 2) or "
-                    f"`pos_pred_src` (J, 2, N); found {found or 'none'}")
+    raise UserError(
+        f"{path}: no prediction variable: expected `preds` (N, J, 2) or "
+        f"`pos_pred_src` (J, 2, N); found {found or 'none'}"
+    )
 
 
 def _read_csv_text(path: Path) -> str:
@@ -164,8 +172,10 @@ def _csv_points(path: Path) -> tuple[dict[str, int], dict[tuple[int, int], tuple
     reader = csv.reader(io.StringIO(_read_csv_text(path)))
     header = next(reader, None)
     if header is None or tuple(header[: len(CSV_COLUMNS)]) != CSV_COLUMNS:
-        raise UserError(f"{path}: expected a CSV header starting {','.join(CSV_COLUMNS)}, got "
-                        f"{','.join(header) if header else 'an empty file'}")
+        raise UserError(
+            f"{path}: expected a CSV header starting {','.join(CSV_COLUMNS)}, got "
+            f"{','.join(header) if header else 'an empty file'}"
+        )
     joint_column: dict[str, int] = {}
     values: dict[tuple[int, int], tuple[float, float]] = {}
     max_index = -1
@@ -178,8 +188,9 @@ def _csv_points(path: Path) -> tuple[dict[str, int], dict[tuple[int, int], tuple
             index = int(row[0])
             x, y = float(row[3]), float(row[4])
         except ValueError:
-            raise UserError(f"{path}, line {line}: index, x and y must be numbers, got "
-                            f"{row[0]!r}, {row[3]!r}, {row[4]!r}") from None
+            raise UserError(
+                f"{path}, line {line}: index, x and y must be numbers, got {row[0]!r}, {row[3]!r}, {row[4]!r}"
+            ) from None
         if index < 0:
             raise UserError(f"{path}, line {line}: negative sample index {index}")
         if not (math.isfinite(x) and math.isfinite(y)):
@@ -206,16 +217,20 @@ def _read_predictions_csv(path: Path, num_joints: int | None, joints: JointSet |
     if joints is not None:
         unknown = sorted(set(joint_column) - set(joints.joints))
         if unknown or j != joints.num_joints:
-            raise UserError(f"{path}: joint names {unknown or sorted(joint_column)} do not match the "
-                            f"{joints.name} joints {list(joints.joints)}")
+            raise UserError(
+                f"{path}: joint names {unknown or sorted(joint_column)} do not match the "
+                f"{joints.name} joints {list(joints.joints)}"
+            )
         column_to_joint = {k: joints.index(name) for name, k in joint_column.items()}
         values = {(i, column_to_joint[k]): xy for (i, k), xy in values.items()}
         joint_column = {name: joints.index(name) for name in joints.joints}
     if len(values) != n * j:
         names = list(joint_column)
         missing = next((i, names[k]) for i in range(n) for k in range(j) if (i, k) not in values)
-        raise UserError(f"{path}: {n * j - len(values)} sample-joint rows missing for samples "
-                        f"0..{n - 1} x {j} joints, first sample {missing[0]}, joint {missing[1]!r}")
+        raise UserError(
+            f"{path}: {n * j - len(values)} sample-joint rows missing for samples "
+            f"0..{n - 1} x {j} joints, first sample {missing[0]}, joint {missing[1]!r}"
+        )
     preds = np.empty((n, j, 2))
     for (i, k), xy in values.items():
         preds[i, k] = xy
@@ -261,8 +276,10 @@ def check_image_names(preds_path, gt_path, gt_names) -> None:
         return
     for index in sorted(names):
         if index < len(gt_names) and names[index] != gt_names[index]:
-            raise UserError(f"{preds_path}: sample {index} is image {names[index]!r}, but in the ground truth "
-                            f"{gt_path} it is {gt_names[index]!r}: predictions of another split or order?")
+            raise UserError(
+                f"{preds_path}: sample {index} is image {names[index]!r}, but in the ground truth "
+                f"{gt_path} it is {gt_names[index]!r}: predictions of another split or order?"
+            )
 
 
 def ground_truth_image_names(path) -> list[str] | None:
@@ -306,8 +323,9 @@ def _reference_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     variables = load_mat(path, "the reference ground truth (detections_our_format.mat)")
     missing = [k for k in REFERENCE_GT_VARIABLES if k not in variables]
     if missing:
-        raise UserError(f"{path}: not a reference ground-truth file (detections_our_format.mat): "
-                        f"variables {missing} missing")
+        raise UserError(
+            f"{path}: not a reference ground-truth file (detections_our_format.mat): variables {missing} missing"
+        )
     pos = np.asarray(variables["pos_gt_src"])
     missing_mask = np.asarray(variables["jnt_missing"])
     boxes = np.asarray(variables["headboxes_src"])
@@ -323,9 +341,11 @@ def _reference_ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     return gt, visible, head_size_from_boxes(boxes), MPII
 
 
-GROUND_TRUTH_FILES = ("a converted .zarr store, the reference detections_our_format.mat (pos_gt_src, "
-                      "jnt_missing, headboxes_src), an LSP joints.mat (`joints`), a FLIC examples.mat (a "
-                      "struct with coords) or a COCO keypoint .json")
+GROUND_TRUTH_FILES = (
+    "a converted .zarr store, the reference detections_our_format.mat (pos_gt_src, "
+    "jnt_missing, headboxes_src), an LSP joints.mat (`joints`), a FLIC examples.mat (a "
+    "struct with coords) or a COCO keypoint .json"
+)
 
 
 def ground_truth_format(path) -> str:
@@ -346,8 +366,9 @@ def ground_truth_format(path) -> str:
             return "lsp"
         if "struct" in classes.values():
             return "flic"
-        raise UserError(f"{path}: no ground truth (variables {sorted(classes) or 'none'}); "
-                        f"expected {GROUND_TRUTH_FILES}")
+        raise UserError(
+            f"{path}: no ground truth (variables {sorted(classes) or 'none'}); expected {GROUND_TRUTH_FILES}"
+        )
     if suffix == ".zarr":
         raise UserError(f"{path}: no such store" if not path.exists() else f"{path}: not a converted store")
     raise UserError(f"{path}: unknown ground-truth file; expected {GROUND_TRUTH_FILES}")
@@ -377,12 +398,18 @@ def read_ground_truth(path, split: str | None = None) -> tuple[np.ndarray, np.nd
     if fmt in ("lsp", "flic") and not is_store(path):
         return _annotation_ground_truth(path, fmt, split or "val")
     if split is not None:
-        raise UserError(f"--split {split}: selects the people of an annotation file (LSP joints.mat, FLIC "
-                        f"examples.mat); {path} is one split already")
+        raise UserError(
+            f"--split {split}: selects the people of an annotation file (LSP joints.mat, FLIC "
+            f"examples.mat); {path} is one split already"
+        )
     if is_store(path):
         store = open_store(path)
-        return (np.asarray(store.keypoints, dtype=np.float64), np.asarray(store.visible),
-                np.asarray(store.head_size, dtype=np.float64), store.joint_set)
+        return (
+            np.asarray(store.keypoints, dtype=np.float64),
+            np.asarray(store.visible),
+            np.asarray(store.head_size, dtype=np.float64),
+            store.joint_set,
+        )
     if fmt == "mpii":
         return _reference_ground_truth(path)
     raise UserError(f"{path}: a COCO file is scored with OKS AP (--metric oks), which reads it itself")

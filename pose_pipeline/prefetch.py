@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def depth_for(device, depth: int) -> int:
     a loader thread beside torch's own halved the demo's CPU training (58 -> 30 images/s on
     2 cores, BENCHMARKS.md)."""
     return 0 if device.type == "cpu" else depth
+
 
 _ITEM, _END, _ERROR = range(3)
 
@@ -92,12 +93,13 @@ class Prefetcher:
             self._drain()  # a producer blocked on a full queue sees the stop
             self._thread.join(timeout=0.05)
             if time.perf_counter() > deadline:
-                log.warning("prefetch thread %s still busy after %.0f s; left behind", self._thread.name,
-                            self.JOIN_TIMEOUT_S)
+                log.warning(
+                    "prefetch thread %s still busy after %.0f s; left behind", self._thread.name, self.JOIN_TIMEOUT_S
+                )
                 break
         self._drain()
 
-    def __enter__(self) -> "Prefetcher":
+    def __enter__(self) -> Prefetcher:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,8 +2,8 @@
 
 Every annotated joint is encoded into the training target (a Gaussian at its sub-pixel
 heatmap position) and decoded back to original image pixels with the same `HeatmapCodec` that training
-(`encode`) and prediction (`decode`) use. The result is an "oracle" prediction file: score it like any other to see the ceiling the
-target representation sets.
+(`encode`) and prediction (`decode`) use. The result is an "oracle" prediction file:
+score it like any other to see the ceiling the target representation sets.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from pose_pipeline.codec import HeatmapCodec
 
 log = logging.getLogger(__name__)
 
-def encode_decode(points: np.ndarray, weights: np.ndarray, to_heatmap: np.ndarray, codec: HeatmapCodec,
-                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+
+def encode_decode(
+    points: np.ndarray, weights: np.ndarray, to_heatmap: np.ndarray, codec: HeatmapCodec, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """points (N,J,2) image array coords -> (decoded (N,J,2) image array coords, encoded (N,J)
     bool: the joint had a target, i.e. was weighted and fell inside the heatmap)."""
     decoded = np.full(points.shape, np.nan)
@@ -72,10 +74,13 @@ def roundtrip(annotations, out_mat, codec: HeatmapCodec | None = None) -> dict:
     error = np.linalg.norm(decoded - points, axis=-1) / np.asarray(head_size)[:, None]
     annotated = np.asarray(annotated, bool)
     write_predictions_mat(out_mat, geometry.array_to_annotated(decoded, origin))
-    return {"people": len(points), "joints_encoded": int(encoded.sum()),
-            "joints_annotated": int(annotated.sum()),
-            "mean_error_head_units": float(error[annotated].mean()),
-            "max_error_head_units": float(error[annotated].max())}
+    return {
+        "people": len(points),
+        "joints_encoded": int(encoded.sum()),
+        "joints_annotated": int(annotated.sum()),
+        "mean_error_head_units": float(error[annotated].mean()),
+        "max_error_head_units": float(error[annotated].max()),
+    }
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -90,7 +95,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     codec = HeatmapCodec(args.input_size, args.heatmap_size, args.sigma, args.blur_sigma)
     summary = roundtrip(args.annotations, args.out, codec)
-    print(f"{args.out}: {summary['joints_encoded']} of {summary['joints_annotated']} annotated joints "
-          f"encoded; mean error {summary['mean_error_head_units']:.4f} head units "
-          f"(max {summary['max_error_head_units']:.4f})")
+    print(
+        f"{args.out}: {summary['joints_encoded']} of {summary['joints_annotated']} annotated joints "
+        f"encoded; mean error {summary['mean_error_head_units']:.4f} head units "
+        f"(max {summary['max_error_head_units']:.4f})"
+    )
     return 0

@@ -41,7 +41,6 @@ from pose_pipeline.predictions import (
 from pose_pipeline.score_files import table_rows, write_score_files
 from pose_pipeline.store import is_store, open_store, sha256_of
 
-
 # --------------------------------------------------------------------------- scoring
 
 
@@ -76,14 +75,18 @@ def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray, JointSet
         raise UserError(f"{gt_path}: OKS AP needs a converted COCO store (its image ids) or a COCO JSON")
     store = open_store(gt_path)
     if store.attrs.get("format") != "coco":
-        raise UserError(f"{gt_path}: OKS AP needs a store converted from a COCO-format file, this one is "
-                        f"{store.attrs.get('format') or store.joint_set.name}")
+        raise UserError(
+            f"{gt_path}: OKS AP needs a store converted from a COCO-format file, this one is "
+            f"{store.attrs.get('format') or store.joint_set.name}"
+        )
     # The store records the sha256 of the file it was converted from: scoring against
     # another file would match people by the wrong ids.
     recorded = {src.get("file"): src.get("sha256") for src in store.attrs.get("sources", [])}
     if recorded and sha256_of(annotations) not in recorded.values():
-        raise UserError(f"{annotations}: not the annotation file {gt_path} was converted from "
-                        f"(sha256 differs from the store's sources {sorted(recorded)})")
+        raise UserError(
+            f"{annotations}: not the annotation file {gt_path} was converted from "
+            f"(sha256 differs from the store's sources {sorted(recorded)})"
+        )
     return annotations, np.asarray(store.source_index), store.joint_set
 
 
@@ -98,24 +101,31 @@ def _evaluate_oks(preds_path, gt_path, annotations, oks_sigmas=None) -> dict:
         raise UserError(f"{gt_path} (joint set {joints.name}, {joints.num_joints} joints): {exc}") from None
     preds = read_predictions(preds_path, joints=joints)
     if len(preds) != len(ids):
-        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the ground truth "
-                        f"{gt_path} has {len(ids)}")
+        raise UserError(f"{preds_path}: {len(preds)} predicted samples, but the ground truth {gt_path} has {len(ids)}")
     try:
         import pycocotools  # noqa: F401
     except ImportError:
-        raise UserError("OKS AP is computed by pycocotools, which is not installed: "
-                        "pip install -e '.[coco]' in the clone (or pip install pycocotools)") from None
+        raise UserError(
+            "OKS AP is computed by pycocotools, which is not installed: "
+            "pip install -e '.[coco]' in the clone (or pip install pycocotools)"
+        ) from None
     try:
-        evaluation = oks_evaluation(preds, ids[:, 0], annotations, read_person_scores(preds_path, len(preds)),
-                                    sigmas, annotation_ids=ids[:, 1])
+        evaluation = oks_evaluation(
+            preds, ids[:, 0], annotations, read_person_scores(preds_path, len(preds)), sigmas, annotation_ids=ids[:, 1]
+        )
     except (ValueError, KeyError) as exc:
         raise UserError(f"scoring {preds_path} against {annotations}: {exc}") from None
-    return {**evaluation, "num_samples": len(preds), "annotations": str(annotations),
-            "oks_sigmas": None if sigmas is None else sigmas.tolist()}
+    return {
+        **evaluation,
+        "num_samples": len(preds),
+        "annotations": str(annotations),
+        "oks_sigmas": None if sigmas is None else sigmas.tolist(),
+    }
 
 
-def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None, split: str | None = None,
-             oks_sigmas=None) -> dict:
+def evaluate(
+    preds_path, gt_path, metric: str | None = None, annotations=None, split: str | None = None, oks_sigmas=None
+) -> dict:
     """The evaluation dict of a prediction file against ground truth (see `score`)."""
     metric = metric or default_metric(gt_path)
     if metric not in METRICS:
@@ -125,13 +135,15 @@ def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None, s
             raise UserError(f"--split {split}: OKS AP scores every person of {gt_path}")
         return _evaluate_oks(preds_path, gt_path, annotations, oks_sigmas)
     if oks_sigmas is not None:
-        raise UserError(f"--oks-sigmas: for OKS AP (COCO-format ground truth); {gt_path} is scored with "
-                        f"{METRICS[metric]}")
+        raise UserError(
+            f"--oks-sigmas: for OKS AP (COCO-format ground truth); {gt_path} is scored with {METRICS[metric]}"
+        )
     gt, visible, head_size, joints = read_ground_truth(gt_path, split)
     preds = read_predictions(preds_path, joints=joints)
     if preds.shape[0] != gt.shape[0]:
-        raise UserError(f"{preds_path}: {preds.shape[0]} predicted samples, but the ground truth "
-                        f"{gt_path} has {gt.shape[0]}")
+        raise UserError(
+            f"{preds_path}: {preds.shape[0]} predicted samples, but the ground truth {gt_path} has {gt.shape[0]}"
+        )
     check_image_names(preds_path, gt_path, ground_truth_image_names(gt_path))
     try:
         if metric == "pck":
@@ -143,8 +155,16 @@ def evaluate(preds_path, gt_path, metric: str | None = None, annotations=None, s
     return {**evaluation, "num_samples": int(preds.shape[0])}
 
 
-def score(preds_path, gt_path, out_csv, per_joint_json=None, metric: str | None = None,
-          annotations=None, split: str | None = None, oks_sigmas=None) -> dict:
+def score(
+    preds_path,
+    gt_path,
+    out_csv,
+    per_joint_json=None,
+    metric: str | None = None,
+    annotations=None,
+    split: str | None = None,
+    oks_sigmas=None,
+) -> dict:
     """Score a prediction file; write the table CSV (and the full evaluation JSON).
 
     `metric`: "pckh" (MPII), "pck" (LSP, FLIC: PCK@0.2 by torso size) or "oks" (COCO AP through
@@ -167,22 +187,35 @@ def score(preds_path, gt_path, out_csv, per_joint_json=None, metric: str | None 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preds", required=True, help="predictions: .mat (`preds` N x J x 2) or .csv")
-    p.add_argument("--gt", required=True,
-                   help="ground truth: a converted .zarr store, MPII detections_our_format.mat, LSP joints.mat, "
-                        "FLIC examples.mat (or the same struct renamed) or a COCO keypoint .json")
-    p.add_argument("--split", choices=["train", "val", "all"],
-                   help="LSP / FLIC annotation files: the people scored, as for convert (LSP 2,000 images: val = "
-                        "1,001-2,000; FLIC: val = istest); default val")
+    p.add_argument(
+        "--gt",
+        required=True,
+        help="ground truth: a converted .zarr store, MPII detections_our_format.mat, LSP joints.mat, "
+        "FLIC examples.mat (or the same struct renamed) or a COCO keypoint .json",
+    )
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "all"],
+        help="LSP / FLIC annotation files: the people scored, as for convert (LSP 2,000 images: val = "
+        "1,001-2,000; FLIC: val = istest); default val",
+    )
     p.add_argument("--out", required=True, help="PCKh table CSV")
     p.add_argument("--per-joint", help="full evaluation JSON (per joint rates, curves)")
-    p.add_argument("--metric", choices=sorted(METRICS),
-                   help="pckh (MPII), pck (LSP, FLIC: PCK@0.2 by torso size, as eval_pck.m) or oks (COCO AP, "
-                        "pycocotools); "
-                        "default: by the ground truth's format")
+    p.add_argument(
+        "--metric",
+        choices=sorted(METRICS),
+        help="pckh (MPII), pck (LSP, FLIC: PCK@0.2 by torso size, as eval_pck.m) or oks (COCO AP, "
+        "pycocotools); "
+        "default: by the ground truth's format",
+    )
     p.add_argument("--annotations", help="oks: the COCO keypoint JSON the store was converted from")
-    p.add_argument("--oks-sigmas", type=_sigma_list, metavar="S1,S2,...",
-                   help="oks: per-joint OKS sigmas in the joint order, comma-separated (the dataset's oks_sigmas); "
-                        "required for a COCO-format file with its own keypoints; default: COCOeval's for COCO's 17")
+    p.add_argument(
+        "--oks-sigmas",
+        type=_sigma_list,
+        metavar="S1,S2,...",
+        help="oks: per-joint OKS sigmas in the joint order, comma-separated (the dataset's oks_sigmas); "
+        "required for a COCO-format file with its own keypoints; default: COCOeval's for COCO's 17",
+    )
 
 
 def _sigma_list(text: str) -> list[float]:
@@ -196,13 +229,15 @@ def format_table(evaluation: dict) -> str:
     """The table as aligned text, for the terminal."""
     rows = table_rows(evaluation)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    evaluation = score(args.preds, args.gt, args.out, args.per_joint, args.metric, args.annotations, args.split,
-                       args.oks_sigmas)
+    evaluation = score(
+        args.preds, args.gt, args.out, args.per_joint, args.metric, args.annotations, args.split, args.oks_sigmas
+    )
     print(f"{args.preds}: {evaluation['num_samples']} samples against {args.gt}")
     print(format_table(evaluation))
     return 0

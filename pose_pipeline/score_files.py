@@ -27,8 +27,7 @@ def table_rows(evaluation: dict) -> list[list[str]]:
     column for OKS."""
     metric_rows = evaluation["rows"]
     if evaluation["metric"] == "OKS":
-        return [["metric", OKS_COLUMN]] + [[row, _cell(evaluation["table"][row][OKS_COLUMN])]
-                                           for row in metric_rows]
+        return [["metric", OKS_COLUMN]] + [[row, _cell(evaluation["table"][row][OKS_COLUMN])] for row in metric_rows]
     columns = evaluation.get("columns", TABLE_COLUMNS)  # FLIC has no knees or ankles
     rows = [["metric", *columns, WEIGHTED_MEAN_COLUMN]]
     for row in metric_rows:
@@ -58,9 +57,9 @@ def read_score_json(path, required=("table",)) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a score JSON: {exc}") from None
     # an OKS score has no per-joint rates (an empty dict) but always a table
-    missing = [k for k in required if not isinstance(data, dict) or data.get(k) is None
-               or (k == "table" and not data[k])]
+    missing = [
+        k for k in required if not isinstance(data, dict) or data.get(k) is None or (k == "table" and not data[k])
+    ]
     if missing:
-        raise UserError(f"{path}: not a score JSON (`pose-pipeline score --per-joint`): "
-                        f"missing {', '.join(missing)}")
+        raise UserError(f"{path}: not a score JSON (`pose-pipeline score --per-joint`): missing {', '.join(missing)}")
     return data

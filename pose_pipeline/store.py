@@ -37,8 +37,8 @@ import numpy as np
 from pose_pipeline import __version__, geometry, store_check
 from pose_pipeline.atomic import check_replaceable, partial_path, remove_stale_partials, replace_folder
 from pose_pipeline.errors import UserError
-from pose_pipeline.store_check import StoreDamage, checked_read
 from pose_pipeline.joints import JointSet
+from pose_pipeline.store_check import StoreDamage, checked_read
 
 SCHEMA_VERSION = 1
 
@@ -58,6 +58,7 @@ def fast_codec_pipeline() -> str | None:
     except ImportError:
         return None
     return FAST_CODEC_PIPELINE
+
 
 # name -> (trailing shape given (J, S), dtype)
 PER_SAMPLE_ARRAYS = {
@@ -80,8 +81,12 @@ def is_store(path) -> bool:
     except (OSError, ValueError):
         return False
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
-    return meta.get("node_type") == "group" and isinstance(attrs, dict) and "schema_version" in attrs \
+    return (
+        meta.get("node_type") == "group"
+        and isinstance(attrs, dict)
+        and "schema_version" in attrs
         and "joint_set" in attrs
+    )
 
 
 def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:
@@ -97,8 +102,16 @@ class StoreWriter:
     then `commit()` renames it into place. `abort()` removes the partial store.
     """
 
-    def __init__(self, path, max_samples: int, joints: JointSet, canvas_size: int,
-                 shard_size: int = 64, attrs: dict | None = None, compression_level: int = 3):
+    def __init__(
+        self,
+        path,
+        max_samples: int,
+        joints: JointSet,
+        canvas_size: int,
+        shard_size: int = 64,
+        attrs: dict | None = None,
+        compression_level: int = 3,
+    ):
         import zarr
 
         self.path = Path(path)
@@ -113,16 +126,23 @@ class StoreWriter:
         self.canvas_size = canvas_size
         shape = (max_samples, canvas_size, canvas_size, 3)
         self.image_array = self.group.create_array(  # kept: its config (write_empty_chunks) is not stored
-            "image", shape=shape, dtype="uint8", chunks=(1,) + shape[1:],
-            shards=(max(1, min(shard_size, max_samples)),) + shape[1:], **self._codecs())
-        self.group.attrs.update({
-            "schema_version": SCHEMA_VERSION,
-            **joints.to_dict(),
-            "canvas_size": canvas_size,
-            "shard_size": shard_size,
-            "package_version": __version__,
-            **(attrs or {}),
-        })
+            "image",
+            shape=shape,
+            dtype="uint8",
+            chunks=(1,) + shape[1:],
+            shards=(max(1, min(shard_size, max_samples)),) + shape[1:],
+            **self._codecs(),
+        )
+        self.group.attrs.update(
+            {
+                "schema_version": SCHEMA_VERSION,
+                **joints.to_dict(),
+                "canvas_size": canvas_size,
+                "shard_size": shard_size,
+                "package_version": __version__,
+                **(attrs or {}),
+            }
+        )
         self.num_samples = 0
         self._fast_image_array = None  # the image array opened through zarrs, on the first write
 
@@ -131,8 +151,10 @@ class StoreWriter:
         an error on read (store_check), never silently the fill value."""
         from zarr.codecs import Crc32cCodec, ZstdCodec
 
-        return {"compressors": [ZstdCodec(level=self.compression_level), Crc32cCodec()],
-                "config": {"write_empty_chunks": True}}
+        return {
+            "compressors": [ZstdCodec(level=self.compression_level), Crc32cCodec()],
+            "config": {"write_empty_chunks": True},
+        }
 
     def write_block(self, images: np.ndarray) -> None:
         """Append crops; blocks of `shard_size` starting on a shard boundary write whole
@@ -174,8 +196,9 @@ class StoreWriter:
             values = np.asarray(values)
             if values.shape != shape:
                 raise ValueError(f"store {self.path}: {name} has shape {values.shape}, expected {shape}")
-            array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=(max(n, 1),) + shape[1:],
-                                            **self._codecs())
+            array = self.group.create_array(
+                name, shape=shape, dtype=dtype, chunks=(max(n, 1),) + shape[1:], **self._codecs()
+            )
             if n:
                 array[...] = values
 
@@ -204,8 +227,10 @@ class PoseStore:
         except Exception as exc:  # a truncated or edited zarr.json
             raise StoreDamage(f"{self.path}/zarr.json: unreadable store metadata ({exc}); convert again") from exc
         if self.attrs.get("schema_version") != SCHEMA_VERSION:
-            raise UserError(f"{self.path}: store schema version {self.attrs.get('schema_version')!r}, "
-                            f"this pose-pipeline reads version {SCHEMA_VERSION}; convert again")
+            raise UserError(
+                f"{self.path}: store schema version {self.attrs.get('schema_version')!r}, "
+                f"this pose-pipeline reads version {SCHEMA_VERSION}; convert again"
+            )
         missing = [name for name in self.array_names() if not (self.path / name / "zarr.json").is_file()]
         if missing:
             raise StoreDamage(f"{self.path}: arrays missing: {', '.join(missing)}; convert again")
@@ -232,8 +257,9 @@ class PoseStore:
         try:
             return self.group[name]
         except Exception as exc:
-            raise StoreDamage(f"{self.path}/{name}/zarr.json: unreadable array metadata ({exc}); "
-                              "convert again") from exc
+            raise StoreDamage(
+                f"{self.path}/{name}/zarr.json: unreadable array metadata ({exc}); convert again"
+            ) from exc
 
     @property
     def joint_set(self) -> JointSet:

@@ -33,8 +33,10 @@ def damage_message(store_path: Path, name: str, array, index: int, what: str) ->
     rows = chunk_rows(array)
     first, last = index * rows, min((index + 1) * rows, array.shape[0]) - 1
     kind = "shard" if array.shards else "chunk"
-    return (f"{store_path}: array {name}, {kind} {name}/{chunk_key(array, index)} (samples {first}-{last}): "
-            f"{what}; convert again")
+    return (
+        f"{store_path}: array {name}, {kind} {name}/{chunk_key(array, index)} (samples {first}-{last}): "
+        f"{what}; convert again"
+    )
 
 
 def missing_chunk_indices(store_path: Path, name: str, array, start: int, stop: int) -> list[int]:
@@ -65,7 +67,7 @@ def checked_read(store_path: Path, name: str, array, start: int, stop: int):
 def _read_problem(array, index: int) -> str:
     rows = chunk_rows(array)
     try:
-        array[index * rows:min((index + 1) * rows, array.shape[0])]
+        array[index * rows : min((index + 1) * rows, array.shape[0])]
     except Exception as exc:
         if "checksum" in str(exc).lower():
             return "checksum mismatch, the file is damaged"
@@ -86,8 +88,7 @@ def verify(store) -> list[str]:
             problems.append(f"{store.path}: array {name}: unreadable metadata ({exc}); convert again")
             continue
         if array.shape[0] != n:
-            problems.append(f"{store.path}: array {name} holds {array.shape[0]} samples, the store {n}; "
-                            "convert again")
+            problems.append(f"{store.path}: array {name} holds {array.shape[0]} samples, the store {n}; convert again")
             continue
         missing = set(missing_chunk_indices(store.path, name, array, 0, n))
         for i in range(-(-n // chunk_rows(array))):

@@ -20,12 +20,16 @@ def check_test_store(store, store_path, release_path: Path) -> None:
 
     attrs = store.attrs
     if attrs.get("format") != "mpii" or attrs.get("split") != "test":
-        raise UserError(f"{store_path}: a store of format {attrs.get('format')!r}, split {attrs.get('split')!r}; "
-                        f"expected MPII's test people (`convert mpii --split test`)")
+        raise UserError(
+            f"{store_path}: a store of format {attrs.get('format')!r}, split {attrs.get('split')!r}; "
+            f"expected MPII's test people (`convert mpii --split test`)"
+        )
     sources = attrs.get("sources") or [{}]
     if sources[0].get("sha256") != sha256_of(release_path):
-        raise UserError(f"{store_path}: converted from {sources[0].get('file')!r}, not from {release_path} (sha256 "
-                        "differs): the people would not match the release's annolist")
+        raise UserError(
+            f"{store_path}: converted from {sources[0].get('file')!r}, not from {release_path} (sha256 "
+            "differs): the people would not match the release's annolist"
+        )
 
 
 def write(release_path, store_path, preds_path, out) -> dict:
@@ -41,8 +45,10 @@ def write(release_path, store_path, preds_path, out) -> dict:
     preds = read_predictions(preds_path, joints=MPII)
     names = [str(name) for name in store.image_name]
     if len(preds) != len(names):
-        raise UserError(f"{preds_path}: {len(preds)} predictions, but the store {store_path} holds {len(names)} "
-                        "people: predictions of another store?")
+        raise UserError(
+            f"{preds_path}: {len(preds)} predictions, but the store {store_path} holds {len(names)} "
+            "people: predictions of another store?"
+        )
     check_image_names(preds_path, store_path, names)
     release = mpii_test.load_test_release(release_path)
     pred = mpii_test.submission_annolist(release, store.source_index, preds, names, what=str(preds_path))
@@ -51,8 +57,11 @@ def write(release_path, store_path, preds_path, out) -> dict:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--release", required=True,
-                   help="the MPII release .mat (RELEASE with annolist, img_train, single_person) the store came from")
+    p.add_argument(
+        "--release",
+        required=True,
+        help="the MPII release .mat (RELEASE with annolist, img_train, single_person) the store came from",
+    )
     p.add_argument("--store", required=True, help="the test people's store (`convert mpii --split test`)")
     p.add_argument("--preds", required=True, help="predict's predictions on that store (.mat `preds` or .csv)")
     p.add_argument("--out", required=True, help="the submission file (pred_keypoints_mpii.mat)")

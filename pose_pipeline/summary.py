@@ -72,10 +72,19 @@ def summarize(entries: list[dict], out_csv) -> list[dict]:
         epochs, elapsed = log.epochs_completed(), log.elapsed_s()
         metrics = metric_columns(read_score_json(entry["scores"], ("table",)))
         metric_order += [c for c in metrics if c not in metric_order]
-        rows.append({"experiment": entry["name"], "dataset": entry["dataset"], "format": entry["format"],
-                     "arch": entry["arch"], "stacks": entry["stacks"],
-                     "params": parameter_count(entry["model"]), "epochs": epochs,
-                     **metrics, "train_time_s": elapsed if math.isfinite(elapsed) else None})
+        rows.append(
+            {
+                "experiment": entry["name"],
+                "dataset": entry["dataset"],
+                "format": entry["format"],
+                "arch": entry["arch"],
+                "stacks": entry["stacks"],
+                "params": parameter_count(entry["model"]),
+                "epochs": epochs,
+                **metrics,
+                "train_time_s": elapsed if math.isfinite(elapsed) else None,
+            }
+        )
     header = [*FIXED_COLUMNS, *metric_order, "train_time_s"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -90,8 +99,9 @@ def summarize(entries: list[dict], out_csv) -> list[dict]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiments", required=True,
-                   help="JSON list of {name, dataset, format, arch, stacks, scores, log, model}")
+    p.add_argument(
+        "--experiments", required=True, help="JSON list of {name, dataset, format, arch, stacks, scores, log, model}"
+    )
     p.add_argument("--out", required=True, help="summary CSV")
 
 

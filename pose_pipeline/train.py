@@ -50,8 +50,16 @@ from pose_pipeline.loss import heatmap_loss
 from pose_pipeline.prefetch import Prefetcher, depth_for
 from pose_pipeline.training_log import open_tensorboard, write_log, write_tensorboard
 from pose_pipeline.training_setup import Run, announce, resume, setup, wrap_for_training
-from pose_pipeline.training_state import (CHECKPOINT_FORMAT, DeviceLoss, RunState, hours_minutes_seconds,
-                                          model_record, rng_state, save_checkpoint, seconds_left)
+from pose_pipeline.training_state import (
+    CHECKPOINT_FORMAT,
+    DeviceLoss,
+    RunState,
+    hours_minutes_seconds,
+    model_record,
+    rng_state,
+    save_checkpoint,
+    seconds_left,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +75,16 @@ PREFETCH_DEPTH = 8  # batches prepared ahead of the step: enough to ride out a s
 # ------------------------------------------------------------------------------ the run
 
 
-def train(settings: dict, train_store: str, val_store: str | None, out: str, device: str = "auto",
-          epochs: int | None = None, progress: bool = True, resume_from: str | None = None) -> dict:
+def train(
+    settings: dict,
+    train_store: str,
+    val_store: str | None,
+    out: str,
+    device: str = "auto",
+    epochs: int | None = None,
+    progress: bool = True,
+    resume_from: str | None = None,
+) -> dict:
     """Train as `settings` (model, training, evaluation, dataset: see
     config.experiment_settings) say.
 
@@ -97,8 +113,16 @@ def train(settings: dict, train_store: str, val_store: str | None, out: str, dev
             torch.distributed.destroy_process_group()
 
 
-def _train(world: World, settings: dict, train_store: str, val_store: str | None, out: Path,
-           epochs: int | None, progress: bool, resume_from: str | None) -> dict:
+def _train(
+    world: World,
+    settings: dict,
+    train_store: str,
+    val_store: str | None,
+    out: Path,
+    epochs: int | None,
+    progress: bool,
+    resume_from: str | None,
+) -> dict:
     run = setup(world, settings, train_store, val_store, out, epochs)
     state = resume(run, resume_from)
     announce(run)
@@ -136,8 +160,14 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
     run.net.train()
     skip = state.step - epoch * run.steps_per_epoch  # batches of this epoch done before a resume
     started, losses = time.monotonic(), DeviceLoss(run.world.device)
-    bar = tqdm(total=run.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{run.epochs}",
-               unit="step", disable=not (progress and run.world.main), mininterval=5)
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        initial=skip,
+        desc=f"epoch {epoch + 1}/{run.epochs}",
+        unit="step",
+        disable=not (progress and run.world.main),
+        mininterval=5,
+    )
     for batch in itertools.islice(batches, run.steps_per_epoch - skip):
         losses.add(train_step(run, batch), state.step)
         state.step += 1
@@ -150,12 +180,20 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
     mean = read_loss(run, losses)
     bar.close()
     seconds = time.monotonic() - started
-    return {"epoch": epoch + 1, "step": state.step, "train_loss": mean, "val_loss": "", "val_score": "",
-            "val_metric": "", "images_per_s": losses.steps * run.loader.global_batch_size / max(seconds, 1e-9)}
+    return {
+        "epoch": epoch + 1,
+        "step": state.step,
+        "train_loss": mean,
+        "val_loss": "",
+        "val_score": "",
+        "val_metric": "",
+        "images_per_s": losses.steps * run.loader.global_batch_size / max(seconds, 1e-9),
+    }
 
 
-def run_batches(run: Run, first_epoch: int, skip: int, depth: int | None = None,
-                host_warp: bool | None = None) -> Prefetcher:
+def run_batches(
+    run: Run, first_epoch: int, skip: int, depth: int | None = None, host_warp: bool | None = None
+) -> Prefetcher:
     """The batches of epochs `first_epoch`.. of the run, from batch `skip` of the first, `depth`
     ahead in a background thread (0: the serial loop, in the caller's thread; default
     PREFETCH_DEPTH on an accelerator, 0 on the CPU: `prefetch.depth_for`).
@@ -174,17 +212,24 @@ def run_batches(run: Run, first_epoch: int, skip: int, depth: int | None = None,
         step, (images, index) = item
         # Augmentation of the global batch drawn from (seed, step), this rank's part taken:
         # a resumed run, and any number of ranks, give each sample the same.
-        params = run.augmentation.sample(np.random.default_rng([training["seed"], step]),
-                                         run.loader.global_batch_size)
-        batch = prepare_batch(images, run.keypoints_canvas[index], run.store.visible[index], run.store, run.codec,
-                              augmentation=run.augmentation, params={k: v[mine] for k, v in params.items()})
+        params = run.augmentation.sample(np.random.default_rng([training["seed"], step]), run.loader.global_batch_size)
+        batch = prepare_batch(
+            images,
+            run.keypoints_canvas[index],
+            run.store.visible[index],
+            run.store,
+            run.codec,
+            augmentation=run.augmentation,
+            params={k: v[mine] for k, v in params.items()},
+        )
         return finish_batch(batch, run.codec, world.device, "cv2") if host_warp else batch
 
     pinned = world.device.type == "cuda"
     allocate = (lambda shape: torch.empty(shape, dtype=torch.uint8, pin_memory=True)) if pinned else None
     loader = run.loader.epochs(first_epoch, run.epochs, allocate, read_ahead=depth > 0)
-    return Prefetcher(_skipping(loader, skip, first_epoch * run.steps_per_epoch), prepare, depth,
-                      name=f"batches-rank{world.rank}")
+    return Prefetcher(
+        _skipping(loader, skip, first_epoch * run.steps_per_epoch), prepare, depth, name=f"batches-rank{world.rank}"
+    )
 
 
 def _skipping(batches, skip: int, first_step: int):
@@ -197,8 +242,9 @@ def _skipping(batches, skip: int, first_step: int):
 def train_step(run: Run, batch) -> torch.Tensor:
     """One optimiser step on this rank's part of the global batch; returns its loss, on the
     device (the mean over the rank's samples)."""
-    x, targets, weights = batch if isinstance(batch, tuple) else finish_batch(batch, run.codec, run.world.device,
-                                                                             "torch")
+    x, targets, weights = (
+        batch if isinstance(batch, tuple) else finish_batch(batch, run.codec, run.world.device, "torch")
+    )
     with autocast(run.world.device):
         outputs = run.net(x.contiguous(memory_format=run.memory_format))
     # The mean over this rank's part: DDP averages gradients over ranks of equal
@@ -216,9 +262,11 @@ def read_loss(run: Run, losses: DeviceLoss) -> float:
     checkpoint of a later step is written, so the last good one is kept."""
     mean, bad, value = losses.read(run.world.distributed, run.world.size)
     if bad is not None:
-        raise NonFiniteLoss(f"loss is {value if not run.world.distributed else 'not finite'} at epoch "
-                            f"{bad // run.steps_per_epoch + 1}, step {bad + 1}; the last good checkpoint "
-                            f"{run.last_path} is kept (lower the learning rate?)")
+        raise NonFiniteLoss(
+            f"loss is {value if not run.world.distributed else 'not finite'} at epoch "
+            f"{bad // run.steps_per_epoch + 1}, step {bad + 1}; the last good checkpoint "
+            f"{run.last_path} is kept (lower the learning rate?)"
+        )
     return mean
 
 
@@ -226,8 +274,9 @@ def validate(run: Run) -> dict:
     """Validation loss and the dataset's own metric (metrics.validation_score: PCKh@0.5 for
     MPII, PCK@0.2 for LSP and COCO) with the experiment's evaluation batch size and blur."""
     val = run.val
-    preds, _, loss = predict_store(run.model, val, run.codec, flip_test=False,
-                                   batch_size=run.evaluation["batch_size"], device=run.world.device)
+    preds, _, loss = predict_store(
+        run.model, val, run.codec, flip_test=False, batch_size=run.evaluation["batch_size"], device=run.world.device
+    )
     metric, score = metrics.validation_score(preds, val.keypoints, val.visible, val.head_size, run.store.joint_set)
     return {"val_loss": loss, "val_score": score, "val_metric": metric}
 
@@ -237,10 +286,18 @@ def record_epoch(run: Run, state: RunState, row: dict) -> None:
     row["elapsed_s"] = state.elapsed()
     state.log_rows.append(row)
     left = seconds_left(row["elapsed_s"], row["epoch"], run.epochs)
-    log.info("epoch %d/%d: train loss %.3e, val loss %s, val %s %s, %.1f images/s, %s elapsed, %s left",
-             row["epoch"], run.epochs, row["train_loss"], _fmt(row["val_loss"]), row["val_metric"] or "score",
-             _fmt(row["val_score"]), row["images_per_s"], hours_minutes_seconds(row["elapsed_s"]),
-             hours_minutes_seconds(left))
+    log.info(
+        "epoch %d/%d: train loss %.3e, val loss %s, val %s %s, %.1f images/s, %s elapsed, %s left",
+        row["epoch"],
+        run.epochs,
+        row["train_loss"],
+        _fmt(row["val_loss"]),
+        row["val_metric"] or "score",
+        _fmt(row["val_score"]),
+        row["images_per_s"],
+        hours_minutes_seconds(row["elapsed_s"]),
+        hours_minutes_seconds(left),
+    )
     write_log(run.out / "log.csv", state.log_rows)
     write_tensorboard(run.tensorboard, row)
 
@@ -251,19 +308,37 @@ def save_epoch_checkpoints(run: Run, state: RunState, row: dict) -> None:
     if not validated or state.improves(row["val_score"]):
         state.best_score = row["val_score"] if validated else None
         state.best_epoch = row["epoch"]
-        save_checkpoint(run.best_path, model_record(run.model, run.settings, run.store.joint_set, run.codec,
-                                                    row["epoch"], state.step, val_score=row["val_score"],
-                                                    val_metric=row["val_metric"]))
+        save_checkpoint(
+            run.best_path,
+            model_record(
+                run.model,
+                run.settings,
+                run.store.joint_set,
+                run.codec,
+                row["epoch"],
+                state.step,
+                val_score=row["val_score"],
+                val_metric=row["val_metric"],
+            ),
+        )
     save_checkpoint(run.last_path, checkpoint_state(run, state))
 
 
 def checkpoint_state(run: Run, state: RunState) -> dict:
     """last.pt: the model record plus all a resume needs (optimiser, scheduler, RNG, RunState)."""
-    record = model_record(run.model, run.settings, run.store.joint_set, run.codec,
-                          state.epochs_done(run.steps_per_epoch), state.step)
-    return {**record, "format": CHECKPOINT_FORMAT, "run_hash": run.run_hash,
-            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-            **rng_state(), "world_size": run.world.size, **state.to_checkpoint()}
+    record = model_record(
+        run.model, run.settings, run.store.joint_set, run.codec, state.epochs_done(run.steps_per_epoch), state.step
+    )
+    return {
+        **record,
+        "format": CHECKPOINT_FORMAT,
+        "run_hash": run.run_hash,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        **rng_state(),
+        "world_size": run.world.size,
+        **state.to_checkpoint(),
+    }
 
 
 def finish(run: Run, state: RunState) -> dict:
@@ -272,12 +347,27 @@ def finish(run: Run, state: RunState) -> dict:
         run.tensorboard.close()
     if run.world.main:
         write_log(run.out / "log.csv", state.log_rows)
-        save_checkpoint(run.out / "model.pt", model_record(run.model, run.settings, run.store.joint_set, run.codec,
-                                                           run.epochs, state.step, settings_hash=run.run_hash))
+        save_checkpoint(
+            run.out / "model.pt",
+            model_record(
+                run.model,
+                run.settings,
+                run.store.joint_set,
+                run.codec,
+                run.epochs,
+                state.step,
+                settings_hash=run.run_hash,
+            ),
+        )
     metrics_named = [r["val_metric"] for r in state.log_rows if r.get("val_metric")]
-    return {"epochs": run.epochs, "steps": state.step, "best_score": state.best_score,
-            "best_epoch": state.best_epoch, "best_metric": metrics_named[-1] if metrics_named else None,
-            "model": str(run.out / "model.pt")}
+    return {
+        "epochs": run.epochs,
+        "steps": state.step,
+        "best_score": state.best_score,
+        "best_epoch": state.best_epoch,
+        "best_metric": metrics_named[-1] if metrics_named else None,
+        "model": str(run.out / "model.pt"),
+    }
 
 
 def _fmt(value) -> str:
@@ -295,13 +385,20 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-store", help="validation store (default: results/stores/<dataset>/val.zarr)")
     p.add_argument("--out", help="output folder (default: results/train/<experiment>)")
     p.add_argument("--epochs", type=_positive, help="override the configured number of epochs")
-    p.add_argument("--resume", help="continue from this checkpoint (this project's or PyTorch-Pose's) "
-                                    "when --out holds no checkpoint of this run")
+    p.add_argument(
+        "--resume",
+        help="continue from this checkpoint (this project's or PyTorch-Pose's) "
+        "when --out holds no checkpoint of this run",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device")
-    p.add_argument("--nproc", default="1", type=_nproc,
-                   help="data-parallel processes on this node (DDP through torch's elastic launcher: one per "
-                        "GPU, NCCL; gloo on CPU); batch_size is per process. 'auto': one per GPU of the job "
-                        "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES); 1: a plain process")
+    p.add_argument(
+        "--nproc",
+        default="1",
+        type=_nproc,
+        help="data-parallel processes on this node (DDP through torch's elastic launcher: one per "
+        "GPU, NCCL; gloo on CPU); batch_size is per process. 'auto': one per GPU of the job "
+        "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES); 1: a plain process",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar per epoch")
 
 
@@ -322,10 +419,17 @@ def _nproc(value: str) -> int | str:
 def worker_args(args: argparse.Namespace) -> list[str]:
     """The command line of one rank: these arguments, less --nproc."""
     argv = []
-    for flag, value in (("--experiment", args.experiment), ("--config", args.config),
-                        ("--settings", args.settings), ("--train-store", args.train_store),
-                        ("--val-store", args.val_store), ("--out", args.out), ("--epochs", args.epochs),
-                        ("--resume", args.resume), ("--device", args.device)):
+    for flag, value in (
+        ("--experiment", args.experiment),
+        ("--config", args.config),
+        ("--settings", args.settings),
+        ("--train-store", args.train_store),
+        ("--val-store", args.val_store),
+        ("--out", args.out),
+        ("--epochs", args.epochs),
+        ("--resume", args.resume),
+        ("--device", args.device),
+    ):
         if value is not None:
             argv += [flag, str(value)]
     return argv + ([] if args.progress else ["--no-progress"])
@@ -345,8 +449,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.experiment:
         config = load_config(args.config)
         if args.experiment not in config["experiments"]:
-            raise UserError(f"{args.config}: no experiment {args.experiment!r}; "
-                            f"defined: {', '.join(config['experiments'])}")
+            raise UserError(
+                f"{args.config}: no experiment {args.experiment!r}; defined: {', '.join(config['experiments'])}"
+            )
         settings = experiment_settings(config, args.experiment)
     else:
         raise UserError("name an experiment (--experiment NAME [--config FILE]) or pass --settings JSON")
@@ -362,8 +467,16 @@ def run(args: argparse.Namespace) -> int:
     nproc = auto_nproc() if args.nproc == "auto" else args.nproc
     if nproc > 1:
         return launch_ranks(nproc, device, ["train"] + worker_args(args), getattr(args, "verbose", False))
-    summary = train(settings, train_store, val_store, args.out or f"results/train/{name}",
-                    device, args.epochs, args.progress, args.resume)
+    summary = train(
+        settings,
+        train_store,
+        val_store,
+        args.out or f"results/train/{name}",
+        device,
+        args.epochs,
+        args.progress,
+        args.resume,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{summary['model']}: {summary['epochs']} epochs, {summary['steps']} steps, {_best(summary)}")
     return 0

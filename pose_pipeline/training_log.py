@@ -32,12 +32,16 @@ from pose_pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_score", "val_metric", "lr", "images_per_s",
-           "elapsed_s")
+COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_score", "val_metric", "lr", "images_per_s", "elapsed_s")
 TEXT_COLUMNS = ("val_metric",)
 LEGACY_NAMES = {"val_pckh": "val_score"}  # old name -> current name
-TENSORBOARD_TAGS = {"train_loss": "train/loss", "val_loss": "val/loss", "val_score": "val/score", "lr": "lr",
-                    "images_per_s": "images_per_s"}
+TENSORBOARD_TAGS = {
+    "train_loss": "train/loss",
+    "val_loss": "val/loss",
+    "val_score": "val/score",
+    "lr": "lr",
+    "images_per_s": "images_per_s",
+}
 
 
 def upgrade_row(row: dict) -> dict:
@@ -112,9 +116,12 @@ class TrainingLog:
                 if math.isfinite(row.get(column, math.nan)):
                     values.append(row[column])
         order = sorted(epochs)
-        result = {"epoch": np.array(order, dtype=np.float64),
-                  "train_loss": np.array([np.mean(epochs[e]["train_loss"]) if epochs[e]["train_loss"] else np.nan
-                                          for e in order])}
+        result = {
+            "epoch": np.array(order, dtype=np.float64),
+            "train_loss": np.array(
+                [np.mean(epochs[e]["train_loss"]) if epochs[e]["train_loss"] else np.nan for e in order]
+            ),
+        }
         for column in ("val_loss", "val_score"):
             result[column] = np.array([epochs[e][column][-1] if epochs[e][column] else np.nan for e in order])
         return result

@@ -109,8 +109,7 @@ class Run:
         _voice(self.world)(*args)
 
 
-def setup(world: World, settings: dict, train_store: str, val_store: str | None, out: Path,
-          epochs: int | None) -> Run:
+def setup(world: World, settings: dict, train_store: str, val_store: str | None, out: Path, epochs: int | None) -> Run:
     """This process's threads and seed, the stores, loader, codec, model and optimiser."""
     training = settings["training"]
     if epochs is not None and epochs < 1:
@@ -121,21 +120,33 @@ def setup(world: World, settings: dict, train_store: str, val_store: str | None,
         torch.set_num_threads(training["num_threads"])
     torch.manual_seed(training["seed"])
     store = open_store(train_store)
-    loader = ShardBatches(store, training["batch_size"], seed=training["seed"], rank=world.rank,
-                          world_size=world.size)
+    loader = ShardBatches(store, training["batch_size"], seed=training["seed"], rank=world.rank, world_size=world.size)
     if loader.batches_per_epoch() == 0:
-        raise UserError(f"{train_store}: {len(store)} samples, fewer than one batch of {loader.global_batch_size}"
-                        + (f" ({training['batch_size']} per rank x {world.size} ranks)" if world.distributed else ""))
+        raise UserError(
+            f"{train_store}: {len(store)} samples, fewer than one batch of {loader.global_batch_size}"
+            + (f" ({training['batch_size']} per rank x {world.size} ranks)" if world.distributed else "")
+        )
     evaluation = evaluation_settings(settings)
     model = setup_model(settings, store.joint_set, world)
     optimizer = make_optimizer(model, training)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, training["schedule"], epochs))
-    return Run(settings=settings, world=world, out=out, epochs=epochs, store=store,
-               val=open_validation_store(val_store, store) if val_store and world.main else None, loader=loader,
-               codec=HeatmapCodec.from_settings(training, evaluation), evaluation=evaluation, model=model,
-               optimizer=optimizer, scheduler=scheduler,
-               run_hash=settings_hash(run_identity(settings, epochs, store, world.size)),
-               keypoints_canvas=store.keypoints_in_canvas(), augmentation=Augmentation(**training["augmentation"]))
+    return Run(
+        settings=settings,
+        world=world,
+        out=out,
+        epochs=epochs,
+        store=store,
+        val=open_validation_store(val_store, store) if val_store and world.main else None,
+        loader=loader,
+        codec=HeatmapCodec.from_settings(training, evaluation),
+        evaluation=evaluation,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        run_hash=settings_hash(run_identity(settings, epochs, store, world.size)),
+        keypoints_canvas=store.keypoints_in_canvas(),
+        augmentation=Augmentation(**training["augmentation"]),
+    )
 
 
 def open_validation_store(path: str, train: PoseStore) -> PoseStore:
@@ -143,8 +154,9 @@ def open_validation_store(path: str, train: PoseStore) -> PoseStore:
     now, not after an epoch), its joint set the training store's, and at least one sample."""
     val = open_store(path)
     if val.joint_set != train.joint_set:
-        raise UserError(f"{path}: joint set {val.joint_set.name}, but the training store {train.path} has "
-                        f"{train.joint_set.name}")
+        raise UserError(
+            f"{path}: joint set {val.joint_set.name}, but the training store {train.path} has {train.joint_set.name}"
+        )
     if len(val) == 0:
         raise UserError(f"{path}: no samples to validate on")
     for name in ("keypoints", "visible", "affine", "head_size"):
@@ -181,8 +193,14 @@ def resume(run: Run, resume_from: str | None) -> RunState:
         restore_rng(saved)
         state, source = RunState.from_checkpoint(saved), run.last_path
     elif resume_from:
-        epochs_done = load_external(resume_from, run.model, {**run.settings["model"], "joints": run.num_joints},
-                                    run.optimizer, run.scheduler, run.store.joint_set)
+        epochs_done = load_external(
+            resume_from,
+            run.model,
+            {**run.settings["model"], "joints": run.num_joints},
+            run.optimizer,
+            run.scheduler,
+            run.store.joint_set,
+        )
         state, source = RunState(step=epochs_done * run.steps_per_epoch), resume_from
     else:
         return RunState()
@@ -193,10 +211,21 @@ def resume(run: Run, resume_from: str | None) -> RunState:
 def announce(run: Run) -> None:
     """One line saying what is trained, on what, for how long, with which batches."""
     training, world = run.training, run.world
-    run.info("training %s (%s, %.2f M parameters) on %s: %d samples, %d epochs of %d steps, world size %d "
-             "(batch %d = %d per rank x %d)", run.settings.get("name", "model"), run.settings["model"]["arch"],
-             sum(p.numel() for p in run.model.parameters()) / 1e6, world.device, len(run.store), run.epochs,
-             run.steps_per_epoch, world.size, run.loader.global_batch_size, training["batch_size"], world.size)
+    run.info(
+        "training %s (%s, %.2f M parameters) on %s: %d samples, %d epochs of %d steps, world size %d "
+        "(batch %d = %d per rank x %d)",
+        run.settings.get("name", "model"),
+        run.settings["model"]["arch"],
+        sum(p.numel() for p in run.model.parameters()) / 1e6,
+        world.device,
+        len(run.store),
+        run.epochs,
+        run.steps_per_epoch,
+        world.size,
+        run.loader.global_batch_size,
+        training["batch_size"],
+        world.size,
+    )
 
 
 def wrap_for_training(run: Run) -> torch.nn.Module:
@@ -205,7 +234,8 @@ def wrap_for_training(run: Run) -> torch.nn.Module:
     if run.world.distributed:
         device = run.world.device
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
     return torch.compile(net) if run.training.get("compile") else net
 
 

@@ -61,11 +61,16 @@ class RunState:
         return self.best_score is None or score > self.best_score
 
     def to_checkpoint(self) -> dict:
-        return {"step": self.step, "log_rows": self.log_rows, "best_score": self.best_score,
-                "best_epoch": self.best_epoch, "elapsed_s": self.elapsed()}
+        return {
+            "step": self.step,
+            "log_rows": self.log_rows,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "elapsed_s": self.elapsed(),
+        }
 
     @classmethod
-    def from_checkpoint(cls, state: dict) -> "RunState":
+    def from_checkpoint(cls, state: dict) -> RunState:
         rows = [upgrade_row(r) for r in state["log_rows"]]
         if "best_score" in state:
             best_score, best_epoch = state["best_score"], state.get("best_epoch")
@@ -82,7 +87,7 @@ def seconds_left(elapsed_s: float, epochs_done: int, epochs: int) -> float:
 
 
 def hours_minutes_seconds(seconds: float) -> str:
-    """"1:02:03", "0:00:41": the epoch log line's durations."""
+    """ "1:02:03", "0:00:41": the epoch log line's durations."""
     minutes, second = divmod(round(seconds), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{second:02d}"
 
@@ -145,8 +150,12 @@ def restore_rng(saved: dict) -> None:
         return
     count = torch.cuda.device_count()
     if len(cuda) != count:
-        log.warning("checkpoint has the RNG state of %d CUDA devices, this machine %d: restoring the first %d",
-                    len(cuda), count, min(len(cuda), count))
+        log.warning(
+            "checkpoint has the RNG state of %d CUDA devices, this machine %d: restoring the first %d",
+            len(cuda),
+            count,
+            min(len(cuda), count),
+        )
     torch.cuda.set_rng_state_all(cuda[:count])
 
 
@@ -161,14 +170,23 @@ def save_checkpoint(path: Path, state: dict) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def model_record(model: torch.nn.Module, settings: dict, joints: JointSet, codec: HeatmapCodec,
-                 epoch: int, step: int, **extra) -> dict:
+def model_record(
+    model: torch.nn.Module, settings: dict, joints: JointSet, codec: HeatmapCodec, epoch: int, step: int, **extra
+) -> dict:
     """The saved model: weights, architecture, its joint set (names, flip pairs, edges), the
     codec's sizes, the run's settings and where in the run it was taken (plus `extra` keys)."""
-    return {"model_config": {**settings["model"], "joints": joints.num_joints}, "joint_set": joints.to_dict(),
-            "state_dict": model.state_dict(),
-            "input_size": codec.input_size, "heatmap_size": codec.heatmap_size, "sigma": codec.sigma,
-            "settings": settings, "epoch": epoch, "step": step, **extra}
+    return {
+        "model_config": {**settings["model"], "joints": joints.num_joints},
+        "joint_set": joints.to_dict(),
+        "state_dict": model.state_dict(),
+        "input_size": codec.input_size,
+        "heatmap_size": codec.heatmap_size,
+        "sigma": codec.sigma,
+        "settings": settings,
+        "epoch": epoch,
+        "step": step,
+        **extra,
+    }
 
 
 def load_resume_state(path: Path, run_hash: str) -> dict | None:
@@ -209,8 +227,7 @@ def load_external(path, model, model_config: dict, optimizer, scheduler, joints:
 
 def store_fingerprint(store: PoseStore) -> dict:
     """What identifies the training data: a regenerated store must not resume old weights."""
-    return {"sources": store.attrs.get("sources"), "num_samples": len(store),
-            "converter": store.attrs.get("converter")}
+    return {"sources": store.attrs.get("sources"), "num_samples": len(store), "converter": store.attrs.get("converter")}
 
 
 def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int) -> dict:

@@ -82,8 +82,9 @@ def check_dataset_files(config: dict, name: str) -> None:
     if "synthetic" in ds:
         return
     keys = ("annotations", "images", "val_split", "val_annotations", "val_images")
-    missing = [f"datasets.{name}.{key}: {ds[key]} does not exist"
-               for key in keys if ds.get(key) and not Path(ds[key]).exists()]
+    missing = [
+        f"datasets.{name}.{key}: {ds[key]} does not exist" for key in keys if ds.get(key) and not Path(ds[key]).exists()
+    ]
     if missing:
         raise UserError("dataset files are missing (point the config at your copy):\n  " + "\n  ".join(missing))
 
@@ -99,10 +100,16 @@ def summary_entries(config: dict, names, paths: dict) -> list[dict]:
     entries = []
     for name in names:
         exp = config["experiments"][name]
-        entries.append({"name": name, "dataset": exp["dataset"],
-                        "format": config["datasets"][exp["dataset"]]["format"],
-                        "arch": exp["model"]["arch"], "stacks": exp["model"]["stacks"],
-                        **{key: template.format(experiment=name) for key, template in paths.items()}})
+        entries.append(
+            {
+                "name": name,
+                "dataset": exp["dataset"],
+                "format": config["datasets"][exp["dataset"]]["format"],
+                "arch": exp["model"]["arch"],
+                "stacks": exp["model"]["stacks"],
+                **{key: template.format(experiment=name) for key, template in paths.items()},
+            }
+        )
     return entries
 
 
@@ -136,8 +143,11 @@ def original_images(config: dict, dataset: str) -> str:
 def infer_inputs(config: dict, experiment: str, imageset: str) -> dict:
     """The `infer` rule's inputs: the experiment's model, the image set's images (and boxes)."""
     images = config["imagesets"][imageset]
-    return {"model": f"results/train/{experiment}/model.pt", "images": images["images"],
-            **({"boxes": images["boxes"]} if images.get("boxes") else {})}
+    return {
+        "model": f"results/train/{experiment}/model.pt",
+        "images": images["images"],
+        **({"boxes": images["boxes"]} if images.get("boxes") else {}),
+    }
 
 
 def boxes_option(config: dict, imageset: str) -> str:

@@ -19,9 +19,17 @@ import tempfile
 import time
 
 # Flags that work on these machines (no sandbox as root, no GPU, nothing fetched from outside).
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-pipe",
+]
 
 
 def find_chromium() -> str | None:
@@ -43,9 +51,19 @@ class Browser:
         # bash (dash refuses fds above 9) puts our pipe ends on the fds Chromium expects, then
         # becomes Chromium
         self.process = subprocess.Popen(
-            ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}', executable, *FLAGS,
-             f"--user-data-dir={self.profile}", "about:blank"],
-            pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL, stderr=self._stderr)
+            [
+                "bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}',
+                executable,
+                *FLAGS,
+                f"--user-data-dir={self.profile}",
+                "about:blank",
+            ],
+            pass_fds=(to_browser, from_browser),
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._next_id, self.events = b"", 0, []
@@ -69,8 +87,7 @@ class Browser:
         """The first event `method` of `session` not yet waited for."""
         while True:
             for event in self.events:
-                if event.get("method") == method and event.get("sessionId") == session \
-                        and not event.get("_seen"):
+                if event.get("method") == method and event.get("sessionId") == session and not event.get("_seen"):
                     event["_seen"] = True
                     return event
             self.events.append(self._receive(method))
@@ -84,20 +101,23 @@ class Browser:
             chunk = os.read(self._replies, 1 << 20)
             if not chunk:
                 self._stderr.seek(0)
-                raise RuntimeError(f"Chromium exited ({self.process.poll()}): "
-                                   f"{self._stderr.read().decode(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"Chromium exited ({self.process.poll()}): {self._stderr.read().decode(errors='replace')[-2000:]}"
+                )
             self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
 
-    def page(self, url: str, width: int = 1400, height: int = 900) -> "Page":
+    def page(self, url: str, width: int = 1400, height: int = 900) -> Page:
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, session)
         for domain in ("Page", "Runtime", "Log"):
             page.call(f"{domain}.enable")
-        page.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        page.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         page.call("Page.navigate", {"url": url})
         self.wait_for("Page.loadEventFired", session)
         return page
@@ -118,7 +138,7 @@ class Browser:
             self._stderr.close()
             shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -134,8 +154,7 @@ class Page:
 
     def evaluate(self, expression: str):
         """The value of a JavaScript expression (awaited when it is a promise)."""
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -144,8 +163,9 @@ class Page:
         """The pixels of `clip` ({x, y, width, height} in CSS pixels) as a PIL image."""
         from PIL import Image
 
-        data = self.call("Page.captureScreenshot", {"format": "png", "clip": {**clip, "scale": 1},
-                                                    "captureBeyondViewport": True})["data"]
+        data = self.call(
+            "Page.captureScreenshot", {"format": "png", "clip": {**clip, "scale": 1}, "captureBeyondViewport": True}
+        )["data"]
         return Image.open(io.BytesIO(base64.b64decode(data)))
 
     @property

@@ -29,8 +29,7 @@ def shared_fixtures() -> Path:
     return _shared_dir("fixtures")
 
 
-def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8,
-                      seed: int = 0):
+def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0):
     """A small MPII-layout store of random crops and poses (for mechanics, not accuracy)."""
     import numpy as np
 
@@ -39,21 +38,39 @@ def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_
     from pose_pipeline.store import StoreWriter
 
     rng = np.random.default_rng(seed)
-    writer = StoreWriter(path, num_samples, MPII, canvas_size, shard_size,
-                         attrs={"dataset": "random", "split": "train", "format": "mpii", "pixel_origin": 1.0,
-                                "context": 1.5, "converter": {}, "sources": [{"file": "random", "sha256": "0"}]})
+    writer = StoreWriter(
+        path,
+        num_samples,
+        MPII,
+        canvas_size,
+        shard_size,
+        attrs={
+            "dataset": "random",
+            "split": "train",
+            "format": "mpii",
+            "pixel_origin": 1.0,
+            "context": 1.5,
+            "converter": {},
+            "sources": [{"file": "random", "sha256": "0"}],
+        },
+    )
     images = rng.integers(0, 256, (num_samples, canvas_size, canvas_size, 3), dtype=np.uint8)
     for start in range(0, num_samples, shard_size):
-        writer.write_block(images[start:start + shard_size])
+        writer.write_block(images[start : start + shard_size])
     center = rng.uniform(100, 200, (num_samples, 2))
     scale = rng.uniform(0.8, 1.2, num_samples)
     affine = geometry.crop_affine(center - 1.0, 200 * scale * 1.5, canvas_size)
     keypoints = center[:, None] + rng.uniform(-80, 80, (num_samples, MPII.num_joints, 2)) * scale[:, None, None]
-    writer.set_metadata(keypoints=keypoints.astype(np.float32),
-                        visible=(rng.random((num_samples, MPII.num_joints)) > 0.1).astype(np.uint8),
-                        affine=affine, center=center, scale=scale, head_size=np.full(num_samples, 30.0),
-                        image_name=np.array([f"{i:04d}.jpg" for i in range(num_samples)], dtype=str),
-                        source_index=np.stack([np.arange(num_samples), np.zeros(num_samples, int)], 1))
+    writer.set_metadata(
+        keypoints=keypoints.astype(np.float32),
+        visible=(rng.random((num_samples, MPII.num_joints)) > 0.1).astype(np.uint8),
+        affine=affine,
+        center=center,
+        scale=scale,
+        head_size=np.full(num_samples, 30.0),
+        image_name=np.array([f"{i:04d}.jpg" for i in range(num_samples)], dtype=str),
+        source_index=np.stack([np.arange(num_samples), np.zeros(num_samples, int)], 1),
+    )
     return writer.commit()
 
 
@@ -67,12 +84,26 @@ def settings(**training) -> dict:
     `training` overrides, for the training tests."""
     from pose_pipeline.config import experiment_settings, validate_config
 
-    config = validate_config({
-        "datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
-        "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass", "stacks": 1, "features": 16},
-                              "training": {"epochs": 2, "batch_size": 4, "input_size": 64, "heatmap_size": 16,
-                                           "checkpoint_every": 2, "num_threads": 1, **training}}},
-    })
+    config = validate_config(
+        {
+            "datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
+            "experiments": {
+                "e": {
+                    "dataset": "d",
+                    "model": {"arch": "hourglass", "stacks": 1, "features": 16},
+                    "training": {
+                        "epochs": 2,
+                        "batch_size": 4,
+                        "input_size": 64,
+                        "heatmap_size": 16,
+                        "checkpoint_every": 2,
+                        "num_threads": 1,
+                        **training,
+                    },
+                }
+            },
+        }
+    )
     return experiment_settings(config, "e")
 
 
@@ -83,25 +114,45 @@ TINY = {
     "default_experiments": ["tiny"],
     "device": "cpu",
     "plots": {"skeleton_count": 4, "dpi": 40},
-    "datasets": {"demo": {"format": "mpii", "synthetic": {"seed": 3, "train": 24, "val": 8, "test": 4,
-                                                               "image_size": 96},
-                          "canvas_size": 96, "shard_size": 8}},
-    "experiments": {"tiny": {"dataset": "demo",
-                             "model": {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16},
-                             "training": {"epochs": 1, "batch_size": 8, "input_size": 64, "heatmap_size": 16,
-                                          "num_threads": 1},
-                             "evaluation": {"batch_size": 8}}},
+    "datasets": {
+        "demo": {
+            "format": "mpii",
+            "synthetic": {"seed": 3, "train": 24, "val": 8, "test": 4, "image_size": 96},
+            "canvas_size": 96,
+            "shard_size": 8,
+        }
+    },
+    "experiments": {
+        "tiny": {
+            "dataset": "demo",
+            "model": {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16},
+            "training": {"epochs": 1, "batch_size": 8, "input_size": 64, "heatmap_size": 16, "num_threads": 1},
+            "evaluation": {"batch_size": 8},
+        }
+    },
 }
 # The published predictions of the shared MPII sample draw the reference curve when present.
 REFERENCE = SHARED / "data" / "mpii_sample" / "detections_our_format.mat"
 if REFERENCE.exists():
     TINY["datasets"]["demo"]["reference_predictions"] = str(REFERENCE)
-OUTPUTS = ["results/data/demo/mpii_release.mat", "results/stores/demo/train.zarr", "results/stores/demo/val.zarr",
-           "results/train/tiny/model.pt", "results/train/tiny/log.csv", "results/predict/tiny/preds.mat",
-           "results/predict/tiny/preds.csv", "results/pckh/tiny.csv", "results/pckh/tiny.json",
-           "results/plots/tiny/curves.png", "results/plots/tiny/pckh.png", "results/plots/tiny/skeletons.png",
-           "results/plots/tiny/joints.png", "results/plots/tiny/examples.png", "results/summary.csv",
-           "results/plots/pckh_all.png"] + (["results/pckh/reference/demo.json"] if REFERENCE.exists() else [])
+OUTPUTS = [
+    "results/data/demo/mpii_release.mat",
+    "results/stores/demo/train.zarr",
+    "results/stores/demo/val.zarr",
+    "results/train/tiny/model.pt",
+    "results/train/tiny/log.csv",
+    "results/predict/tiny/preds.mat",
+    "results/predict/tiny/preds.csv",
+    "results/pckh/tiny.csv",
+    "results/pckh/tiny.json",
+    "results/plots/tiny/curves.png",
+    "results/plots/tiny/pckh.png",
+    "results/plots/tiny/skeletons.png",
+    "results/plots/tiny/joints.png",
+    "results/plots/tiny/examples.png",
+    "results/summary.csv",
+    "results/plots/pckh_all.png",
+] + (["results/pckh/reference/demo.json"] if REFERENCE.exists() else [])
 
 
 def snakemake(workdir: Path, *args: str) -> str:
@@ -110,8 +161,18 @@ def snakemake(workdir: Path, *args: str) -> str:
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
-               "--directory", str(workdir), "--cores", "2", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
     if done.returncode != 0:
@@ -181,9 +242,17 @@ def loss_exploding_at(real_loss, calls: tuple, factor: float):
 
 # A COCO-format file with its own skeleton, made from the real COCO sample: 9 of COCO's 17
 # keypoints, nose renamed "head", in another order, with a skeleton of its own (1-based).
-CUSTOM_KEYPOINTS = {"head": "nose", "right_shoulder": "right_shoulder", "left_shoulder": "left_shoulder",
-                    "left_elbow": "left_elbow", "right_elbow": "right_elbow", "left_wrist": "left_wrist",
-                    "right_wrist": "right_wrist", "left_hip": "left_hip", "right_hip": "right_hip"}
+CUSTOM_KEYPOINTS = {
+    "head": "nose",
+    "right_shoulder": "right_shoulder",
+    "left_shoulder": "left_shoulder",
+    "left_elbow": "left_elbow",
+    "right_elbow": "right_elbow",
+    "left_wrist": "left_wrist",
+    "right_wrist": "right_wrist",
+    "left_hip": "left_hip",
+    "right_hip": "right_hip",
+}
 CUSTOM_SKELETON = [[1, 2], [1, 3], [2, 3], [3, 4], [4, 6], [2, 5], [5, 7], [3, 8], [2, 9], [8, 9]]
 # COCO's sigmas of the joints kept, in the custom order
 CUSTOM_SIGMAS = [0.026, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107]
@@ -198,7 +267,7 @@ def write_custom_coco(shared_data: Path, path: Path, category_name: str = "upper
     category = data["categories"][0]
     source = [category["keypoints"].index(name) for name in CUSTOM_KEYPOINTS.values()]
     for ann in data["annotations"]:
-        ann["keypoints"] = [v for k in source for v in ann["keypoints"][3 * k:3 * k + 3]]
+        ann["keypoints"] = [v for k in source for v in ann["keypoints"][3 * k : 3 * k + 3]]
         ann["num_keypoints"] = sum(1 for v in ann["keypoints"][2::3] if v > 0)
     category.update(name=category_name, keypoints=list(CUSTOM_KEYPOINTS), skeleton=CUSTOM_SKELETON)
     path.write_text(json.dumps(data))

@@ -62,6 +62,7 @@ def test_usage_error_exit_code_is_2(capsys):
 def stage_parsers():
     """(name, parser) of every stage of cli.STAGES and of every sub-command under one (plot KIND),
     as `pose-pipeline` builds them."""
+
     def children(parser):
         return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
 
@@ -114,11 +115,13 @@ def test_stages_load_torch_with_sleeping_openmp_waits_unless_the_user_chose(pres
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset:
         env["OMP_WAIT_POLICY"] = preset
-    script = ("import json, os, sys; from pose_pipeline import cli; assert 'torch' not in sys.modules; "
-              "code = cli.main(['model-info', '--stacks', '1', '--features', '16', '--joints', '4', "
-              "'--input', '64']); "
-              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
-              "'policy': os.environ.get('OMP_WAIT_POLICY')}))")
+    script = (
+        "import json, os, sys; from pose_pipeline import cli; assert 'torch' not in sys.modules; "
+        "code = cli.main(['model-info', '--stacks', '1', '--features', '16', '--joints', '4', "
+        "'--input', '64']); "
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
+        "'policy': os.environ.get('OMP_WAIT_POLICY')}))"
+    )
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"code": 0, "torch": True, "policy": preset or "PASSIVE"}

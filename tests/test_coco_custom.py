@@ -34,8 +34,7 @@ def custom_json(shared_data, tmp_path):
 @pytest.fixture
 def custom_store(shared_data, custom_json, tmp_path):
     out = tmp_path / "custom.zarr"
-    convert("coco", custom_json, shared_data / "coco_sample" / "images", out, canvas_size=64, workers=1,
-            progress=False)
+    convert("coco", custom_json, shared_data / "coco_sample" / "images", out, canvas_size=64, workers=1, progress=False)
     return out
 
 
@@ -58,14 +57,25 @@ def test_the_category_declares_the_joint_set(custom_json):
     # left_x with right_x by name, wherever they sit in the order
     assert sorted(tuple(sorted(p)) for p in joints.flip_pairs) == [(1, 2), (3, 4), (5, 6), (7, 8)]
     assert joints.flip_permutation().tolist() == [0, 2, 1, 4, 3, 6, 5, 8, 7]
-    assert [joints.side(k) for k in range(9)] == ["centre", "right", "left", "left", "right", "left", "right",
-                                                  "left", "right"]
+    assert [joints.side(k) for k in range(9)] == [
+        "centre",
+        "right",
+        "left",
+        "left",
+        "right",
+        "left",
+        "right",
+        "left",
+        "right",
+    ]
     assert people.keypoints.shape[1:] == (9, 2)
     # the keypoints are the file's own, in the custom order (head = COCO's nose)
     data = json.loads(custom_json.read_text())
     first = next(a for a in data["annotations"] if any(a["keypoints"][2::3]))
     row = list(people.annotation_id).index(first["id"])
-    assert people.keypoints[row].ravel().tolist() == [v for k in range(9) for v in first["keypoints"][3 * k:3 * k + 2]]
+    assert people.keypoints[row].ravel().tolist() == [
+        v for k in range(9) for v in first["keypoints"][3 * k : 3 * k + 2]
+    ]
 
 
 def test_standard_coco_keeps_the_builtin_set(shared_data):
@@ -78,7 +88,8 @@ def test_flip_pairs_from_short_and_long_prefixes_any_case():
     assert mirror_pairs(names) == ((0, 1), (2, 3))
     assert mirror_pairs(COCO.joints) == COCO.flip_pairs
     assert sorted(tuple(sorted(p)) for p in mirror_pairs(MPII.joints)) == sorted(
-        tuple(sorted(p)) for p in MPII.flip_pairs)
+        tuple(sorted(p)) for p in MPII.flip_pairs
+    )
 
 
 def test_sides_and_torso_by_long_names():
@@ -103,10 +114,28 @@ def test_the_store_and_the_checkpoint_record_the_custom_set(custom_store):
 
 def test_convert_cli_takes_flip_pairs(shared_data, custom_json, tmp_path):
     out = tmp_path / "pairs.zarr"
-    code = cli.main(["convert", "coco", "--annotations", str(custom_json), "--images",
-                     str(shared_data / "coco_sample" / "images"), "--out", str(out), "--canvas-size", "64",
-                     "--workers", "1", "--flip-pair", "left_hip", "right_hip", "--flip-pair", "left_wrist",
-                     "right_wrist"])
+    code = cli.main(
+        [
+            "convert",
+            "coco",
+            "--annotations",
+            str(custom_json),
+            "--images",
+            str(shared_data / "coco_sample" / "images"),
+            "--out",
+            str(out),
+            "--canvas-size",
+            "64",
+            "--workers",
+            "1",
+            "--flip-pair",
+            "left_hip",
+            "right_hip",
+            "--flip-pair",
+            "left_wrist",
+            "right_wrist",
+        ]
+    )
     assert code == 0
     store = open_store(out)
     assert store.joint_set.flip_pairs == ((7, 8), (5, 6)) and store.attrs["converter"]["coco"]["flip_pairs"] == "config"
@@ -115,16 +144,25 @@ def test_convert_cli_takes_flip_pairs(shared_data, custom_json, tmp_path):
 # ------------------------------------------------------------------ bad input
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["annotations"][3].update(keypoints=d["annotations"][3]["keypoints"] + [1, 2, 2]),
-     "`keypoints` has 30 numbers; expected 27 ([x, y, v] x 9"),
-    (lambda d: d["categories"][0].update(skeleton=[[1, 2], [0, 3]]), "skeleton[1] = [0, 3]"),
-    (lambda d: d["categories"][0].update(skeleton=[[1, 2], [9, 10]]),
-     "from 1 to 9 (COCO skeleton indices are 1-based)"),
-    (lambda d: d["categories"][0].update(keypoints=NAMES[:-1] + ["head"]), "keypoint names repeat: ['head']"),
-    (lambda d: d["categories"].append({**d["categories"][0], "id": 2, "keypoints": NAMES[::-1]}),
-     "must share one list"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: d["annotations"][3].update(keypoints=d["annotations"][3]["keypoints"] + [1, 2, 2]),
+            "`keypoints` has 30 numbers; expected 27 ([x, y, v] x 9",
+        ),
+        (lambda d: d["categories"][0].update(skeleton=[[1, 2], [0, 3]]), "skeleton[1] = [0, 3]"),
+        (
+            lambda d: d["categories"][0].update(skeleton=[[1, 2], [9, 10]]),
+            "from 1 to 9 (COCO skeleton indices are 1-based)",
+        ),
+        (lambda d: d["categories"][0].update(keypoints=NAMES[:-1] + ["head"]), "keypoint names repeat: ['head']"),
+        (
+            lambda d: d["categories"].append({**d["categories"][0], "id": 2, "keypoints": NAMES[::-1]}),
+            "must share one list",
+        ),
+    ],
+)
 def test_bad_custom_files_name_the_file_and_the_record(custom_json, tmp_path, edit, message):
     path = _edit(custom_json, tmp_path, edit)
     with pytest.raises(UserError) as err:
@@ -134,16 +172,22 @@ def test_bad_custom_files_name_the_file_and_the_record(custom_json, tmp_path, ed
 
 def test_a_wrong_joint_count_names_the_annotation(custom_json, tmp_path):
     path = _edit(custom_json, tmp_path, lambda d: d["annotations"][3].update(keypoints=[0, 0, 0] * 17))
-    with pytest.raises(UserError, match=r"annotation id \d+ \(annotations\[3\]\): `keypoints` has 51 numbers; "
-                                        r"expected 27 \(\[x, y, v\] x 9, the 9 keypoints of its category\)"):
+    with pytest.raises(
+        UserError,
+        match=r"annotation id \d+ \(annotations\[3\]\): `keypoints` has 51 numbers; "
+        r"expected 27 \(\[x, y, v\] x 9, the 9 keypoints of its category\)",
+    ):
         coco.read_annotations(path)
 
 
-@pytest.mark.parametrize("pairs, message", [
-    ([["left_wrist", "right_paw"]], "flip_pairs [left_wrist, right_paw]: 'right_paw' is not a keypoint"),
-    ([["left_wrist", "right_wrist"], ["left_wrist", "right_hip"]], "in two pairs"),
-    ([["head", "head"]], "paired with itself"),
-])
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        ([["left_wrist", "right_paw"]], "flip_pairs [left_wrist, right_paw]: 'right_paw' is not a keypoint"),
+        ([["left_wrist", "right_wrist"], ["left_wrist", "right_hip"]], "in two pairs"),
+        ([["head", "head"]], "paired with itself"),
+    ],
+)
 def test_bad_flip_pairs_name_the_key_and_the_file(custom_json, pairs, message):
     with pytest.raises(UserError) as err:
         coco.read_annotations(custom_json, flip_pairs=pairs)
@@ -152,26 +196,40 @@ def test_bad_flip_pairs_name_the_key_and_the_file(custom_json, pairs, message):
 
 def test_flip_pairs_for_the_standard_set_or_another_format_are_refused(shared_data, tmp_path):
     with pytest.raises(UserError, match="declares COCO's 17 keypoints, whose pairs are known"):
-        coco.read_annotations(shared_data / "coco_sample" / "person_keypoints_sample.json",
-                              flip_pairs=[["left_eye", "right_eye"]])
+        coco.read_annotations(
+            shared_data / "coco_sample" / "person_keypoints_sample.json", flip_pairs=[["left_eye", "right_eye"]]
+        )
     lsp = shared_data / "lsp_sample"
     with pytest.raises(UserError, match="--flip-pair is a COCO option"):
-        convert("lsp", lsp / "joints.mat", lsp / "images", tmp_path / "x.zarr", split="all",
-                flip_pairs=[["l_hip", "r_hip"]], workers=1, progress=False)
+        convert(
+            "lsp",
+            lsp / "joints.mat",
+            lsp / "images",
+            tmp_path / "x.zarr",
+            split="all",
+            flip_pairs=[["l_hip", "r_hip"]],
+            workers=1,
+            progress=False,
+        )
 
 
 def _config(**dataset):
-    return {"datasets": {"d": {"format": "coco", "annotations": "a.json", "images": "img", **dataset}},
-            "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}}
+    return {
+        "datasets": {"d": {"format": "coco", "annotations": "a.json", "images": "img", **dataset}},
+        "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}},
+    }
 
 
-@pytest.mark.parametrize("dataset, message", [
-    ({"oks_sigmas": [0.1, -0.2]}, "datasets.d.oks_sigmas"),
-    ({"oks_sigmas": "0.1"}, "datasets.d.oks_sigmas"),
-    ({"flip_pairs": [["a", "b", "c"]]}, "datasets.d.flip_pairs"),
-    ({"format": "lsp", "oks_sigmas": [0.1]}, "datasets.d.oks_sigmas: for COCO-format files only"),
-    ({"format": "mpii", "flip_pairs": [["a", "b"]]}, "datasets.d.flip_pairs: for COCO-format files only"),
-])
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ({"oks_sigmas": [0.1, -0.2]}, "datasets.d.oks_sigmas"),
+        ({"oks_sigmas": "0.1"}, "datasets.d.oks_sigmas"),
+        ({"flip_pairs": [["a", "b", "c"]]}, "datasets.d.flip_pairs"),
+        ({"format": "lsp", "oks_sigmas": [0.1]}, "datasets.d.oks_sigmas: for COCO-format files only"),
+        ({"format": "mpii", "flip_pairs": [["a", "b"]]}, "datasets.d.flip_pairs: for COCO-format files only"),
+    ],
+)
 def test_config_validates_sigmas_and_flip_pairs(dataset, message):
     with pytest.raises(UserError, match=message.replace(".", r"\.")):
         validate_config(_config(**dataset))
@@ -186,8 +244,7 @@ def _ground_truth_predictions(store_path, out, offset=None):
     pixels added."""
     store = open_store(store_path)
     preds = np.asarray(store.keypoints, dtype=np.float64) + (0 if offset is None else offset)
-    write_predictions_csv(out, preds, list(store.image_name), list(store.joint_set.joints),
-                          np.ones(preds.shape[:2]))
+    write_predictions_csv(out, preds, list(store.image_name), list(store.joint_set.joints), np.ones(preds.shape[:2]))
     return out
 
 
@@ -200,22 +257,31 @@ def test_oks_ap_uses_the_dataset_sigmas(custom_json, custom_store, tmp_path):
     offset = np.zeros((9, 2))
     offset[NAMES.index("head")] = (12.0, 0.0)
     moved = _ground_truth_predictions(custom_store, tmp_path / "moved.csv", offset)
-    tight = score(moved, custom_store, tmp_path / "t.csv", annotations=custom_json,
-                  oks_sigmas=[0.005] + CUSTOM_SIGMAS[1:])["table"]["AP"]["value"]
-    loose = score(moved, custom_store, tmp_path / "l.csv", annotations=custom_json,
-                  oks_sigmas=[5.0] + CUSTOM_SIGMAS[1:])["table"]["AP"]["value"]
+    tight = score(
+        moved, custom_store, tmp_path / "t.csv", annotations=custom_json, oks_sigmas=[0.005] + CUSTOM_SIGMAS[1:]
+    )["table"]["AP"]["value"]
+    loose = score(
+        moved, custom_store, tmp_path / "l.csv", annotations=custom_json, oks_sigmas=[5.0] + CUSTOM_SIGMAS[1:]
+    )["table"]["AP"]["value"]
     assert loose == pytest.approx(100.0) and tight < 90.0
     # the annotation file itself as ground truth gives the same
     assert score(moved, custom_json, tmp_path / "j.csv", oks_sigmas=[0.005] + CUSTOM_SIGMAS[1:])["table"]["AP"][
-        "value"] == pytest.approx(tight)
+        "value"
+    ] == pytest.approx(tight)
 
 
-@pytest.mark.parametrize("sigmas, message", [
-    (None, "OKS AP for a joint set of its own needs one sigma per joint (COCOeval's are for COCO's 17 "
-           "keypoints): set `oks_sigmas`"),
-    (CUSTOM_SIGMAS[:5], "`oks_sigmas` has 5 values for 9 joints"),
-    (CUSTOM_SIGMAS[:8] + [0.0], "`oks_sigmas` holds values that are not positive"),
-])
+@pytest.mark.parametrize(
+    "sigmas, message",
+    [
+        (
+            None,
+            "OKS AP for a joint set of its own needs one sigma per joint (COCOeval's are for COCO's 17 "
+            "keypoints): set `oks_sigmas`",
+        ),
+        (CUSTOM_SIGMAS[:5], "`oks_sigmas` has 5 values for 9 joints"),
+        (CUSTOM_SIGMAS[:8] + [0.0], "`oks_sigmas` holds values that are not positive"),
+    ],
+)
 def test_sigmas_missing_or_of_the_wrong_length_name_the_key(custom_json, custom_store, tmp_path, sigmas, message):
     preds = _ground_truth_predictions(custom_store, tmp_path / "exact.csv")
     with pytest.raises(UserError) as err:
@@ -253,8 +319,17 @@ def test_standard_coco_takes_the_config_sigmas_too(shared_data, tmp_path):
 def test_score_cli_reads_sigmas(custom_json, custom_store, tmp_path, capsys):
     pytest.importorskip("pycocotools")
     preds = _ground_truth_predictions(custom_store, tmp_path / "exact.csv")
-    args = ["score", "--preds", str(preds), "--gt", str(custom_store), "--annotations", str(custom_json),
-            "--out", str(tmp_path / "s.csv")]
+    args = [
+        "score",
+        "--preds",
+        str(preds),
+        "--gt",
+        str(custom_store),
+        "--annotations",
+        str(custom_json),
+        "--out",
+        str(tmp_path / "s.csv"),
+    ]
     assert cli.main(args + ["--oks-sigmas", ",".join(map(str, CUSTOM_SIGMAS))]) == 0
     with pytest.raises(SystemExit) as exit_:
         cli.main(args + ["--oks-sigmas", "0.1,x"])
@@ -292,15 +367,28 @@ def test_predict_refuses_a_checkpoint_of_another_set_with_as_many_joints(custom_
     store = open_store(custom_store)
     config = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16, "joints": 9}
     other = JointSet("paw", tuple(f"p{k}" for k in range(9)), (), ())
-    record = {"model_config": config, "joint_set": other.to_dict(),
-              "state_dict": build_model(config, 9).state_dict()}
+    record = {"model_config": config, "joint_set": other.to_dict(), "state_dict": build_model(config, 9).state_dict()}
     with pytest.raises(UserError, match=r"trained on joint set paw .* the store .* holds upper_body"):
         check_joint_names(tmp_path / "m.pt", record, store)
     check_joint_names(tmp_path / "m.pt", {**record, "joint_set": store.joint_set.to_dict()}, store)
     torch.save({**record, "joint_set": other.to_dict()}, tmp_path / "m.pt")
-    code = cli.main(["predict", "--checkpoint", str(tmp_path / "m.pt"), "--store", str(custom_store),
-                     "--out-mat", str(tmp_path / "p.mat"), "--out-csv", str(tmp_path / "p.csv"),
-                     "--input-size", "64", "--device", "cpu"])
+    code = cli.main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path / "m.pt"),
+            "--store",
+            str(custom_store),
+            "--out-mat",
+            str(tmp_path / "p.mat"),
+            "--out-csv",
+            str(tmp_path / "p.csv"),
+            "--input-size",
+            "64",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1 and not (tmp_path / "p.mat").exists()
 
 
@@ -323,13 +411,19 @@ def test_the_commented_custom_example_of_config_yaml_validates():
     from conftest import REPO_ROOT
 
     text = (REPO_ROOT / "config" / "config.yaml").read_text()
-    block = text[text.index("  # macaque:"):text.index("\nexperiments:")].splitlines()
-    uncommented = yaml.safe_load("\n".join(line[4:] for line in block if line.startswith("  # ")
-                                           and (line.startswith("  #   ") or line.endswith("macaque:"))))
+    block = text[text.index("  # macaque:") : text.index("\nexperiments:")].splitlines()
+    uncommented = yaml.safe_load(
+        "\n".join(
+            line[4:]
+            for line in block
+            if line.startswith("  # ") and (line.startswith("  #   ") or line.endswith("macaque:"))
+        )
+    )
     dataset = uncommented["macaque"]
     assert dataset["format"] == "coco" and dataset["oks_sigmas"] and dataset["flip_pairs"]
-    validate_config({"datasets": uncommented,
-                     "experiments": {"e": {"dataset": "macaque", "model": {"arch": "hourglass"}}}})
+    validate_config(
+        {"datasets": uncommented, "experiments": {"e": {"dataset": "macaque", "model": {"arch": "hourglass"}}}}
+    )
 
 
 def test_the_rules_pass_flip_pairs_to_convert_and_sigmas_to_score():

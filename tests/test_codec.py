@@ -42,8 +42,9 @@ def test_canvas_keypoints_come_back_to_the_sub_pixel(input_size, sigma):
     # well inside the box the input shows, whatever the rotation
     box = canvas / context
     points = (canvas - 1) / 2 + rng.uniform(-0.3 * box, 0.3 * box, (5, 6, 2))
-    to_heatmap = codec.to_heatmap(codec.canvas_to_input(canvas, context, scale=np.ones(5),
-                                                        rotation_deg=rng.uniform(-30, 30, 5)))
+    to_heatmap = codec.to_heatmap(
+        codec.canvas_to_input(canvas, context, scale=np.ones(5), rotation_deg=rng.uniform(-30, 30, 5))
+    )
     targets, weights = codec.encode(geometry.apply(to_heatmap, points), np.ones((5, 6)))
     assert bool((weights == 1).all())
     coords, _ = codec.decode(targets.numpy())
@@ -59,13 +60,18 @@ def test_image_to_heatmap_is_image_to_canvas_then_canvas_to_heatmap():
     codec = HeatmapCodec(64)
     image_to_canvas = geometry.crop_affine(np.array([[120.0, 80.0]]), np.array([90.0]), 96)
     point = np.array([[[130.0, 70.0]]])
-    via_canvas = geometry.apply(codec.to_heatmap(codec.canvas_to_input(96, 1.5)),
-                                geometry.apply(image_to_canvas, point))
-    np.testing.assert_allclose(geometry.apply(codec.image_to_heatmap(image_to_canvas, 96, 1.5), point),
-                               via_canvas, atol=1e-9)
+    via_canvas = geometry.apply(
+        codec.to_heatmap(codec.canvas_to_input(96, 1.5)), geometry.apply(image_to_canvas, point)
+    )
+    np.testing.assert_allclose(
+        geometry.apply(codec.image_to_heatmap(image_to_canvas, 96, 1.5), point), via_canvas, atol=1e-9
+    )
     # the canvas centre is the heatmap centre
-    np.testing.assert_allclose(geometry.apply(codec.image_to_heatmap(image_to_canvas, 96, 1.5),
-                                              np.array([[[120.0, 80.0]]])), [[[7.5, 7.5]]], atol=1e-9)
+    np.testing.assert_allclose(
+        geometry.apply(codec.image_to_heatmap(image_to_canvas, 96, 1.5), np.array([[[120.0, 80.0]]])),
+        [[[7.5, 7.5]]],
+        atol=1e-9,
+    )
 
 
 def test_from_settings_reads_training_and_evaluation():

@@ -89,8 +89,12 @@ def test_settings_hash_tracks_training_options_only(raw_config):
 
 
 def test_reference_predictions_only_for_mpii(raw_config):
-    raw_config["datasets"]["lsp"] = {"format": "lsp", "annotations": "a.mat", "images": "i",
-                                     "reference_predictions": "r.mat"}
+    raw_config["datasets"]["lsp"] = {
+        "format": "lsp",
+        "annotations": "a.mat",
+        "images": "i",
+        "reference_predictions": "r.mat",
+    }
     with pytest.raises(UserError, match="datasets.lsp.reference_predictions"):
         validate_config(raw_config)
 
@@ -105,8 +109,14 @@ def test_comparison_helpers(raw_config, tmp_path, shared_data):
     raw_config["datasets"]["demo"]["reference_predictions"] = str(ref)
     config = validate_config(raw_config)
     entries = summary_entries(config, ["demo", "hg8"], {"scores": "results/pckh/{experiment}.json"})
-    assert entries[1] == {"name": "hg8", "dataset": "mpii", "format": "mpii", "arch": "hourglass", "stacks": 8,
-                          "scores": "results/pckh/hg8.json"}
+    assert entries[1] == {
+        "name": "hg8",
+        "dataset": "mpii",
+        "format": "mpii",
+        "arch": "hourglass",
+        "stacks": 8,
+        "scores": "results/pckh/hg8.json",
+    }
     assert reference_datasets(config, ["demo", "hg8", "demo"]) == ["demo"]
     # a file with ground truth is scored against itself, predictions alone against the store
     assert reference_ground_truth(config, "demo", "val.zarr") == str(ref)
@@ -167,11 +177,17 @@ def test_every_lookup_the_rules_call_is_in_workflow_config():
 def test_an_input_size_the_hourglass_cannot_halve_is_refused_naming_the_key():
     from pose_pipeline.config import validate_config
 
-    config = {"datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
-              "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"},
-                                    "training": {"input_size": 96, "heatmap_size": 24}}}}
-    with pytest.raises(UserError, match=r"experiments.e.training: heatmap_size 24 must be a multiple of 16 .* "
-                                        r"input_size a multiple of 64"):
+    config = {
+        "datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
+        "experiments": {
+            "e": {"dataset": "d", "model": {"arch": "hourglass"}, "training": {"input_size": 96, "heatmap_size": 24}}
+        },
+    }
+    with pytest.raises(
+        UserError,
+        match=r"experiments.e.training: heatmap_size 24 must be a multiple of 16 .* "
+        r"input_size a multiple of 64",
+    ):
         validate_config(config)
 
 

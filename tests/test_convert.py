@@ -30,8 +30,17 @@ def _partial_leftovers(folder):
 
 def test_converts_real_mpii_people_with_the_affine_back(mpii_sample, tmp_path):
     out = tmp_path / "val.zarr"
-    summary = convert("mpii", mpii_sample / "valid.h5", mpii_sample / "images", out, split="val",
-                      canvas_size=128, on_bad_sample="skip", workers=2, progress=False)
+    summary = convert(
+        "mpii",
+        mpii_sample / "valid.h5",
+        mpii_sample / "images",
+        out,
+        split="val",
+        canvas_size=128,
+        on_bad_sample="skip",
+        workers=2,
+        progress=False,
+    )
     # the sample ships the images of the first five validation people only
     assert summary == {"samples": 5, "skipped": 2953, "store": str(out)}
     store = open_store(out)
@@ -58,8 +67,16 @@ def test_converts_real_mpii_people_with_the_affine_back(mpii_sample, tmp_path):
 
 def test_missing_image_is_an_error_naming_it_and_leaves_nothing(mpii_sample, tmp_path):
     with pytest.raises(UserError) as err:
-        convert("mpii", mpii_sample / "valid.h5", mpii_sample / "images", tmp_path / "val.zarr",
-                split="val", canvas_size=64, workers=1, progress=False)
+        convert(
+            "mpii",
+            mpii_sample / "valid.h5",
+            mpii_sample / "images",
+            tmp_path / "val.zarr",
+            split="val",
+            canvas_size=64,
+            workers=1,
+            progress=False,
+        )
     assert "valid.h5" in str(err.value) and "missing image" in str(err.value)
     assert "--on-bad-sample skip" in str(err.value)
     assert not (tmp_path / "val.zarr").exists()
@@ -81,18 +98,45 @@ def test_truncated_jpeg_and_bad_scale_are_reported(mpii_sample, tmp_path):
     data = (images / names[0]).read_bytes()
     (images / names[0]).write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="zero or negative scale"):
-        convert("mpii", tmp_path / "five.h5", images, tmp_path / "s.zarr", split="val", canvas_size=64,
-                workers=1, progress=False)
-    summary = convert("mpii", tmp_path / "five.h5", images, tmp_path / "s.zarr", split="val",
-                      canvas_size=64, on_bad_sample="skip", workers=1, progress=False)
+        convert(
+            "mpii",
+            tmp_path / "five.h5",
+            images,
+            tmp_path / "s.zarr",
+            split="val",
+            canvas_size=64,
+            workers=1,
+            progress=False,
+        )
+    summary = convert(
+        "mpii",
+        tmp_path / "five.h5",
+        images,
+        tmp_path / "s.zarr",
+        split="val",
+        canvas_size=64,
+        on_bad_sample="skip",
+        workers=1,
+        progress=False,
+    )
     assert summary["samples"] == 3
     reasons = {row["index"]: row["reason"] for row in csv.DictReader(open(tmp_path / "s.bad_samples.csv"))}
     assert "truncated JPEG" in reasons["0"] and "scale" in reasons["2"]
 
 
 def test_cli_reports_a_missing_annotation_file(tmp_path, capsys):
-    code = cli.main(["convert", "mpii", "--annotations", str(tmp_path / "nope.mat"), "--images",
-                     str(tmp_path), "--out", str(tmp_path / "x.zarr")])
+    code = cli.main(
+        [
+            "convert",
+            "mpii",
+            "--annotations",
+            str(tmp_path / "nope.mat"),
+            "--images",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "x.zarr"),
+        ]
+    )
     assert code == 1
     assert "nope.mat does not exist" in capsys.readouterr().err
 
@@ -112,8 +156,7 @@ def test_detections_mat_reads_the_same_people_as_valid_h5(mpii_sample):
     assert not any(release.problems) and not release.is_train.any()  # no img_train: default_is_train
     # detections.mat indexes its own annolist; RELEASE_*_index place each entry in the full
     # release, which valid.h5's index/person name (0-based)
-    mat = scipy.io.loadmat(mpii_sample / "detections.mat", variable_names=["RELEASE_img_index",
-                                                                            "RELEASE_person_index"])
+    mat = scipy.io.loadmat(mpii_sample / "detections.mat", variable_names=["RELEASE_img_index", "RELEASE_person_index"])
     img_index = mat["RELEASE_img_index"].ravel().astype(np.int64) - 1
     person_index = mat["RELEASE_person_index"].ravel().astype(np.int64) - 1
     keys = list(zip(img_index[release.image_index], person_index[release.image_index]))
@@ -146,8 +189,9 @@ def _release_from_h5(mpii_sample, tmp_path, names, edit=None):
     if edit:
         edit(fields)
     path = tmp_path / "release.mat"
-    path.write_bytes(release_mat_bytes(fields["names"], part, visible, fields["head_box"],
-                                       scale_raw, objpos, np.ones(5)))
+    path.write_bytes(
+        release_mat_bytes(fields["names"], part, visible, fields["head_box"], scale_raw, objpos, np.ones(5))
+    )
     return path
 
 
@@ -159,8 +203,16 @@ def _h5_names(mpii_sample):
 def test_release_mat_of_good_people_converts(mpii_sample, tmp_path):
     names = _h5_names(mpii_sample)
     path = _release_from_h5(mpii_sample, tmp_path, names)
-    summary = convert("mpii", path, mpii_sample / "images", tmp_path / "r.zarr", split="train",
-                      canvas_size=32, workers=1, progress=False)
+    summary = convert(
+        "mpii",
+        path,
+        mpii_sample / "images",
+        tmp_path / "r.zarr",
+        split="train",
+        canvas_size=32,
+        workers=1,
+        progress=False,
+    )
     assert summary["samples"] == 5 and summary["skipped"] == 0
     with h5py.File(mpii_sample / "valid.h5") as h5:
         np.testing.assert_allclose(open_store(tmp_path / "r.zarr").head_size, h5["normalize"][:5], rtol=1e-6)
@@ -178,22 +230,33 @@ def _absolute_name(fields):
     fields["names"][2] = "/etc/" + fields["names"][2]
 
 
-@pytest.mark.parametrize("edit, reason", [
-    (_zero_size_head_box, "zero-size head box"),
-    (_dotdot_name, "unsafe image name '../images/"),
-    (_absolute_name, "unsafe image name '/etc/"),
-])
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (_zero_size_head_box, "zero-size head box"),
+        (_dotdot_name, "unsafe image name '../images/"),
+        (_absolute_name, "unsafe image name '/etc/"),
+    ],
+)
 def test_bad_release_record_is_an_error_or_listed_when_skipping(mpii_sample, tmp_path, edit, reason):
     path = _release_from_h5(mpii_sample, tmp_path, _h5_names(mpii_sample), edit)
     out = tmp_path / "r.zarr"
     with pytest.raises(UserError) as err:
-        convert("mpii", path, mpii_sample / "images", out, split="train", canvas_size=32, workers=1,
-                progress=False)
+        convert("mpii", path, mpii_sample / "images", out, split="train", canvas_size=32, workers=1, progress=False)
     message = str(err.value)
     assert "release.mat" in message and "record [2, 0]" in message and reason in message
     assert not out.exists() and _partial_leftovers(tmp_path) == []
-    summary = convert("mpii", path, mpii_sample / "images", out, split="train", canvas_size=32,
-                      on_bad_sample="skip", workers=1, progress=False)
+    summary = convert(
+        "mpii",
+        path,
+        mpii_sample / "images",
+        out,
+        split="train",
+        canvas_size=32,
+        on_bad_sample="skip",
+        workers=1,
+        progress=False,
+    )
     assert summary["samples"] == 4 and summary["skipped"] == 1
     rows = list(csv.DictReader(open(tmp_path / "r.bad_samples.csv")))
     assert len(rows) == 1 and rows[0]["index"] == "2" and reason in rows[0]["reason"]
@@ -218,15 +281,40 @@ def _nan_part(data):
 def test_nan_coordinates_are_an_error_or_listed_when_skipping(mpii_sample, tmp_path, capsys):
     path = _five_people_h5(mpii_sample, tmp_path / "nan.h5", _nan_part)
     with pytest.raises(UserError) as err:
-        convert("mpii", path, mpii_sample / "images", tmp_path / "n.zarr", split="val", canvas_size=32,
-                workers=1, progress=False)
+        convert(
+            "mpii",
+            path,
+            mpii_sample / "images",
+            tmp_path / "n.zarr",
+            split="val",
+            canvas_size=32,
+            workers=1,
+            progress=False,
+        )
     message = str(err.value)
     assert "nan.h5" in message and "non-finite joint coordinates" in message
     assert "record [29, 0]" in message  # valid.h5 index/person (0-based) of the fourth person
     # the CLI in skip mode reports the count
-    code = cli.main(["convert", "mpii", "--annotations", str(path), "--images", str(mpii_sample / "images"),
-                     "--out", str(tmp_path / "n.zarr"), "--split", "val", "--canvas-size", "32",
-                     "--workers", "1", "--on-bad-sample", "skip"])
+    code = cli.main(
+        [
+            "convert",
+            "mpii",
+            "--annotations",
+            str(path),
+            "--images",
+            str(mpii_sample / "images"),
+            "--out",
+            str(tmp_path / "n.zarr"),
+            "--split",
+            "val",
+            "--canvas-size",
+            "32",
+            "--workers",
+            "1",
+            "--on-bad-sample",
+            "skip",
+        ]
+    )
     assert code == 0
     assert f"{tmp_path / 'n.zarr'}: 4 samples, 1 skipped" in capsys.readouterr().out
     rows = list(csv.DictReader(open(tmp_path / "n.bad_samples.csv")))
@@ -236,9 +324,26 @@ def test_nan_coordinates_are_an_error_or_listed_when_skipping(mpii_sample, tmp_p
 
 def test_cli_skip_mode_with_nothing_bad_reports_zero_skipped(mpii_sample, tmp_path, capsys):
     path = _five_people_h5(mpii_sample, tmp_path / "five.h5")
-    code = cli.main(["convert", "mpii", "--annotations", str(path), "--images", str(mpii_sample / "images"),
-                     "--out", str(tmp_path / "f.zarr"), "--split", "val", "--canvas-size", "32",
-                     "--workers", "1", "--on-bad-sample", "skip"])
+    code = cli.main(
+        [
+            "convert",
+            "mpii",
+            "--annotations",
+            str(path),
+            "--images",
+            str(mpii_sample / "images"),
+            "--out",
+            str(tmp_path / "f.zarr"),
+            "--split",
+            "val",
+            "--canvas-size",
+            "32",
+            "--workers",
+            "1",
+            "--on-bad-sample",
+            "skip",
+        ]
+    )
     assert code == 0 and "5 samples, 0 skipped" in capsys.readouterr().out
     assert list(csv.DictReader(open(tmp_path / "f.bad_samples.csv"))) == []
 
@@ -249,29 +354,54 @@ def _wrong_layout_mat(path):
     scipy.io.savemat(path, {"joints": np.zeros((14, 3, 2))})
 
 
-@pytest.mark.parametrize("name, make, message", [
-    ("empty.mat", lambda p: p.write_bytes(b""), "empty file"),
-    ("empty.h5", lambda p: p.write_bytes(b""), "empty file"),
-    ("layout.mat", _wrong_layout_mat, "found variables ['joints']"),
-    ("notmat.mat", lambda p: p.write_text("not matlab"), "not a readable MATLAB"),
-    ("notmat.h5", lambda p: p.write_text("not hdf5"), "not a readable HDF5"),
-])
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("empty.mat", lambda p: p.write_bytes(b""), "empty file"),
+        ("empty.h5", lambda p: p.write_bytes(b""), "empty file"),
+        ("layout.mat", _wrong_layout_mat, "found variables ['joints']"),
+        ("notmat.mat", lambda p: p.write_text("not matlab"), "not a readable MATLAB"),
+        ("notmat.h5", lambda p: p.write_text("not hdf5"), "not a readable HDF5"),
+    ],
+)
 @pytest.mark.parametrize("on_bad_sample", ["error", "skip"])
-def test_unreadable_annotation_file_names_it_in_both_modes(mpii_sample, tmp_path, name, make, message,
-                                                          on_bad_sample):
+def test_unreadable_annotation_file_names_it_in_both_modes(mpii_sample, tmp_path, name, make, message, on_bad_sample):
     path = tmp_path / name
     make(path)
     with pytest.raises(UserError) as err:
-        convert("mpii", path, mpii_sample / "images", tmp_path / "x.zarr", split="all", canvas_size=32,
-                on_bad_sample=on_bad_sample, workers=1, progress=False)
+        convert(
+            "mpii",
+            path,
+            mpii_sample / "images",
+            tmp_path / "x.zarr",
+            split="all",
+            canvas_size=32,
+            on_bad_sample=on_bad_sample,
+            workers=1,
+            progress=False,
+        )
     assert str(path) in str(err.value) and message in str(err.value)
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "x.bad_samples.csv").exists()
 
 
 def test_h5_missing_datasets_names_them(mpii_sample, tmp_path, capsys):
     path = _five_people_h5(mpii_sample, tmp_path / "partial.h5", keys=["imgname", "center", "scale", "part"])
-    code = cli.main(["convert", "mpii", "--annotations", str(path), "--images", str(mpii_sample / "images"),
-                     "--out", str(tmp_path / "p.zarr"), "--split", "val", "--on-bad-sample", "skip"])
+    code = cli.main(
+        [
+            "convert",
+            "mpii",
+            "--annotations",
+            str(path),
+            "--images",
+            str(mpii_sample / "images"),
+            "--out",
+            str(tmp_path / "p.zarr"),
+            "--split",
+            "val",
+            "--on-bad-sample",
+            "skip",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "partial.h5" in err and "missing datasets ['visible', 'normalize', 'index', 'person']" in err
@@ -280,8 +410,16 @@ def test_h5_missing_datasets_names_them(mpii_sample, tmp_path, capsys):
 
 def test_detections_mat_is_a_split_file_without_image_names(mpii_sample, tmp_path):
     with pytest.raises(UserError) as err:
-        convert("mpii", mpii_sample / "detections.mat", mpii_sample / "images", tmp_path / "d.zarr",
-                split="all", canvas_size=32, workers=1, progress=False)
+        convert(
+            "mpii",
+            mpii_sample / "detections.mat",
+            mpii_sample / "images",
+            tmp_path / "d.zarr",
+            split="all",
+            canvas_size=32,
+            workers=1,
+            progress=False,
+        )
     assert "detections.mat" in str(err.value) and "no image name" in str(err.value)
 
 

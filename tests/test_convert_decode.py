@@ -15,15 +15,19 @@ from pose_pipeline.store import open_store
 
 
 def test_rgb_decode_is_bit_identical_to_bgr_and_cvtcolor(shared_data):
-    for path in sorted((shared_data / "mpii_sample" / "images").glob("*.jpg"))[:3] + \
-            sorted((shared_data / "lsp_sample" / "images").glob("*.jpg"))[:3]:
+    for path in (
+        sorted((shared_data / "mpii_sample" / "images").glob("*.jpg"))[:3]
+        + sorted((shared_data / "lsp_sample" / "images").glob("*.jpg"))[:3]
+    ):
         image, problem = load_image(path)
         assert problem == "" and np.array_equal(image, cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
 
 
 def test_jpeg_shape_reads_the_frame_header(shared_data, tmp_path):
-    for path in sorted((shared_data / "mpii_sample" / "images").glob("*.jpg"))[:2] + \
-            sorted((shared_data / "lsp_sample" / "images").glob("*.jpg"))[:2]:  # progressive and baseline
+    for path in (
+        sorted((shared_data / "mpii_sample" / "images").glob("*.jpg"))[:2]
+        + sorted((shared_data / "lsp_sample" / "images").glob("*.jpg"))[:2]
+    ):  # progressive and baseline
         assert jpeg_shape(path.read_bytes()) == cv2.imread(str(path)).shape[:2]
     image = np.zeros((37, 53, 3), np.uint8)
     assert jpeg_shape(cv2.imencode(".png", image)[1].tobytes()) is None
@@ -43,17 +47,17 @@ def test_jpeg_reduction_never_magnifies_the_reduced_image():
 
 
 def blob_image(points: np.ndarray, size=(720, 1280), sigma=20.0) -> np.ndarray:
-    y, x = np.mgrid[:size[0], :size[1]]
+    y, x = np.mgrid[: size[0], : size[1]]
     image = np.full(size, 20.0)
     for px, py in points:
-        image += 220 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * sigma ** 2))
+        image += 220 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * sigma**2))
     return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def centroid(crop: np.ndarray, at: np.ndarray, radius: int) -> np.ndarray:
     x0, y0 = np.round(at).astype(int) - radius
-    patch = crop[y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1, 0].astype(float) - 20
-    y, x = np.mgrid[:patch.shape[0], :patch.shape[1]]
+    patch = crop[y0 : y0 + 2 * radius + 1, x0 : x0 + 2 * radius + 1, 0].astype(float) - 20
+    y, x = np.mgrid[: patch.shape[0], : patch.shape[1]]
     return np.array([(x * patch).sum(), (y * patch).sum()]) / patch.sum() + [x0, y0]
 
 
@@ -78,7 +82,7 @@ def test_reduced_decode_keeps_the_geometry_exact(tmp_path, box):
     for at in geometry.apply(affine, points):
         full, reduced = centroid(crops[False], at, radius), centroid(crops[True], at, radius)
         assert np.abs(full - at).max() < 0.15 and np.abs(reduced - at).max() < 0.15
-        assert np.abs(reduced - full).max() < 0.05, (reduced - full)
+        assert np.abs(reduced - full).max() < 0.05, reduced - full
     # A smooth image leaves no aliasing to differ by, except at the image's edges, where the black
     # outside begins half a decoded pixel out: (reduce - 1) / 2 image pixels further out.
     margin = reduce + int(2 / np.linalg.norm(affine[:, :2], 2))  # and two crop pixels
@@ -95,8 +99,18 @@ def test_convert_with_reduced_decode_is_close_to_the_full_decode(shared_data, tm
     stores = {}
     for reduced in (False, True):
         out = tmp_path / f"{reduced}.zarr"
-        convert("mpii", mpii / "valid.h5", mpii / "images", out, split="val", canvas_size=128,
-                on_bad_sample="skip", workers=1, progress=False, reduced_decode=reduced)
+        convert(
+            "mpii",
+            mpii / "valid.h5",
+            mpii / "images",
+            out,
+            split="val",
+            canvas_size=128,
+            on_bad_sample="skip",
+            workers=1,
+            progress=False,
+            reduced_decode=reduced,
+        )
         stores[reduced] = open_store(out)
     full, reduced = stores[False], stores[True]
     assert reduced.attrs["converter"]["reduced_decode"] is True and "reduced_decode" not in full.attrs["converter"]
@@ -112,8 +126,9 @@ def test_convert_with_reduced_decode_is_close_to_the_full_decode(shared_data, tm
     assert difference.mean() < 6, difference.mean()
     for i, (name, affine, reduce) in enumerate(zip(full.image_name, full.affine, reductions)):
         image = load_image(mpii / "images" / name)[0]
-        area = cv2.resize(image, (-(-image.shape[1] // reduce), -(-image.shape[0] // reduce)),
-                          interpolation=cv2.INTER_AREA)
+        area = cv2.resize(
+            image, (-(-image.shape[1] // reduce), -(-image.shape[0] // reduce)), interpolation=cv2.INTER_AREA
+        )
         expected = geometry.warp_image(area, geometry.compose(affine, geometry.resize_affine(1, reduce)), 128)
         difference = np.abs(expected.astype(int) - reduced.images(i, i + 1)[0])
         assert difference.mean() < 1 and np.percentile(difference, 90) <= 2, (name, difference.mean())
@@ -127,8 +142,9 @@ def test_the_config_key_reaches_the_command_line():
         dataset = {"format": "coco", "annotations": "a.json", "images": "img", "min_keypoints": 3}
         if value is not None:
             dataset["reduced_decode"] = value
-        config = validate_config({"datasets": {"d": dataset}, "experiments": {"e": {"dataset": "d", "model": {
-            "arch": "hourglass"}}}})
+        config = validate_config(
+            {"datasets": {"d": dataset}, "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}}
+        )
         assert converter_settings(config, "d")["extra"] == " ".join(["--min-keypoints 3"] + ([extra] if extra else []))
 
 
@@ -149,8 +165,18 @@ def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tm
     stores = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}.zarr"
-        summary = convert("lsp", tmp_path / "joints30.mat", images, out, split="all", canvas_size=64,
-                          shard_size=8, on_bad_sample="skip", workers=workers, progress=False)
+        summary = convert(
+            "lsp",
+            tmp_path / "joints30.mat",
+            images,
+            out,
+            split="all",
+            canvas_size=64,
+            shard_size=8,
+            on_bad_sample="skip",
+            workers=workers,
+            progress=False,
+        )
         assert summary["samples"] == 29 and summary["skipped"] == 1
         stores.append(open_store(out))
     one, two = stores

@@ -11,9 +11,9 @@ import scipy.io
 
 from pose_pipeline import cli, geometry
 from pose_pipeline.convert import convert
-from pose_pipeline.formats.readers import read_lsp
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats import coco as coco_format
+from pose_pipeline.formats.readers import read_lsp
 from pose_pipeline.store import open_store
 
 CANVAS = 64
@@ -51,8 +51,16 @@ def _write_original_layout(path, joints_ext):
 
 def test_lsp_sample_converts_with_the_affine_back(lsp_sample, tmp_path):
     out = tmp_path / "lsp.zarr"
-    summary = convert("lsp", lsp_sample / "joints.mat", lsp_sample / "images", out, split="all",
-                      canvas_size=CANVAS, workers=1, progress=False)
+    summary = convert(
+        "lsp",
+        lsp_sample / "joints.mat",
+        lsp_sample / "images",
+        out,
+        split="all",
+        canvas_size=CANVAS,
+        workers=1,
+        progress=False,
+    )
     assert summary == {"samples": 300, "skipped": 0, "store": str(out)}
     store = open_store(out)
     joints = scipy.io.loadmat(lsp_sample / "joints.mat")["joints"]  # (14, 3, 300)
@@ -96,20 +104,33 @@ def test_lsp_original_layout_reads_the_same(lsp_sample, tmp_path):
 def test_lsp_original_layout_converts(lsp_sample, tmp_path):
     joints = scipy.io.loadmat(lsp_sample / "joints.mat")["joints"]
     _write_original_layout(tmp_path / "joints.mat", joints)
-    store = open_store(convert("lsp", tmp_path / "joints.mat", lsp_sample / "images", tmp_path / "o.zarr",
-                               split="all", canvas_size=CANVAS, workers=1, progress=False)["store"])
+    store = open_store(
+        convert(
+            "lsp",
+            tmp_path / "joints.mat",
+            lsp_sample / "images",
+            tmp_path / "o.zarr",
+            split="all",
+            canvas_size=CANVAS,
+            workers=1,
+            progress=False,
+        )["store"]
+    )
     np.testing.assert_allclose(store.keypoints, joints[:, :2].transpose(2, 0, 1), atol=1e-4)
     np.testing.assert_array_equal(store.visible, joints[:, 2].T.astype(np.uint8))
     assert store.attrs["converter"]["lsp"]["layout"] == "lsp"
 
 
-@pytest.mark.parametrize("contents, message", [
-    ({"joints": np.zeros((14, 2, 5))}, "shape (14, 2, 5)"),
-    ({"joints": np.zeros((3, 16, 5))}, "shape (3, 16, 5)"),
-    ({"joints": np.zeros((14, 3, 5, 2))}, "shape (14, 3, 5, 2)"),
-    ({"joints": np.zeros((14, 3, 0))}, "no images"),
-    ({"points": np.zeros((14, 3, 5))}, "no variable `joints`"),
-])
+@pytest.mark.parametrize(
+    "contents, message",
+    [
+        ({"joints": np.zeros((14, 2, 5))}, "shape (14, 2, 5)"),
+        ({"joints": np.zeros((3, 16, 5))}, "shape (3, 16, 5)"),
+        ({"joints": np.zeros((14, 3, 5, 2))}, "shape (14, 3, 5, 2)"),
+        ({"joints": np.zeros((14, 3, 0))}, "no images"),
+        ({"points": np.zeros((14, 3, 5))}, "no variable `joints`"),
+    ],
+)
 def test_lsp_bad_joints_file_names_the_file_and_the_layouts(tmp_path, contents, message):
     path = tmp_path / "joints.mat"
     scipy.io.savemat(path, contents)
@@ -175,25 +196,53 @@ def test_lsp_nan_and_empty_people_are_problems(lsp_sample, tmp_path):
     assert "NaN or infinite" in samples.problems[1] and "r_ankle" in samples.problems[1]
     assert samples.problems[2] == "no visible joints"
     with pytest.raises(UserError, match="NaN or infinite"):
-        convert("lsp", tmp_path / "joints.mat", lsp_sample / "images", tmp_path / "x.zarr", split="all",
-                canvas_size=CANVAS, workers=1, progress=False)
-    summary = convert("lsp", tmp_path / "joints.mat", lsp_sample / "images", tmp_path / "x.zarr", split="all",
-                      canvas_size=CANVAS, workers=1, progress=False, on_bad_sample="skip")
+        convert(
+            "lsp",
+            tmp_path / "joints.mat",
+            lsp_sample / "images",
+            tmp_path / "x.zarr",
+            split="all",
+            canvas_size=CANVAS,
+            workers=1,
+            progress=False,
+        )
+    summary = convert(
+        "lsp",
+        tmp_path / "joints.mat",
+        lsp_sample / "images",
+        tmp_path / "x.zarr",
+        split="all",
+        canvas_size=CANVAS,
+        workers=1,
+        progress=False,
+        on_bad_sample="skip",
+    )
     assert summary["samples"] == 2 and summary["skipped"] == 2
 
 
 def test_min_keypoints_is_coco_only(lsp_sample, tmp_path):
     with pytest.raises(UserError, match="COCO option"):
-        convert("lsp", lsp_sample / "joints.mat", lsp_sample / "images", tmp_path / "x.zarr", split="all",
-                min_keypoints=3, workers=1, progress=False)
+        convert(
+            "lsp",
+            lsp_sample / "joints.mat",
+            lsp_sample / "images",
+            tmp_path / "x.zarr",
+            split="all",
+            min_keypoints=3,
+            workers=1,
+            progress=False,
+        )
 
 
 # ------------------------------------------------------------------------------ COCO
 
 
 def _expected_people(data, min_keypoints=1):
-    return [a for a in data["annotations"]
-            if not a.get("iscrowd", 0) and sum(v > 0 for v in a["keypoints"][2::3]) >= min_keypoints]
+    return [
+        a
+        for a in data["annotations"]
+        if not a.get("iscrowd", 0) and sum(v > 0 for v in a["keypoints"][2::3]) >= min_keypoints
+    ]
 
 
 def test_coco_sample_converts_one_sample_per_person(coco_sample, tmp_path):
@@ -201,20 +250,26 @@ def test_coco_sample_converts_one_sample_per_person(coco_sample, tmp_path):
     data = json.loads(path.read_text())
     expected = _expected_people(data)
     crowd = sum(bool(a.get("iscrowd", 0)) for a in data["annotations"])
-    few = sum(1 for a in data["annotations"]
-              if not a.get("iscrowd", 0) and not any(v > 0 for v in a["keypoints"][2::3]))
+    few = sum(
+        1 for a in data["annotations"] if not a.get("iscrowd", 0) and not any(v > 0 for v in a["keypoints"][2::3])
+    )
     # derived from the JSON: 14 instances, none crowd, two with no labelled keypoint
     assert (len(data["annotations"]), crowd, few, len(expected)) == (14, 0, 2, 12)
 
     out = tmp_path / "coco.zarr"
-    summary = convert("coco", path, coco_sample / "images", out, split="val", canvas_size=CANVAS,
-                      workers=1, progress=False)
+    summary = convert(
+        "coco", path, coco_sample / "images", out, split="val", canvas_size=CANVAS, workers=1, progress=False
+    )
     assert summary == {"samples": 12, "skipped": 0, "store": str(out)}
     store = open_store(out)
     assert store.attrs["joint_set"] == "coco" and store.attrs["pixel_origin"] == 0.0
     assert store.attrs["converter"]["coco"] == {
-        "min_keypoints": 1, "bbox_padding": 1.25, "skipped_crowd": 0, "skipped_few_keypoints": 2,
-        "skipped_other_category": 0}
+        "min_keypoints": 1,
+        "bbox_padding": 1.25,
+        "skipped_crowd": 0,
+        "skipped_few_keypoints": 2,
+        "skipped_other_category": 0,
+    }
     kp = np.array([a["keypoints"] for a in expected], dtype=np.float64).reshape(-1, 17, 3)
     np.testing.assert_allclose(store.keypoints, kp[..., :2], atol=1e-4)
     np.testing.assert_array_equal(store.visible, (kp[..., 2] > 0).astype(np.uint8))
@@ -244,9 +299,24 @@ def test_coco_skips_crowds_and_sparse_people(coco_sample, tmp_path, caplog):
     assert people.annotation_id.tolist() == [a["id"] for a in expected]
     assert "skipped 1 crowd, 5 with fewer than 15" in caplog.text
     # through the CLI
-    code = cli.main(["convert", "coco", "--annotations", str(path), "--images", str(coco_sample / "images"),
-                     "--out", str(tmp_path / "c.zarr"), "--canvas-size", str(CANVAS), "--workers", "1",
-                     "--min-keypoints", "15"])
+    code = cli.main(
+        [
+            "convert",
+            "coco",
+            "--annotations",
+            str(path),
+            "--images",
+            str(coco_sample / "images"),
+            "--out",
+            str(tmp_path / "c.zarr"),
+            "--canvas-size",
+            str(CANVAS),
+            "--workers",
+            "1",
+            "--min-keypoints",
+            "15",
+        ]
+    )
     assert code == 0
     store = open_store(tmp_path / "c.zarr")
     assert len(store) == 8 and store.attrs["converter"]["coco"]["skipped_crowd"] == 1
@@ -261,13 +331,16 @@ def test_coco_truncated_json_names_the_file(coco_sample, tmp_path):
     assert str(path) in str(err.value) and "not valid JSON" in str(err.value)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda a: a.update(keypoints=a["keypoints"][:50]), "has 50 numbers"),
-    (lambda a: a.pop("bbox"), "missing bbox"),
-    (lambda a: a.update(image_id=-7), "image_id -7 is not in `images`"),
-    (lambda a: a["keypoints"].__setitem__(2, 3), "visibility flags [3.0]"),
-    (lambda a: a["keypoints"].__setitem__(0, "x"), "non-numbers"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda a: a.update(keypoints=a["keypoints"][:50]), "has 50 numbers"),
+        (lambda a: a.pop("bbox"), "missing bbox"),
+        (lambda a: a.update(image_id=-7), "image_id -7 is not in `images`"),
+        (lambda a: a["keypoints"].__setitem__(2, 3), "visibility flags [3.0]"),
+        (lambda a: a["keypoints"].__setitem__(0, "x"), "non-numbers"),
+    ],
+)
 def test_coco_bad_annotation_names_the_file_and_the_annotation(coco_sample, tmp_path, edit, message):
     data = json.loads((coco_sample / "person_keypoints_sample.json").read_text())
     ann = data["annotations"][3]

@@ -14,8 +14,13 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 TINY_EXPERIMENT = {
     "datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
-    "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass", "stacks": 1, "features": 16},
-                          "training": {"epochs": 1, "batch_size": 4, "input_size": 64, "heatmap_size": 16}}},
+    "experiments": {
+        "e": {
+            "dataset": "d",
+            "model": {"arch": "hourglass", "stacks": 1, "features": 16},
+            "training": {"epochs": 1, "batch_size": 4, "input_size": 64, "heatmap_size": 16},
+        }
+    },
     "default_experiments": ["e"],
 }
 
@@ -30,10 +35,34 @@ def test_variants_are_timed_side_by_side(random_store, tmp_path):
     import cpu_train_settings
 
     out = tmp_path / "report.json"
-    report = cpu_train_settings.main([
-        "--store", str(random_store), "--val-store", str(random_store), "--config", tiny_config(tmp_path),
-        "--experiment", "e", "--steps", "2", "--chunk", "1", "--warmup", "1", "--variant", "base=", "--variant", "threads:1",
-        "--variant", "nocl=channels_last:0", "--variant", "batch_size:2", "--json", str(out)])
+    report = cpu_train_settings.main(
+        [
+            "--store",
+            str(random_store),
+            "--val-store",
+            str(random_store),
+            "--config",
+            tiny_config(tmp_path),
+            "--experiment",
+            "e",
+            "--steps",
+            "2",
+            "--chunk",
+            "1",
+            "--warmup",
+            "1",
+            "--variant",
+            "base=",
+            "--variant",
+            "threads:1",
+            "--variant",
+            "nocl=channels_last:0",
+            "--variant",
+            "batch_size:2",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["variants"] == report["variants"]
     rows = {r["name"]: r for r in report["variants"]}
     assert list(rows) == ["base", "threads:1", "nocl", "batch_size:2"]
@@ -44,9 +73,9 @@ def test_variants_are_timed_side_by_side(random_store, tmp_path):
 
 
 def test_variant_settings_change_the_run_and_refuse_unknown_keys():
+    import cpu_train_settings
     import pytest
 
-    import cpu_train_settings
     from pose_pipeline.config import experiment_settings, validate_config
 
     base = experiment_settings(validate_config(json.loads(json.dumps(TINY_EXPERIMENT))), "e")
@@ -61,10 +90,28 @@ def test_variant_settings_change_the_run_and_refuse_unknown_keys():
 def test_openmp_wait_policies_run_in_children_and_pool_per_policy(random_store, tmp_path):
     import cpu_train_settings
 
-    report = cpu_train_settings.main([
-        "--store", str(random_store), "--config", tiny_config(tmp_path), "--experiment", "e", "--steps", "1",
-        "--chunk", "1", "--warmup", "0", "--rounds", "2", "--omp-wait-policy", "default,PASSIVE",
-        "--variant", "t1=threads:1"])
+    report = cpu_train_settings.main(
+        [
+            "--store",
+            str(random_store),
+            "--config",
+            tiny_config(tmp_path),
+            "--experiment",
+            "e",
+            "--steps",
+            "1",
+            "--chunk",
+            "1",
+            "--warmup",
+            "0",
+            "--rounds",
+            "2",
+            "--omp-wait-policy",
+            "default,PASSIVE",
+            "--variant",
+            "t1=threads:1",
+        ]
+    )
     rows = {r["name"]: r for r in report["variants"]}
     assert list(rows) == ["default t1", "PASSIVE t1"]
     assert all(r["steps"] == 2 for r in rows.values())  # one step per round, two rounds pooled

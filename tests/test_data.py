@@ -35,13 +35,21 @@ def test_shard_batches_serve_each_sample_its_own_crop_once(random_store, batch_s
 def test_cv2_and_torch_warps_agree(random_store):
     store = open_store(random_store)
     images, index = next(iter(ShardBatches(store, 8, seed=1).epoch(0)))
-    args = (images, store.keypoints_in_canvas()[index], store.visible[index], store, HeatmapCodec(48, 12),
-            torch.device("cpu"))
-    x_cv2, targets_cv2, weights_cv2 = make_batch(*args, augmentation=Augmentation(), rng=np.random.default_rng(5),
-                                                 warp="cv2")
+    args = (
+        images,
+        store.keypoints_in_canvas()[index],
+        store.visible[index],
+        store,
+        HeatmapCodec(48, 12),
+        torch.device("cpu"),
+    )
+    x_cv2, targets_cv2, weights_cv2 = make_batch(
+        *args, augmentation=Augmentation(), rng=np.random.default_rng(5), warp="cv2"
+    )
     x_auto = make_batch(*args, augmentation=Augmentation(), rng=np.random.default_rng(5))[0]
-    x_torch, targets_torch, weights_torch = make_batch(*args, augmentation=Augmentation(),
-                                                       rng=np.random.default_rng(5), warp="torch")
+    x_torch, targets_torch, weights_torch = make_batch(
+        *args, augmentation=Augmentation(), rng=np.random.default_rng(5), warp="torch"
+    )
     assert torch.equal(x_auto, x_cv2)  # auto on the CPU is cv2
     assert x_cv2.shape == x_torch.shape == (8, 3, 48, 48) and x_cv2.dtype == torch.float32
     # same affines and bilinear sampling; cv2 rounds the crop to uint8 before the colour gain
@@ -56,8 +64,15 @@ def test_cv2_and_torch_warps_agree(random_store):
 def test_make_batch_rejects_an_unknown_warp(random_store):
     store = open_store(random_store)
     with pytest.raises(ValueError, match="warp"):
-        make_batch(store.images(0, 2), store.keypoints_in_canvas()[:2], store.visible[:2], store,
-                   HeatmapCodec(48, 12), torch.device("cpu"), warp="scipy")
+        make_batch(
+            store.images(0, 2),
+            store.keypoints_in_canvas()[:2],
+            store.visible[:2],
+            store,
+            HeatmapCodec(48, 12),
+            torch.device("cpu"),
+            warp="scipy",
+        )
 
 
 def test_zarrs_decoding_reads_the_same_crops(random_store):

@@ -33,8 +33,11 @@ def parser_defaults(module) -> dict:
 
 
 def signature_defaults(function) -> dict:
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def test_the_package_ships_the_workflow_schema():
@@ -83,7 +86,8 @@ def test_a_model_config_without_shape_builds_the_schema_default(arch):
     assert model.score[0].in_channels == default("experiment", "model", "features")
     info = model_info({"arch": arch}, 16)
     assert (info["stacks"], info["blocks"], info["features"]) == tuple(
-        default("experiment", "model", key) for key in ("stacks", "blocks", "features"))
+        default("experiment", "model", key) for key in ("stacks", "blocks", "features")
+    )
 
 
 def test_pyranet_prm_default_is_the_one_the_schema_describes():

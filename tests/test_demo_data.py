@@ -99,8 +99,23 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_cli(tmp_path, capsys):
-    assert cli.main(["demo-data", "--out", str(tmp_path / "d"), "--train", "3", "--val", "2",
-                     "--image-size", "96", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "demo-data",
+                "--out",
+                str(tmp_path / "d"),
+                "--train",
+                "3",
+                "--val",
+                "2",
+                "--image-size",
+                "96",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "d" / "mpii_release.mat").exists() and len(list((tmp_path / "d" / "images").iterdir())) == 5
     assert cli.main(["demo-data", "--out", str(tmp_path / "e"), "--train", "0"]) == 1
     assert "at least one training" in capsys.readouterr().err

@@ -46,8 +46,16 @@ def checkpoint(path, arch: str, stacks: int):
     torch.manual_seed(0)
     config = {"arch": arch, "stacks": stacks, "blocks": 1, "features": 16, "joints": MPII.num_joints}
     model = build_model(config, MPII.num_joints)
-    torch.save({"model_config": config, "joint_set": MPII.to_dict(), "state_dict": model.state_dict(),
-                "input_size": INPUT_SIZE, "settings": {"evaluation": {"blur_sigma": 1.0}}}, path)
+    torch.save(
+        {
+            "model_config": config,
+            "joint_set": MPII.to_dict(),
+            "state_dict": model.state_dict(),
+            "input_size": INPUT_SIZE,
+            "settings": {"evaluation": {"blur_sigma": 1.0}},
+        },
+        path,
+    )
     return path
 
 
@@ -56,14 +64,20 @@ def reference(path, crops: np.ndarray, flip_test: bool):
     stack, the flip average, the codec's decode mapped from heatmap to crop pixels."""
     model, codec, joints, _ = crop_pose_model(str(path), flip_test=flip_test)
     n = len(crops)
-    batch = HostBatch(crops, np.tile(np.eye(2, 3), (n, 1, 1)), np.zeros((n, joints.num_joints, 2)),
-                      np.zeros((n, joints.num_joints), np.float32), None)
+    batch = HostBatch(
+        crops,
+        np.tile(np.eye(2, 3), (n, 1, 1)),
+        np.zeros((n, joints.num_joints, 2)),
+        np.zeros((n, joints.num_joints), np.float32),
+        None,
+    )
     x, _, _ = finish_batch(batch, HeatmapCodec(INPUT_SIZE), torch.device("cpu"), "cv2")
     with torch.no_grad():
         heatmaps = model.model(x)[-1]
         if flip_test:
-            heatmaps = mirror_average(heatmaps, model.model(torch.flip(x, dims=[3]))[-1],
-                                      torch.as_tensor(joints.flip_permutation()))
+            heatmaps = mirror_average(
+                heatmaps, model.model(torch.flip(x, dims=[3]))[-1], torch.as_tensor(joints.flip_permutation())
+            )
     coords, scores = codec.decode(heatmaps.numpy())
     return heatmaps.numpy(), geometry.apply(geometry.invert(codec.input_to_heatmap()), coords), scores
 
@@ -96,8 +110,19 @@ def test_exported_models_reproduce_pytorch_in_a_fresh_process(tmp_path, arch, st
         assert description["flip_pairs"] == [list(p) for p in MPII.flip_pairs] and description["edges"]
 
         # a fresh interpreter, outside the checkout, where this package is not imported
-        subprocess.run([sys.executable, str(tmp_path / "runner.py"), fmt, str(out), str(tmp_path / "crops.npy"),
-                        str(tmp_path / f"{fmt}.npz")], check=True, cwd=tmp_path, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                str(tmp_path / "runner.py"),
+                fmt,
+                str(out),
+                str(tmp_path / "crops.npy"),
+                str(tmp_path / f"{fmt}.npz"),
+            ],
+            check=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
         got = np.load(tmp_path / f"{fmt}.npz")
         assert got["heatmaps"].shape == heatmaps.shape and got["keypoints"].shape == (3, MPII.num_joints, 2)
         np.testing.assert_allclose(got["heatmaps"], heatmaps, atol=1e-4, err_msg=fmt)
@@ -117,14 +142,24 @@ def test_the_decode_blur_is_scipys_gaussian_filter():
     for sigma in (0.5, 1.0, 2.5):
         expected = gaussian_filter(maps, (0, 0, sigma, sigma), mode="constant")
         expected *= maps.max(axis=(2, 3), keepdims=True) / expected.max(axis=(2, 3), keepdims=True)
-        np.testing.assert_allclose(blur_keeping_peaks(torch.from_numpy(maps), sigma).numpy(), expected,
-                                   rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            blur_keeping_peaks(torch.from_numpy(maps), sigma).numpy(), expected, rtol=1e-12, atol=1e-14
+        )
 
 
 def test_export_refuses_an_input_size_the_models_cannot_take(tmp_path, capsys):
     model_path = checkpoint(tmp_path / "model.pt", "hourglass", 1)
-    argv = ["export", "--checkpoint", str(model_path), "--format", "torchscript", "--out", str(tmp_path / "m.pt"),
-            "--input-size", "100"]
+    argv = [
+        "export",
+        "--checkpoint",
+        str(model_path),
+        "--format",
+        "torchscript",
+        "--out",
+        str(tmp_path / "m.pt"),
+        "--input-size",
+        "100",
+    ]
     assert cli.main(argv) == 1
     assert "--input-size 100" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.pt.json").exists()

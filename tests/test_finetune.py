@@ -44,8 +44,15 @@ def mpii_checkpoint(path, arch: str = "hourglass", stacks: int = 2, pytorch_pose
     model = build_model(config, MPII.num_joints)
     randomise_batch_norm(model, 0)
     if pytorch_pose:
-        torch.save({"epoch": 3, "arch": "hg", "best_acc": 0.0,
-                    "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+        torch.save(
+            {
+                "epoch": 3,
+                "arch": "hg",
+                "best_acc": 0.0,
+                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+            },
+            path,
+        )
     else:
         torch.save({"model_config": config, "joint_set": MPII.to_dict(), "state_dict": model.state_dict()}, path)
     return model.eval()
@@ -89,7 +96,10 @@ def test_an_lsp_model_from_an_mpii_checkpoint_gives_its_first_stack_heatmaps(tmp
 def test_a_coco_model_from_an_mpii_checkpoint_keeps_the_limbs_and_fresh_heads(tmp_path):
     mpii = mpii_checkpoint(tmp_path / "mpii.pt")
     coco, transfer = from_checkpoint(tmp_path / "mpii.pt", "hourglass", COCO, seed=5)
-    assert "12 of 17 joints came across" in transfer and "freshly initialised: nose, l_eye, r_eye, l_ear, r_ear" in transfer
+    assert (
+        "12 of 17 joints came across" in transfer
+        and "freshly initialised: nose, l_eye, r_eye, l_ear, r_ear" in transfer
+    )
     torch.manual_seed(5)
     fresh = build_model(small_config("hourglass"), COCO.num_joints)  # the same seed, no checkpoint
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
@@ -120,8 +130,9 @@ def test_a_pytorch_pose_mpii_checkpoint_starts_an_lsp_model(shared_fixtures, tmp
     the LSP model gives that code's recorded first-stack heatmaps for the 14 joints."""
     config = {"arch": "hourglass", "stacks": 2, "blocks": 1, "features": 256}
     model = build_model(config, LSP.num_joints)
-    transfer = load_weights(model, {**config, "joints": LSP.num_joints}, shared_fixtures / "pytorch_pose" / "hg_s2_b1.pth.tar",
-                            LSP)
+    transfer = load_weights(
+        model, {**config, "joints": LSP.num_joints}, shared_fixtures / "pytorch_pose" / "hg_s2_b1.pth.tar", LSP
+    )
     assert "14 of 14 joints came across" in transfer
     io = np.load(shared_fixtures / "pytorch_pose" / "hg_s2_b1_io.npz")
     with torch.no_grad():

@@ -36,8 +36,14 @@ def record(joints: dict, istest: int = 1, **extra) -> dict:
     coords = np.full((2, flic.NUM_SLOTS), NAN)
     for name, xy in joints.items():
         coords[:, flic.SLOTS[FLIC.index(name)]] = xy
-    return {"coords": coords, "filepath": "frame.jpg", "torsobox": np.array([[50.0, 90.0, 120.0, 150.0]]),
-            "istrain": 1 - istest, "istest": istest, **extra}
+    return {
+        "coords": coords,
+        "filepath": "frame.jpg",
+        "torsobox": np.array([[50.0, 90.0, 120.0, 150.0]]),
+        "istrain": 1 - istest,
+        "istest": istest,
+        **extra,
+    }
 
 
 # ------------------------------------------------------------------------ reading
@@ -56,17 +62,20 @@ def test_release_file_and_renamed_struct_read_alike(shared_data):
     assert anno.visible.all()  # the real release annotates all 11 slots
     assert anno.image_names[0] == "12-oclock-high-special-edition-00006361.jpg"
     # slot 1 is L shoulder, slot 4 R shoulder: read from coords columns 0 and 3
-    raw = scipy.io.loadmat(flic_sample(shared_data) / "flic_anno.mat", squeeze_me=True,
-                           struct_as_record=False)["flic_anno"][0].coords
+    raw = scipy.io.loadmat(flic_sample(shared_data) / "flic_anno.mat", squeeze_me=True, struct_as_record=False)[
+        "flic_anno"
+    ][0].coords
     assert np.array_equal(anno.keypoints[0, FLIC.index("l_shoulder")], raw[:, 0])
     assert np.array_equal(anno.keypoints[0, FLIC.index("nose")], raw[:, 16])
     assert np.array_equal(anno.keypoints[0, FLIC.index("r_hip")], raw[:, 9])
 
 
 def test_splits_and_isbad(tmp_path):
-    records = [record({"l_shoulder": (10, 10)}, istest=0, isbad=0),
-               record({"l_shoulder": (10, 10)}, istest=1, isbad=1),
-               record({"l_shoulder": (10, 10)}, istest=1, isbad=0)]
+    records = [
+        record({"l_shoulder": (10, 10)}, istest=0, isbad=0),
+        record({"l_shoulder": (10, 10)}, istest=1, isbad=1),
+        record({"l_shoulder": (10, 10)}, istest=1, isbad=0),
+    ]
     examples = flic.read_examples(write_flic(tmp_path / "e.mat", records))
     assert list(flic.split_rows(examples, "train", "e.mat")) == [0]
     assert list(flic.split_rows(examples, "val", "e.mat")) == [2]  # the bad one dropped
@@ -76,19 +85,29 @@ def test_splits_and_isbad(tmp_path):
 def test_person_box_spans_torso_box_and_joints(tmp_path):
     """Torso box x 50..120, y 90..150; the joints reach x 40 and y 60: box x 40..120 (80),
     y 60..150 (90); scale = 90 x 1.4 / 200."""
-    examples = flic.read_examples(write_flic(tmp_path / "e.mat", [
-        record({"l_shoulder": (100, 100), "r_shoulder": (40, 100), "nose": (70, 60)})]))
+    examples = flic.read_examples(
+        write_flic(tmp_path / "e.mat", [record({"l_shoulder": (100, 100), "r_shoulder": (40, 100), "nose": (70, 60)})])
+    )
     center, scale = flic.person_boxes(examples)
     assert center[0] == pytest.approx((80.0, 105.0)) and scale[0] == pytest.approx(90 * 1.4 / 200)
 
 
-@pytest.mark.parametrize("records, variable, message", [
-    ([{"filepath": "a.jpg", "torsobox": np.zeros(4), "istrain": 1, "istest": 0}], "flic_anno",
-     "variable `flic_anno` has no field `coords`"),
-    ([{**record({}), "coords": np.zeros((2, 14))}], "examples",
-     "examples(1).coords is shape (2, 14); expected (2, 29)"),
-    ([{**record({}), "istest": 2}], "examples", "examples(1).istest is 2; expected 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "records, variable, message",
+    [
+        (
+            [{"filepath": "a.jpg", "torsobox": np.zeros(4), "istrain": 1, "istest": 0}],
+            "flic_anno",
+            "variable `flic_anno` has no field `coords`",
+        ),
+        (
+            [{**record({}), "coords": np.zeros((2, 14))}],
+            "examples",
+            "examples(1).coords is shape (2, 14); expected (2, 29)",
+        ),
+        ([{**record({}), "istest": 2}], "examples", "examples(1).istest is 2; expected 0 or 1"),
+    ],
+)
 def test_bad_files_name_the_file_and_key(tmp_path, records, variable, message):
     path = write_flic(tmp_path / "bad.mat", records, variable)
     with pytest.raises(UserError) as err:
@@ -110,8 +129,16 @@ def test_convert_the_sample_end_to_end(shared_data, tmp_path):
 
     sample = flic_sample(shared_data)
     for split, count in (("train", 15), ("val", 5)):
-        convert("flic", sample / "examples.mat", sample / "images", tmp_path / f"{split}.zarr", split=split,
-                canvas_size=32, workers=1, progress=False)
+        convert(
+            "flic",
+            sample / "examples.mat",
+            sample / "images",
+            tmp_path / f"{split}.zarr",
+            split=split,
+            canvas_size=32,
+            workers=1,
+            progress=False,
+        )
         store = open_store(tmp_path / f"{split}.zarr")
         assert len(store) == count and store.joint_set is FLIC and store.attrs["format"] == "flic"
     assert list(store.image_name) == [f"im{i:05d}.jpg" for i in range(16, 21)]
@@ -128,9 +155,19 @@ def hand_case() -> tuple[np.ndarray, np.ndarray, list[dict]]:
     predicted 10 px off (0.2: right at 0.2 only), so the predicted neck (the shoulders' midpoint)
     is 5 px off (0.1: right at both, <= inclusive); nose 11 px off (wrong). Example 1: exact,
     but its nose is not annotated: a miss, as eval_pck.m counts a NaN ground truth."""
-    joints = {"l_shoulder": (100, 100), "r_shoulder": (60, 100), "l_elbow": (110, 130),
-              "r_elbow": (50, 130), "l_wrist": (115, 160), "r_wrist": (45, 160), "l_hip": (95, 140),
-              "r_hip": (70, 140), "l_eye": (90, 70), "r_eye": (70, 70), "nose": (80, 80)}
+    joints = {
+        "l_shoulder": (100, 100),
+        "r_shoulder": (60, 100),
+        "l_elbow": (110, 130),
+        "r_elbow": (50, 130),
+        "l_wrist": (115, 160),
+        "r_wrist": (45, 160),
+        "l_hip": (95, 140),
+        "r_hip": (70, 140),
+        "l_eye": (90, 70),
+        "r_eye": (70, 70),
+        "nose": (80, 80),
+    }
     records = [record(joints), record({k: v for k, v in joints.items() if k != "nose"})]
     gt = np.array([[joints[name] for name in FLIC.joints]] * 2, dtype=np.float64)
     preds = gt.copy()
@@ -168,13 +205,20 @@ def test_flic_store_scores_as_the_file(tmp_path):
     gt_file = write_flic(tmp_path / "examples.mat", records)
     visible = np.ones((2, FLIC.num_joints), np.uint8)
     visible[1, FLIC.index("nose")] = 0
-    writer = StoreWriter(tmp_path / "val.zarr", 2, FLIC, 16,
-                         attrs={"pixel_origin": 1.0, "context": 1.5, "format": "flic"})
+    writer = StoreWriter(
+        tmp_path / "val.zarr", 2, FLIC, 16, attrs={"pixel_origin": 1.0, "context": 1.5, "format": "flic"}
+    )
     writer.write_block(np.zeros((2, 16, 16, 3), np.uint8))
-    writer.set_metadata(keypoints=np.where(visible[..., None] > 0, gt, 0).astype(np.float32), visible=visible,
-                        affine=np.tile(np.eye(2, 3), (2, 1, 1)), center=np.zeros((2, 2)), scale=np.ones(2),
-                        head_size=np.full(2, np.nan), image_name=np.array(["a.jpg", "b.jpg"]),
-                        source_index=np.zeros((2, 2), np.int64))
+    writer.set_metadata(
+        keypoints=np.where(visible[..., None] > 0, gt, 0).astype(np.float32),
+        visible=visible,
+        affine=np.tile(np.eye(2, 3), (2, 1, 1)),
+        center=np.zeros((2, 2)),
+        scale=np.ones(2),
+        head_size=np.full(2, np.nan),
+        image_name=np.array(["a.jpg", "b.jpg"]),
+        source_index=np.zeros((2, 2), np.int64),
+    )
     writer.commit()
     write_predictions_mat(tmp_path / "p.mat", preds)
     from_file = score(tmp_path / "p.mat", gt_file, tmp_path / "f.csv")
@@ -187,8 +231,22 @@ def test_real_annotations_score_100_against_themselves(shared_data, tmp_path):
     gt, _, _, joints = read_ground_truth(anno, "val")
     assert joints is FLIC and len(gt) == 1016
     write_predictions_mat(tmp_path / "p.mat", gt)
-    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(anno), "--split", "val",
-                     "--out", str(tmp_path / "s.csv")]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                "--preds",
+                str(tmp_path / "p.mat"),
+                "--gt",
+                str(anno),
+                "--split",
+                "val",
+                "--out",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "s.csv").read_text().splitlines()[1] == "PCK@0.2," + ",".join(["100.00"] * 7)
     # predictions of the whole file against --split val: the counts differ, said so
     all_gt, _, _, _ = read_ground_truth(anno, "all")

@@ -23,8 +23,9 @@ def test_crop_affine_maps_box_to_crop():
     a = geometry.crop_affine(np.array([100.0, 50.0]), 40.0, 64)
     # the centre goes to the crop centre, the box edges to the crop edges
     np.testing.assert_allclose(geometry.apply(a, np.array([[100.0, 50.0]])), [[31.5, 31.5]])
-    np.testing.assert_allclose(geometry.apply(a, np.array([[80.0, 30.0], [120.0, 70.0]])),
-                               [[31.5 - 32, 31.5 - 32], [31.5 + 32, 31.5 + 32]])
+    np.testing.assert_allclose(
+        geometry.apply(a, np.array([[80.0, 30.0], [120.0, 70.0]])), [[31.5 - 32, 31.5 - 32], [31.5 + 32, 31.5 + 32]]
+    )
 
 
 def test_warp_image_follows_the_affine():
@@ -58,8 +59,9 @@ def test_flip_affine_swaps_sides():
 def test_canvas_to_input_shows_the_person_box():
     # canvas of 192 px holding the box x 1.5: the input shows the central 128 canvas pixels
     a = geometry.canvas_to_input_affine(192, 1.5, 128)
-    np.testing.assert_allclose(geometry.apply(a, np.array([[32.0, 32.0], [159.5, 95.5]])),
-                               [[0.0, 0.0], [127.5, 63.5]], atol=1e-9)
+    np.testing.assert_allclose(
+        geometry.apply(a, np.array([[32.0, 32.0], [159.5, 95.5]])), [[0.0, 0.0], [127.5, 63.5]], atol=1e-9
+    )
 
 
 def test_roundtrip_on_real_mpii_validation_poses(shared_data):

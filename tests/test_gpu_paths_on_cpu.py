@@ -28,8 +28,17 @@ def batch(store_path, warp: str = "cv2", n: int = 8):
 
     aug = Augmentation()
     params = aug.sample(np.random.default_rng(5), n)
-    return make_batch(store.images(0, n), store.keypoints_in_canvas()[:n], store.visible[:n], store,
-                      HeatmapCodec(64, 16, sigma=1.0), CPU, augmentation=aug, params=params, warp=warp)
+    return make_batch(
+        store.images(0, n),
+        store.keypoints_in_canvas()[:n],
+        store.visible[:n],
+        store,
+        HeatmapCodec(64, 16, sigma=1.0),
+        CPU,
+        augmentation=aug,
+        params=params,
+        warp=warp,
+    )
 
 
 def step(model, x, targets, weights, bf16=False, channels_last=True):
@@ -83,8 +92,9 @@ def test_a_training_run_with_the_device_side_warp_and_targets(random_store, tmp_
         return real_finish(batch, codec, device, warp)
 
     monkeypatch.setattr(train_module, "finish_batch", finish)
-    monkeypatch.setattr(train_module, "run_batches",
-                        lambda run, epoch, skip: real_batches(run, epoch, skip, host_warp=False))
+    monkeypatch.setattr(
+        train_module, "run_batches", lambda run, epoch, skip: real_batches(run, epoch, skip, host_warp=False)
+    )
     train_module.train(settings(epochs=1), random_store, None, tmp_path / "gpu", device="cpu", progress=False)
     assert finished == [("torch", True)] * 6
     # Training BatchNorm on random crops amplifies the < 1/255 input differences (weights move

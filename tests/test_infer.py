@@ -34,10 +34,25 @@ def demo(tmp_path_factory):
     stores = {}
     for split in ("train", "val"):
         stores[split] = root / f"{split}.zarr"
-        convert("mpii", root / "demo/mpii_release.mat", root / "demo/images", stores[split], split,
-                root / "demo/val_split.mat", canvas_size=CANVAS, workers=1, progress=False)
-    train(settings(epochs=2, optimizer="adam", lr=0.002), stores["train"], None, root / "run", device="cpu",
-          progress=False)
+        convert(
+            "mpii",
+            root / "demo/mpii_release.mat",
+            root / "demo/images",
+            stores[split],
+            split,
+            root / "demo/val_split.mat",
+            canvas_size=CANVAS,
+            workers=1,
+            progress=False,
+        )
+    train(
+        settings(epochs=2, optimizer="adam", lr=0.002),
+        stores["train"],
+        None,
+        root / "run",
+        device="cpu",
+        progress=False,
+    )
     return {"root": root, "images": root / "demo/images", "val": stores["val"], "model": root / "run/model.pt"}
 
 
@@ -104,10 +119,35 @@ def test_infer_equals_predict_on_the_converted_store(demo, tmp_path, capfd):
         rows.writerow(["image", "x", "y", "w", "h"])
         for name, c, s in zip(store.image_name, center, store.scale):
             rows.writerow([name, *map(repr, box_of_person(c, s))])
-    assert cli.main(["predict", "--checkpoint", str(demo["model"]), "--store", str(demo["val"]),
-                     "--out-mat", str(tmp_path / "p.mat"), "--out-csv", str(tmp_path / "p.csv")]) == 0
-    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", demo["images"], "--boxes",
-                      tmp_path / "boxes.csv", "--out", tmp_path / "out", "--canvas-size", CANVAS)
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--checkpoint",
+                str(demo["model"]),
+                "--store",
+                str(demo["val"]),
+                "--out-mat",
+                str(tmp_path / "p.mat"),
+                "--out-csv",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
+    code, err = infer(
+        capfd,
+        "--checkpoint",
+        demo["model"],
+        "--images",
+        demo["images"],
+        "--boxes",
+        tmp_path / "boxes.csv",
+        "--out",
+        tmp_path / "out",
+        "--canvas-size",
+        CANVAS,
+    )
     assert code == 0, err
     found = results(tmp_path / "out")["results"]
     assert [r["file_name"] for r in found] == list(store.image_name)
@@ -131,8 +171,18 @@ def test_whole_image_mode_on_the_lsp_photos(demo, shared_data, tmp_path, capfd, 
     photos.mkdir(parents=True)
     for i in range(1, 7):  # links, not copies: the real data stays where it is
         os.symlink(shared_data / f"lsp_sample/images/im{i:05d}.jpg", photos / f"im{i:05d}.jpg")
-    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", tmp_path / "photos", "--out",
-                      tmp_path / "out", "--draw", "--batch-size", 4)
+    code, err = infer(
+        capfd,
+        "--checkpoint",
+        demo["model"],
+        "--images",
+        tmp_path / "photos",
+        "--out",
+        tmp_path / "out",
+        "--draw",
+        "--batch-size",
+        4,
+    )
     assert code == 0, err
     assert sum("whole image as its box" in m for m in caplog.messages) == 1  # said once
     found = results(tmp_path / "out")
@@ -153,19 +203,33 @@ def test_whole_image_mode_on_the_lsp_photos(demo, shared_data, tmp_path, capfd, 
 
 def test_box_mode_on_the_coco_sample_with_its_boxes(demo, shared_data, tmp_path, capfd):
     annotations = json.loads((shared_data / "coco_sample/person_keypoints_sample.json").read_text())
-    detections = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
-                  for a in annotations["annotations"] if not a.get("iscrowd")]
+    detections = [
+        {"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
+        for a in annotations["annotations"]
+        if not a.get("iscrowd")
+    ]
     detections.append({"image_id": detections[0]["image_id"], "category_id": 18, "bbox": [1, 1, 9, 9], "score": 1})
     (tmp_path / "detections.json").write_text(json.dumps(detections))
-    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", shared_data / "coco_sample/images",
-                      "--boxes", tmp_path / "detections.json", "--out", tmp_path / "out")
+    code, err = infer(
+        capfd,
+        "--checkpoint",
+        demo["model"],
+        "--images",
+        shared_data / "coco_sample/images",
+        "--boxes",
+        tmp_path / "detections.json",
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 0, err
     found = results(tmp_path / "out")
     people = found["results"]
     assert len(people) == len(detections) - 1  # every person, the other category left out
     names = {i["id"]: i["file_name"] for i in annotations["images"]}
-    for person, detection in zip(sorted(people, key=lambda p: (p["image_id"], p["bbox"])),
-                                 sorted(detections[:-1], key=lambda d: (d["image_id"], d["bbox"]))):
+    for person, detection in zip(
+        sorted(people, key=lambda p: (p["image_id"], p["bbox"])),
+        sorted(detections[:-1], key=lambda d: (d["image_id"], d["bbox"])),
+    ):
         assert person["image_id"] == detection["image_id"] and person["bbox"] == detection["bbox"]
         assert person["file_name"] == names[detection["image_id"]] and person["category_id"] == 1
     check_valid(found, shared_data / "coco_sample/images")
@@ -195,11 +259,29 @@ def test_video_gives_per_frame_results_and_an_annotated_video(demo, tmp_path, ca
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     assert (int(annotated.get(cv2.CAP_PROP_FRAME_WIDTH)), int(annotated.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (96, 96)
     # boxes name frames by number; frames without people stay in the annotated video
-    (tmp_path / "boxes.json").write_text(json.dumps([{"image_id": 4, "bbox": [10, 5, 60, 80], "score": 0.7},
-                                                     {"image_id": 1, "bbox": [0, 0, 96, 96]},
-                                                     {"image_id": 9, "bbox": [0, 0, 96, 96]}]))
-    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", video, "--boxes", tmp_path / "boxes.json",
-                      "--out", tmp_path / "boxed", "--draw", "--batch-size", 2)
+    (tmp_path / "boxes.json").write_text(
+        json.dumps(
+            [
+                {"image_id": 4, "bbox": [10, 5, 60, 80], "score": 0.7},
+                {"image_id": 1, "bbox": [0, 0, 96, 96]},
+                {"image_id": 9, "bbox": [0, 0, 96, 96]},
+            ]
+        )
+    )
+    code, err = infer(
+        capfd,
+        "--checkpoint",
+        demo["model"],
+        "--images",
+        video,
+        "--boxes",
+        tmp_path / "boxes.json",
+        "--out",
+        tmp_path / "boxed",
+        "--draw",
+        "--batch-size",
+        2,
+    )
     assert code == 0, err
     assert [r["file_name"] for r in results(tmp_path / "boxed")["results"]] == ["clip.mp4#1", "clip.mp4#4"]
     assert int(cv2.VideoCapture(str(tmp_path / "boxed/drawings/clip.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 6
@@ -229,16 +311,27 @@ def test_bad_images_and_boxes_are_skipped_by_name(demo, tmp_path, capfd, caplog)
     (folder / "good.jpg").write_bytes(good)
     (folder / "other.jpg").write_bytes(good)
     damaged = bytearray(good)
-    damaged[len(good) // 2:len(good) // 2 + 200] = b"\xff\x00" * 100  # a damaged middle, end marker kept
+    damaged[len(good) // 2 : len(good) // 2 + 200] = b"\xff\x00" * 100  # a damaged middle, end marker kept
     (folder / "corrupt.jpg").write_bytes(bytes(damaged))
-    (tmp_path / "boxes.csv").write_text("image,x,y,w,h,score\n"
-                                        "good.jpg,10,10,60,70,0.8\n"
-                                        "good.jpg,200,10,30,30,0.5\n"  # outside the 96 x 96 image
-                                        "corrupt.jpg,10,10,60,70\n"
-                                        "missing.jpg,10,10,60,70\n"
-                                        "other.jpg,0,0,96,96\n")
-    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", folder, "--boxes", tmp_path / "boxes.csv",
-                      "--out", tmp_path / "out")
+    (tmp_path / "boxes.csv").write_text(
+        "image,x,y,w,h,score\n"
+        "good.jpg,10,10,60,70,0.8\n"
+        "good.jpg,200,10,30,30,0.5\n"  # outside the 96 x 96 image
+        "corrupt.jpg,10,10,60,70\n"
+        "missing.jpg,10,10,60,70\n"
+        "other.jpg,0,0,96,96\n"
+    )
+    code, err = infer(
+        capfd,
+        "--checkpoint",
+        demo["model"],
+        "--images",
+        folder,
+        "--boxes",
+        tmp_path / "boxes.csv",
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 0, err
     found = results(tmp_path / "out")["results"]
     assert [(r["file_name"], r["box_score"]) for r in found] == [("good.jpg", 0.8), ("other.jpg", 1.0)]
@@ -259,8 +352,17 @@ def test_empty_or_missing_input_is_one_clear_error(demo, tmp_path, capfd):
     code, err = infer(capfd, "--checkpoint", demo["model"], "--images", tmp_path / "nothing", "--out", tmp_path / "o")
     assert code == 1 and "no such file or folder" in err
     (tmp_path / "boxes.csv").write_text("elsewhere.jpg,1,1,5,5\n")
-    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", demo["images"], "--boxes",
-                      tmp_path / "boxes.csv", "--out", tmp_path / "o")
+    code, err = infer(
+        capfd,
+        "--checkpoint",
+        demo["model"],
+        "--images",
+        demo["images"],
+        "--boxes",
+        tmp_path / "boxes.csv",
+        "--out",
+        tmp_path / "o",
+    )
     assert code == 1 and "no person box for any image" in err
     assert not (tmp_path / "o").exists()
 
@@ -274,8 +376,9 @@ def test_an_earlier_output_is_replaced_but_nothing_else(demo, tmp_path, capfd):
     code, err = infer(capfd, "--checkpoint", demo["model"], "--images", image, "--out", tmp_path / "mine")
     assert code == 1 and "refusing to replace" in err
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial folder left
-    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", tmp_path / "mine", "--out",
-                      tmp_path / "mine" / "keypoints")
+    code, err = infer(
+        capfd, "--checkpoint", demo["model"], "--images", tmp_path / "mine", "--out", tmp_path / "mine" / "keypoints"
+    )
     assert code == 1 and "lies inside --images" in err
 
 
@@ -283,10 +386,13 @@ def test_imagesets_are_validated_with_did_you_mean():
     from pose_pipeline.config import validate_config
     from pose_pipeline.errors import UserError
 
-    base = {"datasets": {"d": {"format": "mpii", "synthetic": {}}},
-            "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}}
+    base = {
+        "datasets": {"d": {"format": "mpii", "synthetic": {}}},
+        "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}},
+    }
     assert validate_config({**base, "imagesets": {"mine": {"images": "photos"}}})["imagesets"] == {
-        "mine": {"images": "photos"}}
+        "mine": {"images": "photos"}
+    }
     with pytest.raises(UserError, match=r"imagesets.mine: unknown key 'boxs' \(did you mean 'boxes'\?\)"):
         validate_config({**base, "imagesets": {"mine": {"images": "photos", "boxs": "b.json"}}})
     with pytest.raises(UserError, match="imagesets.mine: 'images' is a required property"):

@@ -11,8 +11,8 @@ import hashlib
 import cv2
 import numpy as np
 import pytest
-
 from conftest import make_random_store
+
 from pose_pipeline import cli
 from pose_pipeline.convert import convert
 from pose_pipeline.errors import UserError
@@ -38,23 +38,51 @@ def drawn_store(path, points: dict, num_samples=1, canvas_size=64, image=None, v
     if visible_rows is not None:
         visible = np.asarray(visible_rows, np.uint8)
     images = np.full((n, canvas_size, canvas_size, 3), 128, np.uint8) if image is None else image
-    writer = StoreWriter(path, n, MPII, canvas_size, shard_size=4,
-                         attrs={"dataset": "drawn", "split": "val", "format": "mpii", "pixel_origin": 1.0,
-                                "context": 1.5, "converter": {}, "sources": [{"file": "x", "sha256": "0"}]})
+    writer = StoreWriter(
+        path,
+        n,
+        MPII,
+        canvas_size,
+        shard_size=4,
+        attrs={
+            "dataset": "drawn",
+            "split": "val",
+            "format": "mpii",
+            "pixel_origin": 1.0,
+            "context": 1.5,
+            "converter": {},
+            "sources": [{"file": "x", "sha256": "0"}],
+        },
+    )
     for start in range(0, n, 4):
-        writer.write_block(images[start:start + 4])
-    writer.set_metadata(keypoints=keypoints, visible=visible, affine=np.tile(np.eye(2, 3), (n, 1, 1)),
-                        center=np.full((n, 2), 32.0), scale=np.ones(n), head_size=np.full(n, 10.0),
-                        image_name=np.array([f"{i}.jpg" for i in range(n)], dtype=str),
-                        source_index=np.stack([np.arange(n), np.zeros(n, int)], 1))
+        writer.write_block(images[start : start + 4])
+    writer.set_metadata(
+        keypoints=keypoints,
+        visible=visible,
+        affine=np.tile(np.eye(2, 3), (n, 1, 1)),
+        center=np.full((n, 2), 32.0),
+        scale=np.ones(n),
+        head_size=np.full(n, 10.0),
+        image_name=np.array([f"{i}.jpg" for i in range(n)], dtype=str),
+        source_index=np.stack([np.arange(n), np.zeros(n, int)], 1),
+    )
     return writer.commit()
 
 
 def test_summary_of_a_converted_mpii_store(shared_data, tmp_path):
     sample = shared_data / "mpii_sample"
     out = tmp_path / "val.zarr"
-    convert("mpii", sample / "valid.h5", sample / "images", out, split="val", canvas_size=64,
-            on_bad_sample="skip", workers=1, progress=False)
+    convert(
+        "mpii",
+        sample / "valid.h5",
+        sample / "images",
+        out,
+        split="val",
+        canvas_size=64,
+        on_bad_sample="skip",
+        workers=1,
+        progress=False,
+    )
     s = summarize(open_store(out))
     assert s["samples"] == 5 and s["bad_samples"] == 2953
     assert s["joint_set"] == "mpii" and s["joints"] == list(MPII.joints)
@@ -81,8 +109,7 @@ def test_summary_visibility_counts_the_joints_made_visible(tmp_path):
     rows[:3, MPII.index("r_ankle")] = 1
     rows[:, MPII.index("head_top")] = 1
     rows[3, MPII.index("l_wrist")] = 1
-    s = summarize(open_store(drawn_store(tmp_path / "v.zarr", {}, num_samples=4, canvas_size=32,
-                                         visible_rows=rows)))
+    s = summarize(open_store(drawn_store(tmp_path / "v.zarr", {}, num_samples=4, canvas_size=32, visible_rows=rows)))
     assert s["visibility"]["r_ankle"] == 0.75 and s["visibility"]["head_top"] == 1.0
     assert s["visibility"]["pelvis"] == 0.0 and s["visibility"]["l_wrist"] == 0.25
     assert s["mean_visible_joints"] == 2.0  # 8 visible joints over 4 samples
@@ -128,8 +155,9 @@ def test_contact_sheet_draws_keypoints_where_the_affine_puts_them(tmp_path):
     """A 64 px canvas is drawn twice as large (128 px tiles): canvas pixel (x, y) covers
     tile pixels 2x..2x+1, 2y..2y+1. Annotated (11, 21) is canvas (10, 20) (1-based
     annotations), so tile pixels (20..21, 40..41)."""
-    path = drawn_store(tmp_path / "d.zarr", {"l_wrist": (11, 21), "l_elbow": (11, 41),
-                                             "r_hip": (41, 31), "pelvis": (41, 11)})
+    path = drawn_store(
+        tmp_path / "d.zarr", {"l_wrist": (11, 21), "l_elbow": (11, 41), "r_hip": (41, 31), "pelvis": (41, 11)}
+    )
     sheet, indices = contact_sheet(open_store(path), count=1, seed=0)
     assert sheet.shape == (128, 128, 3) and list(indices) == [0]
     colour = lambda x, y: tuple(int(v) for v in sheet[y, x])  # noqa: E731

@@ -27,6 +27,7 @@ def meta_model(config: dict, joints: int) -> torch.nn.Module:
 
 # --- hourglass -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stacks, expected", [(1, 3_586_960), (2, 6_730_912), (8, 25_594_624)])
 def test_hourglass_parameter_counts(stacks, expected):
     assert n_params(meta_model({"arch": "hourglass", "stacks": stacks, "blocks": 1}, 16)) == expected
@@ -45,6 +46,7 @@ def test_hourglass_matches_pytorch_pose_fixture(shared_fixtures):
 
 
 # --- PyraNet ---------------------------------------------------------------------------------
+
 
 def test_pyranet_is_registered():
     assert ARCHITECTURES["pyranet"] is pyranet
@@ -107,7 +109,13 @@ def test_pyranet_state_dict_round_trip(prm):
     assert not hourglass.is_state_dict(state_dict)
     assert not pyranet.is_state_dict(hourglass.HourglassNet(2, 2, 14, 16).state_dict())
     assert pyranet.config_from_state_dict(state_dict) == {
-        "arch": "pyranet", "prm": prm, "stacks": 2, "blocks": 2, "features": 16, "joints": 14}
+        "arch": "pyranet",
+        "prm": prm,
+        "stacks": 2,
+        "blocks": 2,
+        "features": 16,
+        "joints": 14,
+    }
 
 
 def test_pyranet_bare_state_dict_loads(tmp_path):
@@ -150,6 +158,7 @@ def test_branch_width():
 
 # --- torch.compile ---------------------------------------------------------------------------
 
+
 def _require_compiler():
     if shutil.which("gcc") is None and shutil.which("cc") is None:
         pytest.skip("torch.compile (inductor) on CPU needs a C compiler; none on PATH")
@@ -159,10 +168,14 @@ def _require_compiler():
         pytest.skip(f"torch.compile on CPU needs a working C compiler: {exc}")
 
 
-@pytest.mark.parametrize("config", [
-    {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16},
-    {"arch": "pyranet", "stacks": 1, "blocks": 1, "features": 16, "prm": "B"},
-], ids=["hourglass", "pyranet"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16},
+        {"arch": "pyranet", "stacks": 1, "blocks": 1, "features": 16, "prm": "B"},
+    ],
+    ids=["hourglass", "pyranet"],
+)
 def test_compile_fullgraph(config):
     _require_compiler()
     torch._dynamo.reset()
@@ -204,6 +217,7 @@ def test_channels_last():
 
 # --- checkpoints -----------------------------------------------------------------------------
 
+
 def _save(model: torch.nn.Module, config: dict, path):
     torch.save({"model_config": config, "state_dict": model.state_dict()}, path)
     return path
@@ -240,6 +254,7 @@ def test_load_refuses_pickled_code(tmp_path):
 
 # --- model-info ------------------------------------------------------------------------------
 
+
 def test_model_info_cli_hourglass(capsys):
     rc = cli.main(["model-info", "--arch", "hourglass", "--stacks", "8", "--joints", "16"])
     assert rc == 0
@@ -253,8 +268,23 @@ def test_model_info_cli_hourglass(capsys):
 
 
 def test_model_info_cli_pyranet(capsys):
-    rc = cli.main(["model-info", "--arch", "pyranet", "--stacks", "2", "--joints", "17", "--features", "32",
-                   "--prm", "C", "--input-size", "128"])
+    rc = cli.main(
+        [
+            "model-info",
+            "--arch",
+            "pyranet",
+            "--stacks",
+            "2",
+            "--joints",
+            "17",
+            "--features",
+            "32",
+            "--prm",
+            "C",
+            "--input-size",
+            "128",
+        ]
+    )
     assert rc == 0
     info = json.loads(capsys.readouterr().out)
     assert info["prm"] == "C" and info["joints"] == 17

@@ -34,8 +34,15 @@ def _train_rect(seed: float) -> dict:
     points = np.empty((1, 16), dtype=[("x", object), ("y", object), ("id", object), ("is_visible", object)])
     for k in range(16):
         points[0, k] = (10.0 + k + seed, 20.0 + k, float(k), 1.0)
-    return {"x1": 1.0, "y1": 1.0, "x2": 9.0, "y2": 9.0, "annopoints": {"point": points}, "scale": 1.0,
-            "objpos": {"x": 50.0, "y": 60.0}}
+    return {
+        "x1": 1.0,
+        "y1": 1.0,
+        "x2": 9.0,
+        "y2": 9.0,
+        "annopoints": {"point": points},
+        "scale": 1.0,
+        "objpos": {"x": 50.0, "y": 60.0},
+    }
 
 
 def _test_rect(x: float, y: float, scale: float = 1.2) -> dict:
@@ -53,16 +60,26 @@ def release(tmp_path):
         _rects(_train_rect(5)),
         _rects(_test_rect(400, 410), {"scale": 1.0}, _test_rect(500, 510, 2.0)),  # rect 2: no objpos
     ]
-    annolist = np.empty((1, 5), dtype=[("image", object), ("annorect", object), ("frame_sec", object),
-                                       ("vididx", object)])
+    annolist = np.empty(
+        (1, 5), dtype=[("image", object), ("annorect", object), ("frame_sec", object), ("vididx", object)]
+    )
     for i, rects in enumerate(annorects):
         annolist[0, i] = ({"name": f"im{i}.jpg"}, rects, np.zeros((0, 0)), np.zeros((0, 0)))
     single_person = np.empty((5, 1), dtype=object)
     for i, rects in enumerate([[1], [2], [], [1], [1, 2, 3]]):
         single_person[i, 0] = np.array(rects, dtype=np.float64).reshape(-1, 1) if rects else np.zeros((0, 0))
     path = tmp_path / "release.mat"
-    scipy.io.savemat(path, {"RELEASE": {"annolist": annolist, "img_train": np.array([[1, 0, 0, 1, 0]], float),
-                                        "single_person": single_person, "version": "12"}})
+    scipy.io.savemat(
+        path,
+        {
+            "RELEASE": {
+                "annolist": annolist,
+                "img_train": np.array([[1, 0, 0, 1, 0]], float),
+                "single_person": single_person,
+                "version": "12",
+            }
+        },
+    )
     return path
 
 
@@ -137,10 +154,9 @@ def test_submission_round_trips_through_the_release_reader(release, tmp_path):
     np.testing.assert_array_equal(people.keypoints, preds)
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([0, 1], "1 of the 3 test single persons"),
-    ([0, 1, 2, 2], "predicted twice"),
-])
+@pytest.mark.parametrize(
+    "rows, message", [([0, 1], "1 of the 3 test single persons"), ([0, 1, 2, 2], "predicted twice")]
+)
 def test_incomplete_or_duplicated_predictions_are_refused(release, rows, message):
     test = mpii_test.load_test_release(release)
     with pytest.raises(UserError, match=message):
@@ -159,8 +175,14 @@ def test_a_file_without_test_images_says_so(shared_data, tmp_path):
     with pytest.raises(UserError, match="no RELEASE annolist, img_train, single_person"):
         mpii_test.load_test_release(shared_data / "mpii_sample" / "detections.mat")
     with pytest.raises(UserError, match="no RELEASE"):
-        convert("mpii", shared_data / "mpii_sample" / "detections.mat", shared_data / "mpii_sample" / "images",
-                tmp_path / "test.zarr", split="test", progress=False)
+        convert(
+            "mpii",
+            shared_data / "mpii_sample" / "detections.mat",
+            shared_data / "mpii_sample" / "images",
+            tmp_path / "test.zarr",
+            split="test",
+            progress=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +190,16 @@ def demo(tmp_path_factory):
     """The synthetic release with 5 test images, its test store and predictions on it."""
     root = tmp_path_factory.mktemp("submission")
     demo_data.generate(root / "data", seed=2, train=6, val=2, test=5, image_size=96, progress=False)
-    convert("mpii", root / "data/mpii_release.mat", root / "data/images", root / "test.zarr", split="test",
-            canvas_size=64, workers=1, progress=False)
+    convert(
+        "mpii",
+        root / "data/mpii_release.mat",
+        root / "data/images",
+        root / "test.zarr",
+        split="test",
+        canvas_size=64,
+        workers=1,
+        progress=False,
+    )
     store = open_store(root / "test.zarr")
     preds = np.random.default_rng(1).uniform(1, 96, (len(store), 16, 2))
     write_predictions_csv(root / "preds.csv", preds, list(store.image_name), MPII)
@@ -190,13 +220,28 @@ def test_demo_test_people_convert_without_joints(demo):
 def test_demo_submission_holds_the_predictions(demo, tmp_path, capsys):
     root, preds = demo
     out = tmp_path / "sub" / "pred_keypoints_mpii.mat"
-    assert cli.main(["mpii-submission", "--release", str(root / "data/mpii_release.mat"), "--store",
-                     str(root / "test.zarr"), "--preds", str(root / "preds.csv"), "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "mpii-submission",
+                "--release",
+                str(root / "data/mpii_release.mat"),
+                "--store",
+                str(root / "test.zarr"),
+                "--preds",
+                str(root / "preds.csv"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "5 single persons on 5 test images" in capsys.readouterr().out
     names = [e.image.name for e in _list(scipy.io.loadmat(out, squeeze_me=True, struct_as_record=False)["pred"])]
     assert names == [f"{i:06d}.jpg" for i in range(8, 13)]
-    np.testing.assert_allclose(np.stack(toolkit_points(out, root / "data/mpii_release.mat")), preds, rtol=0,
-                               atol=1e-9)  # the CSV's decimal round trip
+    np.testing.assert_allclose(
+        np.stack(toolkit_points(out, root / "data/mpii_release.mat")), preds, rtol=0, atol=1e-9
+    )  # the CSV's decimal round trip
     assert [p.name for p in out.parent.iterdir()] == ["pred_keypoints_mpii.mat"]  # nothing half-written
 
 
@@ -206,37 +251,78 @@ def test_predictions_of_another_store_or_release_are_refused(demo, tmp_path, cap
     write_predictions_mat(tmp_path / "short.mat", preds[:4])
     other = tmp_path / "other.mat"
     other.write_bytes(release.read_bytes() + b"\0")
-    convert("mpii", release, root / "data/images", tmp_path / "val.zarr", split="val",
-            val_split=root / "data/val_split.mat", canvas_size=64, workers=1, progress=False)
-    cases = [(release, root / "test.zarr", tmp_path / "short.mat", "4 predictions, but the store"),
-             (other, root / "test.zarr", root / "preds.csv", "sha256 differs"),
-             (release, tmp_path / "val.zarr", root / "preds.csv", "split 'val'; expected MPII's test people")]
+    convert(
+        "mpii",
+        release,
+        root / "data/images",
+        tmp_path / "val.zarr",
+        split="val",
+        val_split=root / "data/val_split.mat",
+        canvas_size=64,
+        workers=1,
+        progress=False,
+    )
+    cases = [
+        (release, root / "test.zarr", tmp_path / "short.mat", "4 predictions, but the store"),
+        (other, root / "test.zarr", root / "preds.csv", "sha256 differs"),
+        (release, tmp_path / "val.zarr", root / "preds.csv", "split 'val'; expected MPII's test people"),
+    ]
     for release_path, store, preds_path, message in cases:
         out = tmp_path / "out.mat"
-        assert cli.main(["mpii-submission", "--release", str(release_path), "--store", str(store), "--preds",
-                         str(preds_path), "--out", str(out)]) == 1
+        assert (
+            cli.main(
+                [
+                    "mpii-submission",
+                    "--release",
+                    str(release_path),
+                    "--store",
+                    str(store),
+                    "--preds",
+                    str(preds_path),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 1
+        )
         assert message in capsys.readouterr().err
         assert not out.exists()
 
 
 def test_split_test_is_mpii_release_only(shared_data, tmp_path):
     with pytest.raises(UserError, match="--split test is MPII's test set"):
-        convert("lsp", shared_data / "lsp_sample/joints.mat", shared_data / "lsp_sample/images",
-                tmp_path / "t.zarr", split="test", progress=False)
+        convert(
+            "lsp",
+            shared_data / "lsp_sample/joints.mat",
+            shared_data / "lsp_sample/images",
+            tmp_path / "t.zarr",
+            split="test",
+            progress=False,
+        )
     with pytest.raises(UserError, match="not an hourglass .h5"):
-        convert("mpii", shared_data / "mpii_sample/valid.h5", shared_data / "mpii_sample/images",
-                tmp_path / "t.zarr", split="test", progress=False)
+        convert(
+            "mpii",
+            shared_data / "mpii_sample/valid.h5",
+            shared_data / "mpii_sample/images",
+            tmp_path / "t.zarr",
+            split="test",
+            progress=False,
+        )
 
 
 def test_workflow_converts_the_test_split_from_the_release_alone():
     from pose_pipeline.config import validate_config
     from pose_pipeline.workflow_config import converter_split, dataset_sources
 
-    config = validate_config({
-        "datasets": {"mpii": {"format": "mpii", "annotations": "r.mat", "images": "img", "val_split": "d.mat"},
-                     "demo": {"format": "mpii", "synthetic": {"test": 3}}},
-        "experiments": {"e": {"dataset": "mpii", "model": {"arch": "hourglass"}}},
-    })
+    config = validate_config(
+        {
+            "datasets": {
+                "mpii": {"format": "mpii", "annotations": "r.mat", "images": "img", "val_split": "d.mat"},
+                "demo": {"format": "mpii", "synthetic": {"test": 3}},
+            },
+            "experiments": {"e": {"dataset": "mpii", "model": {"arch": "hourglass"}}},
+        }
+    )
     assert dataset_sources(config, "mpii", "test") == {"annotations": "r.mat", "images": "img"}
     assert "val_split" in dataset_sources(config, "mpii", "val")
     assert set(dataset_sources(config, "demo", "test")) == {"annotations", "images"}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_random_store
+
 from pose_pipeline import atomic, cli, demo_data
 from pose_pipeline.errors import UserError
 from pose_pipeline.store import PER_SAMPLE_ARRAYS, is_store, open_store
@@ -25,8 +25,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def folder_digest(path: Path) -> dict[str, str]:
     """Every file below `path` (relative name -> sha256): equal digests, byte-identical folders."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +40,24 @@ def demo_folder(tmp_path_factory) -> Path:
 
 
 def convert_args(demo: Path, out: Path) -> list[str]:
-    return ["convert", "mpii", "--annotations", str(demo / "mpii_release.mat"), "--images",
-            str(demo / "images"), "--out", str(out), "--split", "train", "--canvas-size", "64",
-            "--shard-size", "4", "--workers", "1"]
+    return [
+        "convert",
+        "mpii",
+        "--annotations",
+        str(demo / "mpii_release.mat"),
+        "--images",
+        str(demo / "images"),
+        "--out",
+        str(out),
+        "--split",
+        "train",
+        "--canvas-size",
+        "64",
+        "--shard-size",
+        "4",
+        "--workers",
+        "1",
+    ]
 
 
 def test_convert_refuses_to_write_over_the_image_folder(demo_folder, capsys):
@@ -97,8 +115,25 @@ def test_demo_data_refuses_a_folder_with_a_file_and_replaces_its_own(tmp_path, c
 
     demo = tmp_path / "demo"
     for seed in ("1", "2"):  # the second run replaces the first one's folder
-        assert cli.main(["demo-data", "--out", str(demo), "--train", "2", "--val", "1", "--seed", seed,
-                         "--image-size", "64", "--no-progress"]) == 0
+        assert (
+            cli.main(
+                [
+                    "demo-data",
+                    "--out",
+                    str(demo),
+                    "--train",
+                    "2",
+                    "--val",
+                    "1",
+                    "--seed",
+                    seed,
+                    "--image-size",
+                    "64",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     assert '"seed": 2' in (demo / demo_data.MARKER).read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "mine"]
 
@@ -147,8 +182,10 @@ def store_is_complete(path: Path) -> bool:
     store = open_store(path)
     n = len(store)
     group = store.group
-    return all(name in group and group[name].shape[0] == n for name in PER_SAMPLE_ARRAYS) \
+    return (
+        all(name in group and group[name].shape[0] == n for name in PER_SAMPLE_ARRAYS)
         and store.images(0, n).shape[0] == n
+    )
 
 
 REPLACER = textwrap.dedent("""
@@ -206,14 +243,16 @@ def test_user_error_is_what_check_replaceable_raises(tmp_path):
     atomic.check_replaceable(tmp_path / "a", lambda p: True, "thing")  # recognised: no error
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--context", "0", "--context 0.0: must be from 1.0 to 3.0"),
-    ("--context", "-1", "--context -1.0: must be from 1.0 to 3.0"),
-    ("--shard-size", "0", "--shard-size 0: must be at least 1"),
-    ("--canvas-size", "8", "--canvas-size 8: must be at least 32"),
-])
-def test_converter_options_outside_the_schema_bounds_are_refused(demo_folder, tmp_path, capsys, option, value,
-                                                                 message):
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--context", "0", "--context 0.0: must be from 1.0 to 3.0"),
+        ("--context", "-1", "--context -1.0: must be from 1.0 to 3.0"),
+        ("--shard-size", "0", "--shard-size 0: must be at least 1"),
+        ("--canvas-size", "8", "--canvas-size 8: must be at least 32"),
+    ],
+)
+def test_converter_options_outside_the_schema_bounds_are_refused(demo_folder, tmp_path, capsys, option, value, message):
     out = tmp_path / "train.zarr"
     assert cli.main(convert_args(demo_folder, out) + [option, value]) == 1
     assert message in capsys.readouterr().err
@@ -231,9 +270,17 @@ def test_coordinates_beyond_float32_or_far_outside_the_image_are_bad_samples(tmp
     keypoints[0, 3] = (1e39, 10.0)  # finite in float64, inf in float32
     keypoints[1, 2] = (500.0, 20.0)  # 64-pixel image: a joint 7 image widths away
     boxes = np.array([[10.0, 10.0, 30.0, 30.0]] * len(people.image_names))
-    (demo / "mpii_release.mat").write_bytes(demo_release.release_mat_bytes(
-        list(people.image_names), keypoints, people.annotated, boxes, people.scale / 1.25,
-        people.center, np.ones(len(people.image_names))))
+    (demo / "mpii_release.mat").write_bytes(
+        demo_release.release_mat_bytes(
+            list(people.image_names),
+            keypoints,
+            people.annotated,
+            boxes,
+            people.scale / 1.25,
+            people.center,
+            np.ones(len(people.image_names)),
+        )
+    )
     out = tmp_path / "train.zarr"
     assert cli.main(convert_args(demo, out) + ["--split", "all", "--on-bad-sample", "skip"]) == 0
     listed = (tmp_path / "train.bad_samples.csv").read_text()
@@ -249,7 +296,7 @@ def test_a_jpeg_corrupt_in_the_middle_is_a_bad_sample_not_garbage_pixels(tmp_pat
     damaged = demo / "images" / "000001.jpg"
     data = bytearray(damaged.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 40] = b"\xff\x00" * 20  # still ends with the EOI marker
+    data[middle : middle + 40] = b"\xff\x00" * 20  # still ends with the EOI marker
     damaged.write_bytes(bytes(data))
     image, problem = load_image(damaged)
     assert image is None and problem.startswith(f"corrupt JPEG {damaged}: Corrupt JPEG data")

@@ -51,13 +51,25 @@ def make_store(path, n=6, size=64, rng_seed=0):
     images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
     visible = np.ones((n, J), np.uint8)
     visible[0, :3] = 0
-    writer = StoreWriter(path, n, MPII, size, shard_size=4,
-                         attrs={"pixel_origin": 1.0, "context": 1.5, "dataset": "mpii", "split": "val"})
+    writer = StoreWriter(
+        path,
+        n,
+        MPII,
+        size,
+        shard_size=4,
+        attrs={"pixel_origin": 1.0, "context": 1.5, "dataset": "mpii", "split": "val"},
+    )
     writer.write_block(images)
-    writer.set_metadata(keypoints=kp.astype(np.float32), visible=visible, affine=affine,
-                        center=np.full((n, 2), 64.0), scale=np.ones(n), head_size=np.full(n, 10.0),
-                        image_name=np.array([f"img{i}.jpg" for i in range(n)], dtype=str),
-                        source_index=np.stack([np.arange(n), np.zeros(n, int)], axis=1))
+    writer.set_metadata(
+        keypoints=kp.astype(np.float32),
+        visible=visible,
+        affine=affine,
+        center=np.full((n, 2), 64.0),
+        scale=np.ones(n),
+        head_size=np.full(n, 10.0),
+        image_name=np.array([f"img{i}.jpg" for i in range(n)], dtype=str),
+        source_index=np.stack([np.arange(n), np.zeros(n, int)], axis=1),
+    )
     writer.commit()
     return kp.astype(np.float32).astype(np.float64)
 
@@ -85,8 +97,15 @@ def write_log(path, rows):
 
 
 def test_training_curves(tmp_path):
-    a = write_log(tmp_path / "a.csv", [(0, 10, 1.0, "", "", 1e-3, 50, 1), (0, 20, 0.8, 0.9, 40.0, 1e-3, 50, 2),
-                                       (1, 30, 0.6, "", "", 1e-3, 50, 3), (1, 40, 0.5, 0.55, 60.0, 1e-3, 50, 4)])
+    a = write_log(
+        tmp_path / "a.csv",
+        [
+            (0, 10, 1.0, "", "", 1e-3, 50, 1),
+            (0, 20, 0.8, 0.9, 40.0, 1e-3, 50, 2),
+            (1, 30, 0.6, "", "", 1e-3, 50, 3),
+            (1, 40, 0.5, 0.55, 60.0, 1e-3, 50, 4),
+        ],
+    )
     b = write_log(tmp_path / "b.csv", [(0, 10, 1.2, 1.1, 30.0, 1e-3, 50, 1), (1, 20, 0.7, 0.8, 50.0, 1e-3, 50, 2)])
     log = read_log(a).per_epoch()
     np.testing.assert_array_equal(log["epoch"], [0, 1])
@@ -212,14 +231,13 @@ def test_bad_score_json_refused(tmp_path):
 
 
 def test_predictions_in_crop_matches_geometry():
-    affine = np.array([[[2.0, 0.0, 5.0], [0.0, 2.0, -3.0]],
-                       [[0.0, -1.0, 10.0], [1.0, 0.0, 0.0]]])  # a zoom and a rotation
-    preds = np.array([[[1.0, 1.0], [11.0, 6.0]],
-                      [[3.0, 4.0], [1.0, 1.0]]])  # annotated, 1-based
+    affine = np.array(
+        [[[2.0, 0.0, 5.0], [0.0, 2.0, -3.0]], [[0.0, -1.0, 10.0], [1.0, 0.0, 0.0]]]
+    )  # a zoom and a rotation
+    preds = np.array([[[1.0, 1.0], [11.0, 6.0]], [[3.0, 4.0], [1.0, 1.0]]])  # annotated, 1-based
     got = predictions_in_crop(preds, affine, pixel_origin=1.0)
     # by hand: array = annotated - 1; crop = A @ array + t
-    expected = np.array([[[5.0, -3.0], [25.0, 7.0]],
-                         [[10.0 - 3.0, 2.0], [10.0, 0.0]]])
+    expected = np.array([[[5.0, -3.0], [25.0, 7.0]], [[10.0 - 3.0, 2.0], [10.0, 0.0]]])
     np.testing.assert_allclose(got, expected)
     np.testing.assert_allclose(got, geometry.apply(affine, geometry.annotated_to_array(preds, 1.0)))
     # 0-based datasets: no shift
@@ -231,10 +249,8 @@ def test_store_keypoints_in_canvas_agrees(tmp_path):
     from pose_pipeline.store import open_store
 
     store = open_store(tmp_path / "val.zarr")
-    np.testing.assert_allclose(predictions_in_crop(kp, store.affine, store.pixel_origin),
-                               store.keypoints_in_canvas())
-    np.testing.assert_allclose(predictions_in_crop(kp, store.affine, 1.0)[0, 0],
-                               0.5 * (kp[0, 0] - 1.0) + [2.0, 3.0])
+    np.testing.assert_allclose(predictions_in_crop(kp, store.affine, store.pixel_origin), store.keypoints_in_canvas())
+    np.testing.assert_allclose(predictions_in_crop(kp, store.affine, 1.0)[0, 0], 0.5 * (kp[0, 0] - 1.0) + [2.0, 3.0])
 
 
 def test_pick_samples_spreads_best_to_worst():
@@ -285,15 +301,47 @@ def test_skeleton_plot(tmp_path):
 def test_cli(tmp_path, capsys):
     kp = make_store(tmp_path / "val.zarr")
     write_predictions_mat(tmp_path / "p.mat", kp + 2.0)
-    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(tmp_path / "val.zarr"),
-                     "--out", str(tmp_path / "s.csv"), "--per-joint", str(tmp_path / "s.json")]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                "--preds",
+                str(tmp_path / "p.mat"),
+                "--gt",
+                str(tmp_path / "val.zarr"),
+                "--out",
+                str(tmp_path / "s.csv"),
+                "--per-joint",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     log = write_log(tmp_path / "a.csv", [(0, 10, 1.0, "", "", 1e-3, 50, 1)])
     runs = [
         ["curves", "--log", f"a={log}", "--log", f"b={log}", "--out", str(tmp_path / "c.png")],
-        ["pckh", "--scores", f"x={tmp_path / 's.json'}", "--reference", f"ref={tmp_path / 's.json'}",
-         "--out", str(tmp_path / "p.png"), "--dpi", "50"],
-        ["skeletons", "--preds", str(tmp_path / "p.mat"), "--store", str(tmp_path / "val.zarr"),
-         "--out", str(tmp_path / "k.png"), "--count", "3"],
+        [
+            "pckh",
+            "--scores",
+            f"x={tmp_path / 's.json'}",
+            "--reference",
+            f"ref={tmp_path / 's.json'}",
+            "--out",
+            str(tmp_path / "p.png"),
+            "--dpi",
+            "50",
+        ],
+        [
+            "skeletons",
+            "--preds",
+            str(tmp_path / "p.mat"),
+            "--store",
+            str(tmp_path / "val.zarr"),
+            "--out",
+            str(tmp_path / "k.png"),
+            "--count",
+            "3",
+        ],
         ["joints", "--scores", f"x={tmp_path / 's.json'}", "--out", str(tmp_path / "j.png")],
     ]
     for argv in runs:
@@ -358,8 +406,21 @@ def test_examples_on_original_images(tmp_path, capsys):
     worst = info["worst"]["panel"]
     assert "stored crop" in worst["title"] and worst["images"] == [(64, 64, 3)]
     np.testing.assert_allclose(worst["points"], 0.5 * (kp[3] - 1.0) + [2.0, 3.0], rtol=1e-6)
-    assert cli.main(["plot", "examples", "--preds", str(tmp_path / "p.mat"), "--store", str(tmp_path / "val.zarr"),
-                     "--out", str(tmp_path / "ex3.png")]) == 0
+    assert (
+        cli.main(
+            [
+                "plot",
+                "examples",
+                "--preds",
+                str(tmp_path / "p.mat"),
+                "--store",
+                str(tmp_path / "val.zarr"),
+                "--out",
+                str(tmp_path / "ex3.png"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("on the crop") == 3
     assert_png(tmp_path / "ex3.png")
@@ -385,12 +446,22 @@ def test_curves_and_bars_for_lsp_and_coco_scores(tmp_path):
     per-joint rate) is named instead of drawn and its bar chart says so."""
     pckh = synthetic_score_json(tmp_path, "pckh")
     lsp = json.loads(pckh.read_text())
-    lsp.update(metric="PCK", rows=["PCK@0.2", "PCK@0.1", "AUC@0.2"], thresholds=lsp["thresholds"][:21],
-               curves={k: v[:21] for k, v in lsp["curves"].items()},
-               per_joint={k: {"PCK@0.2": v["PCKh@0.5"], "count": v["count"]} for k, v in lsp["per_joint"].items()})
+    lsp.update(
+        metric="PCK",
+        rows=["PCK@0.2", "PCK@0.1", "AUC@0.2"],
+        thresholds=lsp["thresholds"][:21],
+        curves={k: v[:21] for k, v in lsp["curves"].items()},
+        per_joint={k: {"PCK@0.2": v["PCKh@0.5"], "count": v["count"]} for k, v in lsp["per_joint"].items()},
+    )
     (tmp_path / "lsp.json").write_text(json.dumps(lsp))
-    oks = {"metric": "OKS", "rows": ["AP"], "thresholds": [0.5, 0.55], "table": {"AP": {"value": 50.0}},
-           "curves": {"AP": [60.0, 40.0]}, "per_joint": {}}
+    oks = {
+        "metric": "OKS",
+        "rows": ["AP"],
+        "thresholds": [0.5, 0.55],
+        "table": {"AP": {"value": 50.0}},
+        "curves": {"AP": [60.0, 40.0]},
+        "per_joint": {},
+    }
     (tmp_path / "oks.json").write_text(json.dumps(oks))
     lsp_panels = plot_pckh_curves({"lsp": tmp_path / "lsp.json"}, tmp_path / "lsp.png")
     mixed = plot_pckh_curves({"a": pckh, "b": tmp_path / "oks.json"}, tmp_path / "mixed.png")

@@ -107,11 +107,13 @@ def test_device_loss_reads_the_mean_and_the_first_non_finite_step():
 
 
 def test_a_non_finite_loss_after_the_last_checkpoint_is_named_at_the_epoch_end(random_store, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "heatmap_loss",
-                        loss_exploding_at(train_module.heatmap_loss, (5, 6), float("inf")))
+    monkeypatch.setattr(
+        train_module, "heatmap_loss", loss_exploding_at(train_module.heatmap_loss, (5, 6), float("inf"))
+    )
     with pytest.raises(train_module.NonFiniteLoss, match="loss is inf at epoch 1, step 5;"):
-        train_module.train(settings(checkpoint_every=4), random_store, None, tmp_path / "n", device="cpu",
-                           progress=False)
+        train_module.train(
+            settings(checkpoint_every=4), random_store, None, tmp_path / "n", device="cpu", progress=False
+        )
     assert torch.load(tmp_path / "n" / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
 
 
@@ -139,8 +141,7 @@ def test_checkpoints_carry_and_restore_every_cuda_devices_rng_state(monkeypatch,
     cuda = FakeCuda(2)
     cuda.install(monkeypatch)
     saved = training_state.rng_state()
-    assert [int(s[0]) for s in saved["cuda_rng"]] == [0, 1] and torch.equal(saved["torch_rng"],
-                                                                             torch.get_rng_state())
+    assert [int(s[0]) for s in saved["cuda_rng"]] == [0, 1] and torch.equal(saved["torch_rng"], torch.get_rng_state())
     cuda.states = [torch.zeros(8, dtype=torch.uint8) + 9] * 2  # the generators move on
     training_state.restore_rng(saved)
     assert [int(s[0]) for s in cuda.states] == [0, 1]

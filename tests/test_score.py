@@ -13,12 +13,7 @@ from pose_pipeline import cli
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import MPII
 from pose_pipeline.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, torso_size
-from pose_pipeline.predictions import (
-    read_ground_truth,
-    read_predictions,
-    write_predictions_csv,
-    write_predictions_mat,
-)
+from pose_pipeline.predictions import read_ground_truth, read_predictions, write_predictions_csv, write_predictions_mat
 from pose_pipeline.score import score
 
 J = MPII.num_joints
@@ -38,8 +33,9 @@ def synthetic_gt(tmp_path, n=4, head_box=((0.0, 0.0), (30.0, 40.0)), missing=Non
     boxes = np.repeat(np.asarray(head_box, dtype=np.float64)[:, :, None], n, axis=2)
     jnt_missing = np.zeros((J, n), np.uint8) if missing is None else np.asarray(missing, np.uint8).T
     path = tmp_path / "gt.mat"
-    scipy.io.savemat(path, {"pos_gt_src": np.transpose(gt, (1, 2, 0)), "jnt_missing": jnt_missing,
-                            "headboxes_src": boxes})
+    scipy.io.savemat(
+        path, {"pos_gt_src": np.transpose(gt, (1, 2, 0)), "jnt_missing": jnt_missing, "headboxes_src": boxes}
+    )
     return path, gt
 
 
@@ -87,17 +83,39 @@ def test_published_predictions_reference_numbers(shared_data, tmp_path, capsys):
     ref = reference_file(shared_data)
     preds = read_predictions(ref)  # variable pos_pred_src, (J,2,N) layout
     assert preds.shape == (2958, 16, 2)
-    assert cli.main(["score", "--preds", str(ref), "--gt", str(ref), "--out", str(tmp_path / "s.csv"),
-                     "--per-joint", str(tmp_path / "s.json")]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                "--preds",
+                str(ref),
+                "--gt",
+                str(ref),
+                "--out",
+                str(tmp_path / "s.csv"),
+                "--per-joint",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     print(out)
     assert "PCKh@0.5" in out and "Mean(weighted)" in out
     _, table = read_table(tmp_path / "s.csv")
     mean = float(table["PCKh@0.5"]["Mean"])
     assert 78 < mean < 86
-    expected = {"Head": "95.60", "Shoulder": "92.71", "Elbow": "83.36", "Wrist": "76.74",
-                "Hip": "81.93", "Knee": "73.36", "Ankle": "65.45", "Mean": "81.46",
-                WEIGHTED_MEAN_COLUMN: "82.34"}
+    expected = {
+        "Head": "95.60",
+        "Shoulder": "92.71",
+        "Elbow": "83.36",
+        "Wrist": "76.74",
+        "Hip": "81.93",
+        "Knee": "73.36",
+        "Ankle": "65.45",
+        "Mean": "81.46",
+        WEIGHTED_MEAN_COLUMN: "82.34",
+    }
     assert table["PCKh@0.5"] == expected
 
 
@@ -180,16 +198,19 @@ def test_reference_layout_under_pos_pred_src(tmp_path):
     np.testing.assert_array_equal(read_predictions(tmp_path / "ref.mat"), preds)
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"preds": np.zeros((5, J))}, "shape"),
-    ({"preds": np.zeros((5, J, 3))}, "shape"),
-    ({"preds": np.zeros((J, 2, 5))}, "pos_pred_src"),
-    ({"preds": np.zeros((5, 14, 2))}, "got 14"),
-    ({"preds": np.full((5, J, 2), np.nan)}, "NaN"),
-    ({"preds": np.full((5, J, 2), np.inf)}, "non-finite"),
-    ({"predictions": np.zeros((5, J, 2))}, "no prediction variable"),
-    ({"pos_pred_src": np.zeros((5, J, 2))}, "pos_pred_src"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"preds": np.zeros((5, J))}, "shape"),
+        ({"preds": np.zeros((5, J, 3))}, "shape"),
+        ({"preds": np.zeros((J, 2, 5))}, "pos_pred_src"),
+        ({"preds": np.zeros((5, 14, 2))}, "got 14"),
+        ({"preds": np.full((5, J, 2), np.nan)}, "NaN"),
+        ({"preds": np.full((5, J, 2), np.inf)}, "non-finite"),
+        ({"predictions": np.zeros((5, J, 2))}, "no prediction variable"),
+        ({"pos_pred_src": np.zeros((5, J, 2))}, "pos_pred_src"),
+    ],
+)
 def test_bad_mat_refused(tmp_path, variables, message):
     path = tmp_path / "bad.mat"
     scipy.io.savemat(path, variables)
@@ -198,14 +219,17 @@ def test_bad_mat_refused(tmp_path, variables, message):
     assert str(path) in str(err.value) and message in str(err.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a,b,c\n0,x,r_ankle,1,2\n", "header"),
-    ("index,image,joint,x,y\n0,x,r_ankle,nan,2\n", "NaN"),
-    ("index,image,joint,x,y\n0,x,r_ankle,one,2\n", "numbers"),
-    ("index,image,joint,x,y\n0,x,a,1,2\n0,x,b,1,2\n1,x,a,1,2\n", "missing"),
-    ("index,image,joint,x,y\n0,x,a,1,2\n0,x,a,1,2\n", "twice"),
-    ("index,image,joint,x,y\n", "no prediction rows"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a,b,c\n0,x,r_ankle,1,2\n", "header"),
+        ("index,image,joint,x,y\n0,x,r_ankle,nan,2\n", "NaN"),
+        ("index,image,joint,x,y\n0,x,r_ankle,one,2\n", "numbers"),
+        ("index,image,joint,x,y\n0,x,a,1,2\n0,x,b,1,2\n1,x,a,1,2\n", "missing"),
+        ("index,image,joint,x,y\n0,x,a,1,2\n0,x,a,1,2\n", "twice"),
+        ("index,image,joint,x,y\n", "no prediction rows"),
+    ],
+)
 def test_bad_csv_refused(tmp_path, text, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)
@@ -242,8 +266,10 @@ def test_sample_count_mismatch_refused(tmp_path):
     assert "3" in str(err.value) and "4" in str(err.value)
     assert not (tmp_path / "s.csv").exists()
     # through the CLI: one line on stderr, exit status 1
-    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(gt_path),
-                     "--out", str(tmp_path / "s.csv")]) == 1
+    assert (
+        cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(gt_path), "--out", str(tmp_path / "s.csv")])
+        == 1
+    )
 
 
 def test_store_ground_truth(tmp_path):
@@ -254,13 +280,20 @@ def test_store_ground_truth(tmp_path):
     kp = rng.uniform(10, 100, (n, J, 2)).astype(np.float32)
     visible = np.ones((n, J), np.uint8)
     visible[0, 0] = 0
-    writer = StoreWriter(tmp_path / "val.zarr", n, MPII, size, shard_size=2,
-                         attrs={"pixel_origin": 1.0, "context": 1.5})
+    writer = StoreWriter(
+        tmp_path / "val.zarr", n, MPII, size, shard_size=2, attrs={"pixel_origin": 1.0, "context": 1.5}
+    )
     writer.write_block(np.zeros((n, size, size, 3), np.uint8))
-    writer.set_metadata(keypoints=kp, visible=visible, affine=np.tile(np.eye(2, 3), (n, 1, 1)),
-                        center=np.zeros((n, 2)), scale=np.ones(n), head_size=np.full(n, 20.0),
-                        image_name=np.array(["a.jpg", "b.jpg", "c.jpg"], dtype=str),
-                        source_index=np.zeros((n, 2), np.int64))
+    writer.set_metadata(
+        keypoints=kp,
+        visible=visible,
+        affine=np.tile(np.eye(2, 3), (n, 1, 1)),
+        center=np.zeros((n, 2)),
+        scale=np.ones(n),
+        head_size=np.full(n, 20.0),
+        image_name=np.array(["a.jpg", "b.jpg", "c.jpg"], dtype=str),
+        source_index=np.zeros((n, 2), np.int64),
+    )
     writer.commit()
     gt, vis, head, joints = read_ground_truth(tmp_path / "val.zarr")
     np.testing.assert_array_equal(gt, kp.astype(np.float64))
@@ -300,9 +333,16 @@ def test_pixel_convention_both_ways(tmp_path, origin):
     affine = geometry.crop_affine(np.full((n, 2), 60.0), np.full(n, 120.0), size)
     writer = StoreWriter(tmp_path / "val.zarr", n, MPII, size, attrs={"pixel_origin": origin, "context": 1.5})
     writer.write_block(np.zeros((n, size, size, 3), np.uint8))
-    writer.set_metadata(keypoints=kp, visible=np.ones((n, J), np.uint8), affine=affine,
-                        center=np.zeros((n, 2)), scale=np.ones(n), head_size=np.full(n, 10.0),
-                        image_name=np.array(["a", "b", "c"], dtype=str), source_index=np.zeros((n, 2), np.int64))
+    writer.set_metadata(
+        keypoints=kp,
+        visible=np.ones((n, J), np.uint8),
+        affine=affine,
+        center=np.zeros((n, 2)),
+        scale=np.ones(n),
+        head_size=np.full(n, 10.0),
+        image_name=np.array(["a", "b", "c"], dtype=str),
+        source_index=np.zeros((n, 2), np.int64),
+    )
     writer.commit()
     store = open_store(tmp_path / "val.zarr")
     # annotated -> array: exactly the origin subtracted, then the crop affine
@@ -314,7 +354,9 @@ def test_pixel_convention_both_ways(tmp_path, origin):
     annotated = geometry.array_to_annotated(back, origin)
     np.testing.assert_allclose(annotated, kp, atol=1e-4)
     write_predictions_mat(tmp_path / "right.mat", annotated)
-    assert score(tmp_path / "right.mat", tmp_path / "val.zarr", tmp_path / "s.csv")["table"]["PCKh@0.1"]["Mean"] == 100.0
+    assert (
+        score(tmp_path / "right.mat", tmp_path / "val.zarr", tmp_path / "s.csv")["table"]["PCKh@0.1"]["Mean"] == 100.0
+    )
     # array coordinates written as if annotated: off by `origin` on both axes
     write_predictions_mat(tmp_path / "array.mat", back)
     result = score(tmp_path / "array.mat", tmp_path / "val.zarr", tmp_path / "s.csv")
@@ -322,17 +364,34 @@ def test_pixel_convention_both_ways(tmp_path, origin):
     assert result["table"]["PCKh@0.5"]["Mean"] == 100.0
 
 
-@pytest.mark.parametrize("preds, message", [
-    (np.zeros((4, J)), "shape"),
-    (np.zeros((4, J, 3)), "shape"),
-    (np.zeros((4, 14, 2)), "got 14"),
-    (np.where(np.arange(4 * J * 2).reshape(4, J, 2) == 7, np.nan, 1.0), "NaN"),
-])
+@pytest.mark.parametrize(
+    "preds, message",
+    [
+        (np.zeros((4, J)), "shape"),
+        (np.zeros((4, J, 3)), "shape"),
+        (np.zeros((4, 14, 2)), "got 14"),
+        (np.where(np.arange(4 * J * 2).reshape(4, J, 2) == 7, np.nan, 1.0), "NaN"),
+    ],
+)
 def test_score_cli_refuses_wrong_shape_and_nan(tmp_path, capsys, preds, message):
     gt_path, _ = synthetic_gt(tmp_path, n=4)
     scipy.io.savemat(tmp_path / "p.mat", {"preds": preds})
-    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(gt_path),
-                     "--out", str(tmp_path / "s.csv"), "--per-joint", str(tmp_path / "s.json")]) == 1
+    assert (
+        cli.main(
+            [
+                "score",
+                "--preds",
+                str(tmp_path / "p.mat"),
+                "--gt",
+                str(gt_path),
+                "--out",
+                str(tmp_path / "s.csv"),
+                "--per-joint",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert str(tmp_path / "p.mat") in err and message in err
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "s.json").exists()
@@ -348,10 +407,16 @@ def lsp_store(path, gt, visible):
     n = len(gt)
     writer = StoreWriter(path, n, LSP, 16, attrs={"pixel_origin": 1.0, "context": 1.5, "format": "lsp"})
     writer.write_block(np.zeros((n, 16, 16, 3), np.uint8))
-    writer.set_metadata(keypoints=gt.astype(np.float32), visible=visible, affine=np.tile(np.eye(2, 3), (n, 1, 1)),
-                        center=np.zeros((n, 2)), scale=np.ones(n), head_size=np.full(n, np.nan),
-                        image_name=np.array([f"im{i + 1:04d}.jpg" for i in range(n)], dtype=str),
-                        source_index=np.zeros((n, 2), np.int64))
+    writer.set_metadata(
+        keypoints=gt.astype(np.float32),
+        visible=visible,
+        affine=np.tile(np.eye(2, 3), (n, 1, 1)),
+        center=np.zeros((n, 2)),
+        scale=np.ones(n),
+        head_size=np.full(n, np.nan),
+        image_name=np.array([f"im{i + 1:04d}.jpg" for i in range(n)], dtype=str),
+        source_index=np.zeros((n, 2), np.int64),
+    )
     writer.commit()
     return path
 
@@ -416,8 +481,9 @@ def test_lsp_neck_counts_in_head(tmp_path):
     preds = gt.copy()
     preds[:, LSP.index("neck")] += 1000.0
     write_predictions_mat(tmp_path / "p.mat", preds)
-    result = score(tmp_path / "p.mat", lsp_store(tmp_path / "lsp.zarr", gt, np.ones((4, 14), np.uint8)),
-                   tmp_path / "s.csv")
+    result = score(
+        tmp_path / "p.mat", lsp_store(tmp_path / "lsp.zarr", gt, np.ones((4, 14), np.uint8)), tmp_path / "s.csv"
+    )
     assert result["table"]["PCK@0.2"]["Head"] == 50.0
     assert result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * 13 / 14)
 
@@ -426,8 +492,17 @@ def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
     from pose_pipeline.convert import convert
 
     sample = shared_data / "lsp_sample"
-    store = convert("lsp", sample / "joints.mat", sample / "images", tmp_path / "lsp.zarr", split="all",
-                    canvas_size=32, workers=1, progress=False, on_bad_sample="skip")["store"]
+    store = convert(
+        "lsp",
+        sample / "joints.mat",
+        sample / "images",
+        tmp_path / "lsp.zarr",
+        split="all",
+        canvas_size=32,
+        workers=1,
+        progress=False,
+        on_bad_sample="skip",
+    )["store"]
     gt, visible, _, _ = read_ground_truth(store)
     write_predictions_mat(tmp_path / "p.mat", np.nan_to_num(gt))
     result = score(tmp_path / "p.mat", store, tmp_path / "s.csv")
@@ -442,7 +517,10 @@ def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
 # ------------------------------------------------------------------------ COCO: OKS AP
 
 
-COCO_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10
+COCO_SIGMAS = (
+    np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
+    / 10
+)
 
 
 @pytest.fixture
@@ -451,8 +529,16 @@ def coco_store(shared_data, tmp_path):
     from pose_pipeline.convert import convert
 
     annotations = shared_data / "coco_sample" / "person_keypoints_sample.json"
-    store = convert("coco", annotations, shared_data / "coco_sample" / "images", tmp_path / "coco.zarr",
-                    split="val", canvas_size=32, workers=1, progress=False)["store"]
+    store = convert(
+        "coco",
+        annotations,
+        shared_data / "coco_sample" / "images",
+        tmp_path / "coco.zarr",
+        split="val",
+        canvas_size=32,
+        workers=1,
+        progress=False,
+    )["store"]
     return store, annotations
 
 
@@ -460,8 +546,24 @@ def test_coco_ground_truth_as_predictions_ap_100(coco_store, tmp_path):
     store, annotations = coco_store
     gt, _, _, _ = read_ground_truth(store)
     write_predictions_mat(tmp_path / "p.mat", gt)
-    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(store), "--annotations",
-                     str(annotations), "--out", str(tmp_path / "s.csv"), "--per-joint", str(tmp_path / "s.json")]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                "--preds",
+                str(tmp_path / "p.mat"),
+                "--gt",
+                str(store),
+                "--annotations",
+                str(annotations),
+                "--out",
+                str(tmp_path / "s.csv"),
+                "--per-joint",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "s.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["metric", "value"]
@@ -553,11 +655,27 @@ def test_split_only_for_annotation_files(shared_data, tmp_path, capsys):
     write_predictions_mat(tmp_path / "p.mat", np.zeros((300, 14, 2)))
     joints = shared_data / "lsp_sample" / "joints.mat"
     # a 300-image sample has no val half: said so, naming the way out
-    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(joints), "--out",
-                     str(tmp_path / "s.csv")]) == 1
+    assert (
+        cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(joints), "--out", str(tmp_path / "s.csv")])
+        == 1
+    )
     assert "use --split all" in capsys.readouterr().err
-    assert cli.main(["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(joints), "--split", "all",
-                     "--out", str(tmp_path / "s.csv")]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                "--preds",
+                str(tmp_path / "p.mat"),
+                "--gt",
+                str(joints),
+                "--split",
+                "all",
+                "--out",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == 0
+    )
     reference = reference_file(shared_data)
     with pytest.raises(UserError, match="--split val: selects the people of an annotation file"):
         score(tmp_path / "p.mat", reference, tmp_path / "s.csv", split="val")

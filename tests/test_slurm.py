@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import OUTPUTS, REFERENCE, TINY, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,12 +62,30 @@ def cluster():
 
 def snakemake_command(workdir: Path, *args: str) -> list[str]:
     # SIGINT on timeout: the executor then cancels its SLURM jobs (SIGTERM would wait for them).
-    return ["timeout", "-s", "INT", "-k", "30", "600",
-            sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-            "--directory", str(workdir), "--profile", str(PROFILE),
-            # poll from 1 s on (the profile's 5 s is for real clusters); keep the job logs
-            "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-            "--slurm-keep-successful-logs", *args]
+    return [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "600",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(PROFILE),
+        # poll from 1 s on (the profile's 5 s is for real clusters); keep the job logs
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+        "--slurm-keep-successful-logs",
+        *args,
+    ]
 
 
 def environment() -> dict:
@@ -79,21 +96,22 @@ def environment() -> dict:
 
 
 def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True,
-                          env=environment(), timeout=700)
+    return subprocess.run(
+        snakemake_command(workdir, *args), capture_output=True, text=True, env=environment(), timeout=700
+    )
 
 
 def describe(done: subprocess.CompletedProcess, workdir: Path) -> str:
-    logs = "".join(f"\n--- {p}\n{p.read_text()[-2000:]}"
-                   for p in sorted(workdir.glob("results/logs/*/*.log"))
-                   + sorted(workdir.glob(".snakemake/slurm_logs/**/*.log")))
+    logs = "".join(
+        f"\n--- {p}\n{p.read_text()[-2000:]}"
+        for p in sorted(workdir.glob("results/logs/*/*.log")) + sorted(workdir.glob(".snakemake/slurm_logs/**/*.log"))
+    )
     return f"exit status {done.returncode}\n{(done.stdout + done.stderr)[-6000:]}{logs}"
 
 
 def slurm_job(job_id: str) -> dict:
     """`scontrol show job` as a dict (finished jobs stay visible for MinJobAge, 300 s)."""
-    shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
-                           timeout=30)
+    shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=30)
     assert shown.returncode == 0, shown.stderr
     return dict(field.split("=", 1) for field in shown.stdout.split() if "=" in field)
 
@@ -107,8 +125,9 @@ def snakefile_printing_whole_jobs(folder: Path) -> Path:
     """The workflow's Snakefile less the long rules' one-line `message:`, which Snakemake
     prints in place of a job's block: a dry run then shows every job's resources."""
     snakefile = folder / "Snakefile.whole-jobs"
-    snakefile.write_text(f"include: {str(REPO / 'Snakefile')!r}\n\nfor _rule in workflow.rules:\n"
-                         "    _rule.message = None\n")
+    snakefile.write_text(
+        f"include: {str(REPO / 'Snakefile')!r}\n\nfor _rule in workflow.rules:\n    _rule.message = None\n"
+    )
     return snakefile
 
 
@@ -132,23 +151,47 @@ def test_rules_ask_for_the_configured_resources(tmp_path):
     config["experiments"]["tiny"]["resources"] = {"gpus": 2, "cpus": 3, "mem_mb": 1234, "runtime": 56}
     write_config(tmp_path, config)
     snakefile = snakefile_printing_whole_jobs(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
-                           "--directory", str(tmp_path), "--cores", "4", "--dry-run", "--printshellcmds",
-                           "results/predict/tiny/preds.mat", "results/train/slow/model.pt"],
-                          capture_output=True, text=True, timeout=300, env=environment())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(snakefile),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "4",
+            "--dry-run",
+            "--printshellcmds",
+            "results/predict/tiny/preds.mat",
+            "results/train/slow/model.pt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment(),
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     jobs = dry_run_jobs(done.stdout)
     resources, shell = jobs["train", "experiment=tiny"]
-    assert {k: resources.get(k) for k in ("gpu", "cpus_per_task", "mem_mb", "runtime")} == \
-        {"gpu": "2", "cpus_per_task": "3", "mem_mb": "1234", "runtime": "56"}
+    assert {k: resources.get(k) for k in ("gpu", "cpus_per_task", "mem_mb", "runtime")} == {
+        "gpu": "2",
+        "cpus_per_task": "3",
+        "mem_mb": "1234",
+        "runtime": "56",
+    }
     assert shell.rstrip().endswith("--out results/train/tiny --nproc 2 > results/logs/train/tiny.log 2>&1")
     resources, shell = jobs["train", "experiment=slow"]
     assert resources["gpu"] == "1" and "--nproc" not in shell  # one GPU: the single-process command
     resources, _ = jobs["predict", "experiment=tiny"]
     assert resources["gpu"] == "1" and resources["cpus_per_task"] == "3"  # prediction is one process
     resources, shell = jobs["convert", "dataset=demo, split=train"]
-    assert {k: resources.get(k) for k in ("cpus_per_task", "mem_mb", "runtime")} == \
-        {"cpus_per_task": "2", "mem_mb": "1000", "runtime": "15"}
+    assert {k: resources.get(k) for k in ("cpus_per_task", "mem_mb", "runtime")} == {
+        "cpus_per_task": "2",
+        "mem_mb": "1000",
+        "runtime": "15",
+    }
     assert "--workers 2 " in shell
 
 
@@ -197,14 +240,20 @@ def test_cancelled_train_job_is_redone_by_the_next_run(cluster_run):
     workdir, _ = cluster_run
     target = "results/train/slow/model.pt"
     checkpoint = workdir / "results/train/slow/checkpoints/last.pt"
-    run = subprocess.Popen(snakemake_command(workdir, target), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, env=environment())
+    run = subprocess.Popen(
+        snakemake_command(workdir, target),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment(),
+    )
     try:
         # Cancel once the job is RUNNING and has finished an epoch (its checkpoint exists).
         deadline, job_id = time.monotonic() + 300, None
         while time.monotonic() < deadline and run.poll() is None:
-            queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True,
-                                   text=True, timeout=30).stdout.split()
+            queue = subprocess.run(
+                ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True, timeout=30
+            ).stdout.split()
             running = dict(zip(queue[::2], queue[1::2]))
             job_id = next((i for i, comment in running.items() if comment.startswith("rule_train_")), None)
             if job_id and checkpoint.exists():

@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import make_random_store
+
 from pose_pipeline import cli
 from pose_pipeline.errors import UserError
 from pose_pipeline.store import open_store
@@ -20,8 +20,9 @@ SHARD_INDEX_BYTES = 16 * 4 + 4  # 4 inner chunks x (offset, length) uint64 + crc
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    return make_random_store(tmp_path_factory.mktemp("pristine") / "s.zarr", num_samples=10,
-                             canvas_size=32, shard_size=4)
+    return make_random_store(
+        tmp_path_factory.mktemp("pristine") / "s.zarr", num_samples=10, canvas_size=32, shard_size=4
+    )
 
 
 @pytest.fixture
@@ -118,10 +119,16 @@ def test_all_zero_chunks_are_written_so_that_missing_means_damaged(tmp_path):
 
     writer = StoreWriter(tmp_path / "black.zarr", 2, MPII, 16, 2, attrs={"pixel_origin": 1.0, "context": 1.5})
     writer.write_block(np.zeros((2, 16, 16, 3), np.uint8))
-    writer.set_metadata(keypoints=np.zeros((2, 16, 2), np.float32), visible=np.ones((2, 16), np.uint8),
-                        affine=np.zeros((2, 2, 3)), center=np.zeros((2, 2)), scale=np.ones(2),
-                        head_size=np.ones(2), image_name=np.array(["a.jpg", "b.jpg"]),
-                        source_index=np.zeros((2, 2), np.int64))
+    writer.set_metadata(
+        keypoints=np.zeros((2, 16, 2), np.float32),
+        visible=np.ones((2, 16), np.uint8),
+        affine=np.zeros((2, 2, 3)),
+        center=np.zeros((2, 2)),
+        scale=np.ones(2),
+        head_size=np.ones(2),
+        image_name=np.array(["a.jpg", "b.jpg"]),
+        source_index=np.zeros((2, 2), np.int64),
+    )
     path = writer.commit()
     assert (path / "image" / "c" / "0" / "0" / "0" / "0").is_file()
     assert (path / "source_index" / "c" / "0" / "0").is_file()
@@ -148,10 +155,16 @@ def test_zarrs_writes_the_crops_and_a_block_with_a_black_crop_keeps_every_chunk(
         writer.write_block(images[:4])
         assert (writer._fast_image_array is not None) == (zarrs == "1")  # the first block: through zarrs
         writer.write_block(images[4:])
-        writer.set_metadata(keypoints=np.zeros((8, 16, 2), np.float32), visible=np.ones((8, 16), np.uint8),
-                            affine=np.zeros((8, 2, 3)), center=np.zeros((8, 2)), scale=np.ones(8),
-                            head_size=np.ones(8), image_name=np.array(["a.jpg"] * 8),
-                            source_index=np.zeros((8, 2), np.int64))
+        writer.set_metadata(
+            keypoints=np.zeros((8, 16, 2), np.float32),
+            visible=np.ones((8, 16), np.uint8),
+            affine=np.zeros((8, 2, 3)),
+            center=np.zeros((8, 2)),
+            scale=np.ones(8),
+            head_size=np.ones(8),
+            image_name=np.array(["a.jpg"] * 8),
+            source_index=np.zeros((8, 2), np.int64),
+        )
         stores[zarrs] = open_store(writer.commit())
     for store in stores.values():
         assert store.verify() == []
@@ -160,4 +173,6 @@ def test_zarrs_writes_the_crops_and_a_block_with_a_black_crop_keeps_every_chunk(
             data = (store.path / "image" / "c" / shard / "0" / "0" / "0").read_bytes()
             index = np.frombuffer(data[-SHARD_INDEX_BYTES:-4], "<u8").reshape(4, 2)
             assert (index != np.iinfo(np.uint64).max).all()  # no inner chunk left out
-    assert (stores["1"].path / "image" / "zarr.json").read_text() == (stores["0"].path / "image" / "zarr.json").read_text()
+    assert (stores["1"].path / "image" / "zarr.json").read_text() == (
+        stores["0"].path / "image" / "zarr.json"
+    ).read_text()

@@ -28,11 +28,20 @@ def write_model(path, stacks=1, joints=16):
 
 def experiment(tmp_path, name, dataset, fmt, evaluation, elapsed, stacks=1, joints=16):
     (tmp_path / f"{name}.json").write_text(json.dumps(evaluation))
-    (tmp_path / f"{name}.csv").write_text(LOG + f"1,4,1.0,,,0.001,10,{elapsed / 2}\n2,8,0.5,0.6,40,0.001,10,{elapsed}\n")
+    (tmp_path / f"{name}.csv").write_text(
+        LOG + f"1,4,1.0,,,0.001,10,{elapsed / 2}\n2,8,0.5,0.6,40,0.001,10,{elapsed}\n"
+    )
     params = write_model(tmp_path / f"{name}.pt", stacks, joints)
-    entry = {"name": name, "dataset": dataset, "format": fmt, "arch": "hourglass", "stacks": stacks,
-             "scores": str(tmp_path / f"{name}.json"), "log": str(tmp_path / f"{name}.csv"),
-             "model": str(tmp_path / f"{name}.pt")}
+    entry = {
+        "name": name,
+        "dataset": dataset,
+        "format": fmt,
+        "arch": "hourglass",
+        "stacks": stacks,
+        "scores": str(tmp_path / f"{name}.json"),
+        "log": str(tmp_path / f"{name}.csv"),
+        "model": str(tmp_path / f"{name}.pt"),
+    }
     return entry, params
 
 

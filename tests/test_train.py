@@ -13,8 +13,8 @@ from pose_pipeline import cli, metrics
 from pose_pipeline import train as train_module
 from pose_pipeline.codec import HeatmapCodec
 from pose_pipeline.errors import UserError
-from pose_pipeline.models import build_model, load_model
 from pose_pipeline.inference import predict_store
+from pose_pipeline.models import build_model, load_model
 from pose_pipeline.store import open_store
 from pose_pipeline.training_log import COLUMNS
 from pose_pipeline.training_state import hours_minutes_seconds, run_identity
@@ -26,8 +26,9 @@ def weights(path) -> dict:
 
 def test_trains_logs_and_writes_a_loadable_model(random_store, tmp_path, caplog):
     with caplog.at_level("INFO", logger="pose_pipeline"):
-        summary = train_module.train(settings(), random_store, random_store, tmp_path / "run", device="cpu",
-                                     progress=False)
+        summary = train_module.train(
+            settings(), random_store, random_store, tmp_path / "run", device="cpu", progress=False
+        )
     assert summary["steps"] == 2 * (24 // 4)
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "6"), ("2", "12")]
@@ -92,8 +93,9 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(random_store, tmp
 def test_changed_settings_do_not_resume_old_checkpoints(random_store, tmp_path, caplog):
     train_module.train(settings(epochs=1), random_store, None, tmp_path / "r", device="cpu", progress=False)
     with caplog.at_level("INFO", logger="pose_pipeline"):
-        train_module.train(settings(epochs=1, lr=1e-3), random_store, None, tmp_path / "r", device="cpu",
-                           progress=False)
+        train_module.train(
+            settings(epochs=1, lr=1e-3), random_store, None, tmp_path / "r", device="cpu", progress=False
+        )
     assert not any("resumed from" in r.message for r in caplog.records)
     assert any("other settings" in r.message for r in caplog.records)
 
@@ -125,31 +127,58 @@ def pytorch_pose_checkpoint(path, epoch: int = 1):
     optimizer = torch.optim.RMSprop(model.parameters(), lr=2.5e-4)
     model(torch.rand(2, 3, 64, 64))[0].sum().backward()
     optimizer.step()
-    torch.save({"epoch": epoch, "arch": "hg", "best_acc": 0.5, "optimizer": optimizer.state_dict(),
-                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    torch.save(
+        {
+            "epoch": epoch,
+            "arch": "hg",
+            "best_acc": 0.5,
+            "optimizer": optimizer.state_dict(),
+            "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
     return path
 
 
 def test_resume_from_a_pytorch_pose_checkpoint(random_store, tmp_path, caplog):
     checkpoint = pytorch_pose_checkpoint(tmp_path / "checkpoint.pth.tar")
     with caplog.at_level("INFO", logger="pose_pipeline"):
-        summary = train_module.train(settings(), random_store, None, tmp_path / "r", device="cpu", progress=False,
-                                     resume_from=str(checkpoint))
+        summary = train_module.train(
+            settings(), random_store, None, tmp_path / "r", device="cpu", progress=False, resume_from=str(checkpoint)
+        )
     assert any("checkpoint.pth.tar at epoch 2" in r.message for r in caplog.records)
     assert summary["steps"] == 2 * 6  # counted from the checkpoint's epoch; one epoch trained here
     rows = list(csv.DictReader(open(tmp_path / "r" / "log.csv")))
     assert [r["epoch"] for r in rows] == ["2"]
 
 
-def test_without_validation_best_pt_is_the_last_epoch_and_no_score_is_claimed(random_store, tmp_path, capsys,
-                                                                              monkeypatch):
+def test_without_validation_best_pt_is_the_last_epoch_and_no_score_is_claimed(
+    random_store, tmp_path, capsys, monkeypatch
+):
     """Before: best.pt was the first epoch (never written after a resume at epoch >= 1) and
     the run claimed "best validation score 0.00"."""
     checkpoint = pytorch_pose_checkpoint(tmp_path / "checkpoint.pth.tar")
     out = tmp_path / "r"
     monkeypatch.chdir(tmp_path)  # no store at the default validation path, results/stores/d/val.zarr
-    assert cli.main(["train", "--settings", json.dumps(settings(epochs=3)), "--train-store", str(random_store),
-                     "--out", str(out), "--device", "cpu", "--resume", str(checkpoint), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--settings",
+                json.dumps(settings(epochs=3)),
+                "--train-store",
+                str(random_store),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--resume",
+                str(checkpoint),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "no validation" in printed and "score" not in printed
     best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
@@ -169,7 +198,7 @@ def test_validation_follows_the_experiments_evaluation_settings(random_store, tm
     monkeypatch.setattr(train_module, "predict_store", recording_predict)
     s = {**settings(epochs=1), "evaluation": {"batch_size": 5, "blur_sigma": 0.5, "flip_test": True}}
     train_module.train(s, random_store, random_store, tmp_path / "e", device="cpu", progress=False)
-    (codec, kwargs), = calls
+    ((codec, kwargs),) = calls
     assert kwargs["batch_size"] == 5 and codec.blur_sigma == 0.5
     assert (codec.input_size, codec.heatmap_size, codec.sigma) == (64, 16, 1.0)
     # the evaluation settings decide what validation reports, not what is learnt: a run resumes across them

@@ -23,9 +23,11 @@ from pose_pipeline.data import ShardBatches
 from pose_pipeline.errors import UserError
 from pose_pipeline.store import open_store
 
-
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-       "OMP_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def state_dict(path) -> dict:
@@ -45,16 +47,22 @@ def max_difference(a: dict, b: dict) -> float:
 # ---------------------------------------------------------------------------- loader
 
 
-@pytest.mark.parametrize("num_samples,shard_size,batch_size,buffer_shards",
-                         [(24, 8, 4, 8), (100, 8, 6, 2), (10, 8, 2, 1), (77, 5, 4, 3)])
-def test_ranks_take_disjoint_slices_of_the_single_process_batches(tmp_path, num_samples, shard_size,
-                                                                  batch_size, buffer_shards):
+@pytest.mark.parametrize(
+    "num_samples,shard_size,batch_size,buffer_shards", [(24, 8, 4, 8), (100, 8, 6, 2), (10, 8, 2, 1), (77, 5, 4, 3)]
+)
+def test_ranks_take_disjoint_slices_of_the_single_process_batches(
+    tmp_path, num_samples, shard_size, batch_size, buffer_shards
+):
     store = open_store(make_random_store(tmp_path / "s.zarr", num_samples, canvas_size=8, shard_size=shard_size))
     images = store.images()
     for world in (2, 3):
         whole = list(ShardBatches(store, batch_size * world, seed=3, buffer_shards=buffer_shards).epoch(1))
-        ranks = [list(ShardBatches(store, batch_size, seed=3, rank=r, world_size=world,
-                                   buffer_shards=buffer_shards).epoch(1)) for r in range(world)]
+        ranks = [
+            list(
+                ShardBatches(store, batch_size, seed=3, rank=r, world_size=world, buffer_shards=buffer_shards).epoch(1)
+            )
+            for r in range(world)
+        ]
         # every rank gets the same number of batches (uneven shards included: 10 = 8 + 2)
         assert [len(r) for r in ranks] == [len(whole)] * world == [num_samples // (batch_size * world)] * world
         for step, (combined_images, combined_index) in enumerate(whole):
@@ -89,12 +97,15 @@ def build_without_batch_statistics(config, joints):
 
 training_setup.build_model = build_without_batch_statistics
 """
-RANK_SCRIPT = WITHOUT_BATCH_STATISTICS + """
+RANK_SCRIPT = (
+    WITHOUT_BATCH_STATISTICS
+    + """
 import sys
 from pose_pipeline import cli
 
 sys.exit(cli.main(sys.argv[1:]))
 """
+)
 
 
 def test_two_gloo_ranks_equal_one_process_with_the_combined_batch(random_store, tmp_path):
@@ -103,16 +114,33 @@ def test_two_gloo_ranks_equal_one_process_with_the_combined_batch(random_store, 
 
     def command(batch_size: int, out: str) -> list[str]:
         s = settings(epochs=2, batch_size=batch_size, checkpoint_every=100, weight_decay=0.01)
-        return ["train", "--settings", json.dumps(s), "--train-store", str(random_store),
-                "--out", str(tmp_path / out), "--device", "cpu", "--no-progress"]
+        return [
+            "train",
+            "--settings",
+            json.dumps(s),
+            "--train-store",
+            str(random_store),
+            "--out",
+            str(tmp_path / out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
 
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                          str(script)] + command(4, "ddp"), env=ENV, capture_output=True, text=True, timeout=300)
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)]
+        + command(4, "ddp"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "world size 2 (batch 8 = 4 per rank x 2)" in ddp.stderr
     assert ddp.stderr.count("epoch 2/2: train loss") == 1  # rank 0 logs, rank 1 does not
-    single = subprocess.run([sys.executable, str(script)] + command(8, "single"), env=ENV,
-                            capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, str(script)] + command(8, "single"), env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     assert "world size 1 (batch 8 = 8 per rank x 1)" in single.stderr
 
@@ -138,8 +166,21 @@ def cli(*args: str) -> list[str]:
 
 def test_nproc_2_on_the_cli_trains_one_model_and_resumes_it(random_store, tmp_path):
     s = json.dumps(settings(epochs=2, checkpoint_every=100))
-    command = cli("--settings", s, "--train-store", str(random_store), "--val-store", str(random_store),
-                  "--out", str(tmp_path / "run"), "--device", "cpu", "--nproc", "2", "--no-progress")
+    command = cli(
+        "--settings",
+        s,
+        "--train-store",
+        str(random_store),
+        "--val-store",
+        str(random_store),
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--nproc",
+        "2",
+        "--no-progress",
+    )
     first = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "launching 2 ranks" in first.stderr and "world size 2" in first.stderr
@@ -168,9 +209,24 @@ def test_nproc_2_on_the_cli_trains_one_model_and_resumes_it(random_store, tmp_pa
 
 def test_a_failing_rank_fails_the_command_with_a_message(random_store, tmp_path):
     s = json.dumps(settings(batch_size=16))  # 24 samples < one global batch of 16 x 2
-    result = subprocess.run(cli("--settings", s, "--train-store", str(random_store), "--out", str(tmp_path / "r"),
-                                "--device", "cpu", "--nproc", "2"),
-                            env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        cli(
+            "--settings",
+            s,
+            "--train-store",
+            str(random_store),
+            "--out",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "--nproc",
+            "2",
+        ),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "fewer than one batch of 32 (16 per rank x 2 ranks)" in result.stderr
     assert "training failed in rank" in result.stderr
@@ -200,8 +256,17 @@ def test_nproc_auto(monkeypatch):
 
 def test_sigkill_after_a_checkpoint_then_the_same_command_resumes_exactly(random_store, tmp_path):
     s = settings(epochs=8, checkpoint_every=2)
-    command = cli("--settings", json.dumps(s), "--train-store", str(random_store), "--out", str(tmp_path / "b"),
-                  "--device", "cpu", "--no-progress")
+    command = cli(
+        "--settings",
+        json.dumps(s),
+        "--train-store",
+        str(random_store),
+        "--out",
+        str(tmp_path / "b"),
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     last = tmp_path / "b" / "checkpoints" / "last.pt"
     proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -219,8 +284,7 @@ def test_sigkill_after_a_checkpoint_then_the_same_command_resumes_exactly(random
     assert f"resumed from {last}" in resumed.stderr
 
     train_module.train(s, random_store, None, tmp_path / "a", device="cpu", progress=False)
-    assert_same_weights(state_dict(tmp_path / "a" / "model.pt"), state_dict(tmp_path / "b" / "model.pt"),
-                        atol=1e-6)
+    assert_same_weights(state_dict(tmp_path / "a" / "model.pt"), state_dict(tmp_path / "b" / "model.pt"), atol=1e-6)
 
 
 # --------------------------------------------------------------------- it learns
@@ -236,17 +300,33 @@ def lsp16(shared_data, tmp_path):
     lsp = shared_data / "lsp_sample"
     joints = scipy.io.loadmat(lsp / "joints.mat")["joints"]  # (14, 3, 300), LSP-extended
     scipy.io.savemat(tmp_path / "joints16.mat", {"joints": joints[:, :, :16]})
-    convert("lsp", tmp_path / "joints16.mat", lsp / "images", tmp_path / "lsp16.zarr", split="all",
-            canvas_size=96, shard_size=16, workers=1, progress=False)
+    convert(
+        "lsp",
+        tmp_path / "joints16.mat",
+        lsp / "images",
+        tmp_path / "lsp16.zarr",
+        split="all",
+        canvas_size=96,
+        shard_size=16,
+        workers=1,
+        progress=False,
+    )
     return tmp_path / "lsp16.zarr"
 
 
 def test_a_small_model_overfits_16_real_lsp_crops(lsp16, tmp_path):
     # 100 steps on the whole set; sigma 2 (on 16 px heatmaps) gives the peaks enough mass to
     # be learnt within them (with sigma 1 the loss only reaches the all-zero level).
-    s = settings(epochs=100, batch_size=16, optimizer="adam", lr=2e-3, sigma=2.0, checkpoint_every=1000,
-                 schedule={"type": "constant"},
-                 augmentation={"scale": 0, "rotation": 0, "flip": False, "color": 0})
+    s = settings(
+        epochs=100,
+        batch_size=16,
+        optimizer="adam",
+        lr=2e-3,
+        sigma=2.0,
+        checkpoint_every=1000,
+        schedule={"type": "constant"},
+        augmentation={"scale": 0, "rotation": 0, "flip": False, "color": 0},
+    )
     s["model"] = {**s["model"], "features": 32}
     # Validating on the same crops also runs the LSP validation metric (PCK@0.2 by torso).
     train_module.train(s, lsp16, lsp16, tmp_path / "o", device="cpu", progress=False)
@@ -261,9 +341,15 @@ def test_a_small_model_overfits_16_real_lsp_crops(lsp16, tmp_path):
     from pose_pipeline.codec import HeatmapCodec
     from pose_pipeline.data import make_batch
 
-    _, targets, weights = make_batch(store.images(), store.keypoints_in_canvas(), store.visible, store,
-                                     HeatmapCodec(64, 16, sigma=2.0), torch.device("cpu"))
-    zero_loss = float((targets ** 2 * weights[:, :, None, None]).mean())
+    _, targets, weights = make_batch(
+        store.images(),
+        store.keypoints_in_canvas(),
+        store.visible,
+        store,
+        HeatmapCodec(64, 16, sigma=2.0),
+        torch.device("cpu"),
+    )
+    zero_loss = float((targets**2 * weights[:, :, None, None]).mean())
     assert losses[-1] < losses[0] / 5, losses
     assert losses[-1] < zero_loss / 2, (losses[-1], zero_loss)
     assert pck[-1] > pck[0] + 30, pck  # the memorised crops are found again (from ~1 to ~50)
@@ -320,8 +406,9 @@ def test_compiled_model_trains(random_store, tmp_path):
     import torch._dynamo
 
     torch._dynamo.reset()
-    summary = train_module.train(settings(epochs=1, compile=True), random_store, None, tmp_path / "c",
-                                 device="cpu", progress=False)
+    summary = train_module.train(
+        settings(epochs=1, compile=True), random_store, None, tmp_path / "c", device="cpu", progress=False
+    )
     assert summary["steps"] == 6
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it did go through torch.compile
     state = state_dict(tmp_path / "c" / "model.pt")
@@ -333,9 +420,25 @@ def test_nproc_2_on_gpus_uses_nccl_and_sync_batchnorm(random_store, tmp_path):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 CUDA devices")
     s = json.dumps(settings(epochs=2, checkpoint_every=100))
-    result = subprocess.run(cli("--settings", s, "--train-store", str(random_store), "--out", str(tmp_path / "g"),
-                                "--device", "cuda", "--nproc", "2", "--no-progress"),
-                            env=ENV, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        cli(
+            "--settings",
+            s,
+            "--train-store",
+            str(random_store),
+            "--out",
+            str(tmp_path / "g"),
+            "--device",
+            "cuda",
+            "--nproc",
+            "2",
+            "--no-progress",
+        ),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world size 2" in result.stderr and "on cuda:0" in result.stderr
     assert "BatchNorm statistics per rank" not in result.stderr  # SyncBatchNorm on GPUs

@@ -21,8 +21,19 @@ from pose_pipeline.training_state import run_identity
 
 
 def train_cli(store, out, *extra, **training) -> list[str]:
-    return ["train", "--settings", json.dumps(settings(**training)), "--train-store", str(store),
-            "--out", str(out), "--device", "cpu", "--no-progress", *extra]
+    return [
+        "train",
+        "--settings",
+        json.dumps(settings(**training)),
+        "--train-store",
+        str(store),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("epochs", ["-3", "0"])
@@ -85,10 +96,16 @@ def test_the_val_store_is_checked_before_an_epoch_is_spent(random_store, tmp_pat
     lsp = tmp_path / "lsp.zarr"
     writer = StoreWriter(lsp, 2, LSP, 64, 2, attrs={"pixel_origin": 1.0, "context": 1.5})
     writer.write_block(np.zeros((2, 64, 64, 3), np.uint8))
-    writer.set_metadata(keypoints=np.zeros((2, 14, 2), np.float32), visible=np.ones((2, 14), np.uint8),
-                        affine=np.tile(np.eye(2, 3), (2, 1, 1)), center=np.zeros((2, 2)), scale=np.ones(2),
-                        head_size=np.full(2, np.nan), image_name=np.array(["a", "b"]),
-                        source_index=np.zeros((2, 2), np.int64))
+    writer.set_metadata(
+        keypoints=np.zeros((2, 14, 2), np.float32),
+        visible=np.ones((2, 14), np.uint8),
+        affine=np.tile(np.eye(2, 3), (2, 1, 1)),
+        center=np.zeros((2, 2)),
+        scale=np.ones(2),
+        head_size=np.full(2, np.nan),
+        image_name=np.array(["a", "b"]),
+        source_index=np.zeros((2, 2), np.int64),
+    )
     writer.commit()
     assert cli.main(train_cli(random_store, tmp_path / "b", "--val-store", str(lsp))) == 1
     assert "joint set lsp, but the training store" in capsys.readouterr().err
@@ -104,8 +121,18 @@ def test_an_init_checkpoint_of_another_architecture_names_both(random_store, tmp
     assert cli.main(train_cli(random_store, tmp_path / "one", epochs=1)) == 0
     other = settings(epochs=1, init_checkpoint=str(tmp_path / "one" / "model.pt"))
     other["model"]["stacks"] = 2
-    argv = ["train", "--settings", json.dumps(other), "--train-store", str(random_store), "--out",
-            str(tmp_path / "two"), "--device", "cpu", "--no-progress"]
+    argv = [
+        "train",
+        "--settings",
+        json.dumps(other),
+        "--train-store",
+        str(random_store),
+        "--out",
+        str(tmp_path / "two"),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert "a hourglass (1 stacks" in err and "do not fit this run's hourglass (2 stacks" in err
@@ -119,8 +146,19 @@ def test_predict_refuses_nan_weights_naming_the_tensor(random_store, tmp_path, c
     name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
     checkpoint["state_dict"][name].fill_(float("nan"))
     torch.save(checkpoint, model)
-    argv = ["predict", "--checkpoint", str(model), "--store", str(random_store), "--out-mat",
-            str(tmp_path / "p.mat"), "--out-csv", str(tmp_path / "p.csv"), "--device", "cpu"]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(model),
+        "--store",
+        str(random_store),
+        "--out-mat",
+        str(tmp_path / "p.mat"),
+        "--out-csv",
+        str(tmp_path / "p.csv"),
+        "--device",
+        "cpu",
+    ]
     assert cli.main(argv) == 1
     assert f"weight {name} holds NaN" in capsys.readouterr().err
     assert not (tmp_path / "p.mat").exists()
@@ -134,7 +172,10 @@ def test_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(inspect, "run", full)
     assert cli.main(["inspect", str(tmp_path)]) == 1
-    assert capsys.readouterr().err.strip() == f"pose-pipeline inspect: error: {tmp_path / 'out.png'}: No space left on device"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"pose-pipeline inspect: error: {tmp_path / 'out.png'}: No space left on device"
+    )
 
 
 def test_predict_uses_the_input_size_a_checkpoint_was_trained_at(random_store, tmp_path, caplog):
@@ -142,9 +183,25 @@ def test_predict_uses_the_input_size_a_checkpoint_was_trained_at(random_store, t
     for checkpoint in ("model.pt", "checkpoints/best.pt", "checkpoints/last.pt"):
         caplog.clear()
         with caplog.at_level("INFO", logger="pose_pipeline"):
-            assert cli.main(["predict", "--checkpoint", str(tmp_path / "run" / checkpoint), "--store",
-                             str(random_store), "--out-mat", str(tmp_path / "p.mat"), "--out-csv",
-                             str(tmp_path / "p.csv"), "--device", "cpu", "--no-flip-test"]) == 0
+            assert (
+                cli.main(
+                    [
+                        "predict",
+                        "--checkpoint",
+                        str(tmp_path / "run" / checkpoint),
+                        "--store",
+                        str(random_store),
+                        "--out-mat",
+                        str(tmp_path / "p.mat"),
+                        "--out-csv",
+                        str(tmp_path / "p.csv"),
+                        "--device",
+                        "cpu",
+                        "--no-flip-test",
+                    ]
+                )
+                == 0
+            )
         assert "at 128 px" in caplog.text, checkpoint
 
 

@@ -22,7 +22,7 @@ def readme_recipe() -> str:
     """The bash block after the marker in README.md (the SLURM batch script)."""
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert MARKER in text, "README.md lost the multi-node recipe marker"
-    block = re.search(r"```bash\n(.*?)```", text[text.index(MARKER):], re.S)
+    block = re.search(r"```bash\n(.*?)```", text[text.index(MARKER) :], re.S)
     return block.group(1)
 
 
@@ -49,7 +49,7 @@ torchrun() { "$PYTHON" -m torch.distributed.run "$@"; }
 
 def test_two_torchrun_nodes_run_the_readme_recipe_and_equal_one_process(random_store, tmp_path):
     recipe = readme_recipe()
-    assert "srun torchrun --nnodes=\"$SLURM_NNODES\" --nproc-per-node=4" in recipe
+    assert 'srun torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=4' in recipe
     # The recipe's 4 GPUs per node become 1 CPU rank per node; its fixed port a free one (other
     # runs may share this machine). Everything else is the README's text.
     script = recipe.replace("--nproc-per-node=4", "--nproc-per-node=1").replace(":29500", f":{free_port()}")
@@ -65,10 +65,17 @@ def test_two_torchrun_nodes_run_the_readme_recipe_and_equal_one_process(random_s
     patch = tmp_path / "patch"
     patch.mkdir()
     (patch / "sitecustomize.py").write_text(WITHOUT_BATCH_STATISTICS)
-    env = {**ENV, "PYTHONPATH": f"{patch}:{ENV['PYTHONPATH']}", "PYTHON": sys.executable,
-           "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "localhost"}
-    nodes = subprocess.run(["bash", "-c", SLURM_STAND_IN + script], cwd=work, env=env, capture_output=True,
-                           text=True, timeout=300)
+    env = {
+        **ENV,
+        "PYTHONPATH": f"{patch}:{ENV['PYTHONPATH']}",
+        "PYTHON": sys.executable,
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "localhost",
+    }
+    nodes = subprocess.run(
+        ["bash", "-c", SLURM_STAND_IN + script], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
     assert nodes.returncode == 0, nodes.stderr[-4000:]
     assert "world size 2 (batch 8 = 4 per rank x 2)" in nodes.stderr
     assert nodes.stderr.count("epoch 2/2: train loss") == 1  # the rank of node 0 logs, node 1's does not
@@ -77,17 +84,34 @@ def test_two_torchrun_nodes_run_the_readme_recipe_and_equal_one_process(random_s
     reference = tmp_path / "rank.py"
     reference.write_text(RANK_SCRIPT)
     single = subprocess.run(
-        [sys.executable, str(reference), "train", "--settings", json.dumps({**s, "training": {
-            **s["training"], "batch_size": 8}}), "--train-store", str(random_store), "--val-store",
-         str(random_store), "--out", str(tmp_path / "single"), "--no-progress"],
-        env=ENV, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(reference),
+            "train",
+            "--settings",
+            json.dumps({**s, "training": {**s["training"], "batch_size": 8}}),
+            "--train-store",
+            str(random_store),
+            "--val-store",
+            str(random_store),
+            "--out",
+            str(tmp_path / "single"),
+            "--no-progress",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     assert "world size 1 (batch 8 = 8 per rank x 1)" in single.stderr
 
     # The 2-rank test's tolerance: float summation order only.
     assert_same_weights(state_dict(tmp_path / "single" / "model.pt"), state_dict(out / "model.pt"), atol=1e-5)
-    rows = {name: list(csv.DictReader(open(folder / "log.csv")))
-            for name, folder in (("nodes", out), ("single", tmp_path / "single"))}
+    rows = {
+        name: list(csv.DictReader(open(folder / "log.csv")))
+        for name, folder in (("nodes", out), ("single", tmp_path / "single"))
+    }
     assert [r["step"] for r in rows["nodes"]] == [r["step"] for r in rows["single"]] == ["3", "6"]
     for n, s1 in zip(rows["nodes"], rows["single"]):
         assert float(n["train_loss"]) == pytest.approx(float(s1["train_loss"]), rel=1e-5)

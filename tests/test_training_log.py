@@ -14,14 +14,25 @@ from pose_pipeline.plots import plot_training_curves
 from pose_pipeline.summary import summarize
 from pose_pipeline.training_log import COLUMNS, read_log, upgrade_row, write_log
 
-OLD_LOG = ("epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
-           "1,4,1.0,0.9,40,0.001,10,5\n2,8,0.5,0.6,55.5,0.001,10,12\n")
+OLD_LOG = (
+    "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
+    "1,4,1.0,0.9,40,0.001,10,5\n2,8,0.5,0.6,55.5,0.001,10,12\n"
+)
 
 
 def row(epoch, val_score, metric="PCK@0.2", **more):
-    return {"epoch": epoch, "step": 4 * epoch, "train_loss": 1.0 / epoch, "val_loss": "" if val_score == "" else 0.5,
-            "val_score": val_score, "val_metric": metric if val_score != "" else "", "lr": 1e-3,
-            "images_per_s": 10.0, "elapsed_s": 3.0 * epoch, **more}
+    return {
+        "epoch": epoch,
+        "step": 4 * epoch,
+        "train_loss": 1.0 / epoch,
+        "val_loss": "" if val_score == "" else 0.5,
+        "val_score": val_score,
+        "val_metric": metric if val_score != "" else "",
+        "lr": 1e-3,
+        "images_per_s": 10.0,
+        "elapsed_s": 3.0 * epoch,
+        **more,
+    }
 
 
 def test_written_rows_read_back(tmp_path):
@@ -69,8 +80,9 @@ def titles_of_training_curves(monkeypatch, logs: dict, out) -> list[str]:
 
 def test_curves_are_titled_with_the_logged_metric(tmp_path, monkeypatch):
     write_log(tmp_path / "lsp.csv", [row(1, 20.0), row(2, 30.0)])
-    assert "Validation PCK@0.2" in titles_of_training_curves(monkeypatch, {"lsp": tmp_path / "lsp.csv"},
-                                                              tmp_path / "a.png")
+    assert "Validation PCK@0.2" in titles_of_training_curves(
+        monkeypatch, {"lsp": tmp_path / "lsp.csv"}, tmp_path / "a.png"
+    )
     (tmp_path / "old.csv").write_text(OLD_LOG)
     titles = titles_of_training_curves(monkeypatch, {"old": tmp_path / "old.csv"}, tmp_path / "b.png")
     assert "Validation score" in titles and not any("PCKh" in (t or "") for t in titles)
@@ -84,6 +96,11 @@ def test_summary_reads_old_and_new_logs_alike(tmp_path, monkeypatch):
     (tmp_path / "old.csv").write_text(OLD_LOG)
     write_log(tmp_path / "new.csv", [row(1, 20.0), row(2, 30.0), row(3, 35.0)])
     entry = {"dataset": "d", "format": "f", "arch": "hourglass", "stacks": 1, "scores": "s.json", "model": "m.pt"}
-    rows = summarize([{**entry, "name": "old", "log": str(tmp_path / "old.csv")},
-                      {**entry, "name": "new", "log": str(tmp_path / "new.csv")}], tmp_path / "summary.csv")
+    rows = summarize(
+        [
+            {**entry, "name": "old", "log": str(tmp_path / "old.csv")},
+            {**entry, "name": "new", "log": str(tmp_path / "new.csv")},
+        ],
+        tmp_path / "summary.csv",
+    )
     assert [(r["epochs"], r["train_time_s"]) for r in rows] == [(2, 12.0), (3, 9.0)]

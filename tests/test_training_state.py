@@ -8,8 +8,13 @@ from pose_pipeline.training_state import RunState, hours_minutes_seconds, second
 
 
 def test_run_state_round_trips_through_its_checkpoint_fields():
-    state = RunState(step=12, log_rows=[{"epoch": 1, "val_score": 40.0, "val_metric": "PCKh@0.5"}],
-                     best_score=40.0, best_epoch=1, elapsed_before=5.0)
+    state = RunState(
+        step=12,
+        log_rows=[{"epoch": 1, "val_score": 40.0, "val_metric": "PCKh@0.5"}],
+        best_score=40.0,
+        best_epoch=1,
+        elapsed_before=5.0,
+    )
     saved = state.to_checkpoint()
     assert saved["elapsed_s"] >= 5.0
     back = RunState.from_checkpoint(saved)
@@ -44,5 +49,9 @@ def test_elapsed_counts_earlier_sessions_and_this_one():
 def test_time_left_is_the_pace_so_far_times_the_epochs_left():
     assert seconds_left(120.0, 3, 10) == 280.0  # 40 s an epoch, 7 to go
     assert seconds_left(50.0, 10, 10) == 0.0
-    assert [hours_minutes_seconds(s) for s in (0.2, 59.6, 3723.4, 90061)] == ["0:00:00", "0:01:00", "1:02:03",
-                                                                               "25:01:01"]
+    assert [hours_minutes_seconds(s) for s in (0.2, 59.6, 3723.4, 90061)] == [
+        "0:00:00",
+        "0:01:00",
+        "1:02:03",
+        "25:01:01",
+    ]

@@ -66,8 +66,9 @@ def test_whole_dag_builds_every_output(finished_run):
     # the table is the score of this run's predictions against this run's validation store
     val_store = finished_run / "results/stores/demo/val.zarr"
     assert len(open_store(val_store)) == TINY["datasets"]["demo"]["synthetic"]["val"]
-    assert rows[1][8] != "" and rows[1][8] == mean_cell(finished_run / "results/predict/tiny/preds.mat",
-                                                        val_store, "pckh")
+    assert rows[1][8] != "" and rows[1][8] == mean_cell(
+        finished_run / "results/predict/tiny/preds.mat", val_store, "pckh"
+    )
     summary = list(csv.DictReader(open(finished_run / "results/summary.csv")))
     assert [r["experiment"] for r in summary] == ["tiny"]
     assert summary[0]["dataset"] == "demo" and summary[0]["arch"] == "hourglass" and summary[0]["stacks"] == "1"
@@ -84,15 +85,23 @@ def test_whole_dag_builds_every_output(finished_run):
 
 def test_each_long_job_says_how_to_follow_its_log(first_run):
     workdir, output = first_run
-    for job, log in [("demo_data (synthetic=demo)", "demo_data/demo"), ("convert (dataset=demo,split=train)",
-                     "convert/demo_train"), ("convert (dataset=demo,split=val)", "convert/demo_val"),
-                     ("train (experiment=tiny)", "train/tiny"), ("predict (experiment=tiny)", "predict/tiny")]:
-        assert re.search(rf"^Job \d+: {re.escape(job)}: follow its log with: tail -f results/logs/{log}.log$",
-                         output, re.MULTILINE), (job, output[-3000:])
+    for job, log in [
+        ("demo_data (synthetic=demo)", "demo_data/demo"),
+        ("convert (dataset=demo,split=train)", "convert/demo_train"),
+        ("convert (dataset=demo,split=val)", "convert/demo_val"),
+        ("train (experiment=tiny)", "train/tiny"),
+        ("predict (experiment=tiny)", "predict/tiny"),
+    ]:
+        assert re.search(
+            rf"^Job \d+: {re.escape(job)}: follow its log with: tail -f results/logs/{log}.log$", output, re.MULTILINE
+        ), (job, output[-3000:])
         assert (workdir / f"results/logs/{log}.log").stat().st_size > 0
     # what the README promises the train log shows: a line per epoch with the time left
-    assert re.search(r"epoch 1/1: train loss .* images/s, \d+:\d\d:\d\d elapsed, 0:00:00 left$",
-                     (workdir / "results/logs/train/tiny.log").read_text(), re.MULTILINE)
+    assert re.search(
+        r"epoch 1/1: train loss .* images/s, \d+:\d\d:\d\d elapsed, 0:00:00 left$",
+        (workdir / "results/logs/train/tiny.log").read_text(),
+        re.MULTILINE,
+    )
 
 
 def test_second_run_has_nothing_to_do(finished_run):
@@ -158,16 +167,26 @@ def test_new_experiment_reruns_only_the_comparison(finished_run):
     """A second experiment: its own chain runs, the existing one's does not; of what is
     already built only the side-by-side chart and table are redone."""
     config = _config_with()
-    config["experiments"]["tiny2"] = {**config["experiments"]["tiny"], "model": {
-        "arch": "hourglass", "stacks": 2, "blocks": 1, "features": 16}}
+    config["experiments"]["tiny2"] = {
+        **config["experiments"]["tiny"],
+        "model": {"arch": "hourglass", "stacks": 2, "blocks": 1, "features": 16},
+    }
     config["default_experiments"] = ["tiny", "tiny2"]
     write_config(finished_run, config)
     try:
         jobs = planned_jobs(snakemake(finished_run, "--dry-run"))
     finally:
         write_config(finished_run, TINY)
-    assert jobs == {"train": 1, "predict": 1, "score": 1, "plot": 1, "examples": 1, "compare": 1, "summary": 1,
-                    "all": 1}
+    assert jobs == {
+        "train": 1,
+        "predict": 1,
+        "score": 1,
+        "plot": 1,
+        "examples": 1,
+        "compare": 1,
+        "summary": 1,
+        "all": 1,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +197,15 @@ def report(finished_run):
 
 def test_report_builds_with_the_plots(report):
     html = report.read_text()
-    for plot in ("curves.png", "pckh.png", "skeletons.png", "joints.png", "examples.png", "pckh_all.png",
-                 "summary.csv"):
+    for plot in (
+        "curves.png",
+        "pckh.png",
+        "skeletons.png",
+        "joints.png",
+        "examples.png",
+        "pckh_all.png",
+        "summary.csv",
+    ):
         assert plot in html, plot
     assert html.count("data:image/png;base64") >= 6 or html.count("image/png") >= 6
 
@@ -193,11 +219,21 @@ def test_sigterm_during_training_loses_no_finished_output(tmp_path, target):
     nothing finished is redone or marked incomplete (the dry run would refuse incomplete
     files), and nothing half-written is left."""
     write_config(tmp_path, _config_with(**{"experiments.tiny.training.epochs": 3}))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
-               "--directory", str(tmp_path), "--cores", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "2",
+    ]
     train_log, model = tmp_path / "results/logs/train/tiny.log", tmp_path / "results/train/tiny/model.pt"
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True)  # a group of its own, with its jobs
+    run = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )  # a group of its own, with its jobs
     try:
         deadline = time.monotonic() + 600
         while not (train_log.exists() and "epoch" in train_log.read_text()):  # training has begun
@@ -251,8 +287,9 @@ def test_report_in_a_browser_lists_and_renders_every_plot(finished_run, report, 
 
 
 def test_the_browser_reports_console_errors_exceptions_and_failed_loads(chromium, tmp_path):
-    (tmp_path / "page.html").write_text("<script>console.error('drawn wrong'); undefined_function();</script>"
-                                        "<img src='missing.png'>")
+    (tmp_path / "page.html").write_text(
+        "<script>console.error('drawn wrong'); undefined_function();</script><img src='missing.png'>"
+    )
     with Browser(chromium) as browser:
         errors = browser.page((tmp_path / "page.html").as_uri()).errors
     assert len(errors) == 3, errors
@@ -264,8 +301,22 @@ def test_misspelt_config_key_stops_the_dag_with_one_message(tmp_path):
     config = _config_with()
     config["experiments"]["tiny"]["training"]["epohcs"] = 2
     write_config(tmp_path, config)
-    done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
-                           "--directory", str(tmp_path), "--cores", "1", "--dry-run"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO_ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     assert "experiments.tiny.training: unknown key 'epohcs' (did you mean 'epochs'?)" in done.stdout + done.stderr

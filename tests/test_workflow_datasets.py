@@ -19,26 +19,47 @@ TINY_MODEL = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16}
 def tiny_config(shared_data) -> dict:
     lsp, coco, flic = shared_data / "lsp_sample", shared_data / "coco_sample", shared_data / "flic_sample"
     coco_json = str(coco / "person_keypoints_sample.json")
-    experiment = {"model": TINY_MODEL, "evaluation": {"batch_size": 8},
-                  "training": {"epochs": 1, "batch_size": 4, "input_size": 64, "heatmap_size": 16,
-                               "num_threads": 1}}
+    experiment = {
+        "model": TINY_MODEL,
+        "evaluation": {"batch_size": 8},
+        "training": {"epochs": 1, "batch_size": 4, "input_size": 64, "heatmap_size": 16, "num_threads": 1},
+    }
     return {
         "default_experiments": ["lsp_tiny", "coco_tiny", "flic_tiny"],
         "device": "cpu",
         "plots": {"skeleton_count": 4, "dpi": 40},
         # A sample file is no standard split: with val_annotations each file is taken whole.
         "datasets": {
-            "lsp": {"format": "lsp", "annotations": str(lsp / "joints.mat"), "images": str(lsp / "images"),
-                    "val_annotations": str(lsp / "joints.mat"), "canvas_size": 96, "shard_size": 32},
-            "coco": {"format": "coco", "annotations": coco_json, "images": str(coco / "images"),
-                     "val_annotations": coco_json, "canvas_size": 96, "shard_size": 8},
+            "lsp": {
+                "format": "lsp",
+                "annotations": str(lsp / "joints.mat"),
+                "images": str(lsp / "images"),
+                "val_annotations": str(lsp / "joints.mat"),
+                "canvas_size": 96,
+                "shard_size": 32,
+            },
+            "coco": {
+                "format": "coco",
+                "annotations": coco_json,
+                "images": str(coco / "images"),
+                "val_annotations": coco_json,
+                "canvas_size": 96,
+                "shard_size": 8,
+            },
             # FLIC's own split: istrain (15 stand-in examples) and istest (5)
-            "flic": {"format": "flic", "annotations": str(flic / "examples.mat"), "images": str(flic / "images"),
-                     "canvas_size": 96, "shard_size": 8},
+            "flic": {
+                "format": "flic",
+                "annotations": str(flic / "examples.mat"),
+                "images": str(flic / "images"),
+                "canvas_size": 96,
+                "shard_size": 8,
+            },
         },
-        "experiments": {"lsp_tiny": {"dataset": "lsp", **experiment},
-                        "coco_tiny": {"dataset": "coco", **experiment},
-                        "flic_tiny": {"dataset": "flic", **experiment}},
+        "experiments": {
+            "lsp_tiny": {"dataset": "lsp", **experiment},
+            "coco_tiny": {"dataset": "coco", **experiment},
+            "flic_tiny": {"dataset": "flic", **experiment},
+        },
     }
 
 
@@ -58,8 +79,9 @@ def test_lsp_coco_and_flic_experiments_run_end_to_end(shared_data, tmp_path):
     lsp = rows(tmp_path / "results/pckh/lsp_tiny.csv")
     assert [r["metric"] for r in lsp][:3] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
     # the LSP table is PCK@0.2 by torso size of this run's predictions against its val store
-    assert lsp[0]["Mean"] != "" and lsp[0]["Mean"] == mean_cell(tmp_path / "results/predict/lsp_tiny/preds.mat",
-                                                                tmp_path / "results/stores/lsp/val.zarr", "pck")
+    assert lsp[0]["Mean"] != "" and lsp[0]["Mean"] == mean_cell(
+        tmp_path / "results/predict/lsp_tiny/preds.mat", tmp_path / "results/stores/lsp/val.zarr", "pck"
+    )
     coco = rows(tmp_path / "results/pckh/coco_tiny.csv")
     assert [r["metric"] for r in coco][:3] == ["AP", "AP50", "AP75"]
     # the sample's usable people: 300 LSP images, COCO people with enough keypoints, not crowd
@@ -84,8 +106,9 @@ def check_flic(tmp_path) -> None:
     flic = rows(tmp_path / "results/pckh/flic_tiny.csv")
     assert [r["metric"] for r in flic] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
     assert list(flic[0]) == ["metric", "Head", "Shoulder", "Elbow", "Wrist", "Hip", "Mean", "Mean(weighted)"]
-    assert flic[0]["Mean"] == mean_cell(tmp_path / "results/predict/flic_tiny/preds.mat",
-                                        tmp_path / "results/stores/flic/val.zarr", "pck")
+    assert flic[0]["Mean"] == mean_cell(
+        tmp_path / "results/predict/flic_tiny/preds.mat", tmp_path / "results/stores/flic/val.zarr", "pck"
+    )
 
 
 def test_custom_coco_skeleton_runs_end_to_end(shared_data, tmp_path):
@@ -104,11 +127,23 @@ def test_custom_coco_skeleton_runs_end_to_end(shared_data, tmp_path):
     write_custom_coco(shared_data, custom)
     config = tiny_config(shared_data)
     config["default_experiments"] = ["custom_tiny"]
-    config["datasets"] = {"custom": {
-        "format": "coco", "annotations": str(custom), "images": str(shared_data / "coco_sample" / "images"),
-        "val_annotations": str(custom), "canvas_size": 96, "shard_size": 8, "oks_sigmas": CUSTOM_SIGMAS,
-        "flip_pairs": [["left_shoulder", "right_shoulder"], ["left_elbow", "right_elbow"],
-                       ["left_wrist", "right_wrist"], ["left_hip", "right_hip"]]}}
+    config["datasets"] = {
+        "custom": {
+            "format": "coco",
+            "annotations": str(custom),
+            "images": str(shared_data / "coco_sample" / "images"),
+            "val_annotations": str(custom),
+            "canvas_size": 96,
+            "shard_size": 8,
+            "oks_sigmas": CUSTOM_SIGMAS,
+            "flip_pairs": [
+                ["left_shoulder", "right_shoulder"],
+                ["left_elbow", "right_elbow"],
+                ["left_wrist", "right_wrist"],
+                ["left_hip", "right_hip"],
+            ],
+        }
+    }
     config["experiments"] = {"custom_tiny": {**config["experiments"]["coco_tiny"], "dataset": "custom"}}
     write_config(tmp_path, config)
     snakemake(tmp_path)
@@ -132,9 +167,14 @@ def test_custom_coco_skeleton_runs_end_to_end(shared_data, tmp_path):
     for sample, (image_id, _) in enumerate(ids):
         points = [r for r in predicted if int(r["index"]) == sample]
         points.sort(key=lambda r: names.index(r["joint"]))
-        results.append({"image_id": int(image_id), "category_id": 1,
-                        "score": float(np.mean([float(r["score"]) for r in points])),
-                        "keypoints": [v for r in points for v in (float(r["x"]), float(r["y"]), 2.0)]})
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": 1,
+                "score": float(np.mean([float(r["score"]) for r in points])),
+                "keypoints": [v for r in points for v in (float(r["x"]), float(r["y"]), 2.0)],
+            }
+        )
     ground_truth = CocoApi(str(custom))
     evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="keypoints")
     evaluator.params.kpt_oks_sigmas = np.array(CUSTOM_SIGMAS)

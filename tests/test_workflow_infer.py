@@ -18,22 +18,29 @@ def test_infer_target_trains_then_infers(tmp_path):
     from pose_pipeline.demo_data import generate
 
     generate(tmp_path / "mine", seed=9, train=3, val=1, image_size=80, progress=False)
-    (tmp_path / "mine" / "boxes.csv").write_text("image,x,y,w,h\n000000.jpg,5,5,60,70\n000000.jpg,20,0,50,80\n"
-                                                 "000002.jpg,0,0,80,80\n")
+    (tmp_path / "mine" / "boxes.csv").write_text(
+        "image,x,y,w,h\n000000.jpg,5,5,60,70\n000000.jpg,20,0,50,80\n000002.jpg,0,0,80,80\n"
+    )
     config = copy.deepcopy(TINY)
-    config["imagesets"] = {"photos": {"images": "mine/images"},
-                           "boxed": {"images": "mine/images", "boxes": "mine/boxes.csv"}}
+    config["imagesets"] = {
+        "photos": {"images": "mine/images"},
+        "boxed": {"images": "mine/images", "boxes": "mine/boxes.csv"},
+    }
     write_config(tmp_path, config)
     snakemake(tmp_path, *TARGETS)
     assert (tmp_path / "results/train/tiny/model.pt").exists()  # trained on the way
     photos = json.loads((tmp_path / TARGETS[0]).read_text())
     assert [r["file_name"] for r in photos["results"]] == [f"{i:06d}.jpg" for i in range(4)]
     assert photos["header"]["canvas_size"] == TINY["datasets"]["demo"]["canvas_size"]  # the dataset's canvas
-    assert sorted(p.name for p in (tmp_path / "results/infer/tiny/photos/drawings").glob("[!.]*")) == \
-        [f"{i:06d}.jpg" for i in range(4)]
+    assert sorted(p.name for p in (tmp_path / "results/infer/tiny/photos/drawings").glob("[!.]*")) == [
+        f"{i:06d}.jpg" for i in range(4)
+    ]
     boxed = json.loads((tmp_path / TARGETS[1]).read_text())
     assert [(r["file_name"], r["bbox"]) for r in boxed["results"]] == [
-        ("000000.jpg", [5, 5, 60, 70]), ("000000.jpg", [20, 0, 50, 80]), ("000002.jpg", [0, 0, 80, 80])]
+        ("000000.jpg", [5, 5, 60, 70]),
+        ("000000.jpg", [20, 0, 50, 80]),
+        ("000002.jpg", [0, 0, 80, 80]),
+    ]
     assert (tmp_path / "results/infer/tiny/boxed/keypoints.csv").exists()
     assert "Nothing to be done" in snakemake(tmp_path, "--dry-run", *TARGETS)
 

@@ -47,12 +47,28 @@ BBOX_PADDING = 1.25
 DEFAULT_MIN_KEYPOINTS = 1
 # COCO's category keypoint names -> ours (joints.COCO), in COCO's order.
 COCO_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
-EXPECTED = ("a COCO keypoint JSON file: {images: [{id, file_name}], annotations: [{id, image_id, "
-            "bbox: [x, y, w, h], keypoints: [x, y, v] * J, iscrowd}], categories: [{id, keypoints, skeleton}]}")
+EXPECTED = (
+    "a COCO keypoint JSON file: {images: [{id, file_name}], annotations: [{id, image_id, "
+    "bbox: [x, y, w, h], keypoints: [x, y, v] * J, iscrowd}], categories: [{id, keypoints, skeleton}]}"
+)
 
 
 @dataclass
@@ -82,8 +98,9 @@ def _load_json(path: Path) -> dict:
         with open(path, "rb") as f:
             data = json.load(f)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-                        f"expected {EXPECTED}") from None
+        raise UserError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); expected {EXPECTED}"
+        ) from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected {EXPECTED}") from None
     except OSError as exc:
@@ -115,8 +132,10 @@ def _keypoint_categories(path: Path, data: dict, flip_pairs=None) -> tuple[set |
     categories = data.get("categories")
     if categories is None:
         if flip_pairs:
-            raise UserError(f"{path}: flip pairs are given, but the file has no `categories` declaring keypoints "
-                            "(without them its keypoints are COCO's 17, whose pairs are known)")
+            raise UserError(
+                f"{path}: flip pairs are given, but the file has no `categories` declaring keypoints "
+                "(without them its keypoints are COCO's 17, whose pairs are known)"
+            )
         return None, COCO
     ids, declared = set(), None
     for k, cat in enumerate(categories if isinstance(categories, list) else []):
@@ -128,18 +147,24 @@ def _keypoint_categories(path: Path, data: dict, flip_pairs=None) -> tuple[set |
         if declared is None:
             declared = (k, cat)
         elif names != declared[1]["keypoints"]:
-            raise UserError(f"{path}: categories[{k}] (id {cat.get('id')!r}) declares keypoints {names}, "
-                            f"categories[{declared[0]}] {declared[1]['keypoints']}: categories with keypoints must "
-                            "share one list (one joint order per store)")
+            raise UserError(
+                f"{path}: categories[{k}] (id {cat.get('id')!r}) declares keypoints {names}, "
+                f"categories[{declared[0]}] {declared[1]['keypoints']}: categories with keypoints must "
+                "share one list (one joint order per store)"
+            )
         ids.add(cat.get("id"))
     if declared is None:
-        raise UserError(f"{path}: no category has keypoints (an instances_*.json rather than a "
-                        f"person_keypoints_*.json?); expected {EXPECTED}")
+        raise UserError(
+            f"{path}: no category has keypoints (an instances_*.json rather than a "
+            f"person_keypoints_*.json?); expected {EXPECTED}"
+        )
     k, cat = declared
     if tuple(cat["keypoints"]) == COCO_NAMES:
         if flip_pairs:
-            raise UserError(f"{path}: flip pairs are given, but categories[{k}] declares COCO's 17 keypoints, whose "
-                            "pairs are known (flip_pairs is for files with their own keypoints)")
+            raise UserError(
+                f"{path}: flip pairs are given, but categories[{k}] declares COCO's 17 keypoints, whose "
+                "pairs are known (flip_pairs is for files with their own keypoints)"
+            )
         return ids, COCO
     return ids, custom_joint_set(f"{path}: categories[{k}] (id {cat.get('id')!r})", cat, flip_pairs)
 
@@ -158,11 +183,16 @@ def custom_joint_set(where: str, category: dict, flip_pairs=None) -> JointSet:
         raise UserError(f"{where}: `skeleton` is a {type(skeleton).__name__}; expected a list of [a, b] index pairs")
     edges = []
     for i, edge in enumerate(skeleton):
-        valid = (isinstance(edge, list) and len(edge) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                   for v in edge))
+        valid = (
+            isinstance(edge, list)
+            and len(edge) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in edge)
+        )
         if not valid or not all(1 <= v <= len(names) for v in edge):
-            raise UserError(f"{where}: skeleton[{i}] = {edge!r}; expected two keypoint indices from 1 to "
-                            f"{len(names)} (COCO skeleton indices are 1-based)")
+            raise UserError(
+                f"{where}: skeleton[{i}] = {edge!r}; expected two keypoint indices from 1 to "
+                f"{len(names)} (COCO skeleton indices are 1-based)"
+            )
         edges.append((edge[0] - 1, edge[1] - 1))
     pairs = mirror_pairs(names) if flip_pairs is None else _named_pairs(where, names, flip_pairs)
     name = category.get("name") if isinstance(category.get("name"), str) and category.get("name") else "custom"
@@ -177,9 +207,11 @@ def _named_pairs(where: str, names: tuple, flip_pairs) -> tuple[tuple[int, int],
         a, b = pair
         unknown = [n for n in (a, b) if n not in names]
         if unknown:
-            raise UserError(f"{where}: flip_pairs [{a}, {b}]: {', '.join(map(repr, unknown))} "
-                            f"{'is not a keypoint' if len(unknown) == 1 else 'are not keypoints'} of the file "
-                            f"(its keypoints: {list(names)})")
+            raise UserError(
+                f"{where}: flip_pairs [{a}, {b}]: {', '.join(map(repr, unknown))} "
+                f"{'is not a keypoint' if len(unknown) == 1 else 'are not keypoints'} of the file "
+                f"(its keypoints: {list(names)})"
+            )
         if a == b or {a, b} & used:
             raise UserError(f"{where}: flip_pairs [{a}, {b}]: a joint is paired with itself or in two pairs")
         used |= {a, b}
@@ -192,8 +224,10 @@ def read_annotations(path, min_keypoints: int = DEFAULT_MIN_KEYPOINTS, flip_pair
     joint set is COCO's or the file's own (`flip_pairs` by name, for the latter)."""
     path = Path(path)
     if min_keypoints < 1:
-        raise UserError(f"--min-keypoints {min_keypoints}: must be at least 1 "
-                        "(a person without labelled keypoints can be neither trained nor scored)")
+        raise UserError(
+            f"--min-keypoints {min_keypoints}: must be at least 1 "
+            "(a person without labelled keypoints can be neither trained nor scored)"
+        )
     data = _load_json(path)
     names = _image_names(path, data["images"])
     keypoint_categories, joints = _keypoint_categories(path, data, flip_pairs)
@@ -212,9 +246,17 @@ def read_annotations(path, min_keypoints: int = DEFAULT_MIN_KEYPOINTS, flip_pair
             else:
                 _add_row(rows, names[ann["image_id"]], ann, kp, bbox)
     people = _people(path, rows, skipped, joints)
-    log.info("%s: %d person annotations -> %d people; skipped %d crowd, %d with fewer than %d labelled "
-             "keypoints, %d of categories without keypoints", path, len(data["annotations"]), len(people),
-             skipped["crowd"], skipped["few_keypoints"], min_keypoints, skipped["other_category"])
+    log.info(
+        "%s: %d person annotations -> %d people; skipped %d crowd, %d with fewer than %d labelled "
+        "keypoints, %d of categories without keypoints",
+        path,
+        len(data["annotations"]),
+        len(people),
+        skipped["crowd"],
+        skipped["few_keypoints"],
+        min_keypoints,
+        skipped["other_category"],
+    )
     return people
 
 
@@ -246,8 +288,9 @@ def _keypoints_and_box(where: str, ann: dict, names: dict, joints: JointSet) -> 
     kp = np.asarray(values, dtype=np.float64).reshape(count, 3)
     flags = kp[:, 2]
     if not np.isin(flags, (0, 1, 2)).all():
-        raise UserError(f"{where}: keypoint visibility flags {sorted(set(flags.tolist()) - {0, 1, 2})} "
-                        "are not 0, 1 or 2")
+        raise UserError(
+            f"{where}: keypoint visibility flags {sorted(set(flags.tolist()) - {0, 1, 2})} are not 0, 1 or 2"
+        )
     return kp, bbox
 
 
@@ -271,11 +314,15 @@ def _people(path: Path, rows: dict, skipped: dict, joints: JointSet) -> COCOPeop
     except (TypeError, ValueError):
         raise UserError(f"{path}: image and annotation ids must be integers (COCO's are)") from None
     return COCOPeople(
-        joints=joints, image_names=rows["name"], image_id=image_id, annotation_id=annotation_id,
+        joints=joints,
+        image_names=rows["name"],
+        image_id=image_id,
+        annotation_id=annotation_id,
         keypoints=np.asarray(rows["kp"], dtype=np.float64).reshape(n, joints.num_joints, 2),
         visible=np.asarray(rows["vis"], dtype=np.uint8).reshape(n, joints.num_joints),
         bbox=np.asarray(rows["bbox"], dtype=np.float64).reshape(n, 4),
-        problems=rows["problem"], skipped=skipped,
+        problems=rows["problem"],
+        skipped=skipped,
     )
 
 

@@ -40,8 +40,10 @@ SLOTS = (0, 1, 2, 3, 4, 5, 6, 9, 12, 13, 16)  # 0-based `coords` columns of join
 NUM_SLOTS = 29
 VARIABLE = "examples"
 REQUIRED_FIELDS = ("coords", "filepath", "torsobox", "istrain", "istest")
-EXPECTED = ("the FLIC release's examples.mat: a struct array (variable `examples`, or one struct "
-            "variable of another name) with fields coords (2 x 29), filepath, torsobox, istrain, istest")
+EXPECTED = (
+    "the FLIC release's examples.mat: a struct array (variable `examples`, or one struct "
+    "variable of another name) with fields coords (2 x 29), filepath, torsobox, istrain, istest"
+)
 
 
 @dataclass
@@ -64,8 +66,11 @@ class FLICExamples:
 
 def _struct_variable(path: Path, mat: dict) -> tuple[str, list]:
     """(name, elements) of the FLIC struct: `examples`, else the one struct array in the file."""
-    structs = {name: items(value) for name, value in mat.items()
-               if not name.startswith("__") and items(value) and is_struct(items(value)[0])}
+    structs = {
+        name: items(value)
+        for name, value in mat.items()
+        if not name.startswith("__") and items(value) and is_struct(items(value)[0])
+    }
     if VARIABLE in structs:
         return VARIABLE, structs[VARIABLE]
     if len(structs) == 1:
@@ -81,8 +86,10 @@ def _coords(path: Path, variable: str, index: int, value) -> np.ndarray:
     coords = np.asarray(value, dtype=np.float64) if np.asarray(value).dtype.kind in "biuf" else None
     if coords is None or coords.shape != (2, NUM_SLOTS):
         shape = "not numeric" if coords is None else f"shape {coords.shape}"
-        raise UserError(f"{path}: {variable}({index + 1}).coords is {shape}; expected (2, {NUM_SLOTS}): "
-                        f"x and y of the 29 FLIC slots")
+        raise UserError(
+            f"{path}: {variable}({index + 1}).coords is {shape}; expected (2, {NUM_SLOTS}): "
+            f"x and y of the 29 FLIC slots"
+        )
     return coords[:, SLOTS].T
 
 
@@ -101,18 +108,29 @@ def read_examples(path) -> FLICExamples:
     fields = elements[0]._fieldnames
     missing = [f for f in REQUIRED_FIELDS if f not in fields]
     if missing:
-        raise UserError(f"{path}: variable `{variable}` has no field {', '.join(f'`{f}`' for f in missing)} "
-                        f"(fields: {', '.join(fields)}); expected {EXPECTED}")
+        raise UserError(
+            f"{path}: variable `{variable}` has no field {', '.join(f'`{f}`' for f in missing)} "
+            f"(fields: {', '.join(fields)}); expected {EXPECTED}"
+        )
     keypoints = np.stack([_coords(path, variable, i, e.coords) for i, e in enumerate(elements)])
     torsobox = np.full((len(elements), 4), np.nan)
     for i, e in enumerate(elements):
         box = np.asarray(e.torsobox, dtype=np.float64).ravel()
         if box.shape == (4,):
             torsobox[i] = box  # a malformed box stays NaN: the joints alone then span the person
-    flags = {f: np.array([_flag(path, variable, i, e, f) for i, e in enumerate(elements)], dtype=bool)
-             for f in ("istrain", "istest") + (("isbad",) if "isbad" in fields else ())}
-    return FLICExamples(variable, keypoints, torsobox, [text(e.filepath) for e in elements],
-                        flags["istrain"], flags["istest"], flags.get("isbad"))
+    flags = {
+        f: np.array([_flag(path, variable, i, e, f) for i, e in enumerate(elements)], dtype=bool)
+        for f in ("istrain", "istest") + (("isbad",) if "isbad" in fields else ())
+    }
+    return FLICExamples(
+        variable,
+        keypoints,
+        torsobox,
+        [text(e.filepath) for e in elements],
+        flags["istrain"],
+        flags["istest"],
+        flags.get("isbad"),
+    )
 
 
 def split_rows(examples: FLICExamples, split: str, path) -> np.ndarray:

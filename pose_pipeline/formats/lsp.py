@@ -119,10 +119,14 @@ def split_rows(n: int, split: str, path: Path) -> np.ndarray:
     if n == EXTENDED_SIZE:
         if split == "train":
             return np.arange(n)
-        raise UserError(f"{path}: LSP-extended ({n} images) is all training data; it has no val split "
-                        "(use the original LSP's last 1,000 images, or --split all)")
-    raise UserError(f"{path}: {n} images is neither original LSP (2,000: first 1,000 train, last 1,000 "
-                    f"val) nor LSP-extended (10,000: all train), so it has no {split} split; use --split all")
+        raise UserError(
+            f"{path}: LSP-extended ({n} images) is all training data; it has no val split "
+            "(use the original LSP's last 1,000 images, or --split all)"
+        )
+    raise UserError(
+        f"{path}: {n} images is neither original LSP (2,000: first 1,000 train, last 1,000 "
+        f"val) nor LSP-extended (10,000: all train), so it has no {split} split; use --split all"
+    )
 
 
 def row_problems(joints: LSPJoints) -> list[str]:
@@ -146,8 +150,9 @@ def row_problems(joints: LSPJoints) -> list[str]:
     return problems
 
 
-def person_boxes(keypoints: np.ndarray, visible: np.ndarray,
-                 margin: float = SCALE_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+def person_boxes(
+    keypoints: np.ndarray, visible: np.ndarray, margin: float = SCALE_MARGIN
+) -> tuple[np.ndarray, np.ndarray]:
     """Centre (N,2) and scale (N,) from the visible joints' bounding box (NaN where none)."""
     vis = (visible > 0)[..., None]
     with np.errstate(invalid="ignore"):

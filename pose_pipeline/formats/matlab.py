@@ -25,8 +25,7 @@ def load_mat(path, expected: str, **options) -> dict:
     try:
         return scipy.io.loadmat(path, **options)
     except NotImplementedError:  # scipy's answer to MATLAB v7.3, which is HDF5
-        raise UserError(f"{path}: MATLAB v7.3 (HDF5) file; save it with -v7 or earlier; "
-                        f"expected {expected}") from None
+        raise UserError(f"{path}: MATLAB v7.3 (HDF5) file; save it with -v7 or earlier; expected {expected}") from None
     except Exception as exc:  # noqa: BLE001 - scipy raises several types for non-MAT input
         raise UserError(f"{path}: not a readable MATLAB v5 file ({exc}); expected {expected}") from None
 

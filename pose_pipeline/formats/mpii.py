@@ -119,9 +119,7 @@ def read_release(path, *, default_is_train: bool = False) -> MPIIPeople:
     if img_train_raw is not None:
         img_train = np.atleast_1d(np.asarray(img_train_raw, dtype=np.float64)).ravel()
         if img_train.size != len(annolist):
-            raise UserError(
-                f"{path}: img_train has {img_train.size} entries but annolist has {len(annolist)}"
-            )
+            raise UserError(f"{path}: img_train has {img_train.size} entries but annolist has {len(annolist)}")
     has_image_field = hasattr(annolist[0], "image")
 
     rows = _ReleaseRows()
@@ -206,8 +204,9 @@ class _ReleaseRows:
         self.parse_problems.append(problems)
 
     def build(self) -> MPIIPeople:
-        center, scale = hourglass_box(np.array(self.objpos, dtype=np.float64),
-                                      np.array(self.scale_raw, dtype=np.float64))
+        center, scale = hourglass_box(
+            np.array(self.objpos, dtype=np.float64), np.array(self.scale_raw, dtype=np.float64)
+        )
         head_box = np.array(self.head_box, dtype=np.float64)
         people = MPIIPeople(
             image_names=self.image_names,
@@ -383,8 +382,14 @@ def read_hourglass_h5(path, *, is_train: bool) -> MPIIPeople:
         data = {k: h5[k][()] for k in HOURGLASS_DATASETS}
     n = len(data["imgname"])
     shapes = {
-        "imgname": (n,), "center": (n, 2), "scale": (n,), "part": (n, NUM_JOINTS, 2),
-        "visible": (n, NUM_JOINTS), "normalize": (n,), "index": (n,), "person": (n,),
+        "imgname": (n,),
+        "center": (n, 2),
+        "scale": (n,),
+        "part": (n, NUM_JOINTS, 2),
+        "visible": (n, NUM_JOINTS),
+        "normalize": (n,),
+        "index": (n,),
+        "person": (n,),
     }
     for key, shape in shapes.items():
         if data[key].shape != shape:

@@ -27,8 +27,10 @@ from pose_pipeline.formats.matlab import load_mat, number, text, variables_found
 from pose_pipeline.formats.mpii import MPIIPeople, hourglass_box
 from pose_pipeline.joints import MPII
 
-RELEASE_TEST_LAYOUT = ("the MPII release .mat: a RELEASE struct with annolist, img_train (0 = test image) and "
-                       "single_person (the rects of each image scored as single persons)")
+RELEASE_TEST_LAYOUT = (
+    "the MPII release .mat: a RELEASE struct with annolist, img_train (0 = test image) and "
+    "single_person (the rects of each image scored as single persons)"
+)
 SUBMISSION_VARIABLE = "pred"
 
 
@@ -71,8 +73,10 @@ def load_test_release(path) -> TestRelease:
     img_train = np.asarray(_field(release, "img_train"), dtype=np.float64).ravel()
     single_person = _field(release, "single_person").ravel()
     if not (img_train.size == single_person.size == annolist.size):
-        raise UserError(f"{path}: annolist has {annolist.size} images, img_train {img_train.size}, single_person "
-                        f"{single_person.size}; expected one each")
+        raise UserError(
+            f"{path}: annolist has {annolist.size} images, img_train {img_train.size}, single_person "
+            f"{single_person.size}; expected one each"
+        )
     test_images = np.flatnonzero(img_train == 0)
     if test_images.size == 0:
         raise UserError(f"{path}: no test images (img_train is never 0); expected {RELEASE_TEST_LAYOUT}")
@@ -81,8 +85,10 @@ def load_test_release(path) -> TestRelease:
         rects = _rects(annolist.ravel()[i])
         for r in _single_person_rects(single_person[i], path, i):
             if rects is None or r >= rects.size:
-                raise UserError(f"{path}: single_person{{{i + 1}}} names rect {r + 1}, but annolist({i + 1}) has "
-                                f"{0 if rects is None else rects.size} rects")
+                raise UserError(
+                    f"{path}: single_person{{{i + 1}}} names rect {r + 1}, but annolist({i + 1}) has "
+                    f"{0 if rects is None else rects.size} rects"
+                )
             if _field(rects[r], "objpos") is not None:  # the toolkit scores only rects with objpos
                 people.append((i, r))
     return TestRelease(path, annolist, test_images, np.array(people, dtype=np.int64).reshape(-1, 2))
@@ -113,16 +119,31 @@ def read_test_people(path) -> MPIIPeople:
         names.append(text(_field(_field(entries[i], "image"), "name")))
         objpos.append([np.nan if v is None else v for v in xy])
         scale_raw.append(np.nan if scale is None else scale)
-        problems.append("; ".join(p for p, bad in (("no image name", not names[-1]),
-                                                    ("objpos without x/y", None in xy),
-                                                    ("no scale", scale is None)) if bad))
+        problems.append(
+            "; ".join(
+                p
+                for p, bad in (
+                    ("no image name", not names[-1]),
+                    ("objpos without x/y", None in xy),
+                    ("no scale", scale is None),
+                )
+                if bad
+            )
+        )
     n = len(names)
     center, scale = hourglass_box(np.array(objpos, dtype=np.float64), np.array(scale_raw, dtype=np.float64))
     return MPIIPeople(
-        image_names=names, image_index=release.people[:, 0].copy(), person_index=release.people[:, 1].copy(),
-        center=center, scale=scale, keypoints=np.zeros((n, MPII.num_joints, 2)),
-        annotated=np.zeros((n, MPII.num_joints), bool), is_visible=np.zeros((n, MPII.num_joints), np.uint8),
-        head_box=np.full((n, 4), np.nan), head_size=np.full(n, np.nan), is_train=np.zeros(n, bool),
+        image_names=names,
+        image_index=release.people[:, 0].copy(),
+        person_index=release.people[:, 1].copy(),
+        center=center,
+        scale=scale,
+        keypoints=np.zeros((n, MPII.num_joints, 2)),
+        annotated=np.zeros((n, MPII.num_joints), bool),
+        is_visible=np.zeros((n, MPII.num_joints), np.uint8),
+        head_box=np.full((n, 4), np.nan),
+        head_size=np.full(n, np.nan),
+        is_train=np.zeros(n, bool),
         problems=problems,
     )
 
@@ -130,8 +151,13 @@ def read_test_people(path) -> MPIIPeople:
 # --------------------------------------------------------------------------- the submission
 
 
-def submission_annolist(release: TestRelease, source_index: np.ndarray, preds: np.ndarray,
-                        image_names: list[str] | None = None, what: str = "predictions") -> np.ndarray:
+def submission_annolist(
+    release: TestRelease,
+    source_index: np.ndarray,
+    preds: np.ndarray,
+    image_names: list[str] | None = None,
+    what: str = "predictions",
+) -> np.ndarray:
     """`pred`: the test annolist with each single person's predicted joints as annopoints.
 
     `source_index` (N,2) names each prediction's person as (annolist index, rect index),
@@ -143,8 +169,10 @@ def submission_annolist(release: TestRelease, source_index: np.ndarray, preds: n
     source_index = np.asarray(source_index, dtype=np.int64).reshape(-1, 2)
     preds = np.asarray(preds, dtype=np.float64)
     if preds.shape != (len(source_index), MPII.num_joints, 2):
-        raise UserError(f"{what}: {preds.shape} predictions for {len(source_index)} people; expected "
-                        f"({len(source_index)}, {MPII.num_joints}, 2)")
+        raise UserError(
+            f"{what}: {preds.shape} predictions for {len(source_index)} people; expected "
+            f"({len(source_index)}, {MPII.num_joints}, 2)"
+        )
     row_of = {(int(i), int(r)): k for k, (i, r) in enumerate(source_index)}
     if len(row_of) != len(source_index):
         raise UserError(f"{what}: a person is predicted twice ({len(source_index) - len(row_of)} duplicates)")
@@ -152,14 +180,18 @@ def submission_annolist(release: TestRelease, source_index: np.ndarray, preds: n
     extra = sorted(set(row_of) - wanted)
     if extra:
         i, r = extra[0]
-        raise UserError(f"{what}: person annolist({i + 1}).annorect({r + 1}) is not a single person of a test "
-                        f"image of {release.path} ({len(extra)} such)")
+        raise UserError(
+            f"{what}: person annolist({i + 1}).annorect({r + 1}) is not a single person of a test "
+            f"image of {release.path} ({len(extra)} such)"
+        )
     absent = sorted(wanted - set(row_of))
     if absent:
         i, r = absent[0]
-        raise UserError(f"{what}: {len(absent)} of the {len(wanted)} test single persons of {release.path} have no "
-                        f"prediction, first annolist({i + 1}).annorect({r + 1}); convert the test split with "
-                        f"--on-bad-sample error to see why one was left out")
+        raise UserError(
+            f"{what}: {len(absent)} of the {len(wanted)} test single persons of {release.path} have no "
+            f"prediction, first annolist({i + 1}).annorect({r + 1}); convert the test split with "
+            f"--on-bad-sample error to see why one was left out"
+        )
     entries = release.annolist.ravel()
     pred = release.annolist[..., release.test_images].copy()  # (1, M), the release's own fields
     flat = pred.reshape(-1)
@@ -174,8 +206,10 @@ def submission_annolist(release: TestRelease, source_index: np.ndarray, preds: n
         if image_names is not None:
             for k in people.values():
                 if image_names[k] != name:
-                    raise UserError(f"{what}: sample {k} is image {image_names[k]!r}, but its person "
-                                    f"annolist({i + 1}) is image {name!r} in {release.path}")
+                    raise UserError(
+                        f"{what}: sample {k} is image {image_names[k]!r}, but its person "
+                        f"annolist({i + 1}) is image {name!r} in {release.path}"
+                    )
         flat[m]["annorect"] = _rects_with_points(entries[i]["annorect"], {r: preds[k] for r, k in people.items()})
     return pred
 

@@ -35,12 +35,21 @@ class Samples:
     def __len__(self) -> int:
         return len(self.image_names)
 
-    def take(self, index: np.ndarray) -> "Samples":
+    def take(self, index: np.ndarray) -> Samples:
         index = np.asarray(index)
-        return Samples(self.joints, self.pixel_origin, [self.image_names[i] for i in index],
-                       self.keypoints[index], self.visible[index], self.center[index],
-                       self.scale[index], self.head_size[index], self.source_index[index],
-                       [self.problems[i] for i in index], self.parameters)
+        return Samples(
+            self.joints,
+            self.pixel_origin,
+            [self.image_names[i] for i in index],
+            self.keypoints[index],
+            self.visible[index],
+            self.center[index],
+            self.scale[index],
+            self.head_size[index],
+            self.source_index[index],
+            [self.problems[i] for i in index],
+            self.parameters,
+        )
 
 
 def _split_hourglass_h5(people, annotations: Path, split: str, val_split: Path):
@@ -49,12 +58,16 @@ def _split_hourglass_h5(people, annotations: Path, split: str, val_split: Path):
     from pose_pipeline.formats import mpii
 
     img_index, person_index = mpii.read_split(val_split)
-    in_split = np.isin(people.image_index * (1 << 32) + people.person_index,
-                       img_index.astype(np.int64) * (1 << 32) + person_index.astype(np.int64))
+    in_split = np.isin(
+        people.image_index * (1 << 32) + people.person_index,
+        img_index.astype(np.int64) * (1 << 32) + person_index.astype(np.int64),
+    )
     if split == "val" and not in_split.any():
-        raise UserError(f"{annotations}: none of the {len(img_index)} people of the split file {val_split} is in "
-                        "this .h5 (the hourglass train.h5 holds no validation people): give the validation .h5 "
-                        "(valid.h5) as val_annotations instead")
+        raise UserError(
+            f"{annotations}: none of the {len(img_index)} people of the split file {val_split} is in "
+            "this .h5 (the hourglass train.h5 holds no validation people): give the validation .h5 "
+            "(valid.h5) as val_annotations instead"
+        )
     return people.take(in_split if split == "val" else ~in_split)
 
 
@@ -66,8 +79,10 @@ def read_mpii(annotations: Path, split: str, val_split: Path | None, options: di
 
     if split == "test":
         if annotations.suffix in (".h5", ".hdf5"):
-            raise UserError(f"{annotations}: --split test reads the MPII release .mat (its img_train == 0 images "
-                            "and single_person), not an hourglass .h5")
+            raise UserError(
+                f"{annotations}: --split test reads the MPII release .mat (its img_train == 0 images "
+                "and single_person), not an hourglass .h5"
+            )
         people = mpii_test.read_test_people(annotations)  # the split file names validation people: unused
     elif annotations.suffix in (".h5", ".hdf5"):
         people = mpii.read_hourglass_h5(annotations, is_train=split == "train")
@@ -81,12 +96,19 @@ def read_mpii(annotations: Path, split: str, val_split: Path | None, options: di
         elif split == "train":
             people = people.take(people.is_train)
         elif split == "val":
-            raise UserError(f"{annotations}: --split val needs --val-split, the file naming the "
-                            "validation people (e.g. MPII's detections.mat)")
+            raise UserError(
+                f"{annotations}: --split val needs --val-split, the file naming the "
+                "validation people (e.g. MPII's detections.mat)"
+            )
     return Samples(
-        joints=MPII, pixel_origin=1.0, image_names=list(people.image_names),
-        keypoints=people.keypoints, visible=people.annotated.astype(np.uint8),
-        center=people.center, scale=people.scale, head_size=people.head_size,
+        joints=MPII,
+        pixel_origin=1.0,
+        image_names=list(people.image_names),
+        keypoints=people.keypoints,
+        visible=people.annotated.astype(np.uint8),
+        center=people.center,
+        scale=people.scale,
+        head_size=people.head_size,
         source_index=np.stack([people.image_index, people.person_index], axis=1),
         problems=list(people.problems),
     )
@@ -97,22 +119,32 @@ def read_lsp(annotations: Path, split: str, val_split: Path | None, options: dic
     from pose_pipeline.formats import lsp
 
     if val_split is not None:
-        raise UserError(f"{val_split}: --val-split is for MPII; LSP's split follows from the number of "
-                        "images (2,000: first 1,000 train, last 1,000 val; 10,000: all train)")
+        raise UserError(
+            f"{val_split}: --val-split is for MPII; LSP's split follows from the number of "
+            "images (2,000: first 1,000 train, last 1,000 val; 10,000: all train)"
+        )
     options = options or {}
     joints = lsp.read_joints(annotations)
     width = lsp.image_name_width(joints, options.get("images"))
     rows = lsp.split_rows(len(joints), split, annotations)
     center, scale = lsp.person_boxes(joints.keypoints, joints.visible)
     samples = Samples(
-        joints=LSP, pixel_origin=lsp.PIXEL_ORIGIN,
+        joints=LSP,
+        pixel_origin=lsp.PIXEL_ORIGIN,
         image_names=[f"im{i + 1:0{width}d}.jpg" for i in range(len(joints))],
-        keypoints=joints.keypoints, visible=joints.visible, center=center, scale=scale,
+        keypoints=joints.keypoints,
+        visible=joints.visible,
+        center=center,
+        scale=scale,
         head_size=np.full(len(joints), np.nan),
         source_index=np.stack([np.arange(len(joints)), np.zeros(len(joints), np.int64)], axis=1),
         problems=lsp.row_problems(joints),
-        parameters={"layout": joints.layout, "image_name_digits": width, "scale_margin": lsp.SCALE_MARGIN,
-                    "images_in_file": len(joints)},
+        parameters={
+            "layout": joints.layout,
+            "image_name_digits": width,
+            "scale_margin": lsp.SCALE_MARGIN,
+            "images_in_file": len(joints),
+        },
     )
     return samples.take(rows)
 
@@ -132,15 +164,24 @@ def read_coco(annotations: Path, split: str, val_split: Path | None, options: di
     center, scale = coco.person_boxes(people.bbox)
     own = {} if people.joints is COCO else {"flip_pairs": "config" if flip_pairs is not None else "names"}
     return Samples(
-        joints=people.joints, pixel_origin=coco.PIXEL_ORIGIN, image_names=list(people.image_names),
-        keypoints=people.keypoints, visible=people.visible, center=center, scale=scale,
+        joints=people.joints,
+        pixel_origin=coco.PIXEL_ORIGIN,
+        image_names=list(people.image_names),
+        keypoints=people.keypoints,
+        visible=people.visible,
+        center=center,
+        scale=scale,
         head_size=np.full(len(people), np.nan),
         source_index=np.stack([people.image_id, people.annotation_id], axis=1),
         problems=list(people.problems),
-        parameters={"min_keypoints": min_keypoints, "bbox_padding": coco.BBOX_PADDING,
-                    "skipped_crowd": people.skipped["crowd"],
-                    "skipped_few_keypoints": people.skipped["few_keypoints"],
-                    "skipped_other_category": people.skipped["other_category"], **own},
+        parameters={
+            "min_keypoints": min_keypoints,
+            "bbox_padding": coco.BBOX_PADDING,
+            "skipped_crowd": people.skipped["crowd"],
+            "skipped_few_keypoints": people.skipped["few_keypoints"],
+            "skipped_other_category": people.skipped["other_category"],
+            **own,
+        },
     )
 
 
@@ -157,14 +198,23 @@ def read_flic(annotations: Path, split: str, val_split: Path | None, options: di
     visible = examples.visible
     dropped = 0 if examples.isbad is None else int(examples.isbad.sum())
     samples = Samples(
-        joints=FLIC, pixel_origin=flic.PIXEL_ORIGIN, image_names=examples.image_names,
+        joints=FLIC,
+        pixel_origin=flic.PIXEL_ORIGIN,
+        image_names=examples.image_names,
         # unannotated slots at (0, 0), not NaN: training masks them by `visible` alone
-        keypoints=np.where(visible[..., None] > 0, examples.keypoints, 0.0), visible=visible,
-        center=center, scale=scale, head_size=np.full(len(examples), np.nan),
+        keypoints=np.where(visible[..., None] > 0, examples.keypoints, 0.0),
+        visible=visible,
+        center=center,
+        scale=scale,
+        head_size=np.full(len(examples), np.nan),
         source_index=np.stack([np.arange(len(examples)), np.zeros(len(examples), np.int64)], axis=1),
         problems=["" if v.any() else "no annotated joints" for v in visible],
-        parameters={"variable": examples.variable, "slots": list(flic.SLOTS), "dropped_isbad": dropped,
-                    "scale_margin": flic.SCALE_MARGIN},
+        parameters={
+            "variable": examples.variable,
+            "slots": list(flic.SLOTS),
+            "dropped_isbad": dropped,
+            "scale_margin": flic.SCALE_MARGIN,
+        },
     )
     return samples.take(rows)
 

@@ -43,7 +43,7 @@ def build_model(model_config: dict, joints: int) -> torch.nn.Module:
 def strip_module_prefix(state_dict: dict) -> dict:
     """Keys saved from nn.DataParallel / DistributedDataParallel start with `module.`."""
     if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
@@ -57,11 +57,16 @@ def read_checkpoint(path) -> dict:
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise UserError(f"{path}: refused, the file needs pickled code to load ({text}); "
-                            "only plain tensors and containers are accepted") from None
+            raise UserError(
+                f"{path}: refused, the file needs pickled code to load ({text}); "
+                "only plain tensors and containers are accepted"
+            ) from None
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({text})") from None
-    if isinstance(checkpoint, dict) and "state_dict" not in checkpoint and all(
-            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+    if (
+        isinstance(checkpoint, dict)
+        and "state_dict" not in checkpoint
+        and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
+    ):
         checkpoint = {"state_dict": checkpoint}  # a bare state dict
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"{path}: not a model checkpoint (no state_dict)")
@@ -73,7 +78,7 @@ def model_config_of(checkpoint: dict, path="checkpoint") -> dict:
     if isinstance(checkpoint.get("model_config"), dict):
         return dict(checkpoint["model_config"])
     state_dict = strip_module_prefix(checkpoint["state_dict"])
-    for arch, module in ARCHITECTURES.items():
+    for module in ARCHITECTURES.values():
         if module.is_state_dict(state_dict):
             return module.config_from_state_dict(state_dict)
     raise UserError(f"{path}: state dict matches no known architecture ({', '.join(ARCHITECTURES)})")
@@ -88,8 +93,10 @@ def joint_set_of(checkpoint: dict, path="checkpoint") -> JointSet:
     joints = model_config_of(checkpoint, path)["joints"]
     candidates = [s for s in JOINT_SETS.values() if s.num_joints == joints]
     if len(candidates) != 1:
-        raise UserError(f"{path}: records no joint set, and {joints} joints match "
-                        f"{'none' if not candidates else ' and '.join(s.name for s in candidates)} of the built-in sets")
+        raise UserError(
+            f"{path}: records no joint set, and {joints} joints match "
+            f"{'none' if not candidates else ' and '.join(s.name for s in candidates)} of the built-in sets"
+        )
     return candidates[0]
 
 
@@ -102,8 +109,9 @@ def load_model(path, expect: dict | None = None, device: str | torch.device = "c
     return model_from_checkpoint(read_checkpoint(path), path, expect, device)
 
 
-def model_from_checkpoint(checkpoint: dict, path, expect: dict | None = None,
-                          device: str | torch.device = "cpu") -> torch.nn.Module:
+def model_from_checkpoint(
+    checkpoint: dict, path, expect: dict | None = None, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """`load_model` of a checkpoint already read (`read_checkpoint`); `path` names it in errors."""
     config = model_config_of(checkpoint, path)
     for key, value in (expect or {}).items():
@@ -115,8 +123,14 @@ def model_from_checkpoint(checkpoint: dict, path, expect: dict | None = None,
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit a {config}: {str(exc).splitlines()[0]}") from None
-    bad = next((name for name, tensor in model.state_dict().items()
-                if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    bad = next(
+        (
+            name
+            for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        ),
+        None,
+    )
     if bad is not None:
         raise UserError(f"{path}: weight {bad} holds NaN or infinite values (the run that wrote it diverged)")
     model.model_config = config
@@ -125,8 +139,9 @@ def model_from_checkpoint(checkpoint: dict, path, expect: dict | None = None,
 
 def describe_config(model_config: dict) -> str:
     """'hourglass, 8 stacks, 1 blocks, 256 features' (the shape keys a checkpoint records)."""
-    shape = ", ".join(f"{model_config[k]} {k}" for k in ("stacks", "blocks", "features", "prm", "joints")
-                      if k in model_config)
+    shape = ", ".join(
+        f"{model_config[k]} {k}" for k in ("stacks", "blocks", "features", "prm", "joints") if k in model_config
+    )
     return f"{_arch(model_config)} ({shape})"
 
 
@@ -144,8 +159,10 @@ def load_weights(model: torch.nn.Module, model_config: dict, path, joints: Joint
     checkpoint = read_checkpoint(path)
     source_config = model_config_of(checkpoint, path)
     if model_shape(source_config) != model_shape(model_config):
-        raise UserError(f"{path}: a {describe_config(source_config)} checkpoint; its weights do not fit "
-                        f"this run's {describe_config(model_config)}")
+        raise UserError(
+            f"{path}: a {describe_config(source_config)} checkpoint; its weights do not fit "
+            f"this run's {describe_config(model_config)}"
+        )
     source_joints = _source_joint_set(checkpoint, path, joints)
     if source_joints is None or source_joints.joints == joints.joints:
         source = model_from_checkpoint(checkpoint, path, expect={"joints": model_config["joints"]})
@@ -192,16 +209,22 @@ def transfer_joint_rows(target: dict, source: dict, pairs: list[tuple[int, int]]
 
 def describe_transfer(source: JointSet, target: JointSet, pairs: list[tuple[int, int]]) -> str:
     """'mpii -> lsp: 14 of 14 joints came across (r_ankle, ..., neck from upper_neck, ...); new: ...'"""
-    came = [target.joints[t] + ("" if target.joints[t] == source.joints[s] else f" from {source.joints[s]}")
-            for t, s in pairs]
+    came = [
+        target.joints[t] + ("" if target.joints[t] == source.joints[s] else f" from {source.joints[s]}")
+        for t, s in pairs
+    ]
     fresh = [name for t, name in enumerate(target.joints) if t not in {t for t, _ in pairs}]
-    return (f"{source.name} -> {target.name}: {len(pairs)} of {target.num_joints} joints came across "
-            f"({', '.join(came) or 'none'}); freshly initialised: {', '.join(fresh) or 'none'}")
+    return (
+        f"{source.name} -> {target.name}: {len(pairs)} of {target.num_joints} joints came across "
+        f"({', '.join(came) or 'none'}); freshly initialised: {', '.join(fresh) or 'none'}"
+    )
 
 
 def _load_fitting(model: torch.nn.Module, state: dict, path, source_config: dict, model_config: dict) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError:
-        raise UserError(f"{path}: a {describe_config(source_config)} checkpoint; its weights do not fit "
-                        f"this run's {describe_config(model_config)}") from None
+        raise UserError(
+            f"{path}: a {describe_config(source_config)} checkpoint; its weights do not fit "
+            f"this run's {describe_config(model_config)}"
+        ) from None

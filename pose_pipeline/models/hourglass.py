@@ -66,9 +66,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(mid_channels)
         self.conv3 = nn.Conv2d(mid_channels, out_channels, kernel_size=1)
         # A Sequential so the key is `downsample.0.weight`, as in PyTorch-Pose.
-        self.downsample = (
-            nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1)) if project_skip else None
-        )
+        self.downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1)) if project_skip else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.bn1(x)))

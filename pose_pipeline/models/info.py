@@ -52,12 +52,9 @@ def model_info(config: dict, joints: int, input_size: int = INPUT_SIZE) -> dict:
     info = {"arch": arch, **shape, "joints": joints}
     if prm is not None:
         info["prm"] = prm
-    info.update({
-        "params": int(params),
-        "macs": flops // 2,
-        "flops": flops,
-        "outputs": [list(o.shape) for o in outputs],
-    })
+    info.update(
+        {"params": int(params), "macs": flops // 2, "flops": flops, "outputs": [list(o.shape) for o in outputs]}
+    )
     return info
 
 
@@ -70,16 +67,25 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks", type=int, default=HourglassConfig.blocks, help="residual blocks per stack")
     p.add_argument("--features", type=int, default=HourglassConfig.features, help="feature channels")
     p.add_argument("--joints", type=int, required=True, help="joints predicted (heatmap channels)")
-    p.add_argument("--prm", choices=PRM_VARIANTS, default=None,
-                   help=f"PyraNet pyramid residual module (default {PyraNetConfig.prm})")
+    p.add_argument(
+        "--prm",
+        choices=PRM_VARIANTS,
+        default=None,
+        help=f"PyraNet pyramid residual module (default {PyraNetConfig.prm})",
+    )
     p.add_argument("--input-size", type=int, default=INPUT_SIZE, help="input side in pixels (multiple of 64)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.prm is not None and args.arch != "pyranet":
         raise UserError("--prm applies to --arch pyranet only")
-    config = {"arch": args.arch, "stacks": args.stacks, "blocks": args.blocks, "features": args.features,
-              "prm": args.prm}  # None: the family's default
+    config = {
+        "arch": args.arch,
+        "stacks": args.stacks,
+        "blocks": args.blocks,
+        "features": args.features,
+        "prm": args.prm,
+    }  # None: the family's default
     try:
         info = model_info(config, args.joints, args.input_size)
     except ValueError as exc:

@@ -103,8 +103,9 @@ def branch_width(out_channels: int) -> int:
     return max(4, round(BASE_BRANCH_WIDTH * out_channels / 256))
 
 
-def _conv(in_channels: int, out_channels: int, kernel_size: int = 1, *, branches_in: int = 1,
-          branches_out: int = 1, **kwargs) -> nn.Conv2d:
+def _conv(
+    in_channels: int, out_channels: int, kernel_size: int = 1, *, branches_in: int = 1, branches_out: int = 1, **kwargs
+) -> nn.Conv2d:
     """A Conv2d tagged with the number of input / output branches it connects (for the init)."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, **kwargs)
     conv.branches_in = branches_in
@@ -124,7 +125,7 @@ def multibranch_variance(conv: nn.Conv2d, alpha: float = RELU_ALPHA) -> float:
     n_o = k * conv.out_channels // conv.groups
     c_i = getattr(conv, "branches_in", 1)
     c_o = getattr(conv, "branches_out", 1)
-    return 1.0 / (alpha ** 2 * (c_i * n_i + c_o * n_o))
+    return 1.0 / (alpha**2 * (c_i * n_i + c_o * n_o))
 
 
 @torch.no_grad()
@@ -180,8 +181,7 @@ def _fixed_fractional_max_pool(x: torch.Tensor, kernel: tuple[int, int], out: tu
 class Pyramid(nn.Module):
     """sum_c f_c(h) (or their concatenation for PRM-C), followed by g = BN-ReLU-conv1x1 D -> out."""
 
-    def __init__(self, in_channels: int, width: int, out_channels: int, variant: str,
-                 cardinality: int = CARDINALITY):
+    def __init__(self, in_channels: int, width: int, out_channels: int, variant: str, cardinality: int = CARDINALITY):
         super().__init__()
         if variant not in PRM_VARIANTS:
             raise ValueError(f"PRM variant must be one of {', '.join(PRM_VARIANTS)}, got {variant!r}")
@@ -196,7 +196,8 @@ class Pyramid(nn.Module):
             self.bn_in = nn.BatchNorm2d(width)
         if variant == "D":
             self.dilated = nn.ModuleList(
-                _conv(width, width, 3, padding=c, dilation=c) for c in range(1, cardinality + 1))
+                _conv(width, width, 3, padding=c, dilation=c) for c in range(1, cardinality + 1)
+            )
         else:
             self.branches = nn.ModuleList(_conv(width, width, 3, padding=1) for _ in range(cardinality))
         if variant == "C":
@@ -237,8 +238,14 @@ class PyramidResidual(nn.Module):
     `project_skip` (or a change of channel count) puts BN-ReLU-conv1x1 on the skip path.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, variant: str = PyraNetConfig.prm,
-                 project_skip: bool = False, cardinality: int = CARDINALITY):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        variant: str = PyraNetConfig.prm,
+        project_skip: bool = False,
+        cardinality: int = CARDINALITY,
+    ):
         super().__init__()
         mid = out_channels // BOTTLENECK_EXPANSION
         self.bn1 = nn.BatchNorm2d(in_channels)
@@ -248,8 +255,9 @@ class PyramidResidual(nn.Module):
         self.pyramid = Pyramid(in_channels, branch_width(out_channels), mid, variant, cardinality)
         self.bn3 = nn.BatchNorm2d(mid)
         self.conv3 = _conv(mid, out_channels)
-        self.downsample = (_preact_conv(in_channels, out_channels)
-                           if project_skip or in_channels != out_channels else None)
+        self.downsample = (
+            _preact_conv(in_channels, out_channels) if project_skip or in_channels != out_channels else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn1(x))
@@ -267,8 +275,7 @@ class ProjectedBottleneck(Bottleneck):
         self.downsample = _preact_conv(channels, channels)
 
 
-def _unit_stack(features: int, blocks: int, pyramid: bool, variant: str,
-                project_last: bool) -> nn.Sequential:
+def _unit_stack(features: int, blocks: int, pyramid: bool, variant: str, project_last: bool) -> nn.Sequential:
     """`blocks` width-preserving units; the last one gets the projected skip when `project_last`."""
     units = []
     for i in range(blocks):
@@ -289,8 +296,7 @@ class PyramidHourglass(Hourglass):
     lower branch and the bottom at 2^-(depth-L). `hg[L][2]` (lower-out) ends with the projected skip.
     """
 
-    def __init__(self, features: int, blocks: int, variant: str = PyraNetConfig.prm,
-                 depth: int = HOURGLASS_DEPTH):
+    def __init__(self, features: int, blocks: int, variant: str = PyraNetConfig.prm, depth: int = HOURGLASS_DEPTH):
         nn.Module.__init__(self)
         self.depth = depth
         levels = []
@@ -316,8 +322,14 @@ class PyraNet(nn.Module):
     except that `res` is replaced by `post` (BN-ReLU).
     """
 
-    def __init__(self, stacks: int, blocks: int, joints: int, features: int = PyraNetConfig.features,
-                 prm: str = PyraNetConfig.prm):
+    def __init__(
+        self,
+        stacks: int,
+        blocks: int,
+        joints: int,
+        features: int = PyraNetConfig.features,
+        prm: str = PyraNetConfig.prm,
+    ):
         super().__init__()
         if features % 4 or features <= 0:
             raise ValueError(f"pyranet features must be a positive multiple of 4, got {features}")

@@ -3,8 +3,11 @@ from pose_pipeline import workflow_config as ppc
 
 PLOTS = ["curves", "pckh", "skeletons", "joints", "examples"]
 # Per-experiment files that the comparison rules (summary, compare) read.
-EXPERIMENT_FILES = {"scores": "results/pckh/{experiment}.json", "log": "results/train/{experiment}/log.csv",
-                    "model": "results/train/{experiment}/model.pt"}
+EXPERIMENT_FILES = {
+    "scores": "results/pckh/{experiment}.json",
+    "log": "results/train/{experiment}/log.csv",
+    "model": "results/train/{experiment}/model.pt",
+}
 COMPARED = config["default_experiments"]  # the experiments summary.csv and pckh_all.png put side by side
 SYNTHETIC = [name for name, ds in config["datasets"].items() if "synthetic" in ds]
 # The one line Snakemake prints when a long job starts (in place of the rule's block, locally

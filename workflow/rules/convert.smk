@@ -4,21 +4,21 @@ rule convert:
         unpack(convert_inputs),
     output:
         directory("results/stores/{dataset}/{split}.zarr"),
-    params:
-        converter=lambda wc: ppc.converter_settings(config, wc.dataset),
-        val_split=lambda wc, input: f"--val-split {input.val_split}" if "val_split" in input.keys() else "",
-        split=lambda wc: ppc.converter_split(config, wc.dataset, wc.split),
+    log:
+        "results/logs/convert/{dataset}_{split}.log",
+    benchmark:
+        "results/benchmarks/convert/{dataset}_{split}.tsv"
     threads: dataset_resource("cpus")
     resources:
         cpus_per_task=dataset_resource("cpus"),
         mem_mb=dataset_resource("mem_mb"),
         runtime=dataset_resource("runtime"),
+    params:
+        converter=lambda wc: ppc.converter_settings(config, wc.dataset),
+        val_split=lambda wc, input: f"--val-split {input.val_split}" if "val_split" in input.keys() else "",
+        split=lambda wc: ppc.converter_split(config, wc.dataset, wc.split),
     message:
         FOLLOW_LOG
-    log:
-        "results/logs/convert/{dataset}_{split}.log",
-    benchmark:
-        "results/benchmarks/convert/{dataset}_{split}.tsv"
     shell:
         "pose-pipeline convert {params.converter[format]} --annotations {input.annotations}"
         " --images {input.images} {params.val_split} --split {params.split}"

@@ -4,15 +4,15 @@ rule demo_data:
         annotations="results/data/{synthetic}/mpii_release.mat",
         val_split="results/data/{synthetic}/val_split.mat",
         images=directory("results/data/{synthetic}/images"),
+    log:
+        "results/logs/demo_data/{synthetic}.log",
+    benchmark:
+        "results/benchmarks/demo_data/{synthetic}.tsv"
     params:
         out=lambda wc: ppc.synthetic_paths(wc.synthetic)["root"],
         synthetic=lambda wc: config["datasets"][wc.synthetic]["synthetic"],
     message:
         FOLLOW_LOG
-    log:
-        "results/logs/demo_data/{synthetic}.log",
-    benchmark:
-        "results/benchmarks/demo_data/{synthetic}.tsv"
     shell:
         "pose-pipeline demo-data --out {params.out} --seed {params.synthetic[seed]}"
         " --train {params.synthetic[train]} --val {params.synthetic[val]} --test {params.synthetic[test]}"

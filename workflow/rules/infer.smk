@@ -7,6 +7,14 @@ rule infer:
         table="results/infer/{experiment}/{imageset}/keypoints.csv",
         skipped="results/infer/{experiment}/{imageset}/skipped.csv",
         drawings=directory("results/infer/{experiment}/{imageset}/drawings"),
+    log:
+        "results/logs/infer/{experiment}/{imageset}.log",
+    benchmark:
+        "results/benchmarks/infer/{experiment}/{imageset}.tsv"
+    threads: experiment_resource("cpus")
+    resources:
+        gpu=predict_gpus,
+        cpus_per_task=experiment_resource("cpus"),
     params:
         out="results/infer/{experiment}/{imageset}",
         boxes=lambda wc: ppc.boxes_option(config, wc.imageset),
@@ -15,14 +23,6 @@ rule infer:
         flip=lambda wc: "" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test",
         canvas=lambda wc: config["datasets"][dataset_of(wc)],  # cut as the training crops were
         device=config["device"],
-    threads: experiment_resource("cpus")
-    resources:
-        gpu=predict_gpus,
-        cpus_per_task=experiment_resource("cpus"),
-    log:
-        "results/logs/infer/{experiment}/{imageset}.log",
-    benchmark:
-        "results/benchmarks/infer/{experiment}/{imageset}.tsv"
     shell:
         "pose-pipeline infer --checkpoint {input.model} --images {input.images:q} {params.boxes} --out {params.out}"
         " --draw --input-size {params.input_size} --batch-size {params.evaluation[batch_size]}"

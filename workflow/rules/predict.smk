@@ -6,21 +6,21 @@ rule predict:
     output:
         mat="results/predict/{experiment}/preds.mat",
         csv="results/predict/{experiment}/preds.csv",
+    log:
+        "results/logs/predict/{experiment}.log",
+    benchmark:
+        "results/benchmarks/predict/{experiment}.tsv"
+    threads: experiment_resource("cpus")
+    resources:
+        gpu=predict_gpus,
+        cpus_per_task=experiment_resource("cpus"),
     params:
         evaluation=lambda wc: config["experiments"][wc.experiment]["evaluation"],
         input_size=lambda wc: config["experiments"][wc.experiment]["training"]["input_size"],
         flip=lambda wc: "" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test",
         device=config["device"],
-    threads: experiment_resource("cpus")
-    resources:
-        gpu=predict_gpus,
-        cpus_per_task=experiment_resource("cpus"),
     message:
         FOLLOW_LOG
-    log:
-        "results/logs/predict/{experiment}.log",
-    benchmark:
-        "results/benchmarks/predict/{experiment}.tsv"
     shell:
         "pose-pipeline predict --checkpoint {input.model} --store {input.store}"
         " --out-mat {output.mat} --out-csv {output.csv} --input-size {params.input_size}"

@@ -3,15 +3,17 @@ rule score:
     input:
         unpack(score_inputs),
     output:
-        table=report("results/pckh/{experiment}.csv", category="Scores", labels={"experiment": "{experiment}", "file": "table"}),
+        table=report(
+            "results/pckh/{experiment}.csv", category="Scores", labels={"experiment": "{experiment}", "file": "table"}
+        ),
         per_joint="results/pckh/{experiment}.json",
-    params:
-        annotations=lambda wc, input: f"--annotations {input.annotations}" if "annotations" in input.keys() else "",
-        oks_sigmas=lambda wc: ppc.oks_sigmas_option(config, dataset_of(wc)),
     log:
         "results/logs/score/{experiment}.log",
     benchmark:
         "results/benchmarks/score/{experiment}.tsv"
+    params:
+        annotations=lambda wc, input: f"--annotations {input.annotations}" if "annotations" in input.keys() else "",
+        oks_sigmas=lambda wc: ppc.oks_sigmas_option(config, dataset_of(wc)),
     shell:
         "pose-pipeline score --preds {input.preds} --gt {input.gt} --out {output.table}"
         " --per-joint {output.per_joint} {params.annotations} {params.oks_sigmas} > {log} 2>&1"

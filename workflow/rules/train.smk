@@ -5,23 +5,27 @@ rule train:
         val=lambda wc: store_path(dataset_of(wc), "val"),
     output:
         model="results/train/{experiment}/model.pt",
-        log=report("results/train/{experiment}/log.csv", category="Training", labels={"experiment": "{experiment}", "file": "log"}),
-    params:
-        settings=lambda wc: ppc.experiment_settings_json(config, wc.experiment),
-        out="results/train/{experiment}",
-        nproc=nproc_flag,
+        log=report(
+            "results/train/{experiment}/log.csv",
+            category="Training",
+            labels={"experiment": "{experiment}", "file": "log"},
+        ),
+    log:
+        "results/logs/train/{experiment}.log",
+    benchmark:
+        "results/benchmarks/train/{experiment}.tsv"
     threads: experiment_resource("cpus")
     resources:
         gpu=experiment_resource("gpus"),
         cpus_per_task=experiment_resource("cpus"),
         mem_mb=experiment_resource("mem_mb"),
         runtime=experiment_resource("runtime"),
+    params:
+        settings=lambda wc: ppc.experiment_settings_json(config, wc.experiment),
+        out="results/train/{experiment}",
+        nproc=nproc_flag,
     message:
         FOLLOW_LOG
-    log:
-        "results/logs/train/{experiment}.log",
-    benchmark:
-        "results/benchmarks/train/{experiment}.tsv"
     shell:
         "pose-pipeline train --settings {params.settings:q} --train-store {input.train}"
         " --val-store {input.val} --out {params.out} {params.nproc} > {log} 2>&1"
