@@ -102,6 +102,31 @@ def person_batches(
         yield finish(batch)
 
 
+def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
+    """`out` holds no input, lies outside the images and is new or an earlier infer output."""
+    from pose_pipeline.atomic import check_no_overlap, check_replaceable
+
+    check_no_overlap(
+        out, {"image input": Path(images), "boxes file": boxes and Path(boxes), "checkpoint": Path(checkpoint)}
+    )
+    if Path(images).is_dir() and Path(images).resolve() in out.resolve().parents:
+        raise UserError(
+            f"--out {out} lies inside --images {images}: its drawings would be taken for input "
+            "images next time; choose an output folder outside the images"
+        )
+    check_replaceable(out, is_infer_output, "an infer output folder")
+
+
+def _load_checkpoint(checkpoint, input_size: int | None, device):
+    """(model on `device`, its joint set, the input size: given, else the one it was trained at)."""
+    from pose_pipeline.models import joint_set_of, load_model, read_checkpoint
+
+    record = read_checkpoint(checkpoint)
+    joints = joint_set_of(record, checkpoint)
+    model = load_model(checkpoint, device=device)
+    return model, joints, input_size or int(record.get("input_size", 256))
+
+
 def infer(
     checkpoint,
     images,
@@ -121,30 +146,18 @@ def infer(
     {people, images, skipped, out}."""
     from tqdm import tqdm
 
-    from pose_pipeline.atomic import atomic_folder, check_no_overlap, check_replaceable
+    from pose_pipeline.atomic import atomic_folder
     from pose_pipeline.codec import HeatmapCodec
     from pose_pipeline.devices import resolve_device
     from pose_pipeline.inference import CanvasLayout, predict_batch
-    from pose_pipeline.models import joint_set_of, load_model, read_checkpoint
     from pose_pipeline.prefetch import Prefetcher, depth_for
 
     out = Path(out)
-    check_no_overlap(
-        out, {"image input": Path(images), "boxes file": boxes and Path(boxes), "checkpoint": Path(checkpoint)}
-    )
-    if Path(images).is_dir() and Path(images).resolve() in out.resolve().parents:
-        raise UserError(
-            f"--out {out} lies inside --images {images}: its drawings would be taken for input "
-            "images next time; choose an output folder outside the images"
-        )
-    check_replaceable(out, is_infer_output, "an infer output folder")
+    check_output_folder(out, images, boxes, checkpoint)
     source = ImageInput(images)
     by_position, skipped = _boxes_of(boxes, source)
     device = resolve_device(device)
-    record = read_checkpoint(checkpoint)
-    joints = joint_set_of(record, checkpoint)
-    model = load_model(checkpoint, device=device)
-    input_size = input_size or int(record.get("input_size", 256))
+    model, joints, input_size = _load_checkpoint(checkpoint, input_size, device)
     codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
     layout = CanvasLayout(canvas_size, context, joints)
     log.info(
