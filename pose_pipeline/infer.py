@@ -276,23 +276,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "or an earlier infer output (replaced)",
     )
     p.add_argument("--draw", action="store_true", help="draw the skeletons on the images (a video: an annotated video)")
-    p.add_argument(
-        "--input-size",
-        type=int,
-        default=None,
-        help="network input side (default: the checkpoint's training size, else 256)",
-    )
-    p.add_argument(
-        "--no-flip-test",
-        dest="flip_test",
-        action="store_false",
-        default=EVALUATION["flip_test"],
-        help="predict the crop alone, not averaged with its mirror image",
-    )
-    p.add_argument("--batch-size", type=int, default=EVALUATION["batch_size"], help="people per forward pass")
-    p.add_argument(
-        "--blur-sigma", type=float, default=EVALUATION["blur_sigma"], help="heatmap blur before decoding (0 = none)"
-    )
+    from pose_pipeline.inference import add_evaluation_options
+
+    add_evaluation_options(p, "people")
     p.add_argument(
         "--canvas-size",
         type=int,

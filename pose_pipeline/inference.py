@@ -142,3 +142,29 @@ def _batch_reader(store: PoseStore, codec: HeatmapCodec, batch_size: int, device
         return start, stop, batch
 
     return read
+
+
+def add_evaluation_options(p, batch_items: str) -> None:
+    """The options every stage that runs a trained model shares (predict, infer), with the
+    schema's evaluation defaults; `batch_items` names what a batch holds."""
+    from pose_pipeline.config import schema_defaults
+
+    evaluation = schema_defaults("experiment", "evaluation")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="network input side, heatmaps 1/4 of it (codec.HEATMAP_STRIDE; default: the checkpoint's "
+        "training size, else 256)",
+    )
+    p.add_argument(
+        "--no-flip-test",
+        dest="flip_test",
+        action="store_false",
+        default=evaluation["flip_test"],
+        help="predict the crop alone, not averaged with its mirror image",
+    )
+    p.add_argument("--batch-size", type=int, default=evaluation["batch_size"], help=f"{batch_items} per forward pass")
+    p.add_argument(
+        "--blur-sigma", type=float, default=evaluation["blur_sigma"], help="heatmap blur before decoding (0 = none)"
+    )

@@ -8,15 +8,12 @@ import argparse
 import logging
 
 from pose_pipeline.codec import HeatmapCodec
-from pose_pipeline.config import schema_defaults
 from pose_pipeline.devices import resolve_device
 from pose_pipeline.errors import UserError
-from pose_pipeline.inference import predict_store
+from pose_pipeline.inference import add_evaluation_options, predict_store
 from pose_pipeline.store import open_store
 
 log = logging.getLogger(__name__)
-
-EVALUATION = schema_defaults("experiment", "evaluation")  # flip_test, batch_size, blur_sigma
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -24,24 +21,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, help="converted store to predict")
     p.add_argument("--out-mat", required=True, help="reference prediction file (MATLAB `preds`, N x J x 2)")
     p.add_argument("--out-csv", required=True, help="the same as a table: sample,image,joint,x,y,score")
-    p.add_argument(
-        "--input-size",
-        type=int,
-        default=None,
-        help="network input side, heatmaps 1/4 of it (codec.HEATMAP_STRIDE; default: the checkpoint's "
-        "training size, else 256)",
-    )
-    p.add_argument(
-        "--no-flip-test",
-        dest="flip_test",
-        action="store_false",
-        default=EVALUATION["flip_test"],
-        help="predict the crop alone, not averaged with its mirror image",
-    )
-    p.add_argument("--batch-size", type=int, default=EVALUATION["batch_size"], help="crops per forward pass")
-    p.add_argument(
-        "--blur-sigma", type=float, default=EVALUATION["blur_sigma"], help="heatmap blur before decoding (0 = none)"
-    )
+    add_evaluation_options(p, "crops")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
 
 
