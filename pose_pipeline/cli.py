@@ -25,7 +25,7 @@ STAGES = {
     "demo-data": ("pose_pipeline.demo_data", "generate the synthetic demo dataset (MPII release format)"),
     "convert": ("pose_pipeline.convert", "convert annotations + images to a crop-normalised Zarr v3 store"),
     "inspect": ("pose_pipeline.inspect", "summarise a converted store and draw a contact sheet"),
-    "train": ("pose_pipeline.train", "train a model on a converted store"),
+    "train": ("pose_pipeline.train_cli", "train a model on a converted store"),
     "predict": ("pose_pipeline.predict", "predict keypoints in original image coordinates"),
     "mpii-submission": ("pose_pipeline.submission", "MPII test-set submission file (pred_keypoints_mpii.mat)"),
     "infer": ("pose_pipeline.infer", "keypoints for the people in your own images or video (boxes optional)"),
