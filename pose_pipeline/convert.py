@@ -159,6 +159,44 @@ def check_bounds(options: dict) -> None:
             raise UserError(f"--{key.replace('_', '-')} {value}: must be {allowed} ({rule.get('description', key)})")
 
 
+def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, flip_pairs) -> None:
+    """Everything checkable before reading an image: inputs exist and are not the output, the
+    output is new or a store, numbers within the schema's bounds, options the format takes."""
+    for what, path in inputs.items():
+        if path is not None and not path.exists():
+            raise UserError(f"{what} {path} does not exist")
+    check_no_overlap(out, inputs)
+    check_replaceable(out, is_store, "a converted store")  # before the work, not after it
+    check_bounds(bounded)
+    for option, value in (("--min-keypoints", bounded["min_keypoints"]), ("--flip-pair", flip_pairs)):
+        if value is not None and fmt != "coco":
+            raise UserError(f"{option} is a COCO option; format {fmt!r} does not take it")
+    if split == "test" and fmt != "mpii":
+        raise UserError(
+            f"--split test is MPII's test set (the release's img_train == 0 people); format {fmt!r} "
+            "has train, val or all"
+        )
+
+
+def _store_attrs(fmt: str, samples, split: str, dataset: str, sources, converter: dict) -> dict:
+    """The store's provenance: dataset, split, pixel origin, converter parameters, source hashes."""
+    reduced = converter.pop("reduced_decode")
+    return {
+        "dataset": dataset,
+        "split": split,
+        "format": fmt,
+        "pixel_origin": samples.pixel_origin,
+        "context": converter["context"],
+        "converter": {
+            **converter,
+            "person_box": PERSON_BOX,
+            **({"reduced_decode": True} if reduced else {}),
+            **({fmt: samples.parameters} if samples.parameters else {}),
+        },
+        "sources": [{"file": path.name, "sha256": sha256_of(path)} for path in sources if path],
+    }
+
+
 def convert(
     fmt: str,
     annotations,
@@ -181,23 +219,14 @@ def convert(
     right], ...] joint names, for a COCO-format file declaring its own keypoints."""
     annotations, images, out = Path(annotations), Path(images), Path(out)
     val_split = Path(val_split) if val_split else None
-    inputs = {"annotation file": annotations, "image folder": images, "split file": val_split}
-    for what, path in inputs.items():
-        if path is not None and not path.exists():
-            raise UserError(f"{what} {path} does not exist")
-    check_no_overlap(out, inputs)
-    check_replaceable(out, is_store, "a converted store")  # before the work, not after it
-    check_bounds(
-        {"canvas_size": canvas_size, "context": context, "shard_size": shard_size, "min_keypoints": min_keypoints}
+    check_options(
+        fmt,
+        split,
+        out,
+        {"annotation file": annotations, "image folder": images, "split file": val_split},
+        {"canvas_size": canvas_size, "context": context, "shard_size": shard_size, "min_keypoints": min_keypoints},
+        flip_pairs,
     )
-    for option, value in (("--min-keypoints", min_keypoints), ("--flip-pair", flip_pairs)):
-        if value is not None and fmt != "coco":
-            raise UserError(f"{option} is a COCO option; format {fmt!r} does not take it")
-    if split == "test" and fmt != "mpii":
-        raise UserError(
-            f"--split test is MPII's test set (the release's img_train == 0 people); format {fmt!r} "
-            "has train, val or all"
-        )
     samples = READERS[fmt](
         annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs}
     )
@@ -212,31 +241,21 @@ def convert(
     with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
         affines = sample_affines(samples, canvas_size, context)
 
-    sources = [{"file": path.name, "sha256": sha256_of(path)} for path in (annotations, val_split) if path]
-    writer = StoreWriter(
-        out,
-        len(keep),
-        samples.joints,
-        canvas_size,
-        shard_size,
-        attrs={
-            "dataset": dataset or annotations.stem,
-            "split": split,
-            "format": fmt,
-            "pixel_origin": samples.pixel_origin,
+    attrs = _store_attrs(
+        fmt,
+        samples,
+        split,
+        dataset or annotations.stem,
+        (annotations, val_split),
+        {
+            "canvas_size": canvas_size,
             "context": context,
-            "converter": {
-                "canvas_size": canvas_size,
-                "context": context,
-                "shard_size": shard_size,
-                "on_bad_sample": on_bad_sample,
-                "person_box": PERSON_BOX,
-                **({"reduced_decode": True} if reduced_decode else {}),
-                **({fmt: samples.parameters} if samples.parameters else {}),
-            },
-            "sources": sources,
+            "shard_size": shard_size,
+            "on_bad_sample": on_bad_sample,
+            "reduced_decode": reduced_decode,
         },
     )
+    writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs=attrs)
     try:
         written = write_crops(
             writer, samples, images, keep, affines, reject, shard_size, workers, progress, reduced_decode
