@@ -310,3 +310,22 @@ def test_joint_set_travels_with_store_attrs_and_checkpoints():
     assert joint_set_of({"joint_set": custom.to_dict(), "state_dict": {}}) == custom
     # PyTorch-Pose files record no set: the built-in set with that joint count
     assert joint_set_of({"model_config": {"arch": "hourglass", "joints": 16}, "state_dict": {}}).name == "mpii"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fixed_fractional_pooling_equals_atens_at_u_one_half(dtype):
+    """Inference pools through gathers (ONNX has no fractional pooling): the very values of
+    F.fractional_max_pool2d with every random sample at 0.5, over sizes and PyraNet's ratios."""
+    import torch.nn.functional as F
+
+    from pose_pipeline.models.pyranet import fractional_max_pool
+
+    generator = torch.Generator().manual_seed(0)
+    for size in (1, 2, 3, 7, 16, 33, 64, 97):
+        x = torch.randn(2, 3, size, size + 5, generator=generator, dtype=dtype)
+        for ratio in (2 ** (-1 / 4), 2 ** (-2 / 4), 2 ** (-3 / 4), 0.5):
+            out = (max(1, int(size * ratio)), max(1, int((size + 5) * ratio)))
+            kernel = (min(2, size - out[0] + 1), min(2, size + 5 - out[1] + 1))
+            samples = torch.full((2, 3, 2), 0.5, dtype=dtype)
+            reference = F.fractional_max_pool2d(x, kernel, output_size=out, _random_samples=samples)
+            assert torch.equal(fractional_max_pool(x, ratio, training=False), reference), (size, ratio)
