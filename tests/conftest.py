@@ -155,25 +155,20 @@ OUTPUTS = [
 ] + (["results/pckh/reference/demo.json"] if REFERENCE.exists() else [])
 
 
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The command line of the real `snakemake` on this checkout's Snakefile in `workdir`."""
+    import sys
+
+    where = ["--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir)]
+    return [sys.executable, "-m", "snakemake", *where, "--cores", "2", *args]
+
+
 def snakemake(workdir: Path, *args: str) -> str:
     """Run the real `snakemake` on this checkout's Snakefile in `workdir`; its output, or an
     AssertionError with the output and the rules' logs."""
     import subprocess
-    import sys
 
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
     if done.returncode != 0:
         logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/logs/*/*.log")))

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ import pytest
 import scipy.io
 import yaml
 from browser import Browser, find_chromium, report_images
-from conftest import OUTPUTS, REFERENCE, REPO_ROOT, TINY, mean_cell, snakemake, write_config
+from conftest import OUTPUTS, REFERENCE, TINY, mean_cell, snakemake, snakemake_command, write_config
 from PIL import Image
 
 from pose_pipeline.models import read_checkpoint
@@ -219,17 +218,7 @@ def test_sigterm_during_training_loses_no_finished_output(tmp_path, target):
     nothing finished is redone or marked incomplete (the dry run would refuse incomplete
     files), and nothing half-written is left."""
     write_config(tmp_path, _config_with(**{"experiments.tiny.training.epochs": 3}))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--cores",
-        "2",
-    ]
+    command = snakemake_command(tmp_path)
     train_log, model = tmp_path / "results/logs/train/tiny.log", tmp_path / "results/train/tiny/model.pt"
     run = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -308,22 +297,6 @@ def test_misspelt_config_key_stops_the_dag_with_one_message(tmp_path):
     config = _config_with()
     config["experiments"]["tiny"]["training"]["epohcs"] = 2
     write_config(tmp_path, config)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO_ROOT / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--cores",
-            "1",
-            "--dry-run",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = subprocess.run(snakemake_command(tmp_path, "--dry-run"), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "experiments.tiny.training: unknown key 'epohcs' (did you mean 'epochs'?)" in done.stdout + done.stderr
