@@ -20,10 +20,13 @@ process CPU seconds per image (how many of the cores it kept busy), and, with --
 the validation pass (no flip test) per image. The machine's CPU and torch's threads are
 printed first; --json writes it all.
 
-`--omp-wait-policy default,PASSIVE` compares the OpenMP runtime's wait policy, which torch's
-OpenMP reads once when it loads: each round then runs this script once per policy, in a
-child process with OMP_WAIT_POLICY set so (`default`: unset, libgomp spins a while), the
-variants' steps of all children pooled per policy (`PASSIVE` is what the CLI sets).
+`--omp-env default,OMP_WAIT_POLICY=PASSIVE,GOMP_SPINCOUNT=30000` compares how torch's OpenMP
+threads wait at barriers, which the runtime reads once when it loads: each round then runs
+this script once per setting, in a child process with that one variable set (`default`:
+neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT set, libgomp spins 300,000 times before it sleeps),
+the variants' steps of all children pooled per setting (`GOMP_SPINCOUNT=30000` is what the
+CLI sets). `--busy N` keeps N busy-looping processes running meanwhile: a CPU shared with
+other work, where the settings differ most.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -141,11 +145,12 @@ class Variant:
             "step_ms": self.step_ms,
             "cpu_s": self.cpu_s,
             "val_ms_per_image": self.val_ms_per_image,
+            "openmp_env": {name: os.environ.get(name) for name in OPENMP_WAIT_VARIABLES},
         }
 
 
 def summarise(raw: dict) -> dict:
-    """Medians of a variant's timed steps (pooled over children, with --omp-wait-policy)."""
+    """Medians of a variant's timed steps (pooled over children, with --omp-env)."""
     total = [d + s for d, s in zip(raw["data_ms"], raw["step_ms"])]
     median = statistics.median(total)
     row = {
@@ -159,6 +164,7 @@ def summarise(raw: dict) -> dict:
         "compute_median_ms": statistics.median(raw["step_ms"]),
         "images_per_s": raw["batch_size"] * 1e3 / median,
         "cores_busy": raw["cpu_s"] / (sum(total) / 1e3),
+        "openmp_env": raw["openmp_env"],
     }
     if raw["val_ms_per_image"]:
         row["val_ms_per_image"] = statistics.median(raw["val_ms_per_image"])
@@ -194,10 +200,12 @@ def parse_args(argv):
     parser.add_argument("--chunk", type=int, default=3, help="steps of one variant before the next one's")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     parser.add_argument(
-        "--omp-wait-policy",
-        help="comma-separated OMP_WAIT_POLICY values to compare (default = unset), one child process each per round",
+        "--omp-env",
+        help="comma-separated settings to compare, each 'default' (OMP_WAIT_POLICY and GOMP_SPINCOUNT unset) "
+        "or VAR=VALUE; one child process each per round",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of children (with --omp-wait-policy)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of children (with --omp-env)")
+    parser.add_argument("--busy", type=int, default=0, help="busy-looping processes kept running while timing")
     parser.add_argument("--raw-json", help=argparse.SUPPRESS)  # a child's raw step times
     parser.add_argument("--json", help="write the report here")
     return parser.parse_args(argv)
@@ -234,15 +242,16 @@ def time_variants(args) -> list[dict]:
 
 
 def time_policies(args, argv: list[str]) -> list[dict]:
-    """Per round, one child per OpenMP wait policy; each variant's steps pooled per policy."""
+    """Per round, one child per OpenMP wait setting; each variant's steps pooled per setting."""
     pooled: dict[str, dict] = {}
     for _ in range(args.rounds):
-        for policy in args.omp_wait_policy.split(","):
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        for policy in args.omp_env.split(","):
+            env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
             if policy != "default":
-                env["OMP_WAIT_POLICY"] = policy
+                name, _, value = policy.partition("=")
+                env[name] = value
             with tempfile.NamedTemporaryFile(suffix=".json") as raw_file:
-                child = [a for a in argv if not a.startswith("--omp-wait-policy")]
+                child = [a for a in argv if not a.startswith(("--omp-env", "--busy"))]
                 subprocess.run([sys.executable, __file__, *child, "--raw-json", raw_file.name], env=env, check=True)
                 for raw in json.loads(Path(raw_file.name).read_text()):
                     name = f"{policy} {raw['name']}"
@@ -264,7 +273,13 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.raw_json).write_text(json.dumps(time_variants(args)))
         return {}
     print(json.dumps(info), flush=True)
-    raws = time_policies(args, argv) if args.omp_wait_policy else time_variants(args)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        raws = time_policies(args, argv) if args.omp_env else time_variants(args)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
     rows = [summarise(raw) for raw in raws]
     print("| variant | batch | step ms median (q25) | data ms | compute ms | images/s | cores busy | val ms/image |")
     print("|---|---|---|---|---|---|---|---|")
@@ -281,13 +296,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _joined(argv: list[str]) -> list[str]:
-    """`--omp-wait-policy X` as one `--omp-wait-policy=X` item (what the child leaves out)."""
+    """`--omp-env X` and `--busy N` as one `--omp-env=X` / `--busy=N` item (what the child leaves out)."""
     out, skip = [], False
     for i, a in enumerate(argv):
         if skip:
             skip = False
             continue
-        if a == "--omp-wait-policy":
+        if a in ("--omp-env", "--busy"):
             out.append(f"{a}={argv[i + 1]}")
             skip = True
         else:

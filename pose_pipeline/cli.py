@@ -78,19 +78,25 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
     return parser, module
 
 
-def sleeping_openmp_waits() -> None:
-    """OpenMP threads that sleep instead of spinning while they wait at a barrier: on a CPU
-    shared with other work, a spinning torch thread holds a core while the thread it waits
-    for is descheduled, and a training step of the demo took 20-35 s instead of 0.9 s
-    (BENCHMARKS.md, "The demo in half the time"). Read by the OpenMP runtime when torch
-    loads it, so set before any stage imports torch; the user's own setting wins."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# libgomp lets a thread that waits at a barrier spin 300,000 times before it sleeps. A
+# tenth of that keeps the idle-machine speed of spinning (a demo training step: 174-191 ms
+# against 320 ms with sleeping waits, OMP_WAIT_POLICY=PASSIVE) and, on a CPU shared with
+# other work, most of the gain of sleeping (1.1-1.9 s against 1.8-3.1 s with the default;
+# PASSIVE 1.0 s). BENCHMARKS.md, "OpenMP waits".
+OPENMP_SPIN_COUNT = "30000"
+
+
+def bounded_openmp_spinning() -> None:
+    """Set GOMP_SPINCOUNT for torch's OpenMP threads before any stage imports torch (the
+    runtime reads it once, when it loads); a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins."""
+    if "torch" in sys.modules or {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+        return
+    os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    sleeping_openmp_waits()
+    bounded_openmp_spinning()
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     if module is None:

@@ -110,6 +110,11 @@ class HeatmapCodec:
         (`decode_heatmaps`). A torch tensor is decoded on its device (a GPU's is faster)."""
         return decode_heatmaps(heatmaps, self.blur_sigma)
 
+    def decode_tensor(self, heatmaps):
+        """As `decode`, for a torch tensor, left on its device as float64 tensors (nothing
+        waits for the device)."""
+        return decode_heatmaps_torch(heatmaps.detach().double(), self.blur_sigma)
+
 
 def decode_heatmaps(heatmaps, blur_sigma: float | None = None):
     """Sub-pixel maxima of (N,J,H,W) heatmaps (numpy, or a torch tensor on any device) ->

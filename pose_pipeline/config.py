@@ -193,7 +193,7 @@ def experiment_settings(config: dict, name: str) -> dict:
 
 # What validation during training takes of `evaluation` (it runs without flip test, so a
 # flip_test change reruns prediction only).
-VALIDATION_KEYS = ("batch_size", "blur_sigma")
+VALIDATION_KEYS = ("batch_size", "blur_sigma", "validate_every")
 
 
 def settings_hash(settings: dict) -> str:

@@ -67,6 +67,16 @@ def predict_batch(
     image_to_canvas: (B,2,3) each canvas's affine from its original image. Returns (preds
     (B,J,2) in original image array coordinates, scores (B,J) peak heights, loss: the batch's
     training loss as a device tensor, not yet read)."""
+    coords, scores, loss = predict_batch_on_device(model, batch, layout, codec, flip_test, device)
+    preds = heatmap_to_image(coords.cpu().numpy(), image_to_canvas, layout, codec)
+    return preds, scores.cpu().numpy(), loss
+
+
+def predict_batch_on_device(
+    model: torch.nn.Module, batch, layout: CanvasLayout, codec: HeatmapCodec, flip_test: bool, device: torch.device
+):
+    """`predict_batch` up to the decoded peaks, left on the device (nothing waits for it):
+    (coords (B,J,2) in heatmap array coordinates, scores (B,J), loss), float64 tensors."""
     x, targets, weights = batch if isinstance(batch, tuple) else finish_batch(batch, codec, device, "torch")
     flip_perm = torch.as_tensor(layout.joint_set.flip_permutation(), device=device)
     with torch.no_grad(), autocast(device):
@@ -75,10 +85,17 @@ def predict_batch(
         heatmaps = outputs[-1].float()
         if flip_test:
             heatmaps = mirror_average(heatmaps, model(torch.flip(x, dims=[3]))[-1].float(), flip_perm)
-    coords, scores = codec.decode(heatmaps)  # on the device
-    # heatmap -> canvas -> original image array coordinates
+    coords, scores = codec.decode_tensor(heatmaps)
+    return coords, scores, loss
+
+
+def heatmap_to_image(
+    coords: np.ndarray, image_to_canvas: np.ndarray, layout: CanvasLayout, codec: HeatmapCodec
+) -> np.ndarray:
+    """Heatmap array coordinates (B,J,2) -> original image array coordinates, through the
+    inverse of original -> canvas -> input -> heatmap."""
     to_heatmap = codec.image_to_heatmap(image_to_canvas, layout.canvas_size, layout.context)
-    return geometry.apply(geometry.invert(to_heatmap), coords), scores, loss
+    return geometry.apply(geometry.invert(to_heatmap), coords)
 
 
 def predict_store(
@@ -94,16 +111,16 @@ def predict_store(
 
     Returns (preds (N,J,2) in the store's annotated pixel convention, scores (N,J) peak
     heights, loss: the training loss (the codec's targets) on these samples without
-    augmentation).
+    augmentation). The decoded peaks stay on the device until the last batch: on a GPU no
+    batch waits for the one before (validation runs this after every epoch).
     """
     from tqdm import tqdm
 
     device = device or next(model.parameters()).device
     model.eval()
-    n, num_joints = len(store), store.joint_set.num_joints
-    preds = np.zeros((n, num_joints, 2))
-    scores = np.zeros((n, num_joints))
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once, at the end
+    n = len(store)
+    coords, scores = [], []
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     batches = Prefetcher(
         range(0, n, batch_size),
         _batch_reader(store, codec, batch_size, device),
@@ -115,12 +132,17 @@ def predict_store(
         tqdm(total=-(-n // batch_size), desc="predict", unit="batch", disable=not progress, mininterval=5) as bar,
     ):
         for start, stop, batch in batches:
-            preds[start:stop], scores[start:stop], loss = predict_batch(
-                model, batch, store.affine[start:stop], store, codec, flip_test, device
-            )
+            batch_coords, batch_scores, loss = predict_batch_on_device(model, batch, store, codec, flip_test, device)
+            coords.append(batch_coords)
+            scores.append(batch_scores)
             loss_sum += loss * (stop - start)
             bar.update(1)
-    return geometry.array_to_annotated(preds, store.pixel_origin), scores, float(loss_sum) / max(n, 1)
+    if n == 0:
+        joints = store.joint_set.num_joints
+        return np.zeros((0, joints, 2)), np.zeros((0, joints)), 0.0
+    preds = heatmap_to_image(torch.cat(coords).cpu().numpy(), store.affine[:n], store, codec)
+    scores = torch.cat(scores).cpu().numpy()
+    return geometry.array_to_annotated(preds, store.pixel_origin), scores, float(loss_sum) / n
 
 
 def mirror_average(heatmaps: torch.Tensor, mirrored: torch.Tensor, flip_permutation: torch.Tensor) -> torch.Tensor:

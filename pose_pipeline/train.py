@@ -12,12 +12,13 @@ Outputs in `--out DIR`:
   model.pt                 final weights + model config (what predict reads)
   log.csv                  one row per epoch (columns: `training_log.py`)
   checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, `RunState`)
-  checkpoints/best.pt      weights of the epoch with the best validation score
+  checkpoints/best.pt      weights of the validated epoch with the best score
                            (metrics.validation_score); without validation, of the last epoch
   tensorboard/             the log.csv figures as TensorBoard events (when it is installed)
 
-Validation (rank 0, after every epoch) decodes with the experiment's `evaluation` batch size
-and blur, without flip test (it ranks epochs; the flip test would double its cost).
+Validation (rank 0, after every `validate_every`-th epoch and the last; the others' val
+columns stay empty) decodes with the experiment's `evaluation` batch size and blur, without
+flip test (it ranks epochs; the flip test would double its cost).
 
 Several GPUs: `--nproc N` starts N ranks through torch's elastic launcher (torchrun), each
 running this same command; they train one DistributedDataParallel model (NCCL on GPUs with
@@ -135,7 +136,7 @@ def _train(
             row["lr"] = run.optimizer.param_groups[0]["lr"]  # after the step: the next epoch's, as always
             if not world.main:
                 continue  # rank 0 validates and writes; the others wait in the next all-reduce
-            if run.val is not None:
+            if run.val is not None and validation_due(epoch + 1, run):
                 row.update(validate(run))
             record_epoch(run, state, row)
             save_epoch_checkpoints(run, state, row)
@@ -267,6 +268,11 @@ def read_loss(run: Run, losses: DeviceLoss) -> float:
     return mean
 
 
+def validation_due(epoch: int, run: Run) -> bool:
+    """Whether 1-based `epoch` is validated: every `validate_every`-th, and always the last."""
+    return epoch % run.evaluation["validate_every"] == 0 or epoch == run.epochs
+
+
 def validate(run: Run) -> dict:
     """Validation loss and the dataset's own metric (metrics.validation_score: PCKh@0.5 for
     MPII, PCK@0.2 for LSP and COCO) with the experiment's evaluation batch size and blur."""
@@ -300,9 +306,10 @@ def record_epoch(run: Run, state: RunState, row: dict) -> None:
 
 
 def save_epoch_checkpoints(run: Run, state: RunState, row: dict) -> None:
-    """best.pt (the best-scoring epoch so far; without validation, this epoch), then last.pt."""
+    """best.pt (the best-scoring validated epoch so far; without a validation store, this
+    epoch), then last.pt."""
     validated = row["val_score"] != ""
-    if not validated or state.improves(row["val_score"]):
+    if (run.val is None and not validated) or (validated and state.improves(row["val_score"])):
         state.best_score = row["val_score"] if validated else None
         state.best_epoch = row["epoch"]
         save_checkpoint(

@@ -102,26 +102,30 @@ def test_stage_parsers_cover_every_stage_and_plot_kind():
     assert {f"plot {kind}" for kind in ("curves", "pckh", "joints", "skeletons", "examples")} <= set(names)
 
 
-@pytest.mark.parametrize("preset", [None, "ACTIVE"])
-def test_stages_load_torch_with_sleeping_openmp_waits_unless_the_user_chose(preset):
-    """A stage run from the command line gets OMP_WAIT_POLICY=PASSIVE before torch loads its
-    OpenMP runtime (spinning waits collapse CPU training on a shared machine); a user's own
-    value is kept."""
+@pytest.mark.parametrize("preset", [{}, {"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "5"}])
+def test_stages_load_torch_with_bounded_openmp_spinning_unless_the_user_chose(preset):
+    """A stage run from the command line gets GOMP_SPINCOUNT before torch loads its OpenMP
+    runtime (libgomp's long spinning collapses CPU training on a shared machine, sleeping at
+    once slows it on an idle one); a user's own wait policy or spin count is kept as it is."""
     import json
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if preset:
-        env["OMP_WAIT_POLICY"] = preset
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(preset)
     script = (
         "import json, os, sys; from pose_pipeline import cli; assert 'torch' not in sys.modules; "
         "code = cli.main(['model-info', '--stacks', '1', '--features', '16', '--joints', '4', "
-        "'--input', '64']); "
+        "'--input-size', '64']); "
         "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
-        "'policy': os.environ.get('OMP_WAIT_POLICY')}))"
+        "'policy': os.environ.get('OMP_WAIT_POLICY'), 'spin': os.environ.get('GOMP_SPINCOUNT')}))"
     )
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen == {"code": 0, "torch": True, "policy": preset or "PASSIVE"}
+    expected = (
+        {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": cli.OPENMP_SPIN_COUNT}
+        if not preset
+        else {"OMP_WAIT_POLICY": preset.get("OMP_WAIT_POLICY"), "GOMP_SPINCOUNT": preset.get("GOMP_SPINCOUNT")}
+    )
+    assert seen == {"code": 0, "torch": True, "policy": expected["OMP_WAIT_POLICY"], "spin": expected["GOMP_SPINCOUNT"]}

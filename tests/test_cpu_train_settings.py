@@ -87,7 +87,7 @@ def test_variant_settings_change_the_run_and_refuse_unknown_keys():
         cpu_train_settings.variant_settings(base, {"epochz": 3})
 
 
-def test_openmp_wait_policies_run_in_children_and_pool_per_policy(random_store, tmp_path):
+def test_openmp_wait_settings_run_in_children_and_pool_per_setting(random_store, tmp_path):
     import cpu_train_settings
 
     report = cpu_train_settings.main(
@@ -106,12 +106,16 @@ def test_openmp_wait_policies_run_in_children_and_pool_per_policy(random_store, 
             "0",
             "--rounds",
             "2",
-            "--omp-wait-policy",
-            "default,PASSIVE",
+            "--omp-env",
+            "default,GOMP_SPINCOUNT=30000",
+            "--busy",
+            "1",
             "--variant",
             "t1=threads:1",
         ]
     )
     rows = {r["name"]: r for r in report["variants"]}
-    assert list(rows) == ["default t1", "PASSIVE t1"]
+    assert list(rows) == ["default t1", "GOMP_SPINCOUNT=30000 t1"]
+    assert rows["default t1"]["openmp_env"] == {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
+    assert rows["GOMP_SPINCOUNT=30000 t1"]["openmp_env"] == {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "30000"}
     assert all(r["steps"] == 2 for r in rows.values())  # one step per round, two rounds pooled
