@@ -1,5 +1,5 @@
 """`pose-pipeline score`: a prediction file against ground truth, by the dataset's metric
-(`pose_pipeline.metrics`, the one place for the metrics):
+(`pose_pipeline.metrics`, the one place for the metrics; LSP / FLIC PCK in `pck_torso`):
 
 * MPII: PCKh as the reference MPII evaluation computes it (rows PCKh@0.5, PCKh@0.1, AUC@0.5);
 * LSP and FLIC: PCK@0.2 normalised by torso size exactly as `eval_pck.m` of bearpaw/eval_pose
@@ -29,7 +29,8 @@ import numpy as np
 
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import JointSet
-from pose_pipeline.metrics import pck_torso_evaluation, pckh_evaluation
+from pose_pipeline.metrics import pckh_evaluation
+from pose_pipeline.pck_torso import pck_torso_evaluation
 from pose_pipeline.predictions import (
     check_image_names,
     ground_truth_format,
