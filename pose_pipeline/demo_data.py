@@ -63,7 +63,6 @@ def generate(
 ) -> dict:
     """Write the dataset to `out_dir` (replacing an earlier demo-data folder there, never anything
     else); returns a summary."""
-    import cv2
     from tqdm import tqdm
 
     if train < 1 or val < 1:
@@ -83,12 +82,7 @@ def generate(
             rng = np.random.default_rng([seed, split, index])
             image, kp, vis, box, scale, pos = make_person(rng, image_size)
             name = f"{i:06d}.jpg"
-            ok, data = cv2.imencode(
-                ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-            )
-            if not ok:
-                raise RuntimeError(f"could not encode {name}")
-            (tmp / "images" / name).write_bytes(data.tobytes())
+            _write_jpeg(tmp / "images" / name, image)
             names.append(name)
             keypoints.append(kp)
             visible.append(vis)
@@ -107,20 +101,19 @@ def generate(
         (tmp / "mpii_release.mat").write_bytes(release)
         val_images = np.arange(train, train + val)
         (tmp / "val_split.mat").write_bytes(split_mat_bytes(val_images, np.zeros(val, np.int64)))
-        (tmp / MARKER).write_text(
-            json.dumps(
-                {
-                    "seed": seed,
-                    "train": train,
-                    "val": val,
-                    "test": test,
-                    "image_size": image_size,
-                    "package_version": __version__,
-                }
-            )
-            + "\n"
-        )
+        settings = dict(seed=seed, train=train, val=val, test=test, image_size=image_size, package_version=__version__)
+        (tmp / MARKER).write_text(json.dumps(settings) + "\n")
     return {"train": train, "val": val, "test": test, "images": n, "out": str(out)}
+
+
+def _write_jpeg(path: Path, image: np.ndarray) -> None:
+    """An RGB image as a JPEG of quality JPEG_QUALITY."""
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"could not encode {path.name}")
+    path.write_bytes(data.tobytes())
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
