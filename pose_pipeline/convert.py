@@ -4,6 +4,10 @@ Each sample is the person box (200 x scale pixels, hourglass convention) enlarge
 `context`, warped to a `canvas_size` square; the store keeps the affine back to the
 original image, so every later stage can return to original pixels exactly.
 
+Here: the option and annotation checks, bad samples (an error, or skipped and listed), the
+store's provenance and metadata, and the command line; the crops themselves are cut and
+written by `convert_crops`.
+
 The defaults of canvas_size, context, shard_size and on_bad_sample are the config schema's
 (`datasets.*`), read once into `DEFAULTS` for both `convert()` and the command line.
 """
@@ -14,17 +18,15 @@ import argparse
 import csv
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from pose_pipeline import geometry
 from pose_pipeline.atomic import atomic_output, check_no_overlap, check_replaceable
 from pose_pipeline.config import schema_defaults
+from pose_pipeline.convert_crops import sample_affines, write_crops
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats.readers import READERS, Samples
-from pose_pipeline.images import SourceImage
 from pose_pipeline.joints import PERSON_BOX
 from pose_pipeline.store import StoreWriter, is_store, sha256_of
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = schema_defaults("dataset")  # canvas_size, context, shard_size, on_bad_sample, reduced_decode
 
 
-# ----------------------------------------------------------------------------- images
+# ------------------------------------------------------------------------ annotations
 
 
 def check_image_name(name: str) -> str:
@@ -42,79 +44,6 @@ def check_image_name(name: str) -> str:
     if os.path.isabs(name) or ".." in Path(name).parts:
         return f"image name {name!r} is absolute or leaves the image folder"
     return ""
-
-
-def sample_affines(samples: Samples, canvas_size: int, context: float) -> np.ndarray:
-    center = geometry.annotated_to_array(samples.center, samples.pixel_origin)
-    return geometry.person_canvas_affine(center, samples.scale, canvas_size, context)
-
-
-def crop_block(args) -> tuple[np.ndarray, list[str]]:
-    """Worker: crops for one block of samples -> (images (B,S,S,3), per-sample problem)."""
-    image_dir, names, affines, extents, canvas_size, reduced_decode = args
-    crops = np.zeros((len(names), canvas_size, canvas_size, 3), np.uint8)
-    problems = []
-    source, source_name = None, None  # MPII images often hold several people: read and decode once
-    for i, (name, affine) in enumerate(zip(names, affines)):
-        if name != source_name:
-            source, source_name = SourceImage(Path(image_dir) / name), name
-        problems.append(crop_sample(source, affine, extents[i], canvas_size, crops[i], reduced_decode))
-    return crops, problems
-
-
-def crop_sample(
-    source: SourceImage,
-    affine: np.ndarray,
-    extent: np.ndarray,
-    canvas_size: int,
-    out: np.ndarray,
-    reduced_decode: bool = False,
-) -> str:
-    """Warp one sample's crop into `out`; returns its problem ("" for none). With
-    `reduced_decode` a JPEG is decoded at the smallest DCT-scaled size that still has the crop's
-    resolution (`jpeg_reduction`), the affine composed with that scaling: the same image area."""
-    reduce = jpeg_reduction(affine) if reduced_decode and source.jpeg_shape is not None else 1
-    image, problem, reduce = source.decoded(reduce)
-    if image is None:
-        return problem
-    problem = far_outside(extent, source.shape())
-    if not problem:
-        out[...] = geometry.warp_image(image, geometry.compose(affine, geometry.resize_affine(1, reduce)), canvas_size)
-    return problem
-
-
-def jpeg_reduction(affine: np.ndarray) -> int:
-    """The largest JPEG decode reduction (1, 2, 4 or 8) at which one crop pixel still spans at
-    least one decoded pixel in every direction: the crop never magnifies what was reduced."""
-    stretch = np.linalg.norm(np.asarray(affine)[:, :2], 2)  # crop pixels per image pixel, at most
-    reduce = 1
-    while reduce < 8 and 2 * reduce * stretch <= 1:
-        reduce *= 2
-    return reduce
-
-
-def far_outside(extent: np.ndarray, image_shape: tuple) -> str:
-    """A problem if the annotated joints (extent x0, y0, x1, y1 in array pixels) lie more than an
-    image size beyond the image: a unit or index error, not a truncated person."""
-    height, width = image_shape[:2]
-    x0, y0, x1, y1 = extent
-    if x0 < -width or y0 < -height or x1 > 2 * width or y1 > 2 * height:
-        return (
-            f"annotated joints span x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}: far outside the {width}x{height} image"
-        )
-    return ""
-
-
-def joint_extents(samples: Samples) -> np.ndarray:
-    """(N,4) x0, y0, x1, y1 of each sample's annotated joints and centre, in array pixels."""
-    points = geometry.annotated_to_array(samples.keypoints.astype(np.float64), samples.pixel_origin)
-    center = geometry.annotated_to_array(samples.center, samples.pixel_origin)[:, None]
-    visible = np.concatenate([samples.visible > 0, np.ones((len(samples), 1), bool)], axis=1)
-    points = np.concatenate([points, center], axis=1)
-    with np.errstate(invalid="ignore"):
-        lo = np.where(visible[..., None], points, np.inf).min(axis=1)
-        hi = np.where(visible[..., None], points, -np.inf).max(axis=1)
-    return np.concatenate([lo, hi], axis=1)
 
 
 MAX_COORDINATE = 1e6  # pixels: no photograph is this large; float32 holds it exactly enough
@@ -234,39 +163,24 @@ def convert(
         raise UserError(f"{annotations}: no annotated people in split {split!r}")
 
     reject = _Rejections(annotations, samples, on_bad_sample)
-    for i, problem in enumerate(annotation_problems(samples, joints_required=split != "test")):
-        if problem:
-            reject(i, problem)
-    keep = np.array(sorted(set(range(len(samples))) - {b[0] for b in reject.bad}), dtype=np.int64)
+    keep = reject.check_annotations(joints_required=split != "test")
     with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
         affines = sample_affines(samples, canvas_size, context)
 
-    attrs = _store_attrs(
-        fmt,
-        samples,
-        split,
-        dataset or annotations.stem,
-        (annotations, val_split),
-        {
-            "canvas_size": canvas_size,
-            "context": context,
-            "shard_size": shard_size,
-            "on_bad_sample": on_bad_sample,
-            "reduced_decode": reduced_decode,
-        },
-    )
+    converter = {
+        "canvas_size": canvas_size,
+        "context": context,
+        "shard_size": shard_size,
+        "on_bad_sample": on_bad_sample,
+        "reduced_decode": reduced_decode,
+    }
+    attrs = _store_attrs(fmt, samples, split, dataset or annotations.stem, (annotations, val_split), converter)
     writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs=attrs)
     try:
         written = write_crops(
             writer, samples, images, keep, affines, reject, shard_size, workers, progress, reduced_decode
         )
-        if on_bad_sample == "skip":
-            write_bad_samples(bad_samples_path(out), reject.bad)
-        if not written:
-            raise UserError(
-                f"{annotations}: all {len(samples)} samples of split {split!r} are bad, nothing to "
-                f"store (the reasons are listed in {bad_samples_path(out)})"
-            )
+        reject.settle(out, split, written)
         finish_store(writer, samples, affines, np.asarray(written, dtype=np.int64))
     except BaseException:
         writer.abort()
@@ -291,66 +205,22 @@ class _Rejections:
             raise UserError(f"{record}: {problem} (use --on-bad-sample skip to leave such samples out)")
         self.bad.append((index, name, problem))
 
+    def check_annotations(self, joints_required: bool) -> np.ndarray:
+        """The indices of the samples whose annotation is fine; the others rejected."""
+        for i, problem in enumerate(annotation_problems(self.samples, joints_required=joints_required)):
+            if problem:
+                self(i, problem)
+        return np.array(sorted(set(range(len(self.samples))) - {b[0] for b in self.bad}), dtype=np.int64)
 
-WORKER_BLOCK = 16
-
-
-def write_crops(
-    writer: StoreWriter,
-    samples: Samples,
-    images: Path,
-    keep: np.ndarray,
-    affines: np.ndarray,
-    reject,
-    shard_size: int,
-    workers: int | None,
-    progress: bool,
-    reduced_decode: bool = False,
-) -> list[int]:
-    """Crop the `keep` samples in worker processes and write the good crops, whole shards at a
-    time; returns the sample indices in the order written (an unreadable image is `reject`ed)."""
-    from tqdm import tqdm
-
-    canvas_size = writer.canvas_size
-    workers = workers or min(len(os.sched_getaffinity(0)), max(-(-len(keep) // WORKER_BLOCK), 1))
-    # Jobs of at most WORKER_BLOCK samples keep several workers evenly busy; the writer regroups
-    # them into whole shards.
-    size = shard_size if workers == 1 else min(shard_size, WORKER_BLOCK)
-    blocks = [keep[i : i + size] for i in range(0, len(keep), size)]
-    extents = joint_extents(samples)
-    jobs = [
-        (str(images), [samples.image_names[i] for i in b], affines[b], extents[b], canvas_size, reduced_decode)
-        for b in blocks
-    ]
-    pending: list[tuple[np.ndarray, np.ndarray]] = []  # buffered good crops, whole shards out
-    written: list[int] = []
-
-    def flush(final: bool = False) -> None:
-        while pending and (final or sum(len(p[1]) for p in pending) >= shard_size):
-            crops = np.concatenate([p[0] for p in pending])
-            index = np.concatenate([p[1] for p in pending])
-            take = len(index) if final else shard_size
-            writer.write_block(crops[:take])
-            written.extend(index[:take].tolist())
-            pending[:] = [(crops[take:], index[take:])] if take < len(index) else []
-
-    # Imported here, where forked workers inherit it instead of each importing it. (Not
-    # cv2.setNumThreads in the workers: in a child forked from a process that has used OpenCV's
-    # thread pool it waits for ever on the parent's pool.)
-    import cv2  # noqa: F401
-
-    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
-        bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not progress)
-        for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
-            ok = np.array([not p for p in problems], dtype=bool)
-            for index, problem in zip(block[~ok], np.array(problems, dtype=object)[~ok]):
-                reject(int(index), problem)
-            pending.append((crops[ok], block[ok]))
-            flush()
-            bar.update(len(block))
-        bar.close()
-    flush(final=True)
-    return written
+    def settle(self, out: Path, split: str, written: list[int]) -> None:
+        """The bad samples listed beside `out` (on_bad_sample "skip"); an error if none was good."""
+        if self.on_bad_sample == "skip":
+            write_bad_samples(bad_samples_path(out), self.bad)
+        if not written:
+            raise UserError(
+                f"{self.annotations}: all {len(self.samples)} samples of split {split!r} are bad, nothing to "
+                f"store (the reasons are listed in {bad_samples_path(out)})"
+            )
 
 
 def finish_store(writer: StoreWriter, samples: Samples, affines: np.ndarray, order: np.ndarray) -> None:
@@ -371,20 +241,6 @@ def finish_store(writer: StoreWriter, samples: Samples, affines: np.ndarray, ord
 
 def bad_samples_path(out: Path) -> Path:
     return out.with_suffix(".bad_samples.csv")
-
-
-class _Serial:
-    """Stand-in for a process pool when one worker is enough."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def map(fn, items):
-        return map(fn, items)
 
 
 def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:

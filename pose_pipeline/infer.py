@@ -160,58 +160,48 @@ def infer(
     model, joints, input_size = _load_checkpoint(checkpoint, input_size, device)
     codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
     layout = CanvasLayout(canvas_size, context, joints)
-    log.info(
-        "inferring %s on %s at %d px (flip test %s, %s joints)",
-        images,
-        device,
-        input_size,
-        "on" if flip_test else "off",
-        joints.name,
-    )
-
+    flip = "on" if flip_test else "off"
+    log.info("inferring %s on %s at %d px (flip test %s, %s joints)", images, device, input_size, flip, joints.name)
     batches = Prefetcher(
         person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw),
         lambda batch: batch,
         depth=depth_for(device, 2),
         name="infer-batches",
     )
+
+    def predict(batch):
+        return predict_batch(model, batch.prepared, np.stack(batch.affines), layout, codec, flip_test, device)
+
     with (
         atomic_folder(out, is_infer_output, "an infer output folder") as tmp,
         batches,
         tqdm(total=len(source), desc="infer", unit="img", disable=not progress, mininterval=2) as bar,
     ):
-        drawings = Drawings(tmp, joints, source.path.name if source.is_video else None, source.fps) if draw else None
-        try:
-            people = _predict_people(
-                batches,
-                lambda batch: predict_batch(
-                    model, batch.prepared, np.stack(batch.affines), layout, codec, flip_test, device
-                ),
-                drawings,
-                bar,
-            )
-        finally:
-            if drawings is not None:
-                drawings.close()
+        people = _drawn_people(tmp, source, joints, draw, batches, predict, bar)
         if not people:
             raise UserError(
                 f"--images {images}: no person to infer, every image or box was skipped "
                 f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
             )
-        header = {
-            "checkpoint": str(checkpoint),
-            "images": str(images),
-            "input_size": input_size,
-            "flip_test": flip_test,
-            "blur_sigma": blur_sigma,
-            "canvas_size": canvas_size,
-            "context": context,
-            "boxes": str(boxes) if boxes else "whole image (no --boxes)",
-        }
+        header = _header(checkpoint, images, boxes, input_size, flip_test, blur_sigma, canvas_size, context)
         write_results(tmp, people, skipped, joints, header)
     if skipped:
         log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
     return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
+
+
+def _header(checkpoint, images, boxes, input_size, flip_test, blur_sigma, canvas_size, context) -> dict:
+    """What keypoints.json records of a run: its inputs and settings."""
+    return {
+        "checkpoint": str(checkpoint),
+        "images": str(images),
+        "input_size": input_size,
+        "flip_test": flip_test,
+        "blur_sigma": blur_sigma,
+        "canvas_size": canvas_size,
+        "context": context,
+        "boxes": str(boxes) if boxes else "whole image (no --boxes)",
+    }
 
 
 def _boxes_of(boxes, source: ImageInput) -> tuple[dict | None, list[tuple[str, str, str]]]:
@@ -228,6 +218,16 @@ def _boxes_of(boxes, source: ImageInput) -> tuple[dict | None, list[tuple[str, s
             + (f" (first: {skipped[0][2]})" if skipped else "")
         )
     return by_position, skipped
+
+
+def _drawn_people(tmp: Path, source: ImageInput, joints, draw: bool, batches, predict, bar) -> list[Person]:
+    """`_predict_people`, with the drawings (`--draw`) written under `tmp` meanwhile."""
+    drawings = Drawings(tmp, joints, source.path.name if source.is_video else None, source.fps) if draw else None
+    try:
+        return _predict_people(batches, predict, drawings, bar)
+    finally:
+        if drawings is not None:
+            drawings.close()
 
 
 def _predict_people(batches, predict, drawings: Drawings | None, bar) -> list[Person]:

@@ -1,5 +1,5 @@
 """`pose-pipeline score`: a prediction file against ground truth, by the dataset's metric
-(`pose_pipeline.metrics`, the one place for the metrics):
+(`pose_pipeline.metrics`, the one place for the metrics; LSP / FLIC PCK in `pck_torso`):
 
 * MPII: PCKh as the reference MPII evaluation computes it (rows PCKh@0.5, PCKh@0.1, AUC@0.5);
 * LSP and FLIC: PCK@0.2 normalised by torso size exactly as `eval_pck.m` of bearpaw/eval_pose
@@ -10,14 +10,14 @@
   (`--oks-sigmas`, the dataset's `oks_sigmas`).
 
 The metric follows the ground truth's format (`--metric` overrides). The ground truth is a
-converted store or an annotation file (`predictions.read_ground_truth`: MPII's
+converted store or an annotation file (`ground_truth.read_ground_truth`: MPII's
 detections_our_format.mat, LSP joints.mat, FLIC examples.mat, COCO JSON; `--split` picks an
 LSP / FLIC file's people). The CSV is metric rows x joint-group columns (Head ... Ankle or
 FLIC's Head ... Hip, Mean, Mean(weighted)) for PCKh and PCK.
 
-Prediction, ground-truth and score files are read and written by
-`pose_pipeline.predictions` (their formats are described there); this module dispatches to
-the metric and runs the CLI.
+Prediction files are read by `pose_pipeline.predictions`, ground truth by
+`pose_pipeline.ground_truth`, and the score files written by `pose_pipeline.score_files`
+(their formats are described there); this module dispatches to the metric and runs the CLI.
 """
 
 from __future__ import annotations
@@ -28,16 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.errors import UserError
+from pose_pipeline.ground_truth import ground_truth_format, ground_truth_image_names, read_ground_truth
 from pose_pipeline.joints import JointSet
-from pose_pipeline.metrics import pck_torso_evaluation, pckh_evaluation
-from pose_pipeline.predictions import (
-    check_image_names,
-    ground_truth_format,
-    ground_truth_image_names,
-    read_ground_truth,
-    read_person_scores,
-    read_predictions,
-)
+from pose_pipeline.metrics import pckh_evaluation
+from pose_pipeline.pck_torso import pck_torso_evaluation
+from pose_pipeline.predictions import check_image_names, read_person_scores, read_predictions
 from pose_pipeline.score_files import table_rows, write_score_files
 from pose_pipeline.store import is_store, open_store, sha256_of
 
@@ -51,7 +46,7 @@ METRIC_OF_FORMAT = {"mpii": "pckh", "lsp": "pck", "flic": "pck", "coco": "oks"}
 
 def default_metric(gt_path) -> str:
     """The metric of a ground truth: PCKh for MPII (and the reference .mat), PCK@0.2 by
-    torso size for LSP and FLIC, OKS AP for COCO (`predictions.ground_truth_format`)."""
+    torso size for LSP and FLIC, OKS AP for COCO (`ground_truth.ground_truth_format`)."""
     return METRIC_OF_FORMAT.get(ground_truth_format(gt_path), "pckh")
 
 

@@ -126,7 +126,7 @@ def reference_datasets(config: dict, names) -> list[str]:
 def reference_ground_truth(config: dict, dataset: str, val_store: str) -> str:
     """What a dataset's reference predictions are scored against: the reference file itself
     when it holds the reference ground truth (detections_our_format.mat), else `val_store`."""
-    from pose_pipeline.predictions import holds_reference_ground_truth
+    from pose_pipeline.ground_truth import holds_reference_ground_truth
 
     path = config["datasets"][dataset]["reference_predictions"]
     if not Path(path).exists():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pose_pipeline import geometry
-from pose_pipeline.convert import convert, crop_sample, jpeg_reduction
+from pose_pipeline.convert import convert
+from pose_pipeline.convert_crops import crop_sample, jpeg_reduction
 from pose_pipeline.images import SourceImage, jpeg_shape, load_image
 from pose_pipeline.store import open_store
 
@@ -151,7 +152,7 @@ def test_the_config_key_reaches_the_command_line():
 def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tmp_path, monkeypatch):
     import scipy.io
 
-    from pose_pipeline import convert as convert_module
+    from pose_pipeline import convert_crops
 
     lsp = shared_data / "lsp_sample"
     joints = scipy.io.loadmat(lsp / "joints.mat")["joints"][:, :, :30]
@@ -161,7 +162,7 @@ def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tm
     for i in range(1, 31):
         if i != 12:  # one missing image: skipped, the rest regrouped around it
             (images / f"im{i:05d}.jpg").symlink_to(lsp / "images" / f"im{i:05d}.jpg")
-    monkeypatch.setattr(convert_module, "WORKER_BLOCK", 5)  # jobs of 5, shards of 8: never aligned
+    monkeypatch.setattr(convert_crops, "WORKER_BLOCK", 5)  # jobs of 5, shards of 8: never aligned
     stores = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}.zarr"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pose_pipeline import cli, demo_data
-from pose_pipeline.formats import mpii
+from pose_pipeline.formats import mpii, mpii_split
 from pose_pipeline.joints import MPII
 
 
@@ -42,7 +42,7 @@ def test_the_real_mpii_reader_parses_it(small_demo):
     assert people.annotated.all()
     assert (people.head_size > 3).all()
     assert people.image_names[0] == "000000.jpg" and (small_demo / "images" / people.image_names[-1]).exists()
-    train, val = mpii.split_train_val(people, small_demo / "val_split.mat")
+    train, val = mpii_split.split_train_val(people, small_demo / "val_split.mat")
     assert len(train) == 12 and len(val) == 4
     assert not set(train.image_names) & set(val.image_names)
     # joints lie in or near the image; those outside it are marked not visible

@@ -10,8 +10,9 @@ import scipy.io
 from pose_pipeline import cli
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats import flic
+from pose_pipeline.ground_truth import read_ground_truth
 from pose_pipeline.joints import FLIC, FLIC_PCK_POINTS
-from pose_pipeline.predictions import read_ground_truth, write_predictions_mat
+from pose_pipeline.predictions import write_predictions_mat
 from pose_pipeline.score import score
 
 NAN = np.nan

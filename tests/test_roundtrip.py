@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pose_pipeline import cli, metrics
-from pose_pipeline.predictions import read_ground_truth, read_predictions
+from pose_pipeline.ground_truth import read_ground_truth
+from pose_pipeline.predictions import read_predictions
 
 
 def test_oracle_predictions_score_as_the_issue_requires(shared_data, tmp_path, capsys):

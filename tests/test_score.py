@@ -11,9 +11,10 @@ import scipy.io
 
 from pose_pipeline import cli
 from pose_pipeline.errors import UserError
+from pose_pipeline.ground_truth import read_ground_truth
 from pose_pipeline.joints import MPII
 from pose_pipeline.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, torso_size
-from pose_pipeline.predictions import read_ground_truth, read_predictions, write_predictions_csv, write_predictions_mat
+from pose_pipeline.predictions import read_predictions, write_predictions_csv, write_predictions_mat
 from pose_pipeline.score import score
 
 J = MPII.num_joints

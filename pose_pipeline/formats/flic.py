@@ -21,7 +21,7 @@ Conventions kept (documented choices):
   joints: centre = the box centre, scale = its longer side x `SCALE_MARGIN` (1.4) / 200
   (`joints.PERSON_BOX`), the rule used for LSP. The torso box keeps a sane box where joints
   are missing;
-- head_size is NaN (FLIC scores by torso size, `metrics.pck_torso_evaluation`).
+- head_size is NaN (FLIC scores by torso size, `pck_torso.pck_torso_evaluation`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Conventions kept (documented choices, see `read_joints` / `people`):
   `SCALE_MARGIN` = 1.4 makes LSP's scale match MPII's hourglass convention: on the 1,992
   fully annotated people of the MPII validation split, hourglass `scale x 200` is a median
   1.43 x the side of the joints' bounding box;
-- head_size is NaN (LSP scores by torso size, `metrics.pck_torso_evaluation`);
+- head_size is NaN (LSP scores by torso size, `pck_torso.pck_torso_evaluation`);
 - image names: `im%04d.jpg` (original LSP) or `im%05d.jpg` (LSP-extended), 1-based. The width
   is chosen by which names exist in the image folder; when neither (or both equally) exist,
   by the layout: 5 digits for the LSP-extended layout or N > 9,999, else 4;

@@ -55,13 +55,10 @@ class Samples:
 def _split_hourglass_h5(people, annotations: Path, split: str, val_split: Path):
     """An hourglass .h5 split by a split file: val = its people found in the file (file order),
     train = the others. Never the same people for both."""
-    from pose_pipeline.formats import mpii
+    from pose_pipeline.formats.mpii_split import person_keys, read_split
 
-    img_index, person_index = mpii.read_split(val_split)
-    in_split = np.isin(
-        people.image_index * (1 << 32) + people.person_index,
-        img_index.astype(np.int64) * (1 << 32) + person_index.astype(np.int64),
-    )
+    img_index, person_index = read_split(val_split)
+    in_split = np.isin(person_keys(people.image_index, people.person_index), person_keys(img_index, person_index))
     if split == "val" and not in_split.any():
         raise UserError(
             f"{annotations}: none of the {len(img_index)} people of the split file {val_split} is in "
@@ -75,7 +72,7 @@ def read_mpii(annotations: Path, split: str, val_split: Path | None, options: di
     """MPII release .mat (train/val through the split file; test: the single persons of the test
     images, without joints) or hourglass .h5 (taken whole, or split by the split file when one
     is given)."""
-    from pose_pipeline.formats import mpii, mpii_test
+    from pose_pipeline.formats import mpii, mpii_split, mpii_test
 
     if split == "test":
         if annotations.suffix in (".h5", ".hdf5"):
@@ -91,7 +88,7 @@ def read_mpii(annotations: Path, split: str, val_split: Path | None, options: di
     else:
         people = mpii.read_release(annotations)  # split "all": every annotated person
         if val_split is not None and split != "all":
-            train, val = mpii.split_train_val(people, val_split)
+            train, val = mpii_split.split_train_val(people, val_split)
             people = train if split == "train" else val
         elif split == "train":
             people = people.take(people.is_train)
