@@ -289,14 +289,17 @@ def record_epoch(run: Run, state: RunState, row: dict) -> None:
     row["elapsed_s"] = state.elapsed()
     state.log_rows.append(row)
     left = seconds_left(row["elapsed_s"], row["epoch"], run.epochs)
+    validation = (
+        f"val loss {_fmt(row['val_loss'])}, val {row['val_metric'] or 'score'} {_fmt(row['val_score'])}"
+        if row["val_score"] != "" or run.val is None
+        else "not validated this epoch"
+    )
     log.info(
-        "epoch %d/%d: train loss %.3e, val loss %s, val %s %s, %.1f images/s, %s elapsed, %s left",
+        "epoch %d/%d: train loss %.3e, %s, %.1f images/s, %s elapsed, %s left",
         row["epoch"],
         run.epochs,
         row["train_loss"],
-        _fmt(row["val_loss"]),
-        row["val_metric"] or "score",
-        _fmt(row["val_score"]),
+        validation,
         row["images_per_s"],
         hours_minutes_seconds(row["elapsed_s"]),
         hours_minutes_seconds(left),

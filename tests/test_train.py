@@ -61,16 +61,19 @@ def test_trains_logs_and_writes_a_loadable_model(random_store, tmp_path, caplog)
     assert best["val_score"] == pytest.approx(max(scores), abs=1e-3) and summary["best_score"] == best["val_score"]
 
 
-def test_validate_every_skips_epochs_without_changing_what_is_learnt(random_store, tmp_path):
+def test_validate_every_skips_epochs_without_changing_what_is_learnt(random_store, tmp_path, caplog):
     """`evaluation.validate_every: 2` over 3 epochs validates epochs 2 and 3 (the last always);
     epoch 1's val columns stay empty, best.pt is the better of the validated epochs, and the
     weights equal those of a run validated every epoch."""
     every = settings(epochs=3)
     every["evaluation"] = {**every["evaluation"], "validate_every": 2}
-    summary = train_module.train(every, random_store, random_store, tmp_path / "b", device="cpu", progress=False)
+    with caplog.at_level("INFO", logger="pose_pipeline"):
+        summary = train_module.train(every, random_store, random_store, tmp_path / "b", device="cpu", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
     assert [r["val_score"] == "" for r in rows] == [True, False, False]
     assert rows[0]["val_loss"] == rows[0]["val_metric"] == ""
+    lines = [r.message for r in caplog.records if r.message.startswith("epoch ")]
+    assert "not validated this epoch" in lines[0] and "val PCKh@0.5 " in lines[1] and "val PCKh@0.5 " in lines[2]
     scores = {int(r["epoch"]): float(r["val_score"]) for r in rows[1:]}
     best = torch.load(tmp_path / "b" / "checkpoints" / "best.pt", weights_only=True)
     assert best["epoch"] == summary["best_epoch"] == max(scores, key=lambda e: (scores[e], -e))
