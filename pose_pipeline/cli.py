@@ -79,10 +79,10 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
 
 
 # libgomp lets a thread that waits at a barrier spin 300,000 times before it sleeps. A
-# tenth of that keeps the idle-machine speed of spinning (a demo training step: 174-191 ms
-# against 320 ms with sleeping waits, OMP_WAIT_POLICY=PASSIVE) and, on a CPU shared with
-# other work, most of the gain of sleeping (1.1-1.9 s against 1.8-3.1 s with the default;
-# PASSIVE 1.0 s). BENCHMARKS.md, "OpenMP waits".
+# tenth of that keeps the idle-machine speed of spinning (the demo's training step: 75 ms,
+# against 148 ms with sleeping waits, OMP_WAIT_POLICY=PASSIVE) and, on a CPU shared with other
+# work, most of the gain of sleeping (with 3 busy processes beside it: 415 ms, against 926 ms
+# with libgomp's default and 353 ms with PASSIVE). BENCHMARKS.md, "The demo in half the time".
 OPENMP_SPIN_COUNT = "30000"
 
 
