@@ -11,12 +11,13 @@ folder. Then, in one run, the repeats interleaved:
 - plain decoding (read + cv2.imdecode) of the same files on one core: the floor, and decode
   + Zstd-3 compression of each crop (the store's codec): the floor with the store's codec;
 - the per-image breakdown of convert's work on one core: read, the libjpeg-warning capture
-  (fd 2 redirected per image), JPEG decode (full, and reduced as --reduced-decode picks it),
+  (fd 2 redirected per image), JPEG decode (full, and reduced as convert picks it by default),
   warpAffine, Zstd-3 + CRC32C, the rest of the zarr write, fsync of the store; bookkeeping is
   convert's CPU less all of these;
-- `convert` with workers=1 and workers=2, full and reduced decode (wall time, and images per
-  CPU-second counting the worker processes); with --baseline-checkout, the same `convert` of
-  another checkout (e.g. main) in a subprocess, for a before/after in the same run;
+- `convert` with workers=1 and workers=2, with its default reduced decodes and with
+  --no-reduced-decode (wall time, and images per CPU-second counting the worker processes); with
+  --baseline-checkout, the same `convert` of another checkout (e.g. main) with that checkout's
+  defaults, in a subprocess, for a before/after in the same run;
 - the store's image bytes per sample for Zstd levels 1 / 3 (the default) / 9 and no
   compression, against uncompressed S*S*3, with write and whole-shard read speed.
 
@@ -194,7 +195,7 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
         "JPEG decode, full size (RGB)": lambda: each(
             lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(1)), datas
         ),
-        "JPEG decode, reduced (`--reduced-decode`)": lambda: each(
+        "JPEG decode, reduced as `convert` picks it": lambda: each(
             lambda d, r: cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(r)), datas, reductions
         ),
         "warpAffine to the canvas": lambda: each(lambda i, a: geometry.warp_image(i, a, canvas), images, affines),
@@ -217,7 +218,7 @@ def cpu():
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 annotations, images, out, canvas, shard, workers, reduced = sys.argv[1:]
-options = {"reduced_decode": True} if reduced == "1" else {}
+options = {"reduced_decode": reduced == "1"} if reduced else {}  # "": the checkout's default
 for timing in (False, True):  # the first run imports what convert imports on first use
     c0, t0 = cpu(), time.perf_counter()
     convert("mpii", annotations, images, out, split="val", canvas_size=int(canvas), shard_size=int(shard),
@@ -234,9 +235,9 @@ def convert_in(
     canvas: int,
     shard: int,
     workers: int,
-    reduced: bool = False,
+    reduced: bool | None = None,
 ) -> tuple[float, float]:
-    """(wall s, CPU s) of `convert` of `checkout`."""
+    """(wall s, CPU s) of `convert` of `checkout`; `reduced` None: the checkout's default decode."""
     result = subprocess.run(
         [
             sys.executable,
@@ -248,7 +249,7 @@ def convert_in(
             str(canvas),
             str(shard),
             str(workers),
-            "1" if reduced else "0",
+            "" if reduced is None else str(int(reduced)),
         ],
         check=True,
         capture_output=True,
@@ -381,7 +382,7 @@ def measurements(
         finally:
             cv2.setNumThreads(threads)
 
-    def convert_of(checkout: Path, workers: int, reduced: bool = False):
+    def convert_of(checkout: Path, workers: int, reduced: bool | None = None):
         return lambda: convert_in(
             checkout, annotations, work / "images", out, args.canvas, args.shard_size, workers, reduced
         )
@@ -399,8 +400,7 @@ def measurements(
                     convert_of(args.baseline_checkout, workers),
                 )
             )
-        rows.append((f"`convert` workers={workers}", convert_of(ROOT, workers)))
-        rows.append((f"`convert --reduced-decode` workers={workers}", convert_of(ROOT, workers, True)))
+        rows += [(convert_row(reduced, workers), convert_of(ROOT, workers, reduced)) for reduced in (False, True)]
     return rows
 
 
@@ -412,9 +412,9 @@ def print_speed(median: dict, stages: dict, n: int) -> None:
         if name not in stages:
             print(f"| {name} | {wall:.2f} | {n / wall:.0f} | {cpu:.2f} | {n / cpu:.0f} | {n / cpu / plain:.2f}x |")
     ms = {name: median[name][1] / n * 1000 for name in stages}
-    print("\n| stage (one core) | ms CPU per image, full decode | with `--reduced-decode` |")
+    print("\n| stage (one core) | ms CPU per image, `--no-reduced-decode` | `convert` (reduced decodes) |")
     print("|---|---|---|")
-    decode = {False: "JPEG decode, full size (RGB)", True: "JPEG decode, reduced (`--reduced-decode`)"}
+    decode = {False: "JPEG decode, full size (RGB)", True: "JPEG decode, reduced as `convert` picks it"}
     for name in stages:
         if name.startswith("JPEG decode"):
             full, reduced = (f"{ms[name]:.2f}", "") if name == decode[False] else ("", f"{ms[name]:.2f}")
@@ -422,22 +422,18 @@ def print_speed(median: dict, stages: dict, n: int) -> None:
         else:
             print(f"| {name} | {ms[name]:.2f} | {ms[name]:.2f} |")
     accounted = sum(ms[k] for k in IN_CONVERT)
-    rest = {
-        reduced: median[f"`convert{' --reduced-decode' if reduced else ''}` workers=1"][1] / n * 1000
-        - accounted
-        - ms[decode[reduced]]
-        for reduced in (False, True)
-    }
+    total = {reduced: median[convert_row(reduced)][1] / n * 1000 for reduced in (False, True)}
+    rest = {reduced: total[reduced] - accounted - ms[decode[reduced]] for reduced in (False, True)}
     print(f"| bookkeeping: the rest of `convert` workers=1 | {rest[False]:.2f} | {rest[True]:.2f} |")
-    total = {
-        reduced: median[f"`convert{' --reduced-decode' if reduced else ''}` workers=1"][1] / n * 1000
-        for reduced in (False, True)
-    }
     print(f"| **`convert` workers=1, total** | **{total[False]:.2f}** | **{total[True]:.2f}** |")
 
 
+def convert_row(reduced: bool, workers: int = 1) -> str:
+    return f"`convert{'' if reduced else ' --no-reduced-decode'}` workers={workers}"
+
+
 def codec_table(args, work: Path, crops: np.ndarray, n: int, canvas: int) -> None:
-    """The store's image bytes and write/read speed per codec, for the crops of a full decode."""
+    """The store's image bytes and write/read speed per codec, for the crops `convert` stores."""
     raw = canvas * canvas * 3
     print(
         f"\n| image codec | bytes/sample | vs uncompressed {raw:,} | write MB/s | write s/1000 samples "

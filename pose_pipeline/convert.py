@@ -312,11 +312,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="dataset name recorded in the store")
     p.add_argument(
         "--reduced-decode",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS["reduced_decode"],
         help="decode a JPEG at 1/2, 1/4 or 1/8 of its size when the crop shrinks the person at least "
-        "that much (decoding ~2x faster at 1/2; the same geometry; crops a few grey levels from a "
-        "full decode's on average: less aliasing); default: full decode, crop == "
-        "warpAffine(image, affine) exactly",
+        "that much (decoding ~2x faster at 1/2; the same geometry; no aliasing: the crop is the image "
+        "area-averaged by that factor, within a grey level or two); --no-reduced-decode: a full decode, "
+        "crop == warpAffine(image, affine) exactly",
     )
 
 

@@ -1,11 +1,12 @@
 """The crops of `convert`: each sample's canvas warped from its source image by the converter's
-affine (`sample_affines`, `crop_sample`; optionally from a JPEG decoded at a reduced size,
-`jpeg_reduction`), cut in worker processes a block of samples at a time and written to the
-store whole shards at a time (`write_crops`).
+affine (`sample_affines`, `crop_sample`; with `reduced_decode`, the default, from a JPEG decoded
+at the reduced size the crop allows, `jpeg_reduction`), cut in worker processes a block of
+samples at a time and written to the store whole shards at a time (`write_crops`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,12 +38,7 @@ def crop_block(args) -> tuple[np.ndarray, list[str]]:
 
 
 def crop_sample(
-    source: SourceImage,
-    affine: np.ndarray,
-    extent: np.ndarray,
-    canvas_size: int,
-    out: np.ndarray,
-    reduced_decode: bool = False,
+    source: SourceImage, affine: np.ndarray, extent: np.ndarray, canvas_size: int, out: np.ndarray, reduced_decode: bool
 ) -> str:
     """Warp one sample's crop into `out`; returns its problem ("" for none). With
     `reduced_decode` a JPEG is decoded at the smallest DCT-scaled size that still has the crop's
@@ -104,7 +100,7 @@ def write_crops(
     shard_size: int,
     workers: int | None,
     progress: bool,
-    reduced_decode: bool = False,
+    reduced_decode: bool,
 ) -> list[int]:
     """Crop the `keep` samples in worker processes and write the good crops, whole shards at a
     time; returns the sample indices in the order written (an unreadable image is `reject`ed)."""
@@ -133,12 +129,7 @@ def write_crops(
             written.extend(index[:take].tolist())
             pending[:] = [(crops[take:], index[take:])] if take < len(index) else []
 
-    # Imported here, where forked workers inherit it instead of each importing it. (Not
-    # cv2.setNumThreads in the workers: in a child forked from a process that has used OpenCV's
-    # thread pool it waits for ever on the parent's pool.)
-    import cv2  # noqa: F401
-
-    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+    with one_opencv_thread(), ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
         bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not progress)
         for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
             ok = np.array([not p for p in problems], dtype=bool)
@@ -150,6 +141,23 @@ def write_crops(
         bar.close()
     flush(final=True)
     return written
+
+
+@contextlib.contextmanager
+def one_opencv_thread():
+    """OpenCV's thread pool left idle meanwhile, here and in the workers forked from here: one
+    crop's warp is too small to share out (the pool cost 1.3 ms of CPU per image on 2 cores,
+    BENCHMARKS.md), and the cores are the workers'. cv2 is imported and set before the fork, so
+    each worker inherits it: cv2.setNumThreads in a child forked from a process that has used
+    OpenCV's pool waits for ever on the parent's threads."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 class _Serial:

@@ -8,7 +8,8 @@ per inner chunk, `shard_size` samples per shard file:
   visible          (N,J)     uint8    1 = annotated and usable for loss and scoring
   affine           (N,2,3)   float64  original-image array coords -> crop pixels
                                       (crop == cv2.warpAffine(image, affine, (S, S)); with the
-                                      converter's reduced_decode, of the JPEG decoded at 1/f)
+                                      converter's reduced_decode (the default), of the JPEG
+                                      decoded at 1/f where the crop shrinks the person f times)
   center           (N,2)     float64  person centre, as annotated
   scale            (N,)      float64  person box side / 200 (box = 200 * scale pixels)
   head_size        (N,)      float64  PCKh unit (0.6 x head-box diagonal); NaN if none

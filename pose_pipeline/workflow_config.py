@@ -66,7 +66,8 @@ def converter_settings(config: dict, name: str) -> dict:
     settings = {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
     extra = [f"--min-keypoints {ds['min_keypoints']}"] if ds.get("min_keypoints") else []
     extra += [f"--flip-pair {shlex.quote(left)} {shlex.quote(right)}" for left, right in ds.get("flip_pairs", [])]
-    settings["extra"] = " ".join(extra + (["--reduced-decode"] if ds.get("reduced_decode") else []))
+    extra.append("--reduced-decode" if ds["reduced_decode"] else "--no-reduced-decode")
+    settings["extra"] = " ".join(extra)
     return settings
 
 

@@ -29,6 +29,21 @@ def shared_fixtures() -> Path:
     return _shared_dir("fixtures")
 
 
+def expected_crop(image_path: Path, affine, canvas_size: int):
+    """The crop `convert` should store, from OpenCV's own reading of the image: the JPEG decoded
+    at 1/f of its size (f the largest the crop allows, `jpeg_reduction`), the affine composed
+    with that scaling; f = 1 (a full decode) for other images."""
+    import cv2
+
+    from pose_pipeline import geometry
+    from pose_pipeline.convert_crops import jpeg_reduction
+
+    reduce = jpeg_reduction(affine) if image_path.suffix.lower() in (".jpg", ".jpeg") else 1
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+    image = cv2.cvtColor(cv2.imread(str(image_path), flags.get(reduce, cv2.IMREAD_REDUCED_COLOR_8)), cv2.COLOR_BGR2RGB)
+    return geometry.warp_image(image, geometry.compose(affine, geometry.resize_affine(1, reduce)), canvas_size)
+
+
 def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0):
     """A small MPII-layout store of random crops and poses (for mechanics, not accuracy)."""
     import numpy as np

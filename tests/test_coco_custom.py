@@ -433,6 +433,6 @@ def test_the_rules_pass_flip_pairs_to_convert_and_sigmas_to_score():
 
     config = validate_config(_config(oks_sigmas=[0.026, 0.5], flip_pairs=[["left paw", "right_paw"]]))
     extra = ppc.converter_settings(config, "d")["extra"]
-    assert shlex.split(extra) == ["--flip-pair", "left paw", "right_paw"]
+    assert shlex.split(extra) == ["--flip-pair", "left paw", "right_paw", "--reduced-decode"]
     assert ppc.oks_sigmas_option(config, "d") == "--oks-sigmas 0.026,0.5"
     assert ppc.oks_sigmas_option(validate_config(_config()), "d") == ""

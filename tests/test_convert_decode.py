@@ -1,6 +1,6 @@
 """How convert decodes its sources: RGB straight from libjpeg (bit-identical to BGR +
-cvtColor), the JPEG frame header read without decoding, and the opt-in reduced decode (JPEG DCT
-scaling) whose crops keep the exact geometry and stay close to a full decode's."""
+cvtColor), the JPEG frame header read without decoding, and the reduced decode (JPEG DCT scaling,
+the default) whose crops keep the exact geometry and stay close to a full decode's."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from pose_pipeline import geometry
 from pose_pipeline.convert import convert
-from pose_pipeline.convert_crops import crop_sample, jpeg_reduction
+from pose_pipeline.convert_crops import crop_block, crop_sample, jpeg_reduction
 from pose_pipeline.images import SourceImage, jpeg_shape, load_image
 from pose_pipeline.store import open_store
 
@@ -139,14 +139,14 @@ def test_the_config_key_reaches_the_command_line():
     from pose_pipeline.config import validate_config
     from pose_pipeline.workflow_config import converter_settings
 
-    for value, extra in ((None, ""), (False, ""), (True, "--reduced-decode")):
+    for value, extra in ((None, "--reduced-decode"), (False, "--no-reduced-decode"), (True, "--reduced-decode")):
         dataset = {"format": "coco", "annotations": "a.json", "images": "img", "min_keypoints": 3}
         if value is not None:
             dataset["reduced_decode"] = value
         config = validate_config(
             {"datasets": {"d": dataset}, "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}}
         )
-        assert converter_settings(config, "d")["extra"] == " ".join(["--min-keypoints 3"] + ([extra] if extra else []))
+        assert converter_settings(config, "d")["extra"] == f"--min-keypoints 3 {extra}"
 
 
 def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tmp_path, monkeypatch):
@@ -185,3 +185,33 @@ def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tm
     for name in ("keypoints", "affine", "image_name", "source_index"):
         assert np.array_equal(getattr(one, name), getattr(two, name)), name
     assert "im00012.jpg" not in set(one.image_name)
+
+
+def crop_block_noting_threads(args):
+    """convert_crops.crop_block, each sample a problem unless OpenCV has one thread (in a worker:
+    as the fork inherited it)."""
+    crops, problems = crop_block(args)
+    threads = cv2.getNumThreads()
+    return crops, [problem or ("" if threads == 1 else f"cut with {threads} OpenCV threads") for problem in problems]
+
+
+def test_crops_are_cut_with_one_opencv_thread_and_the_setting_restored(shared_data, tmp_path, monkeypatch):
+    """OpenCV's pool stays idle while crops are cut, in the process and in its forked workers (a
+    crop is too small to share out); the caller's thread count is back afterwards."""
+    from pose_pipeline import convert_crops
+
+    monkeypatch.setattr(convert_crops, "crop_block", crop_block_noting_threads)  # forked workers inherit it
+    cv2.setNumThreads(2)
+    lsp = shared_data / "lsp_sample"
+    for workers in (1, 2):
+        convert(
+            "lsp",
+            lsp / "joints.mat",
+            lsp / "images",
+            tmp_path / f"w{workers}.zarr",
+            split="all",
+            canvas_size=32,
+            workers=workers,
+            progress=False,
+        )  # a problem is an error: on_bad_sample "error"
+        assert cv2.getNumThreads() == 2

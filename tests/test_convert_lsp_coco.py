@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import scipy.io
+from conftest import expected_crop
 
-from pose_pipeline import cli, geometry
+from pose_pipeline import cli
 from pose_pipeline.convert import convert
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats import coco as coco_format
@@ -29,13 +29,9 @@ def coco_sample(shared_data):
     return shared_data / "coco_sample"
 
 
-def _rgb(path):
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-
-
 def _assert_crops_match(store, image_dir, rows):
     for i in rows:
-        expected = geometry.warp_image(_rgb(image_dir / store.image_name[i]), store.affine[i], CANVAS)
+        expected = expected_crop(image_dir / store.image_name[i], store.affine[i], CANVAS)
         assert np.abs(expected.astype(int) - store.images(i, i + 1)[0]).max() <= 1, store.image_name[i]
 
 
