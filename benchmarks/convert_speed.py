@@ -9,7 +9,8 @@ person per image (a valid.h5 pose, moved and scaled into the image), all in a te
 folder. Then, in one run, the repeats interleaved:
 
 - plain decoding (read + cv2.imdecode) of the same files on one core: the floor, and decode
-  + Zstd-3 compression of each crop (the store's codec): the floor with the store's codec;
+  + compression of each crop: the floor with the store's codec (Zstd-3), and with two faster
+  ones (Zstd-1, LZ4) for what a codec change could reach;
 - the per-image breakdown of convert's work on one core: read, the libjpeg-warning capture
   (fd 2 redirected per image), JPEG decode (full, and reduced as convert picks it by default),
   warpAffine, Zstd-3 + CRC32C, the rest of the zarr write, fsync of the store; bookkeeping is
@@ -138,11 +139,20 @@ def decode_all(files: list[Path]) -> None:
         assert image is not None
 
 
-def decode_and_compress(files: list[Path], crops: np.ndarray) -> None:
-    """The floor with the store's codec: plain decoding plus Zstd-3 of each crop."""
-    from numcodecs import Zstd
+# The store's codec and two faster ones (numcodecs, as zarr's codecs call them), for the floors
+FLOOR_CODECS = {
+    "Zstd-3 (the store's)": ("Zstd", {"level": 3}),
+    "Zstd-1": ("Zstd", {"level": 1}),
+    "LZ4 (Blosc, level 1)": ("Blosc", {"cname": "lz4", "clevel": 1, "shuffle": 0}),
+}
 
-    codec = Zstd(level=3)
+
+def decode_and_compress(files: list[Path], crops: np.ndarray, codec_name: str) -> None:
+    """A floor: plain decoding plus compressing each crop with a codec of FLOOR_CODECS."""
+    import numcodecs
+
+    kind, options = FLOOR_CODECS[codec_name]
+    codec = getattr(numcodecs, kind)(**options)
     for f, crop in zip(files, crops):
         image = cv2.imdecode(np.frombuffer(f.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
         assert image is not None
@@ -387,9 +397,13 @@ def measurements(
             checkout, annotations, work / "images", out, args.canvas, args.shard_size, workers, reduced
         )
 
-    rows = [
-        ("plain decode (read + cv2.imdecode), 1 core", lambda: one_core(lambda: decode_all(files))),
-        ("decode + Zstd-3 of the crop, 1 core", lambda: one_core(lambda: decode_and_compress(files, crops))),
+    rows = [("plain decode (read + cv2.imdecode), 1 core", lambda: one_core(lambda: decode_all(files)))]
+    rows += [
+        (
+            f"decode + {name} of the crop, 1 core",
+            lambda name=name: one_core(lambda: decode_and_compress(files, crops, name)),
+        )
+        for name in FLOOR_CODECS
     ]
     rows += [(stage, lambda fn=fn: one_core(fn)) for stage, fn in stages.items()]
     for workers in (1, 2):

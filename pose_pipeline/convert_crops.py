@@ -122,8 +122,9 @@ def write_crops(
 
     def flush(final: bool = False) -> None:
         while pending and (final or sum(len(p[1]) for p in pending) >= shard_size):
-            crops = np.concatenate([p[0] for p in pending])
-            index = np.concatenate([p[1] for p in pending])
+            # (one block of a shard's size, as with one worker, is written without a copy)
+            crops = pending[0][0] if len(pending) == 1 else np.concatenate([p[0] for p in pending])
+            index = pending[0][1] if len(pending) == 1 else np.concatenate([p[1] for p in pending])
             take = len(index) if final else shard_size
             writer.write_block(crops[:take])
             written.extend(index[:take].tolist())
@@ -135,7 +136,7 @@ def write_crops(
             ok = np.array([not p for p in problems], dtype=bool)
             for index, problem in zip(block[~ok], np.array(problems, dtype=object)[~ok]):
                 reject(int(index), problem)
-            pending.append((crops[ok], block[ok]))
+            pending.append((crops, block) if ok.all() else (crops[ok], block[ok]))
             flush()
             bar.update(len(block))
         bar.close()
