@@ -134,7 +134,7 @@ class StoreWriter:
             shards=(max(1, min(shard_size, max_samples)),) + shape[1:],
             **self._codecs(),
         )
-        self.group.attrs.update(
+        self.group.update_attributes(  # one write of zarr.json (attrs.update writes it once per key)
             {
                 "schema_version": SCHEMA_VERSION,
                 **joints.to_dict(),
