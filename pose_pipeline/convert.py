@@ -298,6 +298,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="coco only, for a file declaring its own keypoints: a left/right pair by name (repeat "
         "it; given, these are all the pairs; default: by the names' left_/right_, l_/r_ prefixes)",
     )
+    _crop_options(p)
+
+
+def _crop_options(p: argparse.ArgumentParser) -> None:
+    """What is stored of each person, and how the work runs."""
     p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"], help="side of the stored crops")
     p.add_argument("--context", type=float, default=DEFAULTS["context"], help="crop = person box x context")
     p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"], help="samples per shard file")
@@ -319,6 +324,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "area-averaged by that factor, within a grey level or two); --no-reduced-decode: a full decode, "
         "crop == warpAffine(image, affine) exactly",
     )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -338,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
         min_keypoints=args.min_keypoints,
         flip_pairs=args.flip_pairs,
         reduced_decode=args.reduced_decode,
+        progress=args.progress,
     )
     print(f"{summary['store']}: {summary['samples']} samples, {summary['skipped']} skipped")
     return 0
