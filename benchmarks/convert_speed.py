@@ -106,6 +106,21 @@ def make_sources(folder: Path, count: int, seed: int = 0, mpii_scales: bool = Fa
     return folder / "annotations.h5"
 
 
+def convert_sources(work: Path, out: Path, canvas: int, shard_size: int, split: str = "train") -> None:
+    """The benchmarks' store: `make_sources`' images in `work` converted by `convert` (one worker)."""
+    convert(
+        "mpii",
+        work / "annotations.h5",
+        work / "images",
+        out,
+        split=split,
+        canvas_size=canvas,
+        shard_size=shard_size,
+        workers=1,
+        progress=False,
+    )
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -351,17 +366,7 @@ def run(args, work: Path) -> None:
     print("reduced decode picks: " + ", ".join(f"1/{r} for {np.sum(reductions == r)}" for r in (1, 2, 4, 8)) + "\n")
 
     out = work / "out.zarr"
-    convert(
-        "mpii",
-        annotations,
-        work / "images",
-        out,
-        split="val",
-        canvas_size=canvas,
-        shard_size=args.shard_size,
-        workers=1,
-        progress=False,
-    )
+    convert_sources(work, out, canvas, args.shard_size, split="val")
     crops = open_store(out).images()
     assert len(crops) == n
     stages = breakdown_stages(files, affines, canvas, crops, work, args.shard_size)

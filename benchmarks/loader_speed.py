@@ -41,13 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from convert_speed import SAMPLE, cpu_name, make_sources  # noqa: E402
+from convert_speed import SAMPLE, convert_sources, cpu_name, make_sources  # noqa: E402
 from zarr.codecs import ZstdCodec  # noqa: E402
 
 from pose_pipeline import __version__, geometry  # noqa: E402
 from pose_pipeline.atomic import write_text_atomic  # noqa: E402
 from pose_pipeline.codec import HeatmapCodec  # noqa: E402
-from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.data import INPUT_MEAN, Augmentation, ShardBatches, make_batch  # noqa: E402
 from pose_pipeline.loss import heatmap_loss  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
@@ -324,17 +323,7 @@ def build_store(work: Path, name: str, canvas: int, shard_size: int, checksums: 
         if not checksums:  # the store as written before chunk checksums: zstd alone
             StoreWriter._codecs = lambda self: {"compressors": [ZstdCodec(level=self.compression_level)]}
         try:
-            convert(
-                "mpii",
-                work / "annotations.h5",
-                work / "images",
-                path,
-                split="train",
-                canvas_size=canvas,
-                shard_size=shard_size,
-                workers=1,
-                progress=False,
-            )
+            convert_sources(work, path, canvas, shard_size)
         finally:
             StoreWriter._codecs = original
     return open_store(path)

@@ -41,11 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from convert_speed import SAMPLE, cpu_name, make_sources  # noqa: E402
+from convert_speed import SAMPLE, convert_sources, cpu_name, make_sources  # noqa: E402
 
 from pose_pipeline import train as train_module  # noqa: E402
 from pose_pipeline.codec import HeatmapCodec  # noqa: E402
-from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.data import Augmentation, ShardBatches, finish_batch  # noqa: E402
 from pose_pipeline.devices import World, autocast  # noqa: E402
 from pose_pipeline.loss import heatmap_loss  # noqa: E402
@@ -235,17 +234,7 @@ def build_store(work: Path, images: int, canvas: int, shard_size: int) -> Path:
         if not (work / "annotations.h5").exists():
             shutil.rmtree(work / "images", ignore_errors=True)
             make_sources(work, images)
-        convert(
-            "mpii",
-            work / "annotations.h5",
-            work / "images",
-            path,
-            split="train",
-            canvas_size=canvas,
-            shard_size=shard_size,
-            workers=1,
-            progress=False,
-        )
+        convert_sources(work, path, canvas, shard_size)
     return path
 
 
