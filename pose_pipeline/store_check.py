@@ -2,15 +2,18 @@
 
 Stores written since checksums came carry a crc32c codec after zstd on every chunk (and the
 sharding codec checksums its index), and write every chunk, even an all-zero one. So a flipped
-byte fails its checksum and a missing file is damage, not the fill value zarr would read in its
-place. Each failure is reported as
+byte fails its checksum, and a missing file or an inner chunk its shard's index marks as not
+written is damage, not the fill value zarr would read in its place. Each failure is reported as
 
     STORE: array NAME, shard|chunk KEY (samples i-j): what failed; convert again
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import numpy as np
 
 from pose_pipeline.errors import UserError
 
@@ -46,6 +49,30 @@ def missing_chunk_indices(store_path: Path, name: str, array, start: int, stop: 
     return [i for i in range(start // rows, -(-stop // rows)) if not (folder / chunk_key(array, i)).is_file()]
 
 
+ABSENT = 2**64 - 1  # a shard index's (offset, length) of an inner chunk that was not written
+
+
+def absent_chunk_problem(store_path: Path, name: str, array, index: int) -> str:
+    """Why the index-th shard of a checksummed array is damaged though it decodes: its index
+    (whose own checksum zarr checks) marks the inner chunk of a sample as not written, which zarr
+    reads as the fill value, black crops. '' where every sample's chunks are there."""
+    if not array.shards or not has_checksums(array):  # older stores could leave all-zero chunks out
+        return ""
+    sharding = array.metadata.codecs[0]
+    if getattr(sharding.index_location, "value", sharding.index_location) != "end":
+        return ""
+    entries = int(np.prod([s // c for s, c in zip(array.shards, array.chunks)]))
+    with open(Path(store_path) / name / chunk_key(array, index), "rb") as f:
+        f.seek(-(entries * 16 + 4), os.SEEK_END)  # (offset, length) uint64 pairs, then the crc32c
+        table = np.frombuffer(f.read(entries * 16), "<u8").reshape(array.shards[0] // array.chunks[0], -1, 2)
+    first = index * chunk_rows(array)
+    present = min(chunk_rows(array), array.shape[0] - first)  # beyond the last sample: never written
+    absent = np.flatnonzero((table[:present] == ABSENT).all(axis=2).any(axis=1))
+    if not len(absent):
+        return ""
+    return f"the shard's index marks sample {first + absent[0]}'s chunk as not written (it would read as zeros)"
+
+
 def checked_read(store_path: Path, name: str, array, start: int, stop: int):
     """array[start:stop], or StoreDamage naming the first missing or undecodable file."""
     if stop <= start:
@@ -53,6 +80,11 @@ def checked_read(store_path: Path, name: str, array, start: int, stop: int):
     missing = missing_chunk_indices(store_path, name, array, start, stop)
     if missing:
         raise StoreDamage(damage_message(store_path, name, array, missing[0], "the file is missing"))
+    rows = chunk_rows(array)
+    for i in range(start // rows, -(-stop // rows)):
+        problem = absent_chunk_problem(store_path, name, array, i)
+        if problem:
+            raise StoreDamage(damage_message(store_path, name, array, i, problem))
     try:
         return array[start:stop]
     except Exception as exc:  # zarr and zarrs raise ValueError/RuntimeError for checksum and codec errors
@@ -93,6 +125,7 @@ def verify(store) -> list[str]:
         missing = set(missing_chunk_indices(store.path, name, array, 0, n))
         for i in range(-(-n // chunk_rows(array))):
             problem = "the file is missing" if i in missing else _read_problem(array, i)
+            problem = problem or absent_chunk_problem(store.path, name, array, i)
             if problem:
                 problems.append(damage_message(store.path, name, array, i, problem))
     return problems

@@ -86,6 +86,23 @@ def test_a_missing_shard_is_an_error_not_black_crops(store_copy):
     assert any("image/c/1/0/0/0" in p for p in store.verify())
 
 
+def test_a_chunk_its_shard_index_marks_unwritten_is_an_error_not_a_black_crop(store_copy):
+    """zarrs leaves an all-zero inner chunk out of its shard whatever write_empty_chunks says (why
+    StoreWriter writes such blocks through zarr-python); the shard decodes, its index checksum
+    holds, and zarr would read the sample as zeros. A store so written is damage."""
+    import zarr
+
+    with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}):
+        zarr.open_array(str(store_copy / "image"), mode="r+")[5] = 0
+    store = open_store(store_copy)
+    assert store.images(0, 4).shape == (4, 32, 32, 3) and store.images(8, 10).shape == (2, 32, 32, 3)
+    message = r"shard image/c/1/0/0/0 \(samples 4-7\): the shard's index marks sample 5's chunk as not written"
+    with pytest.raises(StoreDamage, match=message):
+        store.images(6, 7)  # a read of other samples of that shard too: zarr reads it whole
+    problems = store.verify()
+    assert len(problems) == 1 and "sample 5's chunk as not written" in problems[0], problems
+
+
 def test_a_missing_array_is_named_when_the_store_opens(store_copy):
     shutil.rmtree(store_copy / "keypoints")
     with pytest.raises(StoreDamage, match="arrays missing: keypoints"):
