@@ -36,7 +36,7 @@ def expected_crop(image_path: Path, affine, canvas_size: int):
     import cv2
 
     from pose_pipeline import geometry
-    from pose_pipeline.convert_crops import jpeg_reduction
+    from pose_pipeline.images import jpeg_reduction
 
     reduce = jpeg_reduction(affine) if image_path.suffix.lower() in (".jpg", ".jpeg") else 1
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
