@@ -44,6 +44,13 @@ def expected_crop(image_path: Path, affine, canvas_size: int):
     return geometry.warp_image(image, geometry.compose(affine, geometry.resize_affine(1, reduce)), canvas_size)
 
 
+def box_of_person(center_array, scale) -> list[float]:
+    """The [x, y, w, h] box that the COCO rule (infer_inputs) turns back into this centre and
+    scale: a square of side 200 x scale / 1.25 (the rule pads by 1.25)."""
+    side = 200.0 * float(scale) / 1.25
+    return [float(center_array[0]) + 0.5 - side / 2, float(center_array[1]) + 0.5 - side / 2, side, side]
+
+
 def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0):
     """A small MPII-layout store of random crops and poses (for mechanics, not accuracy)."""
     import numpy as np
