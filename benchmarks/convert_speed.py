@@ -50,8 +50,7 @@ sys.path.insert(0, str(ROOT))
 from pose_pipeline import geometry  # noqa: E402
 from pose_pipeline.atomic import fsync_tree  # noqa: E402
 from pose_pipeline.convert import convert  # noqa: E402
-from pose_pipeline.convert_crops import jpeg_reduction  # noqa: E402
-from pose_pipeline.images import decode_flags, libjpeg_warnings, read_image_file  # noqa: E402
+from pose_pipeline.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
 from pose_pipeline.joints import MPII  # noqa: E402
 from pose_pipeline.store import StoreWriter, open_store  # noqa: E402

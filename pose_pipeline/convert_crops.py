@@ -1,7 +1,8 @@
 """The crops of `convert`: each sample's canvas warped from its source image by the converter's
-affine (`sample_affines`, `crop_sample`; with `reduced_decode`, the default, from a JPEG decoded
-at the reduced size the crop allows, `jpeg_reduction`), cut in worker processes a block of
-samples at a time and written to the store whole shards at a time (`write_crops`).
+affine (`sample_affines`, `crop_sample`: `images.SourceImage.canvas`, infer's cut too; with
+`reduced_decode`, the default, from a JPEG decoded at the reduced size the crop allows,
+`images.jpeg_reduction`), cut in worker processes a block of samples at a time and written to the
+store whole shards at a time (`write_crops`).
 """
 
 from __future__ import annotations
@@ -40,27 +41,9 @@ def crop_block(args) -> tuple[np.ndarray, list[str]]:
 def crop_sample(
     source: SourceImage, affine: np.ndarray, extent: np.ndarray, canvas_size: int, out: np.ndarray, reduced_decode: bool
 ) -> str:
-    """Warp one sample's crop into `out`; returns its problem ("" for none). With
-    `reduced_decode` a JPEG is decoded at the smallest DCT-scaled size that still has the crop's
-    resolution (`jpeg_reduction`), the affine composed with that scaling: the same image area."""
-    reduce = jpeg_reduction(affine) if reduced_decode and source.jpeg_shape is not None else 1
-    image, problem, reduce = source.decoded(reduce)
-    if image is None:
-        return problem
-    problem = far_outside(extent, source.shape())
-    if not problem:
-        out[...] = geometry.warp_image(image, geometry.compose(affine, geometry.resize_affine(1, reduce)), canvas_size)
-    return problem
-
-
-def jpeg_reduction(affine: np.ndarray) -> int:
-    """The largest JPEG decode reduction (1, 2, 4 or 8) at which one crop pixel still spans at
-    least one decoded pixel in every direction: the crop never magnifies what was reduced."""
-    stretch = np.linalg.norm(np.asarray(affine)[:, :2], 2)  # crop pixels per image pixel, at most
-    reduce = 1
-    while reduce < 8 and 2 * reduce * stretch <= 1:
-        reduce *= 2
-    return reduce
+    """Warp one sample's crop into `out` (`SourceImage.canvas`); returns its problem ("" for none)."""
+    problem = source.canvas(affine, canvas_size, reduced_decode, out)[1]
+    return problem or far_outside(extent, source.shape())
 
 
 def far_outside(extent: np.ndarray, image_shape: tuple) -> str:

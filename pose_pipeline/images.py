@@ -1,7 +1,9 @@
-"""Reading original images: what convert crops from and what plots draw on.
+"""Reading original images: what convert and infer crop from and what plots draw on.
 
-Its own module so that plots (a late stage) need not import convert (an early one) to
-read an image.
+One cut for both (`ImageSource.canvas`): a person's canvas is warped from the image decoded at
+the reduced size the crop allows (`jpeg_reduction`), so that infer's canvas of a person equals
+the store's crop byte for byte. Its own module so that plots (a late stage) need not import
+convert (an early one) to read an image.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
+from pose_pipeline import geometry
 
 
 def load_image(path: Path) -> tuple[np.ndarray | None, str]:
@@ -116,15 +120,50 @@ def jpeg_shape(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-class SourceImage:
-    """An original image read once and decoded at the sizes asked for (MPII images often hold
-    several people, whose crops may want different JPEG reductions)."""
+def jpeg_reduction(affine: np.ndarray) -> int:
+    """The largest decode reduction (1, 2, 4 or 8) at which one crop pixel still spans at least
+    one decoded pixel in every direction: the crop never magnifies what was reduced."""
+    stretch = np.linalg.norm(np.asarray(affine)[:, :2], 2)  # crop pixels per image pixel, at most
+    reduce = 1
+    while reduce < 8 and 2 * reduce * stretch <= 1:
+        reduce *= 2
+    return reduce
+
+
+class ImageSource:
+    """An image decoded at the sizes asked for (`decoded`), and the canvases cut from it."""
+
+    reducible = False  # whether `decoded` can give 1/2, 1/4 and 1/8 of the size
+
+    def decoded(self, reduce: int = 1) -> tuple[np.ndarray | None, str, int]:
+        raise NotImplementedError
+
+    def canvas(
+        self, affine: np.ndarray, canvas_size: int, reduced_decode: bool, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, str]:
+        """(the canvas warped by `affine`, "") or (None, why the image cannot be decoded); into
+        `out` if given. With `reduced_decode` from the image decoded at the smallest reduced
+        size that still has the crop's resolution (`jpeg_reduction`), the affine composed with
+        that scaling: the same image area, area-averaged instead of aliased."""
+        reduce = jpeg_reduction(affine) if reduced_decode and self.reducible else 1
+        image, problem, reduce = self.decoded(reduce)
+        if image is None:
+            return None, problem
+        to_canvas = geometry.compose(affine, geometry.resize_affine(1, reduce))
+        return geometry.warp_image(image, to_canvas, canvas_size, out=out), ""
+
+
+class SourceImage(ImageSource):
+    """An original image file read once and decoded at the sizes asked for (MPII images often
+    hold several people, whose crops may want different JPEG reductions); a JPEG reduced by its
+    DCT scaling."""
 
     def __init__(self, path: Path):
         self.path = path
         self.data, self.problem = read_image_file(path)
         self.jpeg_shape = jpeg_shape(self.data) if self.data is not None else None
         self._decoded: dict[int, tuple[np.ndarray | None, str, int]] = {}
+        self.reducible = self.jpeg_shape is not None
 
     def decoded(self, reduce: int = 1) -> tuple[np.ndarray | None, str, int]:
         """(RGB image, "", the reduction it has) or (None, reason, reduce); `reduce` > 1 only
@@ -148,3 +187,31 @@ class SourceImage:
             return self.jpeg_shape
         image = self.decoded(1)[0]
         return None if image is None else image.shape[:2]
+
+
+class ArrayImage(ImageSource):
+    """An image already in memory (a video frame, RGB), reduced by area averaging by exactly the
+    factor asked: padded to a multiple of it by edge replication, so that reduced pixel i covers
+    pixels [reduce*i, reduce*(i+1)) as a JPEG's DCT scaling does (`geometry.resize_affine(1,
+    reduce)` maps it exactly; a non-integer ratio at the edge would shift the grid)."""
+
+    reducible = True
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+        self._decoded: dict[int, np.ndarray] = {1: image}
+
+    def decoded(self, reduce: int = 1) -> tuple[np.ndarray, str, int]:
+        """(the image area-averaged by `reduce`, "", reduce)."""
+        import cv2
+
+        if reduce not in self._decoded:
+            height, width = self.image.shape[:2]
+            bottom, right = -height % reduce, -width % reduce
+            padded = cv2.copyMakeBorder(self.image, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
+            size = ((width + right) // reduce, (height + bottom) // reduce)
+            self._decoded[reduce] = cv2.resize(padded, size, interpolation=cv2.INTER_AREA)
+        return self._decoded[reduce], "", reduce
+
+    def shape(self) -> tuple[int, ...]:
+        return self.image.shape[:2]

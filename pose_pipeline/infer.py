@@ -2,18 +2,25 @@
 checkpoint.
 
 One path with `predict`: each person's canvas is cut from the raw image with the converters'
-own affine (`geometry.person_canvas_affine`, `geometry.warp_image`), from a box by the COCO
-converter's rule (`infer_inputs`: [x, y, w, h] -> centre, scale), and then goes through the
-very functions `predict` uses (`inference.canvas_batch` and `inference.predict_batch`: canvas
--> input, model, flip test, codec decoding, inverse affines back to original pixels). On the
-same person the network input equals the store's crop, up to how the JPEG was decoded.
+own affine (`geometry.person_canvas_affine`) by convert's own cut (`images.ImageSource.canvas`),
+from a box by the COCO converter's rule (`infer_inputs`: [x, y, w, h] -> centre, scale), and then
+goes through the very functions `predict` uses (`inference.canvas_batch` and
+`inference.predict_batch`: canvas -> input, model, flip test, codec decoding, inverse affines back
+to original pixels). On the same person the network input equals the store's crop byte for byte.
+
+The decode is the one the model was trained with (`trained_reduced_decode`: the training store's
+`reduced_decode`, recorded in the checkpoint; full for a checkpoint without the record), unless
+--reduced-decode/--no-reduced-decode say otherwise: reduced, a JPEG is decoded at 1/2-1/8 of its
+size where the canvas allows it (DCT scaling), a video frame area-averaged by exactly that factor
+(`images.ArrayImage`). An image is read once and decoded as its canvases need; in full only for
+--draw (the box checks take its size from the JPEG header).
 
 Without --boxes each image is one person, its whole image the box. Images that cannot be
 read, boxes outside their image and boxes naming no input image are skipped, each reported
-by name and listed in skipped.csv; keypoints are clipped to their image (a joint the model
-places in the black margin beyond the image is set on the edge). Batches of people are cut
-ahead in a background thread while the model runs (on a GPU; the CPU runs serially, see
-`prefetch.depth_for`).
+by name and listed in skipped.csv (an image that no box names is not decoded, so not checked);
+keypoints are clipped to their image (a joint the model places in the black margin beyond the
+image is set on the edge). Batches of people are cut ahead in a background thread while the
+model runs (on a GPU; the CPU runs serially, see `prefetch.depth_for`).
 """
 
 from __future__ import annotations
@@ -58,11 +65,18 @@ class _Batch:
 
 
 def person_batches(
-    images: ImageInput, boxes: dict | None, batch_size: int, layout, codec, device, skipped: list, keep_images: bool
+    images: ImageInput,
+    boxes: dict | None,
+    batch_size: int,
+    layout,
+    codec,
+    device,
+    skipped: list,
+    keep_images: bool,
+    reduced_decode: bool,
 ):
     """Batches of `batch_size` people in input order, each with its canvases cut and prepared,
     and the frames finished with it (kept whole only when `keep_images`, for drawing)."""
-    from pose_pipeline.formats.coco import person_boxes
     from pose_pipeline.inference import canvas_batch
 
     def finish(batch: _Batch) -> _Batch:
@@ -73,33 +87,56 @@ def person_batches(
 
     batch = _Batch()
     for frame in images.frames():
-        if frame.problem:
-            log.warning("skipped %s", frame.problem)
-            skipped.append((frame.name, "", frame.problem))
-        height, width = frame.image.shape[:2] if frame.image is not None else (0, 0)
-        whole = [Box((0.0, 0.0, float(width), float(height)), 1.0, None, "whole image")]
-        for box in [] if frame.image is None else whole if boxes is None else boxes.get(frame.position, []):
-            problem = box_problem(box.bbox, frame.image.shape)
-            if problem:
-                log.warning("skipped a box of %s: %s: %s", frame.name, box.where, problem)
-                skipped.append((frame.name, json.dumps(list(box.bbox)), f"{box.where}: {problem}"))
-                continue
-            center, scale = person_boxes(np.array(box.bbox))
-            affine = geometry.person_canvas_affine(center, scale, layout.canvas_size, layout.context)[0]
-            batch.canvases.append(geometry.warp_image(frame.image, affine, layout.canvas_size))
+        for canvas, affine, cut in frame_people(frame, boxes, layout, reduced_decode, skipped, keep_images):
+            batch.canvases.append(canvas)
             batch.affines.append(affine)
-            batch.people.append(_Cut(frame.position, frame.name, frame.image.shape, box))
+            batch.people.append(cut)
             if len(batch.people) == batch_size:
                 yield finish(batch)
                 batch = _Batch()
-        if not keep_images:
-            frame.image = None
         batch.frames.append(frame)
         if keep_images and len(batch.frames) >= batch_size:  # kept frames without people do not pile up
             yield finish(batch)
             batch = _Batch()
     if batch.people or batch.frames:
         yield finish(batch)
+
+
+def frame_people(frame: Frame, boxes: dict | None, layout, reduced_decode: bool, skipped: list, keep_images: bool):
+    """(canvas, affine, _Cut) of each person of `frame` (its boxes, else its whole image), cut as
+    convert cuts a store's crop (`ImageSource.canvas`); what cannot be cut goes to `skipped`.
+    The image is decoded in full only when kept for drawing (`keep_images`): the box checks need
+    its shape only, which a JPEG's header gives."""
+    from pose_pipeline.formats.coco import person_boxes
+
+    source, frame.source = frame.source, None  # released once its people are cut
+    if keep_images:
+        frame.image = source.decoded(1)[0]
+    shape = source.shape()
+    if shape is None:
+        _skip_frame(frame, source.decoded(1)[1], skipped)
+        return
+    height, width = shape
+    whole = [Box((0.0, 0.0, float(width), float(height)), 1.0, None, "whole image")]
+    for box in whole if boxes is None else boxes.get(frame.position, []):
+        problem = box_problem(box.bbox, shape)
+        if problem:
+            log.warning("skipped a box of %s: %s: %s", frame.name, box.where, problem)
+            skipped.append((frame.name, json.dumps(list(box.bbox)), f"{box.where}: {problem}"))
+            continue
+        center, scale = person_boxes(np.array(box.bbox))
+        affine = geometry.person_canvas_affine(center, scale, layout.canvas_size, layout.context)[0]
+        canvas, problem = source.canvas(affine, layout.canvas_size, reduced_decode)
+        if canvas is None:  # the image itself is undecodable: none of its boxes can be cut
+            _skip_frame(frame, problem, skipped)
+            return
+        yield canvas, affine, _Cut(frame.position, frame.name, shape, box)
+
+
+def _skip_frame(frame: Frame, problem: str, skipped: list) -> None:
+    log.warning("skipped %s", problem)
+    skipped.append((frame.name, "", problem))
+    frame.image = None
 
 
 def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
@@ -117,14 +154,25 @@ def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
     check_replaceable(out, is_infer_output, "an infer output folder")
 
 
-def _load_checkpoint(checkpoint, input_size: int | None, device):
-    """(model on `device`, its joint set, the input size: given, else the one it was trained at)."""
+def _load_checkpoint(checkpoint, input_size: int | None, reduced_decode: bool | None, device):
+    """(model on `device`, its joint set, the input size and the decode: given, else those it was
+    trained with)."""
     from pose_pipeline.models import joint_set_of, load_model, read_checkpoint
 
     record = read_checkpoint(checkpoint)
     joints = joint_set_of(record, checkpoint)
     model = load_model(checkpoint, device=device)
-    return model, joints, input_size or int(record.get("input_size", 256))
+    if reduced_decode is None:
+        reduced_decode = trained_reduced_decode(record)
+    return model, joints, input_size or int(record.get("input_size", 256)), reduced_decode
+
+
+def trained_reduced_decode(record: dict) -> bool:
+    """Whether the model's training store was cut from reduced decodes (`convert`'s
+    `reduced_decode`, recorded with the model); a checkpoint without the record (PyTorch-Pose's,
+    or saved before it was kept) was trained on full decodes, as the stores of that time were."""
+    converter = record.get("converter")
+    return bool(converter.get("reduced_decode", False)) if isinstance(converter, dict) else False
 
 
 def infer(
@@ -141,9 +189,10 @@ def infer(
     context: float = DATASET["context"],
     device: str = "auto",
     progress: bool = True,
+    reduced_decode: bool | None = None,
 ) -> dict:
     """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
-    {people, images, skipped, out}."""
+    {people, images, skipped, out}. `reduced_decode` None: the decode the model was trained with."""
     from tqdm import tqdm
 
     from pose_pipeline.atomic import atomic_folder
@@ -157,13 +206,22 @@ def infer(
     source = ImageInput(images)
     by_position, skipped = _boxes_of(boxes, source)
     device = resolve_device(device)
-    model, joints, input_size = _load_checkpoint(checkpoint, input_size, device)
+    model, joints, input_size, reduced_decode = _load_checkpoint(checkpoint, input_size, reduced_decode, device)
     codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
     layout = CanvasLayout(canvas_size, context, joints)
     flip = "on" if flip_test else "off"
-    log.info("inferring %s on %s at %d px (flip test %s, %s joints)", images, device, input_size, flip, joints.name)
+    decode = "reduced" if reduced_decode else "full"
+    log.info(
+        "inferring %s on %s at %d px (flip test %s, %s joints, %s decode)",
+        images,
+        device,
+        input_size,
+        flip,
+        joints.name,
+        decode,
+    )
     batches = Prefetcher(
-        person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw),
+        person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw, reduced_decode),
         lambda batch: batch,
         depth=depth_for(device, 2),
         name="infer-batches",
@@ -183,14 +241,15 @@ def infer(
                 f"--images {images}: no person to infer, every image or box was skipped "
                 f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
             )
-        header = _header(checkpoint, images, boxes, input_size, flip_test, blur_sigma, canvas_size, context)
+        settings = (input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode)
+        header = _header(checkpoint, images, boxes, *settings)
         write_results(tmp, people, skipped, joints, header)
     if skipped:
         log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
     return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
 
 
-def _header(checkpoint, images, boxes, input_size, flip_test, blur_sigma, canvas_size, context) -> dict:
+def _header(checkpoint, images, boxes, input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode) -> dict:
     """What keypoints.json records of a run: its inputs and settings."""
     return {
         "checkpoint": str(checkpoint),
@@ -200,6 +259,7 @@ def _header(checkpoint, images, boxes, input_size, flip_test, blur_sigma, canvas
         "blur_sigma": blur_sigma,
         "canvas_size": canvas_size,
         "context": context,
+        "reduced_decode": reduced_decode,
         "boxes": str(boxes) if boxes else "whole image (no --boxes)",
     }
 
@@ -287,6 +347,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "dataset's canvas_size reproduces its crops exactly)",
     )
     p.add_argument("--context", type=float, default=DATASET["context"], help="canvas = person box x context")
+    p.add_argument(
+        "--reduced-decode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut each canvas from the image decoded at 1/2-1/8 of its size where the canvas shrinks "
+        "the person that much (area-averaged, as convert does by default); --no-reduced-decode: "
+        "from the full decode (default: as the checkpoint's training store was cut; full for a "
+        "checkpoint that does not record it)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
 
 
@@ -306,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
         args.canvas_size,
         args.context,
         args.device,
+        reduced_decode=args.reduced_decode,
     )
     print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, {summary['skipped']} skipped")
     return 0

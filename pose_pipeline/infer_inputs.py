@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.errors import UserError
-from pose_pipeline.images import load_image
+from pose_pipeline.images import ArrayImage, ImageSource, SourceImage
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,13 @@ PERSON_CATEGORY = 1  # COCO's category id of people; detections of other categor
 
 @dataclass
 class Frame:
-    """One image of the input, as read."""
+    """One image of the input, read but decoded only as its canvases (`ImageSource.canvas`) and
+    drawing need."""
 
     position: int  # its place in the input: image number or video frame number (0-based)
     name: str  # what the outputs call it: the path relative to the input, or "clip.mp4#12"
-    image: np.ndarray | None  # RGB, None when unreadable
-    problem: str  # why it could not be read ('' when fine)
+    source: ImageSource | None  # the file (`SourceImage`) or video frame (`ArrayImage`); None once cut
+    image: np.ndarray | None = None  # the full RGB image, kept for drawing
 
 
 class ImageInput:
@@ -89,8 +90,7 @@ class ImageInput:
         """The images in input order, read one at a time."""
         if not self.is_video:
             for position, name in enumerate(self.names):
-                image, problem = load_image(self.root / name)
-                yield Frame(position, name, image, problem)
+                yield Frame(position, name, SourceImage(self.root / name))
             return
         import cv2
 
@@ -101,7 +101,7 @@ class ImageInput:
                 ok, bgr = capture.read()
                 if not ok:
                     return
-                yield Frame(position, self.name_of(position), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "")
+                yield Frame(position, self.name_of(position), ArrayImage(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
                 position += 1
         finally:
             capture.release()

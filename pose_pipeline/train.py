@@ -320,7 +320,7 @@ def save_epoch_checkpoints(run: Run, state: RunState, row: dict) -> None:
             model_record(
                 run.model,
                 run.settings,
-                run.store.joint_set,
+                run.store,
                 run.codec,
                 row["epoch"],
                 state.step,
@@ -334,7 +334,7 @@ def save_epoch_checkpoints(run: Run, state: RunState, row: dict) -> None:
 def checkpoint_state(run: Run, state: RunState) -> dict:
     """last.pt: the model record plus all a resume needs (optimiser, scheduler, RNG, RunState)."""
     record = model_record(
-        run.model, run.settings, run.store.joint_set, run.codec, state.epochs_done(run.steps_per_epoch), state.step
+        run.model, run.settings, run.store, run.codec, state.epochs_done(run.steps_per_epoch), state.step
     )
     return {
         **record,
@@ -357,13 +357,7 @@ def finish(run: Run, state: RunState) -> dict:
         save_checkpoint(
             run.out / "model.pt",
             model_record(
-                run.model,
-                run.settings,
-                run.store.joint_set,
-                run.codec,
-                run.epochs,
-                state.step,
-                settings_hash=run.run_hash,
+                run.model, run.settings, run.store, run.codec, run.epochs, state.step, settings_hash=run.run_hash
             ),
         )
     metrics_named = [r["val_metric"] for r in state.log_rows if r.get("val_metric")]

@@ -171,13 +171,17 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def model_record(
-    model: torch.nn.Module, settings: dict, joints: JointSet, codec: HeatmapCodec, epoch: int, step: int, **extra
+    model: torch.nn.Module, settings: dict, store: PoseStore, codec: HeatmapCodec, epoch: int, step: int, **extra
 ) -> dict:
-    """The saved model: weights, architecture, its joint set (names, flip pairs, edges), the
-    codec's sizes, the run's settings and where in the run it was taken (plus `extra` keys)."""
+    """The saved model: weights, architecture, its training store's joint set (names, flip pairs,
+    edges) and converter parameters (how its crops were cut, e.g. `reduced_decode`: infer cuts
+    alike), the codec's sizes, the run's settings and where in the run it was taken (plus
+    `extra` keys)."""
+    joints = store.joint_set
     return {
         "model_config": {**settings["model"], "joints": joints.num_joints},
         "joint_set": joints.to_dict(),
+        "converter": dict(store.attrs.get("converter") or {}),
         "state_dict": model.state_dict(),
         "input_size": codec.input_size,
         "heatmap_size": codec.heatmap_size,

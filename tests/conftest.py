@@ -36,12 +36,19 @@ def expected_crop(image_path: Path, affine, canvas_size: int):
     import cv2
 
     from pose_pipeline import geometry
-    from pose_pipeline.convert_crops import jpeg_reduction
+    from pose_pipeline.images import jpeg_reduction
 
     reduce = jpeg_reduction(affine) if image_path.suffix.lower() in (".jpg", ".jpeg") else 1
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
     image = cv2.cvtColor(cv2.imread(str(image_path), flags.get(reduce, cv2.IMREAD_REDUCED_COLOR_8)), cv2.COLOR_BGR2RGB)
     return geometry.warp_image(image, geometry.compose(affine, geometry.resize_affine(1, reduce)), canvas_size)
+
+
+def box_of_person(center_array, scale) -> list[float]:
+    """The [x, y, w, h] box that the COCO rule (infer_inputs) turns back into this centre and
+    scale: a square of side 200 x scale / 1.25 (the rule pads by 1.25)."""
+    side = 200.0 * float(scale) / 1.25
+    return [float(center_array[0]) + 0.5 - side / 2, float(center_array[1]) + 0.5 - side / 2, side, side]
 
 
 def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0):

@@ -13,9 +13,9 @@ from conftest import expected_crop
 
 from pose_pipeline import cli
 from pose_pipeline.convert import convert
-from pose_pipeline.convert_crops import jpeg_reduction
 from pose_pipeline.demo_release import release_mat_bytes
 from pose_pipeline.errors import UserError
+from pose_pipeline.images import jpeg_reduction
 from pose_pipeline.joints import PCKH_HEAD_FACTOR
 from pose_pipeline.store import open_store
 

@@ -10,8 +10,8 @@ import pytest
 
 from pose_pipeline import geometry
 from pose_pipeline.convert import convert
-from pose_pipeline.convert_crops import crop_block, crop_sample, jpeg_reduction
-from pose_pipeline.images import SourceImage, jpeg_shape, load_image
+from pose_pipeline.convert_crops import crop_block, crop_sample
+from pose_pipeline.images import SourceImage, jpeg_reduction, jpeg_shape, load_image
 from pose_pipeline.store import open_store
 
 

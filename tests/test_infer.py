@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import settings
+from conftest import box_of_person, settings
 
 from pose_pipeline import cli, geometry
 from pose_pipeline.joints import MPII
@@ -66,13 +66,6 @@ def results(out) -> dict:
     return json.loads((out / "keypoints.json").read_text())
 
 
-def box_of_person(center_array, scale) -> list[float]:
-    """The [x, y, w, h] box that the COCO rule (infer_inputs) turns back into this centre and
-    scale: a square of side 200 x scale / 1.25 (the rule pads by 1.25)."""
-    side = 200.0 * float(scale) / 1.25
-    return [float(center_array[0]) + 0.5 - side / 2, float(center_array[1]) + 0.5 - side / 2, side, side]
-
-
 def check_valid(found: dict, images_dir, joints=MPII) -> None:
     """Every result: J keypoint triples inside its image, finite confidences; the header names
     the checkpoint's joints and skeleton."""
@@ -109,6 +102,22 @@ def test_raw_image_canvases_equal_the_stores(demo):
         np.testing.assert_allclose(affine, store.affine[i], atol=1e-9)
         image, _ = load_image(demo["images"] / store.image_name[i])
         assert np.array_equal(geometry.warp_image(image, affine, CANVAS), store.images(i, i + 1)[0])
+
+
+def test_the_model_records_its_stores_decode_and_infer_follows_it(demo, tmp_path, capfd):
+    """model.pt, best.pt and last.pt record the training store's converter parameters; infer
+    cuts with the decode they name (the demo stores are converted with the default, reduced)."""
+    from pose_pipeline.models import read_checkpoint
+
+    converter = open_store(demo["root"] / "train.zarr").attrs["converter"]
+    assert converter["reduced_decode"] is True
+    saved = sorted(demo["model"].parent.rglob("*.pt"))
+    assert [p.name for p in saved] == ["best.pt", "last.pt", "model.pt"]
+    for path in saved:
+        assert read_checkpoint(path)["converter"] == converter, path.name
+    code, err = infer(capfd, "--checkpoint", demo["model"], "--images", demo["images"], "--out", tmp_path / "out")
+    assert code == 0, err
+    assert results(tmp_path / "out")["header"]["reduced_decode"] is True
 
 
 def test_infer_equals_predict_on_the_converted_store(demo, tmp_path, capfd):

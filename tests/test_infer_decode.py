@@ -1,0 +1,176 @@
+"""How infer decodes: one cut with convert (`images.ImageSource.canvas`), so a person's canvas
+equals the store's crop byte for byte with either decode; video frames reduced by exact area
+averaging (`images.ArrayImage`); and by default the decode the model was trained with."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import box_of_person
+from test_convert_decode import blob_image, centroid
+
+from pose_pipeline import cli, geometry, inference
+from pose_pipeline.convert import convert
+from pose_pipeline.images import ArrayImage, SourceImage, jpeg_reduction, load_image
+from pose_pipeline.infer import frame_people, trained_reduced_decode
+from pose_pipeline.infer_inputs import Box, ImageInput
+from pose_pipeline.inference import CanvasLayout
+from pose_pipeline.joints import MPII
+from pose_pipeline.models import build_model, read_checkpoint
+from pose_pipeline.store import open_store
+
+CANVAS = 128  # the MPII sample's people are large against it: reductions 4 and 8
+
+
+def mpii_stores(shared_data, tmp_path) -> dict:
+    """The MPII sample converted at CANVAS with the reduced decode and with the full decode."""
+    mpii = shared_data / "mpii_sample"
+    stores = {}
+    for reduced in (True, False):
+        out = tmp_path / f"reduced_{reduced}.zarr"
+        convert(
+            "mpii",
+            mpii / "valid.h5",
+            mpii / "images",
+            out,
+            split="val",
+            canvas_size=CANVAS,
+            on_bad_sample="skip",
+            workers=1,
+            progress=False,
+            reduced_decode=reduced,
+        )
+        stores[reduced] = open_store(out)
+    assert sorted(jpeg_reduction(a) for a in stores[True].affine) == [4, 8, 8, 8, 8]
+    assert not np.array_equal(stores[True].images(), stores[False].images())  # the decodes do differ
+    return stores
+
+
+def person_boxes_of(store) -> list[list[float]]:
+    center = geometry.annotated_to_array(store.center, store.pixel_origin)
+    return [box_of_person(c, s) for c, s in zip(center, store.scale)]
+
+
+def test_infer_cuts_the_stores_crops_byte_for_byte_with_either_decode(shared_data, tmp_path):
+    stores = mpii_stores(shared_data, tmp_path)
+    images = ImageInput(shared_data / "mpii_sample" / "images")
+    for reduced, store in stores.items():
+        boxes: dict[int, list[Box]] = {}
+        for i, (name, bbox) in enumerate(zip(store.image_name, person_boxes_of(store))):
+            boxes.setdefault(images.names.index(name), []).append(Box(tuple(bbox), 1.0, i, f"sample {i}"))
+        layout = CanvasLayout(store.canvas_size, store.context, store.joint_set)
+        skipped: list = []
+        cut = 0
+        for frame in images.frames():
+            for canvas, affine, person in frame_people(frame, boxes, layout, reduced, skipped, keep_images=False):
+                i = person.box.image_id  # the store's sample index
+                np.testing.assert_allclose(affine, store.affine[i], atol=1e-9)
+                assert np.array_equal(canvas, store.images(i, i + 1)[0]), (reduced, store.image_name[i])
+                cut += 1
+            assert frame.source is None and frame.image is None  # nothing kept once cut
+        assert cut == len(store) and skipped == []
+
+
+def random_checkpoint(path, converter: dict | None):
+    """A small random hourglass saved as this project's checkpoint, recording `converter` (None:
+    no record, as PyTorch-Pose's and older checkpoints)."""
+    torch.manual_seed(0)
+    config = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16, "joints": MPII.num_joints}
+    record = {
+        "model_config": config,
+        "joint_set": MPII.to_dict(),
+        "state_dict": build_model(config, MPII.num_joints).state_dict(),
+        "input_size": 64,
+    }
+    torch.save(record if converter is None else {**record, "converter": converter}, path)
+    return path
+
+
+def test_infer_uses_the_decode_the_checkpoint_was_trained_with(shared_data, tmp_path, monkeypatch, capfd):
+    stores = mpii_stores(shared_data, tmp_path)
+    store = stores[True]
+    with open(tmp_path / "boxes.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        for name, bbox in zip(store.image_name, person_boxes_of(store)):
+            rows.writerow([name, *map(repr, bbox)])
+    cut: list[np.ndarray] = []  # the canvases infer hands to the model, in input order
+    real_canvas_batch = inference.canvas_batch
+
+    def canvas_batch(canvases, *args):
+        cut.extend(canvases)
+        return real_canvas_batch(canvases, *args)
+
+    monkeypatch.setattr(inference, "canvas_batch", canvas_batch)
+    order = sorted(range(len(store)), key=lambda i: (store.image_name[i], i))  # infer's input order
+    reduced_model = random_checkpoint(tmp_path / "reduced.pt", {"reduced_decode": True, "format": "mpii"})
+    old_model = random_checkpoint(tmp_path / "old.pt", None)
+    for model, option, expected in [
+        (reduced_model, None, True),
+        (reduced_model, "--no-reduced-decode", False),
+        (old_model, None, False),  # recorded nothing: trained on full decodes
+        (old_model, "--reduced-decode", True),
+    ]:
+        cut.clear()
+        out = tmp_path / f"out_{model.stem}_{option}"
+        args = ["--images", shared_data / "mpii_sample" / "images", "--boxes", tmp_path / "boxes.csv"]
+        args += ["--checkpoint", model, "--out", out, "--canvas-size", CANVAS, "--context", store.context]
+        code = cli.main(["infer", *map(str, args), *([option] if option else [])])
+        assert code == 0, capfd.readouterr().err
+        assert json.loads((out / "keypoints.json").read_text())["header"]["reduced_decode"] is expected
+        assert len(cut) == len(store)
+        for canvas, i in zip(cut, order):
+            assert np.array_equal(canvas, stores[expected].images(i, i + 1)[0]), (model.name, option, i)
+
+
+def test_the_recorded_decode_of_a_checkpoint():
+    assert trained_reduced_decode({"converter": {"reduced_decode": True}}) is True
+    assert trained_reduced_decode({"converter": {}}) is False  # a full-decode store records no key
+    assert trained_reduced_decode({}) is False  # PyTorch-Pose's, and ours from before the record
+    assert trained_reduced_decode({"converter": None}) is False
+
+
+def test_a_checkpoint_recording_its_converter_still_loads_as_before(tmp_path):
+    path = random_checkpoint(tmp_path / "m.pt", {"reduced_decode": True, "canvas_size": 128, "context": 1.5})
+    record = read_checkpoint(path)  # weights_only: the record is plain containers
+    assert record["converter"]["reduced_decode"] is True
+    from pose_pipeline.export import crop_pose_model
+
+    model, codec, joints, _ = crop_pose_model(str(path))
+    assert codec.input_size == 64 and joints.name == MPII.name
+
+
+# ------------------------------------------------------------------------ array sources (video)
+
+
+@pytest.mark.parametrize("box", [800.0, 1600.0, 3200.0])  # reductions 2, 4, 8 at canvas 384
+def test_the_array_source_keeps_the_geometry_exact(box):
+    points = np.array([[400.3, 250.7], [780.8, 460.2], [612.5, 365.5], [450.1, 520.9]])
+    image = blob_image(points, size=(717, 1277))  # not a multiple of 8: the edge is padded
+    affine = geometry.crop_affine(np.array([583.0, 340.0]), box, 384, rotation_deg=17)
+    reduce = jpeg_reduction(affine)
+    assert reduce == {800.0: 2, 1600.0: 4, 3200.0: 8}[box]
+    source = ArrayImage(image)
+    crops = {reduced: source.canvas(affine, 384, reduced)[0] for reduced in (False, True)}
+    assert source.decoded(reduce)[0].shape == (-(-717 // reduce), -(-1277 // reduce), 3)
+    assert not np.array_equal(crops[False], crops[True])  # it did cut from the reduced image
+    radius = int(3 * 20.0 * np.linalg.norm(affine[:, :2], 2)) + 1
+    for at in geometry.apply(affine, points):
+        full, reduced = centroid(crops[False], at, radius), centroid(crops[True], at, radius)
+        assert np.abs(full - at).max() < 0.15 and np.abs(reduced - at).max() < 0.15
+        assert np.abs(reduced - full).max() < 0.05, reduced - full
+
+
+def test_the_array_source_reduces_as_the_jpeg_decoder_does(shared_data):
+    """Area averaging by exactly the factor equals libjpeg's DCT-scaled decode of the same image
+    within a grey level or two (MPII photographs, and small LSP ones of odd sizes)."""
+    paths = sorted((shared_data / "mpii_sample" / "images").glob("*.jpg"))
+    paths += sorted((shared_data / "lsp_sample" / "images").glob("*.jpg"))[:3]
+    for path in paths:
+        array, jpeg = ArrayImage(load_image(path)[0]), SourceImage(path)
+        for reduce in (2, 4, 8):
+            difference = np.abs(array.decoded(reduce)[0].astype(int) - jpeg.decoded(reduce)[0])
+            assert difference.mean() < 1.5 and np.percentile(difference, 90) <= 3, (path.name, reduce)
