@@ -56,8 +56,9 @@ class CropPoseModel(torch.nn.Module):
         self.register_buffer("to_input", torch.as_tensor(to_input, dtype=torch.float64))
 
     def forward(self, crops: torch.Tensor):
-        # as data.finish_batch: channels first, [0, 1], minus the training mean
-        x = normalize_input(crops.permute(0, 3, 1, 2).float() / 255.0)
+        # as data.finish_batch: channels first (contiguous: a channels-last view can take other
+        # convolution kernels, whose float sums differ), [0, 1], minus the training mean
+        x = normalize_input(crops.permute(0, 3, 1, 2).contiguous().float() / 255.0)
         heatmaps = self.model(x)[-1]
         if self.flip:
             heatmaps = mirror_average(heatmaps, self.model(torch.flip(x, dims=[3]))[-1], self.flip_permutation)
