@@ -51,6 +51,32 @@ def box_of_person(center_array, scale) -> list[float]:
     return [float(center_array[0]) + 0.5 - side / 2, float(center_array[1]) + 0.5 - side / 2, side, side]
 
 
+def mpii_sample_stores(shared_data: Path, tmp_path: Path, canvas_size: int = 128) -> dict:
+    """The real MPII sample's five people converted with the reduced decode (key True) and with
+    the full decode (False); at canvas 128 they are large against the crop: reductions 4 and 8."""
+    from pose_pipeline.convert import convert
+    from pose_pipeline.store import open_store
+
+    mpii = shared_data / "mpii_sample"
+    stores = {}
+    for reduced in (True, False):
+        out = tmp_path / f"reduced_{reduced}.zarr"
+        convert(
+            "mpii",
+            mpii / "valid.h5",
+            mpii / "images",
+            out,
+            split="val",
+            canvas_size=canvas_size,
+            on_bad_sample="skip",
+            workers=1,
+            progress=False,
+            reduced_decode=reduced,
+        )
+        stores[reduced] = open_store(out)
+    return stores
+
+
 def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0):
     """A small MPII-layout store of random crops and poses (for mechanics, not accuracy)."""
     import numpy as np

@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import mpii_sample_stores
 
 from pose_pipeline import geometry
 from pose_pipeline.convert import convert
@@ -97,22 +98,7 @@ def test_reduced_decode_keeps_the_geometry_exact(tmp_path, box):
 
 def test_convert_with_reduced_decode_is_close_to_the_full_decode(shared_data, tmp_path):
     mpii = shared_data / "mpii_sample"
-    stores = {}
-    for reduced in (False, True):
-        out = tmp_path / f"{reduced}.zarr"
-        convert(
-            "mpii",
-            mpii / "valid.h5",
-            mpii / "images",
-            out,
-            split="val",
-            canvas_size=128,
-            on_bad_sample="skip",
-            workers=1,
-            progress=False,
-            reduced_decode=reduced,
-        )
-        stores[reduced] = open_store(out)
+    stores = mpii_sample_stores(shared_data, tmp_path)
     full, reduced = stores[False], stores[True]
     assert reduced.attrs["converter"]["reduced_decode"] is True and "reduced_decode" not in full.attrs["converter"]
     for name in ("keypoints", "affine", "image_name", "source_index", "scale"):

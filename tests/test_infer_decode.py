@@ -10,41 +10,23 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import box_of_person
+from conftest import box_of_person, mpii_sample_stores
 from test_convert_decode import blob_image, centroid
 
 from pose_pipeline import cli, geometry, inference
-from pose_pipeline.convert import convert
 from pose_pipeline.images import ArrayImage, SourceImage, jpeg_reduction, load_image
 from pose_pipeline.infer import frame_people, trained_reduced_decode
 from pose_pipeline.infer_inputs import Box, ImageInput
 from pose_pipeline.inference import CanvasLayout
 from pose_pipeline.joints import MPII
 from pose_pipeline.models import build_model, read_checkpoint
-from pose_pipeline.store import open_store
 
 CANVAS = 128  # the MPII sample's people are large against it: reductions 4 and 8
 
 
 def mpii_stores(shared_data, tmp_path) -> dict:
     """The MPII sample converted at CANVAS with the reduced decode and with the full decode."""
-    mpii = shared_data / "mpii_sample"
-    stores = {}
-    for reduced in (True, False):
-        out = tmp_path / f"reduced_{reduced}.zarr"
-        convert(
-            "mpii",
-            mpii / "valid.h5",
-            mpii / "images",
-            out,
-            split="val",
-            canvas_size=CANVAS,
-            on_bad_sample="skip",
-            workers=1,
-            progress=False,
-            reduced_decode=reduced,
-        )
-        stores[reduced] = open_store(out)
+    stores = mpii_sample_stores(shared_data, tmp_path, CANVAS)
     assert sorted(jpeg_reduction(a) for a in stores[True].affine) == [4, 8, 8, 8, 8]
     assert not np.array_equal(stores[True].images(), stores[False].images())  # the decodes do differ
     return stores
