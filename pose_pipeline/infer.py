@@ -209,17 +209,9 @@ def infer(
     model, joints, input_size, reduced_decode = _load_checkpoint(checkpoint, input_size, reduced_decode, device)
     codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
     layout = CanvasLayout(canvas_size, context, joints)
-    flip = "on" if flip_test else "off"
-    decode = "reduced" if reduced_decode else "full"
-    log.info(
-        "inferring %s on %s at %d px (flip test %s, %s joints, %s decode)",
-        images,
-        device,
-        input_size,
-        flip,
-        joints.name,
-        decode,
-    )
+    flip, decode = "on" if flip_test else "off", "reduced" if reduced_decode else "full"
+    message = "inferring %s on %s at %d px (flip test %s, %s joints, %s decode)"
+    log.info(message, images, device, input_size, flip, joints.name, decode)
     batches = Prefetcher(
         person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw, reduced_decode),
         lambda batch: batch,
@@ -242,8 +234,7 @@ def infer(
                 f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
             )
         settings = (input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode)
-        header = _header(checkpoint, images, boxes, *settings)
-        write_results(tmp, people, skipped, joints, header)
+        write_results(tmp, people, skipped, joints, _header(checkpoint, images, boxes, *settings))
     if skipped:
         log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
     return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}

@@ -62,8 +62,12 @@ def absent_chunk_problem(store_path: Path, name: str, array, index: int) -> str:
     if getattr(sharding.index_location, "value", sharding.index_location) != "end":
         return ""
     entries = int(np.prod([s // c for s, c in zip(array.shards, array.chunks)]))
-    with open(Path(store_path) / name / chunk_key(array, index), "rb") as f:
-        f.seek(-(entries * 16 + 4), os.SEEK_END)  # (offset, length) uint64 pairs, then the crc32c
+    index_bytes = entries * 16 + 4  # (offset, length) uint64 pairs, then the crc32c
+    path = Path(store_path) / name / chunk_key(array, index)
+    if path.stat().st_size < index_bytes:
+        return ""  # too short to hold its index: the read itself reports the damage
+    with open(path, "rb") as f:
+        f.seek(-index_bytes, os.SEEK_END)
         table = np.frombuffer(f.read(entries * 16), "<u8").reshape(array.shards[0] // array.chunks[0], -1, 2)
     first = index * chunk_rows(array)
     present = min(chunk_rows(array), array.shape[0] - first)  # beyond the last sample: never written

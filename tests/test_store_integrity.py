@@ -103,6 +103,16 @@ def test_a_chunk_its_shard_index_marks_unwritten_is_an_error_not_a_black_crop(st
     assert len(problems) == 1 and "sample 5's chunk as not written" in problems[0], problems
 
 
+def test_a_shard_cut_short_is_an_error_naming_it(store_copy):
+    shard = store_copy / "image" / "c" / "1" / "0" / "0" / "0"
+    shard.write_bytes(shard.read_bytes()[:10])  # shorter than its own index
+    store = open_store(store_copy)
+    with pytest.raises(StoreDamage, match=r"shard image/c/1/0/0/0 \(samples 4-7\)"):
+        store.images(0, 10)
+    problems = store.verify()
+    assert len(problems) == 1 and "image/c/1/0/0/0" in problems[0], problems
+
+
 def test_a_missing_array_is_named_when_the_store_opens(store_copy):
     shutil.rmtree(store_copy / "keypoints")
     with pytest.raises(StoreDamage, match="arrays missing: keypoints"):
