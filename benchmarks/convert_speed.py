@@ -9,17 +9,17 @@ person per image (a valid.h5 pose, moved and scaled into the image), all in a te
 folder. Then, in one run, the repeats interleaved:
 
 - plain decoding (read + cv2.imdecode) of the same files on one core: the floor, and decode
-  + compression of each crop: the floor with the store's codec (Zstd-3), and with two faster
-  ones (Zstd-1, LZ4) for what a codec change could reach;
+  + compression of each crop: the floor with the store's codec (Zstd-1 since session 8), with
+  the Zstd-3 it used before, and with LZ4 for what a faster codec could reach;
 - the per-image breakdown of convert's work on one core: read, the libjpeg-warning capture
   (fd 2 redirected per image), JPEG decode (full, and reduced as convert picks it by default),
-  warpAffine, Zstd-3 + CRC32C, the rest of the zarr write, fsync of the store; bookkeeping is
+  warpAffine, Zstd + CRC32C at the store's level, the rest of the zarr write, fsync of the store; bookkeeping is
   convert's CPU less all of these;
 - `convert` with workers=1 and workers=2, with its default reduced decodes and with
   --no-reduced-decode (wall time, and images per CPU-second counting the worker processes); with
   --baseline-checkout, the same `convert` of another checkout (e.g. main) with that checkout's
   defaults, in a subprocess, for a before/after in the same run;
-- the store's image bytes per sample for Zstd levels 1 / 3 (the default) / 9 and no
+- the store's image bytes per sample for Zstd levels 1 (the default) / 3 / 9 and no
   compression, against uncompressed S*S*3, with write and whole-shard read speed.
 
 Prints markdown tables. Needs ../shared/data/mpii_sample (the real sample).
@@ -53,7 +53,7 @@ from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
 from pose_pipeline.joints import MPII  # noqa: E402
-from pose_pipeline.store import StoreWriter, open_store  # noqa: E402
+from pose_pipeline.store import IMAGE_ZSTD_LEVEL, StoreWriter, open_store  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mpii_sample"
 WIDTH, HEIGHT = 1280, 720
@@ -155,8 +155,8 @@ def decode_all(files: list[Path]) -> None:
 
 # The store's codec and two faster ones (numcodecs, as zarr's codecs call them), for the floors
 FLOOR_CODECS = {
-    "Zstd-3 (the store's)": ("Zstd", {"level": 3}),
-    "Zstd-1": ("Zstd", {"level": 1}),
+    "Zstd-3 (the store's before session 8)": ("Zstd", {"level": 3}),
+    f"Zstd-{IMAGE_ZSTD_LEVEL} (the store's)": ("Zstd", {"level": IMAGE_ZSTD_LEVEL}),
     "LZ4 (Blosc, level 1)": ("Blosc", {"cname": "lz4", "clevel": 1, "shuffle": 0}),
 }
 
@@ -190,7 +190,7 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
     datas = [read_image_file(f)[0] for f in files]
     reductions = [jpeg_reduction(a) for a in affines]
     images = [cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(1)) for d in datas]
-    zstd, crc = Zstd(level=3), CRC32C()
+    zstd, crc = Zstd(level=IMAGE_ZSTD_LEVEL), CRC32C()
     store = work / "breakdown.zarr"
 
     def capture():
@@ -223,7 +223,7 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
             lambda d, r: cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(r)), datas, reductions
         ),
         "warpAffine to the canvas": lambda: each(lambda i, a: geometry.warp_image(i, a, canvas), images, affines),
-        "Zstd-3 + CRC32C of the crop": lambda: each(lambda c: crc.encode(zstd.encode(c)), crops),
+        f"Zstd-{IMAGE_ZSTD_LEVEL} + CRC32C of the crop": lambda: each(lambda c: crc.encode(zstd.encode(c)), crops),
         "zarr write of the shards (incl. the codec) through zarr-python's pipeline (before)": lambda: write(False),
         WRITE: write,
         "fsync of the store": lambda: fsync_tree(store),
@@ -235,6 +235,7 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
 # this checkout and a baseline alike.
 CONVERT_TIMED = """
 import json, resource, sys, time
+import pose_pipeline
 from pose_pipeline.convert import convert
 
 def cpu():
@@ -247,7 +248,7 @@ for timing in (False, True):  # the first run imports what convert imports on fi
     c0, t0 = cpu(), time.perf_counter()
     convert("mpii", annotations, images, out, split="val", canvas_size=int(canvas), shard_size=int(shard),
             workers=int(workers), progress=False, **options)
-print(json.dumps([time.perf_counter() - t0, cpu() - c0]))
+print(json.dumps([time.perf_counter() - t0, cpu() - c0, pose_pipeline.__file__]))
 """
 
 
@@ -279,8 +280,11 @@ def convert_in(
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(checkout)},
+        cwd=checkout,  # `python -c` puts the working directory first on sys.path, before PYTHONPATH
     )
-    wall, cpu = json.loads(result.stdout.strip().splitlines()[-1])
+    wall, cpu, imported = json.loads(result.stdout.strip().splitlines()[-1])
+    if not Path(imported).resolve().is_relative_to(checkout.resolve()):  # else it compares a checkout with itself
+        raise SystemExit(f"convert of {checkout} imported pose_pipeline from {imported}")
     return wall, cpu
 
 
@@ -463,7 +467,7 @@ def codec_table(args, work: Path, crops: np.ndarray, n: int, canvas: int) -> Non
         wall_w, _ = timed(lambda p=path, lv=level: write_store(p, crops, args.shard_size, lv), args.repeats)
         wall_r, _ = timed(lambda p=path: read_store(p, args.shard_size), args.repeats)
         size = bytes_on_disk(path) / n
-        name = "none" if level is None else f"Zstd level {level}" + (" (default)" if level == 3 else "")
+        name = "none" if level is None else f"Zstd level {level}" + (" (default)" if level == IMAGE_ZSTD_LEVEL else "")
         mb = crops.nbytes / 1e6
         print(
             f"| {name} | {size:,.0f} | {size / raw:.1%} | {mb / wall_w:.0f} | {wall_w / n * 1000:.2f} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -315,3 +316,19 @@ def write_custom_coco(shared_data: Path, path: Path, category_name: str = "upper
     category.update(name=category_name, keypoints=list(CUSTOM_KEYPOINTS), skeleton=CUSTOM_SKELETON)
     path.write_text(json.dumps(data))
     return data
+
+
+def blob_image(points: np.ndarray, size=(720, 1280), sigma=20.0) -> np.ndarray:
+    """Grey Gaussian blobs on a dark ground: their centroids show where a crop put each point."""
+    y, x = np.mgrid[: size[0], : size[1]]
+    image = np.full(size, 20.0)
+    for px, py in points:
+        image += 220 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * sigma**2))
+    return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def centroid(crop: np.ndarray, at: np.ndarray, radius: int) -> np.ndarray:
+    x0, y0 = np.round(at).astype(int) - radius
+    patch = crop[y0 : y0 + 2 * radius + 1, x0 : x0 + 2 * radius + 1, 0].astype(float) - 20
+    y, x = np.mgrid[: patch.shape[0], : patch.shape[1]]
+    return np.array([(x * patch).sum(), (y * patch).sum()]) / patch.sum() + [x0, y0]

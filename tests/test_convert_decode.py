@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import mpii_sample_stores
+from conftest import blob_image, centroid, mpii_sample_stores
 
 from pose_pipeline import geometry
 from pose_pipeline.convert import convert
@@ -46,21 +46,6 @@ def test_jpeg_reduction_never_magnifies_the_reduced_image():
         assert reduce == expected, box
         stretch = np.linalg.norm(affine[:, :2], 2)
         assert (reduce == 1 or reduce * stretch <= 1) and (reduce == 8 or 2 * reduce * stretch > 1)
-
-
-def blob_image(points: np.ndarray, size=(720, 1280), sigma=20.0) -> np.ndarray:
-    y, x = np.mgrid[: size[0], : size[1]]
-    image = np.full(size, 20.0)
-    for px, py in points:
-        image += 220 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * sigma**2))
-    return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-
-
-def centroid(crop: np.ndarray, at: np.ndarray, radius: int) -> np.ndarray:
-    x0, y0 = np.round(at).astype(int) - radius
-    patch = crop[y0 : y0 + 2 * radius + 1, x0 : x0 + 2 * radius + 1, 0].astype(float) - 20
-    y, x = np.mgrid[: patch.shape[0], : patch.shape[1]]
-    return np.array([(x * patch).sum(), (y * patch).sum()]) / patch.sum() + [x0, y0]
 
 
 @pytest.mark.parametrize("box", [800.0, 1600.0, 3200.0])  # reductions 2, 4, 8 at canvas 384

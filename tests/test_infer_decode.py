@@ -10,8 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import box_of_person, mpii_sample_stores
-from test_convert_decode import blob_image, centroid
+from conftest import blob_image, box_of_person, centroid, mpii_sample_stores
 
 from pose_pipeline import cli, geometry, inference
 from pose_pipeline.images import ArrayImage, SourceImage, jpeg_reduction, load_image

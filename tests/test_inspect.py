@@ -18,7 +18,7 @@ from pose_pipeline.convert import convert
 from pose_pipeline.errors import UserError
 from pose_pipeline.inspect import bytes_on_disk, contact_sheet, pick_samples, summarize, write_sheet
 from pose_pipeline.joints import MPII
-from pose_pipeline.store import StoreWriter, open_store
+from pose_pipeline.store import IMAGE_ZSTD_LEVEL, StoreWriter, open_store
 
 # the skeleton palette, written out: matplotlib's tab:blue, tab:red and gold
 BLUE, RED, GOLD = (31, 119, 180), (214, 39, 40), (255, 215, 0)
@@ -88,7 +88,7 @@ def test_summary_of_a_converted_mpii_store(shared_data, tmp_path):
     assert s["joint_set"] == "mpii" and s["joints"] == list(MPII.joints)
     assert s["canvas_size"] == 64 and s["context"] == 1.5 and s["pixel_origin"] == 1.0
     assert s["uncompressed_bytes_per_sample"] == 12288  # 64 x 64 RGB
-    assert s["image_codec"] == "zstd level 3, crc32c"
+    assert s["image_codec"] == f"zstd level {IMAGE_ZSTD_LEVEL}, crc32c"
     digest = hashlib.sha256((sample / "valid.h5").read_bytes()).hexdigest()
     assert s["sources"] == [{"file": "valid.h5", "sha256": digest[:12]}]
     assert s["converter"]["canvas_size"] == 64 and s["converter"]["on_bad_sample"] == "skip"
