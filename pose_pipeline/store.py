@@ -50,8 +50,8 @@ SCHEMA_VERSION = 1
 FAST_CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
 
 # Zstd level of the crops. Level 1, not 3: on 384² natural-image crops it compresses 2.4x faster
-# (0.78 against 1.91 ms per crop) for 6 % more bytes and the same read speed, and the write is
-# what bounds `convert` (BENCHMARKS.md, "Conversion", session 8).
+# (0.78 against 1.91 ms per crop) for 6 % more bytes and the same read speed; compression was
+# `convert`'s largest cost after the JPEG decode (BENCHMARKS.md, "Conversion", session 8).
 IMAGE_ZSTD_LEVEL = 1
 
 
