@@ -322,8 +322,7 @@ def _crop_options(p: argparse.ArgumentParser) -> None:
         help="decode a JPEG at 1/2, 1/4 or 1/8 of its size when the crop shrinks the person at least "
         "that much (less decode time: about a fifth on MPII-sized people; the same geometry; no "
         "aliasing: the crop is the image area-averaged by that factor, within a grey level or two); "
-        "--no-reduced-decode: a full decode, "
-        "crop == warpAffine(image, affine) exactly",
+        "--no-reduced-decode: a full decode, crop == warpAffine(image, affine) exactly",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 

@@ -80,7 +80,6 @@ def mpii_sample_stores(shared_data: Path, tmp_path: Path, canvas_size: int = 128
 
 def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0):
     """A small MPII-layout store of random crops and poses (for mechanics, not accuracy)."""
-    import numpy as np
 
     from pose_pipeline import geometry
     from pose_pipeline.joints import MPII
@@ -241,7 +240,6 @@ def mean_cell(preds_mat, store_path, metric: str) -> str:
     the percent of all points of all samples at most 0.2 torso sizes (left shoulder to right
     hip) from the ground truth, a missing one a miss (FLIC: nose, the shoulders' midpoint and
     the 8 limb joints). 2 decimals."""
-    import numpy as np
     import scipy.io
 
     from pose_pipeline.store import open_store
