@@ -163,9 +163,9 @@ class Page:
         """The pixels of `clip` ({x, y, width, height} in CSS pixels) as a PIL image."""
         from PIL import Image
 
-        data = self.call(
-            "Page.captureScreenshot", {"format": "png", "clip": {**clip, "scale": 1}, "captureBeyondViewport": True}
-        )["data"]
+        # not captureBeyondViewport: it resizes the view for the capture, and the page's layout
+        # may move under the clip
+        data = self.call("Page.captureScreenshot", {"format": "png", "clip": {**clip, "scale": 1}})["data"]
         return Image.open(io.BytesIO(base64.b64decode(data)))
 
     @property
@@ -211,16 +211,28 @@ SHOW_RESULT = f"""(async row => {{
     const img = [...document.images].find(i => !i.closest('nav'));
     if (app.state.content !== 'img' || !img) return null;
     await img.decode();
-    const box = img.getBoundingClientRect();
+    // the layout may still move (centring, a scrollbar): wait for two frames with one box
+    let box = img.getBoundingClientRect();
+    for (let frame = 0; frame < 60; frame++) {{
+        await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+        const now = img.getBoundingClientRect();
+        if (now.x === box.x && now.y === box.y && now.width === box.width && now.height === box.height) break;
+        box = now;
+    }}
     return {{path: app.state.resultPath, same_data: img.src === results[app.state.resultPath].data_uri,
              natural: [img.naturalWidth, img.naturalHeight],
              box: {{x: box.x, y: box.y, width: box.width, height: box.height}}}};
 }})"""
 
 
+MARGIN = 8  # CSS pixels of page around each screenshot of a result
+
+
 def report_images(page: Page) -> dict[str, tuple[dict, object]]:
     """Every image result the report's navigation leads to: its path -> (what the page shows,
-    a screenshot of it). Fails when a category of the report's data has no link."""
+    a screenshot of it with up to MARGIN pixels of the page around it; `image["inset"]` is
+    where the image's box starts in the screenshot). Fails when a category of the report's
+    data has no link."""
     shown = {}
     for category in page.evaluate("Object.keys(categories)"):
         assert page.evaluate(f"{CLICK_CATEGORY}({json.dumps(category)})"), f"no link to category {category}"
@@ -231,5 +243,15 @@ def report_images(page: Page) -> dict[str, tuple[dict, object]]:
             for row in range(page.evaluate("document.querySelectorAll('nav a[iconname=eye]').length")):
                 image = page.evaluate(f"{SHOW_RESULT}({row})")
                 if image is not None and image["path"] not in shown:
-                    shown[image["path"]] = image, page.screenshot(image["box"])
+                    shown[image["path"]] = image, page.screenshot(with_margin(image))
     return shown
+
+
+def with_margin(image: dict) -> dict:
+    """The clip of `image`'s box grown by MARGIN on each side (not past the page's top left);
+    records in `image["inset"]` the box's offset inside it."""
+    box = image["box"]
+    x, y = max(0.0, box["x"] - MARGIN), max(0.0, box["y"] - MARGIN)
+    image["inset"] = (round(box["x"] - x), round(box["y"] - y))
+    width, height = box["x"] - x + box["width"] + MARGIN, box["y"] - y + box["height"] + MARGIN
+    return {"x": x, "y": y, "width": width, "height": height}

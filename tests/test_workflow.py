@@ -269,17 +269,36 @@ def test_report_in_a_browser_lists_and_renders_every_plot(finished_run, report, 
     for path, (image, screenshot) in shown.items():
         drawn = Image.open(finished_run / path).convert("RGB")
         assert image["same_data"] and tuple(image["natural"]) == drawn.size, (path, image)
-        on_screen = np.asarray(screenshot.convert("RGB"), dtype=float)
-        assert on_screen.std() > 10, path  # not blank
+        seen, offset = where_shown(screenshot, drawn, image)
+        assert seen.std() > 10, path  # not blank
         # compared at a quarter of the shown size, both area-averaged: the browser scales a wide
         # plot down with its own filter, whose aliasing of thin lines is not a rendering fault
-        small = (max(1, screenshot.width // 4), max(1, screenshot.height // 4))
-        seen = np.asarray(screenshot.convert("RGB").resize(small, Image.BOX), dtype=float)
+        small = (max(1, seen.shape[1] // 4), max(1, seen.shape[0] // 4))
+        seen_small = np.asarray(Image.fromarray(seen.astype(np.uint8)).resize(small, Image.BOX), dtype=float)
         expected = np.asarray(drawn.resize(small, Image.BOX), dtype=float)
-        assert np.abs(seen - expected).mean() < 5, (path, np.abs(seen - expected).mean())
+        difference = np.abs(seen_small - expected).mean()
+        assert difference < 5, (path, difference, offset)
         other = next(p for p in shown if p != path)  # and the comparison tells plots apart
         elsewhere = np.asarray(Image.open(finished_run / other).convert("RGB").resize(small, Image.BOX), dtype=float)
-        assert np.abs(seen - elsewhere).mean() > np.abs(seen - expected).mean() + 5, (path, other)
+        assert np.abs(seen_small - elsewhere).mean() > difference + 5, (path, other)
+
+
+def where_shown(screenshot, drawn, image: dict) -> tuple[np.ndarray, tuple[int, int]]:
+    """The pixels of `screenshot` (the image's box with a margin of page) where `drawn`, at the
+    size it is shown, matches best, and that place's offset from the box the page reported: a
+    layout that moved by a few pixels between measuring and capturing is not a rendering fault."""
+    width, height = round(image["box"]["width"]), round(image["box"]["height"])
+    target = np.asarray(drawn.resize((width, height), Image.BOX), dtype=float)
+    pixels = np.asarray(screenshot.convert("RGB"), dtype=float)
+    candidates = [
+        (np.abs(pixels[y : y + height, x : x + width] - target).mean(), (x, y))
+        for y in range(pixels.shape[0] - height + 1)
+        for x in range(pixels.shape[1] - width + 1)
+    ]
+    assert candidates, (image, screenshot.size)
+    _, (x, y) = min(candidates)
+    inset_x, inset_y = image["inset"]
+    return pixels[y : y + height, x : x + width], (x - inset_x, y - inset_y)
 
 
 def test_the_browser_reports_console_errors_exceptions_and_failed_loads(chromium, tmp_path):
