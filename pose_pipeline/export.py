@@ -71,8 +71,9 @@ def crop_pose_model(
     checkpoint: str, input_size: int | None = None, blur_sigma: float | None = None, flip_test: bool = False
 ) -> tuple[CropPoseModel, HeatmapCodec, JointSet, dict]:
     """The exportable model of a checkpoint, its codec (the checkpoint's input size unless
-    given, blur as its experiment's evaluation, else the schema's) and joint set."""
-    from pose_pipeline.models import joint_set_of, model_from_checkpoint, read_checkpoint
+    given, blur as its experiment's evaluation, else the schema's), joint set, and what the
+    description says of its training: {"model": its config, "canvas": how its crops were cut}."""
+    from pose_pipeline.models import joint_set_of, model_from_checkpoint, read_checkpoint, training_canvas_of
 
     record = read_checkpoint(checkpoint)
     joints = joint_set_of(record, checkpoint)
@@ -83,7 +84,7 @@ def crop_pose_model(
         blur_sigma = evaluation.get("blur_sigma", EVALUATION["blur_sigma"])
     codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
     wrapped = CropPoseModel(model, codec, joints.flip_permutation() if flip_test else None)
-    return wrapped.eval(), codec, joints, model.model_config
+    return wrapped.eval(), codec, joints, {"model": model.model_config, "canvas": training_canvas_of(record)}
 
 
 def export_onnx(model: CropPoseModel, example: torch.Tensor, path: Path) -> None:
@@ -115,14 +116,21 @@ def export_torchscript(model: CropPoseModel, example: torch.Tensor, path: Path) 
         torch.jit.save(traced, str(path))
 
 
-def metadata(
-    fmt: str, codec: HeatmapCodec, joints: JointSet, model_config: dict, flip_test: bool, checkpoint: str
-) -> dict:
-    """What the JSON beside an exported file says: enough to feed it and read its outputs."""
+def metadata(fmt: str, codec: HeatmapCodec, joints: JointSet, trained: dict, flip_test: bool, checkpoint: str) -> dict:
+    """What the JSON beside an exported file says: enough to cut its crops as in training, feed
+    it and read its outputs (`trained`: crop_pose_model's)."""
     return {
         "format": fmt,
         "checkpoint": str(checkpoint),
-        "model": model_config,
+        "model": trained["model"],
+        "crops": {
+            **trained["canvas"],
+            "cut": "the input shows the person box (200 x scale px, centred; a box [x, y, w, h]: side "
+            "max(w, h) x 1.25) at input_size. Training cut it in two steps: the box x context warped to "
+            "a canvas_size square (bilinear, black outside; with reduced_decode from the image decoded "
+            "at 1/2, 1/4 or 1/8 of its size where the canvas shrinks the person that much), then the "
+            "canvas's central box to input_size (pose-pipeline infer cuts so)",
+        },
         "input": {
             "name": INPUT_NAMES[0],
             "shape": ["N", codec.input_size, codec.input_size, 3],
@@ -171,9 +179,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, codec, joints, model_config = crop_pose_model(
-        args.checkpoint, args.input_size, args.blur_sigma, args.flip_test
-    )
+    model, codec, joints, trained = crop_pose_model(args.checkpoint, args.input_size, args.blur_sigma, args.flip_test)
     if codec.input_size % 64:
         raise UserError(f"--input-size {codec.input_size}: the models take multiples of 64")
     if args.format == "onnx":
@@ -195,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
             export_torchscript(model, example, tmp)
     write_text_atomic(
         description_path(out),
-        json.dumps(metadata(args.format, codec, joints, model_config, args.flip_test, args.checkpoint), indent=1)
-        + "\n",
+        json.dumps(metadata(args.format, codec, joints, trained, args.flip_test, args.checkpoint), indent=1) + "\n",
     )
     print(
         f"{out}: {args.format}, crops (N, {codec.input_size}, {codec.input_size}, 3) uint8 -> "

@@ -8,9 +8,10 @@ goes through the very functions `predict` uses (`inference.canvas_batch` and
 `inference.predict_batch`: canvas -> input, model, flip test, codec decoding, inverse affines back
 to original pixels). On the same person the network input equals the store's crop byte for byte.
 
-The decode is the one the model was trained with (`trained_reduced_decode`: the training store's
-`reduced_decode`, recorded in the checkpoint; full for a checkpoint without the record), unless
---reduced-decode/--no-reduced-decode say otherwise: reduced, a JPEG is decoded at 1/2-1/8 of its
+Canvases are cut as the model's training store cut its crops (`models.training_canvas_of`: the store's
+canvas_size, context and `reduced_decode`, recorded in the checkpoint; the converters' defaults
+and the full decode for a checkpoint without the record), unless --canvas-size, --context or
+--reduced-decode/--no-reduced-decode say otherwise. Reduced, a JPEG is decoded at 1/2-1/8 of its
 size where the canvas allows it (DCT scaling), a video frame area-averaged by exactly that factor
 (`images.ArrayImage`). An image is read once and decoded as its canvases need; in full only for
 --draw (the box checks take its size from the JPEG header).
@@ -154,25 +155,17 @@ def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
     check_replaceable(out, is_infer_output, "an infer output folder")
 
 
-def _load_checkpoint(checkpoint, input_size: int | None, reduced_decode: bool | None, device):
-    """(model on `device`, its joint set, the input size and the decode: given, else those it was
-    trained with)."""
-    from pose_pipeline.models import joint_set_of, load_model, read_checkpoint
+def _load_checkpoint(checkpoint, input_size: int | None, cut: dict, device):
+    """(model on `device`, its joint set, the input size, how to cut canvases: `cut`'s
+    canvas_size, context and reduced_decode where given (not None), else as it was trained)."""
+    from pose_pipeline.models import joint_set_of, load_model, read_checkpoint, training_canvas_of
 
     record = read_checkpoint(checkpoint)
     joints = joint_set_of(record, checkpoint)
     model = load_model(checkpoint, device=device)
-    if reduced_decode is None:
-        reduced_decode = trained_reduced_decode(record)
-    return model, joints, input_size or int(record.get("input_size", 256)), reduced_decode
-
-
-def trained_reduced_decode(record: dict) -> bool:
-    """Whether the model's training store was cut from reduced decodes (`convert`'s
-    `reduced_decode`, recorded with the model); a checkpoint without the record (PyTorch-Pose's,
-    or saved before it was kept) was trained on full decodes, as the stores of that time were."""
-    converter = record.get("converter")
-    return bool(converter.get("reduced_decode", False)) if isinstance(converter, dict) else False
+    trained = training_canvas_of(record)
+    cut = {key: trained[key] if cut.get(key) is None else cut[key] for key in trained}
+    return model, joints, input_size or int(record.get("input_size", 256)), cut
 
 
 def infer(
@@ -185,14 +178,15 @@ def infer(
     flip_test: bool = EVALUATION["flip_test"],
     blur_sigma: float = EVALUATION["blur_sigma"],
     input_size: int | None = None,
-    canvas_size: int = DATASET["canvas_size"],
-    context: float = DATASET["context"],
+    canvas_size: int | None = None,
+    context: float | None = None,
     device: str = "auto",
     progress: bool = True,
     reduced_decode: bool | None = None,
 ) -> dict:
     """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
-    {people, images, skipped, out}. `reduced_decode` None: the decode the model was trained with."""
+    {people, images, skipped, out}. `canvas_size`, `context`, `reduced_decode` None: as the
+    model's training store cut its crops (`models.training_canvas_of`)."""
     from tqdm import tqdm
 
     from pose_pipeline.atomic import atomic_folder
@@ -206,12 +200,14 @@ def infer(
     source = ImageInput(images)
     by_position, skipped = _boxes_of(boxes, source)
     device = resolve_device(device)
-    model, joints, input_size, reduced_decode = _load_checkpoint(checkpoint, input_size, reduced_decode, device)
+    given = {"canvas_size": canvas_size, "context": context, "reduced_decode": reduced_decode}
+    model, joints, input_size, cut = _load_checkpoint(checkpoint, input_size, given, device)
+    canvas_size, context, reduced_decode = cut["canvas_size"], cut["context"], cut["reduced_decode"]
     codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
     layout = CanvasLayout(canvas_size, context, joints)
     flip, decode = "on" if flip_test else "off", "reduced" if reduced_decode else "full"
-    message = "inferring %s on %s at %d px (flip test %s, %s joints, %s decode)"
-    log.info(message, images, device, input_size, flip, joints.name, decode)
+    message = "inferring %s on %s at %d px (flip test %s, %s joints; canvas %d, context %g, %s decode)"
+    log.info(message, images, device, input_size, flip, joints.name, canvas_size, context, decode)
     batches = Prefetcher(
         person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw, reduced_decode),
         lambda batch: batch,
@@ -333,11 +329,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--canvas-size",
         type=int,
-        default=DATASET["canvas_size"],
-        help="side of the canvas cut around each person, as the converters cut it (the training "
-        "dataset's canvas_size reproduces its crops exactly)",
+        default=None,
+        help="side of the canvas cut around each person, as the converters cut it (default: the "
+        "training store's, recorded with the model, which reproduces its crops exactly; "
+        f"{DATASET['canvas_size']} for a checkpoint that does not record it)",
     )
-    p.add_argument("--context", type=float, default=DATASET["context"], help="canvas = person box x context")
+    p.add_argument(
+        "--context",
+        type=float,
+        default=None,
+        help="canvas = person box x context (default: the training store's; "
+        f"{DATASET['context']} for a checkpoint that does not record it)",
+    )
     p.add_argument(
         "--reduced-decode",
         action=argparse.BooleanOptionalAction,

@@ -154,9 +154,7 @@ def test_infer_equals_predict_on_the_converted_store(demo, tmp_path, capfd):
         tmp_path / "boxes.csv",
         "--out",
         tmp_path / "out",
-        "--canvas-size",
-        CANVAS,
-    )
+    )  # the canvas size and context: the training store's, recorded with the model
     assert code == 0, err
     found = results(tmp_path / "out")["results"]
     assert [r["file_name"] for r in found] == list(store.image_name)

@@ -13,12 +13,13 @@ import torch
 from conftest import blob_image, box_of_person, centroid, mpii_sample_stores
 
 from pose_pipeline import cli, geometry, inference
+from pose_pipeline.config import schema_defaults
 from pose_pipeline.images import ArrayImage, SourceImage, jpeg_reduction, load_image
-from pose_pipeline.infer import frame_people, trained_reduced_decode
+from pose_pipeline.infer import frame_people
 from pose_pipeline.infer_inputs import Box, ImageInput
 from pose_pipeline.inference import CanvasLayout
 from pose_pipeline.joints import MPII
-from pose_pipeline.models import build_model, read_checkpoint
+from pose_pipeline.models import build_model, read_checkpoint, training_canvas_of
 
 CANVAS = 128  # the MPII sample's people are large against it: reductions 4 and 8
 
@@ -107,21 +108,35 @@ def test_infer_uses_the_decode_the_checkpoint_was_trained_with(shared_data, tmp_
             assert np.array_equal(canvas, stores[expected].images(i, i + 1)[0]), (model.name, option, i)
 
 
-def test_the_recorded_decode_of_a_checkpoint():
-    assert trained_reduced_decode({"converter": {"reduced_decode": True}}) is True
-    assert trained_reduced_decode({"converter": {}}) is False  # a full-decode store records no key
-    assert trained_reduced_decode({}) is False  # PyTorch-Pose's, and ours from before the record
-    assert trained_reduced_decode({"converter": None}) is False
+def test_the_recorded_canvas_of_a_checkpoint():
+    recorded = {"converter": {"reduced_decode": True, "canvas_size": 96, "context": 1.5, "shard_size": 8}}
+    assert training_canvas_of(recorded) == {"canvas_size": 96, "context": 1.5, "reduced_decode": True}
+    dataset = schema_defaults("dataset")
+    defaults = {"canvas_size": dataset["canvas_size"], "context": dataset["context"], "reduced_decode": False}
+    full = {"converter": {"canvas_size": 96, "context": 1.5}}  # a full-decode store records no key
+    assert training_canvas_of(full)["reduced_decode"] is False
+    assert training_canvas_of({}) == defaults  # PyTorch-Pose's, and ours from before the record
+    assert training_canvas_of({"converter": None}) == defaults
 
 
-def test_a_checkpoint_recording_its_converter_still_loads_as_before(tmp_path):
-    path = random_checkpoint(tmp_path / "m.pt", {"reduced_decode": True, "canvas_size": 128, "context": 1.5})
-    record = read_checkpoint(path)  # weights_only: the record is plain containers
+def test_a_checkpoint_recording_its_converter_loads_and_exports_saying_how_to_cut(tmp_path):
+    """The record loads as before (weights_only: plain containers), and an export's description
+    says how the training crops were cut."""
+    path = random_checkpoint(tmp_path / "m.pt", {"reduced_decode": True, "canvas_size": 128, "context": 1.75})
+    record = read_checkpoint(path)
     assert record["converter"]["reduced_decode"] is True
-    from pose_pipeline.export import crop_pose_model
+    from pose_pipeline.export import crop_pose_model, description_path
 
     model, codec, joints, _ = crop_pose_model(str(path))
     assert codec.input_size == 64 and joints.name == MPII.name
+    out = tmp_path / "m.torchscript"
+    assert cli.main(["export", "--checkpoint", str(path), "--format", "torchscript", "--out", str(out)]) == 0
+    crops = json.loads(description_path(out).read_text())["crops"]
+    assert {k: crops[k] for k in ("canvas_size", "context", "reduced_decode")} == {
+        "canvas_size": 128,
+        "context": 1.75,
+        "reduced_decode": True,
+    }
 
 
 # ------------------------------------------------------------------------ array sources (video)

@@ -100,6 +100,23 @@ def joint_set_of(checkpoint: dict, path="checkpoint") -> JointSet:
     return candidates[0]
 
 
+def training_canvas_of(checkpoint: dict) -> dict:
+    """How the model's training store cut its crops: `convert`'s canvas_size, context and
+    reduced_decode, recorded with the model, for infer (and users of an export) to cut alike. A
+    checkpoint without the record (PyTorch-Pose's, or saved before it was kept) gets the
+    converters' defaults and the full decode, as the stores of that time had."""
+    from pose_pipeline.config import schema_defaults
+
+    defaults = schema_defaults("dataset")
+    converter = checkpoint.get("converter")
+    converter = converter if isinstance(converter, dict) else {}
+    return {
+        "canvas_size": int(converter.get("canvas_size", defaults["canvas_size"])),
+        "context": float(converter.get("context", defaults["context"])),
+        "reduced_decode": bool(converter.get("reduced_decode", False)),
+    }
+
+
 def load_model(path, expect: dict | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
     """An eval-mode model from a checkpoint of this project or of PyTorch-Pose.
 
