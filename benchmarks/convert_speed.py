@@ -18,7 +18,9 @@ folder. Then, in one run, the repeats interleaved:
 - `convert` with workers=1 and workers=2, with its default reduced decodes and with
   --no-reduced-decode (wall time, and images per CPU-second counting the worker processes); with
   --baseline-checkout, the same `convert` of another checkout (e.g. main) with that checkout's
-  defaults, in a subprocess, for a before/after in the same run;
+  defaults, in a subprocess, for a before/after in the same run; each row also on the first
+  quarter of the images, which parts its CPU into a cost per store (paid once by a real dataset)
+  and a cost per image;
 - the store's image bytes per sample for Zstd levels 1 (the default) / 3 / 9 and no
   compression, against uncompressed S*S*3, with write and whole-shard read speed.
 
@@ -103,6 +105,16 @@ def make_sources(folder: Path, count: int, seed: int = 0, mpii_scales: bool = Fa
         out["index"] = np.arange(count)
         out["person"] = np.zeros(count, np.int64)
     return folder / "annotations.h5"
+
+
+def first_images(annotations: Path, count: int) -> Path:
+    """A copy of `make_sources`' annotation file with its first `count` people only, beside it."""
+    subset = annotations.with_name(f"annotations_first{count}.h5")
+    if not subset.exists():
+        with h5py.File(annotations) as full, h5py.File(subset, "w") as out:
+            for key in full:
+                out[key] = full[key][:count]
+    return subset
 
 
 def convert_sources(work: Path, out: Path, canvas: int, shard_size: int, split: str = "train") -> None:
@@ -400,10 +412,13 @@ def measurements(
         finally:
             cv2.setNumThreads(threads)
 
-    def convert_of(checkout: Path, workers: int, reduced: bool | None = None):
-        return lambda: convert_in(
-            checkout, annotations, work / "images", out, args.canvas, args.shard_size, workers, reduced
-        )
+    def convert_of(checkout: Path, workers: int, reduced: bool | None = None, people: Path = annotations):
+        images = work / "images"
+        return lambda: convert_in(checkout, people, images, out, args.canvas, args.shard_size, workers, reduced)
+
+    # each `convert` row also on the first quarter of the images: the two sizes part the CPU per
+    # store (sources hashed, arrays created, fsync, the rename) from the CPU per image
+    quarter = first_images(annotations, len(files) // 4)
 
     rows = [("plain decode (read + cv2.imdecode), 1 core", lambda: one_core(lambda: decode_all(files)))]
     rows += [
@@ -415,15 +430,16 @@ def measurements(
     ]
     rows += [(stage, lambda fn=fn: one_core(fn)) for stage, fn in stages.items()]
     for workers in (1, 2):
-        if args.baseline_checkout:
-            rows.append(
-                (
-                    f"`convert` of {args.baseline_checkout.name}, workers={workers}",
-                    convert_of(args.baseline_checkout, workers),
-                )
-            )
-        rows += [(convert_row(reduced, workers), convert_of(ROOT, workers, reduced)) for reduced in (False, True)]
+        checkouts = [(f"`convert` of {args.baseline_checkout.name}, workers={workers}", args.baseline_checkout, None)]
+        checkouts = checkouts if args.baseline_checkout else []
+        checkouts += [(convert_row(reduced, workers), ROOT, reduced) for reduced in (False, True)]
+        for name, checkout, reduced in checkouts:
+            rows.append((name, convert_of(checkout, workers, reduced)))
+            rows.append((f"{name}{QUARTER}", convert_of(checkout, workers, reduced, quarter)))
     return rows
+
+
+QUARTER = ", first quarter of the images"
 
 
 def print_speed(median: dict, stages: dict, n: int) -> None:
@@ -431,8 +447,9 @@ def print_speed(median: dict, stages: dict, n: int) -> None:
     print("| step | wall s | images/s | CPU s | images per CPU-second | per core vs plain decode |")
     print("|---|---|---|---|---|---|")
     for name, (wall, cpu) in median.items():
-        if name not in stages:
+        if name not in stages and not name.endswith(QUARTER):
             print(f"| {name} | {wall:.2f} | {n / wall:.0f} | {cpu:.2f} | {n / cpu:.0f} | {n / cpu / plain:.2f}x |")
+    print_per_store(median, n, plain)
     ms = {name: median[name][1] / n * 1000 for name in stages}
     print("\n| stage (one core) | ms CPU per image, `--no-reduced-decode` | `convert` (reduced decodes) |")
     print("|---|---|---|")
@@ -448,6 +465,21 @@ def print_speed(median: dict, stages: dict, n: int) -> None:
     rest = {reduced: total[reduced] - accounted - ms[decode[reduced]] for reduced in (False, True)}
     print(f"| bookkeeping: the rest of `convert` workers=1 | {rest[False]:.2f} | {rest[True]:.2f} |")
     print(f"| **`convert` workers=1, total** | **{total[False]:.2f}** | **{total[True]:.2f}** |")
+
+
+def print_per_store(median: dict, n: int, plain: float) -> None:
+    """Each `convert` row's CPU parted into a cost per store and a cost per image, from its runs
+    on all n images and on the first n // 4: a real dataset (MPII: 25,000 people) pays the first
+    once, so its rate is the per-image one."""
+    quarter = n // 4
+    print(f"\n| `convert` (CPU parted, from {n} and {quarter} images) | ms per store | ms per image |", end="")
+    print(" images per CPU-second, per image | per core vs plain decode |\n|---|---|---|---|---|")
+    for name, (_, cpu) in median.items():
+        if f"{name}{QUARTER}" in median:
+            per_image = (cpu - median[f"{name}{QUARTER}"][1]) / (n - quarter)
+            per_store = cpu - n * per_image
+            print(f"| {name} | {per_store * 1e3:.0f} | {per_image * 1e3:.2f} | {1 / per_image:.0f} |", end="")
+            print(f" {1 / per_image / plain:.2f}x |")
 
 
 def convert_row(reduced: bool, workers: int = 1) -> str:
