@@ -105,30 +105,21 @@ class HeatmapCodec:
         return targets, weights
 
     def decode(self, heatmaps):
-        """Sub-pixel maxima of (N,J,H,W) heatmaps -> (coords (N,J,2) heatmap array coords,
-        scores (N,J) peak values) as float64 numpy arrays, after the codec's blur
-        (`decode_heatmaps`). A torch tensor is decoded on its device (a GPU's is faster)."""
-        return decode_heatmaps(heatmaps, self.blur_sigma)
+        """Sub-pixel maxima of (N,J,H,W) heatmaps (numpy, or a torch tensor on any device) ->
+        (coords (N,J,2) heatmap array coords, scores (N,J) peak values) as float64 numpy
+        arrays, after the codec's blur: `decode_tensor` in float64, the one decode of predict,
+        validation and the exported models (a tensor is decoded on its device)."""
+        import torch
+
+        if not isinstance(heatmaps, torch.Tensor):
+            heatmaps = torch.from_numpy(np.asarray(heatmaps, dtype=np.float64))
+        coords, scores = self.decode_tensor(heatmaps)
+        return coords.cpu().numpy(), scores.cpu().numpy()
 
     def decode_tensor(self, heatmaps):
         """As `decode`, for a torch tensor, left on its device as float64 tensors (nothing
         waits for the device)."""
         return decode_heatmaps_torch(heatmaps.detach().double(), self.blur_sigma)
-
-
-def decode_heatmaps(heatmaps, blur_sigma: float | None = None):
-    """Sub-pixel maxima of (N,J,H,W) heatmaps (numpy, or a torch tensor on any device) ->
-    (coords (N,J,2), scores (N,J) peak values) as float64 numpy arrays:
-    `decode_heatmaps_torch` in float64, the one decode of predict, validation and the
-    exported models."""
-    import torch
-
-    if isinstance(heatmaps, torch.Tensor):
-        heatmaps = heatmaps.detach().double()
-    else:
-        heatmaps = torch.from_numpy(np.asarray(heatmaps, dtype=np.float64))
-    coords, scores = decode_heatmaps_torch(heatmaps, blur_sigma)
-    return coords.cpu().numpy(), scores.cpu().numpy()
 
 
 def decode_heatmaps_torch(heatmaps, blur_sigma: float | None = None):
