@@ -20,9 +20,10 @@ folder. Then, in one run, the repeats interleaved:
   --baseline-checkout, the same `convert` of another checkout (e.g. main) with that checkout's
   defaults, in a subprocess, for a before/after in the same run; each row also on the first
   quarter of the images, which parts its CPU into a cost per store (paid once by a real dataset)
-  and a cost per image;
-- the store's image bytes per sample for Zstd levels 1 (the default) / 3 / 9 and no
-  compression, against uncompressed S*S*3, with write and whole-shard read speed.
+  and a cost per image; and `convert --image-codec lz4` at workers=1;
+- the store's image bytes per sample for Zstd levels 1 (the default) / 3 / 9, LZ4 (Blosc) and no
+  compression, against uncompressed S*S*3, with write and whole-shard read speed (wall, and CPU
+  per sample: the store's reader, zarrs where installed, decodes on several threads).
 
 Prints markdown tables. Needs ../shared/data/mpii_sample (the real sample).
 """
@@ -55,7 +56,7 @@ from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
 from pose_pipeline.joints import MPII  # noqa: E402
-from pose_pipeline.store import IMAGE_ZSTD_LEVEL, StoreWriter, open_store  # noqa: E402
+from pose_pipeline.store import IMAGE_ZSTD_LEVEL, StoreWriter, fast_codec_pipeline, open_store  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mpii_sample"
 WIDTH, HEIGHT = 1280, 720
@@ -254,8 +255,9 @@ def cpu():
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
-annotations, images, out, canvas, shard, workers, reduced = sys.argv[1:]
+annotations, images, out, canvas, shard, workers, reduced, codec = sys.argv[1:]
 options = {"reduced_decode": reduced == "1"} if reduced else {}  # "": the checkout's default
+options.update({"image_codec": codec} if codec else {})
 for timing in (False, True):  # the first run imports what convert imports on first use
     c0, t0 = cpu(), time.perf_counter()
     convert("mpii", annotations, images, out, split="val", canvas_size=int(canvas), shard_size=int(shard),
@@ -273,8 +275,10 @@ def convert_in(
     shard: int,
     workers: int,
     reduced: bool | None = None,
+    codec: str = "",
 ) -> tuple[float, float]:
-    """(wall s, CPU s) of `convert` of `checkout`; `reduced` None: the checkout's default decode."""
+    """(wall s, CPU s) of `convert` of `checkout`; `reduced` None, `codec` "": the checkout's
+    default decode and image codec."""
     result = subprocess.run(
         [
             sys.executable,
@@ -287,6 +291,7 @@ def convert_in(
             str(shard),
             str(workers),
             "" if reduced is None else str(int(reduced)),
+            codec,
         ],
         check=True,
         capture_output=True,
@@ -300,10 +305,11 @@ def convert_in(
     return wall, cpu
 
 
-def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | None) -> None:
+def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | None, codec: str = "zstd") -> None:
     """Image array only, as StoreWriter writes it; level None = no compression."""
     if level is not None:
-        writer = StoreWriter(path, len(images), MPII, images.shape[1], shard_size, compression_level=level)
+        size = images.shape[1]
+        writer = StoreWriter(path, len(images), MPII, size, shard_size, compression_level=level, image_codec=codec)
         for s in range(0, len(images), shard_size):
             writer.write_block(images[s : s + shard_size])
         writer.group.attrs["num_samples"] = len(images)
@@ -322,11 +328,14 @@ def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | No
 
 
 def read_store(path: Path, shard_size: int) -> None:
+    """Whole shards read through the codec pipeline the store's reads use (zarrs where installed)."""
     import zarr
 
-    array = zarr.open_group(str(path), mode="r")["image"]
-    for s in range(0, array.shape[0], shard_size):
-        array[s : s + shard_size]
+    pipeline = fast_codec_pipeline()
+    with zarr.config.set({"codec_pipeline.path": pipeline} if pipeline else {}):
+        array = zarr.open_group(str(path), mode="r")["image"]
+        for s in range(0, array.shape[0], shard_size):
+            array[s : s + shard_size]
 
 
 def main() -> None:
@@ -412,9 +421,9 @@ def measurements(
         finally:
             cv2.setNumThreads(threads)
 
-    def convert_of(checkout: Path, workers: int, reduced: bool | None = None, people: Path = annotations):
+    def convert_of(checkout: Path, workers: int, reduced: bool | None, people: Path, codec: str = ""):
         images = work / "images"
-        return lambda: convert_in(checkout, people, images, out, args.canvas, args.shard_size, workers, reduced)
+        return lambda: convert_in(checkout, people, images, out, args.canvas, args.shard_size, workers, reduced, codec)
 
     # each `convert` row also on the first quarter of the images: the two sizes part the CPU per
     # store (sources hashed, arrays created, fsync, the rename) from the CPU per image
@@ -430,12 +439,15 @@ def measurements(
     ]
     rows += [(stage, lambda fn=fn: one_core(fn)) for stage, fn in stages.items()]
     for workers in (1, 2):
-        checkouts = [(f"`convert` of {args.baseline_checkout.name}, workers={workers}", args.baseline_checkout, None)]
-        checkouts = checkouts if args.baseline_checkout else []
+        baseline = args.baseline_checkout
+        checkouts = [(f"`convert` of {baseline.name}, workers={workers}", baseline, None)] if baseline else []
         checkouts += [(convert_row(reduced, workers), ROOT, reduced) for reduced in (False, True)]
         for name, checkout, reduced in checkouts:
-            rows.append((name, convert_of(checkout, workers, reduced)))
+            rows.append((name, convert_of(checkout, workers, reduced, annotations)))
             rows.append((f"{name}{QUARTER}", convert_of(checkout, workers, reduced, quarter)))
+    lz4 = "`convert --image-codec lz4` workers=1"
+    rows.append((lz4, convert_of(ROOT, 1, None, annotations, "lz4")))
+    rows.append((f"{lz4}{QUARTER}", convert_of(ROOT, 1, None, quarter, "lz4")))
     return rows
 
 
@@ -490,20 +502,23 @@ def codec_table(args, work: Path, crops: np.ndarray, n: int, canvas: int) -> Non
     """The store's image bytes and write/read speed per codec, for the crops `convert` stores."""
     raw = canvas * canvas * 3
     print(
-        f"\n| image codec | bytes/sample | vs uncompressed {raw:,} | write MB/s | write s/1000 samples "
-        f"| read (whole shards) MB/s |"
+        f"\n| image codec | bytes/sample | vs uncompressed {raw:,} | write MB/s | write ms CPU/sample "
+        f"| read (whole shards, store's reader) MB/s | read ms CPU/sample |"
     )
-    print("|---|---|---|---|---|---|")
-    for level in (None, 1, 3, 9):
-        path = work / f"codec-{level}.zarr"
-        wall_w, _ = timed(lambda p=path, lv=level: write_store(p, crops, args.shard_size, lv), args.repeats)
-        wall_r, _ = timed(lambda p=path: read_store(p, args.shard_size), args.repeats)
+    print("|---|---|---|---|---|---|---|")
+    for level, codec in ((None, "zstd"), (1, "zstd"), (3, "zstd"), (9, "zstd"), (1, "lz4")):
+        path = work / f"codec-{codec}{level}.zarr"
+        wall_w, cpu_w = timed(
+            lambda p=path, lv=level, c=codec: write_store(p, crops, args.shard_size, lv, c), args.repeats
+        )
+        wall_r, cpu_r = timed(lambda p=path: read_store(p, args.shard_size), args.repeats)
         size = bytes_on_disk(path) / n
-        name = "none" if level is None else f"Zstd level {level}" + (" (default)" if level == IMAGE_ZSTD_LEVEL else "")
+        name = "none" if level is None else "LZ4 (Blosc)" if codec == "lz4" else f"Zstd level {level}"
+        name += " (default)" if (level, codec) == (IMAGE_ZSTD_LEVEL, "zstd") else ""
         mb = crops.nbytes / 1e6
         print(
-            f"| {name} | {size:,.0f} | {size / raw:.1%} | {mb / wall_w:.0f} | {wall_w / n * 1000:.2f} "
-            f"| {mb / wall_r:.0f} |"
+            f"| {name} | {size:,.0f} | {size / raw:.1%} | {mb / wall_w:.0f} | {cpu_w / n * 1000:.2f} "
+            f"| {mb / wall_r:.0f} | {cpu_r / n * 1000:.2f} |"
         )
         shutil.rmtree(path)
 

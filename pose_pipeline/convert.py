@@ -28,11 +28,11 @@ from pose_pipeline.convert_crops import sample_affines, write_crops
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats.readers import READERS, Samples
 from pose_pipeline.joints import PERSON_BOX
-from pose_pipeline.store import StoreWriter, is_store, sha256_of
+from pose_pipeline.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, is_store, sha256_of
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = schema_defaults("dataset")  # canvas_size, context, shard_size, on_bad_sample, reduced_decode
+DEFAULTS = schema_defaults("dataset")  # canvas_size, context, shard_size, on_bad_sample, reduced_decode, image_codec
 
 
 # ------------------------------------------------------------------------ annotations
@@ -143,6 +143,7 @@ def convert(
     min_keypoints: int | None = None,
     flip_pairs=None,
     reduced_decode: bool = DEFAULTS["reduced_decode"],
+    image_codec: str = DEFAULTS["image_codec"],
 ) -> dict:
     """Convert one split; returns a summary {samples, skipped, store}. `flip_pairs`: [[left,
     right], ...] joint names, for a COCO-format file declaring its own keypoints."""
@@ -173,9 +174,10 @@ def convert(
         "shard_size": shard_size,
         "on_bad_sample": on_bad_sample,
         "reduced_decode": reduced_decode,
+        "image_codec": image_codec,
     }
     attrs = _store_attrs(fmt, samples, split, dataset or annotations.stem, (annotations, val_split), converter)
-    writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs=attrs)
+    writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs=attrs, image_codec=image_codec)
     try:
         written = write_crops(
             writer, samples, images, keep, affines, reject, shard_size, workers, progress, reduced_decode
@@ -324,6 +326,13 @@ def _crop_options(p: argparse.ArgumentParser) -> None:
         "aliasing: the crop is the image area-averaged by that factor, within a grey level or two); "
         "--no-reduced-decode: a full decode, crop == warpAffine(image, affine) exactly",
     )
+    p.add_argument(
+        "--image-codec",
+        choices=IMAGE_CODECS,
+        default=DEFAULTS["image_codec"],
+        help=f"compressor of the stored crops, lossless either way: zstd (level {IMAGE_ZSTD_LEVEL}), or lz4, "
+        "which writes and reads a crop at about half the CPU for about 17%% more bytes",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -344,6 +353,7 @@ def run(args: argparse.Namespace) -> int:
         min_keypoints=args.min_keypoints,
         flip_pairs=args.flip_pairs,
         reduced_decode=args.reduced_decode,
+        image_codec=args.image_codec,
         progress=args.progress,
     )
     print(f"{summary['store']}: {summary['samples']} samples, {summary['skipped']} skipped")

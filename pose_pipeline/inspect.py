@@ -54,10 +54,11 @@ def _image_codec(store: PoseStore) -> str:
         return "none"
     parts = []
     for codec in compressors:
-        level = getattr(codec, "level", None)
-        parts.append(
-            type(codec).__name__.removesuffix("Codec").lower() + (f" level {level}" if level is not None else "")
-        )
+        name = type(codec).__name__.removesuffix("Codec").lower()
+        if hasattr(codec, "cname"):  # Blosc: the compressor inside it
+            name = f"{name} {getattr(codec.cname, 'value', codec.cname)}"
+        level = getattr(codec, "level", getattr(codec, "clevel", None))
+        parts.append(name + (f" level {level}" if level is not None else ""))
     return ", ".join(parts)
 
 

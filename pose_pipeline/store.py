@@ -54,6 +54,22 @@ FAST_CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
 # `convert`'s largest cost after the JPEG decode (BENCHMARKS.md, "Conversion", session 8).
 IMAGE_ZSTD_LEVEL = 1
 
+# The crops' compressor by name (`convert --image-codec`; the default is the config schema's).
+# lz4 (through Blosc, a standard Zarr v3 codec) writes and reads a crop at about half the CPU of
+# Zstd-1 for about 17 % more bytes (BENCHMARKS.md, "Conversion", session 9).
+IMAGE_CODECS = ("zstd", "lz4")
+
+
+def image_compressor(name: str, zstd_level: int = IMAGE_ZSTD_LEVEL):
+    """The zarr codec compressing the crops for IMAGE_CODECS' `name`."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if name == "zstd":
+        return ZstdCodec(level=zstd_level)
+    if name == "lz4":
+        return BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")  # crops are bytes: no shuffle
+    raise ValueError(f"image codec {name!r}: one of {', '.join(IMAGE_CODECS)}")
+
 
 def fast_codec_pipeline() -> str | None:
     """The codec pipeline crop reads use: zarrs' when importable and not switched off."""
@@ -117,11 +133,15 @@ class StoreWriter:
         shard_size: int = 64,
         attrs: dict | None = None,
         compression_level: int = IMAGE_ZSTD_LEVEL,
+        image_codec: str = IMAGE_CODECS[0],
     ):
+        """`compression_level`: Zstd's, of the metadata arrays and of zstd crops; `image_codec`:
+        the crops' compressor (IMAGE_CODECS)."""
         import zarr
 
         self.path = Path(path)
         self.compression_level = compression_level
+        compressor = image_compressor(image_codec, compression_level)  # a bad name fails before any write
         check_replaceable(self.path, is_store, "a converted store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.path)
@@ -137,7 +157,7 @@ class StoreWriter:
             dtype="uint8",
             chunks=(1,) + shape[1:],
             shards=(max(1, min(shard_size, max_samples)),) + shape[1:],
-            **self._codecs(),
+            **self._codecs(compressor),
         )
         self.group.update_attributes(  # one write of zarr.json (attrs.update writes it once per key)
             {
@@ -152,13 +172,14 @@ class StoreWriter:
         self.num_samples = 0
         self._fast_image_array = None  # the image array opened through zarrs, on the first write
 
-    def _codecs(self) -> dict:
+    def _codecs(self, compressor=None) -> dict:
         """Checksummed chunks, each written even when all zero: a damaged or missing file is then
-        an error on read (store_check), never silently the fill value."""
-        from zarr.codecs import Crc32cCodec, ZstdCodec
+        an error on read (store_check), never silently the fill value. Compressed by
+        `compressor`, by default Zstd at `compression_level`."""
+        from zarr.codecs import Crc32cCodec
 
         return {
-            "compressors": [ZstdCodec(level=self.compression_level), Crc32cCodec()],
+            "compressors": [compressor or image_compressor("zstd", self.compression_level), Crc32cCodec()],
             "config": {"write_empty_chunks": True},
         }
 

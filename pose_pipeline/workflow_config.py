@@ -11,7 +11,7 @@ import json
 import shlex
 from pathlib import Path
 
-from pose_pipeline.config import experiment_settings
+from pose_pipeline.config import experiment_settings, schema_defaults
 from pose_pipeline.errors import UserError
 
 
@@ -67,6 +67,8 @@ def converter_settings(config: dict, name: str) -> dict:
     extra = [f"--min-keypoints {ds['min_keypoints']}"] if ds.get("min_keypoints") else []
     extra += [f"--flip-pair {shlex.quote(left)} {shlex.quote(right)}" for left, right in ds.get("flip_pairs", [])]
     extra.append("--reduced-decode" if ds["reduced_decode"] else "--no-reduced-decode")
+    if ds["image_codec"] != schema_defaults("dataset")["image_codec"]:  # stores of the default: no rerun
+        extra.append(f"--image-codec {ds['image_codec']}")
     settings["extra"] = " ".join(extra)
     return settings
 

@@ -12,6 +12,7 @@ from conftest import blob_image, centroid, mpii_sample_stores
 from pose_pipeline import geometry
 from pose_pipeline.convert import convert
 from pose_pipeline.convert_crops import crop_block, crop_sample
+from pose_pipeline.errors import UserError
 from pose_pipeline.images import SourceImage, jpeg_reduction, jpeg_shape, load_image
 from pose_pipeline.store import open_store
 
@@ -118,6 +119,21 @@ def test_the_config_key_reaches_the_command_line():
             {"datasets": {"d": dataset}, "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}}
         )
         assert converter_settings(config, "d")["extra"] == f"--min-keypoints 3 {extra}"
+
+
+def test_the_image_codec_key_reaches_the_command_line():
+    from pose_pipeline.config import validate_config
+    from pose_pipeline.workflow_config import converter_settings
+
+    experiments = {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}
+    for value, option in ((None, ""), ("zstd", ""), ("lz4", " --image-codec lz4")):
+        dataset = {"format": "coco", "annotations": "a.json", "images": "img"}
+        dataset.update({"image_codec": value} if value else {})
+        config = validate_config({"datasets": {"d": dataset}, "experiments": experiments})
+        # the default is left out: a store converted before the key existed is not converted again
+        assert converter_settings(config, "d")["extra"] == f"--reduced-decode{option}"
+    with pytest.raises(UserError, match="image_codec"):
+        validate_config({"datasets": {"d": {**dataset, "image_codec": "lz5"}}, "experiments": experiments})
 
 
 def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tmp_path, monkeypatch):

@@ -46,7 +46,10 @@ def test_the_package_ships_the_workflow_schema():
     assert SCHEMA_PATH.read_text() == SCHEMA.read_text()
 
 
-@pytest.mark.parametrize("key", ["canvas_size", "context", "shard_size", "on_bad_sample"])
+CONVERT_KEYS = ["canvas_size", "context", "shard_size", "on_bad_sample", "reduced_decode", "image_codec"]
+
+
+@pytest.mark.parametrize("key", CONVERT_KEYS)
 def test_convert_defaults_are_the_schemas(key):
     from pose_pipeline import convert
 

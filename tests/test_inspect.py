@@ -94,6 +94,26 @@ def test_summary_of_a_converted_mpii_store(shared_data, tmp_path):
     assert s["converter"]["canvas_size"] == 64 and s["converter"]["on_bad_sample"] == "skip"
 
 
+def test_lz4_crops_are_the_zstd_crops_and_inspect_names_the_codec(shared_data, tmp_path, capfd):
+    """`--image-codec lz4` changes how the crops are compressed, not what they are; the store
+    records it (zarr.json, the converter parameters) and `inspect` reports it."""
+    lsp = shared_data / "lsp_sample"
+    stores = {}
+    for codec in ("zstd", "lz4"):
+        out = tmp_path / f"{codec}.zarr"
+        args = ["convert", "lsp", "--annotations", lsp / "joints.mat", "--images", lsp / "images", "--out", out]
+        args += ["--split", "all", "--canvas-size", "64", "--workers", "1", "--no-progress", "--image-codec", codec]
+        assert cli.main(list(map(str, args))) == 0, capfd.readouterr().err
+        stores[codec] = open_store(out)
+    assert np.array_equal(stores["lz4"].images(), stores["zstd"].images())
+    assert stores["lz4"].attrs["converter"]["image_codec"] == "lz4"
+    assert summarize(stores["lz4"])["image_codec"] == "blosc lz4 level 1, crc32c"
+    assert summarize(stores["zstd"])["image_codec"].startswith("zstd level")
+    with pytest.raises(ValueError, match="image codec 'lz5'"):
+        StoreWriter(tmp_path / "bad.zarr", 1, MPII, 64, image_codec="lz5")
+    assert not (tmp_path / "bad.zarr").exists() and not list(tmp_path.glob("bad.zarr*"))
+
+
 def test_bytes_on_disk_is_the_sum_of_the_files_written(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "one").write_bytes(b"x" * 10)
