@@ -321,7 +321,9 @@ def build_store(work: Path, name: str, canvas: int, shard_size: int, checksums: 
     if not path.exists():
         original = StoreWriter._codecs
         if not checksums:  # the store as written before chunk checksums: zstd alone
-            StoreWriter._codecs = lambda self: {"compressors": [ZstdCodec(level=self.compression_level)]}
+            StoreWriter._codecs = lambda self, compressor=None: {
+                "compressors": [compressor or ZstdCodec(level=self.compression_level)]
+            }
         try:
             convert_sources(work, path, canvas, shard_size)
         finally:
