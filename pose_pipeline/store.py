@@ -55,8 +55,8 @@ FAST_CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
 IMAGE_ZSTD_LEVEL = 1
 
 # The crops' compressor by name (`convert --image-codec`; the default is the config schema's).
-# lz4 (through Blosc, a standard Zarr v3 codec) writes and reads a crop at about half the CPU of
-# Zstd-1 for about 17 % more bytes (BENCHMARKS.md, "Conversion", session 9).
+# lz4 (through Blosc, a standard Zarr v3 codec) writes a crop at about two thirds of Zstd-1's CPU
+# and reads it at half, for about 17 % more bytes (BENCHMARKS.md, "Conversion", session 9).
 IMAGE_CODECS = ("zstd", "lz4")
 
 
