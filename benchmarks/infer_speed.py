@@ -4,15 +4,16 @@ same run.
     PYTHONPATH=. python benchmarks/infer_speed.py [--images 96] [--repeats 3] [--threads 2]
 
 Generates --images demo validation images (256 px, `demo-data`), converts them (canvas 192,
-as the demo dataset), and builds the demo experiment's model (config/config.yaml `demo`:
-2-stack hourglass, 64 features, 128 px input; untrained weights, which cost the same time),
-saved as a checkpoint. Then, interleaved --repeats times (the order reversed every other repeat),
+as the demo dataset), and builds the demo experiment's model (config/config.yaml `demo`; since
+`37cbf3b` a 1-stack, 1-block hourglass, 64 features, 128 px input; untrained weights, which cost
+the same time), saved as a checkpoint. Then, interleaved --repeats times (the order reversed every other repeat),
 with flip test and batch 32 on the CPU:
 
 (a) predict: `inference.predict_store` on the store (the `predict` stage's work);
 (b) infer:   `infer.infer` on the raw JPEGs with each person's box (the store's people),
              outputs written (the `infer` stage's work less process start-up);
-(c) decode:  what (b) does that (a) does not, alone: read + decode each JPEG and cut its canvas,
+(c) decode:  what (b) does that (a) does not, alone: read + decode each JPEG and cut its canvas
+             as infer cuts it (`images.SourceImage.canvas`, the store's reduced decode),
              against reading the same canvases from the store; and loading the checkpoint, which
              (b) does once per call.
 
@@ -45,7 +46,7 @@ from pose_pipeline.codec import HeatmapCodec  # noqa: E402
 from pose_pipeline.config import experiment_settings, load_config  # noqa: E402
 from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.demo_data import generate  # noqa: E402
-from pose_pipeline.images import load_image  # noqa: E402
+from pose_pipeline.images import SourceImage  # noqa: E402
 from pose_pipeline.infer import infer  # noqa: E402
 from pose_pipeline.inference import predict_store  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
@@ -94,16 +95,19 @@ def prepare(folder: Path, images: int) -> tuple[Path, Path, Path, Path]:
     model = build_model(settings["model"], store.joint_set.num_joints)
     codec = HeatmapCodec.from_settings(settings["training"])
     checkpoint = folder / "model.pt"
-    save_checkpoint(checkpoint, model_record(model, settings, store.joint_set, codec, 0, 0))
+    save_checkpoint(checkpoint, model_record(model, settings, store, codec, 0, 0))
     return store_path, boxes, checkpoint, folder / "demo/images"
 
 
 def decode_only(store, images_dir: Path) -> None:
+    """Each person's canvas cut from its JPEG as infer cuts it (`SourceImage.canvas`, with the
+    decode the store was converted with)."""
     center = geometry.annotated_to_array(store.center, store.pixel_origin)
+    reduced = bool((store.attrs.get("converter") or {}).get("reduced_decode", False))
     for i, name in enumerate(store.image_name):
-        image, _ = load_image(images_dir / name)
         affine = geometry.person_canvas_affine(center[i], store.scale[i], CANVAS, store.context)
-        geometry.warp_image(image, affine, CANVAS)
+        canvas, problem = SourceImage(images_dir / name).canvas(affine, CANVAS, reduced)
+        assert canvas is not None, problem
 
 
 def main() -> None:
