@@ -111,10 +111,9 @@ def make_sources(folder: Path, count: int, seed: int = 0, mpii_scales: bool = Fa
 def first_images(annotations: Path, count: int) -> Path:
     """A copy of `make_sources`' annotation file with its first `count` people only, beside it."""
     subset = annotations.with_name(f"annotations_first{count}.h5")
-    if not subset.exists():
-        with h5py.File(annotations) as full, h5py.File(subset, "w") as out:
-            for key in full:
-                out[key] = full[key][:count]
+    with h5py.File(annotations) as full, h5py.File(subset, "w") as out:  # anew: the sources may be new
+        for key in full:
+            out[key] = full[key][:count]
     return subset
 
 
@@ -408,6 +407,9 @@ def run(args, work: Path) -> None:
         codec_table(args, work, crops, n, canvas)
 
 
+QUARTER = ", first quarter of the images"  # the suffix of a `convert` row's run on n // 4 images
+
+
 def measurements(
     args, stages: dict, files: list[Path], crops: np.ndarray, annotations: Path, work: Path, out: Path
 ) -> list[tuple[str, object]]:
@@ -449,9 +451,6 @@ def measurements(
     rows.append((lz4, convert_of(ROOT, 1, None, annotations, "lz4")))
     rows.append((f"{lz4}{QUARTER}", convert_of(ROOT, 1, None, quarter, "lz4")))
     return rows
-
-
-QUARTER = ", first quarter of the images"
 
 
 def print_speed(median: dict, stages: dict, n: int) -> None:

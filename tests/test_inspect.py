@@ -111,7 +111,7 @@ def test_lz4_crops_are_the_zstd_crops_and_inspect_names_the_codec(shared_data, t
     assert summarize(stores["zstd"])["image_codec"].startswith("zstd level")
     with pytest.raises(ValueError, match="image codec 'lz5'"):
         StoreWriter(tmp_path / "bad.zarr", 1, MPII, 64, image_codec="lz5")
-    assert not (tmp_path / "bad.zarr").exists() and not list(tmp_path.glob("bad.zarr*"))
+    assert not list(tmp_path.glob("bad.zarr*"))  # the bad name stopped it before anything was written
 
 
 def test_bytes_on_disk_is_the_sum_of_the_files_written(tmp_path):
