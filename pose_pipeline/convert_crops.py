@@ -28,7 +28,8 @@ def sample_affines(samples: Samples, canvas_size: int, context: float) -> np.nda
 def crop_block(args) -> tuple[np.ndarray, list[str]]:
     """Worker: crops for one block of samples -> (images (B,S,S,3), per-sample problem)."""
     image_dir, names, affines, extents, canvas_size, reduced_decode = args
-    crops = np.zeros((len(names), canvas_size, canvas_size, 3), np.uint8)
+    # not zeroed: the warp writes every pixel of a good crop, and a bad sample's crop is dropped
+    crops = np.empty((len(names), canvas_size, canvas_size, 3), np.uint8)
     problems = []
     source, source_name = None, None  # MPII images often hold several people: read and decode once
     for i, (name, affine) in enumerate(zip(names, affines)):

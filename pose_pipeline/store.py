@@ -196,7 +196,7 @@ class StoreWriter:
         fill value, whatever write_empty_chunks says, and every chunk must exist (`_codecs`).
         The same codecs and arrays either way; only the Zstd library's bytes may differ."""
         pipeline = fast_codec_pipeline()
-        if pipeline is None or not all(crop.any() for crop in images):
+        if pipeline is None or not all(crop.max() for crop in images):  # max: no cast to bool, unlike any
             return self.image_array
         if self._fast_image_array is None:
             import zarr

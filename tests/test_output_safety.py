@@ -288,6 +288,36 @@ def test_coordinates_beyond_float32_or_far_outside_the_image_are_bad_samples(tmp
     assert len(open_store(out)) == 2
 
 
+def test_libjpeg_warnings_stay_with_their_own_decode_across_calls_and_forked_workers(tmp_path):
+    """The capture file is reused within a process and made anew in a forked worker: a warning
+    never lands on the next image, nor on another worker's."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pose_pipeline.images import load_image
+
+    demo = tmp_path / "demo"
+    demo_data.generate(demo, seed=1, train=3, val=1, image_size=96, progress=False)
+    damaged, good = demo / "images" / "000001.jpg", demo / "images" / "000000.jpg"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 40] = b"\xff\x00" * 20
+    damaged.write_bytes(bytes(data))
+    assert load_image(damaged)[1].startswith("corrupt JPEG")  # the parent's capture file exists now
+    paths = [damaged, good] * 8
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        problems = [problem for _, problem in pool.map(load_image, paths)]
+        worker_files = set(pool.map(_capture_inode, range(4)))
+    assert [p.startswith("corrupt JPEG") for p in problems] == [True, False] * 8
+    assert load_image(good)[1] == ""
+    assert _capture_inode() not in worker_files  # a forked worker's offset is not the parent's
+
+
+def _capture_inode(_=None) -> int:
+    from pose_pipeline.images import _capture_file
+
+    return os.fstat(_capture_file().fileno()).st_ino
+
+
 def test_a_jpeg_corrupt_in_the_middle_is_a_bad_sample_not_garbage_pixels(tmp_path):
     from pose_pipeline.images import load_image
 
