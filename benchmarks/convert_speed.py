@@ -9,19 +9,19 @@ person per image (a valid.h5 pose, moved and scaled into the image), all in a te
 folder. Then, in one run, the repeats interleaved:
 
 - plain decoding (read + cv2.imdecode) of the same files on one core: the floor, and decode
-  + compression of each crop: the floor with the store's codec (Zstd-1 since session 8), with
-  the Zstd-3 it used before, and with LZ4 for what a faster codec could reach;
+  + compression of each crop: the floor with the store's codec (LZ4 since session 10), with the
+  Zstd-1 it used in sessions 8 and 9, and with the Zstd-3 it used before;
 - the per-image breakdown of convert's work on one core: read, the libjpeg-warning capture
   (fd 2 redirected per image), JPEG decode (full, and reduced as convert picks it by default),
-  warpAffine, Zstd + CRC32C at the store's level, the rest of the zarr write, fsync of the store; bookkeeping is
+  warpAffine, the store's codec + CRC32C, the rest of the zarr write, fsync of the store; bookkeeping is
   convert's CPU less all of these;
 - `convert` with workers=1 and workers=2, with its default reduced decodes and with
   --no-reduced-decode (wall time, and images per CPU-second counting the worker processes); with
   --baseline-checkout, the same `convert` of another checkout (e.g. main) with that checkout's
   defaults, in a subprocess, for a before/after in the same run; each row also on the first
   quarter of the images, which parts its CPU into a cost per store (paid once by a real dataset)
-  and a cost per image; and `convert --image-codec lz4` at workers=1;
-- the store's image bytes per sample for Zstd levels 1 (the default) / 3 / 9, LZ4 (Blosc) and no
+  and a cost per image; and `convert --image-codec zstd` (the other codec) at workers=1;
+- the store's image bytes per sample for LZ4 (Blosc, the default), Zstd levels 1 / 3 / 9 and no
   compression, against uncompressed S*S*3, with write and whole-shard read speed (wall, and CPU
   per sample: the store's reader, zarrs where installed, decodes on several threads).
 
@@ -56,7 +56,7 @@ from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
 from pose_pipeline.joints import MPII  # noqa: E402
-from pose_pipeline.store import IMAGE_ZSTD_LEVEL, StoreWriter, fast_codec_pipeline, open_store  # noqa: E402
+from pose_pipeline.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, fast_codec_pipeline, open_store  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mpii_sample"
 WIDTH, HEIGHT = 1280, 720
@@ -165,20 +165,29 @@ def decode_all(files: list[Path]) -> None:
         assert image is not None
 
 
-# The store's codec and two faster ones (numcodecs, as zarr's codecs call them), for the floors
-FLOOR_CODECS = {
-    "Zstd-3 (the store's before session 8)": ("Zstd", {"level": 3}),
-    f"Zstd-{IMAGE_ZSTD_LEVEL} (the store's)": ("Zstd", {"level": IMAGE_ZSTD_LEVEL}),
-    "LZ4 (Blosc, level 1)": ("Blosc", {"cname": "lz4", "clevel": 1, "shuffle": 0}),
+# The store's codecs as numcodecs has them (zarr's codecs call numcodecs), by `--image-codec` name
+NUMCODECS = {
+    "lz4": ("Blosc", {"cname": "lz4", "clevel": 1, "shuffle": 0}),
+    "zstd": ("Zstd", {"level": IMAGE_ZSTD_LEVEL}),
 }
+# The store's codec and the two it used before, for the floors
+FLOOR_CODECS = {
+    "LZ4 (Blosc, level 1; the store's since session 10)": NUMCODECS["lz4"],
+    f"Zstd-{IMAGE_ZSTD_LEVEL} (the store's in sessions 8-9)": NUMCODECS["zstd"],
+    "Zstd-3 (the store's before session 8)": ("Zstd", {"level": 3}),
+}
+OTHER_CODEC = IMAGE_CODECS[1]  # `convert --image-codec` of the codec not the default
+
+
+def numcodec(kind: str, options: dict):
+    import numcodecs
+
+    return getattr(numcodecs, kind)(**options)
 
 
 def decode_and_compress(files: list[Path], crops: np.ndarray, codec_name: str) -> None:
     """A floor: plain decoding plus compressing each crop with a codec of FLOOR_CODECS."""
-    import numcodecs
-
-    kind, options = FLOOR_CODECS[codec_name]
-    codec = getattr(numcodecs, kind)(**options)
+    codec = numcodec(*FLOOR_CODECS[codec_name])
     for f, crop in zip(files, crops):
         image = cv2.imdecode(np.frombuffer(f.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
         assert image is not None
@@ -197,12 +206,12 @@ IN_CONVERT = (
 
 def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int) -> dict:
     """Per stage of convert's work, a function doing it for every image (one core)."""
-    from numcodecs import CRC32C, Zstd
+    from numcodecs import CRC32C
 
     datas = [read_image_file(f)[0] for f in files]
     reductions = [jpeg_reduction(a) for a in affines]
     images = [cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(1)) for d in datas]
-    zstd, crc = Zstd(level=IMAGE_ZSTD_LEVEL), CRC32C()
+    codec, crc = numcodec(*NUMCODECS[IMAGE_CODECS[0]]), CRC32C()
     store = work / "breakdown.zarr"
 
     def capture():
@@ -235,7 +244,9 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
             lambda d, r: cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(r)), datas, reductions
         ),
         "warpAffine to the canvas": lambda: each(lambda i, a: geometry.warp_image(i, a, canvas), images, affines),
-        f"Zstd-{IMAGE_ZSTD_LEVEL} + CRC32C of the crop": lambda: each(lambda c: crc.encode(zstd.encode(c)), crops),
+        f"{IMAGE_CODECS[0]} + CRC32C of the crop (the store's codec)": lambda: each(
+            lambda c: crc.encode(codec.encode(c)), crops
+        ),
         "zarr write of the shards (incl. the codec) through zarr-python's pipeline (before)": lambda: write(False),
         WRITE: write,
         "fsync of the store": lambda: fsync_tree(store),
@@ -447,9 +458,9 @@ def measurements(
         for name, checkout, reduced in checkouts:
             rows.append((name, convert_of(checkout, workers, reduced, annotations)))
             rows.append((f"{name}{QUARTER}", convert_of(checkout, workers, reduced, quarter)))
-    lz4 = "`convert --image-codec lz4` workers=1"
-    rows.append((lz4, convert_of(ROOT, 1, None, annotations, "lz4")))
-    rows.append((f"{lz4}{QUARTER}", convert_of(ROOT, 1, None, quarter, "lz4")))
+    other = f"`convert --image-codec {OTHER_CODEC}` workers=1"
+    rows.append((other, convert_of(ROOT, 1, None, annotations, OTHER_CODEC)))
+    rows.append((f"{other}{QUARTER}", convert_of(ROOT, 1, None, quarter, OTHER_CODEC)))
     return rows
 
 
@@ -505,7 +516,7 @@ def codec_table(args, work: Path, crops: np.ndarray, n: int, canvas: int) -> Non
         f"| read (whole shards, store's reader) MB/s | read ms CPU/sample |"
     )
     print("|---|---|---|---|---|---|---|")
-    for level, codec in ((None, "zstd"), (1, "zstd"), (3, "zstd"), (9, "zstd"), (1, "lz4")):
+    for level, codec in ((None, "zstd"), (1, "lz4"), (1, "zstd"), (3, "zstd"), (9, "zstd")):
         path = work / f"codec-{codec}{level}.zarr"
         wall_w, cpu_w = timed(
             lambda p=path, lv=level, c=codec: write_store(p, crops, args.shard_size, lv, c), args.repeats
@@ -513,7 +524,7 @@ def codec_table(args, work: Path, crops: np.ndarray, n: int, canvas: int) -> Non
         wall_r, cpu_r = timed(lambda p=path: read_store(p, args.shard_size), args.repeats)
         size = bytes_on_disk(path) / n
         name = "none" if level is None else "LZ4 (Blosc)" if codec == "lz4" else f"Zstd level {level}"
-        name += " (default)" if (level, codec) == (IMAGE_ZSTD_LEVEL, "zstd") else ""
+        name += " (default)" if level is not None and codec == IMAGE_CODECS[0] else ""
         mb = crops.nbytes / 1e6
         print(
             f"| {name} | {size:,.0f} | {size / raw:.1%} | {mb / wall_w:.0f} | {cpu_w / n * 1000:.2f} "

@@ -320,7 +320,7 @@ def build_store(work: Path, name: str, canvas: int, shard_size: int, checksums: 
     path = work / name
     if not path.exists():
         original = StoreWriter._codecs
-        if not checksums:  # the store as written before chunk checksums: zstd alone
+        if not checksums:  # the store as written before chunk checksums: its compressor alone
             StoreWriter._codecs = lambda self, compressor=None: {
                 "compressors": [compressor or ZstdCodec(level=self.compression_level)]
             }

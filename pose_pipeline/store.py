@@ -49,15 +49,16 @@ SCHEMA_VERSION = 1
 # arrays: it only replaces how zarr decodes them.
 FAST_CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
 
-# Zstd level of the crops. Level 1, not 3: on 384² natural-image crops it compresses 2.4x faster
-# (0.78 against 1.91 ms per crop) for 6 % more bytes and the same read speed; compression was
-# `convert`'s largest cost after the JPEG decode (BENCHMARKS.md, "Conversion", session 8).
+# Zstd level of the metadata arrays, and of the crops with `--image-codec zstd`. Level 1, not 3:
+# on 384² natural-image crops it compresses 2.4x faster (0.78 against 1.91 ms per crop) for 6 %
+# more bytes and the same read speed (BENCHMARKS.md, "Conversion", session 8).
 IMAGE_ZSTD_LEVEL = 1
 
-# The crops' compressor by name (`convert --image-codec`; the default is the config schema's).
-# lz4 (through Blosc, a standard Zarr v3 codec) writes a crop at about two thirds of Zstd-1's CPU
-# and reads it at half, for about 17 % more bytes (BENCHMARKS.md, "Conversion", session 9).
-IMAGE_CODECS = ("zstd", "lz4")
+# The crops' compressor by name (`convert --image-codec`), the first the default (the config
+# schema's too). lz4 (through Blosc, a standard Zarr v3 codec), not Zstd-1: `convert` spends about
+# a fifth less CPU per image, and training's reads half the CPU per crop, for about 17 % more
+# bytes (BENCHMARKS.md, "Conversion", sessions 9 and 10).
+IMAGE_CODECS = ("lz4", "zstd")
 
 
 def image_compressor(name: str, zstd_level: int = IMAGE_ZSTD_LEVEL):

@@ -1,6 +1,6 @@
 """Integrity of a store's chunks: every chunk must exist and decode with its checksum.
 
-Stores written since checksums came carry a crc32c codec after zstd on every chunk (and the
+Stores written since checksums came carry a crc32c codec after the compressor on every chunk (and the
 sharding codec checksums its index), and write every chunk, even an all-zero one. So a flipped
 byte fails its checksum, and a missing file or an inner chunk its shard's index marks as not
 written is damage, not the fill value zarr would read in its place. Each failure is reported as

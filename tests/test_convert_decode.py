@@ -126,7 +126,7 @@ def test_the_image_codec_key_reaches_the_command_line():
     from pose_pipeline.workflow_config import converter_settings
 
     experiments = {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}
-    for value, option in ((None, ""), ("zstd", ""), ("lz4", " --image-codec lz4")):
+    for value, option in ((None, ""), ("lz4", ""), ("zstd", " --image-codec zstd")):
         dataset = {"format": "coco", "annotations": "a.json", "images": "img"}
         dataset.update({"image_codec": value} if value else {})
         config = validate_config({"datasets": {"d": dataset}, "experiments": experiments})

@@ -57,6 +57,14 @@ def test_convert_defaults_are_the_schemas(key):
     assert parser_defaults(convert)[key] == default("dataset", key)
 
 
+def test_the_store_writers_image_codec_is_the_schemas():
+    """Every store writer (convert, the tests' stores, the demo's) compresses crops alike."""
+    from pose_pipeline.store import IMAGE_CODECS, StoreWriter
+
+    assert signature_defaults(StoreWriter.__init__)["image_codec"] == default("dataset", "image_codec")
+    assert list(IMAGE_CODECS) == schema_node("dataset")["image_codec"]["enum"]
+
+
 @pytest.mark.parametrize("key", ["seed", "train", "val", "image_size"])
 def test_demo_data_defaults_are_the_schemas(key):
     from pose_pipeline import demo_data
