@@ -117,7 +117,9 @@ def first_images(annotations: Path, count: int) -> Path:
     return subset
 
 
-def convert_sources(work: Path, out: Path, canvas: int, shard_size: int, split: str = "train") -> None:
+def convert_sources(
+    work: Path, out: Path, canvas: int, shard_size: int, split: str = "train", image_codec: str = IMAGE_CODECS[0]
+) -> None:
     """The benchmarks' store: `make_sources`' images in `work` converted by `convert` (one worker)."""
     convert(
         "mpii",
@@ -129,6 +131,7 @@ def convert_sources(work: Path, out: Path, canvas: int, shard_size: int, split: 
         shard_size=shard_size,
         workers=1,
         progress=False,
+        image_codec=image_codec,
     )
 
 

@@ -49,7 +49,7 @@ from pose_pipeline.data import Augmentation, ShardBatches, finish_batch  # noqa:
 from pose_pipeline.devices import World, autocast  # noqa: E402
 from pose_pipeline.loss import heatmap_loss  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
-from pose_pipeline.store import open_store  # noqa: E402
+from pose_pipeline.store import IMAGE_CODECS, open_store  # noqa: E402
 from pose_pipeline.training_state import DeviceLoss  # noqa: E402
 
 MODELS = {
@@ -228,13 +228,13 @@ def real_mode(args, store_path) -> dict:
 # ------------------------------------------------------------------------------- main
 
 
-def build_store(work: Path, images: int, canvas: int, shard_size: int) -> Path:
-    path = work / f"train-{canvas}.zarr"
+def build_store(work: Path, images: int, canvas: int, shard_size: int, image_codec: str) -> Path:
+    path = work / f"train-{canvas}-{image_codec}.zarr"
     if not path.exists():
         if not (work / "annotations.h5").exists():
             shutil.rmtree(work / "images", ignore_errors=True)
             make_sources(work, images)
-        convert_sources(work, path, canvas, shard_size)
+        convert_sources(work, path, canvas, shard_size, image_codec=image_codec)
     return path
 
 
@@ -254,6 +254,7 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=384, help="source images = samples (one person each)")
     p.add_argument("--canvas", type=int, default=384)
     p.add_argument("--shard-size", type=int, default=64)
+    p.add_argument("--image-codec", choices=IMAGE_CODECS, default=IMAGE_CODECS[0], help="the store's crops' codec")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=30, help="timed steps per real configuration")
@@ -272,7 +273,7 @@ def main(argv=None) -> dict:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="train_throughput_"))
     started = time.perf_counter()
     try:
-        store = build_store(work, args.images, args.canvas, args.shard_size)
+        store = build_store(work, args.images, args.canvas, args.shard_size, args.image_codec)
         report = real_mode(args, store) if args.real else stand_in_mode(args, store)
     finally:
         if not args.keep:
@@ -281,6 +282,7 @@ def main(argv=None) -> dict:
         command=" ".join(["python", "benchmarks/train_throughput.py"] + (argv or sys.argv[1:])),
         cpu=cpu_name(),
         cores=os.cpu_count(),
+        image_codec=args.image_codec,
         torch=torch.__version__,
         load_after=os.getloadavg(),
         seconds=time.perf_counter() - started,
