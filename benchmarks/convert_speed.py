@@ -268,14 +268,18 @@ def cpu():
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
+def kernel():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_stime + kids.ru_stime
+
 annotations, images, out, canvas, shard, workers, reduced, codec = sys.argv[1:]
 options = {"reduced_decode": reduced == "1"} if reduced else {}  # "": the checkout's default
 options.update({"image_codec": codec} if codec else {})
 for timing in (False, True):  # the first run imports what convert imports on first use
-    c0, t0 = cpu(), time.perf_counter()
+    c0, k0, t0 = cpu(), kernel(), time.perf_counter()
     convert("mpii", annotations, images, out, split="val", canvas_size=int(canvas), shard_size=int(shard),
             workers=int(workers), progress=False, **options)
-print(json.dumps([time.perf_counter() - t0, cpu() - c0, pose_pipeline.__file__]))
+print(json.dumps([time.perf_counter() - t0, cpu() - c0, kernel() - k0, pose_pipeline.__file__]))
 """
 
 
@@ -289,8 +293,8 @@ def convert_in(
     workers: int,
     reduced: bool | None = None,
     codec: str = "",
-) -> tuple[float, float]:
-    """(wall s, CPU s) of `convert` of `checkout`; `reduced` None, `codec` "": the checkout's
+) -> tuple[float, float, float]:
+    """(wall s, CPU s, of which kernel s) of `convert` of `checkout`; `reduced` None, `codec` "": the checkout's
     default decode and image codec."""
     result = subprocess.run(
         [
@@ -312,10 +316,10 @@ def convert_in(
         env={**os.environ, "PYTHONPATH": str(checkout)},
         cwd=checkout,  # `python -c` puts the working directory first on sys.path, before PYTHONPATH
     )
-    wall, cpu, imported = json.loads(result.stdout.strip().splitlines()[-1])
+    wall, cpu, kernel, imported = json.loads(result.stdout.strip().splitlines()[-1])
     if not Path(imported).resolve().is_relative_to(checkout.resolve()):  # else it compares a checkout with itself
         raise SystemExit(f"convert of {checkout} imported pose_pipeline from {imported}")
-    return wall, cpu
+    return wall, cpu, kernel
 
 
 def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | None, codec: str = "zstd") -> None:
@@ -413,7 +417,8 @@ def run(args, work: Path) -> None:
         for name, measure in rows if repeat % 2 == 0 else rows[::-1]:
             runs.setdefault(name, []).append(measure())
     median = {
-        name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for name, r in runs.items()
+        name: tuple(statistics.median(x) for x in zip(*r))
+        for name, r in runs.items()  # wall, CPU(, kernel)
     }
     print(f"load average after {os.getloadavg()[0]:.2f}\n")
     print_speed(median, stages, n)
@@ -427,7 +432,7 @@ QUARTER = ", first quarter of the images"  # the suffix of a `convert` row's run
 def measurements(
     args, stages: dict, files: list[Path], crops: np.ndarray, annotations: Path, work: Path, out: Path
 ) -> list[tuple[str, object]]:
-    """(row name, function -> (wall s, CPU s)) for every row of the speed tables."""
+    """(row name, function -> (wall s, CPU s), and kernel s for `convert`) for every row of the speed tables."""
 
     def one_core(fn) -> tuple[float, float]:  # the floors and the stages: one OpenCV thread
         threads = cv2.getNumThreads()
@@ -469,11 +474,13 @@ def measurements(
 
 def print_speed(median: dict, stages: dict, n: int) -> None:
     plain = n / median["plain decode (read + cv2.imdecode), 1 core"][1]
-    print("| step | wall s | images/s | CPU s | images per CPU-second | per core vs plain decode |")
-    print("|---|---|---|---|---|---|")
-    for name, (wall, cpu) in median.items():
+    print("| step | wall s | images/s | CPU s | images per CPU-second | per core vs plain decode ", end="")
+    print("| of the CPU, kernel: ms per image |\n|---|---|---|---|---|---|---|")
+    for name, (wall, cpu, *kernel) in median.items():  # kernel (system) CPU: the `convert` rows
         if name not in stages and not name.endswith(QUARTER):
-            print(f"| {name} | {wall:.2f} | {n / wall:.0f} | {cpu:.2f} | {n / cpu:.0f} | {n / cpu / plain:.2f}x |")
+            rate = n / cpu
+            print(f"| {name} | {wall:.2f} | {n / wall:.0f} | {cpu:.2f} | {rate:.0f} | {rate / plain:.2f}x |", end="")
+            print(f" {kernel[0] / n * 1e3:.2f} |" if kernel else " – |")
     print_per_store(median, n, plain)
     ms = {name: median[name][1] / n * 1000 for name in stages}
     print("\n| stage (one core) | ms CPU per image, `--no-reduced-decode` | `convert` (reduced decodes) |")
@@ -499,7 +506,7 @@ def print_per_store(median: dict, n: int, plain: float) -> None:
     quarter = n // 4
     print(f"\n| `convert` (CPU parted, from {n} and {quarter} images) | ms per store | ms per image |", end="")
     print(" images per CPU-second, per image | per core vs plain decode |\n|---|---|---|---|---|")
-    for name, (_, cpu) in median.items():
+    for name, (_, cpu, *_) in median.items():
         if f"{name}{QUARTER}" in median:
             per_image = (cpu - median[f"{name}{QUARTER}"][1]) / (n - quarter)
             per_store = cpu - n * per_image
