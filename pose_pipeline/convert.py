@@ -332,7 +332,7 @@ def _crop_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULTS["image_codec"],
         help=f"compressor of the stored crops, lossless either way: lz4 (through Blosc), or zstd (level "
         f"{IMAGE_ZSTD_LEVEL}), which stores about 15%% fewer bytes for about a quarter more CPU per converted "
-        "image and twice the CPU to read a crop",
+        "image and nearly twice the CPU to read a crop",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 

@@ -195,7 +195,7 @@ class StoreWriter:
         """zarrs (1.4-1.6x less CPU per crop than zarr-python's pipeline, BENCHMARKS.md) for a
         block without an all-zero crop: it leaves out a shard's inner chunks that hold only the
         fill value, whatever write_empty_chunks says, and every chunk must exist (`_codecs`).
-        The same codecs and arrays either way; only the Zstd library's bytes may differ."""
+        The same codecs and arrays either way; only the compressor library's bytes may differ."""
         pipeline = fast_codec_pipeline()
         if pipeline is None or not all(crop.max() for crop in images):  # max: no cast to bool, unlike any
             return self.image_array
