@@ -56,7 +56,14 @@ from pose_pipeline.convert import convert  # noqa: E402
 from pose_pipeline.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
 from pose_pipeline.joints import MPII  # noqa: E402
-from pose_pipeline.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, fast_codec_pipeline, open_store  # noqa: E402
+from pose_pipeline.store import (  # noqa: E402
+    IMAGE_CODECS,
+    IMAGE_ZSTD_LEVEL,
+    StoreWriter,
+    fast_codec_pipeline,
+    image_compressor,
+    open_store,
+)
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mpii_sample"
 WIDTH, HEIGHT = 1280, 720
@@ -168,24 +175,25 @@ def decode_all(files: list[Path]) -> None:
         assert image is not None
 
 
-# The store's codecs as numcodecs has them (zarr's codecs call numcodecs), by `--image-codec` name
-NUMCODECS = {
-    "lz4": ("Blosc", {"cname": "lz4", "clevel": 1, "shuffle": 0}),
-    "zstd": ("Zstd", {"level": IMAGE_ZSTD_LEVEL}),
-}
-# The store's codec and the two it used before, for the floors
-FLOOR_CODECS = {
-    "LZ4 (Blosc, level 1; the store's since session 10)": NUMCODECS["lz4"],
-    f"Zstd-{IMAGE_ZSTD_LEVEL} (the store's in sessions 8-9)": NUMCODECS["zstd"],
-    "Zstd-3 (the store's before session 8)": ("Zstd", {"level": 3}),
-}
-OTHER_CODEC = IMAGE_CODECS[1]  # `convert --image-codec` of the codec not the default
-
-
-def numcodec(kind: str, options: dict):
+def numcodec(name: str, zstd_level: int = IMAGE_ZSTD_LEVEL):
+    """The store's crop codec `name` (`store.image_compressor`, its parameters read from there) as
+    numcodecs has it, which zarr's codecs call, to time it alone."""
     import numcodecs
 
-    return getattr(numcodecs, kind)(**options)
+    codec = image_compressor(name, zstd_level)
+    if name == "zstd":
+        return numcodecs.Zstd(level=codec.level)
+    shuffles = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE}
+    return numcodecs.Blosc(cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffles[codec.shuffle.value])
+
+
+# The store's codec and the two it used before, for the floors: (`--image-codec` name, Zstd level)
+FLOOR_CODECS = {
+    "LZ4 (Blosc, level 1; the store's since session 10)": ("lz4", IMAGE_ZSTD_LEVEL),
+    f"Zstd-{IMAGE_ZSTD_LEVEL} (the store's in sessions 8-9)": ("zstd", IMAGE_ZSTD_LEVEL),
+    "Zstd-3 (the store's before session 8)": ("zstd", 3),
+}
+OTHER_CODEC = IMAGE_CODECS[1]  # `convert --image-codec` of the codec not the default
 
 
 def decode_and_compress(files: list[Path], crops: np.ndarray, codec_name: str) -> None:
@@ -214,7 +222,7 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
     datas = [read_image_file(f)[0] for f in files]
     reductions = [jpeg_reduction(a) for a in affines]
     images = [cv2.imdecode(np.frombuffer(d, np.uint8), decode_flags(1)) for d in datas]
-    codec, crc = numcodec(*NUMCODECS[IMAGE_CODECS[0]]), CRC32C()
+    codec, crc = numcodec(IMAGE_CODECS[0]), CRC32C()
     store = work / "breakdown.zarr"
 
     def capture():
@@ -322,8 +330,8 @@ def convert_in(
     return wall, cpu, kernel
 
 
-def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | None, codec: str = "zstd") -> None:
-    """Image array only, as StoreWriter writes it; level None = no compression."""
+def write_store(path: Path, images: np.ndarray, shard_size: int, level: int | None, codec: str) -> None:
+    """Image array only, as StoreWriter writes it with `codec` (Zstd at `level`); level None = no compression."""
     if level is not None:
         size = images.shape[1]
         writer = StoreWriter(path, len(images), MPII, size, shard_size, compression_level=level, image_codec=codec)
@@ -416,10 +424,7 @@ def run(args, work: Path) -> None:
     for repeat in range(args.repeats):  # interleaved, every other repeat backwards: load drifts hit all rows alike
         for name, measure in rows if repeat % 2 == 0 else rows[::-1]:
             runs.setdefault(name, []).append(measure())
-    median = {
-        name: tuple(statistics.median(x) for x in zip(*r))
-        for name, r in runs.items()  # wall, CPU(, kernel)
-    }
+    median = {name: tuple(statistics.median(x) for x in zip(*r)) for name, r in runs.items()}  # wall, CPU(, kernel)
     print(f"load average after {os.getloadavg()[0]:.2f}\n")
     print_speed(median, stages, n)
     if not args.no_codec_table:

@@ -47,6 +47,11 @@ def test_jpeg_reduction_never_magnifies_the_reduced_image():
         assert reduce == expected, box
         stretch = np.linalg.norm(affine[:, :2], 2)
         assert (reduce == 1 or reduce * stretch <= 1) and (reduce == 8 or 2 * reduce * stretch > 1)
+    # its closed-form largest singular value holds for any 2x2 part: sheared, stretched, mirrored
+    for affine in np.random.default_rng(0).normal(0, 0.15, (200, 2, 3)):
+        stretch = np.linalg.norm(affine[:, :2], 2)
+        expected = next((r for r in (8, 4, 2) if r * stretch <= 1), 1)
+        assert jpeg_reduction(affine) == expected, affine
 
 
 @pytest.mark.parametrize("box", [800.0, 1600.0, 3200.0])  # reductions 2, 4, 8 at canvas 384

@@ -296,12 +296,8 @@ def test_libjpeg_warnings_stay_with_their_own_decode_across_calls_and_forked_wor
 
     from pose_pipeline.images import load_image
 
-    demo = tmp_path / "demo"
-    demo_data.generate(demo, seed=1, train=3, val=1, image_size=96, progress=False)
-    damaged, good = demo / "images" / "000001.jpg", demo / "images" / "000000.jpg"
-    data = bytearray(damaged.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 40] = b"\xff\x00" * 20
-    damaged.write_bytes(bytes(data))
+    demo, damaged = demo_with_a_damaged_jpeg(tmp_path)
+    good = demo / "images" / "000000.jpg"
     assert load_image(damaged)[1].startswith("corrupt JPEG")  # the parent's capture file exists now
     paths = [damaged, good] * 8
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
@@ -318,9 +314,8 @@ def _capture_inode(_=None) -> int:
     return os.fstat(_capture_file().fileno()).st_ino
 
 
-def test_a_jpeg_corrupt_in_the_middle_is_a_bad_sample_not_garbage_pixels(tmp_path):
-    from pose_pipeline.images import load_image
-
+def demo_with_a_damaged_jpeg(tmp_path) -> tuple[Path, Path]:
+    """Four demo images, 000001.jpg damaged in the middle: (demo folder, that image)."""
     demo = tmp_path / "demo"
     demo_data.generate(demo, seed=1, train=3, val=1, image_size=96, progress=False)
     damaged = demo / "images" / "000001.jpg"
@@ -328,6 +323,13 @@ def test_a_jpeg_corrupt_in_the_middle_is_a_bad_sample_not_garbage_pixels(tmp_pat
     middle = len(data) // 2
     data[middle : middle + 40] = b"\xff\x00" * 20  # still ends with the EOI marker
     damaged.write_bytes(bytes(data))
+    return demo, damaged
+
+
+def test_a_jpeg_corrupt_in_the_middle_is_a_bad_sample_not_garbage_pixels(tmp_path):
+    from pose_pipeline.images import load_image
+
+    demo, damaged = demo_with_a_damaged_jpeg(tmp_path)
     image, problem = load_image(damaged)
     assert image is None and problem.startswith(f"corrupt JPEG {damaged}: Corrupt JPEG data")
     good, problem = load_image(demo / "images" / "000000.jpg")
