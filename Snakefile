@@ -5,7 +5,7 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from pose_pipeline.config import validate_config
+from pose_pipeline.config.schema import validate_config
 from pose_pipeline.errors import UserError
 
 min_version("8.0")

@@ -50,13 +50,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pose_pipeline import geometry  # noqa: E402
-from pose_pipeline.atomic import fsync_tree  # noqa: E402
-from pose_pipeline.convert import convert  # noqa: E402
-from pose_pipeline.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
-from pose_pipeline.inspect import bytes_on_disk  # noqa: E402
-from pose_pipeline.joints import MPII  # noqa: E402
-from pose_pipeline.store import (  # noqa: E402
+from pose_pipeline.core import geometry  # noqa: E402
+from pose_pipeline.core.joints import MPII  # noqa: E402
+from pose_pipeline.data.convert import convert  # noqa: E402
+from pose_pipeline.data.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
+from pose_pipeline.data.inspect import bytes_on_disk  # noqa: E402
+from pose_pipeline.data.store import (  # noqa: E402
     IMAGE_CODECS,
     IMAGE_ZSTD_LEVEL,
     StoreWriter,
@@ -64,6 +63,7 @@ from pose_pipeline.store import (  # noqa: E402
     image_compressor,
     open_store,
 )
+from pose_pipeline.util.atomic import fsync_tree  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mpii_sample"
 WIDTH, HEIGHT = 1280, 720
@@ -270,7 +270,7 @@ def breakdown_stages(files, affines, canvas, crops, work: Path, shard_size: int)
 CONVERT_TIMED = """
 import json, resource, sys, time
 import pose_pipeline
-from pose_pipeline.convert import convert
+from pose_pipeline.data.convert import convert
 
 def cpu():
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pose_pipeline import train as train_module
-from pose_pipeline.config import experiment_settings, load_config
+from pose_pipeline.config.schema import experiment_settings, load_config
+from pose_pipeline.train import loop as train_module
 
 
 def one_run(settings: dict, store: str, epochs: int, depth: int) -> tuple[float, list[float]]:

@@ -48,12 +48,12 @@ OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pose_pipeline import train as train_module  # noqa: E402
-from pose_pipeline.config import experiment_settings, load_config  # noqa: E402
-from pose_pipeline.devices import World  # noqa: E402
-from pose_pipeline.inference import predict_store  # noqa: E402
-from pose_pipeline.store import open_store  # noqa: E402
-from pose_pipeline.training_setup import setup, wrap_for_training  # noqa: E402
+from pose_pipeline.config.schema import experiment_settings, load_config  # noqa: E402
+from pose_pipeline.data.store import open_store  # noqa: E402
+from pose_pipeline.inference.engine import predict_store  # noqa: E402
+from pose_pipeline.train import loop as train_module  # noqa: E402
+from pose_pipeline.train.setup import setup, wrap_for_training  # noqa: E402
+from pose_pipeline.util.devices import World  # noqa: E402
 
 SPEED_KEYS = ("threads", "channels_last", "compile")
 MODEL_KEYS = ("stacks", "blocks", "features", "arch")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from pose_pipeline.data import ShardBatches
-from pose_pipeline.store import open_store
+from pose_pipeline.data.batches import ShardBatches
+from pose_pipeline.data.store import open_store
 
 
 def epoch_seconds(store, batch: int, rank: int, world: int) -> tuple[float, int]:

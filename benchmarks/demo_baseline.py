@@ -14,9 +14,10 @@ import argparse
 
 import numpy as np
 
-from pose_pipeline import geometry, metrics
-from pose_pipeline.predictions import read_predictions
-from pose_pipeline.store import open_store
+from pose_pipeline.core import geometry
+from pose_pipeline.data.store import open_store
+from pose_pipeline.evaluate import metrics
+from pose_pipeline.inference.prediction_files import read_predictions
 
 
 def mean_pose_predictions(train, val) -> np.ndarray:

@@ -41,17 +41,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from convert_speed import cpu_name  # noqa: E402
 
-from pose_pipeline import geometry  # noqa: E402
-from pose_pipeline.codec import HeatmapCodec  # noqa: E402
-from pose_pipeline.config import experiment_settings, load_config  # noqa: E402
-from pose_pipeline.convert import convert  # noqa: E402
-from pose_pipeline.demo_data import generate  # noqa: E402
-from pose_pipeline.images import SourceImage  # noqa: E402
-from pose_pipeline.infer import infer  # noqa: E402
-from pose_pipeline.inference import predict_store  # noqa: E402
+from pose_pipeline.config.schema import experiment_settings, load_config  # noqa: E402
+from pose_pipeline.core import geometry  # noqa: E402
+from pose_pipeline.core.codec import HeatmapCodec  # noqa: E402
+from pose_pipeline.data.convert import convert  # noqa: E402
+from pose_pipeline.data.demo.generate import generate  # noqa: E402
+from pose_pipeline.data.images import SourceImage  # noqa: E402
+from pose_pipeline.data.store import open_store  # noqa: E402
+from pose_pipeline.inference.engine import predict_store  # noqa: E402
+from pose_pipeline.inference.infer import infer  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
-from pose_pipeline.store import open_store  # noqa: E402
-from pose_pipeline.training_state import model_record, save_checkpoint  # noqa: E402
+from pose_pipeline.train.state import model_record, save_checkpoint  # noqa: E402
 
 CANVAS, BATCH = 192, 32
 

@@ -44,13 +44,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from convert_speed import SAMPLE, convert_sources, cpu_name, make_sources  # noqa: E402
 from zarr.codecs import ZstdCodec  # noqa: E402
 
-from pose_pipeline import __version__, geometry  # noqa: E402
-from pose_pipeline.atomic import write_text_atomic  # noqa: E402
-from pose_pipeline.codec import HeatmapCodec  # noqa: E402
-from pose_pipeline.data import INPUT_MEAN, Augmentation, ShardBatches, make_batch  # noqa: E402
-from pose_pipeline.loss import heatmap_loss  # noqa: E402
+from pose_pipeline import __version__  # noqa: E402
+from pose_pipeline.core import geometry  # noqa: E402
+from pose_pipeline.core.codec import HeatmapCodec  # noqa: E402
+from pose_pipeline.core.loss import heatmap_loss  # noqa: E402
+from pose_pipeline.data.batches import INPUT_MEAN, Augmentation, ShardBatches, make_batch  # noqa: E402
+from pose_pipeline.data.store import StoreWriter, open_store  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
-from pose_pipeline.store import StoreWriter, open_store  # noqa: E402
+from pose_pipeline.util.atomic import write_text_atomic  # noqa: E402
 
 INPUT, HEATMAP, SIGMA = 256, 64, 1.0
 CPU = torch.device("cpu")

@@ -43,14 +43,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from convert_speed import SAMPLE, convert_sources, cpu_name, make_sources  # noqa: E402
 
-from pose_pipeline import train as train_module  # noqa: E402
-from pose_pipeline.codec import HeatmapCodec  # noqa: E402
-from pose_pipeline.data import Augmentation, ShardBatches, finish_batch  # noqa: E402
-from pose_pipeline.devices import World, autocast  # noqa: E402
-from pose_pipeline.loss import heatmap_loss  # noqa: E402
+from pose_pipeline.core.codec import HeatmapCodec  # noqa: E402
+from pose_pipeline.core.loss import heatmap_loss  # noqa: E402
+from pose_pipeline.data.batches import Augmentation, ShardBatches, finish_batch  # noqa: E402
+from pose_pipeline.data.store import IMAGE_CODECS, open_store  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
-from pose_pipeline.store import IMAGE_CODECS, open_store  # noqa: E402
-from pose_pipeline.training_state import DeviceLoss  # noqa: E402
+from pose_pipeline.train import loop as train_module  # noqa: E402
+from pose_pipeline.train.state import DeviceLoss  # noqa: E402
+from pose_pipeline.util.devices import World, autocast  # noqa: E402
 
 MODELS = {
     "hg2": {"arch": "hourglass", "stacks": 2, "blocks": 1, "features": 256},

@@ -36,8 +36,8 @@ def expected_crop(image_path: Path, affine, canvas_size: int):
     with that scaling; f = 1 (a full decode) for other images."""
     import cv2
 
-    from pose_pipeline import geometry
-    from pose_pipeline.images import jpeg_reduction
+    from pose_pipeline.core import geometry
+    from pose_pipeline.data.images import jpeg_reduction
 
     reduce = jpeg_reduction(affine) if image_path.suffix.lower() in (".jpg", ".jpeg") else 1
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
@@ -55,8 +55,8 @@ def box_of_person(center_array, scale) -> list[float]:
 def mpii_sample_stores(shared_data: Path, tmp_path: Path, canvas_size: int = 128) -> dict:
     """The real MPII sample's five people converted with the reduced decode (key True) and with
     the full decode (False); at canvas 128 they are large against the crop: reductions 4 and 8."""
-    from pose_pipeline.convert import convert
-    from pose_pipeline.store import open_store
+    from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.store import open_store
 
     mpii = shared_data / "mpii_sample"
     stores = {}
@@ -81,9 +81,9 @@ def mpii_sample_stores(shared_data: Path, tmp_path: Path, canvas_size: int = 128
 def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0):
     """A small MPII-layout store of random crops and poses (for mechanics, not accuracy)."""
 
-    from pose_pipeline import geometry
-    from pose_pipeline.joints import MPII
-    from pose_pipeline.store import StoreWriter
+    from pose_pipeline.core import geometry
+    from pose_pipeline.core.joints import MPII
+    from pose_pipeline.data.store import StoreWriter
 
     rng = np.random.default_rng(seed)
     writer = StoreWriter(
@@ -130,7 +130,7 @@ def random_store(tmp_path_factory):
 def settings(**training) -> dict:
     """The experiment settings of a tiny hourglass (1 stack, 16 features, 64 px input) with
     `training` overrides, for the training tests."""
-    from pose_pipeline.config import experiment_settings, validate_config
+    from pose_pipeline.config.schema import experiment_settings, validate_config
 
     config = validate_config(
         {
@@ -233,7 +233,7 @@ def write_config(workdir: Path, config: dict) -> None:
 
 def mean_cell(preds_mat, store_path, metric: str) -> str:
     """The Mean cell a score CSV must hold for the predictions in `preds_mat` against the
-    store, worked out here from the metrics' definitions (not through pose_pipeline.metrics):
+    store, worked out here from the metrics' definitions (not through pose_pipeline.evaluate.metrics):
     per joint, the percent of annotated joints whose distance to the ground truth is below
     0.5 head sizes ("pckh", strict; pelvis and thorax left out of the mean), Mean the
     unweighted mean of those rates, empty when a rate is undefined; or ("pck", eval_pck.m)
@@ -242,7 +242,7 @@ def mean_cell(preds_mat, store_path, metric: str) -> str:
     the 8 limb joints). 2 decimals."""
     import scipy.io
 
-    from pose_pipeline.store import open_store
+    from pose_pipeline.data.store import open_store
 
     store = open_store(store_path)
     preds = scipy.io.loadmat(preds_mat)["preds"]

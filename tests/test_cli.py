@@ -38,7 +38,7 @@ def test_verbose_before_or_after_the_stage(tmp_path, argv):
 def test_an_error_ends_an_open_progress_bar_line(tmp_path, capsys, monkeypatch):
     from tqdm import tqdm
 
-    from pose_pipeline import inspect
+    from pose_pipeline.data import inspect
     from pose_pipeline.errors import UserError
 
     def fail(args):

@@ -11,15 +11,15 @@ import pytest
 from conftest import CUSTOM_KEYPOINTS, CUSTOM_SIGMAS, CUSTOM_SKELETON, write_custom_coco
 
 from pose_pipeline import cli
-from pose_pipeline.config import validate_config
-from pose_pipeline.convert import convert
+from pose_pipeline.config.schema import validate_config
+from pose_pipeline.core.joints import COCO, LSP, MPII, JointSet, mirror_pairs, torso_pair
+from pose_pipeline.data.convert import convert
+from pose_pipeline.data.formats import coco
+from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.formats import coco
-from pose_pipeline.joints import COCO, LSP, MPII, JointSet, mirror_pairs, torso_pair
-from pose_pipeline.metrics import validation_score
-from pose_pipeline.predictions import write_predictions_csv
-from pose_pipeline.score import score
-from pose_pipeline.store import open_store
+from pose_pipeline.evaluate.metrics import validation_score
+from pose_pipeline.evaluate.score import score
+from pose_pipeline.inference.prediction_files import write_predictions_csv
 
 NAMES = list(CUSTOM_KEYPOINTS)
 
@@ -291,7 +291,7 @@ def test_sigmas_missing_or_of_the_wrong_length_name_the_key(custom_json, custom_
 
 
 def test_a_set_of_its_own_with_17_joints_still_needs_sigmas():
-    from pose_pipeline.oks import check_sigmas
+    from pose_pipeline.evaluate.oks import check_sigmas
 
     renamed = JointSet("paw17", tuple(f"p{k}" for k in range(17)), (), ())
     with pytest.raises(ValueError, match="set `oks_sigmas`"):
@@ -361,8 +361,8 @@ def test_validation_of_the_custom_set_is_torso_pck(custom_store):
 def test_predict_refuses_a_checkpoint_of_another_set_with_as_many_joints(custom_store, tmp_path):
     import torch
 
+    from pose_pipeline.inference.predict import check_joint_names
     from pose_pipeline.models import build_model
-    from pose_pipeline.predict import check_joint_names
 
     store = open_store(custom_store)
     config = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16, "joints": 9}
@@ -393,8 +393,8 @@ def test_predict_refuses_a_checkpoint_of_another_set_with_as_many_joints(custom_
 
 
 def test_skeleton_plot_draws_the_files_skeleton(custom_store, tmp_path):
-    from pose_pipeline.joints import SIDE_COLOURS
-    from pose_pipeline.overlays import plot_skeletons
+    from pose_pipeline.core.joints import SIDE_COLOURS
+    from pose_pipeline.report.skeleton_drawings import plot_skeletons
 
     preds = _ground_truth_predictions(custom_store, tmp_path / "exact.csv")
     panels = plot_skeletons(preds, custom_store, tmp_path / "s.png", count=4, dpi=30)
@@ -429,7 +429,7 @@ def test_the_commented_custom_example_of_config_yaml_validates():
 def test_the_rules_pass_flip_pairs_to_convert_and_sigmas_to_score():
     import shlex
 
-    from pose_pipeline import workflow_config as ppc
+    from pose_pipeline import workflow_lookups as ppc
 
     config = validate_config(_config(oks_sigmas=[0.026, 0.5], flip_pairs=[["left paw", "right_paw"]]))
     extra = ppc.converter_settings(config, "d")["extra"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pose_pipeline import geometry
-from pose_pipeline.codec import HEATMAP_STRIDE, HeatmapCodec
+from pose_pipeline.core import geometry
+from pose_pipeline.core.codec import HEATMAP_STRIDE, HeatmapCodec
 
 
 def test_heatmap_size_is_a_quarter_of_the_input_unless_given():

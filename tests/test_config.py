@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pose_pipeline.config import experiment_settings, load_config, settings_hash, validate_config
+from pose_pipeline.config.schema import experiment_settings, load_config, settings_hash, validate_config
 from pose_pipeline.errors import UserError
-from pose_pipeline.workflow_config import check_dataset_files, dataset_sources
+from pose_pipeline.workflow_lookups import check_dataset_files, dataset_sources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_comparison_helpers(raw_config, tmp_path, shared_data):
     import numpy as np
     import scipy.io
 
-    from pose_pipeline.workflow_config import reference_datasets, reference_ground_truth, summary_entries
+    from pose_pipeline.workflow_lookups import reference_datasets, reference_ground_truth, summary_entries
 
     ref = shared_data / "mpii_sample" / "detections_our_format.mat"
     raw_config["datasets"]["demo"]["reference_predictions"] = str(ref)
@@ -149,7 +149,7 @@ def test_bad_cluster_resources_are_named(raw_config):
 
 
 def test_separate_val_annotations_take_lsp_and_coco_files_whole(raw_config):
-    from pose_pipeline.workflow_config import converter_split
+    from pose_pipeline.workflow_lookups import converter_split
 
     raw_config["datasets"]["lsp"] = {"format": "lsp", "annotations": "a.mat", "images": "i"}
     config = validate_config(raw_config)
@@ -165,17 +165,17 @@ def test_every_lookup_the_rules_call_is_in_workflow_config():
     fail only when Snakemake parses the rules."""
     import re
 
-    from pose_pipeline import workflow_config
+    from pose_pipeline import workflow_lookups as workflow_config
 
     rules = "".join(path.read_text() for path in sorted((REPO / "workflow" / "rules").glob("*.smk")))
-    assert "from pose_pipeline import workflow_config as ppc" in rules
+    assert "from pose_pipeline import workflow_lookups as ppc" in rules
     called = set(re.findall(r"\bppc\.(\w+)", rules))
     assert "dataset_sources" in called and "converter_settings" in called
     assert [name for name in sorted(called) if not callable(getattr(workflow_config, name, None))] == []
 
 
 def test_an_input_size_the_hourglass_cannot_halve_is_refused_naming_the_key():
-    from pose_pipeline.config import validate_config
+    from pose_pipeline.config.schema import validate_config
 
     config = {
         "datasets": {"d": {"format": "mpii", "annotations": "a.mat", "images": "img"}},
@@ -206,7 +206,7 @@ def test_hourglass_h5_without_a_split_is_refused(raw_config):
 
 
 def test_flic_dataset_config(raw_config):
-    from pose_pipeline.workflow_config import converter_split
+    from pose_pipeline.workflow_lookups import converter_split
 
     raw_config["datasets"]["flic"] = {"format": "flic", "annotations": "examples.mat", "images": "i"}
     config = validate_config(raw_config)

@@ -12,12 +12,12 @@ import scipy.io
 from conftest import expected_crop
 
 from pose_pipeline import cli
-from pose_pipeline.convert import convert
-from pose_pipeline.demo_release import release_mat_bytes
+from pose_pipeline.core.joints import PCKH_HEAD_FACTOR
+from pose_pipeline.data.convert import convert
+from pose_pipeline.data.demo.release_file import release_mat_bytes
+from pose_pipeline.data.images import jpeg_reduction
+from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.images import jpeg_reduction
-from pose_pipeline.joints import PCKH_HEAD_FACTOR
-from pose_pipeline.store import open_store
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_cli_reports_a_missing_annotation_file(tmp_path, capsys):
 
 # --------------------------------------------------------------- detections.mat, bad inputs
 
-from pose_pipeline.formats import mpii  # noqa: E402
+from pose_pipeline.data.formats import mpii  # noqa: E402
 
 
 def test_detections_mat_reads_the_same_people_as_valid_h5(mpii_sample):
@@ -438,7 +438,7 @@ def _split_file(path, h5_path, rows):
 
 def test_hourglass_h5_with_val_split_applies_it(mpii_sample, tmp_path):
     """Never the same people in train and val: the split file's people are val, the rest train."""
-    from pose_pipeline.formats.readers import read_mpii
+    from pose_pipeline.data.formats.readers import read_mpii
 
     h5 = _five_people_h5(mpii_sample, tmp_path / "five.h5")
     split = _split_file(tmp_path / "split.mat", h5, [1, 3])

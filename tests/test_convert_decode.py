@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import blob_image, centroid, mpii_sample_stores
 
-from pose_pipeline import geometry
-from pose_pipeline.convert import convert
-from pose_pipeline.convert_crops import crop_block, crop_sample
+from pose_pipeline.core import geometry
+from pose_pipeline.data.convert import convert
+from pose_pipeline.data.convert_crops import crop_block, crop_sample
+from pose_pipeline.data.images import SourceImage, jpeg_reduction, jpeg_shape, load_image
+from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.images import SourceImage, jpeg_reduction, jpeg_shape, load_image
-from pose_pipeline.store import open_store
 
 
 def test_rgb_decode_is_bit_identical_to_bgr_and_cvtcolor(shared_data):
@@ -113,8 +113,8 @@ def test_convert_with_reduced_decode_is_close_to_the_full_decode(shared_data, tm
 
 
 def test_the_config_key_reaches_the_command_line():
-    from pose_pipeline.config import validate_config
-    from pose_pipeline.workflow_config import converter_settings
+    from pose_pipeline.config.schema import validate_config
+    from pose_pipeline.workflow_lookups import converter_settings
 
     for value, extra in ((None, "--reduced-decode"), (False, "--no-reduced-decode"), (True, "--reduced-decode")):
         dataset = {"format": "coco", "annotations": "a.json", "images": "img", "min_keypoints": 3}
@@ -127,8 +127,8 @@ def test_the_config_key_reaches_the_command_line():
 
 
 def test_the_image_codec_key_reaches_the_command_line():
-    from pose_pipeline.config import validate_config
-    from pose_pipeline.workflow_config import converter_settings
+    from pose_pipeline.config.schema import validate_config
+    from pose_pipeline.workflow_lookups import converter_settings
 
     experiments = {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}
     for value, option in ((None, ""), ("lz4", ""), ("zstd", " --image-codec zstd")):
@@ -144,7 +144,7 @@ def test_the_image_codec_key_reaches_the_command_line():
 def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tmp_path, monkeypatch):
     import scipy.io
 
-    from pose_pipeline import convert_crops
+    from pose_pipeline.data import convert_crops
 
     lsp = shared_data / "lsp_sample"
     joints = scipy.io.loadmat(lsp / "joints.mat")["joints"][:, :, :30]
@@ -190,7 +190,7 @@ def crop_block_noting_threads(args):
 def test_crops_are_cut_with_one_opencv_thread_and_the_setting_restored(shared_data, tmp_path, monkeypatch):
     """OpenCV's pool stays idle while crops are cut, in the process and in its forked workers (a
     crop is too small to share out); the caller's thread count is back afterwards."""
-    from pose_pipeline import convert_crops
+    from pose_pipeline.data import convert_crops
 
     monkeypatch.setattr(convert_crops, "crop_block", crop_block_noting_threads)  # forked workers inherit it
     cv2.setNumThreads(2)

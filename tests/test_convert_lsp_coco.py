@@ -10,11 +10,11 @@ import scipy.io
 from conftest import expected_crop
 
 from pose_pipeline import cli
-from pose_pipeline.convert import convert
+from pose_pipeline.data.convert import convert
+from pose_pipeline.data.formats import coco as coco_format
+from pose_pipeline.data.formats.readers import read_lsp
+from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.formats import coco as coco_format
-from pose_pipeline.formats.readers import read_lsp
-from pose_pipeline.store import open_store
 
 CANVAS = 64
 

@@ -76,7 +76,7 @@ def test_variant_settings_change_the_run_and_refuse_unknown_keys():
     import cpu_train_settings
     import pytest
 
-    from pose_pipeline.config import experiment_settings, validate_config
+    from pose_pipeline.config.schema import experiment_settings, validate_config
 
     base = experiment_settings(validate_config(json.loads(json.dumps(TINY_EXPERIMENT))), "e")
     name, changes = cpu_train_settings.parse_variant("small=features:8,input_size:32,compile:1")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pose_pipeline.codec import HeatmapCodec
-from pose_pipeline.data import Augmentation, ShardBatches, make_batch
-from pose_pipeline.store import open_store
+from pose_pipeline.core.codec import HeatmapCodec
+from pose_pipeline.data.batches import Augmentation, ShardBatches, make_batch
+from pose_pipeline.data.store import open_store
 
 
 @pytest.mark.parametrize("batch_size,buffer_shards", [(5, 2), (4, 1), (7, 8)])
@@ -77,7 +77,7 @@ def test_make_batch_rejects_an_unknown_warp(random_store):
 
 def test_zarrs_decoding_reads_the_same_crops(random_store):
     pytest.importorskip("zarrs")
-    from pose_pipeline.store import FAST_CODEC_PIPELINE, fast_codec_pipeline
+    from pose_pipeline.data.store import FAST_CODEC_PIPELINE, fast_codec_pipeline
 
     assert fast_codec_pipeline() == FAST_CODEC_PIPELINE
     fast, plain = open_store(random_store), open_store(random_store, fast_decode=False)
@@ -88,7 +88,7 @@ def test_zarrs_decoding_reads_the_same_crops(random_store):
 
 
 def test_zarrs_can_be_switched_off(monkeypatch):
-    from pose_pipeline.store import fast_codec_pipeline
+    from pose_pipeline.data.store import fast_codec_pipeline
 
     monkeypatch.setenv("POSE_PIPELINE_ZARRS", "0")
     assert fast_codec_pipeline() is None

@@ -41,7 +41,7 @@ def signature_defaults(function) -> dict:
 
 
 def test_the_package_ships_the_workflow_schema():
-    from pose_pipeline.config import SCHEMA_PATH
+    from pose_pipeline.config.schema import SCHEMA_PATH
 
     assert SCHEMA_PATH.read_text() == SCHEMA.read_text()
 
@@ -51,7 +51,7 @@ CONVERT_KEYS = ["canvas_size", "context", "shard_size", "on_bad_sample", "reduce
 
 @pytest.mark.parametrize("key", CONVERT_KEYS)
 def test_convert_defaults_are_the_schemas(key):
-    from pose_pipeline import convert
+    from pose_pipeline.data import convert
 
     assert signature_defaults(convert.convert)[key] == default("dataset", key)
     assert parser_defaults(convert)[key] == default("dataset", key)
@@ -59,7 +59,7 @@ def test_convert_defaults_are_the_schemas(key):
 
 def test_the_store_writers_image_codec_is_the_schemas():
     """Every store writer (convert, the tests' stores, the demo's) compresses crops alike."""
-    from pose_pipeline.store import IMAGE_CODECS, StoreWriter
+    from pose_pipeline.data.store import IMAGE_CODECS, StoreWriter
 
     assert signature_defaults(StoreWriter.__init__)["image_codec"] == default("dataset", "image_codec")
     assert list(IMAGE_CODECS) == schema_node("dataset")["image_codec"]["enum"]
@@ -67,7 +67,7 @@ def test_the_store_writers_image_codec_is_the_schemas():
 
 @pytest.mark.parametrize("key", ["seed", "train", "val", "image_size"])
 def test_demo_data_defaults_are_the_schemas(key):
-    from pose_pipeline import demo_data
+    from pose_pipeline.data.demo import generate as demo_data
 
     assert signature_defaults(demo_data.generate)[key] == default("dataset", "synthetic", key)
     assert parser_defaults(demo_data)[key] == default("dataset", "synthetic", key)

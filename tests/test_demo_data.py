@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pose_pipeline import cli, demo_data
-from pose_pipeline.formats import mpii, mpii_split
-from pose_pipeline.joints import MPII
+from pose_pipeline import cli
+from pose_pipeline.core.joints import MPII
+from pose_pipeline.data.demo import generate as demo_data
+from pose_pipeline.data.formats import mpii, mpii_split
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from pose_pipeline import cli, geometry
-from pose_pipeline.codec import HeatmapCodec
-from pose_pipeline.data import HostBatch, finish_batch
-from pose_pipeline.export import crop_pose_model
-from pose_pipeline.inference import mirror_average
-from pose_pipeline.joints import MPII
+from pose_pipeline import cli
+from pose_pipeline.core import geometry
+from pose_pipeline.core.codec import HeatmapCodec
+from pose_pipeline.core.joints import MPII
+from pose_pipeline.data.batches import HostBatch, finish_batch
+from pose_pipeline.inference.engine import mirror_average
+from pose_pipeline.inference.export import crop_pose_model
 from pose_pipeline.models import build_model
 
 INPUT_SIZE = 64
@@ -136,7 +137,7 @@ def test_the_decode_blur_is_scipys_gaussian_filter():
     codec used before; the peak height is kept."""
     from scipy.ndimage import gaussian_filter
 
-    from pose_pipeline.codec import blur_keeping_peaks
+    from pose_pipeline.core.codec import blur_keeping_peaks
 
     maps = np.random.default_rng(0).random((3, 4, 16, 20))
     for sigma in (0.5, 1.0, 2.5):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import snakemake, write_config
 
+from pose_pipeline.core.joints import COCO, LSP, MPII, JointSet, canonical_joint, shared_joints
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import COCO, LSP, MPII, JointSet, canonical_joint, shared_joints
 from pose_pipeline.models import build_model, load_weights
 
 # How far a later stack's heatmaps of the shared joints may come from the source model's: the

@@ -8,12 +8,12 @@ import pytest
 import scipy.io
 
 from pose_pipeline import cli
+from pose_pipeline.core.joints import FLIC, FLIC_PCK_POINTS
+from pose_pipeline.data.formats import flic
 from pose_pipeline.errors import UserError
-from pose_pipeline.formats import flic
-from pose_pipeline.ground_truth import read_ground_truth
-from pose_pipeline.joints import FLIC, FLIC_PCK_POINTS
-from pose_pipeline.predictions import write_predictions_mat
-from pose_pipeline.score import score
+from pose_pipeline.evaluate.ground_truth import read_ground_truth
+from pose_pipeline.evaluate.score import score
+from pose_pipeline.inference.prediction_files import write_predictions_mat
 
 NAN = np.nan
 
@@ -125,8 +125,8 @@ def test_file_without_a_struct_is_refused(tmp_path):
 
 
 def test_convert_the_sample_end_to_end(shared_data, tmp_path):
-    from pose_pipeline.convert import convert
-    from pose_pipeline.store import open_store
+    from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.store import open_store
 
     sample = flic_sample(shared_data)
     for split, count in (("train", 15), ("val", 5)):
@@ -200,7 +200,7 @@ def test_flic_pck_computed_by_hand(tmp_path):
 def test_flic_store_scores_as_the_file(tmp_path):
     """A store keeps unannotated joints at (0, 0) with visible 0; scoring treats them as the
     file's NaN (missed), so file and store give the same table."""
-    from pose_pipeline.store import StoreWriter
+    from pose_pipeline.data.store import StoreWriter
 
     gt, preds, records = hand_case()
     gt_file = write_flic(tmp_path / "examples.mat", records)
@@ -264,7 +264,7 @@ def test_joint_count_mismatch_names_the_file(shared_data, tmp_path):
 
 
 def test_flic_curves_plot_its_own_columns(tmp_path):
-    from pose_pipeline.plots import plot_pckh_curves
+    from pose_pipeline.report.charts import plot_pckh_curves
 
     _, preds, records = hand_case()
     write_predictions_mat(tmp_path / "p.mat", preds)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pose_pipeline import geometry
-from pose_pipeline.codec import HeatmapCodec
-from pose_pipeline.formats import mpii
-from pose_pipeline.roundtrip import encode_decode
+from pose_pipeline.core import geometry
+from pose_pipeline.core.codec import HeatmapCodec
+from pose_pipeline.data.formats import mpii
+from pose_pipeline.evaluate.roundtrip import encode_decode
 
 
 def test_compose_invert_apply_roundtrip():

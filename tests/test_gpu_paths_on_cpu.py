@@ -10,13 +10,13 @@ import pytest
 import torch
 from conftest import settings
 
-from pose_pipeline import train as train_module
-from pose_pipeline.codec import HeatmapCodec
-from pose_pipeline.data import make_batch
-from pose_pipeline.devices import autocast
-from pose_pipeline.loss import heatmap_loss
+from pose_pipeline.core.codec import HeatmapCodec
+from pose_pipeline.core.loss import heatmap_loss
+from pose_pipeline.data.batches import make_batch
+from pose_pipeline.data.store import open_store
 from pose_pipeline.models import build_model
-from pose_pipeline.store import open_store
+from pose_pipeline.train import loop as train_module
+from pose_pipeline.util.devices import autocast
 
 CPU = torch.device("cpu")
 MODEL = {"arch": "hourglass", "stacks": 2, "blocks": 1, "features": 16}
@@ -24,7 +24,7 @@ MODEL = {"arch": "hourglass", "stacks": 2, "blocks": 1, "features": 16}
 
 def batch(store_path, warp: str = "cv2", n: int = 8):
     store = open_store(store_path)
-    from pose_pipeline.data import Augmentation
+    from pose_pipeline.data.batches import Augmentation
 
     aug = Augmentation()
     params = aug.sample(np.random.default_rng(5), n)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from conftest import box_of_person, settings
 
-from pose_pipeline import cli, geometry
-from pose_pipeline.joints import MPII
-from pose_pipeline.store import open_store
+from pose_pipeline import cli
+from pose_pipeline.core import geometry
+from pose_pipeline.core.joints import MPII
+from pose_pipeline.data.store import open_store
 
 CANVAS = 96  # the demo stores' canvas (the tiny model trains at 64 px)
 
@@ -25,9 +26,9 @@ CANVAS = 96  # the demo stores' canvas (the tiny model trains at 64 px)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """Demo data, its converted validation store and a model trained on its training store."""
-    from pose_pipeline.convert import convert
-    from pose_pipeline.demo_data import generate
-    from pose_pipeline.train import train
+    from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.demo.generate import generate
+    from pose_pipeline.train.loop import train
 
     root = tmp_path_factory.mktemp("infer_demo")
     generate(root / "demo", seed=5, train=24, val=8, image_size=96, progress=False)
@@ -90,8 +91,8 @@ def check_valid(found: dict, images_dir, joints=MPII) -> None:
 def test_raw_image_canvases_equal_the_stores(demo):
     """The canvas infer cuts from a raw image around a person's box is the store's crop, byte for
     byte: same affine rule, same warp, same JPEG decoder."""
-    from pose_pipeline.formats.coco import person_boxes
-    from pose_pipeline.images import load_image
+    from pose_pipeline.data.formats.coco import person_boxes
+    from pose_pipeline.data.images import load_image
 
     store = open_store(demo["val"])
     center = geometry.annotated_to_array(store.center, store.pixel_origin)
@@ -159,7 +160,7 @@ def test_infer_equals_predict_on_the_converted_store(demo, tmp_path, capfd):
     found = results(tmp_path / "out")["results"]
     assert [r["file_name"] for r in found] == list(store.image_name)
     inferred = np.array([np.reshape(r["keypoints"], (-1, 3))[:, :2] for r in found])
-    from pose_pipeline.predictions import read_predictions
+    from pose_pipeline.inference.prediction_files import read_predictions
 
     predicted = geometry.annotated_to_array(read_predictions(tmp_path / "p.mat"), store.pixel_origin)
     # infer clips to the image (predict does not): compare with predict's points clipped alike
@@ -298,7 +299,7 @@ def test_video_gives_per_frame_results_and_an_annotated_video(demo, tmp_path, ca
 def test_reading_ahead_in_a_thread_gives_the_serial_results(demo, tmp_path, capfd, monkeypatch):
     """On an accelerator the next people are cut in a prefetch thread; the CPU runs serially
     (`prefetch.depth_for`). Both give the same results, in the same order."""
-    from pose_pipeline import prefetch
+    from pose_pipeline.util import prefetch
 
     args = ["--checkpoint", demo["model"], "--images", demo["images"], "--batch-size", 5]
     assert infer(capfd, *args, "--out", tmp_path / "serial")[0] == 0
@@ -390,7 +391,7 @@ def test_an_earlier_output_is_replaced_but_nothing_else(demo, tmp_path, capfd):
 
 
 def test_imagesets_are_validated_with_did_you_mean():
-    from pose_pipeline.config import validate_config
+    from pose_pipeline.config.schema import validate_config
     from pose_pipeline.errors import UserError
 
     base = {

@@ -12,13 +12,15 @@ import pytest
 import torch
 from conftest import blob_image, box_of_person, centroid, mpii_sample_stores
 
-from pose_pipeline import cli, geometry, inference
-from pose_pipeline.config import schema_defaults
-from pose_pipeline.images import ArrayImage, SourceImage, jpeg_reduction, load_image
-from pose_pipeline.infer import frame_people
-from pose_pipeline.infer_inputs import Box, ImageInput
-from pose_pipeline.inference import CanvasLayout
-from pose_pipeline.joints import MPII
+from pose_pipeline import cli
+from pose_pipeline.config.schema import schema_defaults
+from pose_pipeline.core import geometry
+from pose_pipeline.core.joints import MPII
+from pose_pipeline.data.images import ArrayImage, SourceImage, jpeg_reduction, load_image
+from pose_pipeline.inference import engine as inference
+from pose_pipeline.inference.engine import CanvasLayout
+from pose_pipeline.inference.infer import frame_people
+from pose_pipeline.inference.infer_inputs import Box, ImageInput
 from pose_pipeline.models import build_model, read_checkpoint, training_canvas_of
 
 CANVAS = 128  # the MPII sample's people are large against it: reductions 4 and 8
@@ -125,7 +127,7 @@ def test_a_checkpoint_recording_its_converter_loads_and_exports_saying_how_to_cu
     path = random_checkpoint(tmp_path / "m.pt", {"reduced_decode": True, "canvas_size": 128, "context": 1.75})
     record = read_checkpoint(path)
     assert record["converter"]["reduced_decode"] is True
-    from pose_pipeline.export import crop_pose_model, description_path
+    from pose_pipeline.inference.export import crop_pose_model, description_path
 
     model, codec, joints, _ = crop_pose_model(str(path))
     assert codec.input_size == 64 and joints.name == MPII.name

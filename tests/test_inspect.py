@@ -14,11 +14,11 @@ import pytest
 from conftest import make_random_store
 
 from pose_pipeline import cli
-from pose_pipeline.convert import convert
+from pose_pipeline.core.joints import MPII
+from pose_pipeline.data.convert import convert
+from pose_pipeline.data.inspect import bytes_on_disk, contact_sheet, pick_samples, summarize, write_sheet
+from pose_pipeline.data.store import IMAGE_ZSTD_LEVEL, StoreWriter, open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.inspect import bytes_on_disk, contact_sheet, pick_samples, summarize, write_sheet
-from pose_pipeline.joints import MPII
-from pose_pipeline.store import IMAGE_ZSTD_LEVEL, StoreWriter, open_store
 
 # the skeleton palette, written out: matplotlib's tab:blue, tab:red and gold
 BLUE, RED, GOLD = (31, 119, 180), (214, 39, 40), (255, 215, 0)

@@ -298,7 +298,7 @@ def test_model_info_rejects_bad_input(capsys):
 
 
 def test_joint_set_travels_with_store_attrs_and_checkpoints():
-    from pose_pipeline.joints import COCO, LSP, JointSet
+    from pose_pipeline.core.joints import COCO, LSP, JointSet
     from pose_pipeline.models import joint_set_of
 
     assert JointSet.from_dict(LSP.to_dict()) is LSP

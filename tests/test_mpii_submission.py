@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import scipy.io
 
-from pose_pipeline import cli, demo_data
-from pose_pipeline.convert import convert
+from pose_pipeline import cli
+from pose_pipeline.core.joints import MPII
+from pose_pipeline.data.convert import convert
+from pose_pipeline.data.demo import generate as demo_data
+from pose_pipeline.data.formats import mpii, mpii_test
+from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.formats import mpii, mpii_test
-from pose_pipeline.joints import MPII
-from pose_pipeline.predictions import write_predictions_csv, write_predictions_mat
-from pose_pipeline.store import open_store
+from pose_pipeline.inference.prediction_files import write_predictions_csv, write_predictions_mat
 
 
 def _rects(*rects) -> np.ndarray:
@@ -311,8 +312,8 @@ def test_split_test_is_mpii_release_only(shared_data, tmp_path):
 
 
 def test_workflow_converts_the_test_split_from_the_release_alone():
-    from pose_pipeline.config import validate_config
-    from pose_pipeline.workflow_config import converter_split, dataset_sources
+    from pose_pipeline.config.schema import validate_config
+    from pose_pipeline.workflow_lookups import converter_split, dataset_sources
 
     config = validate_config(
         {

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from conftest import make_random_store
 
-from pose_pipeline import atomic, cli, demo_data
+from pose_pipeline import cli
+from pose_pipeline.data.demo import generate as demo_data
+from pose_pipeline.data.store import PER_SAMPLE_ARRAYS, is_store, open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.store import PER_SAMPLE_ARRAYS, is_store, open_store
+from pose_pipeline.util import atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,8 +262,8 @@ def test_converter_options_outside_the_schema_bounds_are_refused(demo_folder, tm
 
 
 def test_coordinates_beyond_float32_or_far_outside_the_image_are_bad_samples(tmp_path, capsys):
-    from pose_pipeline import demo_release
-    from pose_pipeline.formats import mpii
+    from pose_pipeline.data.demo import release_file as demo_release
+    from pose_pipeline.data.formats import mpii
 
     demo = tmp_path / "demo"
     demo_data.generate(demo, seed=1, train=3, val=1, image_size=64, progress=False)
@@ -294,7 +296,7 @@ def test_libjpeg_warnings_stay_with_their_own_decode_across_calls_and_forked_wor
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from pose_pipeline.images import load_image
+    from pose_pipeline.data.images import load_image
 
     demo, damaged = demo_with_a_damaged_jpeg(tmp_path)
     good = demo / "images" / "000000.jpg"
@@ -309,7 +311,7 @@ def test_libjpeg_warnings_stay_with_their_own_decode_across_calls_and_forked_wor
 
 
 def _capture_inode(_=None) -> int:
-    from pose_pipeline.images import _capture_file
+    from pose_pipeline.data.images import _capture_file
 
     return os.fstat(_capture_file().fileno()).st_ino
 
@@ -327,7 +329,7 @@ def demo_with_a_damaged_jpeg(tmp_path) -> tuple[Path, Path]:
 
 
 def test_a_jpeg_corrupt_in_the_middle_is_a_bad_sample_not_garbage_pixels(tmp_path):
-    from pose_pipeline.images import load_image
+    from pose_pipeline.data.images import load_image
 
     demo, damaged = demo_with_a_damaged_jpeg(tmp_path)
     image, problem = load_image(damaged)

@@ -10,15 +10,16 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from pose_pipeline import cli, geometry
+from pose_pipeline import cli
+from pose_pipeline.core import geometry
+from pose_pipeline.core.joints import MPII
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import MPII
-from pose_pipeline.metrics import TABLE_COLUMNS
-from pose_pipeline.overlays import pick_samples, plot_skeletons, predictions_in_crop
-from pose_pipeline.plots import plot_joint_bars, plot_pckh_curves, plot_training_curves
-from pose_pipeline.predictions import write_predictions_mat
-from pose_pipeline.score import score
-from pose_pipeline.training_log import read_log
+from pose_pipeline.evaluate.metrics import TABLE_COLUMNS
+from pose_pipeline.evaluate.score import score
+from pose_pipeline.inference.prediction_files import write_predictions_mat
+from pose_pipeline.report.charts import plot_joint_bars, plot_pckh_curves, plot_training_curves
+from pose_pipeline.report.skeleton_drawings import pick_samples, plot_skeletons, predictions_in_crop
+from pose_pipeline.train.log import read_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LOG_HEADER = "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
@@ -43,7 +44,7 @@ def assert_png(path, dpi=100, min_size=100):
 
 def make_store(path, n=6, size=64, rng_seed=0):
     """A tiny MPII store: crop = original image (array coords) scaled by 0.5, shifted."""
-    from pose_pipeline.store import StoreWriter
+    from pose_pipeline.data.store import StoreWriter
 
     rng = np.random.default_rng(rng_seed)
     kp = rng.uniform(20, 110, (n, J, 2))
@@ -79,7 +80,7 @@ def synthetic_score_json(tmp_path, name="s", shift=3.0):
     store = tmp_path / "val.zarr"
     if not store.exists():
         make_store(store)
-    from pose_pipeline.store import open_store
+    from pose_pipeline.data.store import open_store
 
     gt = np.asarray(open_store(store).keypoints, dtype=np.float64)
     preds = gt + shift
@@ -246,7 +247,7 @@ def test_predictions_in_crop_matches_geometry():
 
 def test_store_keypoints_in_canvas_agrees(tmp_path):
     kp = make_store(tmp_path / "val.zarr")
-    from pose_pipeline.store import open_store
+    from pose_pipeline.data.store import open_store
 
     store = open_store(tmp_path / "val.zarr")
     np.testing.assert_allclose(predictions_in_crop(kp, store.affine, store.pixel_origin), store.keypoints_in_canvas())
@@ -360,7 +361,7 @@ def test_cli(tmp_path, capsys):
 
 
 def test_pick_examples_best_median_worst():
-    from pose_pipeline.overlays import pick_examples
+    from pose_pipeline.report.skeleton_drawings import pick_examples
 
     assert pick_examples([0.5, np.nan, 0.1, 0.9, 0.3, 0.7]) == {"best": 2, "median": 0, "worst": 3}
     assert pick_examples([np.nan, np.nan]) == {"best": 0, "median": 0, "worst": 1}
@@ -380,7 +381,7 @@ def write_originals(folder, n=6, size=128, missing=()):
 
 
 def test_examples_on_original_images(tmp_path, capsys):
-    from pose_pipeline.overlays import plot_examples
+    from pose_pipeline.report.skeleton_drawings import plot_examples
 
     kp = make_store(tmp_path / "val.zarr")
     errors = np.array([4.0, 1.0, 2.0, 8.0, 3.0, 6.0])  # px; head size 10
@@ -427,8 +428,8 @@ def test_examples_on_original_images(tmp_path, capsys):
 
 
 def test_example_units_fall_back_to_torso():
-    from pose_pipeline.joints import LSP
-    from pose_pipeline.overlays import example_units
+    from pose_pipeline.core.joints import LSP
+    from pose_pipeline.report.skeleton_drawings import example_units
 
     gt = np.zeros((2, LSP.num_joints, 2))
     gt[:, LSP.index("r_hip")] = (30.0, 40.0)

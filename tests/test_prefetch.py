@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import loss_exploding_at, settings
 
-from pose_pipeline import train as train_module
-from pose_pipeline import training_state
-from pose_pipeline.devices import World
-from pose_pipeline.prefetch import Prefetcher
-from pose_pipeline.store_check import StoreDamage
-from pose_pipeline.training_setup import setup
-from pose_pipeline.training_state import DeviceLoss
+from pose_pipeline.data.store_check import StoreDamage
+from pose_pipeline.train import loop as train_module
+from pose_pipeline.train import state as training_state
+from pose_pipeline.train.setup import setup
+from pose_pipeline.train.state import DeviceLoss
+from pose_pipeline.util.devices import World
+from pose_pipeline.util.prefetch import Prefetcher
 
 
 def prefetch_threads() -> list[threading.Thread]:
@@ -189,7 +189,7 @@ def threaded_on_cpu(monkeypatch):
 
 
 def test_the_loop_is_serial_on_the_cpu_and_read_ahead_on_an_accelerator():
-    from pose_pipeline.prefetch import depth_for
+    from pose_pipeline.util.prefetch import depth_for
 
     assert depth_for(torch.device("cpu"), 8) == 0  # torch's threads already use every core
     assert depth_for(torch.device("meta"), 8) == 8

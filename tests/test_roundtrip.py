@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pose_pipeline import cli, metrics
-from pose_pipeline.ground_truth import read_ground_truth
-from pose_pipeline.predictions import read_predictions
+from pose_pipeline import cli
+from pose_pipeline.evaluate import metrics
+from pose_pipeline.evaluate.ground_truth import read_ground_truth
+from pose_pipeline.inference.prediction_files import read_predictions
 
 
 def test_oracle_predictions_score_as_the_issue_requires(shared_data, tmp_path, capsys):
@@ -28,9 +29,9 @@ def test_oracle_predictions_score_as_the_issue_requires(shared_data, tmp_path, c
 
 def test_integer_targets_would_fail_the_same_check(shared_data):
     """The check can fail: rounding targets to whole heatmap pixels (as the seeds did) is off."""
-    from pose_pipeline import geometry
-    from pose_pipeline.codec import HeatmapCodec
-    from pose_pipeline.formats import mpii
+    from pose_pipeline.core import geometry
+    from pose_pipeline.core.codec import HeatmapCodec
+    from pose_pipeline.data.formats import mpii
 
     people = mpii.read_hourglass_h5(shared_data / "mpii_sample" / "valid.h5", is_train=False)
     points = geometry.annotated_to_array(people.keypoints, 1.0)

@@ -10,12 +10,12 @@ import pytest
 import scipy.io
 
 from pose_pipeline import cli
+from pose_pipeline.core.joints import MPII
 from pose_pipeline.errors import UserError
-from pose_pipeline.ground_truth import read_ground_truth
-from pose_pipeline.joints import MPII
-from pose_pipeline.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, torso_size
-from pose_pipeline.predictions import read_predictions, write_predictions_csv, write_predictions_mat
-from pose_pipeline.score import score
+from pose_pipeline.evaluate.ground_truth import read_ground_truth
+from pose_pipeline.evaluate.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, torso_size
+from pose_pipeline.evaluate.score import score
+from pose_pipeline.inference.prediction_files import read_predictions, write_predictions_csv, write_predictions_mat
 
 J = MPII.num_joints
 
@@ -274,7 +274,7 @@ def test_sample_count_mismatch_refused(tmp_path):
 
 
 def test_store_ground_truth(tmp_path):
-    from pose_pipeline.store import StoreWriter
+    from pose_pipeline.data.store import StoreWriter
 
     n, size = 3, 16
     rng = np.random.default_rng(2)
@@ -325,8 +325,8 @@ def test_pixel_convention_both_ways(tmp_path, origin):
     the crop (annotated -> array) and back (array -> annotated, as predict does) is
     unchanged; skipping the conversion back is an error of one pixel per axis, which a
     10 px head size makes visible at PCKh@0.1 (1 px)."""
-    from pose_pipeline import geometry
-    from pose_pipeline.store import StoreWriter, open_store
+    from pose_pipeline.core import geometry
+    from pose_pipeline.data.store import StoreWriter, open_store
 
     n, size = 3, 32
     rng = np.random.default_rng(5)
@@ -402,8 +402,8 @@ def test_score_cli_refuses_wrong_shape_and_nan(tmp_path, capsys, preds, message)
 
 
 def lsp_store(path, gt, visible):
-    from pose_pipeline.joints import LSP
-    from pose_pipeline.store import StoreWriter
+    from pose_pipeline.core.joints import LSP
+    from pose_pipeline.data.store import StoreWriter
 
     n = len(gt)
     writer = StoreWriter(path, n, LSP, 16, attrs={"pixel_origin": 1.0, "context": 1.5, "format": "lsp"})
@@ -428,7 +428,7 @@ def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
     at 0.1), l_wrist 10.5 px off (wrong). Sample 1: head_top 4 px off (right at both), neck 6 px
     off (right at 0.2 only). Sample 2: l_shoulder not visible and every joint 1,000 px off:
     the reference still counts all 14 of its joints (all wrong). 42 points in all."""
-    from pose_pipeline.joints import LSP
+    from pose_pipeline.core.joints import LSP
 
     n = 3
     gt = np.tile(np.arange(LSP.num_joints, dtype=np.float64)[None, :, None] * 7 + 200, (n, 1, 2))
@@ -476,7 +476,7 @@ def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
 
 def test_lsp_neck_counts_in_head(tmp_path):
     """The issue's probe: every neck 1,000 px off no longer leaves Head at 100."""
-    from pose_pipeline.joints import LSP
+    from pose_pipeline.core.joints import LSP
 
     gt = np.random.default_rng(0).uniform(100, 300, (4, LSP.num_joints, 2))
     preds = gt.copy()
@@ -490,7 +490,7 @@ def test_lsp_neck_counts_in_head(tmp_path):
 
 
 def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
-    from pose_pipeline.convert import convert
+    from pose_pipeline.data.convert import convert
 
     sample = shared_data / "lsp_sample"
     store = convert(
@@ -527,7 +527,7 @@ COCO_SIGMAS = (
 @pytest.fixture
 def coco_store(shared_data, tmp_path):
     pytest.importorskip("pycocotools", reason="OKS AP needs pycocotools (pip install -e '.[coco]')")
-    from pose_pipeline.convert import convert
+    from pose_pipeline.data.convert import convert
 
     annotations = shared_data / "coco_sample" / "person_keypoints_sample.json"
     store = convert(
@@ -580,7 +580,7 @@ def test_coco_displaced_person_lowers_ap(coco_store, tmp_path):
     12 people, AR = (5 x 12/12 + 5 x 11/12) / 10."""
     store, annotations = coco_store
     gt, visible, _, _ = read_ground_truth(store)
-    from pose_pipeline.store import open_store
+    from pose_pipeline.data.store import open_store
 
     ann_id = int(open_store(store).source_index[0, 1])
     area = next(a["area"] for a in json.loads(annotations.read_text())["annotations"] if a["id"] == ann_id)

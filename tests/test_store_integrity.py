@@ -11,9 +11,9 @@ import pytest
 from conftest import make_random_store
 
 from pose_pipeline import cli
+from pose_pipeline.data.store import open_store
+from pose_pipeline.data.store_check import StoreDamage
 from pose_pipeline.errors import UserError
-from pose_pipeline.store import open_store
-from pose_pipeline.store_check import StoreDamage
 
 SHARD_INDEX_BYTES = 16 * 4 + 4  # 4 inner chunks x (offset, length) uint64 + crc32c
 
@@ -141,8 +141,8 @@ def test_inspect_verify_reports_all_damage_and_exits_1(store_copy, capsys):
 def test_all_zero_chunks_are_written_so_that_missing_means_damaged(tmp_path):
     """zarr skips all-fill chunks by default; a store writes them, or a black crop (or a zero
     source index) would read as 'missing'."""
-    from pose_pipeline.joints import MPII
-    from pose_pipeline.store import StoreWriter
+    from pose_pipeline.core.joints import MPII
+    from pose_pipeline.data.store import StoreWriter
 
     writer = StoreWriter(tmp_path / "black.zarr", 2, MPII, 16, 2, attrs={"pixel_origin": 1.0, "context": 1.5})
     writer.write_block(np.zeros((2, 16, 16, 3), np.uint8))
@@ -170,8 +170,8 @@ def test_zarrs_writes_the_crops_and_a_block_with_a_black_crop_keeps_every_chunk(
     """Crops are written through zarrs when installed (less CPU), which leaves out all-zero inner
     chunks: a block holding a black crop goes through zarr-python, so every chunk still exists."""
     pytest.importorskip("zarrs")
-    from pose_pipeline.joints import MPII
-    from pose_pipeline.store import StoreWriter
+    from pose_pipeline.core.joints import MPII
+    from pose_pipeline.data.store import StoreWriter
 
     images = np.random.default_rng(1).integers(1, 256, (8, 16, 16, 3), dtype=np.uint8)
     images[6] = 0  # the second block's black crop

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from pose_pipeline import cli
+from pose_pipeline.core.joints import LSP, MPII
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import LSP, MPII
-from pose_pipeline.metrics import pckh_evaluation
+from pose_pipeline.evaluate.metrics import pckh_evaluation
+from pose_pipeline.evaluate.pck_torso import pck_torso_evaluation
 from pose_pipeline.models import build_model
-from pose_pipeline.pck_torso import pck_torso_evaluation
-from pose_pipeline.summary import summarize
+from pose_pipeline.report.summary import summarize
 
 LOG = "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
 

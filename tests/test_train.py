@@ -9,15 +9,16 @@ import pytest
 import torch
 from conftest import loss_exploding_at, settings
 
-from pose_pipeline import cli, metrics
-from pose_pipeline import train as train_module
-from pose_pipeline.codec import HeatmapCodec
+from pose_pipeline import cli
+from pose_pipeline.core.codec import HeatmapCodec
+from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.inference import predict_store
+from pose_pipeline.evaluate import metrics
+from pose_pipeline.inference.engine import predict_store
 from pose_pipeline.models import build_model, load_model
-from pose_pipeline.store import open_store
-from pose_pipeline.training_log import COLUMNS
-from pose_pipeline.training_state import hours_minutes_seconds, run_identity
+from pose_pipeline.train import loop as train_module
+from pose_pipeline.train.log import COLUMNS
+from pose_pipeline.train.state import hours_minutes_seconds, run_identity
 
 
 def weights(path) -> dict:

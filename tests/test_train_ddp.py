@@ -17,11 +17,11 @@ import pytest
 import torch
 from conftest import REPO_ROOT, make_random_store, settings
 
-from pose_pipeline import train as train_module
-from pose_pipeline import training_state
-from pose_pipeline.data import ShardBatches
+from pose_pipeline.data.batches import ShardBatches
+from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.store import open_store
+from pose_pipeline.train import loop as train_module
+from pose_pipeline.train import state as training_state
 
 ENV = {
     **os.environ,
@@ -83,7 +83,7 @@ def test_ranks_take_disjoint_slices_of_the_single_process_batches(
 # all-reduce, optimiser) must match exactly for the weights to agree.
 WITHOUT_BATCH_STATISTICS = """
 import torch
-from pose_pipeline import training_setup
+from pose_pipeline.train import setup as training_setup
 
 real_build = training_setup.build_model
 
@@ -234,7 +234,7 @@ def test_a_failing_rank_fails_the_command_with_a_message(random_store, tmp_path)
 
 
 def test_nproc_inside_a_torchrun_worker_is_refused(monkeypatch):
-    from pose_pipeline.devices import launch_ranks
+    from pose_pipeline.util.devices import launch_ranks
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="inside a torchrun worker"):
@@ -242,7 +242,7 @@ def test_nproc_inside_a_torchrun_worker_is_refused(monkeypatch):
 
 
 def test_nproc_auto(monkeypatch):
-    from pose_pipeline import devices
+    from pose_pipeline.util import devices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert devices.auto_nproc() == 1
@@ -295,7 +295,7 @@ def lsp16(shared_data, tmp_path):
     """16 real LSP crops (the first 16 people of ../shared/data/lsp_sample), converted."""
     import scipy.io
 
-    from pose_pipeline.convert import convert
+    from pose_pipeline.data.convert import convert
 
     lsp = shared_data / "lsp_sample"
     joints = scipy.io.loadmat(lsp / "joints.mat")["joints"]  # (14, 3, 300), LSP-extended
@@ -338,8 +338,8 @@ def test_a_small_model_overfits_16_real_lsp_crops(lsp16, tmp_path):
     # Predicting all-zero heatmaps already scores mean(target^2 x weight): falling below that
     # means peaks at the joints, not just a network that learnt to output nothing.
     store = open_store(lsp16)
-    from pose_pipeline.codec import HeatmapCodec
-    from pose_pipeline.data import make_batch
+    from pose_pipeline.core.codec import HeatmapCodec
+    from pose_pipeline.data.batches import make_batch
 
     _, targets, weights = make_batch(
         store.images(),

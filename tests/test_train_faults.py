@@ -13,11 +13,11 @@ import torch
 from conftest import settings
 
 from pose_pipeline import cli
-from pose_pipeline import train as train_module
-from pose_pipeline.atomic import exclusive_lock
-from pose_pipeline.joints import LSP
-from pose_pipeline.store import StoreWriter
-from pose_pipeline.training_state import run_identity
+from pose_pipeline.core.joints import LSP
+from pose_pipeline.data.store import StoreWriter
+from pose_pipeline.train import loop as train_module
+from pose_pipeline.train.state import run_identity
+from pose_pipeline.util.atomic import exclusive_lock
 
 
 def train_cli(store, out, *extra, **training) -> list[str]:
@@ -59,7 +59,7 @@ def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(random_st
 
 
 def test_speed_and_bookkeeping_settings_are_not_the_run_identity(random_store):
-    from pose_pipeline.store import open_store
+    from pose_pipeline.data.store import open_store
 
     store = open_store(random_store)
     base = run_identity(settings(), 2, store, 1)
@@ -165,7 +165,7 @@ def test_predict_refuses_nan_weights_naming_the_tensor(random_store, tmp_path, c
 
 
 def test_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
-    from pose_pipeline import inspect
+    from pose_pipeline.data import inspect
 
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.png"))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from pose_pipeline.errors import UserError
-from pose_pipeline.plots import plot_training_curves
-from pose_pipeline.summary import summarize
-from pose_pipeline.training_log import COLUMNS, read_log, upgrade_row, write_log
+from pose_pipeline.report.charts import plot_training_curves
+from pose_pipeline.report.summary import summarize
+from pose_pipeline.train.log import COLUMNS, read_log, upgrade_row, write_log
 
 OLD_LOG = (
     "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
@@ -89,7 +89,7 @@ def test_curves_are_titled_with_the_logged_metric(tmp_path, monkeypatch):
 
 
 def test_summary_reads_old_and_new_logs_alike(tmp_path, monkeypatch):
-    from pose_pipeline import summary
+    from pose_pipeline.report import summary
 
     monkeypatch.setattr(summary, "parameter_count", lambda path: 1)
     monkeypatch.setattr(summary, "read_score_json", lambda path, keys: {"metric": "OKS", "table": {}, "rows": []})

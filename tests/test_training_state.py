@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from pose_pipeline.training_state import RunState, hours_minutes_seconds, seconds_left
+from pose_pipeline.train.state import RunState, hours_minutes_seconds, seconds_left
 
 
 def test_run_state_round_trips_through_its_checkpoint_fields():

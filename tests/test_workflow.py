@@ -23,8 +23,8 @@ from browser import Browser, find_chromium, report_images
 from conftest import OUTPUTS, REFERENCE, TINY, mean_cell, snakemake, snakemake_command, write_config
 from PIL import Image
 
+from pose_pipeline.data.store import open_store
 from pose_pipeline.models import read_checkpoint
-from pose_pipeline.store import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import csv
 import pytest
 from conftest import mean_cell, snakemake, write_config
 
-from pose_pipeline.store import open_store
+from pose_pipeline.data.store import open_store
 
 pytestmark = pytest.mark.slow
 

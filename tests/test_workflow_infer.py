@@ -15,7 +15,7 @@ TARGETS = ["results/infer/tiny/photos/keypoints.json", "results/infer/tiny/boxed
 
 
 def test_infer_target_trains_then_infers(tmp_path):
-    from pose_pipeline.demo_data import generate
+    from pose_pipeline.data.demo.generate import generate
 
     generate(tmp_path / "mine", seed=9, train=3, val=1, image_size=80, progress=False)
     (tmp_path / "mine" / "boxes.csv").write_text(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from pose_pipeline.core.joints import JOINT_SETS, JointSet, shared_joints
 from pose_pipeline.errors import UserError
-from pose_pipeline.joints import JOINT_SETS, JointSet, shared_joints
 from pose_pipeline.models import hourglass, pyranet
 
 ARCHITECTURES = {"hourglass": hourglass, "pyranet": pyranet}
@@ -105,7 +105,7 @@ def training_canvas_of(checkpoint: dict) -> dict:
     reduced_decode, recorded with the model, for infer (and users of an export) to cut alike. A
     checkpoint without the record (PyTorch-Pose's, or saved before it was kept) gets the
     converters' defaults and the full decode, as the stores of that time had."""
-    from pose_pipeline.config import schema_defaults
+    from pose_pipeline.config.schema import schema_defaults
 
     defaults = schema_defaults("dataset")
     converter = checkpoint.get("converter")

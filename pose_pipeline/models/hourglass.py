@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pose_pipeline.codec import HOURGLASS_DEPTH  # number of 2x poolings inside one hourglass
-from pose_pipeline.config import schema_defaults
+from pose_pipeline.config.schema import schema_defaults
+from pose_pipeline.core.codec import HOURGLASS_DEPTH  # number of 2x poolings inside one hourglass
 
 BOTTLENECK_EXPANSION = 2
 # The one home of the model defaults is the config schema; the dataclass reads them there.

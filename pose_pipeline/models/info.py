@@ -17,7 +17,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from pose_pipeline.config import schema_defaults
+from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.errors import UserError
 from pose_pipeline.models.hourglass import HourglassConfig
 from pose_pipeline.models.pyranet import PRM_VARIANTS, PyraNetConfig

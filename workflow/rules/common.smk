@@ -1,5 +1,5 @@
-# Names and lookups shared by the rules; the functions themselves live in pose_pipeline.workflow_config.
-from pose_pipeline import workflow_config as ppc
+# Names and lookups shared by the rules; the functions themselves live in pose_pipeline.workflow_lookups.
+from pose_pipeline import workflow_lookups as ppc
 
 PLOTS = ["curves", "pckh", "skeletons", "joints", "examples"]
 # Per-experiment files that the comparison rules (summary, compare) read.

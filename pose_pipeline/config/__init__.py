@@ -1,0 +1,1 @@
+"""The workflow config: its schema, validation with did-you-mean, and defaults."""

@@ -1,0 +1,1 @@
+"""The maths every stage shares: joint sets, affines, the heatmap codec, the loss."""

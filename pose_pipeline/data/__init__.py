@@ -1,0 +1,1 @@
+"""Datasets in: annotation formats, images, converted stores, the demo data, training batches."""

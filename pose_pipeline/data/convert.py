@@ -1,0 +1,361 @@
+"""`pose-pipeline convert`: annotations + images -> crop-normalised Zarr v3 store.
+
+Each sample is the person box (200 x scale pixels, hourglass convention) enlarged by
+`context`, warped to a `canvas_size` square; the store keeps the affine back to the
+original image, so every later stage can return to original pixels exactly.
+
+Here: the option and annotation checks, bad samples (an error, or skipped and listed), the
+store's provenance and metadata, and the command line; the crops themselves are cut and
+written by `convert_crops`.
+
+The defaults of canvas_size, context, shard_size and on_bad_sample are the config schema's
+(`datasets.*`), read once into `DEFAULTS` for both `convert()` and the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline.config.schema import schema_defaults
+from pose_pipeline.core.joints import PERSON_BOX
+from pose_pipeline.data.convert_crops import sample_affines, write_crops
+from pose_pipeline.data.formats.readers import READERS, Samples
+from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, is_store, sha256_of
+from pose_pipeline.errors import UserError
+from pose_pipeline.util.atomic import atomic_output, check_no_overlap, check_replaceable
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = schema_defaults("dataset")  # canvas_size, context, shard_size, on_bad_sample, reduced_decode, image_codec
+
+
+# ------------------------------------------------------------------------ annotations
+
+
+def check_image_name(name: str) -> str:
+    if not name:
+        return "no image name (the annotation file names no images, e.g. a split file such as detections.mat)"
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        return f"image name {name!r} is absolute or leaves the image folder"
+    return ""
+
+
+MAX_COORDINATE = 1e6  # pixels: no photograph is this large; float32 holds it exactly enough
+
+
+def annotation_problems(samples: Samples, joints_required: bool = True) -> list[str]:
+    """One reason per sample ('' where fine); `joints_required` False for people whose joints are
+    not given (MPII's test people)."""
+    problems = []
+    for i in range(len(samples)):
+        problem = samples.problems[i] or check_image_name(samples.image_names[i])
+        if not problem:
+            vis = samples.visible[i] > 0
+            coordinates = np.concatenate([samples.keypoints[i][vis].ravel(), samples.center[i]])
+            if not np.all(np.isfinite(coordinates)):
+                problem = "NaN or infinite coordinates"
+            elif np.abs(coordinates).max() > MAX_COORDINATE:
+                problem = f"coordinate {np.abs(coordinates).max():.3g} is beyond {MAX_COORDINATE:.0e} pixels"
+            elif not np.isfinite(samples.scale[i]) or samples.scale[i] <= 0:
+                problem = f"scale {samples.scale[i]} is not positive"
+            elif joints_required and not vis.any():
+                problem = "no annotated joints"
+        problems.append(problem)
+    return problems
+
+
+# ---------------------------------------------------------------------------- convert
+
+
+def check_bounds(options: dict) -> None:
+    """Converter options within the config schema's bounds (the CLI takes them unvalidated)."""
+    from pose_pipeline.config.schema import load_schema
+
+    properties = load_schema()["$defs"]["dataset"]["properties"]
+    for key, value in options.items():
+        rule = properties[key]
+        if value is None:
+            continue
+        low, high = rule.get("minimum"), rule.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            allowed = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise UserError(f"--{key.replace('_', '-')} {value}: must be {allowed} ({rule.get('description', key)})")
+
+
+def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, flip_pairs) -> None:
+    """Everything checkable before reading an image: inputs exist and are not the output, the
+    output is new or a store, numbers within the schema's bounds, options the format takes."""
+    for what, path in inputs.items():
+        if path is not None and not path.exists():
+            raise UserError(f"{what} {path} does not exist")
+    check_no_overlap(out, inputs)
+    check_replaceable(out, is_store, "a converted store")  # before the work, not after it
+    check_bounds(bounded)
+    for option, value in (("--min-keypoints", bounded["min_keypoints"]), ("--flip-pair", flip_pairs)):
+        if value is not None and fmt != "coco":
+            raise UserError(f"{option} is a COCO option; format {fmt!r} does not take it")
+    if split == "test" and fmt != "mpii":
+        raise UserError(
+            f"--split test is MPII's test set (the release's img_train == 0 people); format {fmt!r} "
+            "has train, val or all"
+        )
+
+
+def _store_attrs(fmt: str, samples, split: str, dataset: str, sources, converter: dict) -> dict:
+    """The store's provenance: dataset, split, pixel origin, converter parameters, source hashes."""
+    reduced = converter.pop("reduced_decode")
+    return {
+        "dataset": dataset,
+        "split": split,
+        "format": fmt,
+        "pixel_origin": samples.pixel_origin,
+        "context": converter["context"],
+        "converter": {
+            **converter,
+            "person_box": PERSON_BOX,
+            **({"reduced_decode": True} if reduced else {}),
+            **({fmt: samples.parameters} if samples.parameters else {}),
+        },
+        "sources": [{"file": path.name, "sha256": sha256_of(path)} for path in sources if path],
+    }
+
+
+def convert(
+    fmt: str,
+    annotations,
+    images,
+    out,
+    split: str = "train",
+    val_split=None,
+    canvas_size: int = DEFAULTS["canvas_size"],
+    context: float = DEFAULTS["context"],
+    shard_size: int = DEFAULTS["shard_size"],
+    on_bad_sample: str = DEFAULTS["on_bad_sample"],
+    workers: int | None = None,
+    dataset: str | None = None,
+    progress: bool = True,
+    min_keypoints: int | None = None,
+    flip_pairs=None,
+    reduced_decode: bool = DEFAULTS["reduced_decode"],
+    image_codec: str = DEFAULTS["image_codec"],
+) -> dict:
+    """Convert one split; returns a summary {samples, skipped, store}. `flip_pairs`: [[left,
+    right], ...] joint names, for a COCO-format file declaring its own keypoints."""
+    annotations, images, out = Path(annotations), Path(images), Path(out)
+    val_split = Path(val_split) if val_split else None
+    check_options(
+        fmt,
+        split,
+        out,
+        {"annotation file": annotations, "image folder": images, "split file": val_split},
+        {"canvas_size": canvas_size, "context": context, "shard_size": shard_size, "min_keypoints": min_keypoints},
+        flip_pairs,
+    )
+    samples = READERS[fmt](
+        annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs}
+    )
+    if len(samples) == 0:
+        raise UserError(f"{annotations}: no annotated people in split {split!r}")
+
+    reject = _Rejections(annotations, samples, on_bad_sample)
+    keep = reject.check_annotations(joints_required=split != "test")
+    with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
+        affines = sample_affines(samples, canvas_size, context)
+
+    converter = {
+        "canvas_size": canvas_size,
+        "context": context,
+        "shard_size": shard_size,
+        "on_bad_sample": on_bad_sample,
+        "reduced_decode": reduced_decode,
+        "image_codec": image_codec,
+    }
+    attrs = _store_attrs(fmt, samples, split, dataset or annotations.stem, (annotations, val_split), converter)
+    writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs=attrs, image_codec=image_codec)
+    try:
+        written = write_crops(
+            writer, samples, images, keep, affines, reject, shard_size, workers, progress, reduced_decode
+        )
+        reject.settle(out, split, written)
+        finish_store(writer, samples, affines, np.asarray(written, dtype=np.int64))
+    except BaseException:
+        writer.abort()
+        raise
+    if reject.bad:
+        log.warning("skipped %d bad samples, listed in %s", len(reject.bad), bad_samples_path(out))
+    return {"samples": len(written), "skipped": len(reject.bad), "store": str(out)}
+
+
+class _Rejections:
+    """A bad sample is an error naming its record (on_bad_sample "error") or is left out and
+    listed in `bad` as (index, image, reason) (on_bad_sample "skip")."""
+
+    def __init__(self, annotations: Path, samples: Samples, on_bad_sample: str):
+        self.annotations, self.samples, self.on_bad_sample = annotations, samples, on_bad_sample
+        self.bad: list[tuple[int, str, str]] = []
+
+    def __call__(self, index: int, problem: str) -> None:
+        name = self.samples.image_names[index]
+        if self.on_bad_sample == "error":
+            record = f"{self.annotations}: record {self.samples.source_index[index].tolist()} (image {name})"
+            raise UserError(f"{record}: {problem} (use --on-bad-sample skip to leave such samples out)")
+        self.bad.append((index, name, problem))
+
+    def check_annotations(self, joints_required: bool) -> np.ndarray:
+        """The indices of the samples whose annotation is fine; the others rejected."""
+        for i, problem in enumerate(annotation_problems(self.samples, joints_required=joints_required)):
+            if problem:
+                self(i, problem)
+        return np.array(sorted(set(range(len(self.samples))) - {b[0] for b in self.bad}), dtype=np.int64)
+
+    def settle(self, out: Path, split: str, written: list[int]) -> None:
+        """The bad samples listed beside `out` (on_bad_sample "skip"); an error if none was good."""
+        if self.on_bad_sample == "skip":
+            write_bad_samples(bad_samples_path(out), self.bad)
+        if not written:
+            raise UserError(
+                f"{self.annotations}: all {len(self.samples)} samples of split {split!r} are bad, nothing to "
+                f"store (the reasons are listed in {bad_samples_path(out)})"
+            )
+
+
+def finish_store(writer: StoreWriter, samples: Samples, affines: np.ndarray, order: np.ndarray) -> None:
+    """The per-sample metadata of the samples written, in `order`, and the store committed."""
+    writer.truncate(len(order))
+    writer.set_metadata(
+        keypoints=samples.keypoints[order].astype(np.float32),
+        visible=samples.visible[order],
+        affine=affines[order],
+        center=samples.center[order],
+        scale=samples.scale[order],
+        head_size=samples.head_size[order],
+        image_name=np.array([samples.image_names[i] for i in order], dtype=str),
+        source_index=samples.source_index[order],
+    )
+    writer.commit()
+
+
+def bad_samples_path(out: Path) -> Path:
+    return out.with_suffix(".bad_samples.csv")
+
+
+def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["index", "image", "reason"])
+        out.writerows(sorted(bad))
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    from pose_pipeline.data.formats.coco import DEFAULT_MIN_KEYPOINTS
+
+    p.add_argument(
+        "format",
+        choices=sorted(READERS),
+        help="annotation format: mpii (release .mat or hourglass .h5), lsp (joints.mat, LSP or "
+        "LSP-extended layout), flic (examples.mat), coco (person_keypoints_*.json)",
+    )
+    p.add_argument(
+        "--annotations",
+        required=True,
+        help="annotation file (MPII release .mat or hourglass .h5; LSP joints.mat; FLIC examples.mat; "
+        "COCO keypoint .json)",
+    )
+    p.add_argument("--images", required=True, help="folder of the original images")
+    p.add_argument(
+        "--out", required=True, help="output store (a .zarr folder): new, empty, or an earlier store (replaced)"
+    )
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        default="train",
+        help="mpii: by is_train or --val-split, test = the single persons of the release's test "
+        "images (img_train 0; objpos and scale, no joints: for `mpii-submission`); lsp: 2,000 "
+        "images -> first 1,000 train, last 1,000 val, 10,000 (extended) -> all train, other sizes "
+        "-> only all; flic: istrain / istest; coco: the "
+        "file is the split (recorded only)",
+    )
+    p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
+    p.add_argument(
+        "--min-keypoints",
+        type=int,
+        default=None,
+        help=f"coco only: leave out people with fewer labelled keypoints (default {DEFAULT_MIN_KEYPOINTS})",
+    )
+    p.add_argument(
+        "--flip-pair",
+        dest="flip_pairs",
+        nargs=2,
+        action="append",
+        metavar=("LEFT", "RIGHT"),
+        help="coco only, for a file declaring its own keypoints: a left/right pair by name (repeat "
+        "it; given, these are all the pairs; default: by the names' left_/right_, l_/r_ prefixes)",
+    )
+    _crop_options(p)
+
+
+def _crop_options(p: argparse.ArgumentParser) -> None:
+    """What is stored of each person, and how the work runs."""
+    p.add_argument("--canvas-size", type=int, default=DEFAULTS["canvas_size"], help="side of the stored crops")
+    p.add_argument("--context", type=float, default=DEFAULTS["context"], help="crop = person box x context")
+    p.add_argument("--shard-size", type=int, default=DEFAULTS["shard_size"], help="samples per shard file")
+    p.add_argument(
+        "--on-bad-sample",
+        choices=["error", "skip"],
+        default=DEFAULTS["on_bad_sample"],
+        help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
+        "or is left out and listed in OUT.bad_samples.csv (skip)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--dataset", help="dataset name recorded in the store")
+    p.add_argument(
+        "--reduced-decode",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS["reduced_decode"],
+        help="decode a JPEG at 1/2, 1/4 or 1/8 of its size when the crop shrinks the person at least "
+        "that much (less decode time: about a fifth on MPII-sized people; the same geometry; no "
+        "aliasing: the crop is the image area-averaged by that factor, within a grey level or two); "
+        "--no-reduced-decode: a full decode, crop == warpAffine(image, affine) exactly",
+    )
+    p.add_argument(
+        "--image-codec",
+        choices=IMAGE_CODECS,
+        default=DEFAULTS["image_codec"],
+        help=f"compressor of the stored crops, lossless either way: lz4 (through Blosc), or zstd (level "
+        f"{IMAGE_ZSTD_LEVEL}), which stores about 15%% fewer bytes for about a quarter more CPU per converted "
+        "image and nearly twice the CPU to read a crop",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = convert(
+        args.format,
+        args.annotations,
+        args.images,
+        args.out,
+        args.split,
+        args.val_split,
+        args.canvas_size,
+        args.context,
+        args.shard_size,
+        args.on_bad_sample,
+        args.workers,
+        args.dataset,
+        min_keypoints=args.min_keypoints,
+        flip_pairs=args.flip_pairs,
+        reduced_decode=args.reduced_decode,
+        image_codec=args.image_codec,
+        progress=args.progress,
+    )
+    print(f"{summary['store']}: {summary['samples']} samples, {summary['skipped']} skipped")
+    return 0

@@ -1,0 +1,335 @@
+"""The converted-sample store: one Zarr v3 group per dataset split.
+
+Schema (N samples, J joints, S canvas pixels); arrays use the sharding codec, one sample
+per inner chunk, `shard_size` samples per shard file:
+
+  image            (N,S,S,3) uint8    RGB crop: the person box enlarged by `context`
+  keypoints        (N,J,2)   float32  original-image pixels, as annotated (dataset origin)
+  visible          (N,J)     uint8    1 = annotated and usable for loss and scoring
+  affine           (N,2,3)   float64  original-image array coords -> crop pixels
+                                      (crop == cv2.warpAffine(image, affine, (S, S)); with the
+                                      converter's reduced_decode (the default), of the JPEG
+                                      decoded at 1/f where the crop shrinks the person f times)
+  center           (N,2)     float64  person centre, as annotated
+  scale            (N,)      float64  person box side / 200 (box = 200 * scale pixels)
+  head_size        (N,)      float64  PCKh unit (0.6 x head-box diagonal); NaN if none
+  image_name       (N,)      str      source image, relative to the image folder
+  source_index     (N,2)     int64    (image, person) index in the annotation file
+
+Group attributes: schema_version, dataset, split, joint_set, joints, flip_pairs, edges,
+pixel_origin (annotated = array + origin), canvas_size, context, converter parameters,
+sources ({file, sha256}), package version, num_samples.
+
+Writers build the store under a temporary name and swap it into place when complete, so
+a killed conversion never leaves a store that looks finished, nor loses the store it was
+replacing; they replace only a folder that is a store (`is_store`), never anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline import __version__
+from pose_pipeline.core import geometry
+from pose_pipeline.core.joints import JointSet
+from pose_pipeline.data import store_check
+from pose_pipeline.data.store_check import StoreDamage, checked_read
+from pose_pipeline.errors import UserError
+from pose_pipeline.util.atomic import check_replaceable, partial_path, remove_stale_partials, replace_folder
+
+SCHEMA_VERSION = 1
+
+# zarrs (Rust, the `zarrs` package) decodes a shard's inner chunks at about 1.6x less CPU per
+# sample than zarr-python's own codec pipeline (BENCHMARKS.md, training loader); training
+# reads crops through it when it is installed, unless POSE_PIPELINE_ZARRS=0. Same bytes, same
+# arrays: it only replaces how zarr decodes them.
+FAST_CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
+
+# Zstd level of the metadata arrays, and of the crops with `--image-codec zstd`. Level 1, not 3:
+# on 384² natural-image crops it compresses 2.4x faster (0.78 against 1.91 ms per crop) for 6 %
+# more bytes and the same read speed (BENCHMARKS.md, "Conversion", session 8).
+IMAGE_ZSTD_LEVEL = 1
+
+# The crops' compressor by name (`convert --image-codec`), the first the default (the config
+# schema's too). lz4 (through Blosc, a standard Zarr v3 codec), not Zstd-1: `convert` spends about
+# a fifth less CPU per image, and training's reads half the CPU per crop, for about 17 % more
+# bytes (BENCHMARKS.md, "Conversion", sessions 9 and 10).
+IMAGE_CODECS = ("lz4", "zstd")
+
+
+def image_compressor(name: str, zstd_level: int = IMAGE_ZSTD_LEVEL):
+    """The zarr codec compressing the crops for IMAGE_CODECS' `name`."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if name == "zstd":
+        return ZstdCodec(level=zstd_level)
+    if name == "lz4":
+        return BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")  # crops are bytes: no shuffle
+    raise ValueError(f"image codec {name!r}: one of {', '.join(IMAGE_CODECS)}")
+
+
+def fast_codec_pipeline() -> str | None:
+    """The codec pipeline crop reads use: zarrs' when importable and not switched off."""
+    if os.environ.get("POSE_PIPELINE_ZARRS", "1") == "0":
+        return None
+    try:
+        import zarrs  # noqa: F401
+    except ImportError:
+        return None
+    return FAST_CODEC_PIPELINE
+
+
+# name -> (trailing shape given (J, S), dtype)
+PER_SAMPLE_ARRAYS = {
+    "image": (lambda j, s: (s, s, 3), "uint8"),
+    "keypoints": (lambda j, s: (j, 2), "float32"),
+    "visible": (lambda j, s: (j,), "uint8"),
+    "affine": (lambda j, s: (2, 3), "float64"),
+    "center": (lambda j, s: (2,), "float64"),
+    "scale": (lambda j, s: (), "float64"),
+    "head_size": (lambda j, s: (), "float64"),
+    "image_name": (lambda j, s: (), str),
+    "source_index": (lambda j, s: (2,), "int64"),
+}
+
+
+def is_store(path) -> bool:
+    """True for a folder holding a pose-pipeline store (of any schema version)."""
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return (
+        meta.get("node_type") == "group"
+        and isinstance(attrs, dict)
+        and "schema_version" in attrs
+        and "joint_set" in attrs
+    )
+
+
+def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StoreWriter:
+    """Build a store at a temporary path: image shards as they come, metadata at the end,
+    then `commit()` renames it into place. `abort()` removes the partial store.
+    """
+
+    def __init__(
+        self,
+        path,
+        max_samples: int,
+        joints: JointSet,
+        canvas_size: int,
+        shard_size: int = 64,
+        attrs: dict | None = None,
+        compression_level: int = IMAGE_ZSTD_LEVEL,
+        image_codec: str = IMAGE_CODECS[0],
+    ):
+        """`compression_level`: Zstd's, of the metadata arrays and of zstd crops; `image_codec`:
+        the crops' compressor (IMAGE_CODECS)."""
+        import zarr
+
+        self.path = Path(path)
+        self.compression_level = compression_level
+        compressor = image_compressor(image_codec, compression_level)  # a bad name fails before any write
+        check_replaceable(self.path, is_store, "a converted store")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.path)
+        self.tmp_path = partial_path(self.path)
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+        self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+        self.joints = joints
+        self.canvas_size = canvas_size
+        shape = (max_samples, canvas_size, canvas_size, 3)
+        self.image_array = self.group.create_array(  # kept: its config (write_empty_chunks) is not stored
+            "image",
+            shape=shape,
+            dtype="uint8",
+            chunks=(1,) + shape[1:],
+            shards=(max(1, min(shard_size, max_samples)),) + shape[1:],
+            **self._codecs(compressor),
+        )
+        self.group.update_attributes(  # one write of zarr.json (attrs.update writes it once per key)
+            {
+                "schema_version": SCHEMA_VERSION,
+                **joints.to_dict(),
+                "canvas_size": canvas_size,
+                "shard_size": shard_size,
+                "package_version": __version__,
+                **(attrs or {}),
+            }
+        )
+        self.num_samples = 0
+        self._fast_image_array = None  # the image array opened through zarrs, on the first write
+
+    def _codecs(self, compressor=None) -> dict:
+        """Checksummed chunks, each written even when all zero: a damaged or missing file is then
+        an error on read (store_check), never silently the fill value. Compressed by
+        `compressor`, by default Zstd at `compression_level`."""
+        from zarr.codecs import Crc32cCodec
+
+        return {
+            "compressors": [compressor or image_compressor("zstd", self.compression_level), Crc32cCodec()],
+            "config": {"write_empty_chunks": True},
+        }
+
+    def write_block(self, images: np.ndarray) -> None:
+        """Append crops; blocks of `shard_size` starting on a shard boundary write whole
+        shards (a partial shard write re-reads and rewrites the shard)."""
+        start, stop = self.num_samples, self.num_samples + len(images)
+        self._writer_for(images)[start:stop] = images
+        self.num_samples = stop
+
+    def _writer_for(self, images: np.ndarray):
+        """zarrs (1.4-1.6x less CPU per crop than zarr-python's pipeline, BENCHMARKS.md) for a
+        block without an all-zero crop: it leaves out a shard's inner chunks that hold only the
+        fill value, whatever write_empty_chunks says, and every chunk must exist (`_codecs`).
+        The same codecs and arrays either way; only the compressor library's bytes may differ."""
+        pipeline = fast_codec_pipeline()
+        if pipeline is None or not all(crop.max() for crop in images):  # max: no cast to bool, unlike any
+            return self.image_array
+        if self._fast_image_array is None:
+            import zarr
+
+            with zarr.config.set({"codec_pipeline.path": pipeline}):
+                self._fast_image_array = zarr.open_array(str(self.tmp_path / "image"), mode="r+")
+        return self._fast_image_array
+
+    def truncate(self, num_samples: int) -> None:
+        """Shrink the image array to the samples actually written (after skips)."""
+        self._fast_image_array = None  # its metadata would be stale
+        self.image_array.resize((num_samples,) + self.image_array.shape[1:])
+        self.num_samples = num_samples
+
+    def set_metadata(self, **fields: np.ndarray) -> None:
+        """All per-sample arrays but `image`, in one go (they are small and read whole)."""
+        missing = set(PER_SAMPLE_ARRAYS) - {"image"} - set(fields)
+        if missing:
+            raise ValueError(f"store {self.path}: metadata arrays missing: {sorted(missing)}")
+        n, j, s = self.num_samples, self.joints.num_joints, self.canvas_size
+        for name, values in fields.items():
+            trailing, dtype = PER_SAMPLE_ARRAYS[name]
+            shape = (n,) + trailing(j, s)
+            values = np.asarray(values)
+            if values.shape != shape:
+                raise ValueError(f"store {self.path}: {name} has shape {values.shape}, expected {shape}")
+            array = self.group.create_array(
+                name, shape=shape, dtype=dtype, chunks=(max(n, 1),) + shape[1:], **self._codecs()
+            )
+            if n:
+                array[...] = values
+
+    def commit(self) -> Path:
+        self.group.attrs["num_samples"] = self.num_samples
+        check_replaceable(self.path, is_store, "a converted store")  # again: it may have changed meanwhile
+        replace_folder(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+
+
+class PoseStore:
+    """Read access to a converted store; metadata arrays are read once, images on demand."""
+
+    def __init__(self, path, fast_decode: bool = True):
+        import zarr
+
+        self.path = Path(path)
+        if not (self.path / "zarr.json").exists():
+            raise UserError(f"{self.path}: not a converted store (no zarr.json); run `pose-pipeline convert` first")
+        try:
+            self.group = zarr.open_group(str(self.path), mode="r")
+            self.attrs = dict(self.group.attrs)
+        except Exception as exc:  # a truncated or edited zarr.json
+            raise StoreDamage(f"{self.path}/zarr.json: unreadable store metadata ({exc}); convert again") from exc
+        if self.attrs.get("schema_version") != SCHEMA_VERSION:
+            raise UserError(
+                f"{self.path}: store schema version {self.attrs.get('schema_version')!r}, "
+                f"this pose-pipeline reads version {SCHEMA_VERSION}; convert again"
+            )
+        missing = [name for name in self.array_names() if not (self.path / name / "zarr.json").is_file()]
+        if missing:
+            raise StoreDamage(f"{self.path}: arrays missing: {', '.join(missing)}; convert again")
+        self._cache: dict[str, np.ndarray] = {}
+        self._images = None  # the `image` array, opened on first read
+        self.fast_decode = fast_decode  # through zarrs when installed (fast_codec_pipeline)
+
+    def __len__(self) -> int:
+        return int(self.attrs["num_samples"])
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name in PER_SAMPLE_ARRAYS and name != "image":
+            if name not in self._cache:
+                array = self._open_array(name)
+                self._cache[name] = checked_read(self.path, name, array, 0, array.shape[0])
+            return self._cache[name]
+        raise AttributeError(name)
+
+    @staticmethod
+    def array_names() -> list[str]:
+        return list(PER_SAMPLE_ARRAYS)
+
+    def _open_array(self, name: str):
+        try:
+            return self.group[name]
+        except Exception as exc:
+            raise StoreDamage(
+                f"{self.path}/{name}/zarr.json: unreadable array metadata ({exc}); convert again"
+            ) from exc
+
+    @property
+    def joint_set(self) -> JointSet:
+        return JointSet.from_dict(self.attrs)
+
+    @property
+    def canvas_size(self) -> int:
+        return int(self.attrs["canvas_size"])
+
+    @property
+    def context(self) -> float:
+        return float(self.attrs["context"])
+
+    @property
+    def pixel_origin(self) -> float:
+        return float(self.attrs["pixel_origin"])
+
+    def images(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """A contiguous block of crops (whole-shard reads amortise zarr's per-read cost)."""
+        if self._images is None:
+            import zarr
+
+            # zarr binds the codec pipeline when it opens an array: open `image` once, with it
+            pipeline = fast_codec_pipeline() if self.fast_decode else None
+            if pipeline is None:
+                self._images = self._open_array("image")
+            else:
+                with zarr.config.set({"codec_pipeline.path": pipeline}):
+                    self._images = zarr.open_array(str(self.path / "image"), mode="r")
+        stop = len(self) if stop is None else min(stop, len(self))
+        return checked_read(self.path, "image", self._images, start, stop)
+
+    def verify(self) -> list[str]:
+        """Read every chunk of every array: one message per missing or damaged file."""
+        return store_check.verify(self)
+
+    def keypoints_in_canvas(self) -> np.ndarray:
+        """(N,J,2) keypoints projected into the stored crops."""
+        return geometry.apply(self.affine, geometry.annotated_to_array(self.keypoints, self.pixel_origin))
+
+
+def open_store(path, fast_decode: bool = True) -> PoseStore:
+    return PoseStore(path, fast_decode)

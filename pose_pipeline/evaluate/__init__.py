@@ -1,0 +1,1 @@
+"""Scoring: PCKh, PCK by torso, OKS AP, ground-truth files, roundtrip, the MPII submission."""

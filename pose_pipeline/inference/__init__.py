@@ -1,0 +1,1 @@
+"""A trained model applied: the inference engine, predict, infer, export, prediction files."""

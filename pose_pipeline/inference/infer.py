@@ -1,0 +1,375 @@
+"""`pose-pipeline infer`: keypoints for the people in your own images or video, with a trained
+checkpoint.
+
+One path with `predict`: each person's canvas is cut from the raw image with the converters'
+own affine (`geometry.person_canvas_affine`) by convert's own cut (`images.ImageSource.canvas`),
+from a box by the COCO converter's rule (`infer_inputs`: [x, y, w, h] -> centre, scale), and then
+goes through the very functions `predict` uses (`inference.canvas_batch` and
+`inference.predict_batch`: canvas -> input, model, flip test, codec decoding, inverse affines back
+to original pixels). On the same person the network input equals the store's crop byte for byte.
+
+Canvases are cut as the model's training store cut its crops (`models.training_canvas_of`: the store's
+canvas_size, context and `reduced_decode`, recorded in the checkpoint; the converters' defaults
+and the full decode for a checkpoint without the record), unless --canvas-size, --context or
+--reduced-decode/--no-reduced-decode say otherwise. Reduced, a JPEG is decoded at 1/2-1/8 of its
+size where the canvas allows it (DCT scaling), a video frame area-averaged by exactly that factor
+(`images.ArrayImage`). An image is read once and decoded as its canvases need; in full only for
+--draw (the box checks take its size from the JPEG header).
+
+Without --boxes each image is one person, its whole image the box. Images that cannot be
+read, boxes outside their image and boxes naming no input image are skipped, each reported
+by name and listed in skipped.csv (an image that no box names is not decoded, so not checked);
+keypoints are clipped to their image (a joint the model places in the black margin beyond the
+image is set on the edge). Batches of people are cut ahead in a background thread while the
+model runs (on a GPU; the CPU runs serially, see `prefetch.depth_for`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline.config.schema import schema_defaults
+from pose_pipeline.core import geometry
+from pose_pipeline.errors import UserError
+from pose_pipeline.inference.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
+from pose_pipeline.inference.infer_outputs import Drawings, Person, is_infer_output, write_results
+
+log = logging.getLogger(__name__)
+
+EVALUATION = schema_defaults("experiment", "evaluation")  # flip_test, batch_size, blur_sigma
+DATASET = schema_defaults("dataset")  # canvas_size, context: the converters' canvas
+
+
+@dataclass
+class _Cut:
+    """A person cut from its image, waiting for the model."""
+
+    frame: int
+    name: str
+    image_shape: tuple
+    box: Box
+
+
+@dataclass
+class _Batch:
+    people: list[_Cut] = field(default_factory=list)
+    canvases: list[np.ndarray] = field(default_factory=list)
+    affines: list[np.ndarray] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)  # the frames whose people are all cut by now
+    prepared: object = None  # inference.canvas_batch of the canvases
+
+
+def person_batches(
+    images: ImageInput,
+    boxes: dict | None,
+    batch_size: int,
+    layout,
+    codec,
+    device,
+    skipped: list,
+    keep_images: bool,
+    reduced_decode: bool,
+):
+    """Batches of `batch_size` people in input order, each with its canvases cut and prepared,
+    and the frames finished with it (kept whole only when `keep_images`, for drawing)."""
+    from pose_pipeline.inference.engine import canvas_batch
+
+    def finish(batch: _Batch) -> _Batch:
+        if batch.people:
+            batch.prepared = canvas_batch(np.stack(batch.canvases), layout, codec, device)
+            batch.canvases = []
+        return batch
+
+    batch = _Batch()
+    for frame in images.frames():
+        for canvas, affine, cut in frame_people(frame, boxes, layout, reduced_decode, skipped, keep_images):
+            batch.canvases.append(canvas)
+            batch.affines.append(affine)
+            batch.people.append(cut)
+            if len(batch.people) == batch_size:
+                yield finish(batch)
+                batch = _Batch()
+        batch.frames.append(frame)
+        if keep_images and len(batch.frames) >= batch_size:  # kept frames without people do not pile up
+            yield finish(batch)
+            batch = _Batch()
+    if batch.people or batch.frames:
+        yield finish(batch)
+
+
+def frame_people(frame: Frame, boxes: dict | None, layout, reduced_decode: bool, skipped: list, keep_images: bool):
+    """(canvas, affine, _Cut) of each person of `frame` (its boxes, else its whole image), cut as
+    convert cuts a store's crop (`ImageSource.canvas`); what cannot be cut goes to `skipped`.
+    The image is decoded in full only when kept for drawing (`keep_images`): the box checks need
+    its shape only, which a JPEG's header gives."""
+    from pose_pipeline.data.formats.coco import person_boxes
+
+    source, frame.source = frame.source, None  # released once its people are cut
+    if keep_images:
+        frame.image = source.decoded(1)[0]
+    shape = source.shape()
+    if shape is None:
+        _skip_frame(frame, source.decoded(1)[1], skipped)
+        return
+    height, width = shape
+    whole = [Box((0.0, 0.0, float(width), float(height)), 1.0, None, "whole image")]
+    for box in whole if boxes is None else boxes.get(frame.position, []):
+        problem = box_problem(box.bbox, shape)
+        if problem:
+            log.warning("skipped a box of %s: %s: %s", frame.name, box.where, problem)
+            skipped.append((frame.name, json.dumps(list(box.bbox)), f"{box.where}: {problem}"))
+            continue
+        center, scale = person_boxes(np.array(box.bbox))
+        affine = geometry.person_canvas_affine(center, scale, layout.canvas_size, layout.context)[0]
+        canvas, problem = source.canvas(affine, layout.canvas_size, reduced_decode)
+        if canvas is None:  # the image itself is undecodable: none of its boxes can be cut
+            _skip_frame(frame, problem, skipped)
+            return
+        yield canvas, affine, _Cut(frame.position, frame.name, shape, box)
+
+
+def _skip_frame(frame: Frame, problem: str, skipped: list) -> None:
+    log.warning("skipped %s", problem)
+    skipped.append((frame.name, "", problem))
+    frame.image = None
+
+
+def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
+    """`out` holds no input, lies outside the images and is new or an earlier infer output."""
+    from pose_pipeline.util.atomic import check_no_overlap, check_replaceable
+
+    check_no_overlap(
+        out, {"image input": Path(images), "boxes file": boxes and Path(boxes), "checkpoint": Path(checkpoint)}
+    )
+    if Path(images).is_dir() and Path(images).resolve() in out.resolve().parents:
+        raise UserError(
+            f"--out {out} lies inside --images {images}: its drawings would be taken for input "
+            "images next time; choose an output folder outside the images"
+        )
+    check_replaceable(out, is_infer_output, "an infer output folder")
+
+
+def _load_checkpoint(checkpoint, input_size: int | None, cut: dict, device):
+    """(model on `device`, its joint set, the input size, how to cut canvases: `cut`'s
+    canvas_size, context and reduced_decode where given (not None), else as it was trained)."""
+    from pose_pipeline.models import joint_set_of, load_model, read_checkpoint, training_canvas_of
+
+    record = read_checkpoint(checkpoint)
+    joints = joint_set_of(record, checkpoint)
+    model = load_model(checkpoint, device=device)
+    trained = training_canvas_of(record)
+    cut = {key: trained[key] if cut.get(key) is None else cut[key] for key in trained}
+    return model, joints, input_size or int(record.get("input_size", 256)), cut
+
+
+def infer(
+    checkpoint,
+    images,
+    out,
+    boxes=None,
+    draw: bool = False,
+    batch_size: int = EVALUATION["batch_size"],
+    flip_test: bool = EVALUATION["flip_test"],
+    blur_sigma: float = EVALUATION["blur_sigma"],
+    input_size: int | None = None,
+    canvas_size: int | None = None,
+    context: float | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    reduced_decode: bool | None = None,
+) -> dict:
+    """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
+    {people, images, skipped, out}. `canvas_size`, `context`, `reduced_decode` None: as the
+    model's training store cut its crops (`models.training_canvas_of`)."""
+    from tqdm import tqdm
+
+    from pose_pipeline.core.codec import HeatmapCodec
+    from pose_pipeline.inference.engine import CanvasLayout, predict_batch
+    from pose_pipeline.util.atomic import atomic_folder
+    from pose_pipeline.util.devices import resolve_device
+    from pose_pipeline.util.prefetch import Prefetcher, depth_for
+
+    out = Path(out)
+    check_output_folder(out, images, boxes, checkpoint)
+    source = ImageInput(images)
+    by_position, skipped = _boxes_of(boxes, source)
+    device = resolve_device(device)
+    given = {"canvas_size": canvas_size, "context": context, "reduced_decode": reduced_decode}
+    model, joints, input_size, cut = _load_checkpoint(checkpoint, input_size, given, device)
+    canvas_size, context, reduced_decode = cut["canvas_size"], cut["context"], cut["reduced_decode"]
+    codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
+    layout = CanvasLayout(canvas_size, context, joints)
+    flip, decode = "on" if flip_test else "off", "reduced" if reduced_decode else "full"
+    message = "inferring %s on %s at %d px (flip test %s, %s joints; canvas %d, context %g, %s decode)"
+    log.info(message, images, device, input_size, flip, joints.name, canvas_size, context, decode)
+    batches = Prefetcher(
+        person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw, reduced_decode),
+        lambda batch: batch,
+        depth=depth_for(device, 2),
+        name="infer-batches",
+    )
+
+    def predict(batch):
+        return predict_batch(model, batch.prepared, np.stack(batch.affines), layout, codec, flip_test, device)
+
+    with (
+        atomic_folder(out, is_infer_output, "an infer output folder") as tmp,
+        batches,
+        tqdm(total=len(source), desc="infer", unit="img", disable=not progress, mininterval=2) as bar,
+    ):
+        people = _drawn_people(tmp, source, joints, draw, batches, predict, bar)
+        if not people:
+            raise UserError(
+                f"--images {images}: no person to infer, every image or box was skipped "
+                f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
+            )
+        settings = (input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode)
+        write_results(tmp, people, skipped, joints, _header(checkpoint, images, boxes, *settings))
+    if skipped:
+        log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
+    return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
+
+
+def _header(checkpoint, images, boxes, input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode) -> dict:
+    """What keypoints.json records of a run: its inputs and settings."""
+    return {
+        "checkpoint": str(checkpoint),
+        "images": str(images),
+        "input_size": input_size,
+        "flip_test": flip_test,
+        "blur_sigma": blur_sigma,
+        "canvas_size": canvas_size,
+        "context": context,
+        "reduced_decode": reduced_decode,
+        "boxes": str(boxes) if boxes else "whole image (no --boxes)",
+    }
+
+
+def _boxes_of(boxes, source: ImageInput) -> tuple[dict | None, list[tuple[str, str, str]]]:
+    """The boxes by input position (None: whole images) and the boxes naming no input image."""
+    if boxes is None:
+        log.info("no --boxes: one person per image, the whole image as its box")
+        return None, []
+    by_position, skipped = read_boxes(boxes, source)
+    for image, _, reason in skipped:
+        log.warning("skipped a box of %s: %s", image, reason)
+    if not by_position:
+        raise UserError(
+            f"--boxes {boxes}: no person box for any image of {source.path}"
+            + (f" (first: {skipped[0][2]})" if skipped else "")
+        )
+    return by_position, skipped
+
+
+def _drawn_people(tmp: Path, source: ImageInput, joints, draw: bool, batches, predict, bar) -> list[Person]:
+    """`_predict_people`, with the drawings (`--draw`) written under `tmp` meanwhile."""
+    drawings = Drawings(tmp, joints, source.path.name if source.is_video else None, source.fps) if draw else None
+    try:
+        return _predict_people(batches, predict, drawings, bar)
+    finally:
+        if drawings is not None:
+            drawings.close()
+
+
+def _predict_people(batches, predict, drawings: Drawings | None, bar) -> list[Person]:
+    """The people of all batches, in input order (`predict`: a batch -> preds, scores, loss);
+    each frame drawn once its people are all predicted."""
+    people: list[Person] = []
+    waiting: dict[int, list[Person]] = {}  # a frame's people until the frame is finished
+    for batch in batches:
+        if batch.people:
+            preds, scores, _ = predict(batch)
+            for cut, points, confidence in zip(batch.people, preds, scores):
+                person = _person(cut, points, confidence)
+                people.append(person)
+                waiting.setdefault(cut.frame, []).append(person)
+        for frame in batch.frames:
+            found = waiting.pop(frame.position, [])
+            # every frame of a video; of images, those with people
+            if drawings is not None and frame.image is not None and (found or drawings.video_name):
+                drawings.add(frame.name, frame.image, found)
+            bar.update(1)
+    return people
+
+
+def _person(cut: _Cut, points: np.ndarray, confidence: np.ndarray) -> Person:
+    """The result of one person, its keypoints clipped to its image."""
+    height, width = cut.image_shape[:2]
+    clipped = np.stack([np.clip(points[:, 0], 0, width - 1), np.clip(points[:, 1], 0, height - 1)], axis=1)
+    image_id = cut.box.image_id if cut.box.image_id is not None else cut.frame
+    return Person(cut.frame, cut.name, image_id, cut.box.bbox, cut.box.score, clipped, confidence)
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (this project's or PyTorch-Pose)")
+    p.add_argument(
+        "--images", required=True, help="an image file, a folder of images (searched recursively) or a video file"
+    )
+    p.add_argument(
+        "--boxes",
+        help="person boxes: a COCO detection-results .json or a CSV image,x,y,w,h[,score] "
+        "(default: each image is one person, the whole image its box)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (keypoints.json, keypoints.csv, skipped.csv, drawings/): new, empty, "
+        "or an earlier infer output (replaced)",
+    )
+    p.add_argument("--draw", action="store_true", help="draw the skeletons on the images (a video: an annotated video)")
+    from pose_pipeline.inference.engine import add_evaluation_options
+
+    add_evaluation_options(p, "people")
+    p.add_argument(
+        "--canvas-size",
+        type=int,
+        default=None,
+        help="side of the canvas cut around each person, as the converters cut it (default: the "
+        "training store's, recorded with the model, which reproduces its crops exactly; "
+        f"{DATASET['canvas_size']} for a checkpoint that does not record it)",
+    )
+    p.add_argument(
+        "--context",
+        type=float,
+        default=None,
+        help="canvas = person box x context (default: the training store's; "
+        f"{DATASET['context']} for a checkpoint that does not record it)",
+    )
+    p.add_argument(
+        "--reduced-decode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut each canvas from the image decoded at 1/2-1/8 of its size where the canvas shrinks "
+        "the person that much (area-averaged, as convert does by default); --no-reduced-decode: "
+        "from the full decode (default: as the checkpoint's training store was cut; full for a "
+        "checkpoint that does not record it)",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    summary = infer(
+        args.checkpoint,
+        args.images,
+        args.out,
+        args.boxes,
+        args.draw,
+        args.batch_size,
+        args.flip_test,
+        args.blur_sigma,
+        args.input_size,
+        args.canvas_size,
+        args.context,
+        args.device,
+        reduced_decode=args.reduced_decode,
+    )
+    print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, {summary['skipped']} skipped")
+    return 0

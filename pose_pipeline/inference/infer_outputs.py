@@ -1,0 +1,133 @@
+"""What `infer` writes into its output folder (built beside it and swapped in whole,
+`atomic.atomic_folder`):
+
+  keypoints.json  {"header": {...}, "results": [...]}: `results` is the COCO keypoint-results
+                  list (image_id, file_name, category_id 1, bbox, keypoints [x, y, confidence] * J,
+                  score), loadable by pycocotools' `loadRes`; `header` names the joints, the
+                  skeleton (0-based joint pairs) and flip pairs (`JointSet.to_dict`) and how
+                  the run was made
+  keypoints.csv   one row per person and joint: index,image,joint,x,y,score
+                  (`predictions.write_predictions_csv`; index = the person's place in `results`)
+  skipped.csv     image,box,reason of every image or box left out
+  drawings/       with --draw: each image with its skeletons (left/right colours of
+                  `joints.SIDE_COLOURS`, drawn by `inspect.draw_skeleton`); for a video one
+                  annotated video
+
+Coordinates are original-image array coordinates, which is COCO's keypoint convention: pixel
+centres on the integers, (0, 0) the top-left pixel's centre.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pose_pipeline.core.joints import JointSet
+
+RESULTS_FILE, TABLE_FILE, SKIPPED_FILE, DRAWINGS = "keypoints.json", "keypoints.csv", "skipped.csv", "drawings"
+
+
+@dataclass
+class Person:
+    """One person's result."""
+
+    position: int  # the image's place in the input (image or frame number)
+    image: str  # the image's name in the outputs
+    image_id: int  # the detection file's id, else the position
+    bbox: tuple[float, float, float, float]  # the box cropped (x, y, w, h)
+    box_score: float  # the detector's confidence (1 without one)
+    keypoints: np.ndarray  # (J,2) original-image array coordinates
+    scores: np.ndarray  # (J,) heatmap peak heights
+
+    def record(self) -> dict:
+        """The COCO keypoint-results entry; score = mean joint confidence (as predict's CSV
+        ranks people for OKS AP)."""
+        triples = np.concatenate([self.keypoints, self.scores[:, None]], axis=1)
+        return {
+            "image_id": self.image_id,
+            "file_name": self.image,
+            "category_id": 1,
+            "bbox": [float(v) for v in self.bbox],
+            "box_score": float(self.box_score),
+            "keypoints": [round(float(v), 3) for v in triples.ravel()],
+            "score": float(self.scores.mean()),
+        }
+
+
+def is_infer_output(folder: Path) -> bool:
+    """What `infer --out` may replace: an earlier output of it."""
+    return (Path(folder) / RESULTS_FILE).is_file() and (Path(folder) / SKIPPED_FILE).is_file()
+
+
+def write_results(
+    folder: Path, people: list[Person], skipped: list[tuple[str, str, str]], joints: JointSet, header: dict
+) -> None:
+    from pose_pipeline.inference.prediction_files import write_predictions_csv
+
+    results = {
+        "header": {
+            "format": "COCO keypoint results (pose-pipeline infer)",
+            **joints.to_dict(),
+            "coordinates": "original image pixels, pixel centres on the integers (COCO)",
+            **header,
+        },
+        "results": [p.record() for p in people],
+    }
+    (folder / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    keypoints = np.array([p.keypoints for p in people]).reshape(len(people), joints.num_joints, 2)
+    scores = np.array([p.scores for p in people]).reshape(len(people), joints.num_joints)
+    write_predictions_csv(folder / TABLE_FILE, keypoints, [p.image for p in people], joints, scores)
+    with open(folder / SKIPPED_FILE, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["image", "box", "reason"])
+        out.writerows(skipped)
+
+
+def draw_people(image: np.ndarray, people: list[Person], joints: JointSet) -> np.ndarray:
+    """A copy of the RGB image with each person's skeleton."""
+    from pose_pipeline.data.inspect import draw_skeleton
+
+    canvas = np.ascontiguousarray(image.copy())
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    for person in people:
+        draw_skeleton(canvas, person.keypoints, np.ones(joints.num_joints, bool), joints, 1, thickness)
+    return canvas
+
+
+class Drawings:
+    """--draw: the annotated images under drawings/ (same relative paths), or, for a video,
+    drawings/<video stem>.mp4 with every frame in order."""
+
+    def __init__(self, folder: Path, joints: JointSet, video_name: str | None = None, fps: float = 25.0):
+        self.folder, self.joints = folder / DRAWINGS, joints
+        self.folder.mkdir()
+        self.video_name, self.fps = video_name, fps
+        self.writer = None
+
+    def add(self, name: str, image: np.ndarray, people: list[Person]) -> None:
+        import cv2
+
+        bgr = cv2.cvtColor(draw_people(image, people, self.joints), cv2.COLOR_RGB2BGR)
+        if self.video_name is None:
+            path = self.folder / name
+            if path.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+                path = path.with_name(path.name + ".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), bgr):
+                raise OSError(f"could not write {path}")
+            return
+        if self.writer is None:
+            path = self.folder / (Path(self.video_name).stem + ".mp4")
+            self.writer = cv2.VideoWriter(
+                str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (bgr.shape[1], bgr.shape[0])
+            )
+        self.writer.write(bgr)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None

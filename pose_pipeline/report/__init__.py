@@ -1,0 +1,1 @@
+"""Plots, skeleton drawings and the experiment summary."""

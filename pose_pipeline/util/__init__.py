@@ -1,0 +1,1 @@
+"""Utilities with no pose knowledge: atomic outputs, prefetching, devices and processes."""
