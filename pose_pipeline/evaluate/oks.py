@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pose_pipeline.core.joints import COCO, JointSet
-from pose_pipeline.evaluate.metrics import check_keypoints
+from pose_pipeline.core.keypoints import check_keypoints
 
 OKS_SIGMAS_KEY = "oks_sigmas"  # the dataset's config key (score --oks-sigmas)
 

@@ -1,6 +1,6 @@
 """LSP and FLIC PCK by torso size, as `eval_pck.m` of bearpaw/eval_pose scores them (the PCK of
 Sapp & Taskar used by the LSP and FLIC papers); pure numpy. The normalising unit and the shared
-input checks are `metrics`' (`torso_size`, `torso_distances`, `check_keypoints`).
+input checks are `metrics`' (`torso_size`, `torso_distances`) and `core.keypoints`'.
 
 * torso size = ||left shoulder - right hip|| of the ground truth;
 * every point of every image counts (no visibility mask; a NaN point or torso is a miss);
@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from pose_pipeline.core.joints import FLIC, FLIC_PCK_GROUPS, FLIC_PCK_POINTS, LSP, LSP_PCK_GROUPS, JointSet
-from pose_pipeline.evaluate.metrics import check_keypoints, json_number, torso_distances, torso_size
+from pose_pipeline.core.keypoints import check_keypoints
+from pose_pipeline.evaluate.metrics import json_number, torso_distances, torso_size
 
 # LSP PCK curve: 0 to 0.2 torso sizes (the usual LSP plot range); rows PCK@0.2, PCK@0.1, AUC@0.2.
 PCK_TORSO_THRESHOLDS = np.round(np.arange(21) * 0.01, 2)

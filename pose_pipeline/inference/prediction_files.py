@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.core.joints import JOINT_SETS, JointSet
+from pose_pipeline.core.keypoints import check_keypoints
 from pose_pipeline.data.formats.matlab import load_mat
 from pose_pipeline.errors import UserError
-from pose_pipeline.evaluate.metrics import check_keypoints
 from pose_pipeline.util.atomic import atomic_output, write_text_atomic
 
 CSV_COLUMNS = ("index", "image", "joint", "x", "y")
