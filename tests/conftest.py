@@ -127,6 +127,26 @@ def random_store(tmp_path_factory):
     return make_random_store(tmp_path_factory.mktemp("store") / "train.zarr")
 
 
+def random_checkpoint(path, converter: dict | None):
+    """A small random hourglass saved as this project's checkpoint, recording `converter` (None:
+    no record, as PyTorch-Pose's and older checkpoints)."""
+    import torch
+
+    from pose_pipeline.core.joints import MPII
+    from pose_pipeline.models import build_model
+
+    torch.manual_seed(0)
+    config = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16, "joints": MPII.num_joints}
+    record = {
+        "model_config": config,
+        "joint_set": MPII.to_dict(),
+        "state_dict": build_model(config, MPII.num_joints).state_dict(),
+        "input_size": 64,
+    }
+    torch.save(record if converter is None else {**record, "converter": converter}, path)
+    return path
+
+
 def settings(**training) -> dict:
     """The experiment settings of a tiny hourglass (1 stack, 16 features, 64 px input) with
     `training` overrides, for the training tests."""

@@ -9,8 +9,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from conftest import blob_image, box_of_person, centroid, mpii_sample_stores
+from conftest import blob_image, box_of_person, centroid, mpii_sample_stores, random_checkpoint
 
 from pose_pipeline import cli
 from pose_pipeline.config.schema import schema_defaults
@@ -21,7 +20,7 @@ from pose_pipeline.inference import engine as inference
 from pose_pipeline.inference.engine import CanvasLayout
 from pose_pipeline.inference.infer import frame_people
 from pose_pipeline.inference.infer_inputs import Box, ImageInput
-from pose_pipeline.models import build_model, read_checkpoint, training_canvas_of
+from pose_pipeline.models import read_checkpoint, training_canvas_of
 
 CANVAS = 128  # the MPII sample's people are large against it: reductions 4 and 8
 
@@ -57,21 +56,6 @@ def test_infer_cuts_the_stores_crops_byte_for_byte_with_either_decode(shared_dat
                 cut += 1
             assert frame.source is None and frame.image is None  # nothing kept once cut
         assert cut == len(store) and skipped == []
-
-
-def random_checkpoint(path, converter: dict | None):
-    """A small random hourglass saved as this project's checkpoint, recording `converter` (None:
-    no record, as PyTorch-Pose's and older checkpoints)."""
-    torch.manual_seed(0)
-    config = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16, "joints": MPII.num_joints}
-    record = {
-        "model_config": config,
-        "joint_set": MPII.to_dict(),
-        "state_dict": build_model(config, MPII.num_joints).state_dict(),
-        "input_size": 64,
-    }
-    torch.save(record if converter is None else {**record, "converter": converter}, path)
-    return path
 
 
 def test_infer_uses_the_decode_the_checkpoint_was_trained_with(shared_data, tmp_path, monkeypatch, capfd):

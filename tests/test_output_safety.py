@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_random_store
+from conftest import make_random_store, random_checkpoint
 
-from pose_pipeline import cli
+from pose_pipeline import __version__, cli
 from pose_pipeline.data.demo import generate as demo_data
 from pose_pipeline.data.store import PER_SAMPLE_ARRAYS, is_store, open_store
 from pose_pipeline.errors import UserError
@@ -82,7 +84,7 @@ def test_convert_refuses_a_folder_that_is_not_a_store(demo_folder, tmp_path, cap
     (other / "notes.txt").write_text("my thesis")
     assert cli.main(convert_args(demo_folder, other)) == 1
     err = capsys.readouterr().err
-    assert f"{other}: exists and is not a converted store" in err
+    assert f"{other}: not written by pose-pipeline convert (no zarr.json with a store's" in err
     assert (other / "notes.txt").read_text() == "my thesis"
     assert not any(p.name.startswith(".mine.partial") for p in tmp_path.iterdir())
 
@@ -112,7 +114,9 @@ def test_demo_data_refuses_a_folder_with_a_file_and_replaces_its_own(tmp_path, c
     (mine / "keep.txt").write_text("precious")
     before = folder_digest(mine)
     assert cli.main(["demo-data", "--out", str(mine), "--train", "2", "--val", "1", "--no-progress"]) == 1
-    assert f"{mine}: exists and is not a demo-data folder" in capsys.readouterr().err
+    assert f"{mine}: not written by pose-pipeline demo-data (no marker file pose-pipeline-demo-data.json)" in (
+        capsys.readouterr().err
+    )
     assert folder_digest(mine) == before
 
     demo = tmp_path / "demo"
@@ -136,8 +140,104 @@ def test_demo_data_refuses_a_folder_with_a_file_and_replaces_its_own(tmp_path, c
             )
             == 0
         )
-    assert '"seed": 2' in (demo / demo_data.MARKER).read_text()
+    assert '"seed": 2' in (demo / atomic.marker_name("demo-data")).read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "mine"]
+
+
+def user_folder(folder: Path, files: dict[str, str]) -> dict[str, str]:
+    """A user's folder holding files named as a stage names its outputs, beside a thesis; its
+    digest."""
+    for name, text in {**files, "thesis.tex": "\\documentclass{article}"}.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder_digest(folder)
+
+
+def refusal(err: str, folder: Path, stage: str, missing: str) -> None:
+    """`err` holds one error line that names the folder, why, and how to go on."""
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    assert f"{folder}: not written by pose-pipeline {stage} ({missing}); refusing to replace it" in errors[0]
+    assert "Choose a new or empty folder for --out" in errors[0]
+
+
+def infer_args(checkpoint: Path, images: Path, out: Path) -> list[str]:
+    return ["infer", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out)]
+
+
+def test_infer_refuses_a_folder_with_its_file_names_but_not_its_marker(demo_folder, tmp_path, capsys):
+    model = random_checkpoint(tmp_path / "m.pt", None)
+    mine = tmp_path / "mine"
+    before = user_folder(mine, {"keypoints.json": "{}", "skipped.csv": "a,b"})
+    assert cli.main(infer_args(model, demo_folder / "images" / "000000.jpg", mine)) == 1
+    refusal(capsys.readouterr().err, mine, "infer", "no marker file pose-pipeline-infer.json")
+    assert folder_digest(mine) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "mine"]  # no partial folder left
+
+
+def test_infer_replaces_its_own_output_also_once_snakemake_deleted_the_declared_files(demo_folder, tmp_path):
+    """Snakemake deletes a rule's declared outputs (keypoints.*, skipped.csv, drawings/) before
+    a rerun, not the folder: the marker left there still marks it as infer's."""
+    model = random_checkpoint(tmp_path / "m.pt", None)
+    image, out = demo_folder / "images" / "000000.jpg", tmp_path / "out"
+    out.mkdir()  # empty: nothing to lose
+    for _ in range(2):  # the second run replaces the first one's folder
+        assert cli.main(infer_args(model, image, out) + ["--draw"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["drawings", "keypoints.csv", "keypoints.json", "pose-pipeline-infer.json", "skipped.csv"]
+    assert json.loads((out / "pose-pipeline-infer.json").read_text())["stage"] == "infer"
+    for name in ("keypoints.json", "keypoints.csv", "skipped.csv"):
+        (out / name).unlink()
+    shutil.rmtree(out / "drawings")
+    assert cli.main(infer_args(model, image, out) + ["--draw"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "out"]
+
+
+def test_convert_refuses_a_folder_that_looks_like_a_store(demo_folder, tmp_path, capsys):
+    """A Zarr group that is not a pose-pipeline store (no schema_version, joint_set) is not ours."""
+    other = tmp_path / "other.zarr"
+    zarr_json = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"dataset": "mpii"}})
+    before = user_folder(other, {"zarr.json": zarr_json, "image/zarr.json": "{}"})
+    assert cli.main(convert_args(demo_folder, other)) == 1
+    refusal(capsys.readouterr().err, other, "convert", "no zarr.json with a store's schema_version and joint_set")
+    assert folder_digest(other) == before
+
+
+def test_demo_data_refuses_a_look_alike_and_reruns_over_what_snakemake_leaves(tmp_path, capsys):
+    args = ["demo-data", "--train", "2", "--val", "1", "--test", "0", "--image-size", "64", "--no-progress"]
+    mine = tmp_path / "mine"
+    before = user_folder(mine, {"mpii_release.mat": "", "val_split.mat": "", "images/000000.jpg": ""})
+    assert cli.main([*args, "--out", str(mine)]) == 1
+    refusal(capsys.readouterr().err, mine, "demo-data", "no marker file pose-pipeline-demo-data.json")
+    assert folder_digest(mine) == before
+
+    demo = tmp_path / "demo"
+    assert cli.main([*args, "--out", str(demo)]) == 0
+    written = folder_digest(demo)
+    for name in ("mpii_release.mat", "val_split.mat"):  # the demo_data rule's declared outputs
+        (demo / name).unlink()
+    shutil.rmtree(demo / "images")
+    assert cli.main([*args, "--out", str(demo)]) == 0
+    assert folder_digest(demo) == written  # the same seed: the same bytes, marker included
+
+
+def test_atomic_folder_marks_what_it_writes_and_replaces_only_marked_folders(tmp_path):
+    out = tmp_path / "out"
+    with atomic.atomic_folder(out, "thing", {"seed": 1}) as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "pose-pipeline-thing.json"]
+    assert atomic.is_output_of(out, "thing") and not atomic.is_output_of(out, "other")
+    marker = json.loads((out / "pose-pipeline-thing.json").read_text())
+    assert marker == {"stage": "thing", "package_version": __version__, "seed": 1}
+    with pytest.raises(UserError, match="not written by pose-pipeline other"):
+        with atomic.atomic_folder(out, "other"):
+            pass
+    with pytest.raises(RuntimeError), atomic.atomic_folder(out, "thing") as tmp:
+        (tmp / "b.txt").write_text("b")
+        raise RuntimeError("a failing stage")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old output, no partial
+    assert (out / "a.txt").read_text() == "a"
 
 
 def dead_pid() -> int:
@@ -241,8 +341,8 @@ def test_user_error_is_what_check_replaceable_raises(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "f").write_text("")
     with pytest.raises(UserError):
-        atomic.check_replaceable(tmp_path / "a", lambda p: False, "thing")
-    atomic.check_replaceable(tmp_path / "a", lambda p: True, "thing")  # recognised: no error
+        atomic.check_replaceable(tmp_path / "a", "thing", lambda p: False)
+    atomic.check_replaceable(tmp_path / "a", "thing", lambda p: True)  # recognised: no error
 
 
 @pytest.mark.parametrize(

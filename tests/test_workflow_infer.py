@@ -43,6 +43,11 @@ def test_infer_target_trains_then_infers(tmp_path):
     ]
     assert (tmp_path / "results/infer/tiny/boxed/keypoints.csv").exists()
     assert "Nothing to be done" in snakemake(tmp_path, "--dry-run", *TARGETS)
+    # A rerun: Snakemake deletes the declared outputs, not the folder nor infer's marker in it,
+    # and infer takes the folder as its own.
+    snakemake(tmp_path, *TARGETS, "--forcerun", "infer")
+    assert (tmp_path / "results/infer/tiny/photos/pose-pipeline-infer.json").is_file()
+    assert json.loads((tmp_path / TARGETS[0]).read_text())["results"] == photos["results"]
 
 
 def test_misspelt_imageset_key_stops_the_run_naming_it(tmp_path):

@@ -26,9 +26,9 @@ from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core.joints import PERSON_BOX
 from pose_pipeline.data.convert_crops import sample_affines, write_crops
 from pose_pipeline.data.formats.readers import READERS, Samples
-from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, is_store, sha256_of
+from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, check_store_replaceable, sha256_of
 from pose_pipeline.errors import UserError
-from pose_pipeline.util.atomic import atomic_output, check_no_overlap, check_replaceable
+from pose_pipeline.util.atomic import atomic_output, check_no_overlap
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, 
         if path is not None and not path.exists():
             raise UserError(f"{what} {path} does not exist")
     check_no_overlap(out, inputs)
-    check_replaceable(out, is_store, "a converted store")  # before the work, not after it
+    check_store_replaceable(out)  # before the work, not after it
     check_bounds(bounded)
     for option, value in (("--min-keypoints", bounded["min_keypoints"]), ("--flip-pair", flip_pairs)):
         if value is not None and fmt != "coco":

@@ -22,7 +22,8 @@ sources ({file, sha256}), package version, num_samples.
 
 Writers build the store under a temporary name and swap it into place when complete, so
 a killed conversion never leaves a store that looks finished, nor loses the store it was
-replacing; they replace only a folder that is a store (`is_store`), never anything else.
+replacing; they replace only a folder that is a store (`is_store`: the root zarr.json that
+only a store writer writes is its mark), never anything else.
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def is_store(path) -> bool:
     )
 
 
+def check_store_replaceable(path) -> None:
+    """Refuse a store output at `path` unless it is new, an empty folder or a store."""
+    check_replaceable(path, "convert", is_store, "no zarr.json with a store's schema_version and joint_set")
+
+
 def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -145,7 +151,7 @@ class StoreWriter:
         self.path = Path(path)
         self.compression_level = compression_level
         compressor = image_compressor(image_codec, compression_level)  # a bad name fails before any write
-        check_replaceable(self.path, is_store, "a converted store")
+        check_store_replaceable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.path)
         self.tmp_path = partial_path(self.path)
@@ -234,7 +240,7 @@ class StoreWriter:
 
     def commit(self) -> Path:
         self.group.attrs["num_samples"] = self.num_samples
-        check_replaceable(self.path, is_store, "a converted store")  # again: it may have changed meanwhile
+        check_store_replaceable(self.path)  # again: it may have changed meanwhile
         replace_folder(self.tmp_path, self.path)
         return self.path
 

@@ -38,7 +38,7 @@ from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
-from pose_pipeline.inference.infer_outputs import Drawings, Person, is_infer_output, write_results
+from pose_pipeline.inference.infer_outputs import Drawings, Person, write_results
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
             f"--out {out} lies inside --images {images}: its drawings would be taken for input "
             "images next time; choose an output folder outside the images"
         )
-    check_replaceable(out, is_infer_output, "an infer output folder")
+    check_replaceable(out, "infer")
 
 
 def _load_checkpoint(checkpoint, input_size: int | None, cut: dict, device):
@@ -219,7 +219,7 @@ def infer(
         return predict_batch(model, batch.prepared, np.stack(batch.affines), layout, codec, flip_test, device)
 
     with (
-        atomic_folder(out, is_infer_output, "an infer output folder") as tmp,
+        atomic_folder(out, "infer") as tmp,
         batches,
         tqdm(total=len(source), desc="infer", unit="img", disable=not progress, mininterval=2) as bar,
     ):
@@ -320,7 +320,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--out",
         required=True,
         help="output folder (keypoints.json, keypoints.csv, skipped.csv, drawings/): new, empty, "
-        "or an earlier infer output (replaced)",
+        "or an earlier infer output, marked by its pose-pipeline-infer.json (replaced)",
     )
     p.add_argument("--draw", action="store_true", help="draw the skeletons on the images (a video: an annotated video)")
     from pose_pipeline.inference.engine import add_evaluation_options

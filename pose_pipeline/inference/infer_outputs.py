@@ -12,6 +12,9 @@
   drawings/       with --draw: each image with its skeletons (left/right colours of
                   `joints.SIDE_COLOURS`, drawn by `inspect.draw_skeleton`); for a video one
                   annotated video
+  pose-pipeline-infer.json  marks the folder as infer's output (`atomic.write_marker`): the
+                  only kind of non-empty folder `infer --out` replaces; it stays when Snakemake
+                  deletes the declared outputs before a rerun
 
 Coordinates are original-image array coordinates, which is COCO's keypoint convention: pixel
 centres on the integers, (0, 0) the top-left pixel's centre.
@@ -56,11 +59,6 @@ class Person:
             "keypoints": [round(float(v), 3) for v in triples.ravel()],
             "score": float(self.scores.mean()),
         }
-
-
-def is_infer_output(folder: Path) -> bool:
-    """What `infer --out` may replace: an earlier output of it."""
-    return (Path(folder) / RESULTS_FILE).is_file() and (Path(folder) / SKIPPED_FILE).is_file()
 
 
 def write_results(

@@ -6,7 +6,9 @@ reader) would take for a finished one, and never loses the output it was replaci
 Folders (stores, demo data) are built as `.NAME.partial-PID` beside the target and swapped
 in with one `renameat2(RENAME_EXCHANGE)`: at every instant the path holds either the old
 complete folder or the new one. A stage only ever replaces a folder it recognises as its own
-output (`check_replaceable`); leftovers of killed runs are removed by the next run
+output by a mark it wrote there itself (`check_replaceable`): a marker file naming the stage
+(`write_marker`, `is_output_of`), or a store's own metadata; file names a user's folder may
+also hold prove nothing. Leftovers of killed runs are removed by the next run
 (`remove_stale_partials`).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import re
 import shutil
@@ -115,22 +118,47 @@ def remove_stale_partials(path: Path) -> list[Path]:
     return removed
 
 
-def check_replaceable(path: Path, is_ours: Callable[[Path], bool], what: str) -> None:
+def marker_name(stage: str) -> str:
+    """The file that marks a folder as written by `pose-pipeline STAGE`."""
+    return f"pose-pipeline-{stage}.json"
+
+
+def write_marker(folder: Path, stage: str, fields: dict | None = None) -> None:
+    """Mark `folder` as `stage`'s output: the stage, the package version and `fields`."""
+    from pose_pipeline import __version__
+
+    record = {"stage": stage, "package_version": __version__, **(fields or {})}
+    (Path(folder) / marker_name(stage)).write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
+def is_output_of(folder: Path, stage: str) -> bool:
+    """True for a folder `stage` wrote (its marker is there). Once a stage's outputs are deleted
+    by name (Snakemake does before a rerun), the marker left behind still says whose it is."""
+    return (Path(folder) / marker_name(stage)).is_file()
+
+
+def check_replaceable(
+    path: Path, stage: str, is_ours: Callable[[Path], bool] | None = None, missing: str | None = None
+) -> None:
     """Refuse to write a folder at `path` unless nothing valuable is there: nothing at all, an
-    empty folder, or a folder `is_ours` recognises as `what` (the output this stage writes)."""
+    empty folder, or a folder `stage` wrote. That is recognised by `is_ours`, by default the
+    stage's marker file; `missing` names what a folder it refuses lacks, for the message."""
     path = Path(path)
     if not os.path.lexists(path):
         return
     if path.is_symlink() or not path.is_dir():
         raise UserError(
-            f"{path}: exists and is not a folder; the output must be a new or an existing "
-            f"{what} folder (choose another --out)"
+            f"{path}: exists and is not a folder; the output must be a new or empty folder, or an "
+            f"earlier output of pose-pipeline {stage} (choose another --out)"
         )
+    is_ours = is_ours or (lambda folder: is_output_of(folder, stage))
     if next(path.iterdir(), None) is None or is_ours(path):
         return
+    missing = missing or f"no marker file {marker_name(stage)}"
     raise UserError(
-        f"{path}: exists and is not {what}; refusing to replace it (its contents would be lost). "
-        "Choose another --out, or remove the folder yourself"
+        f"{path}: not written by pose-pipeline {stage} ({missing}); "
+        "refusing to replace it, its contents would be lost. Choose a new or empty folder for --out "
+        "(or remove this one yourself)"
     )
 
 
@@ -188,11 +216,12 @@ def replace_folder(new: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(path, is_ours: Callable[[Path], bool], what: str) -> Iterator[Path]:
-    """Yield a fresh temporary folder to fill; on success it replaces `path` (see
-    `check_replaceable` for what may be replaced); on an exception it is removed."""
+def atomic_folder(path, stage: str, marker_fields: dict | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary folder to fill; on success it gets `stage`'s marker (with
+    `marker_fields`) and replaces `path` (see `check_replaceable` for what may be replaced);
+    on an exception it is removed."""
     path = Path(path)
-    check_replaceable(path, is_ours, what)
+    check_replaceable(path, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path)
     tmp = partial_path(path)
@@ -200,6 +229,8 @@ def atomic_folder(path, is_ours: Callable[[Path], bool], what: str) -> Iterator[
     tmp.mkdir()
     try:
         yield tmp
+        write_marker(tmp, stage, marker_fields)  # inside before the swap: never a complete folder without it
+        check_replaceable(path, stage)  # again: it may have changed meanwhile
         replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,8 +13,9 @@ Output (under `out_dir`, built in a temporary sibling folder and renamed into pl
   test people        `test` images with `img_train` 0 whose person has only `objpos` and
                      `scale`, as MPII's test set (what `convert --split test` reads and
                      `mpii-submission` answers); their joints are drawn but not written
-  pose-pipeline-demo-data.json   the generator's settings; marks the folder as demo data,
-                     the only kind of existing folder `demo-data --out` replaces
+  pose-pipeline-demo-data.json   the generator's settings; marks the folder as demo data
+                     (`atomic.write_marker`), the only kind of non-empty folder `demo-data
+                     --out` replaces
 
 The defaults (seed, train, val and test counts, image size) are the config schema's
 (`datasets.*.synthetic`), read once into `DEFAULTS` for `generate()` and the command line.
@@ -26,13 +27,11 @@ a given seed whatever the counts, and validation and test figures are separate r
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from pose_pipeline import __version__
 from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.data.demo.release_file import release_mat_bytes, split_mat_bytes
 from pose_pipeline.data.demo.synthetic_people import make_person
@@ -43,13 +42,6 @@ log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
 DEFAULTS = schema_defaults("dataset", "synthetic")  # seed, train, val, test, image_size
-
-
-MARKER = "pose-pipeline-demo-data.json"  # marks a folder `generate` wrote, and may replace
-
-
-def is_demo_data(path: Path) -> bool:
-    return (Path(path) / MARKER).is_file()
 
 
 def generate(
@@ -73,7 +65,8 @@ def generate(
         raise UserError(f"demo image size {image_size} is too small (at least 64)")
     out = Path(out_dir)
     n = train + val + test
-    with atomic_folder(out, is_demo_data, "a demo-data folder") as tmp:
+    settings = dict(seed=seed, train=train, val=val, test=test, image_size=image_size)
+    with atomic_folder(out, "demo-data", settings) as tmp:
         (tmp / "images").mkdir()
         names, keypoints, visible, head_boxes, scales, objpos = [], [], [], [], [], []
         for i in tqdm(range(n), desc="demo data", unit="img", disable=not progress, mininterval=2):
@@ -101,8 +94,6 @@ def generate(
         (tmp / "mpii_release.mat").write_bytes(release)
         val_images = np.arange(train, train + val)
         (tmp / "val_split.mat").write_bytes(split_mat_bytes(val_images, np.zeros(val, np.int64)))
-        settings = dict(seed=seed, train=train, val=val, test=test, image_size=image_size, package_version=__version__)
-        (tmp / MARKER).write_text(json.dumps(settings) + "\n")
     return {"train": train, "val": val, "test": test, "images": n, "out": str(out)}
 
 
