@@ -28,6 +28,7 @@ from pose_pipeline.convert_crops import sample_affines, write_crops
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats.readers import READERS, Samples
 from pose_pipeline.joints import PERSON_BOX
+from pose_pipeline.option_bounds import check_values
 from pose_pipeline.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, is_store, sha256_of
 
 log = logging.getLogger(__name__)
@@ -74,18 +75,9 @@ def annotation_problems(samples: Samples, joints_required: bool = True) -> list[
 
 
 def check_bounds(options: dict) -> None:
-    """Converter options within the config schema's bounds (the CLI takes them unvalidated)."""
-    from pose_pipeline.config import load_schema
-
-    properties = load_schema()["$defs"]["dataset"]["properties"]
-    for key, value in options.items():
-        rule = properties[key]
-        if value is None:
-            continue
-        low, high = rule.get("minimum"), rule.get("maximum")
-        if (low is not None and value < low) or (high is not None and value > high):
-            allowed = f"at least {low}" if high is None else f"from {low} to {high}"
-            raise UserError(f"--{key.replace('_', '-')} {value}: must be {allowed} ({rule.get('description', key)})")
+    """Converter options ({key: value}, None: not given) within their bounds (`option_bounds`:
+    the config schema's), each named as its command-line option."""
+    check_values({f"--{key.replace('_', '-')}": value for key, value in options.items()})
 
 
 def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, flip_pairs) -> None:
@@ -154,7 +146,13 @@ def convert(
         split,
         out,
         {"annotation file": annotations, "image folder": images, "split file": val_split},
-        {"canvas_size": canvas_size, "context": context, "shard_size": shard_size, "min_keypoints": min_keypoints},
+        {
+            "canvas_size": canvas_size,
+            "context": context,
+            "shard_size": shard_size,
+            "min_keypoints": min_keypoints,
+            "workers": workers,
+        },
         flip_pairs,
     )
     samples = READERS[fmt](
@@ -315,7 +313,7 @@ def _crop_options(p: argparse.ArgumentParser) -> None:
         help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
         "or is left out and listed in OUT.bad_samples.csv (skip)",
     )
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default, or 0: one per core)")
     p.add_argument("--dataset", help="dataset name recorded in the store")
     p.add_argument(
         "--reduced-decode",

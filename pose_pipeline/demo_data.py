@@ -37,7 +37,7 @@ from pose_pipeline.atomic import atomic_folder
 from pose_pipeline.config import schema_defaults
 from pose_pipeline.demo_figures import make_person
 from pose_pipeline.demo_release import release_mat_bytes, split_mat_bytes
-from pose_pipeline.errors import UserError
+from pose_pipeline.option_bounds import check_values
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,7 @@ def generate(
     else); returns a summary."""
     from tqdm import tqdm
 
-    if train < 1 or val < 1:
-        raise UserError(f"demo data needs at least one training and one validation image (got {train}, {val})")
-    if test < 0:
-        raise UserError(f"demo data: --test {test} must be 0 or more")
-    if image_size < 64:
-        raise UserError(f"demo image size {image_size} is too small (at least 64)")
+    check_values({"--seed": seed, "--train": train, "--val": val, "--test": test, "--image-size": image_size})
     out = Path(out_dir)
     n = train + val + test
     with atomic_folder(out, is_demo_data, "a demo-data folder") as tmp:

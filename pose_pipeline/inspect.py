@@ -21,6 +21,7 @@ import numpy as np
 from pose_pipeline.atomic import atomic_output
 from pose_pipeline.errors import UserError
 from pose_pipeline.joints import SIDE_COLOURS
+from pose_pipeline.option_bounds import check_value
 from pose_pipeline.store import PoseStore, open_store
 
 SHA_PREFIX = 12
@@ -204,8 +205,7 @@ def contact_sheet(store: PoseStore, count: int = 16, seed: int = 0) -> tuple[np.
     n = len(store)
     if n == 0:
         raise UserError(f"{store.path}: the store has no samples to draw")
-    if count < 1:
-        raise UserError(f"--count must be at least 1, not {count}")
+    check_value("--count", count, "inspect")
     indices = pick_samples(n, count, seed)
     canvas = store.canvas_size
     scale = tile_scale(canvas)

@@ -24,7 +24,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-store", help="training store (default: results/stores/<dataset>/train.zarr)")
     p.add_argument("--val-store", help="validation store (default: results/stores/<dataset>/val.zarr)")
     p.add_argument("--out", help="output folder (default: results/train/<experiment>)")
-    p.add_argument("--epochs", type=_positive, help="override the configured number of epochs")
+    p.add_argument("--epochs", type=int, help="override the configured number of epochs")
     p.add_argument(
         "--resume",
         help="continue from this checkpoint (this project's or PyTorch-Pose's) "
@@ -34,7 +34,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nproc",
         default="1",
-        type=_nproc,
+        type=count_or_auto,
         help="data-parallel processes on this node (DDP through torch's elastic launcher: one per "
         "GPU, NCCL; gloo on CPU); batch_size is per process. 'auto': one per GPU of the job "
         "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES); 1: a plain process",
@@ -42,18 +42,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar per epoch")
 
 
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
-    return int(value)
-
-
-def _nproc(value: str) -> int | str:
-    if value == "auto":
-        return value
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {value!r}")
-    return int(value)
+def count_or_auto(value: str) -> int | str:
+    """--nproc: 'auto' or a whole number (its bounds are `option_bounds`')."""
+    return value if value == "auto" else int(value)
 
 
 def worker_args(args: argparse.Namespace) -> list[str]:
