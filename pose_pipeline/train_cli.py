@@ -47,6 +47,37 @@ def count_or_auto(value: str) -> int | str:
     return value if value == "auto" else int(value)
 
 
+SETTINGS_KEYS = ("name", "dataset", "model", "training", "evaluation", "device")  # config.experiment_settings
+
+
+def checked_settings(text: str) -> dict:
+    """--settings (what the rule passes: `config.experiment_settings` as JSON) checked as the
+    config's experiment would be, the schema's model and training defaults filled in where left
+    out; the evaluation settings as given (validation fills in the rest where it uses them)."""
+    from pose_pipeline.config import validate_config
+
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--settings: not JSON ({exc})") from None
+    expected = f"expected a JSON object of {', '.join(SETTINGS_KEYS)} (dataset, model required)"
+    if not isinstance(settings, dict):
+        raise UserError(f"--settings: a JSON {type(settings).__name__}; {expected}")
+    unknown = sorted(set(settings) - set(SETTINGS_KEYS))
+    if unknown or not isinstance(settings.get("dataset"), str) or not isinstance(settings.get("name", ""), str):
+        problem = f"unknown keys {unknown}" if unknown else "dataset or name is not a string"
+        raise UserError(f"--settings: {problem}; {expected}")
+    name = settings.get("name") or "settings"
+    experiment = {key: settings[key] for key in ("dataset", "model", "training", "evaluation") if key in settings}
+    config = {
+        "datasets": {settings["dataset"]: {"format": "mpii", "synthetic": {}}},  # a stand-in: the stores are given
+        "experiments": {name: experiment},
+        **({"device": settings["device"]} if "device" in settings else {}),
+    }
+    filled = validate_config(config, source="--settings")["experiments"][name]
+    return {**settings, "model": filled["model"], "training": filled["training"]}
+
+
 def worker_args(args: argparse.Namespace) -> list[str]:
     """The command line of one rank: these arguments, less --nproc."""
     argv = []
@@ -73,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) > 0:
         logging.getLogger("pose_pipeline").setLevel(logging.WARNING)  # rank 0 speaks for the run
     if args.settings:
-        try:
-            settings = json.loads(args.settings)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--settings: not JSON ({exc})") from None
+        settings = checked_settings(args.settings)
     elif args.experiment:
         config = load_config(args.config)
         if args.experiment not in config["experiments"]:

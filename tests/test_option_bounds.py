@@ -148,6 +148,39 @@ def test_workers_0_is_as_many_as_the_cores(inputs, tmp_path, capsys):
     assert (out / "s.zarr").is_dir()
 
 
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[1, 2]", "--settings: a JSON list; expected a JSON object"),
+        ('{"name": "e", "dataset": "d"}', "'model' is a required property"),
+        ('{"dataset": "d", "model": {"arch": "hourglass"}, "learning": {}}', "unknown keys ['learning']"),
+        ('{"dataset": "d", "model": {"arch": "hourglass"}, "training": {"input_size": 100}}', "input_size 100"),
+        ('{"dataset": "d", "model": {"arch": "hourglass"}, "evaluation": {"blur_sigma": -1}}', "-1 is less than"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_problem(inputs, tmp_path, capsys, text, words):
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = stage_argv("train", inputs, out)
+    argv[argv.index("--settings") + 1] = text
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and words in captured.err and "--settings" in captured.err
+    assert list(out.iterdir()) == []
+
+
+def test_the_rules_settings_pass_unchanged_and_missing_keys_take_the_schemas_defaults():
+    from pose_pipeline.config import schema_defaults
+    from pose_pipeline.train_cli import checked_settings
+
+    full = settings()
+    assert checked_settings(json.dumps(full)) == full
+    least = checked_settings('{"dataset": "d", "model": {"arch": "hourglass"}}')
+    assert least["model"]["stacks"] == schema_defaults("experiment", "model")["stacks"]
+    assert least["training"]["input_size"] == 256 and least["training"]["schedule"]["type"] == "multistep"
+    assert "evaluation" not in least  # validation fills it in where it uses it
+
+
 # ------------------------------------------------------------------------------ the table
 
 
