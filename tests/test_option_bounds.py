@@ -1,9 +1,10 @@
 """One bounds table for every numeric option of every stage (`option_bounds`): a value out of
 bounds, NaN or infinite is refused by the real command line with one line naming the option,
-exit code 1, no traceback and nothing written."""
+exit code 1, no traceback and nothing written; box files' impossible numbers are skipped rows."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -179,6 +180,33 @@ def test_the_rules_settings_pass_unchanged_and_missing_keys_take_the_schemas_def
     assert least["model"]["stacks"] == schema_defaults("experiment", "model")["stacks"]
     assert least["training"]["input_size"] == 256 and least["training"]["schedule"]["type"] == "multistep"
     assert "evaluation" not in least  # validation fills it in where it uses it
+
+
+def test_box_numbers_no_box_can_hold_are_skipped_and_listed(inputs, tmp_path, capsys):
+    """A box of 1e30 px or a score of inf (which keypoints.json, strict JSON, cannot hold) is a
+    skipped row of skipped.csv, as a box outside its image is."""
+    image = sorted((inputs["demo"] / "images").iterdir())[0].name
+    (tmp_path / "boxes.csv").write_text(
+        "image,x,y,w,h,score\n"
+        f"{image},4,4,50,50,0.9\n"
+        f"{image},0,0,1e30,1e30,0.9\n"
+        f"{image},4,4,50,50,inf\n"
+        f"{image},nan,4,50,50,0.5\n"
+    )
+    argv = stage_argv("infer", inputs, tmp_path) + ["--boxes", str(tmp_path / "boxes.csv")]
+    out = tmp_path / "infer"
+    assert cli.main(argv) == 0, capsys.readouterr().err
+
+    def refuse(constant):
+        raise AssertionError(f"keypoints.json holds {constant}")
+
+    found = json.loads((out / "keypoints.json").read_text(), parse_constant=refuse)
+    assert [r["box_score"] for r in found["results"]] == [0.9]
+    reasons = [row["reason"] for row in csv.DictReader(open(out / "skipped.csv"))]
+    assert len(reasons) == 3
+    assert "line 3: box [0.0, 0.0, 1e+30, 1e+30] reaches beyond 1e+06 pixels" in reasons[0]
+    assert "line 4: score inf is not a finite number" in reasons[1]
+    assert "line 5: box [nan, 4.0, 50.0, 50.0] is not finite" in reasons[2]
 
 
 # ------------------------------------------------------------------------------ the table
