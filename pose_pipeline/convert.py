@@ -28,7 +28,7 @@ from pose_pipeline.convert_crops import sample_affines, write_crops
 from pose_pipeline.errors import UserError
 from pose_pipeline.formats.readers import READERS, Samples
 from pose_pipeline.joints import PERSON_BOX
-from pose_pipeline.option_bounds import check_values
+from pose_pipeline.option_bounds import check_output_folder_place, check_values
 from pose_pipeline.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, is_store, sha256_of
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, 
     for what, path in inputs.items():
         if path is not None and not path.exists():
             raise UserError(f"{what} {path} does not exist")
+    check_output_folder_place(out, "train.zarr")
     check_no_overlap(out, inputs)
     check_replaceable(out, is_store, "a converted store")  # before the work, not after it
     check_bounds(bounded)

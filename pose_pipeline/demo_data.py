@@ -37,7 +37,7 @@ from pose_pipeline.atomic import atomic_folder
 from pose_pipeline.config import schema_defaults
 from pose_pipeline.demo_figures import make_person
 from pose_pipeline.demo_release import release_mat_bytes, split_mat_bytes
-from pose_pipeline.option_bounds import check_values
+from pose_pipeline.option_bounds import check_output_folder_place, check_values
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def generate(
     from tqdm import tqdm
 
     check_values({"--seed": seed, "--train": train, "--val": val, "--test": test, "--image-size": image_size})
+    check_output_folder_place(out_dir, "demo")
     out = Path(out_dir)
     n = train + val + test
     with atomic_folder(out, is_demo_data, "a demo-data folder") as tmp:

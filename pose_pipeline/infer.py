@@ -145,7 +145,9 @@ def _skip_frame(frame: Frame, problem: str, skipped: list) -> None:
 def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
     """`out` holds no input, lies outside the images and is new or an earlier infer output."""
     from pose_pipeline.atomic import check_no_overlap, check_replaceable
+    from pose_pipeline.option_bounds import check_output_folder_place
 
+    check_output_folder_place(out, "infer")
     check_no_overlap(
         out, {"image input": Path(images), "boxes file": boxes and Path(boxes), "checkpoint": Path(checkpoint)}
     )

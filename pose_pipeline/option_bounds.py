@@ -9,6 +9,8 @@ the stages' Python entry points check their arguments with `check_values`. A val
 bounds is a `UserError` naming the option: one line, exit code 1, as every bad input.
 
 NaN and infinities are refused first: a NaN passes every comparison a bound makes.
+
+Beside the table, the one bound of an --out folder's place (`check_output_folder_place`).
 """
 
 from __future__ import annotations
@@ -169,3 +171,17 @@ def numeric_actions(parser: argparse.ArgumentParser, stage: str) -> list[argpars
         ):
             found.append(action)
     return found
+
+
+def check_output_folder_place(out, example: str, option: str = "--out") -> None:
+    """An output folder that is built beside its place and swapped in whole (demo-data, convert,
+    infer) cannot be the working folder or one above it: it has no place beside it by name
+    ("." has none), and the shell that ran the stage would be left in a deleted folder."""
+    from pathlib import Path
+
+    resolved, here = Path(out).resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise UserError(
+            f"{option} {out}: is the working folder or holds it, and the output folder is built beside "
+            f"it and swapped in whole; name a folder below it, e.g. {option} {Path(out) / example}"
+        )

@@ -182,6 +182,18 @@ def test_the_rules_settings_pass_unchanged_and_missing_keys_take_the_schemas_def
     assert "evaluation" not in least  # validation fills it in where it uses it
 
 
+@pytest.mark.parametrize("stage", ["demo-data", "convert", "infer"])
+def test_the_working_folder_is_no_output_folder(inputs, tmp_path, monkeypatch, capsys, stage):
+    """A folder output is built beside its place and swapped in: "." has no place beside it."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    argv = stage_argv(stage, inputs, tmp_path)
+    argv[argv.index("--out") + 1] = "."
+    err = run_refused(argv, here, capsys)
+    assert err.startswith(f"pose-pipeline {stage}: error: --out .: is the working folder")
+
+
 def test_box_numbers_no_box_can_hold_are_skipped_and_listed(inputs, tmp_path, capsys):
     """A box of 1e30 px or a score of inf (which keypoints.json, strict JSON, cannot hold) is a
     skipped row of skipped.csv, as a box outside its image is."""
