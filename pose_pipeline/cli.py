@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("pose_pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
+        check_option_bounds(parser, args)
         return int(module.run(args) or 0)
     except UserError as exc:
         close_progress_bars()
@@ -123,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         close_progress_bars()
         print(f"pose-pipeline {args.stage}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return 1
+
+
+def check_option_bounds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The chosen stage's numeric options within their bounds (`option_bounds`), before it runs."""
+    from pose_pipeline.config.option_bounds import check_args
+
+    stages = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    check_args(stages.choices[args.stage], args, args.stage)
 
 
 def close_progress_bars() -> None:

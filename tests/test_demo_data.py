@@ -119,4 +119,4 @@ def test_cli(tmp_path, capsys):
     )
     assert (tmp_path / "d" / "mpii_release.mat").exists() and len(list((tmp_path / "d" / "images").iterdir())) == 5
     assert cli.main(["demo-data", "--out", str(tmp_path / "e"), "--train", "0"]) == 1
-    assert "at least one training" in capsys.readouterr().err
+    assert "--train: must be a whole number at least 1, got 0" in capsys.readouterr().err

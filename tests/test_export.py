@@ -162,5 +162,5 @@ def test_export_refuses_an_input_size_the_models_cannot_take(tmp_path, capsys):
         "100",
     ]
     assert cli.main(argv) == 1
-    assert "--input-size 100" in capsys.readouterr().err
+    assert "--input-size: must be a multiple of 64" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.pt.json").exists()

@@ -348,10 +348,10 @@ def test_user_error_is_what_check_replaceable_raises(tmp_path):
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("--context", "0", "--context 0.0: must be from 1.0 to 3.0"),
-        ("--context", "-1", "--context -1.0: must be from 1.0 to 3.0"),
-        ("--shard-size", "0", "--shard-size 0: must be at least 1"),
-        ("--canvas-size", "8", "--canvas-size 8: must be at least 32"),
+        ("--context", "0", "--context: must be a finite number from 1 to 3, got 0"),
+        ("--context", "-1", "--context: must be a finite number from 1 to 3, got -1"),
+        ("--shard-size", "0", "--shard-size: must be a whole number at least 1, got 0"),
+        ("--canvas-size", "8", "--canvas-size: must be a whole number from 32 to 2048, got 8"),
     ],
 )
 def test_converter_options_outside_the_schema_bounds_are_refused(demo_folder, tmp_path, capsys, option, value, message):

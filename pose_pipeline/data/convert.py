@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pose_pipeline.config.option_bounds import check_output_folder_place, check_values
 from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core.joints import PERSON_BOX
 from pose_pipeline.data.convert_crops import sample_affines, write_crops
@@ -74,18 +75,9 @@ def annotation_problems(samples: Samples, joints_required: bool = True) -> list[
 
 
 def check_bounds(options: dict) -> None:
-    """Converter options within the config schema's bounds (the CLI takes them unvalidated)."""
-    from pose_pipeline.config.schema import load_schema
-
-    properties = load_schema()["$defs"]["dataset"]["properties"]
-    for key, value in options.items():
-        rule = properties[key]
-        if value is None:
-            continue
-        low, high = rule.get("minimum"), rule.get("maximum")
-        if (low is not None and value < low) or (high is not None and value > high):
-            allowed = f"at least {low}" if high is None else f"from {low} to {high}"
-            raise UserError(f"--{key.replace('_', '-')} {value}: must be {allowed} ({rule.get('description', key)})")
+    """Converter options ({key: value}, None: not given) within their bounds (`option_bounds`:
+    the config schema's), each named as its command-line option."""
+    check_values({f"--{key.replace('_', '-')}": value for key, value in options.items()})
 
 
 def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, flip_pairs) -> None:
@@ -94,6 +86,7 @@ def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, 
     for what, path in inputs.items():
         if path is not None and not path.exists():
             raise UserError(f"{what} {path} does not exist")
+    check_output_folder_place(out, "train.zarr")
     check_no_overlap(out, inputs)
     check_store_replaceable(out)  # before the work, not after it
     check_bounds(bounded)
@@ -154,7 +147,13 @@ def convert(
         split,
         out,
         {"annotation file": annotations, "image folder": images, "split file": val_split},
-        {"canvas_size": canvas_size, "context": context, "shard_size": shard_size, "min_keypoints": min_keypoints},
+        {
+            "canvas_size": canvas_size,
+            "context": context,
+            "shard_size": shard_size,
+            "min_keypoints": min_keypoints,
+            "workers": workers,
+        },
         flip_pairs,
     )
     samples = READERS[fmt](
@@ -315,7 +314,7 @@ def _crop_options(p: argparse.ArgumentParser) -> None:
         help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
         "or is left out and listed in OUT.bad_samples.csv (skip)",
     )
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default, or 0: one per core)")
     p.add_argument("--dataset", help="dataset name recorded in the store")
     p.add_argument(
         "--reduced-decode",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pose_pipeline.config.option_bounds import check_value
 from pose_pipeline.core.joints import SIDE_COLOURS
 from pose_pipeline.data.store import PoseStore, open_store
 from pose_pipeline.errors import UserError
@@ -204,8 +205,7 @@ def contact_sheet(store: PoseStore, count: int = 16, seed: int = 0) -> tuple[np.
     n = len(store)
     if n == 0:
         raise UserError(f"{store.path}: the store has no samples to draw")
-    if count < 1:
-        raise UserError(f"--count must be at least 1, not {count}")
+    check_value("--count", count, "inspect")
     indices = pick_samples(n, count, seed)
     canvas = store.canvas_size
     scale = tile_scale(canvas)

@@ -180,8 +180,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model, codec, joints, trained = crop_pose_model(args.checkpoint, args.input_size, args.blur_sigma, args.flip_test)
-    if codec.input_size % 64:
-        raise UserError(f"--input-size {codec.input_size}: the models take multiples of 64")
     if args.format == "onnx":
         _require_onnx()
     example = torch.zeros((2, codec.input_size, codec.input_size, 3), dtype=torch.uint8)

@@ -17,11 +17,13 @@ size where the canvas allows it (DCT scaling), a video frame area-averaged by ex
 --draw (the box checks take its size from the JPEG header).
 
 Without --boxes each image is one person, its whole image the box. Images that cannot be
-read, boxes outside their image and boxes naming no input image are skipped, each reported
-by name and listed in skipped.csv (an image that no box names is not decoded, so not checked);
-keypoints are clipped to their image (a joint the model places in the black margin beyond the
-image is set on the edge). Batches of people are cut ahead in a background thread while the
-model runs (on a GPU; the CPU runs serially, see `prefetch.depth_for`).
+read, boxes outside their image, boxes naming no input image and boxes with numbers out of
+bounds (a coordinate or score not finite, a coordinate beyond convert's MAX_COORDINATE) are
+skipped, each reported by name and listed in skipped.csv (an image that no box names is not
+decoded, so not checked); keypoints are clipped to their image (a joint the model places in the
+black margin beyond the image is set on the edge). Batches of people are cut ahead in a
+background thread while the model runs (on a GPU; the CPU runs serially, see
+`prefetch.depth_for`).
 """
 
 from __future__ import annotations
@@ -142,8 +144,10 @@ def _skip_frame(frame: Frame, problem: str, skipped: list) -> None:
 
 def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
     """`out` holds no input, lies outside the images and is new or an earlier infer output."""
+    from pose_pipeline.config.option_bounds import check_output_folder_place
     from pose_pipeline.util.atomic import check_no_overlap, check_replaceable
 
+    check_output_folder_place(out, "infer")
     check_no_overlap(
         out, {"image input": Path(images), "boxes file": boxes and Path(boxes), "checkpoint": Path(checkpoint)}
     )
@@ -354,8 +358,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     summary = infer(
         args.checkpoint,
         args.images,

@@ -126,12 +126,28 @@ def box_problem(bbox, image_shape) -> str:
     return ""
 
 
+def box_value_problem(box: Box) -> str:
+    """Why a box's numbers make no person box in any image ('' when they can): a box or score
+    that is not finite (keypoints.json, strict JSON, cannot hold it), or a coordinate beyond
+    convert's MAX_COORDINATE, the bound of annotated coordinates."""
+    from pose_pipeline.data.convert import MAX_COORDINATE
+
+    if not all(math.isfinite(v) for v in box.bbox):
+        return f"box {list(box.bbox)} is not finite"
+    if max(abs(v) for v in box.bbox) > MAX_COORDINATE:
+        return f"box {list(box.bbox)} reaches beyond {MAX_COORDINATE:.0e} pixels"
+    if not math.isfinite(box.score):
+        return f"score {box.score} is not a finite number"
+    return ""
+
+
 def read_boxes(path, images: ImageInput) -> tuple[dict[int, list[Box]], list[tuple[str, str, str]]]:
-    """Boxes by input position, and those that name no image of the input as skipped rows
-    (image, box, reason). A COCO detection-results JSON (`.json`: [{image_id or file_name,
-    bbox, score, category_id}]) or a CSV `image,x,y,w,h[,score]` (header optional); an image
-    is named by its path relative to --images, its file name, its COCO id (the number its
-    file is named by) or, in a video, its frame number."""
+    """Boxes by input position, and those that name no image of the input or hold numbers no
+    box can (`box_value_problem`) as skipped rows (image, box, reason). A COCO detection-results
+    JSON (`.json`: [{image_id or file_name, bbox, score, category_id}]) or a CSV
+    `image,x,y,w,h[,score]` (header optional); an image is named by its path relative to
+    --images, its file name, its COCO id (the number its file is named by) or, in a video, its
+    frame number."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--boxes {path}: no such file")
@@ -140,8 +156,10 @@ def read_boxes(path, images: ImageInput) -> tuple[dict[int, list[Box]], list[tup
     by_position: dict[int, list[Box]] = {}
     skipped = []
     for image, box in entries:
-        position = find(image)
-        if position is None:
+        position, problem = find(image), box_value_problem(box)
+        if problem:
+            skipped.append((str(image), json.dumps(list(box.bbox)), f"{box.where}: {problem}"))
+        elif position is None:
             what = "frame" if images.is_video else "image"
             reason = f"{box.where}: no {what} {image!r} in {images.path}"
             skipped.append((str(image), json.dumps(list(box.bbox)), reason))

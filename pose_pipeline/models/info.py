@@ -17,6 +17,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from pose_pipeline.config.option_bounds import check_value
 from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.errors import UserError
 from pose_pipeline.models.hourglass import HourglassConfig
@@ -40,8 +41,7 @@ def model_info(config: dict, joints: int, input_size: int = INPUT_SIZE) -> dict:
     from pose_pipeline.models import DEFAULT_ARCH, build_model, model_shape
 
     arch = config.get("arch", DEFAULT_ARCH)
-    if input_size < 64 or input_size % 64:
-        raise UserError(f"input size must be a positive multiple of 64, got {input_size}")
+    check_value("--input-size", input_size)
     with torch.device("meta"):
         model = build_model(config, joints).eval()
         x = torch.empty(1, 3, input_size, input_size)

@@ -24,7 +24,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-store", help="training store (default: results/stores/<dataset>/train.zarr)")
     p.add_argument("--val-store", help="validation store (default: results/stores/<dataset>/val.zarr)")
     p.add_argument("--out", help="output folder (default: results/train/<experiment>)")
-    p.add_argument("--epochs", type=_positive, help="override the configured number of epochs")
+    p.add_argument("--epochs", type=int, help="override the configured number of epochs")
     p.add_argument(
         "--resume",
         help="continue from this checkpoint (this project's or PyTorch-Pose's) "
@@ -34,7 +34,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nproc",
         default="1",
-        type=_nproc,
+        type=count_or_auto,
         help="data-parallel processes on this node (DDP through torch's elastic launcher: one per "
         "GPU, NCCL; gloo on CPU); batch_size is per process. 'auto': one per GPU of the job "
         "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES); 1: a plain process",
@@ -42,18 +42,40 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar per epoch")
 
 
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
-    return int(value)
+def count_or_auto(value: str) -> int | str:
+    """--nproc: 'auto' or a whole number (its bounds are `option_bounds`')."""
+    return value if value == "auto" else int(value)
 
 
-def _nproc(value: str) -> int | str:
-    if value == "auto":
-        return value
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {value!r}")
-    return int(value)
+SETTINGS_KEYS = ("name", "dataset", "model", "training", "evaluation", "device")  # config.experiment_settings
+
+
+def checked_settings(text: str) -> dict:
+    """--settings (what the rule passes: `config.experiment_settings` as JSON) checked as the
+    config's experiment would be, the schema's model and training defaults filled in where left
+    out; the evaluation settings as given (validation fills in the rest where it uses them)."""
+    from pose_pipeline.config.schema import validate_config
+
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--settings: not JSON ({exc})") from None
+    expected = f"expected a JSON object of {', '.join(SETTINGS_KEYS)} (dataset, model required)"
+    if not isinstance(settings, dict):
+        raise UserError(f"--settings: a JSON {type(settings).__name__}; {expected}")
+    unknown = sorted(set(settings) - set(SETTINGS_KEYS))
+    if unknown or not isinstance(settings.get("dataset"), str) or not isinstance(settings.get("name", ""), str):
+        problem = f"unknown keys {unknown}" if unknown else "dataset or name is not a string"
+        raise UserError(f"--settings: {problem}; {expected}")
+    name = settings.get("name") or "settings"
+    experiment = {key: settings[key] for key in ("dataset", "model", "training", "evaluation") if key in settings}
+    config = {
+        "datasets": {settings["dataset"]: {"format": "mpii", "synthetic": {}}},  # a stand-in: the stores are given
+        "experiments": {name: experiment},
+        **({"device": settings["device"]} if "device" in settings else {}),
+    }
+    filled = validate_config(config, source="--settings")["experiments"][name]
+    return {**settings, "model": filled["model"], "training": filled["training"]}
 
 
 def worker_args(args: argparse.Namespace) -> list[str]:
@@ -82,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) > 0:
         logging.getLogger("pose_pipeline").setLevel(logging.WARNING)  # rank 0 speaks for the run
     if args.settings:
-        try:
-            settings = json.loads(args.settings)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--settings: not JSON ({exc})") from None
+        settings = checked_settings(args.settings)
     elif args.experiment:
         config = load_config(args.config)
         if args.experiment not in config["experiments"]:

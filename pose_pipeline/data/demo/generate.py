@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pose_pipeline.config.option_bounds import check_output_folder_place, check_values
 from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.data.demo.release_file import release_mat_bytes, split_mat_bytes
 from pose_pipeline.data.demo.synthetic_people import make_person
-from pose_pipeline.errors import UserError
 from pose_pipeline.util.atomic import atomic_folder
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,8 @@ def generate(
     else); returns a summary."""
     from tqdm import tqdm
 
-    if train < 1 or val < 1:
-        raise UserError(f"demo data needs at least one training and one validation image (got {train}, {val})")
-    if test < 0:
-        raise UserError(f"demo data: --test {test} must be 0 or more")
-    if image_size < 64:
-        raise UserError(f"demo image size {image_size} is too small (at least 64)")
+    check_values({"--seed": seed, "--train": train, "--val": val, "--test": test, "--image-size": image_size})
+    check_output_folder_place(out_dir, "demo")
     out = Path(out_dir)
     n = train + val + test
     settings = dict(seed=seed, train=train, val=val, test=test, image_size=image_size)
