@@ -1,15 +1,19 @@
-"""Names are data (issue 26): config-defined names match one pattern, and a config whose YAML
-aliases explode is refused unexpanded."""
+"""Names are data (issue 26): config-defined names match one pattern, every word the rules put
+in a shell command is quoted, and a config whose YAML aliases explode is refused unexpanded."""
 
 from __future__ import annotations
 
+import ast
+import copy
+import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import snakemake_command
+from conftest import TINY, snakemake_command, write_config
 
 from pose_pipeline.config import load_config, read_config_file, validate_config
 from pose_pipeline.errors import UserError
@@ -163,3 +167,88 @@ def test_the_workflow_refuses_an_alias_bomb_and_bad_yaml_in_one_line(tmp_path):
         assert done.returncode != 0 and time.perf_counter() - start < 60
         lines = (done.stdout + done.stderr).splitlines()
         assert [line for line in lines if expected in line and line.startswith(("invalid", "config file"))], lines
+
+
+# ---------------------------------------------------------------- quoting in the rules
+
+
+def _shell_commands() -> dict[str, str]:
+    """rule -> its shell command as written (the `shell:` block's string literals joined)."""
+    commands = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() != "shell:":
+                continue
+            indent, block = len(line) - len(line.lstrip()), []
+            for following in lines[i + 1 :]:
+                if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                    break
+                block.append(following)
+            rule = next(
+                re.match(r"rule (\w+)", lines[j]).group(1) for j in range(i, -1, -1) if lines[j].startswith("rule ")
+            )
+            commands[rule] = ast.literal_eval("(" + "\n".join(block) + ")")
+    return commands
+
+
+def test_every_placeholder_in_a_shell_command_is_quoted():
+    commands = _shell_commands()
+    assert len(commands) >= 12 and {"convert", "train", "infer", "plot", "compare"} <= set(commands)
+    unquoted = {
+        rule: fields
+        for rule, command in commands.items()
+        if (fields := [f for f in re.findall(r"(?<!\{)\{([^{}]*)\}(?!\})", command) if not f.endswith(":q")])
+    }
+    assert unquoted == {}
+
+
+def test_the_commands_keep_names_and_paths_with_spaces_whole(tmp_path):
+    """A dry run printing the commands: each word is what a name or a path with spaces must be."""
+    (tmp_path / "my data" / "images").mkdir(parents=True)
+    (tmp_path / "my data" / "a b.json").write_text("{}")
+    (tmp_path / "my boxes.csv").write_text("")
+    config = copy.deepcopy(TINY)
+    config["datasets"]["c.1"] = {
+        "format": "coco",
+        "annotations": "my data/a b.json",
+        "images": "my data/images",
+        "flip_pairs": [["left eye", "right_eye"]],
+        "oks_sigmas": [0.5] * 17,
+    }
+    config["experiments"]["v1.2_c-d"] = {**config["experiments"]["tiny"], "dataset": "c.1", "resources": {"gpus": 2}}
+    config["default_experiments"] = ["tiny", "v1.2_c-d"]
+    config["imagesets"] = {"my.photos": {"images": "my data/images", "boxes": "my boxes.csv"}}
+    write_config(tmp_path, config)
+    targets = ["all", "results/pckh/v1.2_c-d.csv", "results/infer/v1.2_c-d/my.photos/keypoints.json"]
+    done = subprocess.run(
+        snakemake_command(tmp_path, "-n", "-p", *targets), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    commands = [shlex.split(line) for line in re.findall(r"^Shell command: (.*)$", done.stdout, re.M)]
+    assert all(word for command in commands for word in command)  # an empty option is no word, not ''
+
+    def holding(*words):
+        return [command for command in commands if all(word in command for word in words)]
+
+    def after(command, option):
+        return command[command.index(option) + 1]
+
+    converts = holding("convert", "coco")
+    assert len(converts) == 2
+    for command in converts:
+        assert after(command, "--annotations") == "my data/a b.json" and after(command, "--dataset") == "c.1"
+        assert command[command.index("--flip-pair") + 1 :][:2] == ["left eye", "right_eye"]
+    [train] = holding("--train-store", "results/stores/c.1/train.zarr")
+    assert train[train.index("--nproc") :] == ["--nproc", "2", ">", "results/logs/train/v1.2_c-d.log", "2>&1"]
+    [score] = holding("--preds", "results/pckh/v1.2_c-d.csv")
+    assert after(score, "--annotations") == "my data/a b.json" and after(score, "--oks-sigmas") == ",".join(
+        ["0.5"] * 17
+    )
+    [infer] = holding("infer")
+    assert after(infer, "--images") == "my data/images" and after(infer, "--boxes") == "my boxes.csv"
+    assert after(infer, "--out") == "results/infer/v1.2_c-d/my.photos"
+    [compare] = holding("results/plots/pckh_all.png")
+    assert compare[compare.index("v1.2_c-d=results/pckh/v1.2_c-d.json") - 1] == "--scores"
+    [plot] = holding("results/plots/v1.2_c-d/curves.png")
+    assert after(plot, "--log") == "v1.2_c-d=results/train/v1.2_c-d/log.csv"
