@@ -251,8 +251,10 @@ def read_config_file(path) -> dict:
     if not path.exists():
         raise UserError(f"config file {path} does not exist")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:  # as Snakemake reads its config files
             raw = yaml.safe_load(f)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not UTF-8 text ({exc.reason})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

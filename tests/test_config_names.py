@@ -141,6 +141,9 @@ def test_bad_yaml_is_named_by_line_and_column(tmp_path):
         load_config(path)
     assert str(err.value).startswith(f"config file {path} is not valid YAML at line 4, column 1: ")
     assert "\n" not in str(err.value)
+    path.write_bytes(b"datasets: {d: \xff}\n")
+    with pytest.raises(UserError, match=r"is not UTF-8 text \(invalid start byte\)$"):
+        load_config(path)
 
 
 def test_the_workflow_refuses_an_alias_bomb_and_bad_yaml_in_one_line(tmp_path):
