@@ -1,14 +1,24 @@
 # pose-pipeline: convert -> train -> predict -> score -> plot, cached per stage.
 # Wiring only: every rule calls `pose-pipeline <stage>`; the logic lives in pose_pipeline/.
 import json
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from pose_pipeline.config.schema import validate_config
+from pose_pipeline.config.schema import read_config_file, validate_config
 from pose_pipeline.errors import UserError
 
 min_version("8.0")
+
+# Snakemake merges a config file by copying its mappings, which would expand a YAML alias bomb
+# before validate_config sees it, and names no line of bad YAML: the default file is read here
+# first. (Files of --configfile are merged before the Snakefile runs.)
+if Path("config/config.yaml").exists():
+    try:
+        read_config_file("config/config.yaml")
+    except UserError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 configfile: "config/config.yaml"

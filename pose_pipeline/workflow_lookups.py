@@ -8,7 +8,6 @@ calls these; loading and validating the config is `pose_pipeline.config.schema`.
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 from pose_pipeline.config.schema import experiment_settings, schema_defaults
@@ -61,22 +60,24 @@ def converter_split(config: dict, name: str, split: str) -> str:
 
 
 def converter_settings(config: dict, name: str) -> dict:
-    """The convert rule's parameters for a dataset (a change reruns conversion)."""
+    """The convert rule's parameters for a dataset (a change reruns conversion); `extra` is
+    the optional command-line words, unquoted (the rule's `{...:q}` quotes each)."""
     ds = config["datasets"][name]
     settings = {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
-    extra = [f"--min-keypoints {ds['min_keypoints']}"] if ds.get("min_keypoints") else []
-    extra += [f"--flip-pair {shlex.quote(left)} {shlex.quote(right)}" for left, right in ds.get("flip_pairs", [])]
+    extra = ["--min-keypoints", str(ds["min_keypoints"])] if ds.get("min_keypoints") else []
+    for left, right in ds.get("flip_pairs", []):
+        extra += ["--flip-pair", left, right]
     extra.append("--reduced-decode" if ds["reduced_decode"] else "--no-reduced-decode")
     if ds["image_codec"] != schema_defaults("dataset")["image_codec"]:  # stores of the default: no rerun
-        extra.append(f"--image-codec {ds['image_codec']}")
-    settings["extra"] = " ".join(extra)
+        extra += ["--image-codec", ds["image_codec"]]
+    settings["extra"] = extra
     return settings
 
 
-def oks_sigmas_option(config: dict, name: str) -> str:
-    """The score rule's `--oks-sigmas` for a COCO-format dataset (empty: pycocotools' own)."""
+def oks_sigmas_option(config: dict, name: str) -> list[str]:
+    """The score rule's `--oks-sigmas` words for a COCO-format dataset (none: pycocotools' own)."""
     sigmas = config["datasets"][name].get("oks_sigmas")
-    return f"--oks-sigmas {','.join(repr(float(s)) for s in sigmas)}" if sigmas else ""
+    return ["--oks-sigmas", ",".join(repr(float(s)) for s in sigmas)] if sigmas else []
 
 
 def check_dataset_files(config: dict, name: str) -> None:
@@ -153,6 +154,7 @@ def infer_inputs(config: dict, experiment: str, imageset: str) -> dict:
     }
 
 
-def boxes_option(config: dict, imageset: str) -> str:
+def boxes_option(config: dict, imageset: str) -> list[str]:
+    """The infer rule's `--boxes` words (none without boxes), unquoted: the rule quotes each."""
     boxes = config["imagesets"][imageset].get("boxes")
-    return f"--boxes {shlex.quote(boxes)}" if boxes else ""
+    return ["--boxes", boxes] if boxes else []

@@ -427,12 +427,12 @@ def test_the_commented_custom_example_of_config_yaml_validates():
 
 
 def test_the_rules_pass_flip_pairs_to_convert_and_sigmas_to_score():
-    import shlex
 
     from pose_pipeline import workflow_lookups as ppc
 
     config = validate_config(_config(oks_sigmas=[0.026, 0.5], flip_pairs=[["left paw", "right_paw"]]))
+    # words, each quoted by the rule's {...:q}
     extra = ppc.converter_settings(config, "d")["extra"]
-    assert shlex.split(extra) == ["--flip-pair", "left paw", "right_paw", "--reduced-decode"]
-    assert ppc.oks_sigmas_option(config, "d") == "--oks-sigmas 0.026,0.5"
-    assert ppc.oks_sigmas_option(validate_config(_config()), "d") == ""
+    assert extra == ["--flip-pair", "left paw", "right_paw", "--reduced-decode"]
+    assert ppc.oks_sigmas_option(config, "d") == ["--oks-sigmas", "0.026,0.5"]
+    assert ppc.oks_sigmas_option(validate_config(_config()), "d") == []

@@ -160,18 +160,18 @@ def test_separate_val_annotations_take_lsp_and_coco_files_whole(raw_config):
     assert converter_split(config, "mpii", "train") == "train"  # img_train still selects
 
 
-def test_every_lookup_the_rules_call_is_in_workflow_config():
+def test_every_lookup_the_rules_call_is_in_workflow_lookups():
     """The rules call `ppc.<name>` (workflow/rules/common.smk); a name missing there would
     fail only when Snakemake parses the rules."""
     import re
 
-    from pose_pipeline import workflow_lookups as workflow_config
+    from pose_pipeline import workflow_lookups
 
     rules = "".join(path.read_text() for path in sorted((REPO / "workflow" / "rules").glob("*.smk")))
     assert "from pose_pipeline import workflow_lookups as ppc" in rules
     called = set(re.findall(r"\bppc\.(\w+)", rules))
     assert "dataset_sources" in called and "converter_settings" in called
-    assert [name for name in sorted(called) if not callable(getattr(workflow_config, name, None))] == []
+    assert [name for name in sorted(called) if not callable(getattr(workflow_lookups, name, None))] == []
 
 
 def test_an_input_size_the_hourglass_cannot_halve_is_refused_naming_the_key():

@@ -123,7 +123,7 @@ def test_the_config_key_reaches_the_command_line():
         config = validate_config(
             {"datasets": {"d": dataset}, "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}}
         )
-        assert converter_settings(config, "d")["extra"] == f"--min-keypoints 3 {extra}"
+        assert converter_settings(config, "d")["extra"] == ["--min-keypoints", "3", extra]
 
 
 def test_the_image_codec_key_reaches_the_command_line():
@@ -131,12 +131,12 @@ def test_the_image_codec_key_reaches_the_command_line():
     from pose_pipeline.workflow_lookups import converter_settings
 
     experiments = {"e": {"dataset": "d", "model": {"arch": "hourglass"}}}
-    for value, option in ((None, ""), ("lz4", ""), ("zstd", " --image-codec zstd")):
+    for value, option in ((None, []), ("lz4", []), ("zstd", ["--image-codec", "zstd"])):
         dataset = {"format": "coco", "annotations": "a.json", "images": "img"}
         dataset.update({"image_codec": value} if value else {})
         config = validate_config({"datasets": {"d": dataset}, "experiments": experiments})
         # the default is left out: a store converted before the key existed is not converted again
-        assert converter_settings(config, "d")["extra"] == f"--reduced-decode{option}"
+        assert converter_settings(config, "d")["extra"] == ["--reduced-decode", *option]
     with pytest.raises(UserError, match="image_codec"):
         validate_config({"datasets": {"d": {**dataset, "image_codec": "lz5"}}, "experiments": experiments})
 

@@ -1,5 +1,6 @@
 """The `imagesets` target: `snakemake results/infer/{experiment}/{imageset}/keypoints.json` trains the
-experiment when needed, then runs `pose-pipeline infer` on the image set (tiny demo config)."""
+experiment when needed, then runs `pose-pipeline infer` on the image set (tiny demo config). The
+images lie in a folder with a space and an image set's name has a dot: both reach the commands whole."""
 
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ from conftest import TINY, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
-TARGETS = ["results/infer/tiny/photos/keypoints.json", "results/infer/tiny/boxed/keypoints.json"]
+TARGETS = ["results/infer/tiny/photos/keypoints.json", "results/infer/tiny/boxed.v2/keypoints.json"]
 
 
 def test_infer_target_trains_then_infers(tmp_path):
     from pose_pipeline.data.demo.generate import generate
 
-    generate(tmp_path / "mine", seed=9, train=3, val=1, image_size=80, progress=False)
-    (tmp_path / "mine" / "boxes.csv").write_text(
+    generate(tmp_path / "my images", seed=9, train=3, val=1, image_size=80, progress=False)
+    (tmp_path / "my images" / "boxes.csv").write_text(
         "image,x,y,w,h\n000000.jpg,5,5,60,70\n000000.jpg,20,0,50,80\n000002.jpg,0,0,80,80\n"
     )
     config = copy.deepcopy(TINY)
     config["imagesets"] = {
-        "photos": {"images": "mine/images"},
-        "boxed": {"images": "mine/images", "boxes": "mine/boxes.csv"},
+        "photos": {"images": "my images/images"},
+        "boxed.v2": {"images": "my images/images", "boxes": "my images/boxes.csv"},
     }
     write_config(tmp_path, config)
     snakemake(tmp_path, *TARGETS)
@@ -41,7 +42,7 @@ def test_infer_target_trains_then_infers(tmp_path):
         ("000000.jpg", [20, 0, 50, 80]),
         ("000002.jpg", [0, 0, 80, 80]),
     ]
-    assert (tmp_path / "results/infer/tiny/boxed/keypoints.csv").exists()
+    assert (tmp_path / "results/infer/tiny/boxed.v2/keypoints.csv").exists()
     assert "Nothing to be done" in snakemake(tmp_path, "--dry-run", *TARGETS)
     # A rerun: Snakemake deletes the declared outputs, not the folder nor infer's marker in it,
     # and infer takes the folder as its own.

@@ -16,6 +16,8 @@ import difflib
 import functools
 import hashlib
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -74,16 +76,28 @@ def _fill_defaults(value, schema: dict, root: dict):
     return value
 
 
+def _where(path) -> str:
+    # A key that is no valid name (the one being refused, say) is quoted, so the message stays one line.
+    pattern = re.compile(_schema()["$defs"]["name"]["pattern"])
+    parts = [str(p) if isinstance(p, int) or pattern.match(str(p)) else repr(p) for p in path]
+    return ".".join(parts) or "(top level)"
+
+
 def _describe(error, schema_root: dict) -> str:
-    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    where = _where(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = list(_resolve(error.schema, schema_root).get("properties", {}))
         unknown = [k for k in error.instance if k not in allowed]
         hints = []
         for key in unknown:
-            close = difflib.get_close_matches(key, allowed, n=1)
+            close = difflib.get_close_matches(key, allowed, n=1) if isinstance(key, str) else []
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         return f"{where}: unknown key {', '.join(hints)}; allowed: {', '.join(allowed)}"
+    if error.schema == schema_root["$defs"]["name"]:
+        allowed = f"a name is {error.schema['description']}"
+        if "propertyNames" in error.schema_path:  # the key itself
+            return f"{where}: the name {error.instance!r} is not allowed; {allowed}"
+        return f"{where}: {error.instance!r} is not a valid name; {allowed}"
     return f"{where}: {error.message}"
 
 
@@ -102,6 +116,74 @@ def _hourglass_h5_problems(name: str, ds: dict) -> list[str]:
     ]
 
 
+# A config is refused when YAML aliases make it, read as a tree, larger than this many values
+# or this many times the values it writes: validation, a deep copy or an error message quoting a
+# value would each expand every alias (9 levels of 9 aliases are 9**9 values).
+MAX_CONFIG_VALUES = 1_000_000
+MAX_EXPANSION = 100
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def _children(node) -> list:
+    return [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
+
+
+def _tree_sizes(root) -> tuple[dict, Counter, int] | None:
+    """({id: values in that container read as a tree}, {id: references to that container},
+    values written), without expanding it: each container is visited once (memo by id), a
+    scalar counts one. None when a container holds itself (an endless tree)."""
+    sizes, references, active, written = {}, Counter(), set(), 0
+    stack = [(root, False)] if isinstance(root, _CONTAINERS) else []
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            active.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] if isinstance(c, _CONTAINERS) else 1 for c in _children(node))
+        elif id(node) in active:
+            return None
+        elif id(node) not in sizes:
+            children = _children(node)
+            active.add(id(node))
+            written += 1 + len(children)
+            stack.append((node, True))
+            inner = [c for c in children if isinstance(c, _CONTAINERS)]
+            references.update(id(c) for c in inner)
+            stack += [(c, False) for c in inner]
+    return sizes, references, written
+
+
+def _expanded_path(node, sizes: dict, references: Counter, limit: int) -> str:
+    """Where the expansion is: down the mappings into the value holding the most while it is over
+    the limit, up to the first alias (a value that stands in more than one place)."""
+    path = []
+    while isinstance(node, dict):
+        inner = [(sizes[id(v)], key, v) for key, v in node.items() if isinstance(v, _CONTAINERS)]
+        size, key, node = max(inner, key=lambda t: t[0], default=(0, None, None))
+        if size <= limit:
+            break
+        path.append(key)
+        if references[id(node)] > 1:
+            break
+    return _where(path)
+
+
+def check_expansion(config, source: str) -> None:
+    """Refuse, in one line, a config whose YAML aliases repeat its values far beyond what it
+    writes (an alias bomb), before anything reads it as a tree."""
+    measured = _tree_sizes(config)
+    if measured is None:
+        raise UserError(f"invalid configuration in {source}: a YAML alias refers to a value holding it (endless)")
+    sizes, references, written = measured
+    total, limit = sizes.get(id(config), 1), min(MAX_CONFIG_VALUES, MAX_EXPANSION * written)
+    if total > limit:
+        where = _expanded_path(config, sizes, references, limit)
+        raise UserError(
+            f"invalid configuration in {source}: {where}: YAML aliases make the config's {written} written "
+            f"values {total:.3g} (refused above {MAX_EXPANSION} times as many, or {MAX_CONFIG_VALUES:,}); "
+            "write the repeated parts out"
+        )
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate against the schema, fill defaults, cross-check names; returns a new dict.
 
@@ -111,6 +193,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
 
     from pose_pipeline.core.codec import HEATMAP_STRIDE, HOURGLASS_DEPTH
 
+    check_expansion(config, source)
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
@@ -161,18 +244,30 @@ def validate_config(config: dict, source: str = "config") -> dict:
     return config
 
 
-def load_config(path) -> dict:
+def read_config_file(path) -> dict:
+    """A config file's mapping, unvalidated: bad YAML named by line and column, an alias bomb
+    refused before anything expands it."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"config file {path} does not exist")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:  # as Snakemake reads its config files
             raw = yaml.safe_load(f)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not UTF-8 text ({exc.reason})") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"config file {path} is not valid YAML{where}: {' '.join(problem.split())}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config file {path}: expected a mapping with 'datasets' and 'experiments'")
-    return validate_config(raw, source=str(path))
+    check_expansion(raw, str(path))
+    return raw
+
+
+def load_config(path) -> dict:
+    return validate_config(read_config_file(path), source=str(path))
 
 
 def experiment_settings(config: dict, name: str) -> dict:

@@ -9,7 +9,7 @@ runs included). Experiments of different metrics share the file: a column an exp
 does not have is left empty.
 
 Input: a JSON list of experiments, each {name, dataset, format, arch, stacks, scores (the
-score JSON), log (the training log CSV), model (model.pt)} (`workflow_config.summary_entries`).
+score JSON), log (the training log CSV), model (model.pt)} (`workflow_lookups.summary_entries`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
 # Names and lookups shared by the rules; the functions themselves live in pose_pipeline.workflow_lookups.
+import re
+
 from pose_pipeline import workflow_lookups as ppc
 
 PLOTS = ["curves", "pckh", "skeletons", "joints", "examples"]
@@ -16,7 +18,9 @@ FOLLOW_LOG = "{rule} ({wildcards}): follow its log with: tail -f {log}"
 
 
 def _alternatives(names):
-    return "|".join(names) if names else "(?!)"  # a regex that matches nothing
+    # Exactly the configured names (each matches the schema's name pattern), a "." in one literal;
+    # a regex that matches nothing where there are none.
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
 
 
 wildcard_constraints:
@@ -70,6 +74,7 @@ def predict_gpus(wildcards):
 
 def nproc_flag(wildcards):
     # More than one GPU: one training process per GPU under torchrun (`pose-pipeline train
-    # --nproc`). One or none: no flag, so the single-process command is unchanged.
+    # --nproc`). One or none: no flag, so the single-process command is unchanged. A list: the
+    # shell's {params.nproc:q} quotes each word, and renders no words at all for [].
     gpus = config["experiments"][wildcards.experiment]["resources"]["gpus"]
-    return f"--nproc {gpus}" if gpus > 1 else ""
+    return ["--nproc", str(gpus)] if gpus > 1 else []

@@ -15,14 +15,14 @@ rule convert:
         runtime=dataset_resource("runtime"),
     params:
         converter=lambda wc: ppc.converter_settings(config, wc.dataset),
-        val_split=lambda wc, input: f"--val-split {input.val_split}" if "val_split" in input.keys() else "",
+        val_split=lambda wc, input: ["--val-split", input.val_split] if "val_split" in input.keys() else [],
         split=lambda wc: ppc.converter_split(config, wc.dataset, wc.split),
     message:
         FOLLOW_LOG
     shell:
-        "pose-pipeline convert {params.converter[format]} --annotations {input.annotations}"
-        " --images {input.images} {params.val_split} --split {params.split}"
-        " --out {output} --dataset {wildcards.dataset}"
-        " --canvas-size {params.converter[canvas_size]} --context {params.converter[context]}"
-        " --shard-size {params.converter[shard_size]} --on-bad-sample {params.converter[on_bad_sample]}"
-        " {params.converter[extra]} --workers {threads} > {log} 2>&1"
+        "pose-pipeline convert {params.converter[format]:q} --annotations {input.annotations:q}"
+        " --images {input.images:q} {params.val_split:q} --split {params.split:q}"
+        " --out {output:q} --dataset {wildcards.dataset:q}"
+        " --canvas-size {params.converter[canvas_size]:q} --context {params.converter[context]:q}"
+        " --shard-size {params.converter[shard_size]:q} --on-bad-sample {params.converter[on_bad_sample]:q}"
+        " {params.converter[extra]:q} --workers {threads:q} > {log:q} 2>&1"

@@ -14,6 +14,6 @@ rule demo_data:
     message:
         FOLLOW_LOG
     shell:
-        "pose-pipeline demo-data --out {params.out} --seed {params.synthetic[seed]}"
-        " --train {params.synthetic[train]} --val {params.synthetic[val]} --test {params.synthetic[test]}"
-        " --image-size {params.synthetic[image_size]} > {log} 2>&1"
+        "pose-pipeline demo-data --out {params.out:q} --seed {params.synthetic[seed]:q}"
+        " --train {params.synthetic[train]:q} --val {params.synthetic[val]:q} --test {params.synthetic[test]:q}"
+        " --image-size {params.synthetic[image_size]:q} > {log:q} 2>&1"

@@ -24,7 +24,8 @@ rule infer:
         canvas=lambda wc: config["datasets"][dataset_of(wc)],  # cut as the training crops were
         device=config["device"],
     shell:
-        "pose-pipeline infer --checkpoint {input.model} --images {input.images:q} {params.boxes} --out {params.out}"
-        " --draw --input-size {params.input_size} --batch-size {params.evaluation[batch_size]}"
-        " --blur-sigma {params.evaluation[blur_sigma]} {params.flip} --canvas-size {params.canvas[canvas_size]}"
-        " --context {params.canvas[context]} --device {params.device} > {log} 2>&1"
+        "pose-pipeline infer --checkpoint {input.model:q} --images {input.images:q} {params.boxes:q}"
+        " --out {params.out:q} --draw --input-size {params.input_size:q}"
+        " --batch-size {params.evaluation[batch_size]:q} --blur-sigma {params.evaluation[blur_sigma]:q}"
+        " {params.flip:q} --canvas-size {params.canvas[canvas_size]:q} --context {params.canvas[context]:q}"
+        " --device {params.device:q} > {log:q} 2>&1"

@@ -35,15 +35,18 @@ rule plot:
     benchmark:
         "results/benchmarks/plot/{experiment}.tsv"
     params:
+        # NAME=PATH words for the CLI, each quoted whole in the shell
+        named_log=lambda wc, input: f"{wc.experiment}={input.log}",
+        named_scores=lambda wc, input: f"{wc.experiment}={input.scores}",
         dpi=config["plots"]["dpi"],
         skeleton_count=config["plots"]["skeleton_count"],
     shell:
-        "(pose-pipeline plot curves --log {wildcards.experiment}={input.log} --out {output.curves} --dpi {params.dpi}"
-        " && pose-pipeline plot pckh --scores {wildcards.experiment}={input.scores} --out {output.pckh} --dpi {params.dpi}"
-        " && pose-pipeline plot joints --scores {wildcards.experiment}={input.scores} --out {output.joints}"
-        " --dpi {params.dpi}"
-        " && pose-pipeline plot skeletons --preds {input.preds} --store {input.store} --out {output.skeletons}"
-        " --count {params.skeleton_count} --dpi {params.dpi}) > {log} 2>&1"
+        "(pose-pipeline plot curves --log {params.named_log:q} --out {output.curves:q} --dpi {params.dpi:q}"
+        " && pose-pipeline plot pckh --scores {params.named_scores:q} --out {output.pckh:q} --dpi {params.dpi:q}"
+        " && pose-pipeline plot joints --scores {params.named_scores:q} --out {output.joints:q}"
+        " --dpi {params.dpi:q}"
+        " && pose-pipeline plot skeletons --preds {input.preds:q} --store {input.store:q} --out {output.skeletons:q}"
+        " --count {params.skeleton_count:q} --dpi {params.dpi:q}) > {log:q} 2>&1"
 
 
 rule examples:
@@ -66,8 +69,8 @@ rule examples:
         images=lambda wc: ppc.original_images(config, dataset_of(wc)),
         dpi=config["plots"]["dpi"],
     shell:
-        "pose-pipeline plot examples --preds {input.preds} --store {input.store} --images {params.images:q}"
-        " --out {output} --dpi {params.dpi} > {log} 2>&1"
+        "pose-pipeline plot examples --preds {input.preds:q} --store {input.store:q} --images {params.images:q}"
+        " --out {output:q} --dpi {params.dpi:q} > {log:q} 2>&1"
 
 
 rule compare:
@@ -87,12 +90,15 @@ rule compare:
     benchmark:
         "results/benchmarks/compare/pckh_all.tsv"
     params:
-        # NAME=PATH pairs for the CLI; experiment and dataset names come from the config
-        scores=lambda wc, input: " ".join(f"--scores {n}={p}" for n, p in zip(COMPARED, input.scores)),
-        references=lambda wc, input: " ".join(
-            f"--reference {d}-published={p}"
+        # Option and NAME=PATH words for the CLI (experiment and dataset names come from the
+        # config): lists, which {...:q} quotes word by word
+        scores=lambda wc, input: [word for n, p in zip(COMPARED, input.scores) for word in ("--scores", f"{n}={p}")],
+        references=lambda wc, input: [
+            word
             for d, p in zip(ppc.reference_datasets(config, COMPARED), input.references)
-        ),
+            for word in ("--reference", f"{d}-published={p}")
+        ],
         dpi=config["plots"]["dpi"],
     shell:
-        "pose-pipeline plot pckh {params.scores} {params.references} --out {output} --dpi {params.dpi} > {log} 2>&1"
+        "pose-pipeline plot pckh {params.scores:q} {params.references:q} --out {output:q} --dpi {params.dpi:q}"
+        " > {log:q} 2>&1"

@@ -22,10 +22,10 @@ rule predict:
     message:
         FOLLOW_LOG
     shell:
-        "pose-pipeline predict --checkpoint {input.model} --store {input.store}"
-        " --out-mat {output.mat} --out-csv {output.csv} --input-size {params.input_size}"
-        " --batch-size {params.evaluation[batch_size]} --blur-sigma {params.evaluation[blur_sigma]}"
-        " {params.flip} --device {params.device} > {log} 2>&1"
+        "pose-pipeline predict --checkpoint {input.model:q} --store {input.store:q}"
+        " --out-mat {output.mat:q} --out-csv {output.csv:q} --input-size {params.input_size:q}"
+        " --batch-size {params.evaluation[batch_size]:q} --blur-sigma {params.evaluation[blur_sigma]:q}"
+        " {params.flip:q} --device {params.device:q} > {log:q} 2>&1"
 
 
 use rule predict as predict_test with:
@@ -54,5 +54,5 @@ rule mpii_submission:
     benchmark:
         "results/benchmarks/mpii_submission/{experiment}.tsv"
     shell:
-        "pose-pipeline mpii-submission --release {input.release} --store {input.store} --preds {input.preds}"
-        " --out {output} > {log} 2>&1"
+        "pose-pipeline mpii-submission --release {input.release:q} --store {input.store:q} --preds {input.preds:q}"
+        " --out {output:q} > {log:q} 2>&1"

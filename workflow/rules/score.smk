@@ -12,11 +12,11 @@ rule score:
     benchmark:
         "results/benchmarks/score/{experiment}.tsv"
     params:
-        annotations=lambda wc, input: f"--annotations {input.annotations}" if "annotations" in input.keys() else "",
+        annotations=lambda wc, input: ["--annotations", input.annotations] if "annotations" in input.keys() else [],
         oks_sigmas=lambda wc: ppc.oks_sigmas_option(config, dataset_of(wc)),
     shell:
-        "pose-pipeline score --preds {input.preds} --gt {input.gt} --out {output.table}"
-        " --per-joint {output.per_joint} {params.annotations} {params.oks_sigmas} > {log} 2>&1"
+        "pose-pipeline score --preds {input.preds:q} --gt {input.gt:q} --out {output.table:q}"
+        " --per-joint {output.per_joint:q} {params.annotations:q} {params.oks_sigmas:q} > {log:q} 2>&1"
 
 
 rule score_reference:
@@ -32,5 +32,5 @@ rule score_reference:
     benchmark:
         "results/benchmarks/score_reference/{dataset}.tsv"
     shell:
-        "pose-pipeline score --metric pckh --preds {input.preds} --gt {input.gt} --out {output.table}"
-        " --per-joint {output.per_joint} > {log} 2>&1"
+        "pose-pipeline score --metric pckh --preds {input.preds:q} --gt {input.gt:q} --out {output.table:q}"
+        " --per-joint {output.per_joint:q} > {log:q} 2>&1"

@@ -13,4 +13,4 @@ rule summary:
     params:
         experiments=json.dumps(ppc.summary_entries(config, COMPARED, EXPERIMENT_FILES)),
     shell:
-        "pose-pipeline summary --experiments {params.experiments:q} --out {output} > {log} 2>&1"
+        "pose-pipeline summary --experiments {params.experiments:q} --out {output:q} > {log:q} 2>&1"

@@ -27,5 +27,5 @@ rule train:
     message:
         FOLLOW_LOG
     shell:
-        "pose-pipeline train --settings {params.settings:q} --train-store {input.train}"
-        " --val-store {input.val} --out {params.out} {params.nproc} > {log} 2>&1"
+        "pose-pipeline train --settings {params.settings:q} --train-store {input.train:q}"
+        " --val-store {input.val:q} --out {params.out:q} {params.nproc:q} > {log:q} 2>&1"
