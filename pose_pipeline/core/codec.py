@@ -106,9 +106,9 @@ class HeatmapCodec:
 
     def decode(self, heatmaps):
         """Sub-pixel maxima of (N,J,H,W) heatmaps (numpy, or a torch tensor on any device) ->
-        (coords (N,J,2) heatmap array coords, scores (N,J) peak values) as float64 numpy
-        arrays, after the codec's blur: `decode_tensor` in float64, the one decode of predict,
-        validation and the exported models (a tensor is decoded on its device)."""
+        (coords (N,J,2) heatmap array coords, scores (N,J) the maps' values there) as float64
+        numpy arrays, after the codec's blur: `decode_tensor` in float64, the one decode of
+        predict, validation and the exported models (a tensor is decoded on its device)."""
         import torch
 
         if not isinstance(heatmaps, torch.Tensor):
@@ -124,29 +124,67 @@ class HeatmapCodec:
 
 def decode_heatmaps_torch(heatmaps, blur_sigma: float | None = None):
     """Sub-pixel maxima of (N,J,H,W) heatmaps (a torch tensor) -> (coords (N,J,2) heatmap
-    array coordinates, scores (N,J) peak values), in the heatmaps' dtype.
+    array coordinates, scores (N,J) the map's value at the decoded pixel), in the heatmaps'
+    dtype.
 
-    A Newton step on the log-heatmap at the arg-max (second-order Taylor expansion, as in
-    DARK). For an exact Gaussian target the log is quadratic, so the step recovers its
-    centre exactly; `blur_sigma` first smooths network outputs into that shape (a Gaussian
-    blur keeps a Gaussian Gaussian, so targets still decode exactly). Where the Hessian is
-    not negative definite (flat or border peaks) it falls back to a quarter-pixel step
-    towards the higher neighbour.
+    The position is the arg-max of the map blurred by `blur_sigma` (`blur_heatmaps`: the
+    map mirrored beyond its border, not rescaled), refined by a Newton step on its log
+    (`subpixel_offsets`). The score is the unblurred map's value at that arg-max pixel: a
+    value the map holds, within its [min, max], on the map's own scale (a Gaussian target's
+    peak height, not its lower blurred one), so scores stay comparable with and without
+    blur. Nothing is divided by the blurred maximum: rescaling by peak / blurred maximum
+    flips a map whose blurred maximum is <= 0 (its arg-min decoded, with a score of any size
+    and sign).
+
+    Non-finite values (NaN, +-inf) say nothing about where the joint is (an overflow, a
+    masked pixel): each becomes its map's lowest finite value (0 in a map without any), so
+    it wins the arg-max only on a map without a higher finite value, the blur stays finite
+    and scores and coordinates are finite. Coordinates lie within [0, W-1] x [0, H-1].
 
     Plain tensor operations without data-dependent control flow, so `torch.jit.trace` and
     `torch.onnx.export` carry it into the exported models (`pose_pipeline.inference.export`).
     """
     import torch
+
+    heatmaps = finite_or_lowest(heatmaps)
+    smoothed = blur_heatmaps(heatmaps, blur_sigma) if blur_sigma else heatmaps
+    w = heatmaps.shape[-1]
+    idx = smoothed.flatten(2).argmax(dim=-1)  # the first maximum, as numpy's
+    scores = heatmaps.flatten(2).gather(-1, idx[..., None])[..., 0]
+    y, x = torch.div(idx, w, rounding_mode="floor"), idx % w
+    off_x, off_y = subpixel_offsets(smoothed, x, y)
+    coords = torch.stack([x.to(heatmaps.dtype) + off_x, y.to(heatmaps.dtype) + off_y], dim=-1)
+    return coords, scores
+
+
+def finite_or_lowest(heatmaps):
+    """(N,J,H,W) tensor with each non-finite value replaced by its map's lowest finite value
+    (0 in a map without any finite value)."""
+    import torch
+
+    finite = torch.isfinite(heatmaps)
+    lowest = torch.where(finite, heatmaps, torch.full_like(heatmaps, float("inf"))).amin(dim=(2, 3), keepdim=True)
+    lowest = torch.where(torch.isfinite(lowest), lowest, torch.zeros_like(lowest))
+    return torch.where(finite, heatmaps, lowest)
+
+
+def subpixel_offsets(heatmaps, x, y):
+    """(off_x, off_y) (N,J) from the integer peaks (x, y) of finite (N,J,H,W) heatmaps.
+
+    A Newton step on the log-heatmap at the peak (second-order Taylor expansion, as in DARK).
+    For an exact Gaussian target the log is quadratic, so the step recovers its centre
+    exactly; a Gaussian blur keeps a Gaussian Gaussian, so blurred targets still decode
+    exactly away from the border. Where the Hessian is not negative definite (flat or
+    border peaks) it falls back to a quarter-pixel step towards the higher neighbour, and
+    on the border to none (so coordinates stay within the map). The log is of the map
+    clamped at 1e-10: a map shifted by its minimum instead would not be Gaussian any more
+    and lose the exact decode; where the peak is <= 1e-10 the clamped neighbourhood is flat,
+    so the offset is 0 and the decode is the integer arg-max.
+    """
+    import torch
     import torch.nn.functional as F
 
-    if blur_sigma:
-        heatmaps = blur_keeping_peaks(heatmaps, blur_sigma)
     h, w = heatmaps.shape[-2], heatmaps.shape[-1]
-    flat = heatmaps.flatten(2)
-    idx = flat.argmax(dim=-1)  # the first maximum, as numpy's
-    scores = flat.gather(-1, idx[..., None])[..., 0]
-    y, x = torch.div(idx, w, rounding_mode="floor"), idx % w
-
     log = torch.log(torch.clamp(heatmaps, min=1e-10))
     padded = F.pad(log, (1, 1, 1, 1), mode="replicate").flatten(2)  # edge values beyond the border
     centre = (y + 1) * (w + 2) + (x + 1)
@@ -171,31 +209,33 @@ def decode_heatmaps_torch(heatmaps, blur_sigma: float | None = None):
     inside = interior.to(heatmaps.dtype)
     quarter_x = 0.25 * torch.sign(at(0, 1) - at(0, -1)) * inside
     quarter_y = 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * inside
-    coords = torch.stack(
-        [
-            x.to(heatmaps.dtype) + torch.where(newton_ok, off_x, quarter_x),
-            y.to(heatmaps.dtype) + torch.where(newton_ok, off_y, quarter_y),
-        ],
-        dim=-1,
-    )
-    return coords, scores
+    return torch.where(newton_ok, off_x, quarter_x), torch.where(newton_ok, off_y, quarter_y)
 
 
 def gaussian_blur_matrix(size: int, blur_sigma: float) -> np.ndarray:
     """(size, size) matrix M with M @ v the Gaussian blur of v: scipy.ndimage's kernel
-    (truncated at 4 sigma, normalised) and its `mode="constant"` (zeros beyond the border).
+    (truncated at 4 sigma, normalised) and its default `mode="reflect"` (the map mirrored
+    about its edges, d c b a | a b c d, as often as the kernel reaches). Every row sums to 1,
+    so the blur of a map plus a constant is its blur plus that constant: the padding cannot
+    favour the border (zeros beyond it would lift a negative map's corners above its peak),
+    and it is local (padding with the map's minimum would let one low outlier anywhere pull
+    every border peak down); a peak on the border stays there.
     As a matrix product the blur is one MatMul in an exported graph, in any dtype."""
+    size = int(size)  # torch.jit.trace hands sizes over as tensors
     radius = int(4.0 * blur_sigma + 0.5)
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * offsets**2 / blur_sigma**2)
     kernel /= kernel.sum()
-    distance = np.arange(size)[None, :] - np.arange(size)[:, None]
-    return np.where(np.abs(distance) <= radius, kernel[np.clip(distance + radius, 0, 2 * radius)], 0.0)
+    source = (np.arange(size)[:, None] + offsets[None, :]) % (2 * size)  # mirrored twice: the period
+    source = np.where(source < size, source, 2 * size - 1 - source)
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (np.repeat(np.arange(size), len(offsets)), source.ravel()), np.tile(kernel, size))
+    return matrix
 
 
-def blur_keeping_peaks(heatmaps, blur_sigma: float):
-    """(N,J,H,W) tensor blurred by `blur_sigma` (heatmap pixels), each map rescaled to its
-    former peak height, so scores stay comparable with and without blur."""
+def blur_heatmaps(heatmaps, blur_sigma: float):
+    """(N,J,H,W) tensor blurred by `blur_sigma` (heatmap pixels), not rescaled: each value
+    is a weighted mean of its map's values (`gaussian_blur_matrix`)."""
     import torch
 
     rows = torch.as_tensor(
@@ -204,6 +244,4 @@ def blur_keeping_peaks(heatmaps, blur_sigma: float):
     cols = torch.as_tensor(
         gaussian_blur_matrix(heatmaps.shape[-1], blur_sigma).T, dtype=heatmaps.dtype, device=heatmaps.device
     )
-    peak = heatmaps.amax(dim=(2, 3), keepdim=True)
-    blurred = rows @ heatmaps @ cols
-    return blurred * (peak / torch.clamp(blurred.amax(dim=(2, 3), keepdim=True), min=1e-12))
+    return rows @ heatmaps @ cols

@@ -40,7 +40,8 @@ ONNX_OPSET = 18
 class CropPoseModel(torch.nn.Module):
     """crops (N,H,W,3) uint8 RGB -> heatmaps (N,J,h,w) float32 (the last stack's, flip-averaged
     with `flip_permutation`), keypoints (N,J,2) float32 crop pixels (array coordinates: the
-    top-left pixel's centre is (0, 0)), scores (N,J) float32 (the decoded peak heights).
+    top-left pixel's centre is (0, 0)), scores (N,J) float32 (the heatmaps' values at the
+    decoded peak pixels).
 
     The decode runs in float64, as `codec.decode` does for `predict`."""
 
