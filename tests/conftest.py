@@ -78,8 +78,12 @@ def mpii_sample_stores(shared_data: Path, tmp_path: Path, canvas_size: int = 128
     return stores
 
 
-def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0):
-    """A small MPII-layout store of random crops and poses (for mechanics, not accuracy)."""
+def make_random_store(
+    path, num_samples: int = 24, canvas_size: int = 64, shard_size: int = 8, seed: int = 0, occluded: bool = False
+):
+    """A small MPII-layout store of random crops and poses (for mechanics, not accuracy); with
+    `occluded`, about a third of its labelled joints flagged occluded, else no `occluded` array
+    (as a store converted before it existed)."""
 
     from pose_pipeline.core import geometry
     from pose_pipeline.core.joints import MPII
@@ -109,9 +113,12 @@ def make_random_store(path, num_samples: int = 24, canvas_size: int = 64, shard_
     scale = rng.uniform(0.8, 1.2, num_samples)
     affine = geometry.crop_affine(center - 1.0, 200 * scale * 1.5, canvas_size)
     keypoints = center[:, None] + rng.uniform(-80, 80, (num_samples, MPII.num_joints, 2)) * scale[:, None, None]
+    visible = (rng.random((num_samples, MPII.num_joints)) > 0.1).astype(np.uint8)
+    hidden = {"occluded": visible * (rng.random(visible.shape) < 0.3).astype(np.uint8)} if occluded else {}
     writer.set_metadata(
         keypoints=keypoints.astype(np.float32),
-        visible=(rng.random((num_samples, MPII.num_joints)) > 0.1).astype(np.uint8),
+        visible=visible,
+        **hidden,
         affine=affine,
         center=center,
         scale=scale,
@@ -258,8 +265,9 @@ def mean_cell(preds_mat, store_path, metric: str) -> str:
     0.5 head sizes ("pckh", strict; pelvis and thorax left out of the mean), Mean the
     unweighted mean of those rates, empty when a rate is undefined; or ("pck", eval_pck.m)
     the percent of all points of all samples at most 0.2 torso sizes (left shoulder to right
-    hip) from the ground truth, a missing one a miss (FLIC: nose, the shoulders' midpoint and
-    the 8 limb joints). 2 decimals."""
+    hip) from the ground truth (FLIC: nose, the shoulders' midpoint and the 8 limb joints), where
+    every point and torso joint is annotated; else of the annotated points of the samples whose
+    torso joints are annotated (a missing joint's position is a placeholder). 2 decimals."""
     import scipy.io
 
     from pose_pipeline.data.store import open_store
@@ -274,6 +282,7 @@ def mean_cell(preds_mat, store_path, metric: str) -> str:
         joints = [j for j, name in enumerate(names) if name not in ("pelvis", "thorax")]
     else:
         torso = np.linalg.norm(gt[:, names.index("l_shoulder")] - gt[:, names.index("r_hip")], axis=-1)
+        torso_annotated = annotated[:, [names.index("l_shoulder"), names.index("r_hip")]].all(axis=1)
         if store.joint_set.name == "flic":
             gt = np.where(annotated[..., None], gt, np.nan)
 
@@ -281,8 +290,11 @@ def mean_cell(preds_mat, store_path, metric: str) -> str:
                 return np.concatenate([points[:, [10]], (points[:, [0]] + points[:, [3]]) / 2, points[:, :8]], axis=1)
 
             distance = np.linalg.norm(ten(preds) - ten(gt), axis=-1)
+            annotated = ten(annotated[..., None].astype(float))[..., 0] == 1  # the neck: both shoulders
+        counted = annotated & torso_annotated[:, None]  # every point where none is missing
         with np.errstate(divide="ignore", invalid="ignore"):
-            return f"{100.0 * (distance / torso[:, None] <= 0.2).mean():.2f}"
+            hits = (distance / torso[:, None] <= 0.2) & counted
+        return f"{100.0 * hits.sum() / counted.sum():.2f}"
     counted = annotated.sum(axis=0)[joints]
     if (counted == 0).any():
         return ""

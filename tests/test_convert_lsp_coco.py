@@ -45,6 +45,24 @@ def _write_original_layout(path, joints_ext):
     scipy.io.savemat(path, {"joints": original})
 
 
+def _with_guessed_positions(joints_ext):
+    """The sample as the original LSP annotates it: each invisible joint's placeholder replaced
+    by a guessed position inside the person (the centre of the visible joints' box), so
+    converted to the original layout they are occluded joints, not placeholders."""
+    joints = joints_ext.copy()
+    for i in range(joints.shape[2]):
+        seen = joints[:, 2, i] > 0
+        centre = (joints[seen, :2, i].min(axis=0) + joints[seen, :2, i].max(axis=0)) / 2
+        joints[~seen, :2, i] = centre
+    return joints
+
+
+def is_placeholder(points):
+    """LSP-extended's placeholder positions: one coordinate 0, the other 0 or negative."""
+    x, y = points[..., 0], points[..., 1]
+    return ((x == 0) & (y <= 0)) | ((y == 0) & (x <= 0))
+
+
 def test_lsp_sample_converts_with_the_affine_back(lsp_sample, tmp_path):
     out = tmp_path / "lsp.zarr"
     summary = convert(
@@ -66,6 +84,11 @@ def test_lsp_sample_converts_with_the_affine_back(lsp_sample, tmp_path):
     assert store.attrs["converter"]["lsp"]["scale_margin"] == 1.4
     np.testing.assert_allclose(store.keypoints, joints[:, :2].transpose(2, 0, 1), atol=1e-4)
     np.testing.assert_array_equal(store.visible, joints[:, 2].T.astype(np.uint8))
+    # LSP-extended's invisible joints are placeholders, so missing, and none is occluded
+    assert is_placeholder(store.keypoints[store.visible == 0]).all() and (store.visible == 0).sum() > 500
+    assert not is_placeholder(store.keypoints[store.visible == 1]).any()
+    assert store.has_occluded and not store.occluded.any()
+    assert store.attrs["converter"]["lsp"]["invisible_joints"].startswith("missing")
     assert list(store.image_name[:2]) == ["im00001.jpg", "im00002.jpg"]  # found in the folder
     assert store.image_name[-1] == "im00300.jpg"
     assert np.isnan(store.head_size).all()
@@ -82,14 +105,18 @@ def test_lsp_sample_converts_with_the_affine_back(lsp_sample, tmp_path):
 
 
 def test_lsp_original_layout_reads_the_same(lsp_sample, tmp_path):
-    joints = scipy.io.loadmat(lsp_sample / "joints.mat")["joints"]
+    """The same people in both layouts: the original's occluded joints (guessed positions) are
+    labelled and occluded, where LSP-extended's invisible ones (placeholders) are missing."""
+    joints = _with_guessed_positions(scipy.io.loadmat(lsp_sample / "joints.mat")["joints"])
     _write_original_layout(tmp_path / "joints.mat", joints)
     ext = read_lsp(lsp_sample / "joints.mat", "all", None, {"images": lsp_sample / "images"})
     orig = read_lsp(tmp_path / "joints.mat", "all", None, {"images": lsp_sample / "images"})
     assert orig.parameters["layout"] == "lsp" and ext.parameters["layout"] == "lsp-extended"
-    np.testing.assert_array_equal(orig.keypoints, ext.keypoints)
-    np.testing.assert_array_equal(orig.visible, ext.visible)
-    np.testing.assert_array_equal(orig.center, ext.center)
+    seen = ext.visible == 1
+    np.testing.assert_array_equal(orig.keypoints[seen], ext.keypoints[seen])
+    assert orig.visible.all() and not ext.occluded.any()
+    np.testing.assert_array_equal(orig.occluded, 1 - ext.visible)
+    np.testing.assert_array_equal(orig.center, ext.center)  # the guesses lie inside the box
     np.testing.assert_array_equal(orig.scale, ext.scale)
     assert orig.image_names == ext.image_names  # im%05d.jpg because those files exist
     # without the images the width follows the layout: original LSP names have 4 digits
@@ -98,7 +125,8 @@ def test_lsp_original_layout_reads_the_same(lsp_sample, tmp_path):
 
 
 def test_lsp_original_layout_converts(lsp_sample, tmp_path):
-    joints = scipy.io.loadmat(lsp_sample / "joints.mat")["joints"]
+    """Original LSP's occluded joints are stored labelled (trainable) and flagged occluded."""
+    joints = _with_guessed_positions(scipy.io.loadmat(lsp_sample / "joints.mat")["joints"])
     _write_original_layout(tmp_path / "joints.mat", joints)
     store = open_store(
         convert(
@@ -113,8 +141,10 @@ def test_lsp_original_layout_converts(lsp_sample, tmp_path):
         )["store"]
     )
     np.testing.assert_allclose(store.keypoints, joints[:, :2].transpose(2, 0, 1), atol=1e-4)
-    np.testing.assert_array_equal(store.visible, joints[:, 2].T.astype(np.uint8))
+    assert store.visible.all() and store.occluded.sum() == (joints[:, 2] == 0).sum() > 500
+    np.testing.assert_array_equal(store.occluded, 1 - joints[:, 2].T.astype(np.uint8))
     assert store.attrs["converter"]["lsp"]["layout"] == "lsp"
+    assert store.attrs["converter"]["lsp"]["invisible_joints"].startswith("occluded")
 
 
 @pytest.mark.parametrize(
@@ -183,14 +213,14 @@ def test_lsp_nan_and_empty_people_are_problems(lsp_sample, tmp_path):
     joints = scipy.io.loadmat(lsp_sample / "joints.mat")["joints"][:, :, :4].copy()
     joints[0, :2, 1] = np.nan  # r_ankle of image 2, made visible
     joints[0, 2, 1] = 1
-    joints[:, 2, 2] = 0  # image 3: nothing visible
+    joints[:, 2, 2] = 0  # image 3: nothing labelled
     joints[5, 0, 3] = np.inf  # an invisible joint's garbage is not a problem
     joints[5, 2, 3] = 0
     scipy.io.savemat(tmp_path / "joints.mat", {"joints": joints})
     samples = read_lsp(tmp_path / "joints.mat", "all", None)
     assert samples.problems[0] == "" and samples.problems[3] == ""
     assert "NaN or infinite" in samples.problems[1] and "r_ankle" in samples.problems[1]
-    assert samples.problems[2] == "no visible joints"
+    assert samples.problems[2] == "no labelled joints"
     with pytest.raises(UserError, match="NaN or infinite"):
         convert(
             "lsp",
@@ -269,6 +299,7 @@ def test_coco_sample_converts_one_sample_per_person(coco_sample, tmp_path):
     kp = np.array([a["keypoints"] for a in expected], dtype=np.float64).reshape(-1, 17, 3)
     np.testing.assert_allclose(store.keypoints, kp[..., :2], atol=1e-4)
     np.testing.assert_array_equal(store.visible, (kp[..., 2] > 0).astype(np.uint8))
+    np.testing.assert_array_equal(store.occluded, (kp[..., 2] == 1).astype(np.uint8))  # labelled, hidden
     names = {im["id"]: im["file_name"] for im in data["images"]}
     assert list(store.image_name) == [names[a["image_id"]] for a in expected]
     np.testing.assert_array_equal(store.source_index, [[a["image_id"], a["id"]] for a in expected])

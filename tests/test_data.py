@@ -92,3 +92,20 @@ def test_zarrs_can_be_switched_off(monkeypatch):
 
     monkeypatch.setenv("POSE_PIPELINE_ZARRS", "0")
     assert fast_codec_pipeline() is None
+
+
+def test_stores_from_before_the_occluded_array_stay_readable(random_store, tmp_path):
+    """`occluded` is optional: a store without it (as stores converted before it) opens, reads it
+    as all 0, verifies clean, and trains every labelled joint; one with it reads it back."""
+    from conftest import make_random_store
+
+    from pose_pipeline.data.batches import trained_joints
+
+    old = open_store(random_store)
+    assert not old.has_occluded and "occluded" not in old.array_names() and old.verify() == []
+    assert old.occluded.shape == old.visible.shape and not old.occluded.any()
+    np.testing.assert_array_equal(trained_joints(old), old.visible)
+    new = open_store(make_random_store(tmp_path / "new.zarr", occluded=True))
+    assert new.has_occluded and "occluded" in new.array_names() and new.verify() == []
+    assert new.occluded.any() and (new.occluded <= new.visible).all()
+    np.testing.assert_array_equal(trained_joints(new, train_occluded=False), new.visible * (1 - new.occluded))

@@ -151,11 +151,11 @@ def test_convert_the_sample_end_to_end(shared_data, tmp_path):
 # ------------------------------------------------------------------------ scoring
 
 
-def hand_case() -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def hand_case(nose_annotated: bool = False) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Two examples, torso ||l_shoulder - r_hip|| = ||(30, -40)|| = 50 px. Example 0: r_shoulder
     predicted 10 px off (0.2: right at 0.2 only), so the predicted neck (the shoulders' midpoint)
     is 5 px off (0.1: right at both, <= inclusive); nose 11 px off (wrong). Example 1: exact,
-    but its nose is not annotated: a miss, as eval_pck.m counts a NaN ground truth."""
+    but its nose predicted at (0, 0), and annotated only with `nose_annotated` (else NaN)."""
     joints = {
         "l_shoulder": (100, 100),
         "r_shoulder": (60, 100),
@@ -169,7 +169,8 @@ def hand_case() -> tuple[np.ndarray, np.ndarray, list[dict]]:
         "r_eye": (70, 70),
         "nose": (80, 80),
     }
-    records = [record(joints), record({k: v for k, v in joints.items() if k != "nose"})]
+    second = joints if nose_annotated else {k: v for k, v in joints.items() if k != "nose"}
+    records = [record(joints), record(second)]
     gt = np.array([[joints[name] for name in FLIC.joints]] * 2, dtype=np.float64)
     preds = gt.copy()
     preds[0, FLIC.index("r_shoulder"), 0] += 10.0
@@ -179,11 +180,13 @@ def hand_case() -> tuple[np.ndarray, np.ndarray, list[dict]]:
 
 
 def test_flic_pck_computed_by_hand(tmp_path):
-    _, preds, records = hand_case()
+    """Every point labelled: eval_pck.m's protocol, every point of every example counted."""
+    _, preds, records = hand_case(nose_annotated=True)
     gt_file = write_flic(tmp_path / "examples.mat", records)
     write_predictions_mat(tmp_path / "p.mat", preds)
     result = score(tmp_path / "p.mat", gt_file, tmp_path / "s.csv", tmp_path / "s.json")  # --split val
     assert result["metric"] == "PCK" and result["columns"] == ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Mean"]
+    assert result["protocol"].startswith("eval_pck.m (bearpaw/eval_pose)") and result["notes"] == []
     at2, at1 = result["table"]["PCK@0.2"], result["table"]["PCK@0.1"]
     assert at2["Head"] == 50.0 and at2["Shoulder"] == 100.0  # nose 0 of 2, neck 2 of 2
     assert at2["Mean"] == pytest.approx(100 * 18 / 20)  # 10 points x 2 examples, both noses missed
@@ -195,6 +198,24 @@ def test_flic_pck_computed_by_hand(tmp_path):
     assert list(result["per_joint"]) == [name for name, _ in FLIC_PCK_POINTS]
     header = (tmp_path / "s.csv").read_text().splitlines()[0]
     assert header == "metric,Head,Shoulder,Elbow,Wrist,Hip,Mean,Mean(weighted)"
+
+
+def test_flic_unannotated_nose_is_left_out_and_said(tmp_path, capsys):
+    """Example 1's nose is NaN (not annotated): a missing point, not a miss. The rows count the
+    19 labelled points (eval_pck.m would count 20, the NaN one missed), and the output says so."""
+    _, preds, records = hand_case()
+    gt_file = write_flic(tmp_path / "examples.mat", records)
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    result = score(tmp_path / "p.mat", gt_file, tmp_path / "s.csv")
+    at2, at1 = result["table"]["PCK@0.2"], result["table"]["PCK@0.1"]
+    assert at2["Head"] == 50.0 and at1["Head"] == 50.0  # nose 0 of 1, neck 2 of 2
+    assert at2["Mean"] == pytest.approx(100 * 18 / 19) and at1["Mean"] == pytest.approx(100 * 17 / 19)
+    assert result["per_joint"]["nose"]["count"] == 1 and result["per_joint"]["neck"]["count"] == 2
+    (note,) = result["notes"]
+    assert "1 of 20 scored points are missing" in note and "in 1 of 2 persons, 0 of them with a torso joint" in note
+    argv = ["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(gt_file), "--out", str(tmp_path / "c.csv")]
+    assert cli.main(argv) == 0
+    assert f"note: {note}" in capsys.readouterr().out
 
 
 def test_flic_store_scores_as_the_file(tmp_path):

@@ -401,16 +401,18 @@ def test_score_cli_refuses_wrong_shape_and_nan(tmp_path, capsys, preds, message)
 # ------------------------------------------------------------------------ LSP: PCK@0.2
 
 
-def lsp_store(path, gt, visible):
+def lsp_store(path, gt, visible, occluded=None, converter=None):
     from pose_pipeline.core.joints import LSP
     from pose_pipeline.data.store import StoreWriter
 
     n = len(gt)
-    writer = StoreWriter(path, n, LSP, 16, attrs={"pixel_origin": 1.0, "context": 1.5, "format": "lsp"})
+    attrs = {"pixel_origin": 1.0, "context": 1.5, "format": "lsp", "converter": converter or {}}
+    writer = StoreWriter(path, n, LSP, 16, attrs=attrs)
     writer.write_block(np.zeros((n, 16, 16, 3), np.uint8))
     writer.set_metadata(
         keypoints=gt.astype(np.float32),
         visible=visible,
+        **({} if occluded is None else {"occluded": occluded}),
         affine=np.tile(np.eye(2, 3), (n, 1, 1)),
         center=np.zeros((n, 2)),
         scale=np.ones(n),
@@ -426,8 +428,9 @@ def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
     """eval_pck.m's protocol. Torso = ||l_shoulder - r_hip|| = ||(30, 40)|| = 50 px, so PCK@0.2
     allows 10 px (inclusive) and PCK@0.1 5 px. Sample 0: r_wrist 10 px off (right at 0.2, wrong
     at 0.1), l_wrist 10.5 px off (wrong). Sample 1: head_top 4 px off (right at both), neck 6 px
-    off (right at 0.2 only). Sample 2: l_shoulder not visible and every joint 1,000 px off:
-    the reference still counts all 14 of its joints (all wrong). 42 points in all."""
+    off (right at 0.2 only). Sample 2: l_shoulder occluded (labelled, a guessed position, as
+    original LSP's) and every joint 1,000 px off: the reference counts all 14 of its joints (all
+    wrong). 42 points in all, every one labelled."""
     from pose_pipeline.core.joints import LSP
 
     n = 3
@@ -435,18 +438,20 @@ def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
     gt[:, LSP.index("l_shoulder")] = (100.0, 100.0)
     gt[:, LSP.index("r_hip")] = (130.0, 140.0)
     visible = np.ones((n, LSP.num_joints), np.uint8)
-    visible[2, LSP.index("l_shoulder")] = 0
+    occluded = np.zeros((n, LSP.num_joints), np.uint8)
+    occluded[2, LSP.index("l_shoulder")] = 1
     preds = gt.copy()
     preds[0, LSP.index("r_wrist"), 0] += 10.0
     preds[0, LSP.index("l_wrist"), 1] -= 10.5
     preds[1, LSP.index("head_top"), 0] += 4.0
     preds[1, LSP.index("neck"), 1] += 6.0
     preds[2] += 1000.0
-    store = lsp_store(tmp_path / "lsp.zarr", gt, visible)
+    store = lsp_store(tmp_path / "lsp.zarr", gt, visible, occluded)
     write_predictions_mat(tmp_path / "p.mat", preds)
     result = score(tmp_path / "p.mat", store, tmp_path / "s.csv", tmp_path / "s.json")  # metric from format
     visible_rows = ["PCK@0.2 (visible only)", "PCK@0.1 (visible only)", "AUC@0.2 (visible only)"]
     assert result["metric"] == "PCK" and result["rows"] == ["PCK@0.2", "PCK@0.1", "AUC@0.2", *visible_rows]
+    assert result["protocol"].startswith("eval_pck.m (bearpaw/eval_pose)") and result["notes"] == []
     at2, at1, auc = (result["table"][row] for row in ("PCK@0.2", "PCK@0.1", "AUC@0.2"))
     assert at2["Wrist"] == pytest.approx((200 / 3 + 100 / 3) / 2)  # r 2 of 3, l 1 of 3
     assert at2["Head"] == pytest.approx(200 / 3) and at2["Shoulder"] == pytest.approx(200 / 3)
@@ -459,7 +464,7 @@ def test_lsp_pck_by_torso_computed_by_hand(tmp_path):
     assert auc["Mean"] == pytest.approx(100 * (24 + 12.5 / 20 + 8.5 / 20 + 0.5 / 20) / 42)
     assert result["per_joint"]["neck"]["PCK@0.1"] == pytest.approx(100 / 3)
     assert result["per_joint"]["neck"]["count"] == 3
-    # the visible-only rows: sample 2 (torso joint not visible) left out, 28 points
+    # the visible-only rows: sample 2 (a torso joint occluded) left out, 28 points
     assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == pytest.approx(100 * 27 / 28)
     assert result["table"]["PCK@0.1 (visible only)"]["Mean"] == pytest.approx(100 * 25 / 28)
     assert result["table"]["PCK@0.1 (visible only)"]["Head"] == pytest.approx(75.0)
@@ -489,7 +494,91 @@ def test_lsp_neck_counts_in_head(tmp_path):
     assert result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * 13 / 14)
 
 
+def test_lsp_placeholder_shoulder_scored_by_hand(tmp_path):
+    """A ground truth with missing joints at LSP-extended-style placeholders. Torso 50 px as above.
+    Sample 0, all labelled: l_wrist 10.5 px off (wrong), the rest exact. Sample 1: l_shoulder
+    missing at (0, -26), every prediction 30 px off: 0.6 torso sizes, yet within 0.2 of the
+    210.8 px "torso" eval_pck.m would take from the placeholder; its torso is a placeholder, so
+    none of it counts. Sample 2: head_top missing at (-53, 0) (not counted), r_knee 12 px off
+    (wrong). Counted: 14 + 13 = 27 labelled points, 25 right."""
+    from pose_pipeline.core.joints import LSP
+
+    n = 3
+    gt = np.tile(np.arange(LSP.num_joints, dtype=np.float64)[None, :, None] * 7 + 200, (n, 1, 2))
+    gt[:, LSP.index("l_shoulder")] = (100.0, 100.0)
+    gt[:, LSP.index("r_hip")] = (130.0, 140.0)
+    preds = gt.copy()
+    preds[0, LSP.index("l_wrist"), 1] -= 10.5
+    preds[1] += (30.0, 0.0)
+    preds[2, LSP.index("r_knee"), 0] += 12.0
+    visible = np.ones((n, LSP.num_joints), np.uint8)
+    visible[1, LSP.index("l_shoulder")] = visible[2, LSP.index("head_top")] = 0
+    gt[1, LSP.index("l_shoulder")] = (0.0, -26.0)
+    gt[2, LSP.index("head_top")] = (-53.0, 0.0)
+    assert torso_size(gt)[1] == pytest.approx(np.hypot(130, 166))  # what eval_pck.m would divide by
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    result = score(tmp_path / "p.mat", lsp_store(tmp_path / "lsp.zarr", gt, visible), tmp_path / "s.csv")
+    at2 = result["table"]["PCK@0.2"]
+    assert at2["Mean"] == pytest.approx(100 * 25 / 27) and result["mean_weighted"]["PCK@0.2"] == at2["Mean"]
+    assert at2["Wrist"] == pytest.approx((100 + 50) / 2) and at2["Knee"] == pytest.approx((50 + 100) / 2)
+    assert at2["Head"] == 100.0 and at2["Shoulder"] == 100.0
+    assert result["per_joint"]["head_top"]["count"] == 1 and result["per_joint"]["l_shoulder"]["count"] == 2
+    assert result["protocol"].startswith("eval_pck.m's PCK over the labelled points")
+    (note,) = result["notes"]
+    assert "2 of 42 scored points are missing" in note and "in 2 of 3 persons, 1 of them with a torso joint" in note
+    assert "the 2 persons whose torso is labelled" in note
+    # no occluded joints: the visible-only rows count the same points
+    assert result["table"]["PCK@0.2 (visible only)"] == at2
+
+
+def test_original_lsp_store_from_before_occluded_says_convert_again(tmp_path):
+    """An original-LSP store converted before stores kept occluded joints labelled holds them
+    as missing (no `occluded` array): scored as such, with a note to convert it again."""
+    gt = np.random.default_rng(2).uniform(100, 300, (4, 14, 2))
+    visible = np.ones((4, 14), np.uint8)
+    visible[0, 0] = 0  # an occluded r_ankle, stored missing then
+    old = lsp_store(tmp_path / "old.zarr", gt, visible, converter={"lsp": {"layout": "lsp"}})
+    write_predictions_mat(tmp_path / "p.mat", gt)
+    notes = score(tmp_path / "p.mat", old, tmp_path / "s.csv")["notes"]
+    assert len(notes) == 2 and "convert it again" in notes[0] and "1 of 56 scored points are missing" in notes[1]
+
+
+def lsp_sample_file(shared_data):
+    path = shared_data / "lsp_sample" / "joints.mat"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+def test_lsp_sample_placeholders_are_not_scored(shared_data, tmp_path):
+    """The shared LSP-extended sample: its invisible joints are placeholders. Predicting each
+    placeholder exactly and every labelled joint 1,000 px off scores 0, however many
+    placeholders eval_pck.m would count as hits; the torso is never a placeholder."""
+    from pose_pipeline.core.joints import LSP
+    from pose_pipeline.data.formats import lsp
+
+    joints_mat = lsp_sample_file(shared_data)
+    people = lsp.read_joints(joints_mat)
+    missing = people.visible == 0
+    torso = ~missing[:, [LSP.index("l_shoulder"), LSP.index("r_hip")]].any(axis=1)
+    assert missing.sum() > 500 and 0 < (~torso).sum() < len(people)  # the sample has both kinds
+    preds = np.where(missing[..., None], people.keypoints, people.keypoints + 1000.0)
+    write_predictions_mat(tmp_path / "p.mat", preds)
+    result = score(tmp_path / "p.mat", joints_mat, tmp_path / "s.csv", split="all")
+    assert result["table"]["PCK@0.2"]["Mean"] == 0.0 and result["table"]["AUC@0.2"]["Mean"] == 0.0
+    counted = (~missing & torso[:, None]).sum(axis=0)
+    assert [result["per_joint"][name]["count"] for name in LSP.joints] == counted.tolist()
+    (note,) = result["notes"]
+    assert f"{missing.sum()} of {missing.size} scored points are missing" in note
+    assert f"{(~torso).sum()} of them with a torso joint" in note
+    # the ground truth itself scores 100 on what is counted, every labelled torso having a length
+    write_predictions_mat(tmp_path / "gt.mat", people.keypoints)
+    exact = score(tmp_path / "gt.mat", joints_mat, tmp_path / "g.csv", split="all")
+    assert exact["table"]["PCK@0.2"]["Mean"] == 100.0 and exact["table"]["PCK@0.2 (visible only)"]["Mean"] == 100.0
+
+
 def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
+    """Converted, the sample scores the same from its store: placeholders missing there too."""
     from pose_pipeline.data.convert import convert
 
     sample = shared_data / "lsp_sample"
@@ -507,12 +596,10 @@ def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
     gt, visible, _, _ = read_ground_truth(store)
     write_predictions_mat(tmp_path / "p.mat", np.nan_to_num(gt))
     result = score(tmp_path / "p.mat", store, tmp_path / "s.csv")
-    # as eval_pck.m: 0 / 0 is no hit, so images whose two torso joints coincide (LSP-extended
-    # puts invisible joints at placeholders) miss every joint even when predicted exactly
-    torso = torso_size(gt)
-    assert 0 < (torso == 0).sum() < 10
-    assert result["metric"] == "PCK" and result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * (torso > 0).mean())
-    assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == 100.0
+    # eval_pck.m would divide by a torso taken from placeholders, zero where both sit at (0, 0)
+    assert (torso_size(gt) == 0).any() and (visible == 0).any()
+    assert result["metric"] == "PCK" and result["table"]["PCK@0.2"]["Mean"] == 100.0
+    assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == 100.0 and len(result["notes"]) == 1
 
 
 # ------------------------------------------------------------------------ COCO: OKS AP
@@ -639,7 +726,9 @@ def test_lsp_joints_mat_as_ground_truth_split_as_convert(tmp_path):
     preds[occluded[1000:]] += 1000.0  # every occluded joint badly wrong
     write_predictions_mat(tmp_path / "val.mat", preds)
     result = score(tmp_path / "val.mat", gt_file, tmp_path / "s.csv")
-    # the torso is the ground truth's, so the occluded misses are exactly the misses
+    # every joint labelled: eval_pck.m's rows, the torso the ground truth's (occluded or not), so
+    # the occluded misses are exactly the misses
+    assert result["protocol"].startswith("eval_pck.m (bearpaw/eval_pose)") and result["notes"] == []
     assert result["table"]["PCK@0.2"]["Mean"] == pytest.approx(100 * (1 - occluded[1000:].mean()))
     # visible-only: only visible joints of images whose torso joints are visible: all exact
     assert result["table"]["PCK@0.2 (visible only)"]["Mean"] == 100.0

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
-from conftest import loss_exploding_at, settings
+from conftest import loss_exploding_at, make_random_store, settings
 
 from pose_pipeline import cli
 from pose_pipeline.core.codec import HeatmapCodec
@@ -230,3 +231,45 @@ def test_validation_follows_the_experiments_evaluation_settings(random_store, tm
     # the evaluation settings decide what validation reports, not what is learnt: a run resumes across them
     store = open_store(random_store)
     assert run_identity(s, 1, store, 1) == run_identity(settings(epochs=1), 1, store, 1)
+
+
+def test_train_occluded_false_gives_occluded_joints_no_loss(tmp_path, monkeypatch, caplog):
+    """training.train_occluded: true (the default) trains every labelled joint, false leaves the
+    occluded ones (labelled but hidden) out of the loss weights; missing joints never get loss.
+    A store without the `occluded` array (converted before it) cannot do false: an error."""
+    store_path = make_random_store(tmp_path / "occ.zarr", occluded=True)
+    store = open_store(store_path)
+    assert store.has_occluded and store.occluded.any() and (store.occluded <= store.visible).all()
+    given = []
+    real_prepare = train_module.prepare_batch
+
+    def recording_prepare(images, keypoints_canvas, visible, *args, **kwargs):
+        given.append(int(np.asarray(visible).sum()))
+        return real_prepare(images, keypoints_canvas, visible, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "prepare_batch", recording_prepare)
+    for train_occluded, expected in ((True, store.visible), (False, store.visible * (1 - store.occluded))):
+        given.clear()
+        with caplog.at_level("INFO", logger="pose_pipeline"):
+            train_module.train(
+                settings(epochs=1, train_occluded=train_occluded),
+                store_path,
+                None,
+                tmp_path / f"r{train_occluded}",
+                device="cpu",
+                progress=False,
+            )
+        assert sum(given) == expected.sum()  # one epoch serves each of the 24 samples once
+    assert any(f"{store.occluded.sum()} occluded joints get no loss" in r.message for r in caplog.records)
+    # the default keeps the identity runs had before the key; false is another run
+    identity = {v: run_identity(settings(epochs=1, train_occluded=v), 1, store, 1) for v in (True, False)}
+    assert identity[True] == run_identity(settings(epochs=1), 1, store, 1) != identity[False]
+    with pytest.raises(UserError, match="convert it again"):
+        train_module.train(
+            settings(epochs=1, train_occluded=False),
+            make_random_store(tmp_path / "old.zarr"),
+            None,
+            tmp_path / "o",
+            device="cpu",
+            progress=False,
+        )

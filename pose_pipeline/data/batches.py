@@ -18,6 +18,7 @@ import torch
 from pose_pipeline.core import geometry
 from pose_pipeline.core.codec import HeatmapCodec
 from pose_pipeline.data.store import PoseStore
+from pose_pipeline.errors import UserError
 
 # Mean RGB of MPII training crops, subtracted from inputs as PyTorch-Pose does, so its
 # checkpoints see the input they were trained on.
@@ -27,6 +28,20 @@ INPUT_MEAN = (0.4404, 0.4440, 0.4327)
 def normalize_input(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     mean = torch.tensor(INPUT_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x.sub_(mean) if inplace else x - mean
+
+
+def trained_joints(store: PoseStore, train_occluded: bool = True) -> np.ndarray:
+    """(N,J) uint8, 1 where a joint gets training loss: every labelled joint (`visible`), less
+    the occluded ones (labelled but hidden) unless `train_occluded`. Missing joints never."""
+    labelled = np.asarray(store.visible) == 1
+    if train_occluded:
+        return labelled.astype(np.uint8)
+    if not store.has_occluded:
+        raise UserError(
+            f"{store.path}: training.train_occluded is false, but this store was converted before "
+            "stores recorded which labelled joints are occluded; convert it again"
+        )
+    return (labelled & (np.asarray(store.occluded) == 0)).astype(np.uint8)
 
 
 @dataclass

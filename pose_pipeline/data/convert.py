@@ -230,6 +230,7 @@ def finish_store(writer: StoreWriter, samples: Samples, affines: np.ndarray, ord
     writer.set_metadata(
         keypoints=samples.keypoints[order].astype(np.float32),
         visible=samples.visible[order],
+        occluded=samples.occluded[order],
         affine=affines[order],
         center=samples.center[order],
         scale=samples.scale[order],

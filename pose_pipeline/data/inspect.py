@@ -89,6 +89,10 @@ def summarize(store: PoseStore) -> dict:
         "uncompressed_bytes_per_sample": canvas * canvas * 3,
         "visibility": visibility,
         "mean_visible_joints": float(visible.sum(axis=1).mean()) if n else None,
+        # labelled but hidden joints; None where the store does not record them (converted before)
+        "mean_occluded_joints": float(np.asarray(store.occluded).sum(axis=1).mean())
+        if n and store.has_occluded
+        else None,
         "sources": [
             {"file": s.get("file"), "sha256": str(s.get("sha256", ""))[:SHA_PREFIX]}
             for s in store.attrs.get("sources", [])
@@ -137,7 +141,11 @@ def format_summary(summary: dict) -> str:
         )
     lines.append(size)
     if s["mean_visible_joints"] is not None:
-        lines.append(f"visibility  {s['mean_visible_joints']:.1f} of {len(s['joints'])} joints visible per sample")
+        occluded = s.get("mean_occluded_joints")
+        hidden = "" if occluded is None else f", {occluded:.1f} of them occluded"
+        lines.append(
+            f"visibility  {s['mean_visible_joints']:.1f} of {len(s['joints'])} joints labelled per sample{hidden}"
+        )
     width = max(len(j) for j in s["joints"])
     for name, fraction in s["visibility"].items():
         value = "-" if fraction is None else f"{fraction:6.1%}"

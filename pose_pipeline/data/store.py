@@ -5,7 +5,12 @@ per inner chunk, `shard_size` samples per shard file:
 
   image            (N,S,S,3) uint8    RGB crop: the person box enlarged by `context`
   keypoints        (N,J,2)   float32  original-image pixels, as annotated (dataset origin)
-  visible          (N,J)     uint8    1 = annotated and usable for loss and scoring
+  visible          (N,J)     uint8    1 = labelled: the joint has a position (seen, or hidden and
+                                      placed by the annotator), usable for loss and scoring;
+                                      0 = missing (not annotated, or a placeholder position)
+  occluded         (N,J)     uint8    1 = labelled but not visible (hidden, its position placed
+                                      by the annotator); optional: a store converted before it
+                                      existed has none and reads as all 0 (`has_occluded`)
   affine           (N,2,3)   float64  original-image array coords -> crop pixels
                                       (crop == cv2.warpAffine(image, affine, (S, S)); with the
                                       converter's reduced_decode (the default), of the JPEG
@@ -15,6 +20,9 @@ per inner chunk, `shard_size` samples per shard file:
   head_size        (N,)      float64  PCKh unit (0.6 x head-box diagonal); NaN if none
   image_name       (N,)      str      source image, relative to the image folder
   source_index     (N,2)     int64    (image, person) index in the annotation file
+
+What each format's flags mean, and so which joints are labelled, occluded or missing, is
+written down in its reader (`pose_pipeline.data.formats`) and in README's datasets section.
 
 Group attributes: schema_version, dataset, split, joint_set, joints, flip_pairs, edges,
 pixel_origin (annotated = array + origin), canvas_size, context, converter parameters,
@@ -97,7 +105,11 @@ PER_SAMPLE_ARRAYS = {
     "head_size": (lambda j, s: (), "float64"),
     "image_name": (lambda j, s: (), str),
     "source_index": (lambda j, s: (2,), "int64"),
+    "occluded": (lambda j, s: (j,), "uint8"),
 }
+# Per-sample arrays a store may lack: added after stores were first converted, so that those
+# stay readable (the default each reads as when absent is the store's).
+OPTIONAL_ARRAYS = ("occluded",)
 
 
 def is_store(path) -> bool:
@@ -221,8 +233,9 @@ class StoreWriter:
         self.num_samples = num_samples
 
     def set_metadata(self, **fields: np.ndarray) -> None:
-        """All per-sample arrays but `image`, in one go (they are small and read whole)."""
-        missing = set(PER_SAMPLE_ARRAYS) - {"image"} - set(fields)
+        """All per-sample arrays but `image`, in one go (they are small and read whole); an
+        optional one (OPTIONAL_ARRAYS) left out is not written, so it reads as its default."""
+        missing = set(PER_SAMPLE_ARRAYS) - {"image"} - set(OPTIONAL_ARRAYS) - set(fields)
         if missing:
             raise ValueError(f"store {self.path}: metadata arrays missing: {sorted(missing)}")
         n, j, s = self.num_samples, self.joints.num_joints, self.canvas_size
@@ -267,7 +280,7 @@ class PoseStore:
                 f"{self.path}: store schema version {self.attrs.get('schema_version')!r}, "
                 f"this pose-pipeline reads version {SCHEMA_VERSION}; convert again"
             )
-        missing = [name for name in self.array_names() if not (self.path / name / "zarr.json").is_file()]
+        missing = [name for name in self.required_arrays() if not (self.path / name / "zarr.json").is_file()]
         if missing:
             raise StoreDamage(f"{self.path}: arrays missing: {', '.join(missing)}; convert again")
         self._cache: dict[str, np.ndarray] = {}
@@ -280,14 +293,36 @@ class PoseStore:
     def __getattr__(self, name: str) -> np.ndarray:
         if name in PER_SAMPLE_ARRAYS and name != "image":
             if name not in self._cache:
-                array = self._open_array(name)
-                self._cache[name] = checked_read(self.path, name, array, 0, array.shape[0])
+                if name in OPTIONAL_ARRAYS and not self._has_array(name):
+                    self._cache[name] = self._absent_default(name)
+                else:
+                    array = self._open_array(name)
+                    self._cache[name] = checked_read(self.path, name, array, 0, array.shape[0])
             return self._cache[name]
         raise AttributeError(name)
 
+    def _has_array(self, name: str) -> bool:
+        return (self.path / name / "zarr.json").is_file()
+
+    def _absent_default(self, name: str) -> np.ndarray:
+        """What an optional array absent from this store reads as: `occluded` all 0, since a
+        store converted before it kept no joint both labelled and hidden apart."""
+        trailing, dtype = PER_SAMPLE_ARRAYS[name]
+        return np.zeros((len(self),) + trailing(self.joint_set.num_joints, self.canvas_size), dtype)
+
+    @property
+    def has_occluded(self) -> bool:
+        """Whether the store records which labelled joints are occluded (`occluded`): stores
+        converted before that array was added do not."""
+        return self._has_array("occluded")
+
     @staticmethod
-    def array_names() -> list[str]:
-        return list(PER_SAMPLE_ARRAYS)
+    def required_arrays() -> list[str]:
+        return [name for name in PER_SAMPLE_ARRAYS if name not in OPTIONAL_ARRAYS]
+
+    def array_names(self) -> list[str]:
+        """The arrays this store holds: the required ones and the optional ones present."""
+        return [name for name in PER_SAMPLE_ARRAYS if name not in OPTIONAL_ARRAYS or self._has_array(name)]
 
     def _open_array(self, name: str):
         try:

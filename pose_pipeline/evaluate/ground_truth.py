@@ -10,11 +10,14 @@ unit and joint set.
 * a COCO keypoint JSON (OKS AP: `score` hands it to pycocotools).
 
 Coordinates are in the annotation file's own pixel convention, as predictions are
-(`pose_pipeline.inference.prediction_files`).
+(`pose_pipeline.inference.prediction_files`). `visible` is 1 where a joint is labelled, 0
+where it is missing (a placeholder), as each format's reader reads its flags; `occluded`
+marks labelled joints that are hidden (`load_ground_truth`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -84,25 +87,57 @@ def ground_truth_format(path) -> str:
     raise UserError(f"{path}: unknown ground-truth file; expected {GROUND_TRUTH_FILES}")
 
 
-def _annotation_ground_truth(path: Path, fmt: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
+@dataclass
+class GroundTruth:
+    keypoints: np.ndarray  # (N,J,2) float64
+    visible: np.ndarray  # (N,J) 1 = labelled, 0 = missing
+    head_size: np.ndarray  # (N,) PCKh unit, NaN where none
+    joints: JointSet
+    occluded: np.ndarray | None = None  # (N,J) 1 = labelled but hidden; None where not recorded
+    notes: list[str] = field(default_factory=list)  # what a reader of the scores should know
+
+
+def _annotation_ground_truth(path: Path, fmt: str, split: str) -> GroundTruth:
     """An LSP joints.mat or FLIC examples.mat read for scoring: the rows `convert` takes for
     `split`, keypoints as in the file (FLIC: NaN where not annotated)."""
     from pose_pipeline.data.formats import flic, lsp
 
     if fmt == "lsp":
-        people, joints = lsp.read_joints(path), LSP
+        people = lsp.read_joints(path)
         rows = lsp.split_rows(len(people), split, path)
-    else:
-        people, joints = flic.read_examples(path), FLIC
-        rows = flic.split_rows(people, split, path)
-    return people.keypoints[rows], people.visible[rows], np.full(len(rows), np.nan), joints
+        return GroundTruth(
+            people.keypoints[rows], people.visible[rows], np.full(len(rows), np.nan), LSP, people.occluded[rows]
+        )
+    people = flic.read_examples(path)
+    rows = flic.split_rows(people, split, path)
+    return GroundTruth(people.keypoints[rows], people.visible[rows], np.full(len(rows), np.nan), FLIC)
 
 
-def read_ground_truth(path, split: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
-    """(gt (N,J,2), visible (N,J) 1 = annotated, head_size (N,), joint set) from a converted
-    store, the reference `detections_our_format.mat`, an LSP `joints.mat` or a FLIC
-    `examples.mat`. `split` selects an annotation file's people as `convert --split` does
-    (default val: LSP's last 1,000 of 2,000 images, FLIC's istest); the others are one split."""
+def _store_ground_truth(path: Path) -> GroundTruth:
+    from pose_pipeline.data.formats.lsp import occluded_stored_missing
+
+    store = open_store(path)
+    notes = []
+    if occluded_stored_missing(store.attrs, store.has_occluded):
+        notes.append(
+            f"{path} is an original-LSP store converted before occluded joints were kept labelled: "
+            "they are stored as missing and not scored; convert it again to score them as eval_pck.m does"
+        )
+    return GroundTruth(
+        np.asarray(store.keypoints, dtype=np.float64),
+        np.asarray(store.visible),
+        np.asarray(store.head_size, dtype=np.float64),
+        store.joint_set,
+        np.asarray(store.occluded) if store.has_occluded else None,
+        notes,
+    )
+
+
+def load_ground_truth(path, split: str | None = None) -> GroundTruth:
+    """The ground truth of a converted store, the reference `detections_our_format.mat`, an LSP
+    `joints.mat` or a FLIC `examples.mat`. `split` selects an annotation file's people as
+    `convert --split` does (default val: LSP's last 1,000 of 2,000 images, FLIC's istest); the
+    others are one split."""
     path = Path(path)
     fmt = ground_truth_format(path)
     if fmt in ("lsp", "flic") and not is_store(path):
@@ -113,16 +148,16 @@ def read_ground_truth(path, split: str | None = None) -> tuple[np.ndarray, np.nd
             f"examples.mat); {path} is one split already"
         )
     if is_store(path):
-        store = open_store(path)
-        return (
-            np.asarray(store.keypoints, dtype=np.float64),
-            np.asarray(store.visible),
-            np.asarray(store.head_size, dtype=np.float64),
-            store.joint_set,
-        )
+        return _store_ground_truth(path)
     if fmt == "mpii":
-        return _reference_ground_truth(path)
+        return GroundTruth(*_reference_ground_truth(path))
     raise UserError(f"{path}: a COCO file is scored with OKS AP (--metric oks), which reads it itself")
+
+
+def read_ground_truth(path, split: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointSet]:
+    """(gt (N,J,2), visible (N,J) 1 = labelled, head_size (N,), joint set): `load_ground_truth`'s."""
+    truth = load_ground_truth(path, split)
+    return truth.keypoints, truth.visible, truth.head_size, truth.joints
 
 
 def holds_reference_ground_truth(path) -> bool:

@@ -278,8 +278,9 @@ def _torso_joints(joints: JointSet) -> tuple[int, int]:
 
 
 def torso_distances(preds, gt, visible, joints: JointSet = LSP) -> tuple[np.ndarray, np.ndarray]:
-    """(N,J) distances / torso size and the (N,J) mask of the *visible-only* variant: a joint
-    counts where visible == 1 and both torso joints of its sample are visible."""
+    """(N,J) distances / torso size and the (N,J) mask of the joints counted: a joint counts where
+    visible == 1 and both torso joints of its sample are (`pck_torso` passes labelled joints for
+    validation, and labelled joints that are not occluded for its "visible only" rows)."""
     preds = check_keypoints(preds, "predictions", num_joints=joints.num_joints)
     visible = np.asarray(visible)
     if visible.shape != preds.shape[:2]:

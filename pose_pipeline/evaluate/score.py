@@ -30,7 +30,7 @@ import numpy as np
 from pose_pipeline.core.joints import JointSet
 from pose_pipeline.data.store import is_store, open_store, sha256_of
 from pose_pipeline.errors import UserError
-from pose_pipeline.evaluate.ground_truth import ground_truth_format, ground_truth_image_names, read_ground_truth
+from pose_pipeline.evaluate.ground_truth import ground_truth_format, ground_truth_image_names, load_ground_truth
 from pose_pipeline.evaluate.metrics import pckh_evaluation
 from pose_pipeline.evaluate.pck_torso import pck_torso_evaluation
 from pose_pipeline.evaluate.score_files import table_rows, write_score_files
@@ -133,21 +133,24 @@ def evaluate(
         raise UserError(
             f"--oks-sigmas: for OKS AP (COCO-format ground truth); {gt_path} is scored with {METRICS[metric]}"
         )
-    gt, visible, head_size, joints = read_ground_truth(gt_path, split)
-    preds = read_predictions(preds_path, joints=joints)
-    if preds.shape[0] != gt.shape[0]:
+    truth = load_ground_truth(gt_path, split)
+    preds = read_predictions(preds_path, joints=truth.joints)
+    if preds.shape[0] != truth.keypoints.shape[0]:
         raise UserError(
-            f"{preds_path}: {preds.shape[0]} predicted samples, but the ground truth {gt_path} has {gt.shape[0]}"
+            f"{preds_path}: {preds.shape[0]} predicted samples, but the ground truth {gt_path} has "
+            f"{truth.keypoints.shape[0]}"
         )
     check_image_names(preds_path, gt_path, ground_truth_image_names(gt_path))
     try:
         if metric == "pck":
-            evaluation = pck_torso_evaluation(preds, gt, visible, joints)
+            gt, visible, occluded = truth.keypoints, truth.visible, truth.occluded
+            evaluation = pck_torso_evaluation(preds, gt, visible, truth.joints, occluded=occluded)
         else:
-            evaluation = pckh_evaluation(preds, gt, visible, head_size, joints)
+            evaluation = pckh_evaluation(preds, truth.keypoints, truth.visible, truth.head_size, truth.joints)
     except ValueError as exc:
         raise UserError(f"scoring {preds_path} against {gt_path} with {METRICS[metric]}: {exc}") from None
-    return {**evaluation, "num_samples": int(preds.shape[0])}
+    # what a reader of the table must know (placeholders left out, a store to convert again)
+    return {**evaluation, "notes": truth.notes + evaluation.get("notes", []), "num_samples": len(preds)}
 
 
 def score(
@@ -235,4 +238,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{args.preds}: {evaluation['num_samples']} samples against {args.gt}")
     print(format_table(evaluation))
+    for note in evaluation.get("notes", []):
+        print(f"note: {note}")
     return 0

@@ -214,7 +214,7 @@ def run_batches(
         batch = prepare_batch(
             images,
             run.keypoints_canvas[index],
-            run.store.visible[index],
+            run.trained[index],
             run.store,
             run.codec,
             augmentation=run.augmentation,

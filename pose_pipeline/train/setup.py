@@ -17,7 +17,7 @@ import torch
 from pose_pipeline.config.schema import settings_hash
 from pose_pipeline.core.codec import HeatmapCodec
 from pose_pipeline.core.joints import JointSet
-from pose_pipeline.data.batches import Augmentation, ShardBatches
+from pose_pipeline.data.batches import Augmentation, ShardBatches, trained_joints
 from pose_pipeline.data.store import PoseStore, open_store
 from pose_pipeline.errors import UserError
 from pose_pipeline.models import build_model, load_weights
@@ -81,6 +81,7 @@ class Run:
     run_hash: str
     keypoints_canvas: np.ndarray  # the training store's joints in its canvases
     augmentation: Augmentation
+    trained: np.ndarray  # (N,J) 1 where a joint of the training store gets loss (`trained_joints`)
     net: torch.nn.Module | None = None  # what the steps run (DDP and/or compiled `model`)
     memory_format: torch.memory_format = torch.channels_last  # of the model and each step's input
     tensorboard: object = None
@@ -120,6 +121,7 @@ def setup(world: World, settings: dict, train_store: str, val_store: str | None,
         torch.set_num_threads(training["num_threads"])
     torch.manual_seed(training["seed"])
     store = open_store(train_store)
+    trained = training_joints(store, training, world)
     loader = ShardBatches(store, training["batch_size"], seed=training["seed"], rank=world.rank, world_size=world.size)
     if loader.batches_per_epoch() == 0:
         raise UserError(
@@ -146,7 +148,28 @@ def setup(world: World, settings: dict, train_store: str, val_store: str | None,
         run_hash=settings_hash(run_identity(settings, epochs, store, world.size)),
         keypoints_canvas=store.keypoints_in_canvas(),
         augmentation=Augmentation(**training["augmentation"]),
+        trained=trained,
     )
+
+
+def training_joints(store: PoseStore, training: dict, world: World) -> np.ndarray:
+    """The joints of the training store that get loss (`trained_joints`: labelled, occluded ones
+    only with `train_occluded`), said in the log where that leaves labelled joints out, and a
+    warning for an original-LSP store converted when its occluded joints were stored missing."""
+    from pose_pipeline.data.formats.lsp import occluded_stored_missing
+
+    train_occluded = training.get("train_occluded", True)  # settings written before the key: true
+    trained = trained_joints(store, train_occluded)
+    if occluded_stored_missing(store.attrs, store.has_occluded):
+        log.warning(
+            "%s: an original-LSP store converted before occluded joints were kept labelled: they are "
+            "stored as missing and get no loss; convert it again to train on them",
+            store.path,
+        )
+    if not train_occluded:
+        left_out = int((np.asarray(store.visible) == 1).sum() - trained.sum())
+        _voice(world)("train_occluded false: %d occluded joints get no loss", left_out)
+    return trained
 
 
 def open_validation_store(path: str, train: PoseStore) -> PoseStore:

@@ -239,8 +239,10 @@ def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int)
     speed, `checkpoint_every` when state is saved and the `evaluation` settings what validation
     reports, not what is learnt, so they are left out;
     the world size changes the global batch, so it is in (only when > 1, so single-process
-    runs keep the identity they always had)."""
+    runs keep the identity they always had); `train_occluded` only when false, for the same reason."""
     training = {k: v for k, v in settings["training"].items() if k not in NOT_IN_RUN_IDENTITY}
+    if training.get("train_occluded", True):  # the default: runs from before the key keep their identity
+        training.pop("train_occluded", None)
     kept = {k: v for k, v in settings.items() if k not in EXPERIMENT_KEYS_NOT_IN_RUN_IDENTITY}
     identity = {"settings": {**kept, "training": training}, "epochs": epochs, "data": store_fingerprint(store)}
     if world_size > 1:

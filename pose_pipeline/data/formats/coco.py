@@ -13,7 +13,9 @@ Conventions kept (documented choices):
   is therefore (x + w/2 - 0.5, y + h/2 - 0.5);
 - the crop is square: side = max(w, h) x `BBOX_PADDING` (1.25, the usual top-down COCO
   padding), scale = side / 200 (the store's person box, `joints.PERSON_BOX`), so a wide box is not squashed;
-- `visible` = v > 0 (v = 1 labelled but hidden, 2 visible: both have a position);
+- flags: v = 2 labelled and visible, v = 1 labelled but hidden (a position placed by the
+  annotator), v = 0 not labelled (its x, y are 0, a placeholder). So `visible` (labelled) =
+  v > 0 and `occluded` = v == 1; a v = 0 joint is missing: no loss, and OKS leaves it out;
 - skipped, not errors (they are the dataset's normal content, counted in the log):
   `iscrowd` annotations, people with fewer than `min_keypoints` labelled keypoints (default 1),
   annotations of categories without keypoints (when `categories` is given);
@@ -78,7 +80,8 @@ class COCOPeople:
     image_id: np.ndarray  # (N,) int64
     annotation_id: np.ndarray  # (N,) int64
     keypoints: np.ndarray  # (N,J,2) float64, as in the file
-    visible: np.ndarray  # (N,J) uint8, v > 0
+    visible: np.ndarray  # (N,J) uint8, v > 0: labelled
+    occluded: np.ndarray  # (N,J) uint8, v == 1: labelled but hidden
     bbox: np.ndarray  # (N,4) float64, [x, y, w, h]
     problems: list[str]
     skipped: dict = field(default_factory=dict)  # reason -> count
@@ -232,7 +235,7 @@ def read_annotations(path, min_keypoints: int = DEFAULT_MIN_KEYPOINTS, flip_pair
     names = _image_names(path, data["images"])
     keypoint_categories, joints = _keypoint_categories(path, data, flip_pairs)
     skipped = {"crowd": 0, "few_keypoints": 0, "other_category": 0}
-    rows: dict[str, list] = {k: [] for k in ("name", "image", "ann", "kp", "vis", "bbox", "problem")}
+    rows: dict[str, list] = {k: [] for k in ("name", "image", "ann", "kp", "vis", "occ", "bbox", "problem")}
     for k, ann in enumerate(data["annotations"]):
         where = _check_keys(path, k, ann)
         if keypoint_categories is not None and ann.get("category_id") not in keypoint_categories:
@@ -302,6 +305,7 @@ def _add_row(rows: dict, image_name: str, ann: dict, kp: np.ndarray, bbox: list)
     rows["ann"].append(ann["id"])
     rows["kp"].append(kp[:, :2])
     rows["vis"].append((kp[:, 2] > 0).astype(np.uint8))
+    rows["occ"].append((kp[:, 2] == 1).astype(np.uint8))
     rows["bbox"].append(np.asarray(bbox, dtype=np.float64))
     rows["problem"].append("" if area else f"bbox {bbox} has no area")
 
@@ -320,6 +324,7 @@ def _people(path: Path, rows: dict, skipped: dict, joints: JointSet) -> COCOPeop
         annotation_id=annotation_id,
         keypoints=np.asarray(rows["kp"], dtype=np.float64).reshape(n, joints.num_joints, 2),
         visible=np.asarray(rows["vis"], dtype=np.uint8).reshape(n, joints.num_joints),
+        occluded=np.asarray(rows["occ"], dtype=np.uint8).reshape(n, joints.num_joints),
         bbox=np.asarray(rows["bbox"], dtype=np.float64).reshape(n, 4),
         problems=rows["problem"],
         skipped=skipped,

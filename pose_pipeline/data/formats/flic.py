@@ -12,8 +12,11 @@ Conventions kept (documented choices):
   6 R wrist, 7 L hip, 10 R hip, 13 L eye, 14 R eye, 17 nose; they are `joints.FLIC` in this
   order (`SLOTS`), the other 18 are ignored. Left and right are the person's, as annotated;
 - pixel origin 1.0: FLIC was annotated in MATLAB, like LSP and MPII;
-- `visible` = the slot's coordinates are finite (FLIC has no occlusion flag); `read_examples`
-  keeps NaN there (scoring counts such a point as missed, as `eval_pck.m` does);
+- what a joint's flags mean: FLIC has no flag. A slot with finite coordinates is labelled
+  (`visible` 1); a NaN slot is missing (`visible` 0; `read_examples` keeps the NaN, a store
+  (0, 0)): no loss, never a torso joint. `eval_pck.m` would count a NaN point as missed;
+  `pck_torso` does so only where every scored point is labelled (the real release's 11 slots
+  always are), and otherwise scores the labelled points and says so. No joint is `occluded`;
 - splits: `train` = `istrain`, `val` = `istest` (the 1,016 test examples), `all` = every
   example; examples with `isbad` = 1 are dropped when the field exists;
 - person box: FLIC has none (the frames show one upper body). It is the bounding box of the

@@ -2,20 +2,27 @@
 
 Layouts, told apart by the shape of the MATLAB variable `joints`:
 - original LSP (2,000 images): `(3, 14, N)` = ([x, y, occluded], joint, image);
-  the third row is 1 where the joint is *occluded*, so `visible = 1 - occluded`;
+  the third row is 1 where the joint is *occluded*;
 - LSP-extended (10,000 images): `(14, 3, N)` = (joint, [x, y, visible], image);
   the third row is 1 where the joint is *visible*.
 (A `(3, 14, 14)`-like ambiguity cannot arise: 3 != 14.)
+
+What a joint's flag means differs between the two, and the reader follows each
+(`visible` = labelled, `occluded` = labelled but hidden; `readers` has the three states):
+- original LSP: every joint is labelled. An occluded joint (flag 1) carries the annotator's
+  guess of its position inside the image; the reference `eval_pck.m` scores it and
+  PyTorch-Pose trains on it, so here it is labelled (`visible` 1) and `occluded` 1;
+- LSP-extended: a joint with flag 0 is not labelled at all: its coordinates are a
+  placeholder, one coordinate 0 and the other 0 or negative, e.g. (0, -26) or (-53, 0),
+  never a position in the person. It is missing (`visible` 0): no loss, never a torso joint, and
+  scoring leaves it out (`pck_torso`). No LSP-extended joint is `occluded`.
 
 Conventions kept (documented choices, see `read_joints` / `people`):
 - joint order is LSP 14 (`joints.LSP`), coordinates stay as in the file;
 - pixel origin 1.0: LSP was annotated in MATLAB, whose pixel (1, 1) is the top-left pixel's
   centre, like MPII. The files do not document it; the sample is consistent with it (of 3,649
   visible joints, 2 lie below 1 and 1 outside the image, i.e. clicks on the border);
-- `visible` marks the joints usable for loss and scoring. In the original layout occluded
-  joints carry a guessed position and are marked not visible; in LSP-extended the invisible
-  joints' coordinates are often placeholders such as (0, 0) or negative values;
-- the images are not tight crops, so the person box is derived from the visible joints:
+- the images are not tight crops, so the person box is derived from the labelled joints:
   centre = centre of their bounding box, scale = max(box width, height) x `SCALE_MARGIN` / 200
   (`joints.PERSON_BOX`).
   `SCALE_MARGIN` = 1.4 makes LSP's scale match MPII's hourglass convention: on the 1,992
@@ -47,6 +54,12 @@ SCALE_MARGIN = 1.4
 ORIGINAL_SIZE = 2000  # LSP: 1,000 train + 1,000 test
 EXTENDED_SIZE = 10000  # LSP-extended: all training
 
+# How each layout's unflagged joints are read (recorded in the store's converter attributes)
+INVISIBLE_JOINTS = {
+    "lsp": "occluded: labelled, a guessed position (scored; trained unless train_occluded is false)",
+    "lsp-extended": "missing: placeholder coordinates (neither trained nor scored)",
+}
+
 EXPECTED = (
     "a MATLAB v5 file with variable `joints` of shape (3, 14, N) (original LSP: x, y, occluded) "
     "or (14, 3, N) (LSP-extended: x, y, visible), N >= 1"
@@ -56,7 +69,8 @@ EXPECTED = (
 @dataclass
 class LSPJoints:
     keypoints: np.ndarray  # (N,14,2) float64, file coordinates (1-based)
-    visible: np.ndarray  # (N,14) uint8
+    visible: np.ndarray  # (N,14) uint8, 1 = labelled (see the module docstring)
+    occluded: np.ndarray  # (N,14) uint8, 1 = labelled but hidden (original layout only)
     layout: str  # "lsp" (3,14,N) or "lsp-extended" (14,3,N)
     flag_problems: list[str]  # '' where the visibility flags are 0/1
 
@@ -65,7 +79,8 @@ class LSPJoints:
 
 
 def read_joints(path) -> LSPJoints:
-    """`joints.mat` in either layout -> keypoints (N,14,2), visible (N,14)."""
+    """`joints.mat` in either layout -> keypoints (N,14,2), visible (labelled) and occluded
+    (N,14), each layout's flags read as the module docstring says."""
     path = Path(path)
     mat = load_mat(path, EXPECTED, squeeze_me=False)
     if "joints" not in mat:
@@ -93,8 +108,11 @@ def read_joints(path) -> LSPJoints:
         "" if ok.all() else f"visibility flags {sorted(set(f[~ok].tolist()))} are not 0/1"
         for ok, f in zip(good_flags, flags)
     ]
-    visible = np.where(good_flags, flags, 0).astype(np.uint8)
-    return LSPJoints(np.ascontiguousarray(keypoints), visible, layout, problems)
+    if layout == "lsp":  # occluded joints are labelled: a guessed position
+        visible, occluded = good_flags.astype(np.uint8), (good_flags & (flags == 0)).astype(np.uint8)
+    else:  # an invisible joint is a placeholder: missing
+        visible, occluded = np.where(good_flags, flags, 0).astype(np.uint8), np.zeros(flags.shape, np.uint8)
+    return LSPJoints(np.ascontiguousarray(keypoints), visible, occluded, layout, problems)
 
 
 def image_name_width(joints: LSPJoints, images: Path | None) -> int:
@@ -130,8 +148,8 @@ def split_rows(n: int, split: str, path: Path) -> np.ndarray:
 
 
 def row_problems(joints: LSPJoints) -> list[str]:
-    """Per image: '' or why it cannot be a sample (bad flags, NaN/inf on a visible joint,
-    fewer than two distinct visible joints to span a person box)."""
+    """Per image: '' or why it cannot be a sample (bad flags, NaN/inf on a labelled joint,
+    fewer than two distinct labelled joints to span a person box)."""
     problems = []
     for i in range(len(joints)):
         vis = joints.visible[i] > 0
@@ -140,11 +158,11 @@ def row_problems(joints: LSPJoints) -> list[str]:
             problems.append(joints.flag_problems[i])
         elif bad.any():
             names = ", ".join(LSP.joints[j] for j in np.flatnonzero(bad))
-            problems.append(f"NaN or infinite coordinates on visible joint(s) {names}")
+            problems.append(f"NaN or infinite coordinates on labelled joint(s) {names}")
         elif not vis.any():
-            problems.append("no visible joints")
+            problems.append("no labelled joints")
         elif np.ptp(joints.keypoints[i][vis], axis=0).max() == 0:
-            problems.append("the visible joints span no box (one point)")
+            problems.append("the labelled joints span no box (one point)")
         else:
             problems.append("")
     return problems
@@ -153,7 +171,7 @@ def row_problems(joints: LSPJoints) -> list[str]:
 def person_boxes(
     keypoints: np.ndarray, visible: np.ndarray, margin: float = SCALE_MARGIN
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Centre (N,2) and scale (N,) from the visible joints' bounding box (NaN where none)."""
+    """Centre (N,2) and scale (N,) from the labelled joints' bounding box (NaN where none)."""
     vis = (visible > 0)[..., None]
     with np.errstate(invalid="ignore"):
         lo = np.where(vis, keypoints, np.inf).min(axis=1)
@@ -164,3 +182,12 @@ def person_boxes(
     center[none] = np.nan
     scale[none] = np.nan
     return center, scale
+
+
+def occluded_stored_missing(attrs: dict, has_occluded: bool) -> bool:
+    """Whether a store (its attributes, and whether it has the `occluded` array) is original-layout
+    LSP converted before occluded joints were kept labelled: those stores hold them as missing
+    (`visible` 0), so they get no loss and are not scored, until converted again."""
+    converter = attrs.get("converter") if isinstance(attrs.get("converter"), dict) else {}
+    params = converter.get("lsp") if isinstance(converter.get("lsp"), dict) else {}
+    return params.get("layout") == "lsp" and not has_occluded

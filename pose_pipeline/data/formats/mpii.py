@@ -11,7 +11,13 @@ Conventions kept throughout:
   `center = objpos + (0, 15 * scale_raw)` and `scale = 1.25 * scale_raw`
   (the hourglass HDF5 already stores them so);
 - `head_size` is the PCKh unit, `joints.PCKH_HEAD_FACTOR` (0.6) x the head-box diagonal (the
-  reference `SC_BIAS`).
+  reference `SC_BIAS`);
+- what a joint's flags mean: a joint is labelled (`annotated`, the store's `visible`) where the
+  release lists an annopoint for it (the .h5: where `part` is not (0, 0)); one it does not
+  list is missing (the .h5 keeps it at (0, 0), a placeholder): no loss, and PCKh leaves it out
+  (`jnt_missing`), as `eval_PCKh.m` does. `is_visible` is the release's separate occlusion
+  flag: a labelled joint with `is_visible` 0 is occluded (the store's `occluded`), its
+  position the annotator's; PCKh and PyTorch-Pose count and train it like any labelled joint.
 """
 
 from __future__ import annotations

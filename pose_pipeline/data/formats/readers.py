@@ -3,6 +3,14 @@ in the annotation file's own conventions, for `convert` to crop and store.
 
 A reader: (annotations, split, val_split, options) -> Samples, where options holds `images`
 (the image folder) and format options such as `min_keypoints`.
+
+Every reader gives each joint one of three states, as its dataset means its flags (each
+format module's docstring says how; README's datasets section has the table):
+- labelled and visible: `visible` 1, `occluded` 0;
+- labelled but occluded (hidden, its position placed by the annotator): `visible` 1,
+  `occluded` 1. Trained on unless `training.train_occluded` is false; scored;
+- missing (not annotated, or a placeholder position): `visible` 0. Never trained on, never
+  a torso joint, never counted by a metric that can leave it out.
 """
 
 from __future__ import annotations
@@ -31,6 +39,11 @@ class Samples:
     source_index: np.ndarray  # (N,2)
     problems: list[str]  # '' where fine
     parameters: dict = field(default_factory=dict)  # format choices, recorded in attrs `converter`
+    occluded: np.ndarray | None = None  # (N,J) uint8, 1 = labelled but hidden; None: no such joints
+
+    def __post_init__(self) -> None:
+        if self.occluded is None:
+            self.occluded = np.zeros(self.visible.shape, np.uint8)
 
     def __len__(self) -> int:
         return len(self.image_names)
@@ -49,6 +62,7 @@ class Samples:
             self.source_index[index],
             [self.problems[i] for i in index],
             self.parameters,
+            self.occluded[index],
         )
 
 
@@ -108,6 +122,7 @@ def read_mpii(annotations: Path, split: str, val_split: Path | None, options: di
         head_size=people.head_size,
         source_index=np.stack([people.image_index, people.person_index], axis=1),
         problems=list(people.problems),
+        occluded=(people.annotated & (people.is_visible == 0)).astype(np.uint8),
     )
 
 
@@ -141,7 +156,9 @@ def read_lsp(annotations: Path, split: str, val_split: Path | None, options: dic
             "image_name_digits": width,
             "scale_margin": lsp.SCALE_MARGIN,
             "images_in_file": len(joints),
+            "invisible_joints": lsp.INVISIBLE_JOINTS[joints.layout],
         },
+        occluded=joints.occluded,
     )
     return samples.take(rows)
 
@@ -179,6 +196,7 @@ def read_coco(annotations: Path, split: str, val_split: Path | None, options: di
             "skipped_other_category": people.skipped["other_category"],
             **own,
         },
+        occluded=people.occluded,
     )
 
 
