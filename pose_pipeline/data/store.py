@@ -132,12 +132,9 @@ def check_store_replaceable(path) -> None:
     check_replaceable(path, "convert", is_store, "no zarr.json with a store's schema_version and joint_set")
 
 
-def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_of(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class StoreWriter:
