@@ -43,6 +43,7 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/sweep.smk"
 
 
 # Seconds of work each: on a cluster they run beside Snakemake instead of waiting in the queue.
@@ -55,6 +56,8 @@ localrules:
     examples,
     compare,
     summary,
+    sweep_table,
+    sweep_plot,
 
 
 rule all:

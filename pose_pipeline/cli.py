@@ -34,6 +34,10 @@ STAGES = {
     "infer": ("pose_pipeline.inference.infer", "keypoints for the people in your own images or video (boxes optional)"),
     "score": ("pose_pipeline.evaluate.score", "score predictions: PCKh (MPII), PCK@0.2 by torso (LSP), OKS AP (COCO)"),
     "summary": ("pose_pipeline.report.summary", "experiments side by side: model, epochs, scores, training time"),
+    "sweep": (
+        "pose_pipeline.report.sweeps",
+        "a sweep's points side by side (table) and its score over the grid (plot)",
+    ),
     "roundtrip": ("pose_pipeline.evaluate.roundtrip", "encode ground truth as targets and decode it back"),
     "plot": ("pose_pipeline.report.charts", "training curves, PCKh curves and skeleton overlays"),
     "export": (

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from pose_pipeline.config.schema import experiment_settings, schema_defaults
+from pose_pipeline.config.sweeps import grid_points
 from pose_pipeline.errors import UserError
 
 
@@ -115,6 +116,21 @@ def summary_entries(config: dict, names, paths: dict) -> list[dict]:
             }
         )
     return entries
+
+
+def sweep_experiments(config: dict, sweep: str) -> list[str]:
+    """The experiments of a sweep's points, in the grid's order."""
+    return [name for name, _ in grid_points(sweep, config["sweeps"][sweep]["grid"])]
+
+
+def sweep_table_entries(config: dict, sweep: str, paths: dict) -> list[dict]:
+    """What `pose-pipeline sweep table` needs of each point of a sweep: its experiment, its
+    grid values and its files (`paths`: log and scores, templates with `{experiment}`). A value
+    added to the grid changes this, and so reruns the table alone."""
+    return [
+        {"name": name, "settings": point, **{key: paths[key].format(experiment=name) for key in ("log", "scores")}}
+        for name, point in grid_points(sweep, config["sweeps"][sweep]["grid"])
+    ]
 
 
 def reference_datasets(config: dict, names) -> list[str]:

@@ -251,6 +251,22 @@ def snakemake(workdir: Path, *args: str) -> str:
     return output
 
 
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from a dry run's "Job stats" table ({} when nothing is to be done)."""
+    import re
+
+    if "Nothing to be done" in dry_run_output:
+        return {}
+    table = dry_run_output.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match or match.group(1) == "total":
+            break
+        jobs[match.group(1)] = int(match.group(2))
+    return jobs
+
+
 def write_config(workdir: Path, config: dict) -> None:
     import yaml
 

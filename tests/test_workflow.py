@@ -20,27 +20,13 @@ import pytest
 import scipy.io
 import yaml
 from browser import Browser, find_chromium, report_images
-from conftest import OUTPUTS, REFERENCE, TINY, mean_cell, snakemake, snakemake_command, write_config
+from conftest import OUTPUTS, REFERENCE, TINY, mean_cell, planned_jobs, snakemake, snakemake_command, write_config
 from PIL import Image
 
 from pose_pipeline.data.store import open_store
 from pose_pipeline.models import read_checkpoint
 
 pytestmark = pytest.mark.slow
-
-
-def planned_jobs(dry_run_output: str) -> dict[str, int]:
-    """Rule -> job count from a dry run's "Job stats" table ({} when nothing is to be done)."""
-    if "Nothing to be done" in dry_run_output:
-        return {}
-    table = dry_run_output.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if not match or match.group(1) == "total":
-            break
-        jobs[match.group(1)] = int(match.group(2))
-    return jobs
 
 
 @pytest.fixture(scope="module")

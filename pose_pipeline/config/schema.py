@@ -83,8 +83,10 @@ def _where(path) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _describe(error, schema_root: dict) -> str:
-    where = _where(error.absolute_path)
+def _describe(error, schema_root: dict, prefix=()) -> str:
+    """One line for a schema error, naming the key: `prefix` + the error's path (a value
+    validated on its own, a sweep's grid value say, is named by where it is written)."""
+    where = _where([*prefix, *error.absolute_path])
     if error.validator == "additionalProperties":
         allowed = list(_resolve(error.schema, schema_root).get("properties", {}))
         unknown = [k for k in error.instance if k not in allowed]
@@ -185,13 +187,14 @@ def check_expansion(config, source: str) -> None:
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Validate against the schema, fill defaults, cross-check names; returns a new dict.
+    """Validate against the schema, fill defaults, cross-check names, expand the sweeps into
+    experiments (`pose_pipeline.config.sweeps`); returns a new dict.
 
     Raises UserError with every problem, one per line, each naming the key.
     """
     import jsonschema
 
-    from pose_pipeline.core.codec import HEATMAP_STRIDE, HOURGLASS_DEPTH
+    from pose_pipeline.config.sweeps import expand_sweeps, point_names
 
     check_expansion(config, source)
     schema = load_schema()
@@ -199,49 +202,76 @@ def validate_config(config: dict, source: str = "config") -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e, schema) for e in errors]
     if not problems:
-        config = _fill_defaults(copy.deepcopy(config), schema, schema)
+        raw, config = config, _fill_defaults(copy.deepcopy(config), schema, schema)
         datasets = config["datasets"]
-        for name, ds in datasets.items():
-            if "synthetic" not in ds:
-                for key in ("annotations", "images"):
-                    if key not in ds:
-                        problems.append(f"datasets.{name}: {key!r} is required unless the dataset is synthetic")
-                problems += _hourglass_h5_problems(name, ds)
+        problems += _dataset_problems(datasets)
         for name, exp in config["experiments"].items():
-            if exp["dataset"] not in datasets:
-                problems.append(
-                    f"experiments.{name}.dataset: unknown dataset {exp['dataset']!r}; defined: {', '.join(datasets)}"
-                )
-            training = exp["training"]
-            if training["input_size"] != HEATMAP_STRIDE * training["heatmap_size"]:
-                problems.append(
-                    f"experiments.{name}.training: the models output heatmaps at 1/{HEATMAP_STRIDE} "
-                    f"of the input; input_size {training['input_size']} needs heatmap_size "
-                    f"{training['input_size'] / HEATMAP_STRIDE:g}"
-                )
-            elif training["heatmap_size"] % 2**HOURGLASS_DEPTH:
-                problems.append(
-                    f"experiments.{name}.training: heatmap_size {training['heatmap_size']} must be a "
-                    f"multiple of {2**HOURGLASS_DEPTH} (an hourglass halves it {HOURGLASS_DEPTH} times), "
-                    f"i.e. input_size a multiple of {HEATMAP_STRIDE * 2**HOURGLASS_DEPTH}"
-                )
-        for name, ds in datasets.items():
-            problems += [
-                f"datasets.{name}.{key}: for COCO-format files only (format is {ds['format']!r})"
-                for key in ("flip_pairs", "oks_sigmas", "min_keypoints")
-                if key in ds and ds["format"] != "coco"
-            ]
-            if ds.get("reference_predictions") and ds["format"] != "mpii":
-                problems.append(
-                    f"datasets.{name}.reference_predictions: published reference predictions are "
-                    f"drawn on the PCKh chart, for MPII-format datasets only (format is {ds['format']!r})"
-                )
-        for name in config["default_experiments"]:
-            if name not in config["experiments"]:
-                problems.append(f"default_experiments: unknown experiment {name!r}")
+            problems += [f"experiments.{name}.{key}: {problem}" for key, problem in experiment_problems(exp, datasets)]
+        if not problems:  # the points start from valid experiments: each problem is the point's own
+            points, sweep_problems = expand_sweeps(raw, config, schema)
+            problems += sweep_problems
+            config["experiments"].update(points)
+        known = set(config["experiments"]) | set(point_names(config["sweeps"]))
+        problems += [
+            f"default_experiments: unknown experiment {name!r}"
+            for name in config["default_experiments"]
+            if name not in known
+        ]
     if problems:
         raise UserError(f"invalid configuration in {source}:\n  " + "\n  ".join(problems))
     return config
+
+
+def _dataset_problems(datasets: dict) -> list[str]:
+    problems = []
+    for name, ds in datasets.items():
+        if "synthetic" not in ds:
+            for key in ("annotations", "images"):
+                if key not in ds:
+                    problems.append(f"datasets.{name}: {key!r} is required unless the dataset is synthetic")
+            problems += _hourglass_h5_problems(name, ds)
+    for name, ds in datasets.items():
+        problems += [
+            f"datasets.{name}.{key}: for COCO-format files only (format is {ds['format']!r})"
+            for key in ("flip_pairs", "oks_sigmas", "min_keypoints")
+            if key in ds and ds["format"] != "coco"
+        ]
+        if ds.get("reference_predictions") and ds["format"] != "mpii":
+            problems.append(
+                f"datasets.{name}.reference_predictions: published reference predictions are "
+                f"drawn on the PCKh chart, for MPII-format datasets only (format is {ds['format']!r})"
+            )
+    return problems
+
+
+def experiment_problems(exp: dict, datasets: dict) -> list[tuple[str, str]]:
+    """(key, problem) of what the schema cannot check in one experiment (defaults filled in):
+    its dataset is defined, its heatmap fits its input. Written experiments and sweep points
+    are checked alike; each names where it is."""
+    from pose_pipeline.core.codec import HEATMAP_STRIDE, HOURGLASS_DEPTH
+
+    problems = []
+    if exp["dataset"] not in datasets:
+        problems.append(("dataset", f"unknown dataset {exp['dataset']!r}; defined: {', '.join(datasets)}"))
+    training = exp["training"]
+    if training["input_size"] != HEATMAP_STRIDE * training["heatmap_size"]:
+        problems.append(
+            (
+                "training",
+                f"the models output heatmaps at 1/{HEATMAP_STRIDE} of the input; input_size "
+                f"{training['input_size']} needs heatmap_size {training['input_size'] / HEATMAP_STRIDE:g}",
+            )
+        )
+    elif training["heatmap_size"] % 2**HOURGLASS_DEPTH:
+        problems.append(
+            (
+                "training",
+                f"heatmap_size {training['heatmap_size']} must be a multiple of {2**HOURGLASS_DEPTH} (an "
+                f"hourglass halves it {HOURGLASS_DEPTH} times), i.e. input_size a multiple of "
+                f"{HEATMAP_STRIDE * 2**HOURGLASS_DEPTH}",
+            )
+        )
+    return problems
 
 
 def read_config_file(path) -> dict:

@@ -28,6 +28,7 @@ wildcard_constraints:
     synthetic=_alternatives(SYNTHETIC),
     experiment=_alternatives(list(config["experiments"])),
     imageset=_alternatives(list(config["imagesets"])),
+    sweep=_alternatives(list(config["sweeps"])),
     split="train|val|test",
 
 
