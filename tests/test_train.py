@@ -114,6 +114,9 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(random_store, tmp
     # without validation best.pt is the last epoch, whether or not the run was interrupted
     best = torch.load(tmp_path / "b" / "checkpoints" / "best.pt", weights_only=True)
     assert best["epoch"] == 2 and all(torch.equal(best["state_dict"][k], b[k]) for k in b)
+    # the interrupted epoch's train_loss is the mean of all its steps, those before the resume too
+    losses = {run: [float(r["train_loss"]) for r in csv.DictReader(open(tmp_path / run / "log.csv"))] for run in "ab"}
+    assert losses["b"] == pytest.approx(losses["a"], rel=1e-5)
 
 
 def test_changed_settings_do_not_resume_old_checkpoints(random_store, tmp_path, caplog):

@@ -157,7 +157,8 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
 
     run.net.train()
     skip = state.step - epoch * run.steps_per_epoch  # batches of this epoch done before a resume
-    started, losses = time.monotonic(), DeviceLoss(run.world.device)
+    before = state.loss_before(skip)
+    started, losses = time.monotonic(), DeviceLoss(run.world.device, before)
     bar = tqdm(
         total=run.steps_per_epoch,
         initial=skip,
@@ -172,10 +173,13 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
         bar.update(1)
         checkpoint = state.step % run.training["checkpoint_every"] == 0
         if checkpoint or state.step % LOG_EVERY == 0:
-            bar.set_postfix(loss=f"{read_loss(run, losses):.2e}", refresh=False)
+            so_far = read_loss(run, losses)
+            bar.set_postfix(loss=f"{so_far:.2e}", refresh=False)
         if checkpoint and run.world.main:  # read_loss has refused a non-finite step before it
+            state.epoch_loss = (so_far, losses.steps)  # a resume carries the epoch's mean on
             save_checkpoint(run.last_path, checkpoint_state(run, state))
     mean = read_loss(run, losses)
+    state.epoch_loss = (0.0, 0)  # the epoch's mean goes into its row, not into the next epoch
     bar.close()
     seconds = time.monotonic() - started
     return {
@@ -185,7 +189,7 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
         "val_loss": "",
         "val_score": "",
         "val_metric": "",
-        "images_per_s": losses.steps * run.loader.global_batch_size / max(seconds, 1e-9),
+        "images_per_s": (losses.steps - before[1]) * run.loader.global_batch_size / max(seconds, 1e-9),
     }
 
 
