@@ -9,7 +9,8 @@ save the last / best checkpoints. The finished model goes to `<out>/model.pt`,
 written last, so its presence means training completed.
 
 Outputs in `--out DIR`:
-  model.pt                 final weights + model config (what predict reads)
+  model.pt                 the last epoch's weights + model config (what the workflow predicts
+                           with); not the best-scoring epoch's, which is best.pt
   log.csv                  one row per epoch (columns: `training_log.py`)
   checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, `RunState`)
   checkpoints/best.pt      weights of the validated epoch with the best score
