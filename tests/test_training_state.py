@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from pose_pipeline.train.state import DeviceLoss, RunState, hours_minutes_seconds, seconds_left
+from pose_pipeline.train.state import DeviceLoss, RunState, hours_minutes_seconds, seconds_left, store_fingerprint
 
 
 def test_run_state_round_trips_through_its_checkpoint_fields():
@@ -79,3 +79,18 @@ def test_time_left_is_the_pace_so_far_times_the_epochs_left():
         "1:02:03",
         "25:01:01",
     ]
+
+
+def test_the_training_data_is_its_sources_content_not_where_they_lay():
+    """A store records its sources' paths (score finds a COCO store's annotations by it); a run
+    resumes on a store of the same files converted elsewhere, or before paths were recorded."""
+
+    class Store(list):
+        def __init__(self, sources):
+            super().__init__(range(24))
+            self.attrs = {"sources": sources, "converter": {"canvas_size": 64}}
+
+    source = {"file": "a.json", "sha256": "0" * 64}
+    here, there = ({**source, "path": f"/{where}/a.json"} for where in ("here", "there"))
+    assert store_fingerprint(Store([here])) == store_fingerprint(Store([there])) == store_fingerprint(Store([source]))
+    assert store_fingerprint(Store([{**here, "sha256": "1" * 64}])) != store_fingerprint(Store([here]))

@@ -251,8 +251,13 @@ def load_external(path, model, model_config: dict, optimizer, scheduler, joints:
 
 
 def store_fingerprint(store: PoseStore) -> dict:
-    """What identifies the training data: a regenerated store must not resume old weights."""
-    return {"sources": store.attrs.get("sources"), "num_samples": len(store), "converter": store.attrs.get("converter")}
+    """What identifies the training data: a regenerated store must not resume old weights. The
+    sources by name and content, not by where they lay (a store of the same files elsewhere, or
+    from before stores recorded the path, is the same data)."""
+    sources = store.attrs.get("sources")
+    if sources is not None:
+        sources = [{k: v for k, v in source.items() if k != "path"} for source in sources]
+    return {"sources": sources, "num_samples": len(store), "converter": store.attrs.get("converter")}
 
 
 def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int) -> dict:
