@@ -150,6 +150,27 @@ class DeviceLoss:
         return mean, (None if first_bad == self.NONE_BAD else first_bad), value
 
 
+class EpochPace:
+    """Images per second of the steps an epoch trains in this session. With `warm_up` (a
+    compiled model's first step, during which torch.compile compiles it) the clock starts
+    after the first step, which is left out; an epoch of that step alone has no figure ("")."""
+
+    def __init__(self, images_per_step: int, warm_up: bool = False):
+        self.images_per_step, self.warm_up = images_per_step, warm_up
+        self.start, self.steps = time.monotonic(), 0
+
+    def step(self) -> None:
+        if self.warm_up:
+            self.warm_up, self.start = False, time.monotonic()
+        else:
+            self.steps += 1
+
+    def images_per_s(self) -> float | str:
+        if not self.steps:
+            return ""
+        return self.steps * self.images_per_step / max(time.monotonic() - self.start, 1e-9)
+
+
 # ------------------------------------------------------------------------- RNG state
 
 
