@@ -161,11 +161,17 @@ def original_images(config: dict, dataset: str) -> str:
 
 
 def infer_inputs(config: dict, experiment: str, imageset: str) -> dict:
-    """The `infer` rule's inputs: the experiment's model, the image set's images (and boxes)."""
+    """The `infer` rule's inputs: the experiment's model, the image set's images (and boxes);
+    for a folder also each image infer reads in it, at any depth (`infer_inputs.folder_images`),
+    so that an image added, replaced or removed anywhere below reruns infer."""
+    from pose_pipeline.inference.infer_inputs import folder_images
+
     images = config["imagesets"][imageset]
+    folder = Path(images["images"])
     return {
         "model": f"results/train/{experiment}/model.pt",
         "images": images["images"],
+        **({"image_files": [str(folder / name) for name in folder_images(folder)]} if folder.is_dir() else {}),
         **({"boxes": images["boxes"]} if images.get("boxes") else {}),
     }
 

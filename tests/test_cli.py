@@ -52,6 +52,14 @@ def test_an_error_ends_an_open_progress_bar_line(tmp_path, capsys, monkeypatch):
     assert "\npose-pipeline inspect: error: broken input" in err
 
 
+def test_train_help_says_model_pt_is_the_last_epoch_and_best_pt_the_best(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "model.pt, the weights after the last epoch (not the best" in text
+    assert "checkpoints/best.pt, the validated epoch with the best score" in text
+
+
 def test_usage_error_exit_code_is_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["convert", "--no-such-option"])

@@ -35,8 +35,8 @@ if fmt == "onnx":
 else:
     import torch
     model = torch.jit.load(model_path)
-    with torch.no_grad():
-        heatmaps, keypoints, scores = (t.numpy() for t in model(torch.from_numpy(crops)))
+    # as a user writes it: no torch.no_grad(), no .detach()
+    heatmaps, keypoints, scores = (t.numpy() for t in model(torch.from_numpy(crops)))
 assert not any(name.split(".")[0] == "pose_pipeline" for name in sys.modules), "pose_pipeline was imported"
 np.savez(out_path, heatmaps=heatmaps, keypoints=keypoints, scores=scores)
 """
@@ -129,6 +129,17 @@ def test_exported_models_reproduce_pytorch_in_a_fresh_process(tmp_path, arch, st
         np.testing.assert_allclose(got["heatmaps"], heatmaps, atol=1e-4, err_msg=fmt)
         np.testing.assert_allclose(got["keypoints"], keypoints, atol=0.01, err_msg=fmt)
         np.testing.assert_allclose(got["scores"], scores, rtol=1e-4, atol=1e-4, err_msg=fmt)
+
+
+def test_torchscript_outputs_need_no_grad(tmp_path):
+    """The traced file's outputs do not require grad: `.numpy()` works on them as they come."""
+    model_path = checkpoint(tmp_path / "model.pt", "hourglass", 1)
+    out = tmp_path / "model.torchscript"
+    argv = ["export", "--checkpoint", str(model_path), "--format", "torchscript", "--out", str(out)]
+    assert cli.main(argv) == 0
+    outputs = torch.jit.load(str(out))(torch.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=torch.uint8))
+    assert [t.requires_grad for t in outputs] == [False] * 3
+    assert [t.numpy().shape for t in outputs][1:] == [(1, MPII.num_joints, 2), (1, MPII.num_joints)]
 
 
 def test_the_decode_blur_is_scipys_gaussian_filter():

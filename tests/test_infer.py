@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import box_of_person, settings
+from conftest import box_of_person, random_checkpoint, settings
 
 from pose_pipeline import cli
 from pose_pipeline.core import geometry
@@ -388,6 +388,21 @@ def test_an_earlier_output_is_replaced_but_nothing_else(demo, tmp_path, capfd):
         capfd, "--checkpoint", demo["model"], "--images", tmp_path / "mine", "--out", tmp_path / "mine" / "keypoints"
     )
     assert code == 1 and "lies inside --images" in err
+
+
+def test_no_progress_leaves_out_the_bar(tmp_path, capfd):
+    """--no-progress, as the other stages take it: no progress bar on stderr, the same results."""
+    import cv2
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.full((64, 48, 3), 128, np.uint8))
+    model = random_checkpoint(tmp_path / "model.pt", None)
+    argv = ["--checkpoint", model, "--images", tmp_path / "images", "--device", "cpu"]
+    code, err = infer(capfd, *argv, "--out", tmp_path / "with_bar")
+    assert code == 0 and "infer: 100%" in err, err
+    code, err = infer(capfd, *argv, "--out", tmp_path / "quiet", "--no-progress")
+    assert code == 0 and "infer:" not in err and "img/s" not in err, err
+    assert results(tmp_path / "quiet")["results"] == results(tmp_path / "with_bar")["results"]
 
 
 def test_imagesets_are_validated_with_did_you_mean():

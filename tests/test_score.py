@@ -685,13 +685,44 @@ def test_coco_needs_the_annotation_file_it_was_converted_from(coco_store, tmp_pa
     store, annotations = coco_store
     gt, _, _, _ = read_ground_truth(store)
     write_predictions_mat(tmp_path / "p.mat", gt)
-    with pytest.raises(UserError, match="--annotations"):
-        score(tmp_path / "p.mat", store, tmp_path / "s.csv")
     other = tmp_path / "other.json"
     other.write_text(annotations.read_text().replace('"area"', '"area" ', 1))
     with pytest.raises(UserError, match="not the annotation file"):
         score(tmp_path / "p.mat", store, tmp_path / "s.csv", annotations=other)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_coco_store_is_scored_against_the_annotation_file_it_records(shared_data, tmp_path, capsys):
+    """Without --annotations, the file the store was converted from, where it recorded it; gone,
+    changed, or not recorded (a store from before): one line saying to give --annotations."""
+    pytest.importorskip("pycocotools", reason="OKS AP needs pycocotools (pip install -e '.[coco]')")
+    from pose_pipeline.data.convert import convert
+
+    annotations = tmp_path / "mine.json"
+    annotations.write_bytes((shared_data / "coco_sample" / "person_keypoints_sample.json").read_bytes())
+    images = shared_data / "coco_sample" / "images"
+    store = convert("coco", annotations, images, tmp_path / "c.zarr", split="val", canvas_size=32, workers=1)["store"]
+    write_predictions_mat(tmp_path / "p.mat", read_ground_truth(store)[0])
+    argv = ["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(store), "--out", str(tmp_path / "s.csv")]
+    assert cli.main(argv + ["--per-joint", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["annotations"] == str(annotations)
+    assert "AP " in capsys.readouterr().out
+
+    def refusal() -> str:
+        assert cli.main(argv) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "give --annotations" in lines[0]
+        return lines[0]
+
+    annotations.write_text(annotations.read_text().replace('"area"', '"area" ', 1))
+    assert f"{annotations} has changed since {store} was converted from it" in refusal()
+    annotations.unlink()
+    assert f"{store} was converted from {annotations}, which is gone: give --annotations" in refusal()
+    meta = json.loads((tmp_path / "c.zarr" / "zarr.json").read_text())
+    for source in meta["attributes"]["sources"]:
+        del source["path"]
+    (tmp_path / "c.zarr" / "zarr.json").write_text(json.dumps(meta))
+    assert "does not record where its mine.json lay" in refusal()
 
 
 def test_coco_json_as_ground_truth(coco_store, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import numpy as np
 import pytest
@@ -115,6 +116,45 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(random_store, tmp
     # without validation best.pt is the last epoch, whether or not the run was interrupted
     best = torch.load(tmp_path / "b" / "checkpoints" / "best.pt", weights_only=True)
     assert best["epoch"] == 2 and all(torch.equal(best["state_dict"][k], b[k]) for k in b)
+    # the interrupted epoch's train_loss is the mean of all its steps, those before the resume too
+    losses = {run: [float(r["train_loss"]) for r in csv.DictReader(open(tmp_path / run / "log.csv"))] for run in "ab"}
+    assert losses["b"] == pytest.approx(losses["a"], rel=1e-5)
+
+
+class SlowFirstCall(torch.nn.Module):
+    """A stand-in for torch.compile's module: its first call takes `seconds` (the compiling)."""
+
+    def __init__(self, net, seconds: float):
+        super().__init__()
+        self.net, self.seconds, self.calls = net, seconds, 0
+
+    def forward(self, x):
+        if self.calls == 0:
+            time.sleep(self.seconds)
+        self.calls += 1
+        return self.net(x)
+
+
+def test_compiling_is_announced_and_left_out_of_images_per_s(random_store, tmp_path, monkeypatch, caplog):
+    """training.compile: one line before the compiling; the session's first step, which
+    compiles, is not in the first epoch's images/s (an epoch of that step alone has none)."""
+    monkeypatch.setattr(torch, "compile", lambda net: SlowFirstCall(net, 3.0))
+    with caplog.at_level("INFO", logger="pose_pipeline"):
+        train_module.train(
+            settings(epochs=1, compile=True), random_store, None, tmp_path / "a", device="cpu", progress=False
+        )
+    assert "compiling the model with torch.compile (the first steps take minutes on a CPU)" in caplog.text
+    [row] = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    assert float(row["images_per_s"]) > 24 / 3.0  # the 6 steps' 24 images came in less than the compiling took
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pose_pipeline"):
+        one_step = settings(epochs=2, compile=True, batch_size=24, checkpoint_every=1)
+        train_module.train(one_step, random_store, None, tmp_path / "b", device="cpu", progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert rows[0]["images_per_s"] == "" and float(rows[1]["images_per_s"]) > 0
+    [line] = [r.message for r in caplog.records if r.message.startswith("epoch 1/")]
+    assert "compiling, images/s not measured" in line
 
 
 def test_changed_settings_do_not_resume_old_checkpoints(random_store, tmp_path, caplog):

@@ -285,6 +285,9 @@ def test_sigkill_after_a_checkpoint_then_the_same_command_resumes_exactly(random
 
     train_module.train(s, random_store, None, tmp_path / "a", device="cpu", progress=False)
     assert_same_weights(state_dict(tmp_path / "a" / "model.pt"), state_dict(tmp_path / "b" / "model.pt"), atol=1e-6)
+    # the killed epoch's train_loss is the mean of all its steps, those before the kill too
+    losses = {run: [float(r["train_loss"]) for r in csv.DictReader(open(tmp_path / run / "log.csv"))] for run in "ab"}
+    assert losses["b"] == pytest.approx(losses["a"], rel=1e-5)
 
 
 # --------------------------------------------------------------------- it learns

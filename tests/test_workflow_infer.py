@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import time
 
+import numpy as np
 import pytest
 from conftest import TINY, snakemake, write_config
-
-pytestmark = pytest.mark.slow
 
 TARGETS = ["results/infer/tiny/photos/keypoints.json", "results/infer/tiny/boxed.v2/keypoints.json"]
 
 
+@pytest.mark.slow
 def test_infer_target_trains_then_infers(tmp_path):
     from pose_pipeline.data.demo.generate import generate
 
@@ -51,9 +53,48 @@ def test_infer_target_trains_then_infers(tmp_path):
     assert json.loads((tmp_path / TARGETS[0]).read_text())["results"] == photos["results"]
 
 
+@pytest.mark.slow
 def test_misspelt_imageset_key_stops_the_run_naming_it(tmp_path):
     config = copy.deepcopy(TINY)
     config["imagesets"] = {"photos": {"image": "mine"}}
     write_config(tmp_path, config)
     with pytest.raises(AssertionError, match=r"imagesets.photos: unknown key 'image' \(did you mean 'images'\?\)"):
         snakemake(tmp_path, "--dry-run", TARGETS[0])
+
+
+def test_a_new_image_in_a_subfolder_makes_infer_outdated(tmp_path):
+    """infer reads a folder's images at any depth: an image added to a subfolder (which leaves
+    the top folder's time alone) reruns it; a file infer does not read does not. A dry run on
+    stand-in files, train left out (`--allowed-rules infer`)."""
+    import cv2
+
+    images = tmp_path / "my images"
+    (images / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "sub/b.png"):
+        cv2.imwrite(str(images / name), np.zeros((8, 8, 3), np.uint8))
+    config = copy.deepcopy(TINY)
+    config["imagesets"] = {"photos": {"images": "my images"}}
+    write_config(tmp_path, config)
+    out = tmp_path / "results/infer/tiny/photos"
+    (out / "drawings").mkdir(parents=True)
+    (tmp_path / "results/train/tiny").mkdir(parents=True)
+    model = tmp_path / "results/train/tiny/model.pt"
+    outputs = [out / name for name in ("keypoints.json", "keypoints.csv", "skipped.csv")]
+    for path in [model, *outputs]:
+        path.write_text("")
+    now = time.time()
+    for path in [images, images / "sub", images / "a.jpg", images / "sub/b.png", model]:
+        os.utime(path, (now - 1000, now - 1000))
+    for path in [out / "drawings", *outputs]:
+        os.utime(path, (now - 500, now - 500))
+
+    def outdated() -> bool:
+        os.utime(images, (now - 1000, now - 1000))  # the top folder as it was
+        output = snakemake(tmp_path, "--dry-run", TARGETS[0], "--allowed-rules", "infer")
+        return "Nothing to be done" not in output and "rule infer" in output
+
+    assert not outdated()
+    (images / "sub" / "notes.txt").write_text("not an image")
+    assert not outdated()
+    cv2.imwrite(str(images / "sub" / "c.jpg"), np.zeros((8, 8, 3), np.uint8))
+    assert outdated()

@@ -101,7 +101,8 @@ def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, 
 
 
 def _store_attrs(fmt: str, samples, split: str, dataset: str, sources, converter: dict) -> dict:
-    """The store's provenance: dataset, split, pixel origin, converter parameters, source hashes."""
+    """The store's provenance: dataset, split, pixel origin, converter parameters, source files
+    (name, sha256 and absolute path: `score` finds a COCO store's annotation file by it)."""
     reduced = converter.pop("reduced_decode")
     return {
         "dataset": dataset,
@@ -115,7 +116,9 @@ def _store_attrs(fmt: str, samples, split: str, dataset: str, sources, converter
             **({"reduced_decode": True} if reduced else {}),
             **({fmt: samples.parameters} if samples.parameters else {}),
         },
-        "sources": [{"file": path.name, "sha256": sha256_of(path)} for path in sources if path],
+        "sources": [
+            {"file": path.name, "sha256": sha256_of(path), "path": os.path.abspath(path)} for path in sources if path
+        ],
     }
 
 

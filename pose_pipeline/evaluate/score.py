@@ -6,8 +6,8 @@
   (rows PCK@0.2, PCK@0.1, AUC@0.2; LSP adds the visible-only rows);
 * COCO: OKS AP with ground-truth boxes by pycocotools' COCOeval (rows AP, AP50, AP75, APm,
   APl, AR, ...; one `value` column), from the predictions, the store's image ids and the
-  COCO annotation JSON; a COCO-format file with its own keypoints with the sigmas given
-  (`--oks-sigmas`, the dataset's `oks_sigmas`).
+  COCO annotation JSON (--annotations, else the one the store records); a COCO-format file
+  with its own keypoints with the sigmas given (`--oks-sigmas`, the dataset's `oks_sigmas`).
 
 The metric follows the ground truth's format (`--metric` overrides). The ground truth is a
 converted store or an annotation file (`ground_truth.read_ground_truth`: MPII's
@@ -61,10 +61,7 @@ def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray, JointSet
             raise UserError(f"--annotations {annotations}: with a COCO JSON as --gt, the file is {gt_path} itself")
         people = coco.read_annotations(gt_path, coco.DEFAULT_MIN_KEYPOINTS)
         return gt_path, np.stack([people.image_id, people.annotation_id], axis=1), people.joints
-    if annotations is None:
-        raise UserError(f"OKS AP needs the COCO annotation file of {gt_path}: give --annotations")
-    annotations = Path(annotations)
-    if not annotations.is_file():
+    if annotations is not None and not Path(annotations).is_file():
         raise UserError(f"{annotations}: no such annotation file")
     if not is_store(gt_path):
         raise UserError(f"{gt_path}: OKS AP needs a converted COCO store (its image ids) or a COCO JSON")
@@ -74,8 +71,11 @@ def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray, JointSet
             f"{gt_path}: OKS AP needs a store converted from a COCO-format file, this one is "
             f"{store.attrs.get('format') or store.joint_set.name}"
         )
+    if annotations is None:
+        return _recorded_annotations(gt_path, store), np.asarray(store.source_index), store.joint_set
     # The store records the sha256 of the file it was converted from: scoring against
     # another file would match people by the wrong ids.
+    annotations = Path(annotations)
     recorded = {src.get("file"): src.get("sha256") for src in store.attrs.get("sources", [])}
     if recorded and sha256_of(annotations) not in recorded.values():
         raise UserError(
@@ -83,6 +83,27 @@ def _coco_people(gt_path: Path, annotations) -> tuple[Path, np.ndarray, JointSet
             f"(sha256 differs from the store's sources {sorted(recorded)})"
         )
     return annotations, np.asarray(store.source_index), store.joint_set
+
+
+def _recorded_annotations(gt_path: Path, store) -> Path:
+    """The annotation file a COCO store was converted from (its first source), where the store
+    recorded it: still there and unchanged (the same sha256), else one line saying to give
+    --annotations."""
+    source = (store.attrs.get("sources") or [{}])[0]
+    path, sha256 = source.get("path"), source.get("sha256")
+    if not path:
+        raise UserError(
+            f"OKS AP needs the COCO annotation file of {gt_path}, which does not record where its "
+            f"{source.get('file') or 'annotation file'} lay (converted before stores did): give --annotations"
+        )
+    if not Path(path).is_file():
+        raise UserError(f"{gt_path} was converted from {path}, which is gone: give --annotations (that file, moved)")
+    if sha256_of(path) != sha256:
+        raise UserError(
+            f"{path} has changed since {gt_path} was converted from it (sha256 differs): give --annotations "
+            "(the file as it was then)"
+        )
+    return Path(path)
 
 
 def _evaluate_oks(preds_path, gt_path, annotations, oks_sigmas=None) -> dict:
@@ -166,8 +187,9 @@ def score(
     """Score a prediction file; write the table CSV (and the full evaluation JSON).
 
     `metric`: "pckh" (MPII), "pck" (LSP, FLIC: PCK@0.2 by torso size) or "oks" (COCO AP through
-    pycocotools, needs `annotations`, the COCO JSON the store was converted from, unless the
-    ground truth is that JSON); by default the ground truth's own (`default_metric`).
+    pycocotools, with `annotations`, the COCO JSON the store was converted from: by default the
+    file the store records, where it still is unchanged; none when the ground truth is that
+    JSON); by default the ground truth's own (`default_metric`).
     `split`: the people of an LSP / FLIC annotation file (`read_ground_truth`).
     `oks_sigmas`: OKS sigmas, one per joint (needed for a COCO-format set of its own).
     Returns the evaluation dict (`pose_pipeline.evaluate.metrics.curve_evaluation` or
@@ -206,7 +228,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "pycocotools); "
         "default: by the ground truth's format",
     )
-    p.add_argument("--annotations", help="oks: the COCO keypoint JSON the store was converted from")
+    p.add_argument(
+        "--annotations",
+        help="oks: the COCO keypoint JSON the store was converted from (default: the file the store "
+        "records, where it still is, unchanged)",
+    )
     p.add_argument(
         "--oks-sigmas",
         type=_sigma_list,

@@ -47,7 +47,9 @@ class CropPoseModel(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, codec: HeatmapCodec, flip_permutation=None):
         super().__init__()
-        self.model = model.eval()
+        # an inference graph: frozen weights, so that the exported file's outputs need no
+        # grad (a user's `.numpy()` works without `torch.no_grad()` or `.detach()`)
+        self.model = model.eval().requires_grad_(False)
         self.blur_sigma = codec.blur_sigma
         self.flip = flip_permutation is not None
         self.register_buffer(

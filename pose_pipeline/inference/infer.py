@@ -355,6 +355,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "checkpoint that does not record it)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -371,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
         args.canvas_size,
         args.context,
         args.device,
+        progress=args.progress,
         reduced_decode=args.reduced_decode,
     )
     print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, {summary['skipped']} skipped")

@@ -66,12 +66,7 @@ class ImageInput:
                 raise UserError(f"--images {self.path}: the video holds no frames")
         elif self.path.is_dir():
             self.root = self.path
-            found = (
-                p.relative_to(self.path)
-                for p in self.path.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            )
-            self.names = sorted(p.as_posix() for p in found if not any(s.startswith(".") for s in p.parts))
+            self.names = folder_images(self.path)
             if not self.names:
                 raise UserError(
                     f"--images {self.path}: no images in this folder or below (looked for "
@@ -105,6 +100,15 @@ class ImageInput:
                 position += 1
         finally:
             capture.release()
+
+
+def folder_images(folder: Path) -> list[str]:
+    """The images `infer` reads from a folder: the files below it, at any depth, named with an
+    `IMAGE_EXTENSIONS` suffix and neither hidden nor in a hidden folder, as sorted POSIX paths
+    relative to it. The workflow's infer rule takes the same list as its input (a new image in a
+    subfolder leaves the folder's own time alone, so the folder alone would not rerun it)."""
+    found = (p.relative_to(folder) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(p.as_posix() for p in found if not any(s.startswith(".") for s in p.parts))
 
 
 @dataclass

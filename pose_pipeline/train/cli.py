@@ -40,6 +40,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "(SLURM_GPUS_ON_NODE / CUDA_VISIBLE_DEVICES); 1: a plain process",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar per epoch")
+    p.epilog = (
+        "Writes in --out: model.pt, the weights after the last epoch (not the best-scoring epoch's); "
+        "checkpoints/best.pt, the validated epoch with the best score (without validation, the last), "
+        "which predict, infer and export take as --checkpoint alike; checkpoints/last.pt, the resumable "
+        "state; log.csv, one row per epoch."
+    )
 
 
 def count_or_auto(value: str) -> int | str:

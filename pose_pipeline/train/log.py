@@ -10,7 +10,8 @@ One row per epoch, written by `train` (rank 0) and read by `plots` and `summary`
   val_metric     PCKh@0.5 (MPII), PCK@0.2 (LSP, FLIC, COCO: by torso size), PCK@0.2 box (a custom
                  set without shoulders and hips: by the annotated joints' box)
   lr             learning rate after the epoch's schedule step (the next epoch's)
-  images_per_s   training throughput over all ranks
+  images_per_s   training throughput over all ranks (with `training.compile`, the first step of a
+                 session, which compiles, left out; empty for an epoch of that step alone)
   elapsed_s      training seconds so far, resumed sessions included
 
 Logs written before `val_score` had its name call it `val_pckh` (and have no `val_metric`);

@@ -9,7 +9,8 @@ save the last / best checkpoints. The finished model goes to `<out>/model.pt`,
 written last, so its presence means training completed.
 
 Outputs in `--out DIR`:
-  model.pt                 final weights + model config (what predict reads)
+  model.pt                 the last epoch's weights + model config (what the workflow predicts
+                           with); not the best-scoring epoch's, which is best.pt
   log.csv                  one row per epoch (columns: `training_log.py`)
   checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, `RunState`)
   checkpoints/best.pt      weights of the validated epoch with the best score
@@ -48,6 +49,7 @@ from pose_pipeline.train.setup import Run, announce, resume, setup, wrap_for_tra
 from pose_pipeline.train.state import (
     CHECKPOINT_FORMAT,
     DeviceLoss,
+    EpochPace,
     RunState,
     hours_minutes_seconds,
     model_record,
@@ -131,7 +133,8 @@ def _train(
     # one producer for all epochs: it prepares the next epoch's first batches during validation
     with run_batches(run, first, state.step - first * run.steps_per_epoch) as batches:
         for epoch in range(first, run.epochs):
-            row = train_one_epoch(run, state, epoch, batches, progress)
+            compiling = bool(run.training.get("compile")) and epoch == first  # torch.compile runs in its first step
+            row = train_one_epoch(run, state, epoch, batches, progress, compiling)
             run.scheduler.step()
             row["lr"] = run.optimizer.param_groups[0]["lr"]  # after the step: the next epoch's, as always
             if not world.main:
@@ -146,9 +149,12 @@ def _train(
 # ---------------------------------------------------------------------------- phases
 
 
-def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, progress: bool) -> dict:
+def train_one_epoch(
+    run: Run, state: RunState, epoch: int, batches: Prefetcher, progress: bool, compiling: bool = False
+) -> dict:
     """Train the epoch's remaining steps (all of them unless resumed inside it); a
-    resumable checkpoint every `checkpoint_every` steps. Returns its log row, not yet validated.
+    resumable checkpoint every `checkpoint_every` steps. Returns its log row, not yet validated
+    (`compiling`: its first step compiles the model, left out of images_per_s: `EpochPace`).
 
     The next batches are read and prepared in a background thread while the device runs this
     one (`run_batches`), and the loss stays on the device until it is logged (every
@@ -157,7 +163,8 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
 
     run.net.train()
     skip = state.step - epoch * run.steps_per_epoch  # batches of this epoch done before a resume
-    started, losses = time.monotonic(), DeviceLoss(run.world.device)
+    before = state.loss_before(skip)
+    pace, losses = EpochPace(run.loader.global_batch_size, compiling), DeviceLoss(run.world.device, before)
     bar = tqdm(
         total=run.steps_per_epoch,
         initial=skip,
@@ -168,16 +175,19 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
     )
     for batch in itertools.islice(batches, run.steps_per_epoch - skip):
         losses.add(train_step(run, batch), state.step)
+        pace.step()
         state.step += 1
         bar.update(1)
         checkpoint = state.step % run.training["checkpoint_every"] == 0
         if checkpoint or state.step % LOG_EVERY == 0:
-            bar.set_postfix(loss=f"{read_loss(run, losses):.2e}", refresh=False)
+            so_far = read_loss(run, losses)
+            bar.set_postfix(loss=f"{so_far:.2e}", refresh=False)
         if checkpoint and run.world.main:  # read_loss has refused a non-finite step before it
+            state.epoch_loss = (so_far, losses.steps)  # a resume carries the epoch's mean on
             save_checkpoint(run.last_path, checkpoint_state(run, state))
     mean = read_loss(run, losses)
+    state.epoch_loss = (0.0, 0)  # the epoch's mean goes into its row, not into the next epoch
     bar.close()
-    seconds = time.monotonic() - started
     return {
         "epoch": epoch + 1,
         "step": state.step,
@@ -185,7 +195,7 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, batches: Prefetcher, 
         "val_loss": "",
         "val_score": "",
         "val_metric": "",
-        "images_per_s": losses.steps * run.loader.global_batch_size / max(seconds, 1e-9),
+        "images_per_s": pace.images_per_s(),
     }
 
 
@@ -295,12 +305,12 @@ def record_epoch(run: Run, state: RunState, row: dict) -> None:
         else "not validated this epoch"
     )
     log.info(
-        "epoch %d/%d: train loss %.3e, %s, %.1f images/s, %s elapsed, %s left",
+        "epoch %d/%d: train loss %.3e, %s, %s, %s elapsed, %s left",
         row["epoch"],
         run.epochs,
         row["train_loss"],
         validation,
-        row["images_per_s"],
+        "compiling, images/s not measured" if row["images_per_s"] == "" else f"{row['images_per_s']:.1f} images/s",
         hours_minutes_seconds(row["elapsed_s"]),
         hours_minutes_seconds(left),
     )

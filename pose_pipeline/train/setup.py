@@ -259,7 +259,10 @@ def wrap_for_training(run: Run) -> torch.nn.Module:
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
-    return torch.compile(net) if run.training.get("compile") else net
+    if not run.training.get("compile"):
+        return net
+    run.info("compiling the model with torch.compile (the first steps take minutes on a CPU)")
+    return torch.compile(net)
 
 
 def _voice(world: World):

@@ -40,7 +40,9 @@ class RunState:
     step: optimiser steps done; log_rows: one `training_log` row per finished epoch;
     best_score / best_epoch: the best validation score so far and its epoch (None until a
     validation has run, and in a run without validation); elapsed_before: training
-    seconds of earlier sessions of this run.
+    seconds of earlier sessions of this run; epoch_loss: (mean, steps) of the loss of the
+    epoch under way over its steps so far, as a mid-epoch checkpoint takes it ((0.0, 0)
+    between epochs), so that a resumed epoch's train_loss is the mean of all its steps.
     """
 
     step: int = 0
@@ -48,6 +50,7 @@ class RunState:
     best_score: float | None = None
     best_epoch: int | None = None
     elapsed_before: float = 0.0
+    epoch_loss: tuple[float, int] = (0.0, 0)
     session_start: float = field(default_factory=time.monotonic, repr=False)  # not saved
 
     def elapsed(self) -> float:
@@ -60,6 +63,18 @@ class RunState:
     def improves(self, score: float) -> bool:
         return self.best_score is None or score > self.best_score
 
+    def loss_before(self, steps_done: int) -> tuple[float, int]:
+        """(mean, steps) of the loss of the current epoch's `steps_done` steps trained before
+        this session (`DeviceLoss` carries on from it); (0.0, 0) at an epoch's start, and where
+        the checkpoint does not hold it (one written before it did)."""
+        if steps_done and self.epoch_loss[1] != steps_done:
+            log.warning(
+                "the checkpoint holds no loss of this epoch's first %d steps: its train_loss is the mean "
+                "of the steps after the resume",
+                steps_done,
+            )
+        return self.epoch_loss if steps_done and self.epoch_loss[1] == steps_done else (0.0, 0)
+
     def to_checkpoint(self) -> dict:
         return {
             "step": self.step,
@@ -67,6 +82,7 @@ class RunState:
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "elapsed_s": self.elapsed(),
+            "epoch_loss": list(self.epoch_loss),
         }
 
     @classmethod
@@ -78,7 +94,8 @@ class RunState:
             scored = [r for r in rows if r["val_score"] != ""]
             best = max(scored, key=lambda r: r["val_score"], default=None)
             best_score, best_epoch = (best["val_score"], best["epoch"]) if best else (None, None)
-        return cls(state["step"], rows, best_score, best_epoch, state["elapsed_s"])
+        mean, steps = state.get("epoch_loss", (0.0, 0))
+        return cls(state["step"], rows, best_score, best_epoch, state["elapsed_s"], (float(mean), int(steps)))
 
 
 def seconds_left(elapsed_s: float, epochs_done: int, epochs: int) -> float:
@@ -99,15 +116,19 @@ class DeviceLoss:
     """The training loss summed on the device and read only when logged, so that a step never
     waits for the device (a `.item()` per step would). It also remembers the first step whose
     loss was not finite; `read` (on every rank: in DDP it is a collective) returns the mean
-    over ranks and steps added since the last `reset`, and that step (None if all were finite)."""
+    over ranks and steps, and that step (None if all were finite). `before`: (mean, steps) of
+    the epoch's steps trained before a resume (`RunState.loss_before`), which the mean takes in."""
 
     NONE_BAD = 2**62
 
-    def __init__(self, device: torch.device):
-        self.total = torch.zeros((), dtype=torch.float64, device=device)
+    def __init__(self, device: torch.device, before: tuple[float, int] = (0.0, 0)):
+        mean, steps = before
+        # every rank starts from the mean's sum: the all-reduced sum over ranks is then the
+        # world's, as each rank's steps were averaged over ranks too
+        self.total = torch.full((), mean * steps, dtype=torch.float64, device=device)
         self.first_bad = torch.full((), self.NONE_BAD, dtype=torch.int64, device=device)
         self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
-        self.steps = 0
+        self.steps = steps
 
     def add(self, loss: torch.Tensor, step: int) -> None:
         loss = loss.detach().to(torch.float64)
@@ -127,6 +148,27 @@ class DeviceLoss:
         first_bad, value = int(first_bad), float(self.bad_value)
         mean = float(total) / max(self.steps * world_size, 1)
         return mean, (None if first_bad == self.NONE_BAD else first_bad), value
+
+
+class EpochPace:
+    """Images per second of the steps an epoch trains in this session. With `warm_up` (a
+    compiled model's first step, during which torch.compile compiles it) the clock starts
+    after the first step, which is left out; an epoch of that step alone has no figure ("")."""
+
+    def __init__(self, images_per_step: int, warm_up: bool = False):
+        self.images_per_step, self.warm_up = images_per_step, warm_up
+        self.start, self.steps = time.monotonic(), 0
+
+    def step(self) -> None:
+        if self.warm_up:
+            self.warm_up, self.start = False, time.monotonic()
+        else:
+            self.steps += 1
+
+    def images_per_s(self) -> float | str:
+        if not self.steps:
+            return ""
+        return self.steps * self.images_per_step / max(time.monotonic() - self.start, 1e-9)
 
 
 # ------------------------------------------------------------------------- RNG state
@@ -230,8 +272,13 @@ def load_external(path, model, model_config: dict, optimizer, scheduler, joints:
 
 
 def store_fingerprint(store: PoseStore) -> dict:
-    """What identifies the training data: a regenerated store must not resume old weights."""
-    return {"sources": store.attrs.get("sources"), "num_samples": len(store), "converter": store.attrs.get("converter")}
+    """What identifies the training data: a regenerated store must not resume old weights. The
+    sources by name and content, not by where they lay (a store of the same files elsewhere, or
+    from before stores recorded the path, is the same data)."""
+    sources = store.attrs.get("sources")
+    if sources is not None:
+        sources = [{k: v for k, v in source.items() if k != "path"} for source in sources]
+    return {"sources": sources, "num_samples": len(store), "converter": store.attrs.get("converter")}
 
 
 def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int) -> dict:
