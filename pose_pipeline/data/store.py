@@ -146,8 +146,6 @@ class StoreWriter:
     ):
         """`compression_level`: Zstd's, of the metadata arrays and of zstd crops; `image_codec`:
         the crops' compressor (IMAGE_CODECS)."""
-        import zarr
-
         self.path = Path(path)
         self.compression_level = compression_level
         compressor = image_compressor(image_codec, compression_level)  # a bad name fails before any write
@@ -156,9 +154,22 @@ class StoreWriter:
         remove_stale_partials(self.path)
         self.tmp_path = partial_path(self.path)
         shutil.rmtree(self.tmp_path, ignore_errors=True)
-        self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
         self.joints = joints
         self.canvas_size = canvas_size
+        self.num_samples = 0
+        self._fast_image_array = None  # the image array opened through zarrs, on the first write
+        try:
+            self._create(max_samples, shard_size, compressor, attrs or {})
+        except BaseException:  # e.g. a full disk: no half-made store left beside the target
+            self.abort()
+            raise
+
+    def _create(self, max_samples: int, shard_size: int, compressor, attrs: dict) -> None:
+        """The group at the temporary path, its image array and its attributes."""
+        import zarr
+
+        self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+        canvas_size = self.canvas_size
         shape = (max_samples, canvas_size, canvas_size, 3)
         self.image_array = self.group.create_array(  # kept: its config (write_empty_chunks) is not stored
             "image",
@@ -171,15 +182,13 @@ class StoreWriter:
         self.group.update_attributes(  # one write of zarr.json (attrs.update writes it once per key)
             {
                 "schema_version": SCHEMA_VERSION,
-                **joints.to_dict(),
+                **self.joints.to_dict(),
                 "canvas_size": canvas_size,
                 "shard_size": shard_size,
                 "package_version": __version__,
-                **(attrs or {}),
+                **attrs,
             }
         )
-        self.num_samples = 0
-        self._fast_image_array = None  # the image array opened through zarrs, on the first write
 
     def _codecs(self, compressor=None) -> dict:
         """Checksummed chunks, each written even when all zero: a damaged or missing file is then
