@@ -34,7 +34,7 @@ from pose_pipeline.core.joints import JOINT_SETS, JointSet
 from pose_pipeline.core.keypoints import check_keypoints
 from pose_pipeline.data.formats.matlab import load_mat
 from pose_pipeline.errors import UserError
-from pose_pipeline.util.atomic import atomic_output, write_text_atomic
+from pose_pipeline.util.atomic import write_files_atomic, write_text_atomic
 
 CSV_COLUMNS = ("index", "image", "joint", "x", "y")
 
@@ -51,8 +51,8 @@ def _check_preds(preds) -> np.ndarray:
     return preds
 
 
-def write_predictions_mat(path, preds) -> None:
-    """Write `preds` (N,J,2) float64 as the MATLAB v5 variable `preds`, atomically.
+def predictions_mat_bytes(preds) -> bytes:
+    """`preds` (N,J,2) float64 as the MATLAB v5 variable `preds`.
 
     Coordinates are in the annotation file's own pixel convention (for MPII / LSP the
     1-based MATLAB pixels: annotated = array coordinate + 1), which is what the reference
@@ -60,11 +60,14 @@ def write_predictions_mat(path, preds) -> None:
     """
     import scipy.io
 
-    preds = _check_preds(preds)
-    with atomic_output(path) as tmp:
-        # A file object: given a name, savemat would append ".mat" to the temporary name.
-        with open(tmp, "wb") as f:
-            scipy.io.savemat(f, {"preds": preds}, format="5", oned_as="row")
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"preds": _check_preds(preds)}, format="5", oned_as="row")
+    return buffer.getvalue()
+
+
+def write_predictions_mat(path, preds) -> None:
+    """`predictions_mat_bytes` written to `path`, atomically."""
+    write_files_atomic({path: predictions_mat_bytes(preds)})
 
 
 def _joint_names(joint_names, num_joints: int) -> list[str]:
@@ -74,12 +77,12 @@ def _joint_names(joint_names, num_joints: int) -> list[str]:
     return names
 
 
-def write_predictions_csv(path, preds, image_names, joint_names, scores=None) -> None:
-    """Write predictions as CSV rows `index,image,joint,x,y` (one per sample-joint),
-    atomically; with `scores` (N,J) a `score` column is appended.
+def predictions_csv_text(preds, image_names, joint_names, scores=None) -> str:
+    """Predictions as CSV rows `index,image,joint,x,y` (one per sample-joint); with `scores`
+    (N,J) a `score` column is appended.
 
     `joint_names` is a sequence of J names or a `JointSet`; coordinates as in
-    `write_predictions_mat` (the annotation file's pixel convention).
+    `predictions_mat_bytes` (the annotation file's pixel convention).
     """
     preds = _check_preds(preds)
     n, j, _ = preds.shape
@@ -100,7 +103,24 @@ def write_predictions_csv(path, preds, image_names, joint_names, scores=None) ->
             if scores is not None:
                 row.append(repr(float(scores[i, k])))
             writer.writerow(row)
-    write_text_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_predictions_csv(path, preds, image_names, joint_names, scores=None) -> None:
+    """`predictions_csv_text` written to `path`, atomically."""
+    write_text_atomic(path, predictions_csv_text(preds, image_names, joint_names, scores))
+
+
+def write_predictions(mat_path, csv_path, preds, store, scores) -> None:
+    """A store's predictions as both files, replaced together or not at all
+    (`atomic.write_files_atomic`): never a new .mat beside an old .csv."""
+    names, joints = list(store.image_name), list(store.joint_set.joints)
+    write_files_atomic(
+        {
+            mat_path: predictions_mat_bytes(preds),
+            csv_path: predictions_csv_text(preds, names, joints, scores).encode("utf-8"),
+        }
+    )
 
 
 # ------------------------------------------------------------------- reading predictions
