@@ -100,6 +100,10 @@ PER_SAMPLE_ARRAYS = {
 }
 
 
+# the numeric arrays of a store's fingerprint (`PoseStore.fingerprint`), each in a fixed byte order
+FINGERPRINTED_ARRAYS = {"source_index": "<i8", "keypoints": "<f4", "visible": "u1", "head_size": "<f8"}
+
+
 def is_store(path) -> bool:
     """True for a folder holding a pose-pipeline store (of any schema version)."""
     try:
@@ -340,6 +344,16 @@ class PoseStore:
     def verify(self) -> list[str]:
         """Read every chunk of every array: one message per missing or damaged file."""
         return store_check.verify(self)
+
+    def fingerprint(self) -> str:
+        """The sha256 of the store's people as scoring sees them, in order: image names, source
+        indices and ground truth (keypoints, visible, head sizes). `predict` records it in its
+        prediction file, and `score` refuses the file against a store with another fingerprint:
+        other people, or other annotations of them, whatever their count and joints."""
+        digest = hashlib.sha256(json.dumps([str(name) for name in self.image_name]).encode())
+        for name, dtype in FINGERPRINTED_ARRAYS.items():
+            digest.update(np.ascontiguousarray(getattr(self, name), dtype=dtype).tobytes())
+        return digest.hexdigest()
 
     def keypoints_in_canvas(self) -> np.ndarray:
         """(N,J,2) keypoints projected into the stored crops."""

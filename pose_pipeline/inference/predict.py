@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (this project's or PyTorch-Pose)")
     p.add_argument("--store", required=True, help="converted store to predict")
-    p.add_argument("--out-mat", required=True, help="reference prediction file (MATLAB `preds`, N x J x 2)")
+    p.add_argument(
+        "--out-mat",
+        required=True,
+        help="reference prediction file (MATLAB `preds`, N x J x 2, and `store_fingerprint`: the store predicted)",
+    )
     p.add_argument("--out-csv", required=True, help="the same as a table: sample,image,joint,x,y,score")
     add_evaluation_options(p, "crops")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
