@@ -27,7 +27,14 @@ from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core.joints import PERSON_BOX
 from pose_pipeline.data.convert_crops import sample_affines, write_crops
 from pose_pipeline.data.formats.readers import READERS, Samples
-from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, check_store_replaceable, sha256_of
+from pose_pipeline.data.store import (
+    IMAGE_CODECS,
+    IMAGE_ZSTD_LEVEL,
+    StoreWriter,
+    check_store_replaceable,
+    lock_store,
+    sha256_of,
+)
 from pose_pipeline.errors import UserError
 from pose_pipeline.util.atomic import atomic_output, check_no_overlap, partial_path
 from pose_pipeline.util.output_errors import writing
@@ -157,21 +164,22 @@ def convert(
         },
         flip_pairs,
     )
-    samples = READERS[fmt](
-        annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs}
-    )
-    if len(samples) == 0:
-        raise UserError(f"{annotations}: no annotated people in split {split!r}")
+    with lock_store(out, "pose-pipeline convert"):  # a second convert into `out` is refused
+        samples = READERS[fmt](
+            annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs}
+        )
+        if len(samples) == 0:
+            raise UserError(f"{annotations}: no annotated people in split {split!r}")
 
-    reject = _Rejections(annotations, samples, on_bad_sample)
-    keep = reject.check_annotations(joints_required=split != "test")
-    with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
-        affines = sample_affines(samples, canvas_size, context)
+        reject = _Rejections(annotations, samples, on_bad_sample)
+        keep = reject.check_annotations(joints_required=split != "test")
+        with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
+            affines = sample_affines(samples, canvas_size, context)
 
-    converter = {"canvas_size": canvas_size, "context": context, "shard_size": shard_size}
-    converter.update(on_bad_sample=on_bad_sample, reduced_decode=reduced_decode, image_codec=image_codec)
-    attrs = _store_attrs(fmt, samples, split, dataset or annotations.stem, (annotations, val_split), converter)
-    written = write_store(out, samples, images, keep, affines, reject, attrs, workers, progress)
+        converter = {"canvas_size": canvas_size, "context": context, "shard_size": shard_size}
+        converter.update(on_bad_sample=on_bad_sample, reduced_decode=reduced_decode, image_codec=image_codec)
+        attrs = _store_attrs(fmt, samples, split, dataset or annotations.stem, (annotations, val_split), converter)
+        written = write_store(out, samples, images, keep, affines, reject, attrs, workers, progress)
     if reject.bad:
         log.warning("skipped %d bad samples, listed in %s", len(reject.bad), bad_samples_path(out))
     return {"samples": len(written), "skipped": len(reject.bad), "store": str(out)}

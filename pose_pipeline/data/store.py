@@ -42,7 +42,13 @@ from pose_pipeline.core.joints import JointSet
 from pose_pipeline.data import store_check
 from pose_pipeline.data.store_check import StoreDamage, checked_read
 from pose_pipeline.errors import UserError
-from pose_pipeline.util.atomic import check_replaceable, partial_path, remove_stale_partials, replace_folder
+from pose_pipeline.util.atomic import (
+    check_replaceable,
+    exclusive_lock,
+    partial_path,
+    remove_stale_partials,
+    replace_folder,
+)
 
 SCHEMA_VERSION = 1
 
@@ -122,6 +128,13 @@ def is_store(path) -> bool:
 def check_store_replaceable(path) -> None:
     """Refuse a store output at `path` unless it is new, an empty folder or a store."""
     check_replaceable(path, "convert", is_store, "no zarr.json with a store's schema_version and joint_set")
+
+
+def lock_store(path, what: str):
+    """Hold the lock on writing the store at `path` (`atomic.exclusive_lock`), by a file beside
+    it: the store folder itself is swapped whole, a lock inside would go with it."""
+    path = Path(path)
+    return exclusive_lock(path, what, lock_file=path.with_name(f".{path.name}.lock"))
 
 
 def sha256_of(path: str | os.PathLike, block: int = 1 << 20) -> str:

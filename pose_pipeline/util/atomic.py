@@ -276,31 +276,52 @@ def atomic_folder(path, stage: str, marker_fields: dict | None = None) -> Iterat
 
 
 @contextlib.contextmanager
-def exclusive_lock(folder: Path, what: str) -> Iterator[None]:
-    """Hold `folder/.lock` for the duration (flock: released by the kernel when the process dies,
-    so a killed run never leaves a stale lock); a second holder is refused naming the first."""
-    import fcntl
-    import socket
-    import time
-
+def exclusive_lock(folder: Path, what: str, lock_file: Path | None = None) -> Iterator[None]:
+    """Hold a lock on writing `folder` for the duration, by default the file `folder/.lock`;
+    a folder that is replaced whole (a store) is locked by a `lock_file` beside it. flock: the
+    kernel releases it when the process dies, so a killed run never leaves a stale lock; a
+    second holder is refused naming the first. The file is removed on release."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock_path = folder / ".lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock_path = Path(lock_file) if lock_file is not None else folder / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _locked_file(lock_path, folder, what)
     try:
+        with writing(lock_path):
+            os.ftruncate(fd, 0)
+            os.write(fd, _lock_holder(what).encode())
+        yield
+    finally:
+        # removed while still held: a process that opened it meanwhile finds it gone (`_locked_file`)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _locked_file(lock_path: Path, folder: Path, what: str) -> int:
+    """An open descriptor of `lock_path`, locked; UserError naming the holder if it is held."""
+    import fcntl
+
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise UserError(
                 f"{folder}: {holder} is writing here ({what}); wait for it to finish or choose another output folder"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(
-            fd,
-            f"{what} pid {os.getpid()} on {socket.gethostname()}, started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
-        )
-        yield
-    finally:
-        os.close(fd)
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # locked a file its holder removed on release: take the one there now
+
+
+def _lock_holder(what: str) -> str:
+    import socket
+    import time
+
+    return f"{what} pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
