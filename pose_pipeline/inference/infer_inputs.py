@@ -66,10 +66,12 @@ class ImageInput:
                 raise UserError(f"--images {self.path}: the video holds no frames")
         elif self.path.is_dir():
             self.root = self.path
+            # A link named as an image that leads nowhere (dangling, or a loop) is listed too: its
+            # read fails, and so it is reported and listed in skipped.csv, not left out unsaid.
             found = (
                 p.relative_to(self.path)
                 for p in self.path.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists()))
             )
             self.names = sorted(p.as_posix() for p in found if not any(s.startswith(".") for s in p.parts))
             if not self.names:
