@@ -9,7 +9,6 @@ Exit codes: 0 done, 1 bad input (a file, option or config the message names), 2 
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import os
@@ -17,8 +16,7 @@ import sys
 
 from pose_pipeline import __version__
 from pose_pipeline.errors import UserError
-
-OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+from pose_pipeline.util.output_errors import unnamed_failure
 
 # subcommand -> (module, one-line help)
 STAGES = {
@@ -121,12 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         close_progress_bars()
         print(f"pose-pipeline {args.stage}: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        if exc.errno not in OUTPUT_ERRNOS:
+    except (OSError, RuntimeError) as exc:
+        # disk full, quota, file-size limit, read-only or forbidden output that no stage named
+        # (`output_errors.writing` names the output where a stage writes): no traceback either
+        line = unnamed_failure(exc)
+        if line is None:
             raise
-        # disk full, quota, read-only or forbidden output: the file and the cause, no traceback
         close_progress_bars()
-        print(f"pose-pipeline {args.stage}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        print(f"pose-pipeline {args.stage}: error: {line}", file=sys.stderr)
         return 1
 
 

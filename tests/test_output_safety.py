@@ -20,7 +20,7 @@ from conftest import make_random_store, random_checkpoint
 
 from pose_pipeline import __version__, cli
 from pose_pipeline.data.demo import generate as demo_data
-from pose_pipeline.data.store import PER_SAMPLE_ARRAYS, is_store, open_store
+from pose_pipeline.data.store import OPTIONAL_ARRAYS, PER_SAMPLE_ARRAYS, is_store, open_store
 from pose_pipeline.errors import UserError
 from pose_pipeline.util import atomic
 
@@ -285,7 +285,7 @@ def store_is_complete(path: Path) -> bool:
     n = len(store)
     group = store.group
     return (
-        all(name in group and group[name].shape[0] == n for name in PER_SAMPLE_ARRAYS)
+        all(name in group and group[name].shape[0] == n for name in PER_SAMPLE_ARRAYS if name not in OPTIONAL_ARRAYS)
         and store.images(0, n).shape[0] == n
     )
 

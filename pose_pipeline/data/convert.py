@@ -27,9 +27,17 @@ from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core.joints import PERSON_BOX
 from pose_pipeline.data.convert_crops import sample_affines, write_crops
 from pose_pipeline.data.formats.readers import READERS, Samples
-from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, StoreWriter, check_store_replaceable, sha256_of
+from pose_pipeline.data.store import (
+    IMAGE_CODECS,
+    IMAGE_ZSTD_LEVEL,
+    StoreWriter,
+    check_store_replaceable,
+    lock_store,
+    sha256_of,
+)
 from pose_pipeline.errors import UserError
-from pose_pipeline.util.atomic import atomic_output, check_no_overlap
+from pose_pipeline.util.atomic import atomic_output, check_no_overlap, partial_path
+from pose_pipeline.util.output_errors import writing
 
 log = logging.getLogger(__name__)
 
@@ -159,39 +167,59 @@ def convert(
         },
         flip_pairs,
     )
-    samples = READERS[fmt](
-        annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs}
-    )
-    if len(samples) == 0:
-        raise UserError(f"{annotations}: no annotated people in split {split!r}")
-
-    reject = _Rejections(annotations, samples, on_bad_sample)
-    keep = reject.check_annotations(joints_required=split != "test")
-    with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
-        affines = sample_affines(samples, canvas_size, context)
-
-    converter = {
-        "canvas_size": canvas_size,
-        "context": context,
-        "shard_size": shard_size,
-        "on_bad_sample": on_bad_sample,
-        "reduced_decode": reduced_decode,
-        "image_codec": image_codec,
-    }
-    attrs = _store_attrs(fmt, samples, split, dataset or annotations.stem, (annotations, val_split), converter)
-    writer = StoreWriter(out, len(keep), samples.joints, canvas_size, shard_size, attrs=attrs, image_codec=image_codec)
-    try:
-        written = write_crops(
-            writer, samples, images, keep, affines, reject, shard_size, workers, progress, reduced_decode
+    with lock_store(out, "pose-pipeline convert"):  # a second convert into `out` is refused
+        samples = READERS[fmt](
+            annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs}
         )
-        reject.settle(out, split, written)
-        finish_store(writer, samples, affines, np.asarray(written, dtype=np.int64))
-    except BaseException:
-        writer.abort()
-        raise
+        if len(samples) == 0:
+            raise UserError(f"{annotations}: no annotated people in split {split!r}")
+
+        reject = _Rejections(annotations, samples, on_bad_sample)
+        keep = reject.check_annotations(joints_required=split != "test")
+        with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
+            affines = sample_affines(samples, canvas_size, context)
+
+        converter = {"canvas_size": canvas_size, "context": context, "shard_size": shard_size}
+        converter.update(on_bad_sample=on_bad_sample, reduced_decode=reduced_decode, image_codec=image_codec)
+        attrs = _store_attrs(fmt, samples, split, dataset or annotations.stem, (annotations, val_split), converter)
+        written = write_store(out, samples, images, keep, affines, reject, attrs, workers, progress)
     if reject.bad:
         log.warning("skipped %d bad samples, listed in %s", len(reject.bad), bad_samples_path(out))
     return {"samples": len(written), "skipped": len(reject.bad), "store": str(out)}
+
+
+def write_store(
+    out: Path, samples: Samples, images: Path, keep, affines, reject, attrs: dict, workers, progress: bool
+) -> list[int]:
+    """The `keep` samples' crops and metadata as the store `out` (built beside it and swapped in
+    whole, `StoreWriter`), the converter's parameters those of `attrs`; returns the samples
+    written. A write the system refuses (a full disk, a file-size limit) is one line naming the
+    store, which is left as it was."""
+    converter = attrs["converter"]
+    canvas_size, shard_size = converter["canvas_size"], converter["shard_size"]
+    with writing({partial_path(out): out}):
+        writer = StoreWriter(
+            out, len(keep), samples.joints, canvas_size, shard_size, attrs=attrs, image_codec=converter["image_codec"]
+        )
+        try:
+            written = write_crops(
+                writer,
+                samples,
+                images,
+                keep,
+                affines,
+                reject,
+                shard_size,
+                workers,
+                progress,
+                bool(converter.get("reduced_decode")),
+            )
+            reject.settle(out, attrs["split"], written)
+            finish_store(writer, samples, affines, np.asarray(written, dtype=np.int64))
+        except BaseException:
+            writer.abort()
+            raise
+    return written
 
 
 class _Rejections:

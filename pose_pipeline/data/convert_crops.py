@@ -8,7 +8,10 @@ store whole shards at a time (`write_crops`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -114,7 +117,9 @@ def write_crops(
             written.extend(index[:take].tolist())
             pending[:] = [(crops[take:], index[take:])] if take < len(index) else []
 
-    with one_opencv_thread(), ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+    parent = os.getpid()
+    pool = ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(parent,)) if workers > 1 else _Serial()
+    with one_opencv_thread(), pool:
         bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not progress)
         for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
             ok = np.array([not p for p in problems], dtype=bool)
@@ -144,6 +149,22 @@ def one_opencv_thread():
         yield
     finally:
         cv2.setNumThreads(threads)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the process that started it dies
+    (Linux's PR_SET_PDEATHSIG), so a convert killed outright (SIGKILL, the OOM killer) leaves no
+    worker behind, waiting for ever on a queue no one else will write to. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # it died before the prctl, which cannot take effect then
+        os._exit(1)
 
 
 class _Serial:

@@ -51,7 +51,13 @@ from pose_pipeline.core.joints import JointSet
 from pose_pipeline.data import store_check
 from pose_pipeline.data.store_check import StoreDamage, checked_read
 from pose_pipeline.errors import UserError
-from pose_pipeline.util.atomic import check_replaceable, partial_path, remove_stale_partials, replace_folder
+from pose_pipeline.util.atomic import (
+    check_replaceable,
+    exclusive_lock,
+    partial_path,
+    remove_stale_partials,
+    replace_folder,
+)
 
 SCHEMA_VERSION = 1
 
@@ -113,6 +119,10 @@ PER_SAMPLE_ARRAYS = {
 OPTIONAL_ARRAYS = ("occluded",)
 
 
+# the numeric arrays of a store's fingerprint (`PoseStore.fingerprint`), each in a fixed byte order
+FINGERPRINTED_ARRAYS = {"source_index": "<i8", "keypoints": "<f4", "visible": "u1", "head_size": "<f8"}
+
+
 def is_store(path) -> bool:
     """True for a folder holding a pose-pipeline store (of any schema version)."""
     try:
@@ -131,6 +141,13 @@ def is_store(path) -> bool:
 def check_store_replaceable(path) -> None:
     """Refuse a store output at `path` unless it is new, an empty folder or a store."""
     check_replaceable(path, "convert", is_store, "no zarr.json with a store's schema_version and joint_set")
+
+
+def lock_store(path, what: str):
+    """Hold the lock on writing the store at `path` (`atomic.exclusive_lock`), by a file beside
+    it: the store folder itself is swapped whole, a lock inside would go with it."""
+    path = Path(path)
+    return exclusive_lock(path, what, lock_file=path.with_name(f".{path.name}.lock"))
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -156,8 +173,6 @@ class StoreWriter:
     ):
         """`compression_level`: Zstd's, of the metadata arrays and of zstd crops; `image_codec`:
         the crops' compressor (IMAGE_CODECS)."""
-        import zarr
-
         self.path = Path(path)
         self.compression_level = compression_level
         compressor = image_compressor(image_codec, compression_level)  # a bad name fails before any write
@@ -166,9 +181,22 @@ class StoreWriter:
         remove_stale_partials(self.path)
         self.tmp_path = partial_path(self.path)
         shutil.rmtree(self.tmp_path, ignore_errors=True)
-        self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
         self.joints = joints
         self.canvas_size = canvas_size
+        self.num_samples = 0
+        self._fast_image_array = None  # the image array opened through zarrs, on the first write
+        try:
+            self._create(max_samples, shard_size, compressor, attrs or {})
+        except BaseException:  # e.g. a full disk: no half-made store left beside the target
+            self.abort()
+            raise
+
+    def _create(self, max_samples: int, shard_size: int, compressor, attrs: dict) -> None:
+        """The group at the temporary path, its image array and its attributes."""
+        import zarr
+
+        self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+        canvas_size = self.canvas_size
         shape = (max_samples, canvas_size, canvas_size, 3)
         self.image_array = self.group.create_array(  # kept: its config (write_empty_chunks) is not stored
             "image",
@@ -181,15 +209,13 @@ class StoreWriter:
         self.group.update_attributes(  # one write of zarr.json (attrs.update writes it once per key)
             {
                 "schema_version": SCHEMA_VERSION,
-                **joints.to_dict(),
+                **self.joints.to_dict(),
                 "canvas_size": canvas_size,
                 "shard_size": shard_size,
                 "package_version": __version__,
-                **(attrs or {}),
+                **attrs,
             }
         )
-        self.num_samples = 0
-        self._fast_image_array = None  # the image array opened through zarrs, on the first write
 
     def _codecs(self, compressor=None) -> dict:
         """Checksummed chunks, each written even when all zero: a damaged or missing file is then
@@ -364,6 +390,16 @@ class PoseStore:
     def verify(self) -> list[str]:
         """Read every chunk of every array: one message per missing or damaged file."""
         return store_check.verify(self)
+
+    def fingerprint(self) -> str:
+        """The sha256 of the store's people as scoring sees them, in order: image names, source
+        indices and ground truth (keypoints, visible, head sizes). `predict` records it in its
+        prediction file, and `score` refuses the file against a store with another fingerprint:
+        other people, or other annotations of them, whatever their count and joints."""
+        digest = hashlib.sha256(json.dumps([str(name) for name in self.image_name]).encode())
+        for name, dtype in FINGERPRINTED_ARRAYS.items():
+            digest.update(np.ascontiguousarray(getattr(self, name), dtype=dtype).tobytes())
+        return digest.hexdigest()
 
     def keypoints_in_canvas(self) -> np.ndarray:
         """(N,J,2) keypoints projected into the stored crops."""

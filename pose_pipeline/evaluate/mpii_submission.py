@@ -37,7 +37,7 @@ def write(release_path, store_path, preds_path, out) -> dict:
     from pose_pipeline.core.joints import MPII
     from pose_pipeline.data.formats import mpii_test
     from pose_pipeline.data.store import open_store
-    from pose_pipeline.inference.prediction_files import check_image_names, read_predictions
+    from pose_pipeline.inference.prediction_files import check_image_names, check_store_fingerprint, read_predictions
 
     release_path, store_path, preds_path = Path(release_path), Path(store_path), Path(preds_path)
     store = open_store(store_path)
@@ -50,6 +50,7 @@ def write(release_path, store_path, preds_path, out) -> dict:
             "people: predictions of another store?"
         )
     check_image_names(preds_path, store_path, names)
+    check_store_fingerprint(preds_path, store_path)
     release = mpii_test.load_test_release(release_path)
     pred = mpii_test.submission_annolist(release, store.source_index, preds, names, what=str(preds_path))
     mpii_test.write_submission(out, pred)

@@ -34,7 +34,12 @@ from pose_pipeline.evaluate.ground_truth import ground_truth_format, ground_trut
 from pose_pipeline.evaluate.metrics import pckh_evaluation
 from pose_pipeline.evaluate.pck_torso import pck_torso_evaluation
 from pose_pipeline.evaluate.score_files import table_rows, write_score_files
-from pose_pipeline.inference.prediction_files import check_image_names, read_person_scores, read_predictions
+from pose_pipeline.inference.prediction_files import (
+    check_image_names,
+    check_store_fingerprint,
+    read_person_scores,
+    read_predictions,
+)
 
 # --------------------------------------------------------------------------- scoring
 
@@ -146,6 +151,7 @@ def evaluate(
     metric = metric or default_metric(gt_path)
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    check_store_fingerprint(preds_path, gt_path)
     if metric == "oks":
         if split is not None:
             raise UserError(f"--split {split}: OKS AP scores every person of {gt_path}")

@@ -66,7 +66,7 @@ class ImageInput:
                 raise UserError(f"--images {self.path}: the video holds no frames")
         elif self.path.is_dir():
             self.root = self.path
-            self.names = folder_images(self.path)
+            self.names = folder_images(self.path, broken_links=True)
             if not self.names:
                 raise UserError(
                     f"--images {self.path}: no images in this folder or below (looked for "
@@ -102,12 +102,21 @@ class ImageInput:
             capture.release()
 
 
-def folder_images(folder: Path) -> list[str]:
+def folder_images(folder: Path, broken_links: bool = False) -> list[str]:
     """The images `infer` reads from a folder: the files below it, at any depth, named with an
     `IMAGE_EXTENSIONS` suffix and neither hidden nor in a hidden folder, as sorted POSIX paths
     relative to it. The workflow's infer rule takes the same list as its input (a new image in a
-    subfolder leaves the folder's own time alone, so the folder alone would not rerun it)."""
-    found = (p.relative_to(folder) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    subfolder leaves the folder's own time alone, so the folder alone would not rerun it).
+
+    `broken_links`: also a link so named that leads nowhere (dangling, or a loop), as infer
+    lists it: its read fails, so it is reported in skipped.csv rather than left out unsaid (a
+    workflow input must exist, so the rule's list leaves it out)."""
+    found = (
+        p.relative_to(folder)
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and (p.is_file() or (broken_links and p.is_symlink() and not p.exists()))
+    )
     return sorted(p.as_posix() for p in found if not any(s.startswith(".") for s in p.parts))
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.core.joints import JointSet
+from pose_pipeline.errors import UserError
+from pose_pipeline.util.output_errors import naming
 
 RESULTS_FILE, TABLE_FILE, SKIPPED_FILE, DRAWINGS = "keypoints.json", "keypoints.csv", "skipped.csv", "drawings"
 
@@ -75,11 +77,12 @@ def write_results(
         },
         "results": [p.record() for p in people],
     }
-    (folder / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    with naming(folder / RESULTS_FILE):
+        (folder / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     keypoints = np.array([p.keypoints for p in people]).reshape(len(people), joints.num_joints, 2)
     scores = np.array([p.scores for p in people]).reshape(len(people), joints.num_joints)
     write_predictions_csv(folder / TABLE_FILE, keypoints, [p.image for p in people], joints, scores)
-    with open(folder / SKIPPED_FILE, "w", newline="") as f:
+    with naming(folder / SKIPPED_FILE), open(folder / SKIPPED_FILE, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["image", "box", "reason"])
         out.writerows(skipped)
@@ -115,8 +118,12 @@ class Drawings:
             if path.suffix.lower() not in (".jpg", ".jpeg", ".png"):
                 path = path.with_name(path.name + ".png")
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), bgr):
-                raise OSError(f"could not write {path}")
+            # encoded here and written by Python: cv2.imwrite only says False, not why (a full disk?)
+            ok, encoded = cv2.imencode(path.suffix, bgr)
+            if not ok:
+                raise UserError(f"the drawing of {name}: OpenCV cannot encode it as {path.suffix}")
+            with naming(path):
+                path.write_bytes(encoded.tobytes())
             return
         if self.writer is None:
             path = self.folder / (Path(self.video_name).stem + ".mp4")

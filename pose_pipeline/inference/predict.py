@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (this project's or PyTorch-Pose)")
     p.add_argument("--store", required=True, help="converted store to predict")
-    p.add_argument("--out-mat", required=True, help="reference prediction file (MATLAB `preds`, N x J x 2)")
+    p.add_argument(
+        "--out-mat",
+        required=True,
+        help="reference prediction file (MATLAB `preds`, N x J x 2, and `store_fingerprint`: the store predicted)",
+    )
     p.add_argument("--out-csv", required=True, help="the same as a table: sample,image,joint,x,y,score")
     add_evaluation_options(p, "crops")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
@@ -40,7 +44,7 @@ def check_joint_names(path, checkpoint: dict, store) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pose_pipeline.inference.prediction_files import write_predictions_csv, write_predictions_mat
+    from pose_pipeline.inference.prediction_files import write_predictions
     from pose_pipeline.models import load_model, read_checkpoint
 
     device = resolve_device(args.device)
@@ -59,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     )
     codec = HeatmapCodec(input_size, blur_sigma=args.blur_sigma)
     preds, scores, _ = predict_store(model, store, codec, args.flip_test, args.batch_size, device, progress=True)
-    write_predictions_mat(args.out_mat, preds)
-    write_predictions_csv(args.out_csv, preds, list(store.image_name), list(store.joint_set.joints), scores)
+    write_predictions(args.out_mat, args.out_csv, preds, store, scores)
     print(f"{args.out_mat}: {preds.shape[0]} x {preds.shape[1]} x 2 predictions")
     return 0

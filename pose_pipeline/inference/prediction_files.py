@@ -7,6 +7,8 @@ Prediction files
 * MATLAB v5 `.mat` with variable `preds` of shape (N, J, 2) float64 (the reference
   prediction format), or a variable `pos_pred_src` of shape (J, 2, N) (the layout of
   `detections_our_format.mat`, whose published predictions can so be scored as they are);
+  `predict` adds the text variable `store_fingerprint`, the store it predicted
+  (`PoseStore.fingerprint`), so that `score` refuses the file against another store;
 * `.csv` with header `index,image,joint,x,y` (optionally `,score`), one row per
   sample-joint.
 
@@ -33,10 +35,12 @@ import numpy as np
 from pose_pipeline.core.joints import JOINT_SETS, JointSet
 from pose_pipeline.core.keypoints import check_keypoints
 from pose_pipeline.data.formats.matlab import load_mat
+from pose_pipeline.data.store import is_store, open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.util.atomic import atomic_output, write_text_atomic
+from pose_pipeline.util.atomic import write_files_atomic, write_text_atomic
 
 CSV_COLUMNS = ("index", "image", "joint", "x", "y")
+FINGERPRINT_VARIABLE = "store_fingerprint"  # of a .mat: the store the predictions were made from
 
 
 # ------------------------------------------------------------------- writing predictions
@@ -51,20 +55,28 @@ def _check_preds(preds) -> np.ndarray:
     return preds
 
 
-def write_predictions_mat(path, preds) -> None:
-    """Write `preds` (N,J,2) float64 as the MATLAB v5 variable `preds`, atomically.
+def predictions_mat_bytes(preds, store_fingerprint: str | None = None) -> bytes:
+    """`preds` (N,J,2) float64 as the MATLAB v5 variable `preds`, with the fingerprint of the store
+    they were made from (`PoseStore.fingerprint`) as the text variable `store_fingerprint`.
 
     Coordinates are in the annotation file's own pixel convention (for MPII / LSP the
     1-based MATLAB pixels: annotated = array coordinate + 1), which is what the reference
-    evaluation compares against `pos_gt_src`.
+    evaluation compares against `pos_gt_src`; it reads `preds` by name, so the extra variable
+    is no obstacle.
     """
     import scipy.io
 
-    preds = _check_preds(preds)
-    with atomic_output(path) as tmp:
-        # A file object: given a name, savemat would append ".mat" to the temporary name.
-        with open(tmp, "wb") as f:
-            scipy.io.savemat(f, {"preds": preds}, format="5", oned_as="row")
+    variables = {"preds": _check_preds(preds)}
+    if store_fingerprint is not None:
+        variables[FINGERPRINT_VARIABLE] = store_fingerprint
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, variables, format="5", oned_as="row")
+    return buffer.getvalue()
+
+
+def write_predictions_mat(path, preds, store_fingerprint: str | None = None) -> None:
+    """`predictions_mat_bytes` written to `path`, atomically."""
+    write_files_atomic({path: predictions_mat_bytes(preds, store_fingerprint)})
 
 
 def _joint_names(joint_names, num_joints: int) -> list[str]:
@@ -74,12 +86,12 @@ def _joint_names(joint_names, num_joints: int) -> list[str]:
     return names
 
 
-def write_predictions_csv(path, preds, image_names, joint_names, scores=None) -> None:
-    """Write predictions as CSV rows `index,image,joint,x,y` (one per sample-joint),
-    atomically; with `scores` (N,J) a `score` column is appended.
+def predictions_csv_text(preds, image_names, joint_names, scores=None) -> str:
+    """Predictions as CSV rows `index,image,joint,x,y` (one per sample-joint); with `scores`
+    (N,J) a `score` column is appended.
 
     `joint_names` is a sequence of J names or a `JointSet`; coordinates as in
-    `write_predictions_mat` (the annotation file's pixel convention).
+    `predictions_mat_bytes` (the annotation file's pixel convention).
     """
     preds = _check_preds(preds)
     n, j, _ = preds.shape
@@ -100,7 +112,24 @@ def write_predictions_csv(path, preds, image_names, joint_names, scores=None) ->
             if scores is not None:
                 row.append(repr(float(scores[i, k])))
             writer.writerow(row)
-    write_text_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_predictions_csv(path, preds, image_names, joint_names, scores=None) -> None:
+    """`predictions_csv_text` written to `path`, atomically."""
+    write_text_atomic(path, predictions_csv_text(preds, image_names, joint_names, scores))
+
+
+def write_predictions(mat_path, csv_path, preds, store, scores) -> None:
+    """A store's predictions as both files, replaced together or not at all
+    (`atomic.write_files_atomic`): never a new .mat beside an old .csv."""
+    names, joints = list(store.image_name), list(store.joint_set.joints)
+    write_files_atomic(
+        {
+            mat_path: predictions_mat_bytes(preds, store.fingerprint()),
+            csv_path: predictions_csv_text(preds, names, joints, scores).encode("utf-8"),
+        }
+    )
 
 
 # ------------------------------------------------------------------- reading predictions
@@ -264,6 +293,36 @@ def check_image_names(preds_path, gt_path, gt_names) -> None:
                 f"{preds_path}: sample {index} is image {names[index]!r}, but in the ground truth "
                 f"{gt_path} it is {gt_names[index]!r}: predictions of another split or order?"
             )
+
+
+def recorded_store_fingerprint(path) -> str | None:
+    """The fingerprint of the store a prediction .mat was made from, as `predict` records it;
+    None for a CSV or a .mat without it (older, or not `predict`'s)."""
+    path = Path(path)
+    if path.suffix.lower() != ".mat":
+        return None
+    value = load_mat(path, "predictions", variable_names=[FINGERPRINT_VARIABLE]).get(FINGERPRINT_VARIABLE)
+    if value is None:
+        return None
+    text = np.asarray(value).ravel()
+    return str(text[0]) if text.size == 1 else None
+
+
+def check_store_fingerprint(preds_path, gt_path) -> None:
+    """UserError when the predictions record a store other than the ground-truth store: of
+    other people, or other annotations of them, they would score as garbage, with the same
+    count and joints as much as without. (A CSV is bound to its store by its image names,
+    `check_image_names`.)"""
+    recorded = recorded_store_fingerprint(preds_path)
+    if recorded is None or not is_store(gt_path):
+        return
+    actual = open_store(gt_path).fingerprint()
+    if recorded != actual:
+        raise UserError(
+            f"{preds_path}: predicted from another store than {gt_path} (store fingerprint "
+            f"{recorded[:12]}..., this store's {actual[:12]}...: other people or other annotations); "
+            f"predict {gt_path} itself"
+        )
 
 
 def read_person_scores(path, num_samples: int) -> np.ndarray | None:

@@ -47,11 +47,25 @@ def strip_module_prefix(state_dict: dict) -> dict:
     return dict(state_dict)
 
 
+def looks_like_torch_file(path: Path) -> bool:
+    """Whether a file starts as torch.save writes one: a zip archive (since PyTorch 1.6), a
+    binary pickle (before; PyTorch-Pose's files) or a tar file (the oldest). Checked before
+    torch.load, which takes other text for pickled code and advises turning the safety off."""
+    with open(path, "rb") as f:
+        head = f.read(262)
+    return head.startswith((b"PK\x03\x04", b"\x80")) or head[257:262] == b"ustar"
+
+
 def read_checkpoint(path) -> dict:
     """The checkpoint dict, loaded without executing pickled code."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    if not looks_like_torch_file(path):
+        raise UserError(
+            f"{path}: not a PyTorch checkpoint (neither the zip archive torch.save writes nor the older "
+            "pickle or tar file)"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for bad files

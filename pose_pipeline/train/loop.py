@@ -270,10 +270,14 @@ def read_loss(run: Run, losses: DeviceLoss) -> float:
     checkpoint of a later step is written, so the last good one is kept."""
     mean, bad, value = losses.read(run.world.distributed, run.world.size)
     if bad is not None:
+        kept = (
+            f"the last good checkpoint {run.last_path} is kept"
+            if run.last_path.exists()
+            else "no checkpoint was written before it"
+        )
         raise NonFiniteLoss(
             f"loss is {value if not run.world.distributed else 'not finite'} at epoch "
-            f"{bad // run.steps_per_epoch + 1}, step {bad + 1}; the last good checkpoint "
-            f"{run.last_path} is kept (lower the learning rate?)"
+            f"{bad // run.steps_per_epoch + 1}, step {bad + 1}; {kept} (lower the learning rate?)"
         )
     return mean
 

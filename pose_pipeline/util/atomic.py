@@ -26,29 +26,63 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pose_pipeline.errors import UserError
+from pose_pipeline.util.output_errors import writing
+
+
+def temporary_beside(path: Path, suffix: str | None = None) -> Path:
+    """A fresh name in `path`'s folder for writing it; it keeps the target's suffix (or
+    `suffix`), because some writers pick the format from it (matplotlib's savefig). The writer
+    creates the file itself, so it gets the usual umask permissions (mkstemp's are 0600)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{suffix or path.suffix}")
 
 
 @contextlib.contextmanager
 def atomic_output(path, suffix: str | None = None):
-    """Yield a temporary path in the target's folder; on success rename it to `path`.
-
-    The temporary name keeps the target's suffix (or `suffix`), because some writers pick
-    the format from it (matplotlib's savefig). On an exception the temporary is removed
-    and the target is left as it was.
-    """
+    """Yield a temporary path in the target's folder (`temporary_beside`); on success rename it
+    to `path`. On an exception the temporary is removed and the target is left as it was; a
+    write the system refuses (a full disk, a file-size limit) is one line naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name the writer creates itself, so the file gets the usual umask permissions
-    # (mkstemp's are 0600).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{suffix or path.suffix}")
+    tmp = temporary_beside(path, suffix)
     try:
-        yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
+        with writing({tmp: path}):
+            yield tmp
+            fsync_path(tmp)
+            os.replace(tmp, path)
+            fsync_path(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+def write_files_atomic(contents: dict) -> None:
+    """Replace the files {path: bytes} together: all are written in full and flushed to
+    temporaries beside them first, then renamed into place one after another; on any failure
+    before the renames none is replaced and the temporaries are removed.
+
+    Between two renames only folder entries change, no data is written, so nothing but a crash
+    of the process or machine in that instant can part them: it would leave the files renamed
+    before it new and the others as they were. Snakemake marks a job's outputs incomplete until
+    the job ends, so it reruns a job that died there."""
+    staged: dict[Path, Path] = {}  # final path: temporary
+    try:
+        for path, data in contents.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = staged[path] = temporary_beside(path)
+            with writing({tmp: path}):
+                tmp.write_bytes(data)
+                fsync_path(tmp)
+        for path, tmp in staged.items():
+            with writing({tmp: path}):
+                os.replace(tmp, path)
+        for folder in {path.parent for path in staged}:
+            fsync_path(folder)
+    except BaseException:
+        for tmp in staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
 
 
@@ -70,8 +104,7 @@ def fsync_tree(folder: Path) -> None:
 
 
 def write_text_atomic(path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_files_atomic({path: text.encode("utf-8")})
 
 
 # ------------------------------------------------------------------------------ folders
@@ -219,7 +252,8 @@ def replace_folder(new: Path, path: Path) -> None:
 def atomic_folder(path, stage: str, marker_fields: dict | None = None) -> Iterator[Path]:
     """Yield a fresh temporary folder to fill; on success it gets `stage`'s marker (with
     `marker_fields`) and replaces `path` (see `check_replaceable` for what may be replaced);
-    on an exception it is removed."""
+    on an exception it is removed, and a write the system refuses is one line naming the
+    file's place under `path`."""
     path = Path(path)
     check_replaceable(path, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,10 +262,11 @@ def atomic_folder(path, stage: str, marker_fields: dict | None = None) -> Iterat
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        yield tmp
-        write_marker(tmp, stage, marker_fields)  # inside before the swap: never a complete folder without it
-        check_replaceable(path, stage)  # again: it may have changed meanwhile
-        replace_folder(tmp, path)
+        with writing({tmp: path}):
+            yield tmp
+            write_marker(tmp, stage, marker_fields)  # inside before the swap: never a complete folder without it
+            check_replaceable(path, stage)  # again: it may have changed meanwhile
+            replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -241,31 +276,52 @@ def atomic_folder(path, stage: str, marker_fields: dict | None = None) -> Iterat
 
 
 @contextlib.contextmanager
-def exclusive_lock(folder: Path, what: str) -> Iterator[None]:
-    """Hold `folder/.lock` for the duration (flock: released by the kernel when the process dies,
-    so a killed run never leaves a stale lock); a second holder is refused naming the first."""
-    import fcntl
-    import socket
-    import time
-
+def exclusive_lock(folder: Path, what: str, lock_file: Path | None = None) -> Iterator[None]:
+    """Hold a lock on writing `folder` for the duration, by default the file `folder/.lock`;
+    a folder that is replaced whole (a store) is locked by a `lock_file` beside it. flock: the
+    kernel releases it when the process dies, so a killed run never leaves a stale lock; a
+    second holder is refused naming the first. The file is removed on release."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock_path = folder / ".lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock_path = Path(lock_file) if lock_file is not None else folder / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _locked_file(lock_path, folder, what)
     try:
+        with writing(lock_path):
+            os.ftruncate(fd, 0)
+            os.write(fd, _lock_holder(what).encode())
+        yield
+    finally:
+        # removed while still held: a process that opened it meanwhile finds it gone (`_locked_file`)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _locked_file(lock_path: Path, folder: Path, what: str) -> int:
+    """An open descriptor of `lock_path`, locked; UserError naming the holder if it is held."""
+    import fcntl
+
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise UserError(
                 f"{folder}: {holder} is writing here ({what}); wait for it to finish or choose another output folder"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(
-            fd,
-            f"{what} pid {os.getpid()} on {socket.gethostname()}, started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
-        )
-        yield
-    finally:
-        os.close(fd)
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # locked a file its holder removed on release: take the one there now
+
+
+def _lock_holder(what: str) -> str:
+    import socket
+    import time
+
+    return f"{what} pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
