@@ -246,14 +246,21 @@ def _dataset_problems(datasets: dict) -> list[str]:
 
 def experiment_problems(exp: dict, datasets: dict) -> list[tuple[str, str]]:
     """(key, problem) of what the schema cannot check in one experiment (defaults filled in):
-    its dataset is defined, its heatmap fits its input. Written experiments and sweep points
-    are checked alike; each names where it is."""
+    its dataset is defined, its augmentation ranges are ranges, its heatmap fits its input.
+    Written experiments and sweep points are checked alike; each names where it is."""
     from pose_pipeline.core.codec import HEATMAP_STRIDE, HOURGLASS_DEPTH
 
     problems = []
     if exp["dataset"] not in datasets:
         problems.append(("dataset", f"unknown dataset {exp['dataset']!r}; defined: {', '.join(datasets)}"))
     training = exp["training"]
+    # JSON Schema bounds each end of a [low, high] range, not their order
+    problems += [
+        (f"training.augmentation.{key}", f"[{low:g}, {high:g}] is not a range: low must not exceed high")
+        for key in ("erase_area", "erase_ratio", "blur_sigma")
+        for low, high in [training["augmentation"][key]]
+        if low > high
+    ]
     if training["input_size"] != HEATMAP_STRIDE * training["heatmap_size"]:
         problems.append(
             (

@@ -61,9 +61,13 @@ class HeatmapCodec:
         """(2,3) network input -> heatmap (pixel edges aligned, so flips commute)."""
         return geometry.resize_affine(self.input_size, self.heatmap_size)
 
-    def canvas_to_input(self, canvas_size: int, context: float, scale=1.0, rotation_deg=0.0, flip=False) -> np.ndarray:
+    def canvas_to_input(
+        self, canvas_size: int, context: float, scale=1.0, rotation_deg=0.0, flip=False, center=None, box=None
+    ) -> np.ndarray:
         """Stored canvas -> network input, with augmentation (`geometry.canvas_to_input_affine`)."""
-        return geometry.canvas_to_input_affine(canvas_size, context, self.input_size, scale, rotation_deg, flip)
+        return geometry.canvas_to_input_affine(
+            canvas_size, context, self.input_size, scale, rotation_deg, flip, center, box
+        )
 
     def to_heatmap(self, to_input: np.ndarray) -> np.ndarray:
         """Any affine into the network input, continued into the heatmap."""

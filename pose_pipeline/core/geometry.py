@@ -146,20 +146,33 @@ def warp_batch(images, affines, out_size: int):
 
 
 def canvas_to_input_affine(
-    canvas_size: int, context: float, input_size: int, scale=1.0, rotation_deg=0.0, flip=False
+    canvas_size: int, context: float, input_size: int, scale=1.0, rotation_deg=0.0, flip=False, center=None, box=None
 ) -> np.ndarray:
     """Affine from a stored canvas to the network input, with optional augmentation.
 
     The canvas holds the person box enlarged by `context`; the input shows the box itself
     scaled by `scale` and rotated by `rotation_deg` about the canvas centre, mirrored when
-    `flip`. Vectorised over scale/rotation/flip arrays of length N -> (N,2,3).
+    `flip`. `center` (N,2) and `box` (N,) (canvas pixels, before `scale`) replace the person
+    box, for a shifted or half-body crop. Vectorised over arrays of length N -> (N,2,3).
     """
     scale = np.asarray(scale, dtype=np.float64)
-    centre = np.full(scale.shape + (2,), (canvas_size - 1) / 2.0)
-    box = canvas_size / context * scale
-    affine = crop_affine(centre, box, input_size, rotation_deg)
+    if center is None:
+        center = np.full(scale.shape + (2,), (canvas_size - 1) / 2.0)
+    box = canvas_size / context * scale if box is None else np.asarray(box, np.float64) * scale
+    affine = crop_affine(center, box, input_size, rotation_deg)
     flip = np.asarray(flip, dtype=bool)
     if flip.any():
         flipped = compose(hflip_affine(input_size), affine)
         affine = np.where(flip[..., None, None], flipped, affine)
     return affine
+
+
+def joints_box(points: np.ndarray, chosen: np.ndarray, padding: float) -> tuple[np.ndarray, np.ndarray]:
+    """The square box around each sample's chosen joints, as MMPose's half-body box for a
+    square input: centred on their mean, side max(width, height) x `padding`.
+    points (N,J,2), chosen (N,J) bool (at least one per sample) -> (centre (N,2), side (N,))."""
+    chosen = np.asarray(chosen, bool)[..., None]
+    count = chosen.sum(axis=1)
+    center = np.where(chosen, points, 0.0).sum(axis=1) / np.maximum(count, 1)
+    extent = np.where(chosen, points, -np.inf).max(axis=1) - np.where(chosen, points, np.inf).min(axis=1)
+    return center, extent.max(axis=-1) * padding

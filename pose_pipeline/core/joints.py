@@ -21,6 +21,10 @@ PCKH_HEAD_FACTOR = 0.6  # PCKh unit = 0.6 x the head-box diagonal (`SC_BIAS` of 
 SIDE_COLOURS = {"left": (31, 119, 180), "right": (214, 39, 40), "centre": (255, 215, 0)}
 
 
+# The lower body's joints by name, side prefix removed (`name_side`); every other joint is upper
+# body. Names, not indices, so custom COCO-format skeletons get the split too.
+LOWER_BODY = frozenset({"pelvis", "hip", "knee", "ankle", "heel", "foot", "big_toe", "small_toe", "toe"})
+
 # Name prefixes that place a joint on a side (lower case); a left joint's mirror is the right
 # joint with the same rest of the name and the matching prefix (left_ <-> right_, l_ <-> r_).
 SIDE_PREFIXES = {"left": ("l_", "left_"), "right": ("r_", "right_")}
@@ -111,6 +115,13 @@ class JointSet:
             flip_pairs=tuple(tuple(int(i) for i in p) for p in record.get("flip_pairs", ())),
             edges=tuple(tuple(int(i) for i in e) for e in record.get("edges", ())),
         )
+
+    def body_halves(self) -> tuple[np.ndarray, np.ndarray]:
+        """(upper, lower) joint indices, by name (`LOWER_BODY`): the half-body augmentation's
+        split. MPII: thorax, neck, head, arms above; pelvis, hips, legs below (MMPose's
+        `upper_body_ids` of MPII and COCO)."""
+        lower = np.array([name_side(n)[1] in LOWER_BODY for n in self.joints])
+        return np.flatnonzero(~lower), np.flatnonzero(lower)
 
     def edge_side(self, a: int, b: int) -> str:
         """The side of the edge between joints a and b: theirs when they agree, else the

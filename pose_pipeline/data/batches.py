@@ -10,6 +10,7 @@ of the uint8 crops, which measures ~2x faster there than grid_sample on float ca
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,11 @@ import torch
 
 from pose_pipeline.core import geometry
 from pose_pipeline.core.codec import HeatmapCodec
+from pose_pipeline.data.augmentation import Augmentation, blur_and_erase, crop_boxes, erase_rects
 from pose_pipeline.data.store import PoseStore
 from pose_pipeline.errors import UserError
+
+__all__ = ["Augmentation", "ShardBatches", "make_batch", "prepare_batch", "finish_batch", "trained_joints"]
 
 # Mean RGB of MPII training crops, subtracted from inputs as PyTorch-Pose does, so its
 # checkpoints see the input they were trained on.
@@ -42,25 +46,6 @@ def trained_joints(store: PoseStore, train_occluded: bool = True) -> np.ndarray:
             "stores recorded which labelled joints are occluded; convert it again"
         )
     return (labelled & (np.asarray(store.occluded) == 0)).astype(np.uint8)
-
-
-@dataclass
-class Augmentation:
-    scale: float = 0.25  # scale drawn from 1 +- scale
-    rotation: float = 30.0  # degrees, drawn from +- rotation ...
-    rotation_prob: float = 0.4  # ... with this probability, else 0
-    flip: bool = True
-    color: float = 0.2  # per-channel gain drawn from 1 +- color
-
-    def sample(self, rng: np.random.Generator, n: int) -> dict:
-        return {
-            "scale": rng.uniform(1 - self.scale, 1 + self.scale, n),
-            "rotation": np.where(
-                rng.random(n) < self.rotation_prob, rng.uniform(-self.rotation, self.rotation, n), 0.0
-            ),
-            "flip": (rng.random(n) < 0.5) if self.flip else np.zeros(n, bool),
-            "gain": rng.uniform(1 - self.color, 1 + self.color, (n, 3)),
-        }
 
 
 class ShardBatches:
@@ -215,6 +200,12 @@ class HostBatch:
     points: np.ndarray  # (B,J,2) joints in heatmap coordinates (flipped channels swapped)
     weights: np.ndarray  # (B,J) float32
     gain: np.ndarray | None  # (B,3) colour gains, None without colour augmentation
+    # blur and erasing (`augmentation.blur_and_erase`), None where not configured
+    blur_sigma: np.ndarray | None = None  # (B,) input pixels, 0: no blur
+    blur_radius: int = 0
+    erase_rects: np.ndarray | None = None  # (B,4) [x0, y0, x1, y1) input pixels
+    erase_seeds: np.ndarray | None = None  # (B,) noise seeds
+    erase_fill: str = "noise"
 
 
 def make_batch(
@@ -269,8 +260,12 @@ def prepare_batch(
         params = augmentation.sample(rng, n)
     elif params is None:
         params = {"scale": np.ones(n), "rotation": np.zeros(n), "flip": np.zeros(n, bool), "gain": np.ones((n, 3))}
+    # shift and half-body move and resize the crop box in the canvas: still one affine
+    center, box = crop_boxes(
+        params, keypoints_canvas, visible, store.joint_set.body_halves(), store.canvas_size, store.context
+    )
     to_input = codec.canvas_to_input(
-        store.canvas_size, store.context, params["scale"], params["rotation"], params["flip"]
+        store.canvas_size, store.context, params["scale"], params["rotation"], params["flip"], center, box
     )
     points = geometry.apply(codec.to_heatmap(to_input), keypoints_canvas)
     weights = visible.astype(np.float32)
@@ -279,7 +274,13 @@ def prepare_batch(
     points[flipped] = points[flipped][:, flip_permutation]
     weights[flipped] = weights[flipped][:, flip_permutation]
     gain = params["gain"] if augmentation is not None and augmentation.color else None
-    return HostBatch(images, to_input, points, weights, gain)
+    batch = HostBatch(images, to_input, points, weights, gain)
+    if "blur_sigma" in params:
+        batch.blur_sigma, batch.blur_radius = params["blur_sigma"], math.ceil(3 * augmentation.blur_sigma[1])
+    if "erase" in params:
+        batch.erase_rects, batch.erase_seeds = erase_rects(params, codec.input_size), params["erase_seed"]
+        batch.erase_fill = augmentation.erase_fill
+    return batch
 
 
 def finish_batch(batch: HostBatch, codec: HeatmapCodec, device: torch.device, warp: str = "auto"):
@@ -308,6 +309,7 @@ def finish_batch(batch: HostBatch, codec: HeatmapCodec, device: torch.device, wa
     if batch.gain is not None:
         gain = torch.as_tensor(batch.gain, dtype=x.dtype, device=device).view(n, 3, 1, 1)
         x = x.mul_(gain).clamp_(0, 1)
+    x = blur_and_erase(x, batch, INPUT_MEAN)
     targets, weights = codec.encode(
         torch.as_tensor(batch.points, dtype=torch.float32, device=device), torch.as_tensor(batch.weights, device=device)
     )
