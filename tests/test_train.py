@@ -313,3 +313,20 @@ def test_train_occluded_false_gives_occluded_joints_no_loss(tmp_path, monkeypatc
             device="cpu",
             progress=False,
         )
+
+
+def test_augmentation_keys_at_their_defaults_keep_a_runs_identity(random_store):
+    """The augmentation keys added later (shift, half-body, erasing, blur) draw nothing while off:
+    a run from before them (its settings without the keys) resumes; switching one on is a new run."""
+    from pose_pipeline.train.state import AUGMENTATION_KEYS_ADDED
+
+    store = open_store(random_store)
+    now = settings(epochs=1)
+    before = {**now, "training": {**now["training"]}}
+    before["training"]["augmentation"] = {
+        k: v for k, v in now["training"]["augmentation"].items() if k not in AUGMENTATION_KEYS_ADDED
+    }
+    assert set(now["training"]["augmentation"]) > set(before["training"]["augmentation"])
+    assert run_identity(now, 1, store, 1) == run_identity(before, 1, store, 1)
+    half_body = settings(epochs=1, augmentation={"half_body_prob": 0.3})
+    assert run_identity(half_body, 1, store, 1) != run_identity(now, 1, store, 1)

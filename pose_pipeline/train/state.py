@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core.codec import HeatmapCodec
 from pose_pipeline.core.joints import JointSet
 from pose_pipeline.data.store import PoseStore
@@ -31,6 +32,10 @@ CHECKPOINT_FORMAT = "pose-pipeline-train-state-1"
 # across a change of them.
 NOT_IN_RUN_IDENTITY = ("compile", "num_threads", "checkpoint_every")  # speed and bookkeeping, not what is learnt
 EXPERIMENT_KEYS_NOT_IN_RUN_IDENTITY = ("evaluation",)
+AUGMENTATION_KEYS_ADDED = (
+    *("shift", "shift_prob", "half_body_prob"),
+    *("erase_prob", "erase_area", "erase_ratio", "erase_fill", "blur_prob", "blur_sigma"),
+)
 
 
 @dataclass
@@ -281,6 +286,14 @@ def store_fingerprint(store: PoseStore) -> dict:
     return {"sources": sources, "num_samples": len(store), "converter": store.attrs.get("converter")}
 
 
+def _without_later_defaults(augmentation: dict) -> dict:
+    """The augmentation settings less the keys added after runs existed (shift, half-body,
+    erasing, blur) where they hold their defaults (off): those runs draw the same batches, so
+    they keep their identity and resume."""
+    defaults = schema_defaults("experiment", "training", "augmentation")
+    return {k: v for k, v in augmentation.items() if k not in AUGMENTATION_KEYS_ADDED or v != defaults.get(k)}
+
+
 def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int) -> dict:
     """What a resumable checkpoint must match. `training.compile` and `num_threads` change
     speed, `checkpoint_every` when state is saved and the `evaluation` settings what validation
@@ -290,6 +303,8 @@ def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int)
     training = {k: v for k, v in settings["training"].items() if k not in NOT_IN_RUN_IDENTITY}
     if training.get("train_occluded", True):  # the default: runs from before the key keep their identity
         training.pop("train_occluded", None)
+    if isinstance(training.get("augmentation"), dict):
+        training["augmentation"] = _without_later_defaults(training["augmentation"])
     kept = {k: v for k, v in settings.items() if k not in EXPERIMENT_KEYS_NOT_IN_RUN_IDENTITY}
     identity = {"settings": {**kept, "training": training}, "epochs": epochs, "data": store_fingerprint(store)}
     if world_size > 1:
