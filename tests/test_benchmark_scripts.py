@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def run_benchmark(script: str, *args: str, cwd) -> str:

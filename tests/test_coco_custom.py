@@ -1,6 +1,6 @@
 """COCO-format files that declare their own keypoints and skeleton: the joint set built from
 the category, flip pairs, OKS with the dataset's sigmas, validation, plots, and each bad
-input. The files are made from the real COCO sample (conftest.write_custom_coco)."""
+input. The files are made from the real COCO sample (helpers.write_custom_coco)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import CUSTOM_KEYPOINTS, CUSTOM_SIGMAS, CUSTOM_SKELETON, write_custom_coco
+from helpers import CUSTOM_KEYPOINTS, CUSTOM_SIGMAS, CUSTOM_SKELETON, write_custom_coco
 
 from pose_pipeline import cli
 from pose_pipeline.config.schema import validate_config
@@ -408,7 +408,7 @@ def test_skeleton_plot_draws_the_files_skeleton(custom_store, tmp_path):
 
 def test_the_commented_custom_example_of_config_yaml_validates():
     import yaml
-    from conftest import REPO_ROOT
+    from helpers import REPO_ROOT
 
     text = (REPO_ROOT / "config" / "config.yaml").read_text()
     block = text[text.index("  # macaque:") : text.index("\nexperiments:")].splitlines()

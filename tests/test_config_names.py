@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, snakemake_command, write_config
+from helpers import TINY, snakemake_command, write_config
 
 from pose_pipeline.config.schema import load_config, read_config_file, validate_config
 from pose_pipeline.errors import UserError

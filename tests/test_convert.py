@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from conftest import expected_crop
+from helpers import expected_crop
 
 from pose_pipeline import cli
 from pose_pipeline.core.joints import PCKH_HEAD_FACTOR

@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import blob_image, centroid, mpii_sample_stores
+from helpers import blob_image, centroid, mpii_sample_stores
 
 from pose_pipeline.core import geometry
 from pose_pipeline.data.convert import convert

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import scipy.io
-from conftest import expected_crop
+from helpers import expected_crop
 
 from pose_pipeline import cli
 from pose_pipeline.data.convert import convert

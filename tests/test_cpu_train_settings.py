@@ -8,7 +8,7 @@ import json
 import sys
 
 import yaml
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 

@@ -97,7 +97,7 @@ def test_zarrs_can_be_switched_off(monkeypatch):
 def test_stores_from_before_the_occluded_array_stay_readable(random_store, tmp_path):
     """`occluded` is optional: a store without it (as stores converted before it) opens, reads it
     as all 0, verifies clean, and trains every labelled joint; one with it reads it back."""
-    from conftest import make_random_store
+    from helpers import make_random_store
 
     from pose_pipeline.data.batches import trained_joints
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import scipy.io
-from conftest import loss_exploding_at, make_random_store, random_checkpoint, settings
+from helpers import loss_exploding_at, make_random_store, random_checkpoint, settings
 
 from pose_pipeline import cli
 from pose_pipeline.data.demo import generate as demo_data

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import snakemake, write_config
+from helpers import snakemake, write_config
 
 from pose_pipeline.core.joints import COCO, LSP, MPII, JointSet, canonical_joint, shared_joints
 from pose_pipeline.errors import UserError

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import settings
+from helpers import settings
 
 from pose_pipeline.core.codec import HeatmapCodec
 from pose_pipeline.core.loss import heatmap_loss

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import box_of_person, random_checkpoint, settings
+from helpers import box_of_person, random_checkpoint, settings
 
 from pose_pipeline import cli
 from pose_pipeline.core import geometry

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import blob_image, box_of_person, centroid, mpii_sample_stores, random_checkpoint
+from helpers import blob_image, box_of_person, centroid, mpii_sample_stores, random_checkpoint
 
 from pose_pipeline import cli
 from pose_pipeline.config.schema import schema_defaults

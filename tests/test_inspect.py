@@ -11,7 +11,7 @@ import hashlib
 import cv2
 import numpy as np
 import pytest
-from conftest import make_random_store
+from helpers import make_random_store
 
 from pose_pipeline import cli
 from pose_pipeline.core.joints import MPII

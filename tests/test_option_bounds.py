@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, make_random_store, settings
+from helpers import REPO_ROOT, make_random_store, settings
 
 from pose_pipeline import cli
 from pose_pipeline.config import option_bounds

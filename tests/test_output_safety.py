@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_random_store, random_checkpoint
+from helpers import make_random_store, random_checkpoint
 
 from pose_pipeline import __version__, cli
 from pose_pipeline.data.demo import generate as demo_data
@@ -291,7 +291,7 @@ def store_is_complete(path: Path) -> bool:
 
 
 REPLACER = textwrap.dedent("""
-    from conftest import make_random_store  # tests/ is on the child's PYTHONPATH
+    from helpers import make_random_store  # tests/ is on the child's PYTHONPATH
     # alternate two stores of different sizes at the same path for ever
     size = 8
     while True:

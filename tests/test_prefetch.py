@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import loss_exploding_at, settings
+from helpers import loss_exploding_at, settings
 
 from pose_pipeline.data.store_check import StoreDamage
 from pose_pipeline.train import loop as train_module

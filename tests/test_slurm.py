@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OUTPUTS, REFERENCE, TINY, write_config
+from helpers import OUTPUTS, REFERENCE, TINY, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / ".ci" / "slurm-localhost.sh"

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import make_random_store
+from helpers import make_random_store
 
 from pose_pipeline import cli
 from pose_pipeline.data.store import open_store

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import loss_exploding_at, make_random_store, settings
+from helpers import loss_exploding_at, make_random_store, settings
 
 from pose_pipeline import cli
 from pose_pipeline.core.codec import HeatmapCodec

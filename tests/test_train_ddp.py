@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, make_random_store, settings
+from helpers import REPO_ROOT, make_random_store, settings
 
 from pose_pipeline.data.batches import ShardBatches
 from pose_pipeline.data.store import open_store

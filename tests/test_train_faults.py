@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import settings
+from helpers import settings
 
 from pose_pipeline import cli
 from pose_pipeline.core.joints import LSP

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, settings
+from helpers import REPO_ROOT, settings
 from test_train_ddp import ENV, RANK_SCRIPT, WITHOUT_BATCH_STATISTICS, assert_same_weights, state_dict
 
 MARKER = "<!-- multi-node-recipe -->"

@@ -20,7 +20,7 @@ import pytest
 import scipy.io
 import yaml
 from browser import Browser, find_chromium, report_images
-from conftest import OUTPUTS, REFERENCE, TINY, mean_cell, planned_jobs, snakemake, snakemake_command, write_config
+from helpers import OUTPUTS, REFERENCE, TINY, mean_cell, planned_jobs, snakemake, snakemake_command, write_config
 from PIL import Image
 
 from pose_pipeline.data.store import open_store

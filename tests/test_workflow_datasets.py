@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import mean_cell, snakemake, write_config
+from helpers import mean_cell, snakemake, write_config
 
 from pose_pipeline.data.store import open_store
 
@@ -119,7 +119,7 @@ def test_custom_coco_skeleton_runs_end_to_end(shared_data, tmp_path):
 
     import numpy as np
     import torch
-    from conftest import CUSTOM_KEYPOINTS, CUSTOM_SIGMAS, CUSTOM_SKELETON, write_custom_coco
+    from helpers import CUSTOM_KEYPOINTS, CUSTOM_SIGMAS, CUSTOM_SKELETON, write_custom_coco
     from pycocotools.coco import COCO as CocoApi
     from pycocotools.cocoeval import COCOeval
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY, snakemake, write_config
+from helpers import TINY, snakemake, write_config
 
 TARGETS = ["results/infer/tiny/photos/keypoints.json", "results/infer/tiny/boxed.v2/keypoints.json"]
 

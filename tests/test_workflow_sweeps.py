@@ -9,7 +9,7 @@ import copy
 import subprocess
 from pathlib import Path
 
-from conftest import TINY, planned_jobs, snakemake, snakemake_command, write_config
+from helpers import TINY, planned_jobs, snakemake, snakemake_command, write_config
 
 SWEEP = {"base": "tiny", "grid": {"training.lr": [0.001, 0.005], "training.sigma": [1.0, 2.0]}}
 UPSTREAM = {"demo_data": 1, "convert": 2}
