@@ -1,5 +1,5 @@
-"""Multi-node training as the README's SLURM recipe runs it: the recipe's own lines, read from
-README.md, on two "nodes" of this machine (two torchrun agents, one rank each, c10d
+"""Multi-node training as the SLURM recipe of docs/cluster.md runs it: the recipe's own lines, read from
+docs/cluster.md, on two "nodes" of this machine (two torchrun agents, one rank each, c10d
 rendezvous on localhost, gloo), against one process with the combined batch."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ MARKER = "<!-- multi-node-recipe -->"
 
 
 def readme_recipe() -> str:
-    """The bash block after the marker in README.md (the SLURM batch script)."""
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert MARKER in text, "README.md lost the multi-node recipe marker"
+    """The bash block after the marker in docs/cluster.md (the SLURM batch script)."""
+    text = (REPO_ROOT / "docs" / "cluster.md").read_text(encoding="utf-8")
+    assert MARKER in text, "docs/cluster.md lost the multi-node recipe marker"
     block = re.search(r"```bash\n(.*?)```", text[text.index(MARKER) :], re.S)
     return block.group(1)
 
@@ -51,7 +51,7 @@ def test_two_torchrun_nodes_run_the_readme_recipe_and_equal_one_process(random_s
     recipe = readme_recipe()
     assert 'srun torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=4' in recipe
     # The recipe's 4 GPUs per node become 1 CPU rank per node; its fixed port a free one (other
-    # runs may share this machine). Everything else is the README's text.
+    # runs may share this machine). Everything else is the recipe's text.
     script = recipe.replace("--nproc-per-node=4", "--nproc-per-node=1").replace(":29500", f":{free_port()}")
     work = tmp_path / "cluster"  # the job's working directory: the recipe's relative paths
     (work / "results" / "stores" / "mpii").mkdir(parents=True)
@@ -61,7 +61,7 @@ def test_two_torchrun_nodes_run_the_readme_recipe_and_equal_one_process(random_s
     (work / "hg8-settings.json").write_text(json.dumps(s))
     # Both nodes' ranks (and the reference below) without batch statistics, as in the 2-rank
     # test: gloo has no SyncBatchNorm. Installed at interpreter start, so that the command line
-    # stays the README's own.
+    # stays the recipe's own.
     patch = tmp_path / "patch"
     patch.mkdir()
     (patch / "sitecustomize.py").write_text(WITHOUT_BATCH_STATISTICS)
