@@ -1,7 +1,7 @@
 """CI: `snakemake --lint` may report the per-rule software-environment lint and nothing else.
 
 No conda channel or container registry is reachable from the machines this workflow is
-tested on, so no rule names an environment it could not test (README, "Running on a
+tested on, so no rule names an environment it could not test (docs/cluster.md, "Running on a
 cluster"); every other lint fails CI. Run from the repository root.
 """
 
@@ -22,4 +22,4 @@ if others or (result.returncode != 0 and not lints):
         file=sys.stderr,
     )
     sys.exit(1)
-print(f"snakemake --lint: {len(lints)} per-rule environment lints (expected, see README), nothing else")
+print(f"snakemake --lint: {len(lints)} per-rule environment lints (expected, see docs/cluster.md), nothing else")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def load_generator():
