@@ -91,3 +91,12 @@ def test_rescore_is_box_score_times_mean_confident_joint_score():
     joint_scores = np.array([[0.1, 0.5, 0.9], [0.1, 0.2, 0.05], [0.3, 0.3, 0.3]])
     # 0.2 itself is not above the threshold (the reference's strict `t_s > in_vis_thre`)
     np.testing.assert_allclose(rescore([0.5, 1.0, 2.0], joint_scores, 0.2), [0.5 * 0.7, 0.0, 2.0 * 0.3])
+
+
+def test_the_config_defaults_are_the_published_ones():
+    from pose_pipeline.config.schema import schema_defaults
+    from pose_pipeline.core.person_nms import KEYPOINT_SCORE_THRESHOLD, OKS_NMS_THRESHOLD
+
+    defaults = schema_defaults("imageset")
+    assert (defaults["keypoint_score_threshold"], defaults["oks_nms_threshold"]) == (0.2, 0.9)
+    assert (KEYPOINT_SCORE_THRESHOLD, OKS_NMS_THRESHOLD) == (0.2, 0.9)

@@ -40,11 +40,13 @@ from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
+from pose_pipeline.inference.infer_nms import rescore_and_suppress
 from pose_pipeline.inference.infer_outputs import Drawings, Person, write_results
 
 log = logging.getLogger(__name__)
 
 EVALUATION = schema_defaults("experiment", "evaluation")  # flip_test, batch_size, blur_sigma
+IMAGESET = schema_defaults("imageset")  # keypoint_score_threshold, oks_nms_threshold
 DATASET = schema_defaults("dataset")  # canvas_size, context: the converters' canvas
 
 
@@ -187,10 +189,13 @@ def infer(
     device: str = "auto",
     progress: bool = True,
     reduced_decode: bool | None = None,
+    keypoint_score_threshold: float = IMAGESET["keypoint_score_threshold"],
+    oks_nms_threshold: float = IMAGESET["oks_nms_threshold"],
 ) -> dict:
     """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
     {people, images, skipped, out}. `canvas_size`, `context`, `reduced_decode` None: as the
-    model's training store cut its crops (`models.training_canvas_of`)."""
+    model's training store cut its crops (`models.training_canvas_of`). With `boxes` the people
+    are rescored and OKS-NMSed by the two thresholds (`infer_nms`)."""
     from tqdm import tqdm
 
     from pose_pipeline.core.codec import HeatmapCodec
@@ -234,7 +239,12 @@ def infer(
                 f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
             )
         settings = (input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode)
-        write_results(tmp, people, skipped, joints, _header(checkpoint, images, boxes, *settings))
+        header = _header(checkpoint, images, boxes, *settings)
+        if boxes is not None:  # detector boxes: the top-down COCO protocol's rescoring and OKS-NMS
+            people, header["person_scores"] = rescore_and_suppress(
+                people, joints, keypoint_score_threshold, oks_nms_threshold
+            )
+        write_results(tmp, people, skipped, joints, header)
     if skipped:
         log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
     return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
@@ -354,6 +364,20 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "from the full decode (default: as the checkpoint's training store was cut; full for a "
         "checkpoint that does not record it)",
     )
+    p.add_argument(
+        "--keypoint-score-threshold",
+        type=float,
+        default=IMAGESET["keypoint_score_threshold"],
+        help="with --boxes: a person's score = box score x the mean of its joint scores above this "
+        "(0 when none is), as the COCO top-down protocol rescores (in_vis_thre); default %(default)s",
+    )
+    p.add_argument(
+        "--oks-nms-threshold",
+        type=float,
+        default=IMAGESET["oks_nms_threshold"],
+        help="with --boxes: of two people of one image whose OKS is above this, the lower-scored goes "
+        "(OKS-NMS, oks_thre; 1 keeps everyone); COCO's 17 joints only; default %(default)s",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -374,6 +398,8 @@ def run(args: argparse.Namespace) -> int:
         args.device,
         progress=args.progress,
         reduced_decode=args.reduced_decode,
+        keypoint_score_threshold=args.keypoint_score_threshold,
+        oks_nms_threshold=args.oks_nms_threshold,
     )
     print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, {summary['skipped']} skipped")
     return 0
