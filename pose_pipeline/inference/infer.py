@@ -40,13 +40,12 @@ from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
-from pose_pipeline.inference.infer_nms import rescore_and_suppress
+from pose_pipeline.inference.infer_nms import IMAGESET, add_person_score_options, rescore_and_suppress
 from pose_pipeline.inference.infer_outputs import Drawings, Person, write_results
 
 log = logging.getLogger(__name__)
 
 EVALUATION = schema_defaults("experiment", "evaluation")  # flip_test, batch_size, blur_sigma
-IMAGESET = schema_defaults("imageset")  # keypoint_score_threshold, oks_nms_threshold
 DATASET = schema_defaults("dataset")  # canvas_size, context: the converters' canvas
 
 
@@ -364,20 +363,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "from the full decode (default: as the checkpoint's training store was cut; full for a "
         "checkpoint that does not record it)",
     )
-    p.add_argument(
-        "--keypoint-score-threshold",
-        type=float,
-        default=IMAGESET["keypoint_score_threshold"],
-        help="with --boxes: a person's score = box score x the mean of its joint scores above this "
-        "(0 when none is), as the COCO top-down protocol rescores (in_vis_thre); default %(default)s",
-    )
-    p.add_argument(
-        "--oks-nms-threshold",
-        type=float,
-        default=IMAGESET["oks_nms_threshold"],
-        help="with --boxes: of two people of one image whose OKS is above this, the lower-scored goes "
-        "(OKS-NMS, oks_thre; 1 keeps everyone); COCO's 17 joints only; default %(default)s",
-    )
+    add_person_score_options(p)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 

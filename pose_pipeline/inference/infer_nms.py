@@ -11,14 +11,36 @@ aspect ratio, so their NMS suppresses somewhat more readily at the same threshol
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 import numpy as np
 
+from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core.joints import COCO, JointSet
 from pose_pipeline.core.person_nms import COCO_OKS_SIGMAS, oks_nms, rescore
 
 log = logging.getLogger(__name__)
+
+IMAGESET = schema_defaults("imageset")  # keypoint_score_threshold, oks_nms_threshold: the published ones
+
+
+def add_person_score_options(p: argparse.ArgumentParser) -> None:
+    """infer's --keypoint-score-threshold and --oks-nms-threshold (an imageset's keys)."""
+    p.add_argument(
+        "--keypoint-score-threshold",
+        type=float,
+        default=IMAGESET["keypoint_score_threshold"],
+        help="with --boxes: a person's score = box score x the mean of its joint scores above this "
+        "(0 when none is), as the COCO top-down protocol rescores (in_vis_thre); default %(default)s",
+    )
+    p.add_argument(
+        "--oks-nms-threshold",
+        type=float,
+        default=IMAGESET["oks_nms_threshold"],
+        help="with --boxes: of two people of one image whose OKS is above this, the lower-scored goes "
+        "(OKS-NMS, oks_thre; 1 keeps everyone); COCO's 17 joints only; default %(default)s",
+    )
 
 
 def rescore_and_suppress(people: list, joints: JointSet, keypoint_threshold: float, oks_threshold: float):
