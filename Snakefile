@@ -51,6 +51,7 @@ localrules:
     all,
     score,
     score_reference,
+    score_infer,
     mpii_submission,
     plot,
     examples,

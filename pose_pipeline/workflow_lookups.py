@@ -180,3 +180,24 @@ def boxes_option(config: dict, imageset: str) -> list[str]:
     """The infer rule's `--boxes` words (none without boxes), unquoted: the rule quotes each."""
     boxes = config["imagesets"][imageset].get("boxes")
     return ["--boxes", boxes] if boxes else []
+
+
+def person_score_options(config: dict, imageset: str) -> list[str]:
+    """infer's rescoring and OKS-NMS words, unquoted: with boxes only, on which they act."""
+    images, defaults = config["imagesets"][imageset], schema_defaults("imageset")
+    if not images.get("boxes"):
+        return []
+    words = []
+    for key in ("keypoint_score_threshold", "oks_nms_threshold"):
+        words += ["--" + key.replace("_", "-"), str(images.get(key, defaults[key]))]
+    return words
+
+
+def imageset_annotations(config: dict, imageset: str) -> str:
+    """The COCO annotations an image set's keypoints.json is scored against (its `annotations`)."""
+    annotations = config["imagesets"][imageset].get("annotations")
+    if not annotations:
+        raise UserError(
+            f"imagesets.{imageset}: oks.csv scores its keypoints against COCO annotations: set `annotations`"
+        )
+    return annotations

@@ -82,7 +82,8 @@ def test_the_did_you_mean_hint_stays_beside_a_refused_name():
     config = _config(imagesets={"a b": {"image": "i"}})
     assert _refusal(config) == [
         f"imagesets: the name 'a b' is not allowed; {ALLOWED}",
-        "imagesets.'a b': unknown key 'image' (did you mean 'images'?); allowed: images, boxes",
+        "imagesets.'a b': unknown key 'image' (did you mean 'images'?); allowed: images, boxes, annotations, "
+        "keypoint_score_threshold, oks_nms_threshold",
         "imagesets.'a b': 'images' is a required property",
     ]
 

@@ -413,8 +413,9 @@ def test_imagesets_are_validated_with_did_you_mean():
         "datasets": {"d": {"format": "mpii", "synthetic": {}}},
         "experiments": {"e": {"dataset": "d", "model": {"arch": "hourglass"}}},
     }
+    # the rescoring and OKS-NMS thresholds take their published defaults
     assert validate_config({**base, "imagesets": {"mine": {"images": "photos"}}})["imagesets"] == {
-        "mine": {"images": "photos"}
+        "mine": {"images": "photos", "keypoint_score_threshold": 0.2, "oks_nms_threshold": 0.9}
     }
     with pytest.raises(UserError, match=r"imagesets.mine: unknown key 'boxs' \(did you mean 'boxes'\?\)"):
         validate_config({**base, "imagesets": {"mine": {"images": "photos", "boxs": "b.json"}}})

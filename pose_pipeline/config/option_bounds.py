@@ -68,6 +68,9 @@ BOUNDS = {
     "--blocks": Bound("experiment.model.blocks"),
     "--features": Bound("experiment.model.features"),
     "--joints": Bound(None, {**WHOLE, "minimum": 1}),
+    # infer with detector boxes (an imageset's keys)
+    "--keypoint-score-threshold": Bound("imageset.keypoint_score_threshold"),
+    "--oks-nms-threshold": Bound("imageset.oks_nms_threshold"),
     # plots and inspect
     "--dpi": Bound("plots.dpi"),
     "--count": Bound("plots.skeleton_count"),

@@ -36,7 +36,6 @@ def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, sigmas
     import io
 
     from pycocotools.coco import COCO as CocoApi  # not joints.COCO, the joint set
-    from pycocotools.cocoeval import COCOeval
 
     sigmas = None if sigmas is None else np.asarray(sigmas, dtype=np.float64).reshape(-1)
     preds = check_keypoints(preds, "predictions", num_joints=COCO.num_joints if sigmas is None else len(sigmas))
@@ -68,13 +67,44 @@ def oks_evaluation(preds, image_ids, annotation_file, person_scores=None, sigmas
             }
             for p, i, s, c in zip(preds, image_ids, scores, categories)
         ]
-        evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="keypoints")
-        if sigmas is not None:
-            evaluator.params.kpt_oks_sigmas = sigmas
-        evaluator.params.imgIds = sorted(set(image_ids.tolist()))
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
+        return _run_cocoeval(ground_truth, results, sigmas, sorted(set(image_ids.tolist())), printed)
+
+
+def results_evaluation(results: list, annotation_file, sigmas=None) -> dict:
+    """COCO keypoint AP / AR of a COCO keypoint-results list (what `loadRes` takes: image_id,
+    category_id, keypoints [x, y, v] * J, score) by COCOeval with its default parameters, so
+    on every image of `annotation_file` (an image without results counts its people as
+    missed), exactly as COCOeval run directly on the same file. `sigmas` (J,): for a joint set
+    of its own (None: COCOeval's, COCO's 17). Raises ValueError on results the annotation
+    file cannot take."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO as CocoApi
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        ground_truth = CocoApi(str(annotation_file))
+        unknown = sorted({r["image_id"] for r in results} - set(ground_truth.getImgIds()))
+        if unknown:
+            raise ValueError(f"image ids {unknown[:5]} are not in {annotation_file}")
+        sigmas = None if sigmas is None else np.asarray(sigmas, dtype=np.float64).reshape(-1)
+        return _run_cocoeval(ground_truth, results, sigmas, None, printed)
+
+
+def _run_cocoeval(ground_truth, results: list, sigmas, image_ids, printed) -> dict:
+    """COCOeval of `results` (on `image_ids`, None: all the ground truth's), its stats as the
+    score table; COCOeval's printing goes to `printed` (the caller redirects stdout)."""
+    from pycocotools.cocoeval import COCOeval
+
+    evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="keypoints")
+    if sigmas is not None:
+        evaluator.params.kpt_oks_sigmas = sigmas
+    if image_ids is not None:
+        evaluator.params.imgIds = image_ids
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
     stats = [None if v < 0 else 100.0 * float(v) for v in evaluator.stats]
     return {
         "metric": "OKS",

@@ -30,6 +30,7 @@ import numpy as np
 from pose_pipeline.core.joints import JointSet
 from pose_pipeline.data.store import is_store, open_store, sha256_of
 from pose_pipeline.errors import UserError
+from pose_pipeline.evaluate.coco_results import evaluate_keypoint_results, is_keypoint_results
 from pose_pipeline.evaluate.ground_truth import ground_truth_format, ground_truth_image_names, load_ground_truth
 from pose_pipeline.evaluate.metrics import pckh_evaluation
 from pose_pipeline.evaluate.pck_torso import pck_torso_evaluation
@@ -144,6 +145,26 @@ def _evaluate_oks(preds_path, gt_path, annotations, oks_sigmas=None) -> dict:
     }
 
 
+def _evaluate_keypoint_results(preds_path, gt_path, metric, annotations, split, oks_sigmas) -> dict:
+    """OKS AP of a COCO keypoint-results JSON (infer's keypoints.json) against the annotation
+    file: --annotations, else --gt when it is that JSON, else the one a COCO store records."""
+    from pose_pipeline.evaluate.oks import check_sigmas
+
+    if metric != "oks" or split is not None:
+        raise UserError(f"{preds_path}: COCO keypoint results are scored with OKS AP only (no --split, --metric oks)")
+    gt_path = Path(gt_path)
+    if gt_path.suffix.lower() == ".json" and annotations is None:
+        annotation_file, joints = gt_path, None  # any keypoint JSON: its people need not pass convert's filter
+    else:
+        annotation_file, _, joints = _coco_people(gt_path, annotations)
+    if oks_sigmas is not None and joints is not None:
+        try:
+            check_sigmas(oks_sigmas, joints)
+        except ValueError as exc:
+            raise UserError(f"{gt_path}: {exc}") from None
+    return evaluate_keypoint_results(preds_path, annotation_file, oks_sigmas)
+
+
 def evaluate(
     preds_path, gt_path, metric: str | None = None, annotations=None, split: str | None = None, oks_sigmas=None
 ) -> dict:
@@ -151,6 +172,8 @@ def evaluate(
     metric = metric or default_metric(gt_path)
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    if is_keypoint_results(preds_path):
+        return _evaluate_keypoint_results(preds_path, gt_path, metric, annotations, split, oks_sigmas)
     check_store_fingerprint(preds_path, gt_path)
     if metric == "oks":
         if split is not None:
@@ -212,7 +235,12 @@ def score(
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preds", required=True, help="predictions: .mat (`preds` N x J x 2) or .csv")
+    p.add_argument(
+        "--preds",
+        required=True,
+        help="predictions: .mat (`preds` N x J x 2), .csv, or a COCO keypoint-results .json (infer's "
+        "keypoints.json or a plain results list; OKS AP by COCOeval on every image of the annotations)",
+    )
     p.add_argument(
         "--gt",
         required=True,

@@ -40,6 +40,7 @@ from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
+from pose_pipeline.inference.infer_nms import IMAGESET, add_person_score_options, rescore_and_suppress
 from pose_pipeline.inference.infer_outputs import Drawings, Person, write_results
 
 log = logging.getLogger(__name__)
@@ -187,10 +188,13 @@ def infer(
     device: str = "auto",
     progress: bool = True,
     reduced_decode: bool | None = None,
+    keypoint_score_threshold: float = IMAGESET["keypoint_score_threshold"],
+    oks_nms_threshold: float = IMAGESET["oks_nms_threshold"],
 ) -> dict:
     """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
     {people, images, skipped, out}. `canvas_size`, `context`, `reduced_decode` None: as the
-    model's training store cut its crops (`models.training_canvas_of`)."""
+    model's training store cut its crops (`models.training_canvas_of`). With `boxes` the people
+    are rescored and OKS-NMSed by the two thresholds (`infer_nms`)."""
     from tqdm import tqdm
 
     from pose_pipeline.core.codec import HeatmapCodec
@@ -234,7 +238,12 @@ def infer(
                 f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
             )
         settings = (input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode)
-        write_results(tmp, people, skipped, joints, _header(checkpoint, images, boxes, *settings))
+        header = _header(checkpoint, images, boxes, *settings)
+        if boxes is not None:  # detector boxes: the top-down COCO protocol's rescoring and OKS-NMS
+            people, header["person_scores"] = rescore_and_suppress(
+                people, joints, keypoint_score_threshold, oks_nms_threshold
+            )
+        write_results(tmp, people, skipped, joints, header)
     if skipped:
         log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
     return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
@@ -354,6 +363,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "from the full decode (default: as the checkpoint's training store was cut; full for a "
         "checkpoint that does not record it)",
     )
+    add_person_score_options(p)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -374,6 +384,8 @@ def run(args: argparse.Namespace) -> int:
         args.device,
         progress=args.progress,
         reduced_decode=args.reduced_decode,
+        keypoint_score_threshold=args.keypoint_score_threshold,
+        oks_nms_threshold=args.oks_nms_threshold,
     )
     print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, {summary['skipped']} skipped")
     return 0

@@ -47,10 +47,11 @@ class Person:
     box_score: float  # the detector's confidence (1 without one)
     keypoints: np.ndarray  # (J,2) original-image array coordinates
     scores: np.ndarray  # (J,) heatmap peak heights
+    score: float | None = None  # with detector boxes: rescored (`infer_nms`); else the mean joint score
 
     def record(self) -> dict:
         """The COCO keypoint-results entry; score = mean joint confidence (as predict's CSV
-        ranks people for OKS AP)."""
+        ranks people for OKS AP), or with detector boxes the protocol's rescoring."""
         triples = np.concatenate([self.keypoints, self.scores[:, None]], axis=1)
         return {
             "image_id": self.image_id,
@@ -59,7 +60,7 @@ class Person:
             "bbox": [float(v) for v in self.bbox],
             "box_score": float(self.box_score),
             "keypoints": [round(float(v), 3) for v in triples.ravel()],
-            "score": float(self.scores.mean()),
+            "score": float(self.scores.mean() if self.score is None else self.score),
         }
 
 
