@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY, snakemake, write_config
+from helpers import TINY, snakemake, write_config
 from test_score_coco_results import cocoeval_ap
 
 from pose_pipeline import cli
