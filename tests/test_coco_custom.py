@@ -361,6 +361,7 @@ def test_validation_of_the_custom_set_is_torso_pck(custom_store):
 def test_predict_refuses_a_checkpoint_of_another_set_with_as_many_joints(custom_store, tmp_path):
     import torch
 
+    from pose_pipeline.inference.loaded_model import LoadedModel
     from pose_pipeline.inference.predict import check_joint_names
     from pose_pipeline.models import build_model
 
@@ -369,8 +370,8 @@ def test_predict_refuses_a_checkpoint_of_another_set_with_as_many_joints(custom_
     other = JointSet("paw", tuple(f"p{k}" for k in range(9)), (), ())
     record = {"model_config": config, "joint_set": other.to_dict(), "state_dict": build_model(config, 9).state_dict()}
     with pytest.raises(UserError, match=r"trained on joint set paw .* the store .* holds upper_body"):
-        check_joint_names(tmp_path / "m.pt", record, store)
-    check_joint_names(tmp_path / "m.pt", {**record, "joint_set": store.joint_set.to_dict()}, store)
+        check_joint_names(tmp_path / "m.pt", LoadedModel(None, other, None, {}, True), store)
+    check_joint_names(tmp_path / "m.pt", LoadedModel(None, store.joint_set, None, {}, True), store)
     torch.save({**record, "joint_set": other.to_dict()}, tmp_path / "m.pt")
     code = cli.main(
         [

@@ -10,7 +10,8 @@ bounds is a `UserError` naming the option: one line, exit code 1, as every bad i
 
 NaN and infinities are refused first: a NaN passes every comparison a bound makes.
 
-Beside the table, the one bound of an --out folder's place (`check_output_folder_place`).
+Beside the table, the one bound of an --out folder's place (`check_output_folder_place`) and the
+one --device option (`add_device_option`).
 """
 
 from __future__ import annotations
@@ -174,6 +175,22 @@ def numeric_actions(parser: argparse.ArgumentParser, stage: str) -> list[argpars
         ):
             found.append(action)
     return found
+
+
+def add_device_option(p: argparse.ArgumentParser, from_config: bool = False) -> None:
+    """--device, one definition for every stage that runs a model: its choices and default are
+    the config schema's `device` key. `from_config`: the default is left None, for a stage whose
+    config names the device (train)."""
+    from pose_pipeline.config.schema import load_schema
+
+    key = load_schema()["properties"]["device"]
+    shown = f"the config's device, else {key['default']}" if from_config else key["default"]
+    p.add_argument(
+        "--device",
+        choices=key["enum"],
+        default=None if from_config else key["default"],
+        help=f"auto: CUDA when present, else the CPU (default: {shown})",
+    )
 
 
 def check_output_folder_place(out, example: str, option: str = "--out") -> None:

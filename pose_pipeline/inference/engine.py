@@ -11,6 +11,7 @@ The next batches are read in a background thread (`prefetch`) while the model ru
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,9 +167,13 @@ def _batch_reader(store: PoseStore, codec: HeatmapCodec, batch_size: int, device
     return read
 
 
-def add_evaluation_options(p, batch_items: str) -> None:
-    """The options every stage that runs a trained model shares (predict, infer), with the
-    schema's evaluation defaults; `batch_items` names what a batch holds."""
+def add_evaluation_options(p, batch_items: str | None, flip_test: bool | None = None) -> None:
+    """The options every stage that runs a trained model shares, defined once: predict and infer
+    take them all; export (`batch_items` None: it runs no batches, on no device of its own) takes
+    --input-size, --blur-sigma and --flip-test/--no-flip-test. `flip_test`: the default where
+    not the schema's evaluation one (export's is off, as it doubles the exported graph's cost).
+    None for --input-size and --blur-sigma means the checkpoint's (`load_for_inference`)."""
+    from pose_pipeline.config.option_bounds import add_device_option
     from pose_pipeline.config.schema import schema_defaults
 
     evaluation = schema_defaults("experiment", "evaluation")
@@ -177,16 +182,25 @@ def add_evaluation_options(p, batch_items: str) -> None:
         type=int,
         default=None,
         help="network input side, heatmaps 1/4 of it (codec.HEATMAP_STRIDE; default: the checkpoint's "
-        "training size, else 256)",
+        "training size, else the schema's)",
+    )
+    flip_test = evaluation["flip_test"] if flip_test is None else flip_test
+    p.add_argument(
+        "--flip-test",
+        action=argparse.BooleanOptionalAction,
+        default=flip_test,
+        help="average each crop's heatmaps with its mirror image's (twice the cost); --no-flip-test: "
+        f"the crop alone (default: {'on' if flip_test else 'off'})",
     )
     p.add_argument(
-        "--no-flip-test",
-        dest="flip_test",
-        action="store_false",
-        default=evaluation["flip_test"],
-        help="predict the crop alone, not averaged with its mirror image",
+        "--blur-sigma",
+        type=float,
+        default=None,
+        help="heatmap blur before decoding, 0 = none (default: the checkpoint's evaluation setting, "
+        f"else {evaluation['blur_sigma']})",
     )
-    p.add_argument("--batch-size", type=int, default=evaluation["batch_size"], help=f"{batch_items} per forward pass")
-    p.add_argument(
-        "--blur-sigma", type=float, default=evaluation["blur_sigma"], help="heatmap blur before decoding (0 = none)"
-    )
+    if batch_items is not None:
+        p.add_argument(
+            "--batch-size", type=int, default=evaluation["batch_size"], help=f"{batch_items} per forward pass"
+        )
+        add_device_option(p)

@@ -19,19 +19,17 @@ from pathlib import Path
 
 import torch
 
-from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.core.codec import HeatmapCodec, decode_heatmaps_torch
 from pose_pipeline.core.joints import JointSet
 from pose_pipeline.data.batches import INPUT_MEAN, normalize_input
 from pose_pipeline.errors import UserError
-from pose_pipeline.inference.engine import mirror_average
+from pose_pipeline.inference.engine import add_evaluation_options, mirror_average
 from pose_pipeline.util.atomic import atomic_output, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
-EVALUATION = schema_defaults("experiment", "evaluation")  # blur_sigma
 INPUT_NAMES = ("crops",)
 OUTPUT_NAMES = ("heatmaps", "keypoints", "scores")
 ONNX_OPSET = 18
@@ -73,21 +71,15 @@ class CropPoseModel(torch.nn.Module):
 def crop_pose_model(
     checkpoint: str, input_size: int | None = None, blur_sigma: float | None = None, flip_test: bool = False
 ) -> tuple[CropPoseModel, HeatmapCodec, JointSet, dict]:
-    """The exportable model of a checkpoint, its codec (the checkpoint's input size unless
-    given, blur as its experiment's evaluation, else the schema's), joint set, and what the
-    description says of its training: {"model": its config, "canvas": how its crops were cut}."""
-    from pose_pipeline.models import joint_set_of, model_from_checkpoint, read_checkpoint, training_canvas_of
+    """The exportable model of a checkpoint, its codec (`load_for_inference`: as trained, unless
+    `input_size` or `blur_sigma` are given), joint set, and what the description says of its
+    training: {"model": its config, "canvas": how its crops were cut}."""
+    from pose_pipeline.inference.loaded_model import load_for_inference
 
-    record = read_checkpoint(checkpoint)
-    joints = joint_set_of(record, checkpoint)
-    model = model_from_checkpoint(record, checkpoint)
-    input_size = input_size or int(record.get("input_size", 256))
-    if blur_sigma is None:
-        evaluation = (record.get("settings") or {}).get("evaluation") or {}
-        blur_sigma = evaluation.get("blur_sigma", EVALUATION["blur_sigma"])
-    codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
-    wrapped = CropPoseModel(model, codec, joints.flip_permutation() if flip_test else None)
-    return wrapped.eval(), codec, joints, {"model": model.model_config, "canvas": training_canvas_of(record)}
+    loaded = load_for_inference(checkpoint, "cpu", input_size, blur_sigma)
+    codec, joints = loaded.codec, loaded.joints
+    wrapped = CropPoseModel(loaded.model, codec, joints.flip_permutation() if flip_test else None)
+    return wrapped.eval(), codec, joints, {"model": loaded.model_config, "canvas": loaded.canvas}
 
 
 def export_onnx(model: CropPoseModel, example: torch.Tensor, path: Path) -> None:
@@ -161,24 +153,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--format", required=True, choices=FORMATS, help="onnx (ONNX Runtime) or torchscript (torch.jit.load)"
     )
     p.add_argument("--out", required=True, help="the exported file; its description goes beside it as OUT.json")
-    p.add_argument(
-        "--input-size",
-        type=int,
-        default=None,
-        help="crop side the model takes (default: the checkpoint's training size, else 256)",
-    )
-    p.add_argument(
-        "--flip-test",
-        action="store_true",
-        help="average each crop's heatmaps with its mirror image's, as predict does (twice the cost)",
-    )
-    p.add_argument(
-        "--blur-sigma",
-        type=float,
-        default=None,
-        help="heatmap blur before decoding, 0 = none (default: the checkpoint's evaluation setting, "
-        f"else {EVALUATION['blur_sigma']})",
-    )
+    # the options predict and infer take, less those of running batches (--batch-size, --device)
+    add_evaluation_options(p, None, flip_test=False)
 
 
 def run(args: argparse.Namespace) -> int:

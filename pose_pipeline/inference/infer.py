@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pose_pipeline.config.schema import schema_defaults
+from pose_pipeline.config.schema import load_schema, schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
@@ -45,7 +45,8 @@ from pose_pipeline.inference.infer_outputs import Drawings, Person, write_result
 
 log = logging.getLogger(__name__)
 
-EVALUATION = schema_defaults("experiment", "evaluation")  # flip_test, batch_size, blur_sigma
+EVALUATION = schema_defaults("experiment", "evaluation")  # flip_test, batch_size
+DEVICE = load_schema()["properties"]["device"]["default"]
 DATASET = schema_defaults("dataset")  # canvas_size, context: the converters' canvas
 
 
@@ -160,19 +161,6 @@ def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
     check_replaceable(out, "infer")
 
 
-def _load_checkpoint(checkpoint, input_size: int | None, cut: dict, device):
-    """(model on `device`, its joint set, the input size, how to cut canvases: `cut`'s
-    canvas_size, context and reduced_decode where given (not None), else as it was trained)."""
-    from pose_pipeline.models import joint_set_of, load_model, read_checkpoint, training_canvas_of
-
-    record = read_checkpoint(checkpoint)
-    joints = joint_set_of(record, checkpoint)
-    model = load_model(checkpoint, device=device)
-    trained = training_canvas_of(record)
-    cut = {key: trained[key] if cut.get(key) is None else cut[key] for key in trained}
-    return model, joints, input_size or int(record.get("input_size", 256)), cut
-
-
 def infer(
     checkpoint,
     images,
@@ -181,11 +169,11 @@ def infer(
     draw: bool = False,
     batch_size: int = EVALUATION["batch_size"],
     flip_test: bool = EVALUATION["flip_test"],
-    blur_sigma: float = EVALUATION["blur_sigma"],
+    blur_sigma: float | None = None,
     input_size: int | None = None,
     canvas_size: int | None = None,
     context: float | None = None,
-    device: str = "auto",
+    device: str = DEVICE,
     progress: bool = True,
     reduced_decode: bool | None = None,
     keypoint_score_threshold: float = IMAGESET["keypoint_score_threshold"],
@@ -193,12 +181,13 @@ def infer(
 ) -> dict:
     """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
     {people, images, skipped, out}. `canvas_size`, `context`, `reduced_decode` None: as the
-    model's training store cut its crops (`models.training_canvas_of`). With `boxes` the people
+    model's training store cut its crops (`models.training_canvas_of`); `input_size`,
+    `blur_sigma` None: as the checkpoint says (`load_for_inference`). With `boxes` the people
     are rescored and OKS-NMSed by the two thresholds (`infer_nms`)."""
     from tqdm import tqdm
 
-    from pose_pipeline.core.codec import HeatmapCodec
-    from pose_pipeline.inference.engine import CanvasLayout, predict_batch
+    from pose_pipeline.inference.engine import predict_batch
+    from pose_pipeline.inference.loaded_model import load_for_inference
     from pose_pipeline.util.atomic import atomic_folder
     from pose_pipeline.util.devices import resolve_device
     from pose_pipeline.util.prefetch import Prefetcher, depth_for
@@ -208,14 +197,12 @@ def infer(
     source = ImageInput(images)
     by_position, skipped = _boxes_of(boxes, source)
     device = resolve_device(device)
-    given = {"canvas_size": canvas_size, "context": context, "reduced_decode": reduced_decode}
-    model, joints, input_size, cut = _load_checkpoint(checkpoint, input_size, given, device)
-    canvas_size, context, reduced_decode = cut["canvas_size"], cut["context"], cut["reduced_decode"]
-    codec = HeatmapCodec(input_size, blur_sigma=blur_sigma)
-    layout = CanvasLayout(canvas_size, context, joints)
-    flip, decode = "on" if flip_test else "off", "reduced" if reduced_decode else "full"
+    loaded = load_for_inference(checkpoint, device, input_size, blur_sigma)
+    model, joints, codec = loaded.model, loaded.joints, loaded.codec
+    layout, reduced_decode = _canvas_cut(loaded, canvas_size, context, reduced_decode)
     message = "inferring %s on %s at %d px (flip test %s, %s joints; canvas %d, context %g, %s decode)"
-    log.info(message, images, device, input_size, flip, joints.name, canvas_size, context, decode)
+    flip, decode = "on" if flip_test else "off", "reduced" if reduced_decode else "full"
+    log.info(message, images, device, codec.input_size, flip, joints.name, layout.canvas_size, layout.context, decode)
     batches = Prefetcher(
         person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw, reduced_decode),
         lambda batch: batch,
@@ -237,8 +224,7 @@ def infer(
                 f"--images {images}: no person to infer, every image or box was skipped "
                 f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
             )
-        settings = (input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode)
-        header = _header(checkpoint, images, boxes, *settings)
+        header = _header(checkpoint, images, boxes, codec, flip_test, layout, reduced_decode)
         if boxes is not None:  # detector boxes: the top-down COCO protocol's rescoring and OKS-NMS
             people, header["person_scores"] = rescore_and_suppress(
                 people, joints, keypoint_score_threshold, oks_nms_threshold
@@ -249,16 +235,26 @@ def infer(
     return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
 
 
-def _header(checkpoint, images, boxes, input_size, flip_test, blur_sigma, canvas_size, context, reduced_decode) -> dict:
+def _canvas_cut(loaded, canvas_size: int | None, context: float | None, reduced_decode: bool | None):
+    """(CanvasLayout, reduced_decode): the canvas cut given (not None), else as the model's
+    training store cut its crops (`LoadedModel.canvas`)."""
+    from pose_pipeline.inference.engine import CanvasLayout
+
+    given = {"canvas_size": canvas_size, "context": context, "reduced_decode": reduced_decode}
+    cut = {key: loaded.canvas[key] if given[key] is None else given[key] for key in loaded.canvas}
+    return CanvasLayout(cut["canvas_size"], cut["context"], loaded.joints), cut["reduced_decode"]
+
+
+def _header(checkpoint, images, boxes, codec, flip_test: bool, layout, reduced_decode: bool) -> dict:
     """What keypoints.json records of a run: its inputs and settings."""
     return {
         "checkpoint": str(checkpoint),
         "images": str(images),
-        "input_size": input_size,
+        "input_size": codec.input_size,
         "flip_test": flip_test,
-        "blur_sigma": blur_sigma,
-        "canvas_size": canvas_size,
-        "context": context,
+        "blur_sigma": codec.blur_sigma or 0.0,
+        "canvas_size": layout.canvas_size,
+        "context": layout.context,
         "reduced_decode": reduced_decode,
         "boxes": str(boxes) if boxes else "whole image (no --boxes)",
     }
@@ -364,7 +360,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "checkpoint that does not record it)",
     )
     add_person_score_options(p)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

@@ -32,14 +32,14 @@ def add_person_score_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=IMAGESET["keypoint_score_threshold"],
         help="with --boxes: a person's score = box score x the mean of its joint scores above this "
-        "(0 when none is), as the COCO top-down protocol rescores (in_vis_thre); default %(default)s",
+        "(0 when none is), as the COCO top-down protocol rescores (in_vis_thre)",
     )
     p.add_argument(
         "--oks-nms-threshold",
         type=float,
         default=IMAGESET["oks_nms_threshold"],
         help="with --boxes: of two people of one image whose OKS is above this, the lower-scored goes "
-        "(OKS-NMS, oks_thre; 1 keeps everyone); COCO's 17 joints only; default %(default)s",
+        "(OKS-NMS, oks_thre; 1 keeps everyone); COCO's 17 joints only",
     )
 
 

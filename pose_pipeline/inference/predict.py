@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pose_pipeline.core.codec import HeatmapCodec
 from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference.engine import add_evaluation_options, predict_store
@@ -26,43 +25,39 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out-csv", required=True, help="the same as a table: sample,image,joint,x,y,score")
     add_evaluation_options(p, "crops")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
 
 
-def check_joint_names(path, checkpoint: dict, store) -> None:
+def check_joint_names(path, loaded, store) -> None:
     """A checkpoint that records its joint set predicts a store of the same joints: the same
     count is not enough (two custom 9-joint sets would label each other's heatmaps)."""
-    from pose_pipeline.models import joint_set_of
-
-    if isinstance(checkpoint.get("joint_set"), dict):
-        trained = joint_set_of(checkpoint, path)
-        if trained.joints != store.joint_set.joints:
-            raise UserError(
-                f"{path}: trained on joint set {trained.name} {list(trained.joints)}, but the store "
-                f"{store.path} holds {store.joint_set.name} {list(store.joint_set.joints)}"
-            )
+    trained = loaded.joints
+    if loaded.joints_recorded and trained.joints != store.joint_set.joints:
+        raise UserError(
+            f"{path}: trained on joint set {trained.name} {list(trained.joints)}, but the store "
+            f"{store.path} holds {store.joint_set.name} {list(store.joint_set.joints)}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
+    from pose_pipeline.inference.loaded_model import load_for_inference
     from pose_pipeline.inference.prediction_files import write_predictions
-    from pose_pipeline.models import load_model, read_checkpoint
 
     device = resolve_device(args.device)
     store = open_store(args.store)
-    model = load_model(args.checkpoint, expect={"joints": store.joint_set.num_joints}, device=device)
-    checkpoint = read_checkpoint(args.checkpoint)
-    check_joint_names(args.checkpoint, checkpoint, store)
-    input_size = args.input_size or int(checkpoint.get("input_size", 256))
+    loaded = load_for_inference(
+        args.checkpoint, device, args.input_size, args.blur_sigma, expect={"joints": store.joint_set.num_joints}
+    )
+    check_joint_names(args.checkpoint, loaded, store)
+    codec = loaded.codec
     log.info(
         "predicting %d samples of %s on %s at %d px (flip test %s)",
         len(store),
         args.store,
         device,
-        input_size,
+        codec.input_size,
         "on" if args.flip_test else "off",
     )
-    codec = HeatmapCodec(input_size, blur_sigma=args.blur_sigma)
-    preds, scores, _ = predict_store(model, store, codec, args.flip_test, args.batch_size, device, progress=True)
+    preds, scores, _ = predict_store(loaded.model, store, codec, args.flip_test, args.batch_size, device, progress=True)
     write_predictions(args.out_mat, args.out_csv, preds, store, scores)
     print(f"{args.out_mat}: {preds.shape[0]} x {preds.shape[1]} x 2 predictions")
     return 0

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 
+from pose_pipeline.config.option_bounds import add_device_option
 from pose_pipeline.errors import UserError
 from pose_pipeline.train.loop import train
 from pose_pipeline.util.devices import launch_ranks
@@ -30,7 +31,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="continue from this checkpoint (this project's or PyTorch-Pose's) "
         "when --out holds no checkpoint of this run",
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device")
+    add_device_option(p, from_config=True)
     p.add_argument(
         "--nproc",
         default="1",

@@ -21,7 +21,9 @@ rule infer:
         person_scores=lambda wc: ppc.person_score_options(config, wc.imageset),
         evaluation=lambda wc: config["experiments"][wc.experiment]["evaluation"],
         input_size=lambda wc: config["experiments"][wc.experiment]["training"]["input_size"],
-        flip=lambda wc: "" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test",
+        flip=lambda wc: (
+            "--flip-test" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test"
+        ),
         canvas=lambda wc: config["datasets"][dataset_of(wc)],  # cut as the training crops were
         device=config["device"],
     shell:

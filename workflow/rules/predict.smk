@@ -17,7 +17,9 @@ rule predict:
     params:
         evaluation=lambda wc: config["experiments"][wc.experiment]["evaluation"],
         input_size=lambda wc: config["experiments"][wc.experiment]["training"]["input_size"],
-        flip=lambda wc: "" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test",
+        flip=lambda wc: (
+            "--flip-test" if config["experiments"][wc.experiment]["evaluation"]["flip_test"] else "--no-flip-test"
+        ),
         device=config["device"],
     message:
         FOLLOW_LOG
