@@ -52,8 +52,9 @@ CONVERT_KEYS = ["canvas_size", "context", "shard_size", "on_bad_sample", "reduce
 @pytest.mark.parametrize("key", CONVERT_KEYS)
 def test_convert_defaults_are_the_schemas(key):
     from pose_pipeline.data import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
 
-    assert signature_defaults(convert.convert)[key] == default("dataset", key)
+    assert signature_defaults(ConvertOptions)[key] == default("dataset", key)
     assert parser_defaults(convert)[key] == default("dataset", key)
 
 
