@@ -52,8 +52,9 @@ CONVERT_KEYS = ["canvas_size", "context", "shard_size", "on_bad_sample", "reduce
 @pytest.mark.parametrize("key", CONVERT_KEYS)
 def test_convert_defaults_are_the_schemas(key):
     from pose_pipeline.data import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
 
-    assert signature_defaults(convert.convert)[key] == default("dataset", key)
+    assert signature_defaults(ConvertOptions)[key] == default("dataset", key)
     assert parser_defaults(convert)[key] == default("dataset", key)
 
 
@@ -116,3 +117,17 @@ def test_model_info_input_default_is_the_training_input_size():
     from pose_pipeline.models import info
 
     assert parser_defaults(info)["input_size"] == default("experiment", "training", "input_size")
+
+
+@pytest.mark.parametrize("key", list(schema_node("experiment", "training")))
+def test_training_config_defaults_are_the_schemas(key):
+    """TrainingConfig's defaults, nested ones included (schedule, augmentation: {} in the schema,
+    their own keys' defaults filled in)."""
+    from pose_pipeline.config.training import TrainingConfig
+
+    node = schema_node("experiment", "training")[key]
+    expected = (
+        {name: sub["default"] for name, sub in node["properties"].items()} if "properties" in node else node["default"]
+    )
+    assert getattr(TrainingConfig(), key) == expected
+    assert getattr(TrainingConfig.from_settings({}), key) == expected

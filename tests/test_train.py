@@ -330,3 +330,22 @@ def test_augmentation_keys_at_their_defaults_keep_a_runs_identity(random_store):
     assert run_identity(now, 1, store, 1) == run_identity(before, 1, store, 1)
     half_body = settings(epochs=1, augmentation={"half_body_prob": 0.3})
     assert run_identity(half_body, 1, store, 1) != run_identity(now, 1, store, 1)
+
+
+def test_training_config_is_the_settings_checked_and_filled_and_records_as_a_dict():
+    """The train stages read a TrainingConfig; what is recorded stays the schema-filled dict."""
+    from pose_pipeline.config.schema import validate_config
+    from pose_pipeline.config.training import TrainingConfig
+
+    written = {"epochs": 3, "schedule": {"type": "step"}, "augmentation": {"flip": False}}
+    config = {"datasets": {"d": {"format": "mpii", "synthetic": {}}}, "experiments": {"e": {"dataset": "d"}}}
+    config["experiments"]["e"].update(model={"arch": "hourglass"}, training=written)
+    filled = validate_config(config)["experiments"]["e"]["training"]
+    training = TrainingConfig.from_settings(written)
+    assert training.asdict() == filled
+    assert (training.epochs, training.schedule["type"], training.augmentation["flip"]) == (3, "step", False)
+    assert TrainingConfig.from_settings(filled) == training
+    with pytest.raises(UserError, match=r"training: unknown key 'checkpoint_evry' \(did you mean 'checkpoint_every'"):
+        TrainingConfig.from_settings({"checkpoint_evry": 10})
+    with pytest.raises(UserError, match=r"training\.schedule: unknown key 'tpye' \(did you mean 'type'\?\)"):
+        TrainingConfig.from_settings({"schedule": {"tpye": "step"}})

@@ -76,6 +76,21 @@ def _fill_defaults(value, schema: dict, root: dict):
     return value
 
 
+def checked_section(value, *path: str, where: str) -> dict:
+    """`value` checked against the schema object at `path` (as `schema_defaults`: a `$defs` name,
+    then property names) and returned with its defaults filled in; UserError with every problem
+    otherwise, one per line, each named from `where` (an unknown key with its did-you-mean)."""
+    import jsonschema
+
+    root = _schema()
+    pointer = "/".join(["#/$defs", path[0], *(f"properties/{key}" for key in path[1:])])
+    validator = jsonschema.Draft202012Validator({"$ref": pointer, "$defs": root["$defs"]})
+    problems = [_describe(e, root, (where,)) for e in validator.iter_errors(value)]
+    if problems:
+        raise UserError("\n  ".join(["invalid settings:", *problems]))
+    return _fill_defaults(copy.deepcopy(value), {"$ref": pointer}, root)
+
+
 def _where(path) -> str:
     # A key that is no valid name (the one being refused, say) is quoted, so the message stays one line.
     pattern = re.compile(_schema()["$defs"]["name"]["pattern"])

@@ -8,8 +8,8 @@ Here: the option and annotation checks, bad samples (an error, or skipped and li
 store's provenance and metadata, and the command line; the crops themselves are cut and
 written by `convert_crops`.
 
-The defaults of canvas_size, context, shard_size and on_bad_sample are the config schema's
-(`datasets.*`), read once into `DEFAULTS` for both `convert()` and the command line.
+The options are a `ConvertOptions` (`convert_options`), whose defaults are the config schema's
+(`datasets.*`), the command line's too.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.config.option_bounds import check_output_folder_place, check_values
-from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core.joints import PERSON_BOX
 from pose_pipeline.data.convert_crops import sample_affines, write_crops
+from pose_pipeline.data.convert_options import DEFAULTS, ConvertOptions
 from pose_pipeline.data.formats.readers import READERS, Samples
 from pose_pipeline.data.store import (
     IMAGE_CODECS,
@@ -40,8 +40,6 @@ from pose_pipeline.util.atomic import atomic_output, check_no_overlap, partial_p
 from pose_pipeline.util.output_errors import writing
 
 log = logging.getLogger(__name__)
-
-DEFAULTS = schema_defaults("dataset")  # canvas_size, context, shard_size, on_bad_sample, reduced_decode, image_codec
 
 
 # ------------------------------------------------------------------------ annotations
@@ -88,40 +86,42 @@ def check_bounds(options: dict) -> None:
     check_values({f"--{key.replace('_', '-')}": value for key, value in options.items()})
 
 
-def check_options(fmt: str, split: str, out: Path, inputs: dict, bounded: dict, flip_pairs) -> None:
+def check_options(options: ConvertOptions) -> None:
     """Everything checkable before reading an image: inputs exist and are not the output, the
     output is new or a store, numbers within the schema's bounds, options the format takes."""
+    fmt, out = options.format, options.out
+    inputs = {"annotation file": options.annotations, "image folder": options.images, "split file": options.val_split}
     for what, path in inputs.items():
         if path is not None and not path.exists():
             raise UserError(f"{what} {path} does not exist")
     check_output_folder_place(out, "train.zarr")
     check_no_overlap(out, inputs)
     check_store_replaceable(out)  # before the work, not after it
-    check_bounds(bounded)
-    for option, value in (("--min-keypoints", bounded["min_keypoints"]), ("--flip-pair", flip_pairs)):
+    check_bounds(options.bounded())
+    for option, value in (("--min-keypoints", options.min_keypoints), ("--flip-pair", options.flip_pairs)):
         if value is not None and fmt != "coco":
             raise UserError(f"{option} is a COCO option; format {fmt!r} does not take it")
-    if split == "test" and fmt != "mpii":
+    if options.split == "test" and fmt != "mpii":
         raise UserError(
             f"--split test is MPII's test set (the release's img_train == 0 people); format {fmt!r} "
             "has train, val or all"
         )
 
 
-def _store_attrs(fmt: str, samples, split: str, dataset: str, sources, converter: dict) -> dict:
+def _store_attrs(options: ConvertOptions, samples) -> dict:
     """The store's provenance: dataset, split, pixel origin, converter parameters, source files
     (name, sha256 and absolute path: `score` finds a COCO store's annotation file by it)."""
-    reduced = converter.pop("reduced_decode")
+    fmt, sources = options.format, (options.annotations, options.val_split)
     return {
-        "dataset": dataset,
-        "split": split,
+        "dataset": options.dataset or options.annotations.stem,
+        "split": options.split,
         "format": fmt,
         "pixel_origin": samples.pixel_origin,
-        "context": converter["context"],
+        "context": options.context,
         "converter": {
-            **converter,
+            **options.converter_parameters(),
             "person_box": PERSON_BOX,
-            **({"reduced_decode": True} if reduced else {}),
+            **({"reduced_decode": True} if options.reduced_decode else {}),
             **({fmt: samples.parameters} if samples.parameters else {}),
         },
         "sources": [
@@ -130,91 +130,53 @@ def _store_attrs(fmt: str, samples, split: str, dataset: str, sources, converter
     }
 
 
-def convert(
-    fmt: str,
-    annotations,
-    images,
-    out,
-    split: str = "train",
-    val_split=None,
-    canvas_size: int = DEFAULTS["canvas_size"],
-    context: float = DEFAULTS["context"],
-    shard_size: int = DEFAULTS["shard_size"],
-    on_bad_sample: str = DEFAULTS["on_bad_sample"],
-    workers: int | None = None,
-    dataset: str | None = None,
-    progress: bool = True,
-    min_keypoints: int | None = None,
-    flip_pairs=None,
-    reduced_decode: bool = DEFAULTS["reduced_decode"],
-    image_codec: str = DEFAULTS["image_codec"],
-) -> dict:
-    """Convert one split; returns a summary {samples, skipped, store}. `flip_pairs`: [[left,
-    right], ...] joint names, for a COCO-format file declaring its own keypoints."""
-    annotations, images, out = Path(annotations), Path(images), Path(out)
-    val_split = Path(val_split) if val_split else None
-    check_options(
-        fmt,
-        split,
-        out,
-        {"annotation file": annotations, "image folder": images, "split file": val_split},
-        {
-            "canvas_size": canvas_size,
-            "context": context,
-            "shard_size": shard_size,
-            "min_keypoints": min_keypoints,
-            "workers": workers,
-        },
-        flip_pairs,
-    )
+def convert(options: ConvertOptions | str, /, *args, **kwargs) -> dict:
+    """Convert one split as `options` say; returns a summary {samples, skipped, store}.
+
+    `convert(format, annotations, images, out, **options)` builds the options itself, for the
+    callers written before `ConvertOptions` (the tests' store fixtures among them)."""
+    if not isinstance(options, ConvertOptions):
+        options = ConvertOptions(options, *args, **kwargs)
+    elif args or kwargs:
+        raise TypeError("convert(options) takes no further arguments")
+    check_options(options)
+    annotations, split, out = options.annotations, options.split, options.out
     with lock_store(out, "pose-pipeline convert"):  # a second convert into `out` is refused
-        samples = READERS[fmt](
-            annotations, split, val_split, {"images": images, "min_keypoints": min_keypoints, "flip_pairs": flip_pairs}
-        )
+        reader_options = {"images": options.images, "min_keypoints": options.min_keypoints}
+        reader_options["flip_pairs"] = options.flip_pairs
+        samples = READERS[options.format](annotations, split, options.val_split, reader_options)
         if len(samples) == 0:
             raise UserError(f"{annotations}: no annotated people in split {split!r}")
 
-        reject = _Rejections(annotations, samples, on_bad_sample)
+        reject = _Rejections(annotations, samples, options.on_bad_sample)
         keep = reject.check_annotations(joints_required=split != "test")
         with np.errstate(divide="ignore", invalid="ignore"):  # bad scales are rejected above
-            affines = sample_affines(samples, canvas_size, context)
-
-        converter = {"canvas_size": canvas_size, "context": context, "shard_size": shard_size}
-        converter.update(on_bad_sample=on_bad_sample, reduced_decode=reduced_decode, image_codec=image_codec)
-        attrs = _store_attrs(fmt, samples, split, dataset or annotations.stem, (annotations, val_split), converter)
-        written = write_store(out, samples, images, keep, affines, reject, attrs, workers, progress)
+            affines = sample_affines(samples, options.canvas_size, options.context)
+        written = write_store(options, samples, keep, affines, reject)
     if reject.bad:
         log.warning("skipped %d bad samples, listed in %s", len(reject.bad), bad_samples_path(out))
     return {"samples": len(written), "skipped": len(reject.bad), "store": str(out)}
 
 
-def write_store(
-    out: Path, samples: Samples, images: Path, keep, affines, reject, attrs: dict, workers, progress: bool
-) -> list[int]:
-    """The `keep` samples' crops and metadata as the store `out` (built beside it and swapped in
-    whole, `StoreWriter`), the converter's parameters those of `attrs`; returns the samples
+def write_store(options: ConvertOptions, samples: Samples, keep, affines, reject) -> list[int]:
+    """The `keep` samples' crops and metadata as the store `options.out` (built beside it and
+    swapped in whole, `StoreWriter`), with its provenance (`_store_attrs`); returns the samples
     written. A write the system refuses (a full disk, a file-size limit) is one line naming the
     store, which is left as it was."""
-    converter = attrs["converter"]
-    canvas_size, shard_size = converter["canvas_size"], converter["shard_size"]
+    out, attrs = options.out, _store_attrs(options, samples)
     with writing({partial_path(out): out}):
         writer = StoreWriter(
-            out, len(keep), samples.joints, canvas_size, shard_size, attrs=attrs, image_codec=converter["image_codec"]
+            out,
+            len(keep),
+            samples.joints,
+            options.canvas_size,
+            options.shard_size,
+            attrs=attrs,
+            image_codec=options.image_codec,
         )
         try:
-            written = write_crops(
-                writer,
-                samples,
-                images,
-                keep,
-                affines,
-                reject,
-                shard_size,
-                workers,
-                progress,
-                bool(converter.get("reduced_decode")),
-            )
-            reject.settle(out, attrs["split"], written)
+            written = write_crops(writer, samples, keep, affines, reject, options)
+            reject.settle(out, options.split, written)
             finish_store(writer, samples, affines, np.asarray(written, dtype=np.int64))
         except BaseException:
             writer.abort()
@@ -369,24 +331,6 @@ def _crop_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = convert(
-        args.format,
-        args.annotations,
-        args.images,
-        args.out,
-        args.split,
-        args.val_split,
-        args.canvas_size,
-        args.context,
-        args.shard_size,
-        args.on_bad_sample,
-        args.workers,
-        args.dataset,
-        min_keypoints=args.min_keypoints,
-        flip_pairs=args.flip_pairs,
-        reduced_decode=args.reduced_decode,
-        image_codec=args.image_codec,
-        progress=args.progress,
-    )
+    summary = convert(ConvertOptions.from_args(args))
     print(f"{summary['store']}: {summary['samples']} samples, {summary['skipped']} skipped")
     return 0

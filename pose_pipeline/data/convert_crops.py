@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.core import geometry
+from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.formats.readers import Samples
 from pose_pipeline.data.images import SourceImage
 from pose_pipeline.data.store import StoreWriter
@@ -78,30 +79,22 @@ WORKER_BLOCK = 16
 
 
 def write_crops(
-    writer: StoreWriter,
-    samples: Samples,
-    images: Path,
-    keep: np.ndarray,
-    affines: np.ndarray,
-    reject,
-    shard_size: int,
-    workers: int | None,
-    progress: bool,
-    reduced_decode: bool,
+    writer: StoreWriter, samples: Samples, keep: np.ndarray, affines: np.ndarray, reject, options: ConvertOptions
 ) -> list[int]:
     """Crop the `keep` samples in worker processes and write the good crops, whole shards at a
-    time; returns the sample indices in the order written (an unreadable image is `reject`ed)."""
+    time; returns the sample indices in the order written (an unreadable image is `reject`ed).
+    Of `options`: the images, shard size, workers, progress bar and reduced decode."""
     from tqdm import tqdm
 
-    canvas_size = writer.canvas_size
-    workers = workers or min(len(os.sched_getaffinity(0)), max(-(-len(keep) // WORKER_BLOCK), 1))
+    canvas_size, shard_size, reduced_decode = writer.canvas_size, options.shard_size, options.reduced_decode
+    workers = options.workers or min(len(os.sched_getaffinity(0)), max(-(-len(keep) // WORKER_BLOCK), 1))
     # Jobs of at most WORKER_BLOCK samples keep several workers evenly busy; the writer regroups
     # them into whole shards.
     size = shard_size if workers == 1 else min(shard_size, WORKER_BLOCK)
     blocks = [keep[i : i + size] for i in range(0, len(keep), size)]
     extents = joint_extents(samples)
     jobs = [
-        (str(images), [samples.image_names[i] for i in b], affines[b], extents[b], canvas_size, reduced_decode)
+        (str(options.images), [samples.image_names[i] for i in b], affines[b], extents[b], canvas_size, reduced_decode)
         for b in blocks
     ]
     pending: list[tuple[np.ndarray, np.ndarray]] = []  # buffered good crops, whole shards out
@@ -120,7 +113,7 @@ def write_crops(
     parent = os.getpid()
     pool = ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(parent,)) if workers > 1 else _Serial()
     with one_opencv_thread(), pool:
-        bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not progress)
+        bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not options.progress)
         for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
             ok = np.array([not p for p in problems], dtype=bool)
             for index, problem in zip(block[~ok], np.array(problems, dtype=object)[~ok]):

@@ -133,7 +133,7 @@ def _train(
     # one producer for all epochs: it prepares the next epoch's first batches during validation
     with run_batches(run, first, state.step - first * run.steps_per_epoch) as batches:
         for epoch in range(first, run.epochs):
-            compiling = bool(run.training.get("compile")) and epoch == first  # torch.compile runs in its first step
+            compiling = run.training.compile and epoch == first  # torch.compile runs in its first step
             row = train_one_epoch(run, state, epoch, batches, progress, compiling)
             run.scheduler.step()
             row["lr"] = run.optimizer.param_groups[0]["lr"]  # after the step: the next epoch's, as always
@@ -178,7 +178,7 @@ def train_one_epoch(
         pace.step()
         state.step += 1
         bar.update(1)
-        checkpoint = state.step % run.training["checkpoint_every"] == 0
+        checkpoint = state.step % run.training.checkpoint_every == 0
         if checkpoint or state.step % LOG_EVERY == 0:
             so_far = read_loss(run, losses)
             bar.set_postfix(loss=f"{so_far:.2e}", refresh=False)
@@ -214,13 +214,13 @@ def run_batches(
     world, training = run.world, run.training
     depth = depth_for(world.device, PREFETCH_DEPTH) if depth is None else depth
     host_warp = world.device.type == "cpu" if host_warp is None else host_warp
-    mine = slice(world.rank * training["batch_size"], (world.rank + 1) * training["batch_size"])
+    mine = slice(world.rank * training.batch_size, (world.rank + 1) * training.batch_size)
 
     def prepare(item):
         step, (images, index) = item
         # Augmentation of the global batch drawn from (seed, step), this rank's part taken:
         # a resumed run, and any number of ranks, give each sample the same.
-        params = run.augmentation.sample(np.random.default_rng([training["seed"], step]), run.loader.global_batch_size)
+        params = run.augmentation.sample(np.random.default_rng([training.seed, step]), run.loader.global_batch_size)
         batch = prepare_batch(
             images,
             run.keypoints_canvas[index],

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pose_pipeline.config.schema import settings_hash
+from pose_pipeline.config.training import TrainingConfig
 from pose_pipeline.core.codec import HeatmapCodec
 from pose_pipeline.core.joints import JointSet
 from pose_pipeline.data.batches import Augmentation, ShardBatches, trained_joints
@@ -30,10 +31,10 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------ optimiser, schedule
 
 
-def make_optimizer(model: torch.nn.Module, training: dict) -> torch.optim.Optimizer:
-    if training["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
-    return torch.optim.RMSprop(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
+def make_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
+    if training.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+    return torch.optim.RMSprop(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
 
 
 def lr_factor(epoch: int, schedule: dict, epochs: int) -> float:
@@ -64,9 +65,11 @@ def evaluation_settings(settings: dict) -> dict:
 
 @dataclass
 class Run:
-    """What stays fixed through a run: settings, stores, codec, model and optimiser."""
+    """What stays fixed through a run: settings (as recorded: the dict the workflow passes, and
+    its `training` typed), stores, codec, model and optimiser."""
 
     settings: dict
+    training: TrainingConfig
     world: World
     out: Path
     epochs: int
@@ -85,10 +88,6 @@ class Run:
     net: torch.nn.Module | None = None  # what the steps run (DDP and/or compiled `model`)
     memory_format: torch.memory_format = torch.channels_last  # of the model and each step's input
     tensorboard: object = None
-
-    @property
-    def training(self) -> dict:
-        return self.settings["training"]
 
     @property
     def num_joints(self) -> int:
@@ -112,53 +111,53 @@ class Run:
 
 def setup(world: World, settings: dict, train_store: str, val_store: str | None, out: Path, epochs: int | None) -> Run:
     """This process's threads and seed, the stores, loader, codec, model and optimiser."""
-    training = settings["training"]
+    training = TrainingConfig.from_settings(settings["training"])
     if epochs is not None and epochs < 1:
         raise UserError(f"epochs {epochs}: train for at least one epoch")
-    epochs = epochs or training["epochs"]
+    epochs = epochs or training.epochs
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if training["num_threads"]:
-        torch.set_num_threads(training["num_threads"])
-    torch.manual_seed(training["seed"])
+    if training.num_threads:
+        torch.set_num_threads(training.num_threads)
+    torch.manual_seed(training.seed)
     store = open_store(train_store)
-    trained = training_joints(store, training, world)
-    loader = ShardBatches(store, training["batch_size"], seed=training["seed"], rank=world.rank, world_size=world.size)
+    trained = training_joints(store, training.train_occluded, world)
+    loader = ShardBatches(store, training.batch_size, seed=training.seed, rank=world.rank, world_size=world.size)
     if loader.batches_per_epoch() == 0:
         raise UserError(
             f"{train_store}: {len(store)} samples, fewer than one batch of {loader.global_batch_size}"
-            + (f" ({training['batch_size']} per rank x {world.size} ranks)" if world.distributed else "")
+            + (f" ({training.batch_size} per rank x {world.size} ranks)" if world.distributed else "")
         )
     evaluation = evaluation_settings(settings)
-    model = setup_model(settings, store.joint_set, world)
+    model = setup_model(settings["model"], training.init_checkpoint, store.joint_set, world)
     optimizer = make_optimizer(model, training)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, training["schedule"], epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, training.schedule, epochs))
     return Run(
         settings=settings,
+        training=training,
         world=world,
         out=out,
         epochs=epochs,
         store=store,
         val=open_validation_store(val_store, store) if val_store and world.main else None,
         loader=loader,
-        codec=HeatmapCodec.from_settings(training, evaluation),
+        codec=HeatmapCodec(training.input_size, training.heatmap_size, training.sigma, evaluation.get("blur_sigma")),
         evaluation=evaluation,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
         run_hash=settings_hash(run_identity(settings, epochs, store, world.size)),
         keypoints_canvas=store.keypoints_in_canvas(),
-        augmentation=Augmentation(**training["augmentation"]),
+        augmentation=Augmentation(**training.augmentation),
         trained=trained,
     )
 
 
-def training_joints(store: PoseStore, training: dict, world: World) -> np.ndarray:
+def training_joints(store: PoseStore, train_occluded: bool, world: World) -> np.ndarray:
     """The joints of the training store that get loss (`trained_joints`: labelled, occluded ones
     only with `train_occluded`), said in the log where that leaves labelled joints out, and a
     warning for an original-LSP store converted when its occluded joints were stored missing."""
     from pose_pipeline.data.formats.lsp import occluded_stored_missing
 
-    train_occluded = training.get("train_occluded", True)  # settings written before the key: true
     trained = trained_joints(store, train_occluded)
     if occluded_stored_missing(store.attrs, store.has_occluded):
         log.warning(
@@ -187,13 +186,12 @@ def open_validation_store(path: str, train: PoseStore) -> PoseStore:
     return val
 
 
-def setup_model(settings: dict, joints: JointSet, world: World) -> torch.nn.Module:
-    """The model on its device, from `init_checkpoint` when given (of this joint set or another:
-    `models.load_weights`), SyncBatchNorm across GPU ranks."""
-    model = build_model(settings["model"], joints.num_joints)
-    init = settings["training"]["init_checkpoint"]
+def setup_model(model_settings: dict, init: str | None, joints: JointSet, world: World) -> torch.nn.Module:
+    """The model on its device, from the checkpoint `init` when given (of this joint set or
+    another: `models.load_weights`), SyncBatchNorm across GPU ranks."""
+    model = build_model(model_settings, joints.num_joints)
     if init:
-        transfer = load_weights(model, {**settings["model"], "joints": joints.num_joints}, init, joints)
+        transfer = load_weights(model, {**model_settings, "joints": joints.num_joints}, init, joints)
         _voice(world)("initialised from %s%s", init, f", another joint set: {transfer}" if transfer else "")
     model.to(world.device).to(memory_format=torch.channels_last)  # `Run.memory_format`'s default
     if world.distributed and world.device.type == "cuda":
@@ -246,7 +244,7 @@ def announce(run: Run) -> None:
         run.steps_per_epoch,
         world.size,
         run.loader.global_batch_size,
-        training["batch_size"],
+        training.batch_size,
         world.size,
     )
 
@@ -259,7 +257,7 @@ def wrap_for_training(run: Run) -> torch.nn.Module:
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if not run.training.get("compile"):
+    if not run.training.compile:
         return net
     run.info("compiling the model with torch.compile (the first steps take minutes on a CPU)")
     return torch.compile(net)
