@@ -156,12 +156,22 @@ def weighted_mean_rate(
     annotated joint weighs the same, so frequent joints dominate)."""
     counted = _check_counted(dist, counted)
     kept = [j for j, n in enumerate(joints.joints) if n not in mean_excludes]
-    c = counted[:, kept]
-    total = c.sum()
-    if total == 0:
-        return float("nan")
-    d = np.asarray(dist)[:, kept]
-    return float(100.0 * (c & (d <= threshold if inclusive else d < threshold)).sum() / total)
+    return float(pooled_rates(np.asarray(dist)[:, kept], counted[:, kept], threshold, inclusive)[0])
+
+
+def pooled_rates(dist, counted, thresholds, inclusive: bool = False) -> np.ndarray:
+    """(T,) percent correct pooled over every counted entry of `dist` (N,J) or (N,P), for each
+    threshold (distance < threshold, <= when `inclusive`); a NaN distance counts as missed and
+    a rate with nothing counted is NaN. The one pooled rate: the weighted Mean, eval_pck.m's
+    Mean and the validation score."""
+    dist = np.asarray(dist, dtype=np.float64)
+    counted = np.asarray(counted, dtype=bool)
+    thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+    limits = thresholds.reshape((-1,) + (1,) * dist.ndim)
+    below = dist[None] <= limits if inclusive else dist[None] < limits
+    hits = (below & counted[None]).sum(axis=tuple(range(1, dist.ndim + 1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * hits / counted.sum()
 
 
 def json_number(x):
@@ -285,9 +295,14 @@ def torso_distances(preds, gt, visible, joints: JointSet = LSP) -> tuple[np.ndar
     visible = np.asarray(visible)
     if visible.shape != preds.shape[:2]:
         raise ValueError(f"visible: expected shape {preds.shape[:2]}, got {visible.shape}")
-    torso_known = (visible[:, list(_torso_joints(joints))] == 1).all(axis=1)
-    dist = normalized_distances(preds, gt, np.where(torso_known, torso_size(gt, joints), np.nan))
-    return dist, (visible == 1) & torso_known[:, None]
+    unit, torso_known = _torso_unit(gt, visible, joints)
+    return normalized_distances(preds, gt, unit), (visible == 1) & torso_known[:, None]
+
+
+def _torso_unit(gt, visible, joints: JointSet) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) torso size where both torso joints are annotated (else NaN), and that (N,) mask."""
+    known = (np.asarray(visible)[:, list(_torso_joints(joints))] == 1).all(axis=1)
+    return np.where(known, torso_size(gt, joints), np.nan), known
 
 
 def validation_score(preds, gt, visible, head_size, joints: JointSet) -> tuple[str, float]:
@@ -298,21 +313,27 @@ def validation_score(preds, gt, visible, head_size, joints: JointSet) -> tuple[s
     annotated joints' bounding box ("PCK@0.2 box")."""
     if np.isfinite(np.asarray(head_size, dtype=np.float64)).any():
         return "PCKh@0.5", mpii_pckh_table(preds, gt, visible, head_size, joints)["PCKh@0.5"]["Mean"]
+    unit, known, kind = body_unit(gt, visible, joints)
+    counted = (np.asarray(visible) == 1) & known[:, None]
+    if not counted.any():
+        return VALIDATION_LABELS[kind], 0.0  # nothing to score: 0, as the epoch's number must exist
+    rate = pooled_rates(normalized_distances(preds, gt, unit), counted, 0.2, inclusive=True)[0]
+    return VALIDATION_LABELS[kind], float(rate)
+
+
+VALIDATION_LABELS = {"torso": "PCK@0.2", "box": "PCK@0.2 box"}
+
+
+def body_unit(gt, visible, joints: JointSet) -> tuple[np.ndarray, np.ndarray, str]:
+    """The normalising unit of a set without head sizes, chosen here alone (the validation score
+    and the drawn examples' ranking use it): (N,) unit, (N,) the samples it is known for, and
+    its kind. "torso": the torso size (LSP's PCK unit) where both torso joints are annotated;
+    "box", for a set without a left shoulder and right hip (a hand, an animal): the larger side
+    of the annotated joints' box (`keypoint_box_size`), where it has one."""
     if torso_pair(joints) is not None:
-        dist, counted = torso_distances(preds, gt, visible, joints)
-        label = "PCK@0.2"
-    else:
-        dist, counted = box_distances(preds, gt, visible)
-        label = "PCK@0.2 box"
-    hits = (dist <= 0.2) & counted
-    return label, float(100.0 * hits.sum() / max(counted.sum(), 1))
-
-
-def box_distances(preds, gt, visible) -> tuple[np.ndarray, np.ndarray]:
-    """(N,J) distances / `keypoint_box_size`, and the (N,J) mask of the joints counted:
-    annotated (visible == 1), in a sample whose box has a side."""
+        return (*_torso_unit(gt, visible, joints), "torso")
     side = keypoint_box_size(gt, visible)
-    return normalized_distances(preds, gt, side), (np.asarray(visible) == 1) & np.isfinite(side)[:, None]
+    return side, np.isfinite(side), "box"
 
 
 def keypoint_box_size(gt, visible) -> np.ndarray:
