@@ -8,7 +8,8 @@ returns rates in percent.
 PCKh, following `eval_PCKh.m` (Tompson / Newell / bearpaw-pytorch-pose; its Python port
 `eval_PCKh.py` computes the same):
 
-* head size = 0.6 x the head-box diagonal (`SC_BIAS` of `util_get_head_size.m`);
+* head size = 0.6 x the head-box diagonal (`SC_BIAS` of `util_get_head_size.m`; computed by
+  `core.joints.head_size_from_boxes`);
 * normalised distance = ||pred - gt|| / head size;
 * a joint is *counted* where it is annotated (`jnt_missing == 0`, our `visible == 1`);
 * it is *correct* where counted and the normalised distance is strictly below the
@@ -44,7 +45,6 @@ from pose_pipeline.core.joints import (
     MPII_PCKH_GROUPS,
     MPII_PCKH_MEAN_EXCLUDES,
     PCK_TORSO_PAIR,
-    PCKH_HEAD_FACTOR,
     JointSet,
     torso_pair,
 )
@@ -57,21 +57,6 @@ WEIGHTED_MEAN_COLUMN = "Mean(weighted)"
 
 
 # ------------------------------------------------------------------- input checking
-
-
-def head_size_from_boxes(headboxes) -> np.ndarray:
-    """PCKh unit per sample: 0.6 x the head-box diagonal.
-
-    Accepts the reference layout `headboxes_src` (2,2,N) = (corner [top-left,
-    bottom-right], coordinate [x, y], sample) or (N,4) rows x1, y1, x2, y2.
-    """
-    boxes = np.asarray(headboxes, dtype=np.float64)
-    if boxes.ndim == 3 and boxes.shape[:2] == (2, 2):
-        diagonal = boxes[1] - boxes[0]  # (2, N)
-        return PCKH_HEAD_FACTOR * np.hypot(diagonal[0], diagonal[1])
-    if boxes.ndim == 2 and boxes.shape[1] == 4:
-        return PCKH_HEAD_FACTOR * np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    raise ValueError(f"head boxes: expected shape (2, 2, N) or (N, 4), got {boxes.shape}")
 
 
 # ---------------------------------------------------------------------------- PCK core
@@ -259,7 +244,7 @@ def mpii_pckh_table(preds, gt, visible, head_size, joints: JointSet = MPII) -> d
     """{"PCKh@0.5" | "PCKh@0.1" | "AUC@0.5": {Head, Shoulder, ..., Ankle, Mean: percent}}.
 
     preds, gt (N,J,2) in the same pixel convention; visible (N,J), 1 = annotated;
-    head_size (N,) the PCKh unit (see `head_size_from_boxes`). NaN where a column has no
+    head_size (N,) the PCKh unit (see `joints.head_size_from_boxes`). NaN where a column has no
     counted joint.
     """
     table = pckh_evaluation(preds, gt, visible, head_size, joints)["table"]
