@@ -12,10 +12,10 @@ import scipy.io
 from helpers import expected_crop
 
 from pose_pipeline import cli
-from pose_pipeline.core.joints import PCKH_HEAD_FACTOR
-from pose_pipeline.data.convert import convert
+from pose_pipeline.core.joints import PCKH_HEAD_FACTOR, head_size_from_boxes
+from pose_pipeline.data.convert import check_image_name, convert
 from pose_pipeline.data.demo.release_file import release_mat_bytes
-from pose_pipeline.data.images import jpeg_reduction
+from pose_pipeline.data.images import jpeg_reduction, unsafe_image_name
 from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
 
@@ -452,3 +452,31 @@ def test_hourglass_h5_with_val_split_applies_it(mpii_sample, tmp_path):
     other = _split_file(tmp_path / "other.mat", mpii_sample / "valid.h5", [100])
     with pytest.raises(UserError, match="none of the 1 people of the split file .*val_annotations"):
         read_mpii(h5, "val", other)
+
+
+@pytest.mark.parametrize(
+    ("name", "unsafe"),
+    [
+        ("images/000001.jpg", False),
+        ("a..b.jpg", False),
+        ("", False),
+        ("../images/x.jpg", True),
+        ("/etc/passwd", True),
+        ("images\\..\\..\\x.jpg", True),  # a Windows-made annotation file's '..'
+        ("C:\\images\\x.jpg", True),
+        ("C:x.jpg", True),
+    ],
+)
+def test_one_rule_for_unsafe_image_names(name, unsafe):
+    """convert and the MPII readers reject the same names: `images.unsafe_image_name` alone decides."""
+    assert unsafe_image_name(name) is unsafe
+    assert (check_image_name(name) != "" and name != "") is unsafe
+
+
+def test_head_size_takes_either_box_layout():
+    """The reference layout (2,2,N) and rows (N,4) give the same PCKh unit, PCKH_HEAD_FACTOR x diagonal."""
+    rows = np.array([[10.0, 20.0, 40.0, 60.0], [0.0, 0.0, 3.0, 4.0]])
+    reference = np.stack([rows[:, :2].T, rows[:, 2:].T])  # (corner, coordinate, sample)
+    expected = PCKH_HEAD_FACTOR * np.array([50.0, 5.0])
+    assert np.array_equal(head_size_from_boxes(rows), expected)
+    assert np.array_equal(head_size_from_boxes(reference), expected)

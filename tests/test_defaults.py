@@ -131,3 +131,42 @@ def test_training_config_defaults_are_the_schemas(key):
     )
     assert getattr(TrainingConfig(), key) == expected
     assert getattr(TrainingConfig.from_settings({}), key) == expected
+
+
+def test_the_heatmap_codecs_defaults_are_the_training_schemas():
+    """core may not import config (config is above it), so HeatmapCodec keeps its literals:
+    held to the schema here. Its blur stays off by default (None): decoding blurs only when
+    evaluation settings ask (`HeatmapCodec.from_settings`)."""
+    from pose_pipeline.core.codec import HeatmapCodec
+
+    codec = HeatmapCodec()
+    for key in ("input_size", "heatmap_size", "sigma"):
+        assert getattr(codec, key) == default("experiment", "training", key)
+    assert codec.blur_sigma is None
+
+
+def test_the_store_writers_shard_size_is_the_schemas():
+    from pose_pipeline.data.store import StoreWriter
+
+    assert signature_defaults(StoreWriter.__init__)["shard_size"] == default("dataset", "shard_size")
+
+
+def test_roundtrip_defaults_are_the_training_schemas_and_its_blur_is_off():
+    """The oracle's codec is training's; no blur unless asked, as its help says."""
+    from pose_pipeline.evaluate import roundtrip
+
+    options = parser_defaults(roundtrip)
+    assert options["input_size"] == default("experiment", "training", "input_size")
+    assert options["sigma"] == default("experiment", "training", "sigma")
+    assert options["heatmap_size"] is None  # input size / 4: the schema's 64 at its 256
+    assert options["input_size"] // 4 == default("experiment", "training", "heatmap_size")
+    assert options["blur_sigma"] == 0.0
+    blur_help = next(a.help for a in _parser(roundtrip)._actions if a.dest == "blur_sigma")
+    assert "default 0: none" in blur_help
+    assert signature_defaults(roundtrip.roundtrip)["codec"] is None
+
+
+def _parser(module) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    module.configure_parser(parser)
+    return parser

@@ -1,7 +1,7 @@
 """Joint sets: names, left/right flip pairs, skeleton edges; the PCKh and PCK groups.
 
 The one place that knows joint orders and counts (`JointSet.num_joints`), and the home of
-the geometry constants every dataset shares (`PERSON_BOX`, `PCKH_HEAD_FACTOR`). Datasets keep
+the geometry constants every dataset shares (`PERSON_BOX`, `PCKH_HEAD_FACTOR`, `head_size_from_boxes`). Datasets keep
 their native set (MPII 16, LSP 14, FLIC 11, COCO 17); nothing maps one set onto another, except
 the points an evaluation derives from a set (FLIC's neck, `FLIC_PCK_POINTS`) and the joints two
 sets share (`shared_joints`, by `canonical_joint` name), which fine-tuning carries across.
@@ -19,6 +19,22 @@ PCKH_HEAD_FACTOR = 0.6  # PCKh unit = 0.6 x the head-box diagonal (`SC_BIAS` of 
 # Skeleton colours by `JointSet.side` / `edge_side`, RGB 0-255 (matplotlib's tab:blue,
 # tab:red and gold), shared by the plots and the store's contact sheet.
 SIDE_COLOURS = {"left": (31, 119, 180), "right": (214, 39, 40), "centre": (255, 215, 0)}
+
+
+def head_size_from_boxes(headboxes) -> np.ndarray:
+    """PCKh unit per sample: `PCKH_HEAD_FACTOR` x the head-box diagonal, computed here alone
+    (the converters store it, the scoring of a reference ground-truth file derives it).
+
+    Accepts the reference layout `headboxes_src` (2,2,N) = (corner [top-left,
+    bottom-right], coordinate [x, y], sample) or (N,4) rows x1, y1, x2, y2.
+    """
+    boxes = np.asarray(headboxes, dtype=np.float64)
+    if boxes.ndim == 3 and boxes.shape[:2] == (2, 2):
+        diagonal = boxes[1] - boxes[0]  # (2, N)
+        return PCKH_HEAD_FACTOR * np.hypot(diagonal[0], diagonal[1])
+    if boxes.ndim == 2 and boxes.shape[1] == 4:
+        return PCKH_HEAD_FACTOR * np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    raise ValueError(f"head boxes: expected shape (2, 2, N) or (N, 4), got {boxes.shape}")
 
 
 # The lower body's joints by name, side prefix removed (`name_side`); every other joint is upper

@@ -27,6 +27,7 @@ from pose_pipeline.core.joints import PERSON_BOX
 from pose_pipeline.data.convert_crops import sample_affines, write_crops
 from pose_pipeline.data.convert_options import DEFAULTS, ConvertOptions
 from pose_pipeline.data.formats.readers import READERS, Samples
+from pose_pipeline.data.images import unsafe_image_name
 from pose_pipeline.data.store import (
     IMAGE_CODECS,
     IMAGE_ZSTD_LEVEL,
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 def check_image_name(name: str) -> str:
     if not name:
         return "no image name (the annotation file names no images, e.g. a split file such as detections.mat)"
-    if os.path.isabs(name) or ".." in Path(name).parts:
+    if unsafe_image_name(name):
         return f"image name {name!r} is absolute or leaves the image folder"
     return ""
 

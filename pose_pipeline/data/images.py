@@ -14,11 +14,23 @@ import os
 import sys
 import tempfile
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
 from pose_pipeline.core import geometry
+
+
+def unsafe_image_name(name: str) -> bool:
+    """Whether an annotation's image name would leave the image folder: absolute, with a drive
+    or with '..', read as a POSIX and as a Windows path (annotation files made on Windows name
+    images so). The one rule, which the MPII readers and convert both apply."""
+    if not name:
+        return False
+    for pure in (PurePosixPath(name), PureWindowsPath(name)):
+        if pure.is_absolute() or pure.anchor or ".." in pure.parts:
+            return True
+    return False
 
 
 def load_image(path: Path) -> tuple[np.ndarray | None, str]:

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline import __version__
+from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.core.joints import JointSet
 from pose_pipeline.data import store_check
@@ -166,7 +167,7 @@ class StoreWriter:
         max_samples: int,
         joints: JointSet,
         canvas_size: int,
-        shard_size: int = 64,
+        shard_size: int = schema_defaults("dataset")["shard_size"],  # one home: the schema
         attrs: dict | None = None,
         compression_level: int = IMAGE_ZSTD_LEVEL,
         image_codec: str = IMAGE_CODECS[0],

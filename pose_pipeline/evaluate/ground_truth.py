@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pose_pipeline.core.joints import FLIC, LSP, MPII, JointSet
+from pose_pipeline.core.joints import FLIC, LSP, MPII, JointSet, head_size_from_boxes
 from pose_pipeline.data.formats.matlab import load_mat, mat_variable_classes, mat_variable_names
 from pose_pipeline.data.store import is_store, open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.evaluate.metrics import head_size_from_boxes
 
 # the variables that make a .mat the reference ground truth
 REFERENCE_GT_VARIABLES = ("pos_gt_src", "jnt_missing", "headboxes_src")

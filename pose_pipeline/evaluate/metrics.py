@@ -8,7 +8,8 @@ returns rates in percent.
 PCKh, following `eval_PCKh.m` (Tompson / Newell / bearpaw-pytorch-pose; its Python port
 `eval_PCKh.py` computes the same):
 
-* head size = 0.6 x the head-box diagonal (`SC_BIAS` of `util_get_head_size.m`);
+* head size = 0.6 x the head-box diagonal (`SC_BIAS` of `util_get_head_size.m`; computed by
+  `core.joints.head_size_from_boxes`);
 * normalised distance = ||pred - gt|| / head size;
 * a joint is *counted* where it is annotated (`jnt_missing == 0`, our `visible == 1`);
 * it is *correct* where counted and the normalised distance is strictly below the
@@ -44,7 +45,6 @@ from pose_pipeline.core.joints import (
     MPII_PCKH_GROUPS,
     MPII_PCKH_MEAN_EXCLUDES,
     PCK_TORSO_PAIR,
-    PCKH_HEAD_FACTOR,
     JointSet,
     torso_pair,
 )
@@ -57,21 +57,6 @@ WEIGHTED_MEAN_COLUMN = "Mean(weighted)"
 
 
 # ------------------------------------------------------------------- input checking
-
-
-def head_size_from_boxes(headboxes) -> np.ndarray:
-    """PCKh unit per sample: 0.6 x the head-box diagonal.
-
-    Accepts the reference layout `headboxes_src` (2,2,N) = (corner [top-left,
-    bottom-right], coordinate [x, y], sample) or (N,4) rows x1, y1, x2, y2.
-    """
-    boxes = np.asarray(headboxes, dtype=np.float64)
-    if boxes.ndim == 3 and boxes.shape[:2] == (2, 2):
-        diagonal = boxes[1] - boxes[0]  # (2, N)
-        return PCKH_HEAD_FACTOR * np.hypot(diagonal[0], diagonal[1])
-    if boxes.ndim == 2 and boxes.shape[1] == 4:
-        return PCKH_HEAD_FACTOR * np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    raise ValueError(f"head boxes: expected shape (2, 2, N) or (N, 4), got {boxes.shape}")
 
 
 # ---------------------------------------------------------------------------- PCK core
@@ -156,12 +141,22 @@ def weighted_mean_rate(
     annotated joint weighs the same, so frequent joints dominate)."""
     counted = _check_counted(dist, counted)
     kept = [j for j, n in enumerate(joints.joints) if n not in mean_excludes]
-    c = counted[:, kept]
-    total = c.sum()
-    if total == 0:
-        return float("nan")
-    d = np.asarray(dist)[:, kept]
-    return float(100.0 * (c & (d <= threshold if inclusive else d < threshold)).sum() / total)
+    return float(pooled_rates(np.asarray(dist)[:, kept], counted[:, kept], threshold, inclusive)[0])
+
+
+def pooled_rates(dist, counted, thresholds, inclusive: bool = False) -> np.ndarray:
+    """(T,) percent correct pooled over every counted entry of `dist` (N,J) or (N,P), for each
+    threshold (distance < threshold, <= when `inclusive`); a NaN distance counts as missed and
+    a rate with nothing counted is NaN. The one pooled rate: the weighted Mean, eval_pck.m's
+    Mean and the validation score."""
+    dist = np.asarray(dist, dtype=np.float64)
+    counted = np.asarray(counted, dtype=bool)
+    thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+    limits = thresholds.reshape((-1,) + (1,) * dist.ndim)
+    below = dist[None] <= limits if inclusive else dist[None] < limits
+    hits = (below & counted[None]).sum(axis=tuple(range(1, dist.ndim + 1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * hits / counted.sum()
 
 
 def json_number(x):
@@ -249,7 +244,7 @@ def mpii_pckh_table(preds, gt, visible, head_size, joints: JointSet = MPII) -> d
     """{"PCKh@0.5" | "PCKh@0.1" | "AUC@0.5": {Head, Shoulder, ..., Ankle, Mean: percent}}.
 
     preds, gt (N,J,2) in the same pixel convention; visible (N,J), 1 = annotated;
-    head_size (N,) the PCKh unit (see `head_size_from_boxes`). NaN where a column has no
+    head_size (N,) the PCKh unit (see `joints.head_size_from_boxes`). NaN where a column has no
     counted joint.
     """
     table = pckh_evaluation(preds, gt, visible, head_size, joints)["table"]
@@ -285,9 +280,14 @@ def torso_distances(preds, gt, visible, joints: JointSet = LSP) -> tuple[np.ndar
     visible = np.asarray(visible)
     if visible.shape != preds.shape[:2]:
         raise ValueError(f"visible: expected shape {preds.shape[:2]}, got {visible.shape}")
-    torso_known = (visible[:, list(_torso_joints(joints))] == 1).all(axis=1)
-    dist = normalized_distances(preds, gt, np.where(torso_known, torso_size(gt, joints), np.nan))
-    return dist, (visible == 1) & torso_known[:, None]
+    unit, torso_known = _torso_unit(gt, visible, joints)
+    return normalized_distances(preds, gt, unit), (visible == 1) & torso_known[:, None]
+
+
+def _torso_unit(gt, visible, joints: JointSet) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) torso size where both torso joints are annotated (else NaN), and that (N,) mask."""
+    known = (np.asarray(visible)[:, list(_torso_joints(joints))] == 1).all(axis=1)
+    return np.where(known, torso_size(gt, joints), np.nan), known
 
 
 def validation_score(preds, gt, visible, head_size, joints: JointSet) -> tuple[str, float]:
@@ -298,21 +298,27 @@ def validation_score(preds, gt, visible, head_size, joints: JointSet) -> tuple[s
     annotated joints' bounding box ("PCK@0.2 box")."""
     if np.isfinite(np.asarray(head_size, dtype=np.float64)).any():
         return "PCKh@0.5", mpii_pckh_table(preds, gt, visible, head_size, joints)["PCKh@0.5"]["Mean"]
+    unit, known, kind = body_unit(gt, visible, joints)
+    counted = (np.asarray(visible) == 1) & known[:, None]
+    if not counted.any():
+        return VALIDATION_LABELS[kind], 0.0  # nothing to score: 0, as the epoch's number must exist
+    rate = pooled_rates(normalized_distances(preds, gt, unit), counted, 0.2, inclusive=True)[0]
+    return VALIDATION_LABELS[kind], float(rate)
+
+
+VALIDATION_LABELS = {"torso": "PCK@0.2", "box": "PCK@0.2 box"}
+
+
+def body_unit(gt, visible, joints: JointSet) -> tuple[np.ndarray, np.ndarray, str]:
+    """The normalising unit of a set without head sizes, chosen here alone (the validation score
+    and the drawn examples' ranking use it): (N,) unit, (N,) the samples it is known for, and
+    its kind. "torso": the torso size (LSP's PCK unit) where both torso joints are annotated;
+    "box", for a set without a left shoulder and right hip (a hand, an animal): the larger side
+    of the annotated joints' box (`keypoint_box_size`), where it has one."""
     if torso_pair(joints) is not None:
-        dist, counted = torso_distances(preds, gt, visible, joints)
-        label = "PCK@0.2"
-    else:
-        dist, counted = box_distances(preds, gt, visible)
-        label = "PCK@0.2 box"
-    hits = (dist <= 0.2) & counted
-    return label, float(100.0 * hits.sum() / max(counted.sum(), 1))
-
-
-def box_distances(preds, gt, visible) -> tuple[np.ndarray, np.ndarray]:
-    """(N,J) distances / `keypoint_box_size`, and the (N,J) mask of the joints counted:
-    annotated (visible == 1), in a sample whose box has a side."""
+        return (*_torso_unit(gt, visible, joints), "torso")
     side = keypoint_box_size(gt, visible)
-    return normalized_distances(preds, gt, side), (np.asarray(visible) == 1) & np.isfinite(side)[:, None]
+    return side, np.isfinite(side), "box"
 
 
 def keypoint_box_size(gt, visible) -> np.ndarray:

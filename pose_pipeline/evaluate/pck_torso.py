@@ -36,7 +36,7 @@ from pose_pipeline.core.joints import (
     torso_pair,
 )
 from pose_pipeline.core.keypoints import check_keypoints
-from pose_pipeline.evaluate.metrics import json_number, torso_distances, torso_size
+from pose_pipeline.evaluate.metrics import json_number, pooled_rates, torso_distances, torso_size
 
 # LSP PCK curve: 0 to 0.2 torso sizes (the usual LSP plot range); rows PCK@0.2, PCK@0.1, AUC@0.2.
 PCK_TORSO_THRESHOLDS = np.round(np.arange(21) * 0.01, 2)
@@ -68,8 +68,7 @@ def _pck_rates(dist, counted, thresholds) -> tuple[np.ndarray, np.ndarray]:
     hits = (dist[None] <= thresholds[:, None, None]) & counted[None]
     with np.errstate(invalid="ignore", divide="ignore"):
         per_point = 100.0 * hits.sum(axis=1) / counted.sum(axis=0)
-        pooled = 100.0 * hits.sum(axis=(1, 2)) / counted.sum()
-    return per_point, pooled
+    return per_point, pooled_rates(dist, counted, thresholds, inclusive=True)
 
 
 def _pck_rows(dist, counted, thresholds, names, groups, label: str = "") -> dict:

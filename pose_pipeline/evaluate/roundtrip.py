@@ -14,10 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.core.codec import HeatmapCodec
 
 log = logging.getLogger(__name__)
+
+TRAINING = schema_defaults("experiment", "training")  # input_size, heatmap_size, sigma: the one home
+EVALUATION = schema_defaults("experiment", "evaluation")  # blur_sigma, named in --blur-sigma's help
 
 
 def encode_decode(
@@ -57,7 +61,7 @@ def _annotations(path: Path, codec: HeatmapCodec):
 
 def roundtrip(annotations, out_mat, codec: HeatmapCodec | None = None) -> dict:
     """Oracle predictions for an annotation file (hourglass .h5) or a converted store,
-    through `codec` (default: 256 px input, 64 px heatmaps, sigma 1, no blur).
+    through `codec` (default: the schema's training input_size, heatmap_size and sigma; no blur).
 
     An annotated joint outside the crop has no target; the best a heatmap model can do is the
     nearest heatmap border point, which is what the oracle predicts for it. Returns a summary
@@ -65,7 +69,7 @@ def roundtrip(annotations, out_mat, codec: HeatmapCodec | None = None) -> dict:
     """
     from pose_pipeline.inference.prediction_files import write_predictions_mat
 
-    codec = codec or HeatmapCodec()
+    codec = codec or HeatmapCodec(TRAINING["input_size"], TRAINING["heatmap_size"], TRAINING["sigma"])
     keypoints, annotated, origin, to_heatmap, head_size = _annotations(Path(annotations), codec)
     points = geometry.annotated_to_array(np.asarray(keypoints, np.float64), origin)
     decoded, encoded = encode_decode(points, annotated.astype(np.float32), to_heatmap, codec)
@@ -86,10 +90,19 @@ def roundtrip(annotations, out_mat, codec: HeatmapCodec | None = None) -> dict:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", required=True, help="hourglass valid.h5/train.h5 or a converted store")
     p.add_argument("--out", required=True, help="oracle prediction file (MATLAB `preds`)")
-    p.add_argument("--input-size", type=int, default=256, help="network input side in pixels")
+    p.add_argument("--input-size", type=int, default=TRAINING["input_size"], help="network input side in pixels")
     p.add_argument("--heatmap-size", type=int, default=None, help="heatmap side (default: input size / 4)")
-    p.add_argument("--sigma", type=float, default=1.0, help="Gaussian sigma of the targets, in heatmap pixels")
-    p.add_argument("--blur-sigma", type=float, default=0.0, help="blur before decoding, as predict does (0 = none)")
+    p.add_argument(
+        "--sigma", type=float, default=TRAINING["sigma"], help="Gaussian sigma of the targets, in heatmap pixels"
+    )
+    # No blur by default: the oracle measures the targets' own ceiling; predict's blur is a choice on top.
+    p.add_argument(
+        "--blur-sigma",
+        type=float,
+        default=0.0,
+        help="heatmap blur before decoding, in heatmap pixels (default 0: none, the representation's own "
+        f"ceiling; predict blurs by evaluation.blur_sigma, {EVALUATION['blur_sigma']:g} by default)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,8 +17,12 @@ from pose_pipeline.evaluate.oks import OKS_COLUMN
 from pose_pipeline.util.atomic import write_text_atomic
 
 
-def _cell(value) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+def table_cell(value) -> str:
+    """A table cell of the score CSV and the summary: empty for None or NaN, a float to 2
+    decimals, anything else (an epoch count, a name) as it is."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def table_rows(evaluation: dict) -> list[list[str]]:
@@ -27,12 +31,14 @@ def table_rows(evaluation: dict) -> list[list[str]]:
     column for OKS."""
     metric_rows = evaluation["rows"]
     if evaluation["metric"] == "OKS":
-        return [["metric", OKS_COLUMN]] + [[row, _cell(evaluation["table"][row][OKS_COLUMN])] for row in metric_rows]
+        return [["metric", OKS_COLUMN]] + [
+            [row, table_cell(evaluation["table"][row][OKS_COLUMN])] for row in metric_rows
+        ]
     columns = evaluation.get("columns", TABLE_COLUMNS)  # FLIC has no knees or ankles
     rows = [["metric", *columns, WEIGHTED_MEAN_COLUMN]]
     for row in metric_rows:
         cols = evaluation["table"][row]
-        rows.append([row, *(_cell(cols[c]) for c in columns), _cell(evaluation["mean_weighted"][row])])
+        rows.append([row, *(table_cell(cols[c]) for c in columns), table_cell(evaluation["mean_weighted"][row])])
     return rows
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -179,9 +180,9 @@ def _read_csv_text(path: Path) -> str:
         raise UserError(f"{path}: cannot read: {exc}") from None
 
 
-def _csv_points(path: Path) -> tuple[dict[str, int], dict[tuple[int, int], tuple[float, float]], int]:
-    """(joint name -> column in order of first appearance, (sample, column) -> (x, y),
-    sample count) of a prediction CSV; UserError naming the line of a bad row."""
+def _csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """The header and the (line number, fields) of the non-empty rows of a prediction CSV; the
+    one reader of the format, under the points, the image names and the scores."""
     reader = csv.reader(io.StringIO(_read_csv_text(path)))
     header = next(reader, None)
     if header is None or tuple(header[: len(CSV_COLUMNS)]) != CSV_COLUMNS:
@@ -189,12 +190,16 @@ def _csv_points(path: Path) -> tuple[dict[str, int], dict[tuple[int, int], tuple
             f"{path}: expected a CSV header starting {','.join(CSV_COLUMNS)}, got "
             f"{','.join(header) if header else 'an empty file'}"
         )
+    return header, ((line, row) for line, row in enumerate(reader, start=2) if row)
+
+
+def _csv_points(path: Path) -> tuple[dict[str, int], dict[tuple[int, int], tuple[float, float]], int]:
+    """(joint name -> column in order of first appearance, (sample, column) -> (x, y),
+    sample count) of a prediction CSV; UserError naming the line of a bad row."""
     joint_column: dict[str, int] = {}
     values: dict[tuple[int, int], tuple[float, float]] = {}
     max_index = -1
-    for line, row in enumerate(reader, start=2):
-        if not row:
-            continue
+    for line, row in _csv_rows(path)[1]:
         if len(row) < len(CSV_COLUMNS):
             raise UserError(f"{path}, line {line}: {len(row)} fields, expected at least {len(CSV_COLUMNS)}")
         try:
@@ -275,9 +280,7 @@ def read_prediction_image_names(path) -> dict[int, str] | None:
     path = Path(path)
     if path.suffix.lower() != ".csv":
         return None
-    reader = csv.reader(io.StringIO(_read_csv_text(path)))
-    next(reader, None)  # the header, checked by read_predictions
-    names = {int(row[0]): row[1] for row in reader if len(row) >= len(CSV_COLUMNS) and row[1]}
+    names = {int(row[0]): row[1] for _, row in _csv_rows(path)[1] if len(row) >= len(CSV_COLUMNS) and row[1]}
     return names or None
 
 
@@ -331,22 +334,18 @@ def read_person_scores(path, num_samples: int) -> np.ndarray | None:
     path = Path(path)
     if path.suffix.lower() != ".csv":
         return None
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        if "score" not in header:
-            return None
-        column = header.index("score")
-        total, count = np.zeros(num_samples), np.zeros(num_samples)
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                value = float(row[column])
-            except (ValueError, IndexError):
-                raise UserError(f"{path}, line {line}: score must be a number") from None
-            if not math.isfinite(value):
-                raise UserError(f"{path}, line {line}: non-finite score {row[column]!r}")
-            total[int(row[0])] += value
-            count[int(row[0])] += 1
+    header, rows = _csv_rows(path)
+    if "score" not in header:
+        return None
+    column = header.index("score")
+    total, count = np.zeros(num_samples), np.zeros(num_samples)
+    for line, row in rows:
+        try:
+            value = float(row[column])
+        except (ValueError, IndexError):
+            raise UserError(f"{path}, line {line}: score must be a number") from None
+        if not math.isfinite(value):
+            raise UserError(f"{path}, line {line}: non-finite score {row[column]!r}")
+        total[int(row[0])] += value
+        count[int(row[0])] += 1
     return total / np.maximum(count, 1)

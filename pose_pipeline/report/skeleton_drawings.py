@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from pose_pipeline.core import geometry
-from pose_pipeline.core.joints import SIDE_COLOURS, torso_pair
+from pose_pipeline.core.joints import SIDE_COLOURS
 from pose_pipeline.data.images import load_image
 from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
-from pose_pipeline.evaluate.metrics import keypoint_box_size, normalized_distances, torso_size
+from pose_pipeline.evaluate.metrics import body_unit, normalized_distances
 from pose_pipeline.inference.prediction_files import read_predictions
 from pose_pipeline.report.figure_files import describe_panel, drawn, figure
 
@@ -46,23 +46,14 @@ def example_units(gt, visible, head_size, joints) -> tuple[np.ndarray, np.ndarra
     """Per-sample normalising size for ranking examples, and its name per sample: the
     head size (PCKh's unit) where known, else the torso size (LSP's PCK unit: left shoulder
     to right hip, both annotated), else, for a set without those joints, the larger side of
-    the annotated joints' box (`metrics.keypoint_box_size`), else NaN ("")."""
+    the annotated joints' box (as `metrics.body_unit` chooses), else NaN ("")."""
     head = np.asarray(head_size, dtype=np.float64)
     unit = np.where(np.isfinite(head) & (head > 0), head, np.nan)
     names = np.where(np.isfinite(unit), "head sizes", "").astype(object)
-    pair = torso_pair(joints)
-    if pair is not None:
-        known = (np.asarray(visible)[:, list(pair)] == 1).all(axis=1)
-        torso = np.where(known, torso_size(gt, joints), np.nan)
-        use = ~np.isfinite(unit) & np.isfinite(torso) & (torso > 0)
-        unit = np.where(use, torso, unit)
-        names[use] = "torso sizes"
-    else:  # a custom set (a hand, an animal): the annotated joints' box, as its validation
-        box = keypoint_box_size(gt, visible)
-        use = ~np.isfinite(unit) & np.isfinite(box)
-        unit = np.where(use, box, unit)
-        names[use] = "box sizes"
-    return unit, names
+    body, _, kind = body_unit(gt, visible, joints)  # torso, or for a set without one its box
+    use = ~np.isfinite(unit) & np.isfinite(body) & (body > 0)
+    names[use] = f"{kind} sizes"
+    return np.where(use, body, unit), names
 
 
 def pick_samples(errors, count: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import math
 from pose_pipeline.errors import UserError
 from pose_pipeline.evaluate.metrics import TABLE_COLUMNS
 from pose_pipeline.evaluate.oks import OKS_COLUMN
-from pose_pipeline.evaluate.score_files import read_score_json
+from pose_pipeline.evaluate.score_files import read_score_json, table_cell
 from pose_pipeline.train.log import read_log
 from pose_pipeline.util.atomic import write_text_atomic
 
@@ -51,12 +51,6 @@ def parameter_count(model_path) -> int:
     config = model_config_of(read_checkpoint(model_path), model_path)
     model = build_model(config, config["joints"])
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-
-
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def summarize(entries: list[dict], out_csv) -> list[dict]:
@@ -90,7 +84,7 @@ def summarize(entries: list[dict], out_csv) -> list[dict]:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in header])
+        writer.writerow([table_cell(row.get(c)) for c in header])
     write_text_atomic(out_csv, buffer.getvalue())
     return rows
 

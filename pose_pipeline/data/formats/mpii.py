@@ -10,7 +10,7 @@ Conventions kept throughout:
 - centre/scale follow the stacked-hourglass convention: from the release,
   `center = objpos + (0, 15 * scale_raw)` and `scale = 1.25 * scale_raw`
   (the hourglass HDF5 already stores them so);
-- `head_size` is the PCKh unit, `joints.PCKH_HEAD_FACTOR` (0.6) x the head-box diagonal (the
+- `head_size` is the PCKh unit, `joints.head_size_from_boxes`: 0.6 x the head-box diagonal (the
   reference `SC_BIAS`);
 - what a joint's flags mean: a joint is labelled (`annotated`, the store's `visible`) where the
   release lists an annopoint for it (the .h5: where `part` is not (0, 0)); one it does not
@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 
-from pose_pipeline.core.joints import MPII, PCKH_HEAD_FACTOR
+from pose_pipeline.core.joints import MPII, head_size_from_boxes
 from pose_pipeline.data.formats.matlab import check_file, is_struct, items, load_mat, number, text, variables_found
+from pose_pipeline.data.images import unsafe_image_name
 from pose_pipeline.errors import UserError
 
 NUM_JOINTS = MPII.num_joints
@@ -222,7 +223,7 @@ class _ReleaseRows:
             annotated=np.stack(self.annotated),
             is_visible=np.stack(self.is_visible),
             head_box=head_box,
-            head_size=head_size_from_box(head_box),
+            head_size=head_size_from_boxes(head_box),
             is_train=np.array(self.is_train, dtype=bool),
         )
         people.problems = find_problems(people, self.parse_problems, head_box_known=True)
@@ -234,21 +235,6 @@ def hourglass_box(objpos: np.ndarray, scale_raw: np.ndarray) -> tuple[np.ndarray
     center = np.array(objpos, dtype=np.float64)
     center[:, 1] += HOURGLASS_CENTER_SHIFT * scale_raw
     return center, HOURGLASS_SCALE_FACTOR * np.asarray(scale_raw, dtype=np.float64)
-
-
-def head_size_from_box(head_box: np.ndarray) -> np.ndarray:
-    """(N,4) x1,y1,x2,y2 -> (N,) PCKh unit: 0.6 x the box diagonal."""
-    head_box = np.asarray(head_box, dtype=np.float64)
-    return PCKH_HEAD_FACTOR * np.hypot(head_box[:, 2] - head_box[:, 0], head_box[:, 3] - head_box[:, 1])
-
-
-def _unsafe_image_name(name: str) -> bool:
-    if not name:
-        return False
-    for pure in (PurePosixPath(name), PureWindowsPath(name)):
-        if pure.is_absolute() or pure.anchor or ".." in pure.parts:
-            return True
-    return False
 
 
 def find_problems(people: MPIIPeople, extra: list[list[str]] | None = None, *, head_box_known: bool) -> list[str]:
@@ -280,7 +266,7 @@ def find_problems(people: MPIIPeople, extra: list[list[str]] | None = None, *, h
         for row in np.flatnonzero(mask):
             reasons[row].append(reason)
     for row, name in enumerate(people.image_names):
-        if _unsafe_image_name(name):
+        if unsafe_image_name(name):
             reasons[row].append(f"unsafe image name {name!r} (absolute or with '..')")
     return ["; ".join(r) for r in reasons]
 
