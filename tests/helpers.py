@@ -160,6 +160,18 @@ def settings(**training) -> dict:
     return experiment_settings(config, "e")
 
 
+def write_training_log(path: Path, rows: list[tuple]) -> Path:
+    """A training log written by train's own writer (`write_log`), so that readers see what
+    train writes: each row (epoch, step, train_loss, val_loss, val_score, lr, images_per_s,
+    elapsed_s), "" for a value not measured; val_metric PCKh@0.5 where a row has a val_score."""
+    from pose_pipeline.train.log import write_log
+
+    names = ("epoch", "step", "train_loss", "val_loss", "val_score", "lr", "images_per_s", "elapsed_s")
+    rows = [dict(zip(names, row), val_metric="PCKh@0.5" if row[4] != "" else "") for row in rows]
+    write_log(path, rows)
+    return path
+
+
 # A whole demo DAG in a minute: tens of images, a 1-stack model, one epoch.
 TINY = {
     "default_experiments": ["tiny"],
