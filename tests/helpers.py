@@ -245,6 +245,17 @@ def snakemake(workdir: Path, *args: str) -> str:
     return output
 
 
+def copy_run(source: Path, dest: Path, parts: tuple[str, ...] | None = None) -> Path:
+    """A copy of the workflow folder `source` in `dest`, modification times kept so that Snakemake
+    finds it up to date: all of it, or (with `parts`, folders under it) its config, Snakemake's
+    records of what built each output and those parts only. For a test that mutates a shared run."""
+    import shutil
+
+    for part in ("",) if parts is None else ("config", ".snakemake/metadata", *parts):
+        shutil.copytree(source / part, dest / part, symlinks=True, dirs_exist_ok=True)
+    return dest
+
+
 def planned_jobs(dry_run_output: str) -> dict[str, int]:
     """Rule -> job count from a dry run's "Job stats" table ({} when nothing is to be done)."""
     import re

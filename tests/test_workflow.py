@@ -21,7 +21,17 @@ import numpy as np
 import pytest
 import scipy.io
 import yaml
-from helpers import OUTPUTS, REFERENCE, TINY, mean_cell, planned_jobs, snakemake, snakemake_command, write_config
+from helpers import (
+    OUTPUTS,
+    REFERENCE,
+    TINY,
+    copy_run,
+    mean_cell,
+    planned_jobs,
+    snakemake,
+    snakemake_command,
+    write_config,
+)
 from PIL import Image
 
 from pose_pipeline.data.store import open_store
@@ -31,11 +41,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    """(the folder, what Snakemake printed) of the whole tiny DAG run once."""
-    workdir = tmp_path_factory.mktemp("workflow")
-    write_config(workdir, TINY)
-    return workdir, snakemake(workdir)
+def first_run(tiny_run, tmp_path_factory):
+    """(the folder, what Snakemake printed) of the whole tiny DAG run once (the session's run,
+    copied: these tests build more in it and change its config)."""
+    workdir, output = tiny_run
+    return copy_run(workdir, tmp_path_factory.mktemp("workflow")), output
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +207,15 @@ def test_report_builds_with_the_plots(report):
 
 
 @pytest.mark.parametrize("target", ["snakemake", "group"])
-def test_sigterm_during_training_loses_no_finished_output(tmp_path, target):
+def test_sigterm_during_training_loses_no_finished_output(tiny_run, tmp_path, target):
     """Issue 17's "plain SIGTERM leaves finished outputs marked incomplete", tried while train
     runs. SIGTERM to the snakemake process alone: it lets train finish, starts nothing more,
     and the next run does only the later rules. SIGTERM to the whole group (as a terminal or a
     batch system sends it): train is stopped and is the first job the next run plans. Either way
     nothing finished is redone or marked incomplete (the dry run would refuse incomplete
     files), and nothing half-written is left."""
+    # the session's demo data and stores, so that the run starts at train
+    copy_run(tiny_run[0], tmp_path, ("results/data", "results/stores"))
     write_config(tmp_path, _config_with(**{"experiments.tiny.training.epochs": 3}))
     command = snakemake_command(tmp_path)
     train_log, model = tmp_path / "results/logs/train/tiny.log", tmp_path / "results/train/tiny/model.pt"
