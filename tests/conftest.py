@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import SHARED, make_random_store
+from helpers import SHARED, TINY, make_random_store, snakemake, write_config
 
 
 def _shared_dir(*parts: str) -> Path:
@@ -32,3 +32,14 @@ def shared_fixtures() -> Path:
 @pytest.fixture
 def random_store(tmp_path_factory):
     return make_random_store(tmp_path_factory.mktemp("store") / "train.zarr")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, str]:
+    """The tiny demo DAG (helpers.TINY: demo data, stores, a trained 1-stack model at
+    results/train/tiny/model.pt, its predictions, scores and plots) run once for the session:
+    (its folder, what Snakemake printed). Shared: a test that writes in it works on a copy
+    (helpers.copy_run)."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    write_config(workdir, TINY)
+    return workdir, snakemake(workdir)

@@ -160,6 +160,18 @@ def settings(**training) -> dict:
     return experiment_settings(config, "e")
 
 
+def write_training_log(path: Path, rows: list[tuple]) -> Path:
+    """A training log written by train's own writer (`write_log`), so that readers see what
+    train writes: each row (epoch, step, train_loss, val_loss, val_score, lr, images_per_s,
+    elapsed_s), "" for a value not measured; val_metric PCKh@0.5 where a row has a val_score."""
+    from pose_pipeline.train.log import write_log
+
+    names = ("epoch", "step", "train_loss", "val_loss", "val_score", "lr", "images_per_s", "elapsed_s")
+    rows = [dict(zip(names, row), val_metric="PCKh@0.5" if row[4] != "" else "") for row in rows]
+    write_log(path, rows)
+    return path
+
+
 # A whole demo DAG in a minute: tens of images, a 1-stack model, one epoch.
 TINY = {
     "default_experiments": ["tiny"],
@@ -231,6 +243,17 @@ def snakemake(workdir: Path, *args: str) -> str:
         logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/logs/*/*.log")))
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-6000:]}{logs}")
     return output
+
+
+def copy_run(source: Path, dest: Path, parts: tuple[str, ...] | None = None) -> Path:
+    """A copy of the workflow folder `source` in `dest`, modification times kept so that Snakemake
+    finds it up to date: all of it, or (with `parts`, folders under it) its config, Snakemake's
+    records of what built each output and those parts only. For a test that mutates a shared run."""
+    import shutil
+
+    for part in ("",) if parts is None else ("config", ".snakemake/metadata", *parts):
+        shutil.copytree(source / part, dest / part, symlinks=True, dirs_exist_ok=True)
+    return dest
 
 
 def planned_jobs(dry_run_output: str) -> dict[str, int]:

@@ -8,7 +8,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # each benchmark script end to end in a subprocess
 
 
 def run_benchmark(script: str, *args: str, cwd) -> str:

@@ -83,6 +83,7 @@ def reference(path, crops: np.ndarray, flip_test: bool):
     return heatmaps.numpy(), geometry.apply(geometry.invert(codec.input_to_heatmap()), coords), scores
 
 
+@pytest.mark.slow  # exports, then runs each file in a fresh process
 @pytest.mark.parametrize("arch,stacks,flip_test", [("hourglass", 2, True), ("pyranet", 1, False)])
 def test_exported_models_reproduce_pytorch_in_a_fresh_process(tmp_path, arch, stacks, flip_test):
     pytest.importorskip("onnxruntime")

@@ -9,6 +9,7 @@ import json
 import matplotlib.image
 import numpy as np
 import pytest
+from helpers import write_training_log
 
 from pose_pipeline import cli
 from pose_pipeline.core import geometry
@@ -22,7 +23,6 @@ from pose_pipeline.report.skeleton_drawings import pick_samples, plot_skeletons,
 from pose_pipeline.train.log import read_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-LOG_HEADER = "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
 J = MPII.num_joints
 # the skeleton palette as matplotlib writes it
 BLUE, RED, GOLD = "#1f77b4", "#d62728", "#ffd700"
@@ -92,13 +92,8 @@ def synthetic_score_json(tmp_path, name="s", shift=3.0):
 # ------------------------------------------------------------------------------ curves
 
 
-def write_log(path, rows):
-    path.write_text(LOG_HEADER + "".join(",".join(map(str, r)) + "\n" for r in rows))
-    return path
-
-
 def test_training_curves(tmp_path):
-    a = write_log(
+    a = write_training_log(
         tmp_path / "a.csv",
         [
             (0, 10, 1.0, "", "", 1e-3, 50, 1),
@@ -107,7 +102,9 @@ def test_training_curves(tmp_path):
             (1, 40, 0.5, 0.55, 60.0, 1e-3, 50, 4),
         ],
     )
-    b = write_log(tmp_path / "b.csv", [(0, 10, 1.2, 1.1, 30.0, 1e-3, 50, 1), (1, 20, 0.7, 0.8, 50.0, 1e-3, 50, 2)])
+    b = write_training_log(
+        tmp_path / "b.csv", [(0, 10, 1.2, 1.1, 30.0, 1e-3, 50, 1), (1, 20, 0.7, 0.8, 50.0, 1e-3, 50, 2)]
+    )
     log = read_log(a).per_epoch()
     np.testing.assert_array_equal(log["epoch"], [0, 1])
     np.testing.assert_allclose(log["train_loss"], [0.9, 0.55])
@@ -131,14 +128,16 @@ def test_training_curves(tmp_path):
 
 
 def test_training_curves_without_validation(tmp_path):
-    log = write_log(tmp_path / "a.csv", [(0, 10, 1.0, "", "", 1e-3, "", ""), (1, 20, 0.5, "", "", 1e-3, "", "")])
+    log = write_training_log(
+        tmp_path / "a.csv", [(0, 10, 1.0, "", "", 1e-3, "", ""), (1, 20, 0.5, "", "", 1e-3, "", "")]
+    )
     assert np.isnan(read_log(log).per_epoch()["val_loss"]).all()
     loss, pckh = plot_training_curves({"a": log}, tmp_path / "curves.png")
     assert_png(tmp_path / "curves.png")
     assert [line["label"] for line in loss["lines"]] == ["a train"]  # no val line
     assert pckh["lines"] == [] and pckh["texts"] == ["no validation yet"]
     # one epoch only: a single point, drawn with a marker (a one-point line shows nothing)
-    single = write_log(tmp_path / "s.csv", [(0, 10, 1.0, "", "", 1e-3, "", "")])
+    single = write_training_log(tmp_path / "s.csv", [(0, 10, 1.0, "", "", 1e-3, "", "")])
     loss, _ = plot_training_curves({"s": single}, tmp_path / "single.png")
     assert_png(tmp_path / "single.png")
     assert loss["lines"][0]["marker"] == "o" and list(loss["lines"][0]["y"]) == [1.0]
@@ -156,7 +155,7 @@ def test_bad_log_refused_without_output(tmp_path):
 def test_no_partial_file_when_saving_fails(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    log = write_log(tmp_path / "a.csv", [(0, 10, 1.0, 1.0, 20.0, 1e-3, 50, 1)])
+    log = write_training_log(tmp_path / "a.csv", [(0, 10, 1.0, 1.0, 20.0, 1e-3, 50, 1)])
 
     def failing_savefig(self, fname, **kwargs):
         with open(fname, "wb") as f:
@@ -318,7 +317,7 @@ def test_cli(tmp_path, capsys):
         )
         == 0
     )
-    log = write_log(tmp_path / "a.csv", [(0, 10, 1.0, "", "", 1e-3, 50, 1)])
+    log = write_training_log(tmp_path / "a.csv", [(0, 10, 1.0, "", "", 1e-3, 50, 1)])
     runs = [
         ["curves", "--log", f"a={log}", "--log", f"b={log}", "--out", str(tmp_path / "c.png")],
         [

@@ -204,6 +204,7 @@ def cluster_run(cluster, tmp_path_factory):
     return workdir, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_heavy_rules_run_as_slurm_jobs_and_light_ones_beside_snakemake(cluster_run):
     workdir, output = cluster_run
     for path in OUTPUTS:
@@ -228,6 +229,7 @@ def test_heavy_rules_run_as_slurm_jobs_and_light_ones_beside_snakemake(cluster_r
     assert convert["NumCPUs"] == "2" and "gpu" not in convert.get("TresPerJob", ""), convert
 
 
+@pytest.mark.slow
 def test_second_run_submits_nothing(cluster_run):
     workdir, _ = cluster_run
     done = run_snakemake(workdir)
@@ -236,6 +238,7 @@ def test_second_run_submits_nothing(cluster_run):
     assert not SUBMITTED.findall(done.stdout + done.stderr)
 
 
+@pytest.mark.slow
 def test_cancelled_train_job_is_redone_by_the_next_run(cluster_run):
     workdir, _ = cluster_run
     target = "results/train/slow/model.pt"

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import write_training_log
 
 from pose_pipeline import cli
 from pose_pipeline.core.joints import LSP, MPII
@@ -16,8 +17,6 @@ from pose_pipeline.evaluate.metrics import pckh_evaluation
 from pose_pipeline.evaluate.pck_torso import pck_torso_evaluation
 from pose_pipeline.models import build_model
 from pose_pipeline.report.summary import summarize
-
-LOG = "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
 
 
 def write_model(path, stacks=1, joints=16):
@@ -29,9 +28,8 @@ def write_model(path, stacks=1, joints=16):
 
 def experiment(tmp_path, name, dataset, fmt, evaluation, elapsed, stacks=1, joints=16):
     (tmp_path / f"{name}.json").write_text(json.dumps(evaluation))
-    (tmp_path / f"{name}.csv").write_text(
-        LOG + f"1,4,1.0,,,0.001,10,{elapsed / 2}\n2,8,0.5,0.6,40,0.001,10,{elapsed}\n"
-    )
+    rows = [(1, 4, 1.0, "", "", 0.001, 10, elapsed / 2), (2, 8, 0.5, 0.6, 40, 0.001, 10, elapsed)]
+    write_training_log(tmp_path / f"{name}.csv", rows)
     params = write_model(tmp_path / f"{name}.pt", stacks, joints)
     entry = {
         "name": name,

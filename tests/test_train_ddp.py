@@ -108,6 +108,7 @@ sys.exit(cli.main(sys.argv[1:]))
 )
 
 
+@pytest.mark.slow  # two gloo ranks in subprocesses
 def test_two_gloo_ranks_equal_one_process_with_the_combined_batch(random_store, tmp_path):
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
@@ -164,6 +165,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "pose_pipeline", "train", *args]
 
 
+@pytest.mark.slow  # three training commands in subprocesses
 def test_nproc_2_on_the_cli_trains_one_model_and_resumes_it(random_store, tmp_path):
     s = json.dumps(settings(epochs=2, checkpoint_every=100))
     command = cli(
@@ -207,6 +209,7 @@ def test_nproc_2_on_the_cli_trains_one_model_and_resumes_it(random_store, tmp_pa
     assert "resumed from" not in single.stderr and "number of processes" in single.stderr
 
 
+@pytest.mark.slow  # two ranks in subprocesses
 def test_a_failing_rank_fails_the_command_with_a_message(random_store, tmp_path):
     s = json.dumps(settings(batch_size=16))  # 24 samples < one global batch of 16 x 2
     result = subprocess.run(
@@ -254,6 +257,7 @@ def test_nproc_auto(monkeypatch):
     assert devices.auto_nproc() == 2
 
 
+@pytest.mark.slow  # training commands in subprocesses
 def test_sigkill_after_a_checkpoint_then_the_same_command_resumes_exactly(random_store, tmp_path):
     s = settings(epochs=8, checkpoint_every=2)
     command = cli(
@@ -317,6 +321,7 @@ def lsp16(shared_data, tmp_path):
     return tmp_path / "lsp16.zarr"
 
 
+@pytest.mark.slow  # 100 epochs
 def test_a_small_model_overfits_16_real_lsp_crops(lsp16, tmp_path):
     # 100 steps on the whole set; sigma 2 (on 16 px heatmaps) gives the peaks enough mass to
     # be learnt within them (with sigma 1 the loss only reaches the all-zero level).

@@ -15,6 +15,8 @@ import pytest
 from helpers import REPO_ROOT, settings
 from test_train_ddp import ENV, RANK_SCRIPT, WITHOUT_BATCH_STATISTICS, assert_same_weights, state_dict
 
+pytestmark = pytest.mark.slow  # two torchrun agents in subprocesses, then a single process
+
 MARKER = "<!-- multi-node-recipe -->"
 
 

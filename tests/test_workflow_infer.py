@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 import pytest
-from helpers import TINY, snakemake, write_config
+from helpers import TINY, copy_run, planned_jobs, snakemake, write_config
 
 TARGETS = ["results/infer/tiny/photos/keypoints.json", "results/infer/tiny/boxed.v2/keypoints.json"]
 
 
 @pytest.mark.slow
-def test_infer_target_trains_then_infers(tmp_path):
+def test_infer_target_trains_then_infers(tiny_run, tmp_path):
     from pose_pipeline.data.demo.generate import generate
 
     generate(tmp_path / "my images", seed=9, train=3, val=1, image_size=80, progress=False)
@@ -30,8 +30,13 @@ def test_infer_target_trains_then_infers(tmp_path):
         "boxed.v2": {"images": "my images/images", "boxes": "my images/boxes.csv"},
     }
     write_config(tmp_path, config)
+    assert "train" in planned_jobs(snakemake(tmp_path, "--dry-run", *TARGETS))  # trained on the way
+    # the session's trained run, so that only infer runs here
+    copy_run(tiny_run[0], tmp_path, ("results/data", "results/stores", "results/train"))
+    write_config(tmp_path, config)
+    assert set(planned_jobs(snakemake(tmp_path, "--dry-run", *TARGETS))) == {"infer"}  # nothing else is redone
     snakemake(tmp_path, *TARGETS)
-    assert (tmp_path / "results/train/tiny/model.pt").exists()  # trained on the way
+    assert (tmp_path / "results/train/tiny/model.pt").exists()
     photos = json.loads((tmp_path / TARGETS[0]).read_text())
     assert [r["file_name"] for r in photos["results"]] == [f"{i:06d}.jpg" for i in range(4)]
     assert photos["header"]["canvas_size"] == TINY["datasets"]["demo"]["canvas_size"]  # the dataset's canvas
@@ -62,6 +67,7 @@ def test_misspelt_imageset_key_stops_the_run_naming_it(tmp_path):
         snakemake(tmp_path, "--dry-run", TARGETS[0])
 
 
+@pytest.mark.slow  # four Snakemake dry runs
 def test_a_new_image_in_a_subfolder_makes_infer_outdated(tmp_path):
     """infer reads a folder's images at any depth: an image added to a subfolder (which leaves
     the top folder's time alone) reruns it; a file infer does not read does not. A dry run on

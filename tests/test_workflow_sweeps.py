@@ -9,7 +9,10 @@ import copy
 import subprocess
 from pathlib import Path
 
+import pytest
 from helpers import TINY, planned_jobs, snakemake, snakemake_command, write_config
+
+pytestmark = pytest.mark.slow  # Snakemake on the tiny DAG, several times a test
 
 SWEEP = {"base": "tiny", "grid": {"training.lr": [0.001, 0.005], "training.sigma": [1.0, 2.0]}}
 UPSTREAM = {"demo_data": 1, "convert": 2}
