@@ -116,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         check_option_bounds(parser, args)
         return int(module.run(args) or 0)
     except UserError as exc:
-        close_progress_bars()
         print(f"pose-pipeline {args.stage}: error: {exc}", file=sys.stderr)
         return 1
     except (OSError, RuntimeError) as exc:
@@ -125,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         line = unnamed_failure(exc)
         if line is None:
             raise
-        close_progress_bars()
         print(f"pose-pipeline {args.stage}: error: {line}", file=sys.stderr)
         return 1
 
@@ -136,11 +134,3 @@ def check_option_bounds(parser: argparse.ArgumentParser, args: argparse.Namespac
 
     stages = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     check_args(stages.choices[args.stage], args, args.stage)
-
-
-def close_progress_bars() -> None:
-    """End any progress bar's line, so that an error starts on a line of its own."""
-    tqdm = sys.modules.get("tqdm")
-    if tqdm is not None:
-        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
-            bar.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
@@ -36,20 +37,37 @@ def test_verbose_before_or_after_the_stage(tmp_path, argv):
 
 
 def test_an_error_ends_an_open_progress_bar_line(tmp_path, capsys, monkeypatch):
+    """A stage's bar is a context manager: an error leaving it closes the bar's line first."""
     from tqdm import tqdm
 
     from pose_pipeline.data import inspect
     from pose_pipeline.errors import UserError
 
     def fail(args):
-        bar = tqdm(total=10, desc="work")
-        bar.update(3)
-        raise UserError("broken input")
+        with tqdm(total=10, desc="work") as bar:
+            bar.update(3)
+            raise UserError("broken input")
 
     monkeypatch.setattr(inspect, "run", fail)
     assert cli.main(["inspect", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "\npose-pipeline inspect: error: broken input" in err
+
+
+def test_every_progress_bar_of_the_package_is_a_context_manager():
+    """`with tqdm(...) as bar`: a bar closes itself when an error leaves it (the CLI needs no
+    global closing through tqdm's private list of bars)."""
+    import ast
+
+    package = Path(cli.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        managed = {
+            id(item.context_expr) for node in ast.walk(tree) if isinstance(node, ast.With) for item in node.items
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "tqdm":
+                assert id(node) in managed, f"{path.relative_to(package)}:{node.lineno}: tqdm(...) outside a with"
 
 
 def test_train_help_says_model_pt_is_the_last_epoch_and_best_pt_the_best(capsys):

@@ -112,8 +112,8 @@ def write_crops(
 
     parent = os.getpid()
     pool = ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(parent,)) if workers > 1 else _Serial()
-    with one_opencv_thread(), pool:
-        bar = tqdm(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not options.progress)
+    progress = dict(total=len(keep), desc=f"convert {writer.path.name}", unit="img", disable=not options.progress)
+    with one_opencv_thread(), pool, tqdm(**progress) as bar:
         for block, (crops, problems) in zip(blocks, pool.map(crop_block, jobs)):
             ok = np.array([not p for p in problems], dtype=bool)
             for index, problem in zip(block[~ok], np.array(problems, dtype=object)[~ok]):
@@ -121,7 +121,6 @@ def write_crops(
             pending.append((crops, block) if ok.all() else (crops[ok], block[ok]))
             flush()
             bar.update(len(block))
-        bar.close()
     flush(final=True)
     return written
 

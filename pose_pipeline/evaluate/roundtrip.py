@@ -100,8 +100,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--blur-sigma",
         type=float,
         default=0.0,
-        help="heatmap blur before decoding, in heatmap pixels (default 0: none, the representation's own "
-        f"ceiling; predict blurs by evaluation.blur_sigma, {EVALUATION['blur_sigma']:g} by default)",
+        help="heatmap blur before decoding, in heatmap pixels; 0: none, the representation's own ceiling "
+        f"(predict blurs by evaluation.blur_sigma, {EVALUATION['blur_sigma']:g} by default)",
     )
 
 

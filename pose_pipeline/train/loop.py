@@ -165,29 +165,28 @@ def train_one_epoch(
     skip = state.step - epoch * run.steps_per_epoch  # batches of this epoch done before a resume
     before = state.loss_before(skip)
     pace, losses = EpochPace(run.loader.global_batch_size, compiling), DeviceLoss(run.world.device, before)
-    bar = tqdm(
+    with tqdm(
         total=run.steps_per_epoch,
         initial=skip,
         desc=f"epoch {epoch + 1}/{run.epochs}",
         unit="step",
         disable=not (progress and run.world.main),
         mininterval=5,
-    )
-    for batch in itertools.islice(batches, run.steps_per_epoch - skip):
-        losses.add(train_step(run, batch), state.step)
-        pace.step()
-        state.step += 1
-        bar.update(1)
-        checkpoint = state.step % run.training.checkpoint_every == 0
-        if checkpoint or state.step % LOG_EVERY == 0:
-            so_far = read_loss(run, losses)
-            bar.set_postfix(loss=f"{so_far:.2e}", refresh=False)
-        if checkpoint and run.world.main:  # read_loss has refused a non-finite step before it
-            state.epoch_loss = (so_far, losses.steps)  # a resume carries the epoch's mean on
-            save_checkpoint(run.last_path, checkpoint_state(run, state))
+    ) as bar:
+        for batch in itertools.islice(batches, run.steps_per_epoch - skip):
+            losses.add(train_step(run, batch), state.step)
+            pace.step()
+            state.step += 1
+            bar.update(1)
+            checkpoint = state.step % run.training.checkpoint_every == 0
+            if checkpoint or state.step % LOG_EVERY == 0:
+                so_far = read_loss(run, losses)
+                bar.set_postfix(loss=f"{so_far:.2e}", refresh=False)
+            if checkpoint and run.world.main:  # read_loss has refused a non-finite step before it
+                state.epoch_loss = (so_far, losses.steps)  # a resume carries the epoch's mean on
+                save_checkpoint(run.last_path, checkpoint_state(run, state))
     mean = read_loss(run, losses)
     state.epoch_loss = (0.0, 0)  # the epoch's mean goes into its row, not into the next epoch
-    bar.close()
     return {
         "epoch": epoch + 1,
         "step": state.step,

@@ -65,19 +65,21 @@ def generate(
     with atomic_folder(out, "demo-data", settings) as tmp:
         (tmp / "images").mkdir()
         names, keypoints, visible, head_boxes, scales, objpos = [], [], [], [], [], []
-        for i in tqdm(range(n), desc="demo data", unit="img", disable=not progress, mininterval=2):
-            split = 0 if i < train else 1 if i < train + val else 2  # train, val, test
-            index = i - (0, train, train + val)[split]
-            rng = np.random.default_rng([seed, split, index])
-            image, kp, vis, box, scale, pos = make_person(rng, image_size)
-            name = f"{i:06d}.jpg"
-            _write_jpeg(tmp / "images" / name, image)
-            names.append(name)
-            keypoints.append(kp)
-            visible.append(vis)
-            head_boxes.append(box)
-            scales.append(scale)
-            objpos.append(pos)
+        with tqdm(total=n, desc="demo data", unit="img", disable=not progress, mininterval=2) as bar:
+            for i in range(n):
+                split = 0 if i < train else 1 if i < train + val else 2  # train, val, test
+                index = i - (0, train, train + val)[split]
+                rng = np.random.default_rng([seed, split, index])
+                image, kp, vis, box, scale, pos = make_person(rng, image_size)
+                name = f"{i:06d}.jpg"
+                _write_jpeg(tmp / "images" / name, image)
+                names.append(name)
+                keypoints.append(kp)
+                visible.append(vis)
+                head_boxes.append(box)
+                scales.append(scale)
+                objpos.append(pos)
+                bar.update(1)
         release = release_mat_bytes(
             names,
             np.array(keypoints),
