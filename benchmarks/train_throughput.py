@@ -43,9 +43,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from convert_speed import SAMPLE, convert_sources, cpu_name, make_sources  # noqa: E402
 
+from pose_pipeline.config.training import TrainingConfig  # noqa: E402
 from pose_pipeline.core.codec import HeatmapCodec  # noqa: E402
 from pose_pipeline.core.loss import heatmap_loss  # noqa: E402
-from pose_pipeline.data.batches import Augmentation, ShardBatches, finish_batch  # noqa: E402
+from pose_pipeline.data.batches import Augmentation, ShardBatches, finish_batch, trained_joints  # noqa: E402
 from pose_pipeline.data.store import IMAGE_CODECS, open_store  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
 from pose_pipeline.train import loop as train_module  # noqa: E402
@@ -69,9 +70,10 @@ def build_run(store_path, batch_size: int, input_size: int, device: torch.device
         loader=loader,
         steps_per_epoch=loader.batches_per_epoch(),
         epochs=10**6,
-        training={"seed": 0, "batch_size": batch_size},
+        training=TrainingConfig.from_settings({"seed": 0, "batch_size": batch_size}),
         augmentation=Augmentation(),
         keypoints_canvas=store.keypoints_in_canvas(),
+        trained=trained_joints(store),
         world=World(device=device),
         codec=HeatmapCodec(input_size, input_size // 4, sigma=1.0),
     )
