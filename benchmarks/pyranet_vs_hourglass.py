@@ -146,7 +146,7 @@ def main() -> None:
     shape = {k: base["model"].get(k) for k in ("stacks", "blocks", "features")}
     print(
         f"CPU: {cpu_model()} ({os.cpu_count()} cores); recipe: experiment {args.experiment!r}, {shape}, "
-        f"{args.epochs} epochs (cosine over them), training {json.dumps(base['training'], sort_keys=True)}",
+        f"training {json.dumps({**base['training'], 'epochs': args.epochs, 'seed': seeds}, sort_keys=True)}",
         flush=True,
     )
     names = {"hourglass": "hourglass", "pyranet": f"pyranet-{args.prm}"}
