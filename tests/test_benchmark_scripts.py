@@ -40,3 +40,33 @@ def test_infer_speed_runs_at_a_tiny_size(tmp_path):
     out = run_benchmark("infer_speed.py", "--images", "4", "--repeats", "1", "--threads", "1", cwd=tmp_path)
     for row in ("predict (store)", "infer (raw JPEGs + boxes)", "JPEG decode + canvas cut only"):
         assert row in out, row
+
+
+def test_pyranet_init_scale_runs_at_a_tiny_size(tmp_path):
+    out = run_benchmark("pyranet_init_scale.py", "--input-size", "64", "--features", "8", cwd=tmp_path)
+    assert "| hourglass | 8 |" in out and "| PyraNet PRM-B | 8 |" in out
+
+
+def test_pyranet_vs_hourglass_summarises_the_logs_it_finds(tmp_path):
+    """--summary-only reads each run's log.csv (no training): per-epoch scores, mean and spread."""
+    header = "epoch,step,train_loss,val_loss,val_score,val_metric,lr,images_per_s,elapsed_s\n"
+    for name, scores in {"hourglass-seed0": (10, 20), "hourglass-seed1": (12, 24), "pyranet-B-seed0": (30, 40)}.items():
+        (tmp_path / name).mkdir()
+        rows = [f"{e + 1},1,0.1,0.0{e + 5},{s},PCKh@0.5,0.001,1,1\n" for e, s in enumerate(scores)]
+        (tmp_path / name / "log.csv").write_text(header + "".join(rows))
+    config = str(REPO_ROOT / "config" / "config.yaml")
+    out = run_benchmark(
+        "pyranet_vs_hourglass.py",
+        "--summary-only",
+        "--epochs",
+        "2",
+        "--seeds",
+        "0,1",
+        "--config",
+        config,
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert "| 2 | 20.0 | 24.0 | 22.0 | 4.0 | 40.0 |  | 40.0 | 0.0 |" in out, out
+    assert "pyranet-B / hourglass = 181.8 %" in out, out

@@ -150,6 +150,35 @@ def test_multibranch_initialisation_variance():
     assert abs(conv.weight.var().item() / pyranet.multibranch_variance(conv) - 1) < 0.1
 
 
+def test_multibranch_initialisation_leaves_the_hourglass_modules_alone():
+    """The stem, the plain bottlenecks and the heads are single-branch modules of hourglass.py:
+    PyTorch's default init, as in the hourglass (weights and biases U(+-1/sqrt(fan_in)))."""
+    torch.manual_seed(0)
+    model = pyranet.PyraNet(1, 1, 16, features=256)
+    plain = model.hg[0].hg[0][0][0]  # the innermost upper unit (8x8 at 256 px): a bottleneck
+    assert isinstance(plain, hourglass.Bottleneck)
+    for conv in (model.conv1, model.layer3[0].conv2, plain.conv2, model.fc[0][0], model.score[0]):
+        fan_in = conv.weight[0].numel()
+        assert abs(conv.weight.var().item() * 3 * fan_in - 1) < 0.1, conv
+        assert conv.bias.abs().max() > 0, conv
+
+
+def test_pyranet_heatmaps_at_init_are_on_the_hourglass_scale():
+    """Freshly built, PyraNet's heatmaps have the hourglass's std in training mode and are within
+    a small factor of it in eval mode (BN's running statistics at their (0, 1) start). With the
+    paper's initialisation drawn for the stem and heads too they were 2-3x and 130-480x."""
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    for features in (16, 32):
+        for training, factor in ((True, 1.5), (False, 4.0)):
+            torch.manual_seed(0)
+            reference = hourglass.HourglassNet(1, 1, 16, features).train(training)
+            torch.manual_seed(0)
+            model = pyranet.PyraNet(1, 1, 16, features).train(training)
+            with torch.no_grad():
+                ratio = (model(x)[-1].std() / reference(x)[-1].std()).item()
+            assert 1 / factor < ratio < factor, (features, training, ratio)
+
+
 def test_branch_width():
     assert pyranet.branch_width(256) == 28
     assert pyranet.branch_width(128) == 14

@@ -38,13 +38,18 @@ block. The three coarsest units (8x8, 4x4), where a pyramid has nothing left to 
 bottleneck; so does the stem.
 
 The two fixes of the paper's Section 4 for multi-branch networks:
-  * Initialisation: every convolution is drawn from N(0, Var[w]) with
+  * Initialisation: every convolution of a PRM is drawn from N(0, Var[w]) with
     Var[w] = 1 / (alpha^2 (C_i n_i + C_o n_o)), n_i = k*k*in_channels (fan-in), n_o = k*k*out_channels
     (fan-out), C_i / C_o the number of input / output branches connected to the layer, and
     alpha = 0.5 for ReLU (the paper's value; with C_i = C_o = 1 and n_i = n_o = n this is MSR's 2/n).
     C_i = C for g (it reads the sum, or concatenation, of C branches) and C_o = C for the shared
     conv1x1 of PRM-B/C/D (its output feeds C branches); all other layers have C_i = C_o = 1.
-    Biases start at zero, BN at weight 1, bias 0. See `multibranch_init_`.
+    Biases start at zero, BN at weight 1, bias 0. See `multibranch_init_`. Only the PRMs: the
+    stem, the plain bottlenecks and the heads (hourglass.py's single-branch modules) keep
+    PyTorch's default init, as in the hourglass (Torch7's default as well, which the authors'
+    published code leaves every layer at; it tags g alone, `nBranchIn = C`). Drawn from Var[w]
+    too, the score layer made the heatmaps 3x the hourglass's in training mode, and in eval mode
+    at init (BN's running statistics still (0, 1)) stem and heads took their std to ~100.
   * Identity mapping: where the hourglass adds its upper and lower branches (upper + upsample(lower)),
     both operands are outputs of residual units, so their variances would add up at every level.
     The last unit of each lower branch (the one whose output is upsampled and added) therefore has
@@ -130,15 +135,18 @@ def multibranch_variance(conv: nn.Conv2d, alpha: float = RELU_ALPHA) -> float:
 
 @torch.no_grad()
 def multibranch_init_(model: nn.Module, alpha: float = RELU_ALPHA) -> nn.Module:
-    """The paper's multi-branch initialisation for every Conv2d of `model`; BN to (1, 0)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.normal_(module.weight, 0.0, math.sqrt(multibranch_variance(module, alpha)))
-            if module.bias is not None:
+    """The paper's multi-branch initialisation of every PRM in `model` (`model` itself may be
+    one): its convolutions from N(0, Var[w]), biases 0, BN to (1, 0). Layers outside the PRMs
+    (the stem, the plain bottlenecks, the heads) keep the init they were built with."""
+    for unit in [m for m in model.modules() if isinstance(m, PyramidResidual)]:
+        for module in unit.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, math.sqrt(multibranch_variance(module, alpha)))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
     return model
 
 
