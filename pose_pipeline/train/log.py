@@ -1,6 +1,6 @@
 """The training log (`log.csv`): its columns, its one writer and its one reader.
 
-One row per epoch, written by `train` (rank 0) and read by `plots` and `summary`:
+One row per epoch, written by `train` (rank 0) and read by `report.charts` and `report.summary`:
 
   epoch          1-based epoch the row closes
   step           optimiser steps so far

@@ -11,7 +11,7 @@ written last, so its presence means training completed.
 Outputs in `--out DIR`:
   model.pt                 the last epoch's weights + model config (what the workflow predicts
                            with); not the best-scoring epoch's, which is best.pt
-  log.csv                  one row per epoch (columns: `training_log.py`)
+  log.csv                  one row per epoch (columns: `train/log.py`)
   checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, `RunState`)
   checkpoints/best.pt      weights of the validated epoch with the best score
                            (metrics.validation_score); without validation, of the last epoch

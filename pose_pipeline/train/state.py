@@ -42,7 +42,7 @@ AUGMENTATION_KEYS_ADDED = (
 class RunState:
     """The run's progress: everything of it that is not model, optimiser, scheduler or RNG.
 
-    step: optimiser steps done; log_rows: one `training_log` row per finished epoch;
+    step: optimiser steps done; log_rows: one `train.log` row per finished epoch;
     best_score / best_epoch: the best validation score so far and its epoch (None until a
     validation has run, and in a run without validation); elapsed_before: training
     seconds of earlier sessions of this run; epoch_loss: (mean, steps) of the loss of the

@@ -1,6 +1,6 @@
 """`pose-pipeline demo-data`: a synthetic single-person dataset in the real MPII format.
 
-Each image holds one synthetic figure with the 16 MPII joints, drawn by `demo_figures` (left
+Each image holds one synthetic figure with the 16 MPII joints, drawn by `synthetic_people` (left
 and right told apart by cues that survive the flip augmentation; self-occluded and truncated
 joints written with `is_visible = 0`); this module writes them out in the release's format.
 
