@@ -112,20 +112,22 @@ def make_random_store(
     return writer.commit()
 
 
-def random_checkpoint(path, converter: dict | None):
+def random_checkpoint(path, converter: dict | None, joints=None):
     """A small random hourglass saved as this project's checkpoint, recording `converter` (None:
-    no record, as PyTorch-Pose's and older checkpoints)."""
+    no record, as PyTorch-Pose's and older checkpoints), of `joints` (default MPII's). Seeded: the
+    same canvas always gives the same keypoints."""
     import torch
 
     from pose_pipeline.core.joints import MPII
     from pose_pipeline.models import build_model
 
+    joints = joints or MPII
     torch.manual_seed(0)
-    config = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16, "joints": MPII.num_joints}
+    config = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16, "joints": joints.num_joints}
     record = {
         "model_config": config,
-        "joint_set": MPII.to_dict(),
-        "state_dict": build_model(config, MPII.num_joints).state_dict(),
+        "joint_set": joints.to_dict(),
+        "state_dict": build_model(config, joints.num_joints).state_dict(),
         "input_size": 64,
     }
     torch.save(record if converter is None else {**record, "converter": converter}, path)

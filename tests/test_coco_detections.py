@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import TINY, snakemake, write_config
+from helpers import TINY, random_checkpoint, snakemake, write_config
 from test_score_coco_results import cocoeval_ap
 
 from pose_pipeline import cli
@@ -20,21 +20,9 @@ from pose_pipeline.evaluate.score import evaluate
 def coco_checkpoint(path):
     """A small random hourglass of COCO's 17 joints (its keypoints are noise, but the same
     canvas gives the same keypoints: an exact duplicate box gives an OKS of 1)."""
-    import torch
-
     from pose_pipeline.core.joints import COCO
-    from pose_pipeline.models import build_model
 
-    torch.manual_seed(0)
-    config = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16, "joints": COCO.num_joints}
-    record = {
-        "model_config": config,
-        "joint_set": COCO.to_dict(),
-        "state_dict": build_model(config, COCO.num_joints).state_dict(),
-        "input_size": 64,
-    }
-    torch.save(record, path)
-    return path
+    return random_checkpoint(path, None, COCO)
 
 
 def make_detections(annotations, path, seed=0) -> dict:

@@ -7,11 +7,11 @@ run directly on it (the number SimpleBaseline, HRNet and MMPose report with dete
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from pose_pipeline.errors import UserError
+from pose_pipeline.evaluate.score_files import read_json
 
 REQUIRED = ("image_id", "keypoints", "score")
 
@@ -25,12 +25,7 @@ def read_keypoint_results(path) -> list[dict]:
     """The results list of a COCO keypoint-results file (infer's header dropped), each entry
     checked; UserError naming the file and the first bad entry."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such prediction file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a COCO keypoint-results JSON: {exc}") from None
+    data = read_json(path, "prediction file", "a COCO keypoint-results JSON")
     results = data.get("results") if isinstance(data, dict) else data
     if not isinstance(results, list):
         raise UserError(f"{path}: expected a COCO keypoint-results list, or infer's {{header, results}}")

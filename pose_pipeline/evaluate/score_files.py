@@ -52,16 +52,22 @@ def write_score_files(evaluation: dict, out_csv, per_joint_json=None) -> None:
         write_text_atomic(per_joint_json, json.dumps(evaluation, indent=1, allow_nan=False) + "\n")
 
 
+def read_json(path: Path, what: str, kind: str):
+    """A JSON file's data; UserError naming the file when it is missing ("no such `what`") or
+    not JSON ("not `kind`")."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not {kind}: {exc}") from None
+
+
 def read_score_json(path, required=("table",)) -> dict:
     """A score JSON (`score --per-joint`), UserError naming the file unless it holds the
     `required` keys."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such score file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a score JSON: {exc}") from None
+    data = read_json(path, "score file", "a score JSON")
     # an OKS score has no per-joint rates (an empty dict) but always a table
     missing = [
         k for k in required if not isinstance(data, dict) or data.get(k) is None or (k == "table" and not data[k])
