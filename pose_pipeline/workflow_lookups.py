@@ -66,6 +66,7 @@ def converter_settings(config: dict, name: str) -> dict:
     ds = config["datasets"][name]
     settings = {key: ds[key] for key in ("format", "canvas_size", "context", "shard_size", "on_bad_sample")}
     extra = ["--min-keypoints", str(ds["min_keypoints"])] if ds.get("min_keypoints") else []
+    extra += ["--val-last", str(ds["val_last"])] if ds.get("val_last") else []
     for left, right in ds.get("flip_pairs", []):
         extra += ["--flip-pair", left, right]
     extra.append("--reduced-decode" if ds["reduced_decode"] else "--no-reduced-decode")

@@ -160,6 +160,21 @@ def test_separate_val_annotations_take_lsp_and_coco_files_whole(raw_config):
     assert converter_split(config, "mpii", "train") == "train"  # img_train still selects
 
 
+def test_val_last_is_lsp_only_and_not_with_val_annotations(raw_config):
+    from pose_pipeline.workflow_lookups import converter_settings, converter_split
+
+    raw_config["datasets"]["lsp"] = {"format": "lsp", "annotations": "a.mat", "images": "i", "val_last": 60}
+    config = validate_config(raw_config)
+    assert converter_split(config, "lsp", "val") == "val"
+    assert converter_settings(config, "lsp")["extra"][:2] == ["--val-last", "60"]
+    raw_config["datasets"]["lsp"]["val_annotations"] = "b.mat"
+    raw_config["datasets"]["mpii"]["val_last"] = 5
+    with pytest.raises(UserError) as err:
+        validate_config(raw_config)
+    assert "datasets.lsp.val_last: with val_annotations" in str(err.value)
+    assert "datasets.mpii.val_last: for LSP-format files only" in str(err.value)
+
+
 def test_every_lookup_the_rules_call_is_in_workflow_lookups():
     """The rules call `ppc.<name>` (workflow/rules/common.smk); a name missing there would
     fail only when Snakemake parses the rules."""

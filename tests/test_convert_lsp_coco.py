@@ -202,6 +202,27 @@ def test_lsp_splits_follow_the_dataset_size(tmp_path):
         read_lsp(tmp_path / "ext.mat", "val", None)
 
 
+def test_lsp_val_last_splits_a_file_of_any_size(lsp_sample, tmp_path):
+    """datasets.*.val_last / --val-last: the last N images validate, the rest train; the two
+    halves are the file's rows in order, disjoint and complete."""
+    train = read_lsp(lsp_sample / "joints.mat", "train", None, {"val_last": 60})
+    val = read_lsp(lsp_sample / "joints.mat", "val", None, {"val_last": 60})
+    assert (len(train), len(val)) == (240, 60)
+    assert train.image_names[-1] == "im00240.jpg" and val.image_names[0] == "im00241.jpg"
+    np.testing.assert_array_equal(np.concatenate([train.source_index[:, 0], val.source_index[:, 0]]), np.arange(300))
+    for bad in (300, 301):
+        with pytest.raises(UserError, match="leaves no training images"):
+            read_lsp(lsp_sample / "joints.mat", "train", None, {"val_last": bad})
+    out = tmp_path / "val.zarr"
+    options = {"split": "val", "canvas_size": CANVAS, "workers": 1, "progress": False}
+    summary = convert("lsp", lsp_sample / "joints.mat", lsp_sample / "images", out, val_last=60, **options)
+    assert summary["samples"] == 60
+    with pytest.raises(UserError, match="--val-last is an LSP option"):
+        convert("flic", lsp_sample / "joints.mat", lsp_sample / "images", tmp_path / "f.zarr", val_last=6, **options)
+    with pytest.raises(UserError, match="--val-last: must be a whole number at least 1"):
+        convert("lsp", lsp_sample / "joints.mat", lsp_sample / "images", tmp_path / "z.zarr", val_last=0, **options)
+
+
 def test_lsp_sample_has_no_train_split(lsp_sample):
     for split in ("train", "val"):
         with pytest.raises(UserError) as err:

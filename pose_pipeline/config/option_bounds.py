@@ -50,6 +50,7 @@ BOUNDS = {
     "--context": Bound("dataset.context"),
     "--shard-size": Bound("dataset.shard_size"),
     "--min-keypoints": Bound("dataset.min_keypoints"),
+    "--val-last": Bound("dataset.val_last"),
     "--workers": Bound(None, {**WHOLE, "minimum": 0}, "0: as many as the cores"),
     # demo-data
     "--seed": Bound("dataset.synthetic.seed"),

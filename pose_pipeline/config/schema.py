@@ -251,6 +251,13 @@ def _dataset_problems(datasets: dict) -> list[str]:
             for key in ("flip_pairs", "oks_sigmas", "min_keypoints")
             if key in ds and ds["format"] != "coco"
         ]
+        if "val_last" in ds and ds["format"] != "lsp":
+            problems.append(f"datasets.{name}.val_last: for LSP-format files only (format is {ds['format']!r})")
+        if "val_last" in ds and ds.get("val_annotations"):
+            problems.append(
+                f"datasets.{name}.val_last: with val_annotations the validation split is that file; "
+                "give one or the other"
+            )
         if ds.get("reference_predictions") and ds["format"] != "mpii":
             problems.append(
                 f"datasets.{name}.reference_predictions: published reference predictions are "

@@ -34,6 +34,7 @@ class TrainingConfig:
     input_size: int = DEFAULTS["input_size"]
     heatmap_size: int = DEFAULTS["heatmap_size"]
     sigma: float = DEFAULTS["sigma"]
+    foreground_weight: float = DEFAULTS["foreground_weight"]  # `heatmap_loss`'s
     augmentation: dict = _nested("augmentation")  # `Augmentation`'s keyword arguments
     seed: int = DEFAULTS["seed"]
     checkpoint_every: int = DEFAULTS["checkpoint_every"]

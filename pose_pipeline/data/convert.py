@@ -102,6 +102,8 @@ def check_options(options: ConvertOptions) -> None:
     for option, value in (("--min-keypoints", options.min_keypoints), ("--flip-pair", options.flip_pairs)):
         if value is not None and fmt != "coco":
             raise UserError(f"{option} is a COCO option; format {fmt!r} does not take it")
+    if options.val_last is not None and fmt != "lsp":
+        raise UserError(f"--val-last is an LSP option; format {fmt!r} does not take it")
     if options.split == "test" and fmt != "mpii":
         raise UserError(
             f"--split test is MPII's test set (the release's img_train == 0 people); format {fmt!r} "
@@ -144,7 +146,7 @@ def convert(options: ConvertOptions | str, /, *args, **kwargs) -> dict:
     annotations, split, out = options.annotations, options.split, options.out
     with lock_store(out, "pose-pipeline convert"):  # a second convert into `out` is refused
         reader_options = {"images": options.images, "min_keypoints": options.min_keypoints}
-        reader_options["flip_pairs"] = options.flip_pairs
+        reader_options.update(flip_pairs=options.flip_pairs, val_last=options.val_last)
         samples = READERS[options.format](annotations, split, options.val_split, reader_options)
         if len(samples) == 0:
             raise UserError(f"{annotations}: no annotated people in split {split!r}")
@@ -279,6 +281,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "file is the split (recorded only)",
     )
     p.add_argument("--val-split", help="mpii only: file naming the validation people (detections.mat layout)")
+    p.add_argument(
+        "--val-last",
+        type=int,
+        default=None,
+        metavar="N",
+        help="lsp only: the last N images of the file are the val split, the others train (any file size)",
+    )
     p.add_argument(
         "--min-keypoints",
         type=int,

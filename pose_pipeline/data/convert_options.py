@@ -29,6 +29,7 @@ class ConvertOptions:
     out: Path
     _: dataclasses.KW_ONLY  # past the four that name the work, each option by name
     split: str = "train"
+    val_last: int | None = None  # LSP: the last N images validate, the others train
     val_split: Path | None = None
     canvas_size: int = DEFAULTS["canvas_size"]
     context: float = DEFAULTS["context"]
@@ -71,5 +72,6 @@ class ConvertOptions:
             "context": self.context,
             "shard_size": self.shard_size,
             "min_keypoints": self.min_keypoints,
+            "val_last": self.val_last,
             "workers": self.workers,
         }

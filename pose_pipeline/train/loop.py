@@ -256,7 +256,7 @@ def train_step(run: Run, batch) -> torch.Tensor:
         outputs = run.net(x.contiguous(memory_format=run.memory_format))
     # The mean over this rank's part: DDP averages gradients over ranks of equal
     # batches, which is the gradient of the mean over the global batch.
-    loss = heatmap_loss(outputs, targets, weights)
+    loss = heatmap_loss(outputs, targets, weights, run.training.foreground_weight)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()

@@ -299,10 +299,13 @@ def run_identity(settings: dict, epochs: int, store: PoseStore, world_size: int)
     speed, `checkpoint_every` when state is saved and the `evaluation` settings what validation
     reports, not what is learnt, so they are left out;
     the world size changes the global batch, so it is in (only when > 1, so single-process
-    runs keep the identity they always had); `train_occluded` only when false, for the same reason."""
+    runs keep the identity they always had); `train_occluded` only when false and
+    `foreground_weight` only when not 1, for the same reason."""
     training = {k: v for k, v in settings["training"].items() if k not in NOT_IN_RUN_IDENTITY}
     if training.get("train_occluded", True):  # the default: runs from before the key keep their identity
         training.pop("train_occluded", None)
+    if training.get("foreground_weight", 1.0) == 1.0:  # likewise
+        training.pop("foreground_weight", None)
     if isinstance(training.get("augmentation"), dict):
         training["augmentation"] = _without_later_defaults(training["augmentation"])
     kept = {k: v for k, v in settings.items() if k not in EXPERIMENT_KEYS_NOT_IN_RUN_IDENTITY}

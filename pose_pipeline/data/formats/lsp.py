@@ -34,7 +34,8 @@ Conventions kept (documented choices, see `read_joints` / `people`):
   by the layout: 5 digits for the LSP-extended layout or N > 9,999, else 4;
 - splits: N = 2,000 (original LSP): first 1,000 `train`, last 1,000 `val` (LSP's test half);
   N = 10,000 (LSP-extended): all `train`, `val` is an error; any other N (e.g. a sample):
-  only `all` (train and val are errors naming the rule).
+  only `all` (train and val are errors naming the rule). `--val-last N` (datasets.*.val_last)
+  splits a file of any size: its last N images `val`, the others `train`.
 """
 
 from __future__ import annotations
@@ -127,10 +128,15 @@ def image_name_width(joints: LSPJoints, images: Path | None) -> int:
     return 5 if joints.layout == "lsp-extended" or n > 9999 else 4
 
 
-def split_rows(n: int, split: str, path: Path) -> np.ndarray:
-    """Rows of `split` for a file of n images (see the module docstring for the rule)."""
+def split_rows(n: int, split: str, path: Path, val_last: int | None = None) -> np.ndarray:
+    """Rows of `split` for a file of n images (see the module docstring for the rule); with
+    `val_last`, the last val_last images are `val` and the others `train`, whatever n is."""
     if split == "all":
         return np.arange(n)
+    if val_last is not None:
+        if not 0 < val_last < n:
+            raise UserError(f"{path}: --val-last {val_last} leaves no training images of its {n} (use 1 to {n - 1})")
+        return np.arange(n - val_last) if split == "train" else np.arange(n - val_last, n)
     if n == ORIGINAL_SIZE:
         half = ORIGINAL_SIZE // 2
         return np.arange(half) if split == "train" else np.arange(half, n)

@@ -138,7 +138,7 @@ def read_lsp(annotations: Path, split: str, val_split: Path | None, options: dic
     options = options or {}
     joints = lsp.read_joints(annotations)
     width = lsp.image_name_width(joints, options.get("images"))
-    rows = lsp.split_rows(len(joints), split, annotations)
+    rows = lsp.split_rows(len(joints), split, annotations, options.get("val_last"))
     center, scale = lsp.person_boxes(joints.keypoints, joints.visible)
     samples = Samples(
         joints=LSP,
