@@ -50,6 +50,7 @@ from pose_pipeline.data.images import SourceImage  # noqa: E402
 from pose_pipeline.data.store import open_store  # noqa: E402
 from pose_pipeline.inference.engine import predict_store  # noqa: E402
 from pose_pipeline.inference.infer import infer  # noqa: E402
+from pose_pipeline.inference.infer_options import InferOptions  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
 from pose_pipeline.train.state import model_record, save_checkpoint  # noqa: E402
 
@@ -128,15 +129,17 @@ def main() -> None:
         runs = {
             "predict (store)": lambda: predict_store(model, store, codec, True, BATCH, torch.device("cpu")),
             "infer (raw JPEGs + boxes)": lambda: infer(
-                checkpoint,
-                images_dir,
-                Path(tmp) / "out",
-                boxes,
-                batch_size=BATCH,
-                canvas_size=CANVAS,
-                context=store.context,
-                device="cpu",
-                progress=False,
+                InferOptions(
+                    checkpoint,
+                    images_dir,
+                    Path(tmp) / "out",
+                    boxes=boxes,
+                    batch_size=BATCH,
+                    canvas_size=CANVAS,
+                    context=store.context,
+                    device="cpu",
+                    progress=False,
+                )
             ),
             "checkpoint load only (infer's fixed cost)": lambda: load_model(checkpoint),
             "store read only": lambda: store.images(0, len(store)),
