@@ -347,12 +347,10 @@ def test_a_small_model_overfits_16_real_lsp_crops(lsp16, tmp_path):
     # means peaks at the joints, not just a network that learnt to output nothing.
     store = open_store(lsp16)
     from pose_pipeline.core.codec import HeatmapCodec
-    from pose_pipeline.data.batches import make_batch
+    from pose_pipeline.data.batches import Samples, make_batch
 
     _, targets, weights = make_batch(
-        store.images(),
-        store.keypoints_in_canvas(),
-        store.visible,
+        Samples(store.images(), store.keypoints_in_canvas(), store.visible),
         store,
         HeatmapCodec(64, 16, sigma=2.0),
         torch.device("cpu"),
