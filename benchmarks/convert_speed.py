@@ -55,14 +55,8 @@ from pose_pipeline.core.joints import MPII  # noqa: E402
 from pose_pipeline.data.convert import convert  # noqa: E402
 from pose_pipeline.data.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.data.inspect import bytes_on_disk  # noqa: E402
-from pose_pipeline.data.store import (  # noqa: E402
-    IMAGE_CODECS,
-    IMAGE_ZSTD_LEVEL,
-    StoreWriter,
-    fast_codec_pipeline,
-    image_compressor,
-    open_store,
-)
+from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, fast_codec_pipeline, image_compressor, open_store  # noqa: E402
+from pose_pipeline.data.store_writer import StoreWriter  # noqa: E402
 from pose_pipeline.util.atomic import fsync_tree  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mpii_sample"

@@ -70,7 +70,7 @@ def make_random_store(
 
     from pose_pipeline.core import geometry
     from pose_pipeline.core.joints import MPII
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     rng = np.random.default_rng(seed)
     writer = StoreWriter(

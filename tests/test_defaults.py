@@ -60,7 +60,8 @@ def test_convert_defaults_are_the_schemas(key):
 
 def test_the_store_writers_image_codec_is_the_schemas():
     """Every store writer (convert, the tests' stores, the demo's) compresses crops alike."""
-    from pose_pipeline.data.store import IMAGE_CODECS, StoreWriter
+    from pose_pipeline.data.store import IMAGE_CODECS
+    from pose_pipeline.data.store_writer import StoreWriter
 
     assert signature_defaults(StoreWriter.__init__)["image_codec"] == default("dataset", "image_codec")
     assert list(IMAGE_CODECS) == schema_node("dataset")["image_codec"]["enum"]
@@ -146,7 +147,7 @@ def test_the_heatmap_codecs_defaults_are_the_training_schemas():
 
 
 def test_the_store_writers_shard_size_is_the_schemas():
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     assert signature_defaults(StoreWriter.__init__)["shard_size"] == default("dataset", "shard_size")
 

@@ -221,7 +221,7 @@ def test_flic_unannotated_nose_is_left_out_and_said(tmp_path, capsys):
 def test_flic_store_scores_as_the_file(tmp_path):
     """A store keeps unannotated joints at (0, 0) with visible 0; scoring treats them as the
     file's NaN (missed), so file and store give the same table."""
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     gt, preds, records = hand_case()
     gt_file = write_flic(tmp_path / "examples.mat", records)

@@ -17,7 +17,8 @@ from pose_pipeline import cli
 from pose_pipeline.core.joints import MPII
 from pose_pipeline.data.convert import convert
 from pose_pipeline.data.inspect import bytes_on_disk, contact_sheet, pick_samples, summarize, write_sheet
-from pose_pipeline.data.store import IMAGE_ZSTD_LEVEL, StoreWriter, open_store
+from pose_pipeline.data.store import IMAGE_ZSTD_LEVEL, open_store
+from pose_pipeline.data.store_writer import StoreWriter
 from pose_pipeline.errors import UserError
 
 # the skeleton palette, written out: matplotlib's tab:blue, tab:red and gold

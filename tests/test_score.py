@@ -274,7 +274,7 @@ def test_sample_count_mismatch_refused(tmp_path):
 
 
 def test_store_ground_truth(tmp_path):
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     n, size = 3, 16
     rng = np.random.default_rng(2)
@@ -326,7 +326,8 @@ def test_pixel_convention_both_ways(tmp_path, origin):
     unchanged; skipping the conversion back is an error of one pixel per axis, which a
     10 px head size makes visible at PCKh@0.1 (1 px)."""
     from pose_pipeline.core import geometry
-    from pose_pipeline.data.store import StoreWriter, open_store
+    from pose_pipeline.data.store import open_store
+    from pose_pipeline.data.store_writer import StoreWriter
 
     n, size = 3, 32
     rng = np.random.default_rng(5)
@@ -403,7 +404,7 @@ def test_score_cli_refuses_wrong_shape_and_nan(tmp_path, capsys, preds, message)
 
 def lsp_store(path, gt, visible, occluded=None, converter=None):
     from pose_pipeline.core.joints import LSP
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     n = len(gt)
     attrs = {"pixel_origin": 1.0, "context": 1.5, "format": "lsp", "converter": converter or {}}

@@ -28,14 +28,8 @@ from pose_pipeline.data.convert_crops import sample_affines, write_crops
 from pose_pipeline.data.convert_options import DEFAULTS, ConvertOptions
 from pose_pipeline.data.formats.readers import READERS, Samples
 from pose_pipeline.data.images import unsafe_image_name
-from pose_pipeline.data.store import (
-    IMAGE_CODECS,
-    IMAGE_ZSTD_LEVEL,
-    StoreWriter,
-    check_store_replaceable,
-    lock_store,
-    sha256_of,
-)
+from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, check_store_replaceable, lock_store, sha256_of
+from pose_pipeline.data.store_writer import StoreWriter
 from pose_pipeline.errors import UserError
 from pose_pipeline.util.atomic import atomic_output, check_no_overlap, partial_path
 from pose_pipeline.util.output_errors import writing
