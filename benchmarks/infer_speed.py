@@ -45,6 +45,7 @@ from pose_pipeline.config.schema import experiment_settings, load_config  # noqa
 from pose_pipeline.core import geometry  # noqa: E402
 from pose_pipeline.core.codec import HeatmapCodec  # noqa: E402
 from pose_pipeline.data.convert import convert  # noqa: E402
+from pose_pipeline.data.convert_options import ConvertOptions  # noqa: E402
 from pose_pipeline.data.demo.generate import generate  # noqa: E402
 from pose_pipeline.data.images import SourceImage  # noqa: E402
 from pose_pipeline.data.store import open_store  # noqa: E402
@@ -73,15 +74,17 @@ def prepare(folder: Path, images: int) -> tuple[Path, Path, Path, Path]:
     generate(folder / "demo", seed=0, train=1, val=images, image_size=256, progress=False)
     store_path = folder / "val.zarr"
     convert(
-        "mpii",
-        folder / "demo/mpii_release.mat",
-        folder / "demo/images",
-        store_path,
-        split="val",
-        val_split=folder / "demo/val_split.mat",
-        canvas_size=CANVAS,
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "mpii",
+            folder / "demo/mpii_release.mat",
+            folder / "demo/images",
+            store_path,
+            split="val",
+            val_split=folder / "demo/val_split.mat",
+            canvas_size=CANVAS,
+            workers=1,
+            progress=False,
+        )
     )
     store = open_store(store_path)
     center = geometry.annotated_to_array(store.center, store.pixel_origin)

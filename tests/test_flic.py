@@ -126,19 +126,22 @@ def test_file_without_a_struct_is_refused(tmp_path):
 
 def test_convert_the_sample_end_to_end(shared_data, tmp_path):
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
     from pose_pipeline.data.store import open_store
 
     sample = flic_sample(shared_data)
     for split, count in (("train", 15), ("val", 5)):
         convert(
-            "flic",
-            sample / "examples.mat",
-            sample / "images",
-            tmp_path / f"{split}.zarr",
-            split=split,
-            canvas_size=32,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "flic",
+                sample / "examples.mat",
+                sample / "images",
+                tmp_path / f"{split}.zarr",
+                split=split,
+                canvas_size=32,
+                workers=1,
+                progress=False,
+            )
         )
         store = open_store(tmp_path / f"{split}.zarr")
         assert len(store) == count and store.joint_set is FLIC and store.attrs["format"] == "flic"

@@ -127,15 +127,8 @@ def _store_attrs(options: ConvertOptions, samples) -> dict:
     }
 
 
-def convert(options: ConvertOptions | str, /, *args, **kwargs) -> dict:
-    """Convert one split as `options` say; returns a summary {samples, skipped, store}.
-
-    `convert(format, annotations, images, out, **options)` builds the options itself, for the
-    callers written before `ConvertOptions` (the tests' store fixtures among them)."""
-    if not isinstance(options, ConvertOptions):
-        options = ConvertOptions(options, *args, **kwargs)
-    elif args or kwargs:
-        raise TypeError("convert(options) takes no further arguments")
+def convert(options: ConvertOptions) -> dict:
+    """Convert one split as `options` say; returns a summary {samples, skipped, store}."""
     check_options(options)
     annotations, split, out = options.annotations, options.split, options.out
     with lock_store(out, "pose-pipeline convert"):  # a second convert into `out` is refused
