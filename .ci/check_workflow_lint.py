@@ -11,6 +11,7 @@ import sys
 
 ALLOWED = "Specify a conda environment or container for each rule."
 
+# Text, parsed: snakemake's command line (9.27) ignores `--lint json` and prints text to stderr.
 result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True)
 output = result.stdout + result.stderr
 lints = re.findall(r"^\s+\* (.+?):\s*$", output, flags=re.M)

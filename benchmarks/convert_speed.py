@@ -53,16 +53,11 @@ sys.path.insert(0, str(ROOT))
 from pose_pipeline.core import geometry  # noqa: E402
 from pose_pipeline.core.joints import MPII  # noqa: E402
 from pose_pipeline.data.convert import convert  # noqa: E402
+from pose_pipeline.data.convert_options import ConvertOptions  # noqa: E402
 from pose_pipeline.data.images import decode_flags, jpeg_reduction, libjpeg_warnings, read_image_file  # noqa: E402
 from pose_pipeline.data.inspect import bytes_on_disk  # noqa: E402
-from pose_pipeline.data.store import (  # noqa: E402
-    IMAGE_CODECS,
-    IMAGE_ZSTD_LEVEL,
-    StoreWriter,
-    fast_codec_pipeline,
-    image_compressor,
-    open_store,
-)
+from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, fast_codec_pipeline, image_compressor, open_store  # noqa: E402
+from pose_pipeline.data.store_writer import StoreWriter  # noqa: E402
 from pose_pipeline.util.atomic import fsync_tree  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mpii_sample"
@@ -129,16 +124,18 @@ def convert_sources(
 ) -> None:
     """The benchmarks' store: `make_sources`' images in `work` converted by `convert` (one worker)."""
     convert(
-        "mpii",
-        work / "annotations.h5",
-        work / "images",
-        out,
-        split=split,
-        canvas_size=canvas,
-        shard_size=shard_size,
-        workers=1,
-        progress=False,
-        image_codec=image_codec,
+        ConvertOptions(
+            "mpii",
+            work / "annotations.h5",
+            work / "images",
+            out,
+            split=split,
+            canvas_size=canvas,
+            shard_size=shard_size,
+            workers=1,
+            progress=False,
+            image_codec=image_codec,
+        )
     )
 
 
@@ -271,6 +268,10 @@ CONVERT_TIMED = """
 import json, resource, sys, time
 import pose_pipeline
 from pose_pipeline.data.convert import convert
+try:
+    from pose_pipeline.data.convert_options import ConvertOptions
+except ImportError:  # a baseline checkout older than ConvertOptions takes the positional call
+    ConvertOptions = None
 
 def cpu():
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -283,10 +284,11 @@ def kernel():
 annotations, images, out, canvas, shard, workers, reduced, codec = sys.argv[1:]
 options = {"reduced_decode": reduced == "1"} if reduced else {}  # "": the checkout's default
 options.update({"image_codec": codec} if codec else {})
+work = ("mpii", annotations, images, out)
+options.update(split="val", canvas_size=int(canvas), shard_size=int(shard), workers=int(workers), progress=False)
 for timing in (False, True):  # the first run imports what convert imports on first use
     c0, k0, t0 = cpu(), kernel(), time.perf_counter()
-    convert("mpii", annotations, images, out, split="val", canvas_size=int(canvas), shard_size=int(shard),
-            workers=int(workers), progress=False, **options)
+    convert(ConvertOptions(*work, **options)) if ConvertOptions else convert(*work, **options)
 print(json.dumps([time.perf_counter() - t0, cpu() - c0, kernel() - k0, pose_pipeline.__file__]))
 """
 

@@ -45,11 +45,13 @@ from pose_pipeline.config.schema import experiment_settings, load_config  # noqa
 from pose_pipeline.core import geometry  # noqa: E402
 from pose_pipeline.core.codec import HeatmapCodec  # noqa: E402
 from pose_pipeline.data.convert import convert  # noqa: E402
+from pose_pipeline.data.convert_options import ConvertOptions  # noqa: E402
 from pose_pipeline.data.demo.generate import generate  # noqa: E402
 from pose_pipeline.data.images import SourceImage  # noqa: E402
 from pose_pipeline.data.store import open_store  # noqa: E402
 from pose_pipeline.inference.engine import predict_store  # noqa: E402
 from pose_pipeline.inference.infer import infer  # noqa: E402
+from pose_pipeline.inference.infer_options import InferOptions  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
 from pose_pipeline.train.state import model_record, save_checkpoint  # noqa: E402
 
@@ -72,15 +74,17 @@ def prepare(folder: Path, images: int) -> tuple[Path, Path, Path, Path]:
     generate(folder / "demo", seed=0, train=1, val=images, image_size=256, progress=False)
     store_path = folder / "val.zarr"
     convert(
-        "mpii",
-        folder / "demo/mpii_release.mat",
-        folder / "demo/images",
-        store_path,
-        split="val",
-        val_split=folder / "demo/val_split.mat",
-        canvas_size=CANVAS,
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "mpii",
+            folder / "demo/mpii_release.mat",
+            folder / "demo/images",
+            store_path,
+            split="val",
+            val_split=folder / "demo/val_split.mat",
+            canvas_size=CANVAS,
+            workers=1,
+            progress=False,
+        )
     )
     store = open_store(store_path)
     center = geometry.annotated_to_array(store.center, store.pixel_origin)
@@ -128,15 +132,17 @@ def main() -> None:
         runs = {
             "predict (store)": lambda: predict_store(model, store, codec, True, BATCH, torch.device("cpu")),
             "infer (raw JPEGs + boxes)": lambda: infer(
-                checkpoint,
-                images_dir,
-                Path(tmp) / "out",
-                boxes,
-                batch_size=BATCH,
-                canvas_size=CANVAS,
-                context=store.context,
-                device="cpu",
-                progress=False,
+                InferOptions(
+                    checkpoint,
+                    images_dir,
+                    Path(tmp) / "out",
+                    boxes=boxes,
+                    batch_size=BATCH,
+                    canvas_size=CANVAS,
+                    context=store.context,
+                    device="cpu",
+                    progress=False,
+                )
             ),
             "checkpoint load only (infer's fixed cost)": lambda: load_model(checkpoint),
             "store read only": lambda: store.images(0, len(store)),

@@ -48,8 +48,9 @@ from pose_pipeline import __version__  # noqa: E402
 from pose_pipeline.core import geometry  # noqa: E402
 from pose_pipeline.core.codec import HeatmapCodec  # noqa: E402
 from pose_pipeline.core.loss import heatmap_loss  # noqa: E402
-from pose_pipeline.data.batches import INPUT_MEAN, Augmentation, ShardBatches, make_batch  # noqa: E402
-from pose_pipeline.data.store import StoreWriter, open_store  # noqa: E402
+from pose_pipeline.data.batches import INPUT_MEAN, Augmentation, Samples, ShardBatches, make_batch  # noqa: E402
+from pose_pipeline.data.store import open_store  # noqa: E402
+from pose_pipeline.data.store_writer import StoreWriter  # noqa: E402
 from pose_pipeline.models import build_model  # noqa: E402
 from pose_pipeline.util.atomic import write_text_atomic  # noqa: E402
 
@@ -116,9 +117,7 @@ class ProjectLoader:
         for step, (images, index) in enumerate(self.batches.epoch(epoch, read_ahead=False)):
             rng = np.random.default_rng([0, epoch, step])
             yield make_batch(
-                images,
-                self.keypoints[index],
-                self.visible[index],
+                Samples(images, self.keypoints[index], self.visible[index]),
                 self.store,
                 self.codec,
                 CPU,

@@ -39,6 +39,7 @@ def mpii_sample_stores(shared_data: Path, tmp_path: Path, canvas_size: int = 128
     """The real MPII sample's five people converted with the reduced decode (key True) and with
     the full decode (False); at canvas 128 they are large against the crop: reductions 4 and 8."""
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
     from pose_pipeline.data.store import open_store
 
     mpii = shared_data / "mpii_sample"
@@ -46,16 +47,18 @@ def mpii_sample_stores(shared_data: Path, tmp_path: Path, canvas_size: int = 128
     for reduced in (True, False):
         out = tmp_path / f"reduced_{reduced}.zarr"
         convert(
-            "mpii",
-            mpii / "valid.h5",
-            mpii / "images",
-            out,
-            split="val",
-            canvas_size=canvas_size,
-            on_bad_sample="skip",
-            workers=1,
-            progress=False,
-            reduced_decode=reduced,
+            ConvertOptions(
+                "mpii",
+                mpii / "valid.h5",
+                mpii / "images",
+                out,
+                split="val",
+                canvas_size=canvas_size,
+                on_bad_sample="skip",
+                workers=1,
+                progress=False,
+                reduced_decode=reduced,
+            )
         )
         stores[reduced] = open_store(out)
     return stores
@@ -70,7 +73,7 @@ def make_random_store(
 
     from pose_pipeline.core import geometry
     from pose_pipeline.core.joints import MPII
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     rng = np.random.default_rng(seed)
     writer = StoreWriter(

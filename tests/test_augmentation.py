@@ -15,7 +15,7 @@ from pose_pipeline.core import geometry
 from pose_pipeline.core.codec import HeatmapCodec
 from pose_pipeline.core.joints import COCO, MPII
 from pose_pipeline.data.augmentation import HALF_BODY_PADDING, Augmentation, crop_boxes, hash_noise
-from pose_pipeline.data.batches import finish_batch, make_batch, prepare_batch
+from pose_pipeline.data.batches import Samples, finish_batch, make_batch, prepare_batch
 
 REPO = Path(__file__).resolve().parents[1]
 CANVAS, CONTEXT = 160, 1.25
@@ -133,11 +133,17 @@ def test_the_same_seed_and_step_draw_the_same_augmentation():
     keypoints = standing_person(12, rng)
     images, labelled = dots(keypoints), np.ones((12, 16), np.uint8)
     whole = make_batch(
-        images, keypoints, labelled, STORE, CODEC, "cpu", augmentation=ALL_ON, params=first, warp="torch"
+        Samples(images, keypoints, labelled), STORE, CODEC, "cpu", augmentation=ALL_ON, params=first, warp="torch"
     )
     half = {k: v[6:] for k, v in first.items()}
     part = make_batch(
-        images[6:], keypoints[6:], labelled[6:], STORE, CODEC, "cpu", augmentation=ALL_ON, params=half, warp="torch"
+        Samples(images[6:], keypoints[6:], labelled[6:]),
+        STORE,
+        CODEC,
+        "cpu",
+        augmentation=ALL_ON,
+        params=half,
+        warp="torch",
     )
     for a, b in zip(whole, part):
         torch.testing.assert_close(a[6:], b, rtol=0, atol=1e-6)
@@ -170,7 +176,7 @@ def test_erasing_fills_its_rectangle_only_and_leaves_targets_alone():
     x, targets, weights = finish_batch(erased, CODEC, "cpu", "torch")
     plain = {k: v for k, v in params.items() if not k.startswith("erase")}
     x0, targets0, weights0 = make_batch(
-        images, keypoints, labelled, STORE, CODEC, "cpu", augmentation=aug, params=plain, warp="torch"
+        Samples(images, keypoints, labelled), STORE, CODEC, "cpu", augmentation=aug, params=plain, warp="torch"
     )
     assert torch.equal(targets, targets0) and torch.equal(weights, weights0)
     for i, (a, b, c, d) in enumerate(erased.erase_rects):
@@ -201,9 +207,10 @@ def test_blur_smooths_the_drawn_samples_only():
     aug = Augmentation(blur_prob=1.0)
     params = aug.sample(np.random.default_rng(2), 4)
     params["blur_sigma"][1] = 0.0
-    x = make_batch(images, keypoints, labelled, STORE, CODEC, "cpu", augmentation=aug, params=params, warp="torch")[0]
+    samples = Samples(images, keypoints, labelled)
+    x = make_batch(samples, STORE, CODEC, "cpu", augmentation=aug, params=params, warp="torch")[0]
     plain = {k: v for k, v in params.items() if k != "blur_sigma"}
-    x0 = make_batch(images, keypoints, labelled, STORE, CODEC, "cpu", augmentation=aug, params=plain, warp="torch")[0]
+    x0 = make_batch(samples, STORE, CODEC, "cpu", augmentation=aug, params=plain, warp="torch")[0]
     assert torch.equal(x[1], x0[1])
     for i in (0, 2, 3):  # lower peaks, the same total brightness (mirrored border: nothing lost)
         assert float(x[i].max()) < float(x0[i].max())

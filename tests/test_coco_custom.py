@@ -14,6 +14,7 @@ from pose_pipeline import cli
 from pose_pipeline.config.schema import validate_config
 from pose_pipeline.core.joints import COCO, LSP, MPII, JointSet, mirror_pairs, torso_pair
 from pose_pipeline.data.convert import convert
+from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.formats import coco
 from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
@@ -34,7 +35,11 @@ def custom_json(shared_data, tmp_path):
 @pytest.fixture
 def custom_store(shared_data, custom_json, tmp_path):
     out = tmp_path / "custom.zarr"
-    convert("coco", custom_json, shared_data / "coco_sample" / "images", out, canvas_size=64, workers=1, progress=False)
+    convert(
+        ConvertOptions(
+            "coco", custom_json, shared_data / "coco_sample" / "images", out, canvas_size=64, workers=1, progress=False
+        )
+    )
     return out
 
 
@@ -202,14 +207,16 @@ def test_flip_pairs_for_the_standard_set_or_another_format_are_refused(shared_da
     lsp = shared_data / "lsp_sample"
     with pytest.raises(UserError, match="--flip-pair is a COCO option"):
         convert(
-            "lsp",
-            lsp / "joints.mat",
-            lsp / "images",
-            tmp_path / "x.zarr",
-            split="all",
-            flip_pairs=[["l_hip", "r_hip"]],
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "lsp",
+                lsp / "joints.mat",
+                lsp / "images",
+                tmp_path / "x.zarr",
+                split="all",
+                flip_pairs=[["l_hip", "r_hip"]],
+                workers=1,
+                progress=False,
+            )
         )
 
 

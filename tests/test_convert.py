@@ -14,6 +14,7 @@ from helpers import expected_crop
 from pose_pipeline import cli
 from pose_pipeline.core.joints import PCKH_HEAD_FACTOR, head_size_from_boxes
 from pose_pipeline.data.convert import check_image_name, convert
+from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.demo.release_file import release_mat_bytes
 from pose_pipeline.data.images import jpeg_reduction, unsafe_image_name
 from pose_pipeline.data.store import open_store
@@ -32,15 +33,17 @@ def _partial_leftovers(folder):
 def test_converts_real_mpii_people_with_the_affine_back(mpii_sample, tmp_path):
     out = tmp_path / "val.zarr"
     summary = convert(
-        "mpii",
-        mpii_sample / "valid.h5",
-        mpii_sample / "images",
-        out,
-        split="val",
-        canvas_size=128,
-        on_bad_sample="skip",
-        workers=2,
-        progress=False,
+        ConvertOptions(
+            "mpii",
+            mpii_sample / "valid.h5",
+            mpii_sample / "images",
+            out,
+            split="val",
+            canvas_size=128,
+            on_bad_sample="skip",
+            workers=2,
+            progress=False,
+        )
     )
     # the sample ships the images of the first five validation people only
     assert summary == {"samples": 5, "skipped": 2953, "store": str(out)}
@@ -70,14 +73,16 @@ def test_converts_real_mpii_people_with_the_affine_back(mpii_sample, tmp_path):
 def test_missing_image_is_an_error_naming_it_and_leaves_nothing(mpii_sample, tmp_path):
     with pytest.raises(UserError) as err:
         convert(
-            "mpii",
-            mpii_sample / "valid.h5",
-            mpii_sample / "images",
-            tmp_path / "val.zarr",
-            split="val",
-            canvas_size=64,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "mpii",
+                mpii_sample / "valid.h5",
+                mpii_sample / "images",
+                tmp_path / "val.zarr",
+                split="val",
+                canvas_size=64,
+                workers=1,
+                progress=False,
+            )
         )
     assert "valid.h5" in str(err.value) and "missing image" in str(err.value)
     assert "--on-bad-sample skip" in str(err.value)
@@ -101,25 +106,29 @@ def test_truncated_jpeg_and_bad_scale_are_reported(mpii_sample, tmp_path):
     (images / names[0]).write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="zero or negative scale"):
         convert(
+            ConvertOptions(
+                "mpii",
+                tmp_path / "five.h5",
+                images,
+                tmp_path / "s.zarr",
+                split="val",
+                canvas_size=64,
+                workers=1,
+                progress=False,
+            )
+        )
+    summary = convert(
+        ConvertOptions(
             "mpii",
             tmp_path / "five.h5",
             images,
             tmp_path / "s.zarr",
             split="val",
             canvas_size=64,
+            on_bad_sample="skip",
             workers=1,
             progress=False,
         )
-    summary = convert(
-        "mpii",
-        tmp_path / "five.h5",
-        images,
-        tmp_path / "s.zarr",
-        split="val",
-        canvas_size=64,
-        on_bad_sample="skip",
-        workers=1,
-        progress=False,
     )
     assert summary["samples"] == 3
     reasons = {row["index"]: row["reason"] for row in csv.DictReader(open(tmp_path / "s.bad_samples.csv"))}
@@ -206,14 +215,16 @@ def test_release_mat_of_good_people_converts(mpii_sample, tmp_path):
     names = _h5_names(mpii_sample)
     path = _release_from_h5(mpii_sample, tmp_path, names)
     summary = convert(
-        "mpii",
-        path,
-        mpii_sample / "images",
-        tmp_path / "r.zarr",
-        split="train",
-        canvas_size=32,
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "mpii",
+            path,
+            mpii_sample / "images",
+            tmp_path / "r.zarr",
+            split="train",
+            canvas_size=32,
+            workers=1,
+            progress=False,
+        )
     )
     assert summary["samples"] == 5 and summary["skipped"] == 0
     with h5py.File(mpii_sample / "valid.h5") as h5:
@@ -244,20 +255,26 @@ def test_bad_release_record_is_an_error_or_listed_when_skipping(mpii_sample, tmp
     path = _release_from_h5(mpii_sample, tmp_path, _h5_names(mpii_sample), edit)
     out = tmp_path / "r.zarr"
     with pytest.raises(UserError) as err:
-        convert("mpii", path, mpii_sample / "images", out, split="train", canvas_size=32, workers=1, progress=False)
+        convert(
+            ConvertOptions(
+                "mpii", path, mpii_sample / "images", out, split="train", canvas_size=32, workers=1, progress=False
+            )
+        )
     message = str(err.value)
     assert "release.mat" in message and "record [2, 0]" in message and reason in message
     assert not out.exists() and _partial_leftovers(tmp_path) == []
     summary = convert(
-        "mpii",
-        path,
-        mpii_sample / "images",
-        out,
-        split="train",
-        canvas_size=32,
-        on_bad_sample="skip",
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "mpii",
+            path,
+            mpii_sample / "images",
+            out,
+            split="train",
+            canvas_size=32,
+            on_bad_sample="skip",
+            workers=1,
+            progress=False,
+        )
     )
     assert summary["samples"] == 4 and summary["skipped"] == 1
     rows = list(csv.DictReader(open(tmp_path / "r.bad_samples.csv")))
@@ -284,14 +301,16 @@ def test_nan_coordinates_are_an_error_or_listed_when_skipping(mpii_sample, tmp_p
     path = _five_people_h5(mpii_sample, tmp_path / "nan.h5", _nan_part)
     with pytest.raises(UserError) as err:
         convert(
-            "mpii",
-            path,
-            mpii_sample / "images",
-            tmp_path / "n.zarr",
-            split="val",
-            canvas_size=32,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "mpii",
+                path,
+                mpii_sample / "images",
+                tmp_path / "n.zarr",
+                split="val",
+                canvas_size=32,
+                workers=1,
+                progress=False,
+            )
         )
     message = str(err.value)
     assert "nan.h5" in message and "non-finite joint coordinates" in message
@@ -372,15 +391,17 @@ def test_unreadable_annotation_file_names_it_in_both_modes(mpii_sample, tmp_path
     make(path)
     with pytest.raises(UserError) as err:
         convert(
-            "mpii",
-            path,
-            mpii_sample / "images",
-            tmp_path / "x.zarr",
-            split="all",
-            canvas_size=32,
-            on_bad_sample=on_bad_sample,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "mpii",
+                path,
+                mpii_sample / "images",
+                tmp_path / "x.zarr",
+                split="all",
+                canvas_size=32,
+                on_bad_sample=on_bad_sample,
+                workers=1,
+                progress=False,
+            )
         )
     assert str(path) in str(err.value) and message in str(err.value)
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "x.bad_samples.csv").exists()
@@ -413,14 +434,16 @@ def test_h5_missing_datasets_names_them(mpii_sample, tmp_path, capsys):
 def test_detections_mat_is_a_split_file_without_image_names(mpii_sample, tmp_path):
     with pytest.raises(UserError) as err:
         convert(
-            "mpii",
-            mpii_sample / "detections.mat",
-            mpii_sample / "images",
-            tmp_path / "d.zarr",
-            split="all",
-            canvas_size=32,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "mpii",
+                mpii_sample / "detections.mat",
+                mpii_sample / "images",
+                tmp_path / "d.zarr",
+                split="all",
+                canvas_size=32,
+                workers=1,
+                progress=False,
+            )
         )
     assert "detections.mat" in str(err.value) and "no image name" in str(err.value)
 

@@ -12,6 +12,7 @@ from helpers import blob_image, centroid, mpii_sample_stores
 from pose_pipeline.core import geometry
 from pose_pipeline.data.convert import convert
 from pose_pipeline.data.convert_crops import crop_block, crop_sample
+from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.images import SourceImage, jpeg_reduction, jpeg_shape, load_image
 from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
@@ -159,16 +160,18 @@ def test_two_workers_with_small_jobs_write_the_same_store_as_one(shared_data, tm
     for workers in (1, 2):
         out = tmp_path / f"w{workers}.zarr"
         summary = convert(
-            "lsp",
-            tmp_path / "joints30.mat",
-            images,
-            out,
-            split="all",
-            canvas_size=64,
-            shard_size=8,
-            on_bad_sample="skip",
-            workers=workers,
-            progress=False,
+            ConvertOptions(
+                "lsp",
+                tmp_path / "joints30.mat",
+                images,
+                out,
+                split="all",
+                canvas_size=64,
+                shard_size=8,
+                on_bad_sample="skip",
+                workers=workers,
+                progress=False,
+            )
         )
         assert summary["samples"] == 29 and summary["skipped"] == 1
         stores.append(open_store(out))
@@ -197,13 +200,15 @@ def test_crops_are_cut_with_one_opencv_thread_and_the_setting_restored(shared_da
     lsp = shared_data / "lsp_sample"
     for workers in (1, 2):
         convert(
-            "lsp",
-            lsp / "joints.mat",
-            lsp / "images",
-            tmp_path / f"w{workers}.zarr",
-            split="all",
-            canvas_size=32,
-            workers=workers,
-            progress=False,
+            ConvertOptions(
+                "lsp",
+                lsp / "joints.mat",
+                lsp / "images",
+                tmp_path / f"w{workers}.zarr",
+                split="all",
+                canvas_size=32,
+                workers=workers,
+                progress=False,
+            )
         )  # a problem is an error: on_bad_sample "error"
         assert cv2.getNumThreads() == 2

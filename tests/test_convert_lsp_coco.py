@@ -11,6 +11,7 @@ from helpers import expected_crop
 
 from pose_pipeline import cli
 from pose_pipeline.data.convert import convert
+from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.formats import coco as coco_format
 from pose_pipeline.data.formats.readers import read_lsp
 from pose_pipeline.data.store import open_store
@@ -66,14 +67,16 @@ def is_placeholder(points):
 def test_lsp_sample_converts_with_the_affine_back(lsp_sample, tmp_path):
     out = tmp_path / "lsp.zarr"
     summary = convert(
-        "lsp",
-        lsp_sample / "joints.mat",
-        lsp_sample / "images",
-        out,
-        split="all",
-        canvas_size=CANVAS,
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "lsp",
+            lsp_sample / "joints.mat",
+            lsp_sample / "images",
+            out,
+            split="all",
+            canvas_size=CANVAS,
+            workers=1,
+            progress=False,
+        )
     )
     assert summary == {"samples": 300, "skipped": 0, "store": str(out)}
     store = open_store(out)
@@ -130,14 +133,16 @@ def test_lsp_original_layout_converts(lsp_sample, tmp_path):
     _write_original_layout(tmp_path / "joints.mat", joints)
     store = open_store(
         convert(
-            "lsp",
-            tmp_path / "joints.mat",
-            lsp_sample / "images",
-            tmp_path / "o.zarr",
-            split="all",
-            canvas_size=CANVAS,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "lsp",
+                tmp_path / "joints.mat",
+                lsp_sample / "images",
+                tmp_path / "o.zarr",
+                split="all",
+                canvas_size=CANVAS,
+                workers=1,
+                progress=False,
+            )
         )["store"]
     )
     np.testing.assert_allclose(store.keypoints, joints[:, :2].transpose(2, 0, 1), atol=1e-4)
@@ -161,7 +166,7 @@ def test_lsp_bad_joints_file_names_the_file_and_the_layouts(tmp_path, contents, 
     path = tmp_path / "joints.mat"
     scipy.io.savemat(path, contents)
     with pytest.raises(UserError) as err:
-        convert("lsp", path, tmp_path, tmp_path / "x.zarr", split="all", workers=1, progress=False)
+        convert(ConvertOptions("lsp", path, tmp_path, tmp_path / "x.zarr", split="all", workers=1, progress=False))
     text = str(err.value)
     assert str(path) in text and message in text
     assert "(3, 14, N)" in text and "(14, 3, N)" in text
@@ -215,12 +220,22 @@ def test_lsp_val_last_splits_a_file_of_any_size(lsp_sample, tmp_path):
             read_lsp(lsp_sample / "joints.mat", "train", None, {"val_last": bad})
     out = tmp_path / "val.zarr"
     options = {"split": "val", "canvas_size": CANVAS, "workers": 1, "progress": False}
-    summary = convert("lsp", lsp_sample / "joints.mat", lsp_sample / "images", out, val_last=60, **options)
+    summary = convert(
+        ConvertOptions("lsp", lsp_sample / "joints.mat", lsp_sample / "images", out, val_last=60, **options)
+    )
     assert summary["samples"] == 60
     with pytest.raises(UserError, match="--val-last is an LSP option"):
-        convert("flic", lsp_sample / "joints.mat", lsp_sample / "images", tmp_path / "f.zarr", val_last=6, **options)
+        convert(
+            ConvertOptions(
+                "flic", lsp_sample / "joints.mat", lsp_sample / "images", tmp_path / "f.zarr", val_last=6, **options
+            )
+        )
     with pytest.raises(UserError, match="--val-last: must be a whole number at least 1"):
-        convert("lsp", lsp_sample / "joints.mat", lsp_sample / "images", tmp_path / "z.zarr", val_last=0, **options)
+        convert(
+            ConvertOptions(
+                "lsp", lsp_sample / "joints.mat", lsp_sample / "images", tmp_path / "z.zarr", val_last=0, **options
+            )
+        )
 
 
 def test_lsp_sample_has_no_train_split(lsp_sample):
@@ -244,6 +259,19 @@ def test_lsp_nan_and_empty_people_are_problems(lsp_sample, tmp_path):
     assert samples.problems[2] == "no labelled joints"
     with pytest.raises(UserError, match="NaN or infinite"):
         convert(
+            ConvertOptions(
+                "lsp",
+                tmp_path / "joints.mat",
+                lsp_sample / "images",
+                tmp_path / "x.zarr",
+                split="all",
+                canvas_size=CANVAS,
+                workers=1,
+                progress=False,
+            )
+        )
+    summary = convert(
+        ConvertOptions(
             "lsp",
             tmp_path / "joints.mat",
             lsp_sample / "images",
@@ -252,17 +280,8 @@ def test_lsp_nan_and_empty_people_are_problems(lsp_sample, tmp_path):
             canvas_size=CANVAS,
             workers=1,
             progress=False,
+            on_bad_sample="skip",
         )
-    summary = convert(
-        "lsp",
-        tmp_path / "joints.mat",
-        lsp_sample / "images",
-        tmp_path / "x.zarr",
-        split="all",
-        canvas_size=CANVAS,
-        workers=1,
-        progress=False,
-        on_bad_sample="skip",
     )
     assert summary["samples"] == 2 and summary["skipped"] == 2
 
@@ -270,14 +289,16 @@ def test_lsp_nan_and_empty_people_are_problems(lsp_sample, tmp_path):
 def test_min_keypoints_is_coco_only(lsp_sample, tmp_path):
     with pytest.raises(UserError, match="COCO option"):
         convert(
-            "lsp",
-            lsp_sample / "joints.mat",
-            lsp_sample / "images",
-            tmp_path / "x.zarr",
-            split="all",
-            min_keypoints=3,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "lsp",
+                lsp_sample / "joints.mat",
+                lsp_sample / "images",
+                tmp_path / "x.zarr",
+                split="all",
+                min_keypoints=3,
+                workers=1,
+                progress=False,
+            )
         )
 
 
@@ -305,7 +326,9 @@ def test_coco_sample_converts_one_sample_per_person(coco_sample, tmp_path):
 
     out = tmp_path / "coco.zarr"
     summary = convert(
-        "coco", path, coco_sample / "images", out, split="val", canvas_size=CANVAS, workers=1, progress=False
+        ConvertOptions(
+            "coco", path, coco_sample / "images", out, split="val", canvas_size=CANVAS, workers=1, progress=False
+        )
     )
     assert summary == {"samples": 12, "skipped": 0, "store": str(out)}
     store = open_store(out)
@@ -375,7 +398,7 @@ def test_coco_truncated_json_names_the_file(coco_sample, tmp_path):
     path = tmp_path / "truncated.json"
     path.write_text(text[: len(text) // 2])
     with pytest.raises(UserError) as err:
-        convert("coco", path, coco_sample / "images", tmp_path / "x.zarr", workers=1, progress=False)
+        convert(ConvertOptions("coco", path, coco_sample / "images", tmp_path / "x.zarr", workers=1, progress=False))
     assert str(path) in str(err.value) and "not valid JSON" in str(err.value)
 
 
@@ -396,7 +419,7 @@ def test_coco_bad_annotation_names_the_file_and_the_annotation(coco_sample, tmp_
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
     with pytest.raises(UserError) as err:
-        convert("coco", path, coco_sample / "images", tmp_path / "x.zarr", workers=1, progress=False)
+        convert(ConvertOptions("coco", path, coco_sample / "images", tmp_path / "x.zarr", workers=1, progress=False))
     text = str(err.value)
     assert str(path) in text and f"annotation id {ann['id']}" in text and message in text
 

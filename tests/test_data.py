@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pose_pipeline.core.codec import HeatmapCodec
-from pose_pipeline.data.batches import Augmentation, ShardBatches, make_batch
+from pose_pipeline.data.batches import Augmentation, Samples, ShardBatches, make_batch
 from pose_pipeline.data.store import open_store
 
 
@@ -36,9 +36,7 @@ def test_cv2_and_torch_warps_agree(random_store):
     store = open_store(random_store)
     images, index = next(iter(ShardBatches(store, 8, seed=1).epoch(0)))
     args = (
-        images,
-        store.keypoints_in_canvas()[index],
-        store.visible[index],
+        Samples(images, store.keypoints_in_canvas()[index], store.visible[index]),
         store,
         HeatmapCodec(48, 12),
         torch.device("cpu"),
@@ -65,9 +63,7 @@ def test_make_batch_rejects_an_unknown_warp(random_store):
     store = open_store(random_store)
     with pytest.raises(ValueError, match="warp"):
         make_batch(
-            store.images(0, 2),
-            store.keypoints_in_canvas()[:2],
-            store.visible[:2],
+            Samples(store.images(0, 2), store.keypoints_in_canvas()[:2], store.visible[:2]),
             store,
             HeatmapCodec(48, 12),
             torch.device("cpu"),

@@ -58,9 +58,40 @@ def test_convert_defaults_are_the_schemas(key):
     assert parser_defaults(convert)[key] == default("dataset", key)
 
 
+INFER_KEYS = {
+    "batch_size": ("experiment", "evaluation", "batch_size"),
+    "flip_test": ("experiment", "evaluation", "flip_test"),
+    "keypoint_score_threshold": ("imageset", "keypoint_score_threshold"),
+    "oks_nms_threshold": ("imageset", "oks_nms_threshold"),
+}
+
+
+@pytest.mark.parametrize("key", INFER_KEYS)
+def test_infer_defaults_are_the_schemas(key):
+    from pose_pipeline.inference import infer
+    from pose_pipeline.inference.infer_options import InferOptions
+
+    assert signature_defaults(InferOptions)[key] == default(*INFER_KEYS[key])
+    assert parser_defaults(infer)[key] == default(*INFER_KEYS[key])
+
+
+def test_infer_options_device_is_the_schemas_and_the_command_line_names_every_option():
+    """`InferOptions.from_args` reads each field by its name: each is a parser dest."""
+    import dataclasses
+
+    from pose_pipeline.inference import infer
+    from pose_pipeline.inference.infer_options import InferOptions
+
+    device = yaml.safe_load(SCHEMA.read_text())["properties"]["device"]["default"]
+    assert signature_defaults(InferOptions)["device"] == parser_defaults(infer)["device"] == device
+    fields = {field.name for field in dataclasses.fields(InferOptions)}
+    assert fields <= set(parser_defaults(infer))
+
+
 def test_the_store_writers_image_codec_is_the_schemas():
     """Every store writer (convert, the tests' stores, the demo's) compresses crops alike."""
-    from pose_pipeline.data.store import IMAGE_CODECS, StoreWriter
+    from pose_pipeline.data.store import IMAGE_CODECS
+    from pose_pipeline.data.store_writer import StoreWriter
 
     assert signature_defaults(StoreWriter.__init__)["image_codec"] == default("dataset", "image_codec")
     assert list(IMAGE_CODECS) == schema_node("dataset")["image_codec"]["enum"]
@@ -146,7 +177,7 @@ def test_the_heatmap_codecs_defaults_are_the_training_schemas():
 
 
 def test_the_store_writers_shard_size_is_the_schemas():
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     assert signature_defaults(StoreWriter.__init__)["shard_size"] == default("dataset", "shard_size")
 

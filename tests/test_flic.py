@@ -126,19 +126,22 @@ def test_file_without_a_struct_is_refused(tmp_path):
 
 def test_convert_the_sample_end_to_end(shared_data, tmp_path):
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
     from pose_pipeline.data.store import open_store
 
     sample = flic_sample(shared_data)
     for split, count in (("train", 15), ("val", 5)):
         convert(
-            "flic",
-            sample / "examples.mat",
-            sample / "images",
-            tmp_path / f"{split}.zarr",
-            split=split,
-            canvas_size=32,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "flic",
+                sample / "examples.mat",
+                sample / "images",
+                tmp_path / f"{split}.zarr",
+                split=split,
+                canvas_size=32,
+                workers=1,
+                progress=False,
+            )
         )
         store = open_store(tmp_path / f"{split}.zarr")
         assert len(store) == count and store.joint_set is FLIC and store.attrs["format"] == "flic"
@@ -221,7 +224,7 @@ def test_flic_unannotated_nose_is_left_out_and_said(tmp_path, capsys):
 def test_flic_store_scores_as_the_file(tmp_path):
     """A store keeps unannotated joints at (0, 0) with visible 0; scoring treats them as the
     file's NaN (missed), so file and store give the same table."""
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     gt, preds, records = hand_case()
     gt_file = write_flic(tmp_path / "examples.mat", records)

@@ -12,7 +12,7 @@ from helpers import settings
 
 from pose_pipeline.core.codec import HeatmapCodec
 from pose_pipeline.core.loss import heatmap_loss
-from pose_pipeline.data.batches import make_batch
+from pose_pipeline.data.batches import Samples, make_batch
 from pose_pipeline.data.store import open_store
 from pose_pipeline.models import build_model
 from pose_pipeline.train import loop as train_module
@@ -29,9 +29,7 @@ def batch(store_path, warp: str = "cv2", n: int = 8):
     aug = Augmentation()
     params = aug.sample(np.random.default_rng(5), n)
     return make_batch(
-        store.images(0, n),
-        store.keypoints_in_canvas()[:n],
-        store.visible[:n],
+        Samples(store.images(0, n), store.keypoints_in_canvas()[:n], store.visible[:n]),
         store,
         HeatmapCodec(64, 16, sigma=1.0),
         CPU,

@@ -27,6 +27,7 @@ CANVAS = 96  # the demo stores' canvas (the tiny model trains at 64 px)
 def demo(tmp_path_factory):
     """Demo data, its converted validation store and a model trained on its training store."""
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
     from pose_pipeline.data.demo.generate import generate
     from pose_pipeline.train.loop import train
 
@@ -36,15 +37,17 @@ def demo(tmp_path_factory):
     for split in ("train", "val"):
         stores[split] = root / f"{split}.zarr"
         convert(
-            "mpii",
-            root / "demo/mpii_release.mat",
-            root / "demo/images",
-            stores[split],
-            split=split,
-            val_split=root / "demo/val_split.mat",
-            canvas_size=CANVAS,
-            workers=1,
-            progress=False,
+            ConvertOptions(
+                "mpii",
+                root / "demo/mpii_release.mat",
+                root / "demo/images",
+                stores[split],
+                split=split,
+                val_split=root / "demo/val_split.mat",
+                canvas_size=CANVAS,
+                workers=1,
+                progress=False,
+            )
         )
     train(
         settings(epochs=2, optimizer="adam", lr=0.002),

@@ -16,8 +16,10 @@ from helpers import make_random_store
 from pose_pipeline import cli
 from pose_pipeline.core.joints import MPII
 from pose_pipeline.data.convert import convert
+from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.inspect import bytes_on_disk, contact_sheet, pick_samples, summarize, write_sheet
-from pose_pipeline.data.store import IMAGE_ZSTD_LEVEL, StoreWriter, open_store
+from pose_pipeline.data.store import IMAGE_ZSTD_LEVEL, open_store
+from pose_pipeline.data.store_writer import StoreWriter
 from pose_pipeline.errors import UserError
 
 # the skeleton palette, written out: matplotlib's tab:blue, tab:red and gold
@@ -73,15 +75,17 @@ def test_summary_of_a_converted_mpii_store(shared_data, tmp_path):
     sample = shared_data / "mpii_sample"
     out = tmp_path / "val.zarr"
     convert(
-        "mpii",
-        sample / "valid.h5",
-        sample / "images",
-        out,
-        split="val",
-        canvas_size=64,
-        on_bad_sample="skip",
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "mpii",
+            sample / "valid.h5",
+            sample / "images",
+            out,
+            split="val",
+            canvas_size=64,
+            on_bad_sample="skip",
+            workers=1,
+            progress=False,
+        )
     )
     s = summarize(open_store(out))
     assert s["samples"] == 5 and s["bad_samples"] == 2953

@@ -15,6 +15,7 @@ import scipy.io
 from pose_pipeline import cli
 from pose_pipeline.core.joints import MPII
 from pose_pipeline.data.convert import convert
+from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.demo import generate as demo_data
 from pose_pipeline.data.formats import mpii, mpii_test
 from pose_pipeline.data.store import open_store
@@ -177,12 +178,14 @@ def test_a_file_without_test_images_says_so(shared_data, tmp_path):
         mpii_test.load_test_release(shared_data / "mpii_sample" / "detections.mat")
     with pytest.raises(UserError, match="no RELEASE"):
         convert(
-            "mpii",
-            shared_data / "mpii_sample" / "detections.mat",
-            shared_data / "mpii_sample" / "images",
-            tmp_path / "test.zarr",
-            split="test",
-            progress=False,
+            ConvertOptions(
+                "mpii",
+                shared_data / "mpii_sample" / "detections.mat",
+                shared_data / "mpii_sample" / "images",
+                tmp_path / "test.zarr",
+                split="test",
+                progress=False,
+            )
         )
 
 
@@ -192,14 +195,16 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("submission")
     demo_data.generate(root / "data", seed=2, train=6, val=2, test=5, image_size=96, progress=False)
     convert(
-        "mpii",
-        root / "data/mpii_release.mat",
-        root / "data/images",
-        root / "test.zarr",
-        split="test",
-        canvas_size=64,
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "mpii",
+            root / "data/mpii_release.mat",
+            root / "data/images",
+            root / "test.zarr",
+            split="test",
+            canvas_size=64,
+            workers=1,
+            progress=False,
+        )
     )
     store = open_store(root / "test.zarr")
     preds = np.random.default_rng(1).uniform(1, 96, (len(store), 16, 2))
@@ -253,15 +258,17 @@ def test_predictions_of_another_store_or_release_are_refused(demo, tmp_path, cap
     other = tmp_path / "other.mat"
     other.write_bytes(release.read_bytes() + b"\0")
     convert(
-        "mpii",
-        release,
-        root / "data/images",
-        tmp_path / "val.zarr",
-        split="val",
-        val_split=root / "data/val_split.mat",
-        canvas_size=64,
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "mpii",
+            release,
+            root / "data/images",
+            tmp_path / "val.zarr",
+            split="val",
+            val_split=root / "data/val_split.mat",
+            canvas_size=64,
+            workers=1,
+            progress=False,
+        )
     )
     cases = [
         (release, root / "test.zarr", tmp_path / "short.mat", "4 predictions, but the store"),
@@ -293,21 +300,25 @@ def test_predictions_of_another_store_or_release_are_refused(demo, tmp_path, cap
 def test_split_test_is_mpii_release_only(shared_data, tmp_path):
     with pytest.raises(UserError, match="--split test is MPII's test set"):
         convert(
-            "lsp",
-            shared_data / "lsp_sample/joints.mat",
-            shared_data / "lsp_sample/images",
-            tmp_path / "t.zarr",
-            split="test",
-            progress=False,
+            ConvertOptions(
+                "lsp",
+                shared_data / "lsp_sample/joints.mat",
+                shared_data / "lsp_sample/images",
+                tmp_path / "t.zarr",
+                split="test",
+                progress=False,
+            )
         )
     with pytest.raises(UserError, match="not an hourglass .h5"):
         convert(
-            "mpii",
-            shared_data / "mpii_sample/valid.h5",
-            shared_data / "mpii_sample/images",
-            tmp_path / "t.zarr",
-            split="test",
-            progress=False,
+            ConvertOptions(
+                "mpii",
+                shared_data / "mpii_sample/valid.h5",
+                shared_data / "mpii_sample/images",
+                tmp_path / "t.zarr",
+                split="test",
+                progress=False,
+            )
         )
 
 

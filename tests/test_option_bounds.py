@@ -277,11 +277,12 @@ def test_bounds_in_words(rule, words):
 
 def test_the_api_entry_points_check_the_same_table(tmp_path):
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
     from pose_pipeline.data.demo.generate import generate
 
     (tmp_path / "in").mkdir()
     with pytest.raises(UserError, match=r"^--context: must be a finite number from 1 to 3, got nan$"):
-        convert("mpii", tmp_path / "in", tmp_path / "in", tmp_path / "s.zarr", context=float("nan"))
+        convert(ConvertOptions("mpii", tmp_path / "in", tmp_path / "in", tmp_path / "s.zarr", context=float("nan")))
     with pytest.raises(UserError, match=r"^--image-size: must be a whole number from 64 to 4096, got 8$"):
         generate(tmp_path / "d", image_size=8)
     assert [p.name for p in tmp_path.iterdir()] == ["in"]

@@ -44,7 +44,7 @@ def assert_png(path, dpi=100, min_size=100):
 
 def make_store(path, n=6, size=64, rng_seed=0):
     """A tiny MPII store: crop = original image (array coords) scaled by 0.5, shifted."""
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     rng = np.random.default_rng(rng_seed)
     kp = rng.uniform(20, 110, (n, J, 2))

@@ -20,6 +20,7 @@ from helpers import settings
 
 from pose_pipeline.core import geometry
 from pose_pipeline.data.convert import convert
+from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.store import open_store
 from pose_pipeline.evaluate import metrics
 from pose_pipeline.train import loop as train_module
@@ -38,7 +39,16 @@ def lsp_people(shared_data, tmp_path):
     scipy.io.savemat(tmp_path / "joints.mat", {"joints": joints})
     out = tmp_path / "lsp.zarr"
     convert(
-        "lsp", tmp_path / "joints.mat", sample / "images", out, split="all", canvas_size=96, workers=1, progress=False
+        ConvertOptions(
+            "lsp",
+            tmp_path / "joints.mat",
+            sample / "images",
+            out,
+            split="all",
+            canvas_size=96,
+            workers=1,
+            progress=False,
+        )
     )
     return out
 

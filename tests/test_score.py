@@ -274,7 +274,7 @@ def test_sample_count_mismatch_refused(tmp_path):
 
 
 def test_store_ground_truth(tmp_path):
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     n, size = 3, 16
     rng = np.random.default_rng(2)
@@ -326,7 +326,8 @@ def test_pixel_convention_both_ways(tmp_path, origin):
     unchanged; skipping the conversion back is an error of one pixel per axis, which a
     10 px head size makes visible at PCKh@0.1 (1 px)."""
     from pose_pipeline.core import geometry
-    from pose_pipeline.data.store import StoreWriter, open_store
+    from pose_pipeline.data.store import open_store
+    from pose_pipeline.data.store_writer import StoreWriter
 
     n, size = 3, 32
     rng = np.random.default_rng(5)
@@ -403,7 +404,7 @@ def test_score_cli_refuses_wrong_shape_and_nan(tmp_path, capsys, preds, message)
 
 def lsp_store(path, gt, visible, occluded=None, converter=None):
     from pose_pipeline.core.joints import LSP
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     n = len(gt)
     attrs = {"pixel_origin": 1.0, "context": 1.5, "format": "lsp", "converter": converter or {}}
@@ -580,18 +581,21 @@ def test_lsp_sample_placeholders_are_not_scored(shared_data, tmp_path):
 def test_lsp_sample_ground_truth_scores_100(shared_data, tmp_path):
     """Converted, the sample scores the same from its store: placeholders missing there too."""
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
 
     sample = shared_data / "lsp_sample"
     store = convert(
-        "lsp",
-        sample / "joints.mat",
-        sample / "images",
-        tmp_path / "lsp.zarr",
-        split="all",
-        canvas_size=32,
-        workers=1,
-        progress=False,
-        on_bad_sample="skip",
+        ConvertOptions(
+            "lsp",
+            sample / "joints.mat",
+            sample / "images",
+            tmp_path / "lsp.zarr",
+            split="all",
+            canvas_size=32,
+            workers=1,
+            progress=False,
+            on_bad_sample="skip",
+        )
     )["store"]
     gt, visible, _, _ = read_ground_truth(store)
     write_predictions_mat(tmp_path / "p.mat", np.nan_to_num(gt))
@@ -615,17 +619,20 @@ COCO_SIGMAS = (
 def coco_store(shared_data, tmp_path):
     pytest.importorskip("pycocotools", reason="OKS AP needs pycocotools (pip install -e '.[coco]')")
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
 
     annotations = shared_data / "coco_sample" / "person_keypoints_sample.json"
     store = convert(
-        "coco",
-        annotations,
-        shared_data / "coco_sample" / "images",
-        tmp_path / "coco.zarr",
-        split="val",
-        canvas_size=32,
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "coco",
+            annotations,
+            shared_data / "coco_sample" / "images",
+            tmp_path / "coco.zarr",
+            split="val",
+            canvas_size=32,
+            workers=1,
+            progress=False,
+        )
     )["store"]
     return store, annotations
 
@@ -697,11 +704,14 @@ def test_a_coco_store_is_scored_against_the_annotation_file_it_records(shared_da
     changed, or not recorded (a store from before): one line saying to give --annotations."""
     pytest.importorskip("pycocotools", reason="OKS AP needs pycocotools (pip install -e '.[coco]')")
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
 
     annotations = tmp_path / "mine.json"
     annotations.write_bytes((shared_data / "coco_sample" / "person_keypoints_sample.json").read_bytes())
     images = shared_data / "coco_sample" / "images"
-    store = convert("coco", annotations, images, tmp_path / "c.zarr", split="val", canvas_size=32, workers=1)["store"]
+    store = convert(
+        ConvertOptions("coco", annotations, images, tmp_path / "c.zarr", split="val", canvas_size=32, workers=1)
+    )["store"]
     write_predictions_mat(tmp_path / "p.mat", read_ground_truth(store)[0])
     argv = ["score", "--preds", str(tmp_path / "p.mat"), "--gt", str(store), "--out", str(tmp_path / "s.csv")]
     assert cli.main(argv + ["--per-joint", str(tmp_path / "s.json")]) == 0

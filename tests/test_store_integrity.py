@@ -142,7 +142,7 @@ def test_all_zero_chunks_are_written_so_that_missing_means_damaged(tmp_path):
     """zarr skips all-fill chunks by default; a store writes them, or a black crop (or a zero
     source index) would read as 'missing'."""
     from pose_pipeline.core.joints import MPII
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     writer = StoreWriter(tmp_path / "black.zarr", 2, MPII, 16, 2, attrs={"pixel_origin": 1.0, "context": 1.5})
     writer.write_block(np.zeros((2, 16, 16, 3), np.uint8))
@@ -171,7 +171,7 @@ def test_zarrs_writes_the_crops_and_a_block_with_a_black_crop_keeps_every_chunk(
     chunks: a block holding a black crop goes through zarr-python, so every chunk still exists."""
     pytest.importorskip("zarrs")
     from pose_pipeline.core.joints import MPII
-    from pose_pipeline.data.store import StoreWriter
+    from pose_pipeline.data.store_writer import StoreWriter
 
     images = np.random.default_rng(1).integers(1, 256, (8, 16, 16, 3), dtype=np.uint8)
     images[6] = 0  # the second block's black crop

@@ -303,20 +303,23 @@ def lsp16(shared_data, tmp_path):
     import scipy.io
 
     from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
 
     lsp = shared_data / "lsp_sample"
     joints = scipy.io.loadmat(lsp / "joints.mat")["joints"]  # (14, 3, 300), LSP-extended
     scipy.io.savemat(tmp_path / "joints16.mat", {"joints": joints[:, :, :16]})
     convert(
-        "lsp",
-        tmp_path / "joints16.mat",
-        lsp / "images",
-        tmp_path / "lsp16.zarr",
-        split="all",
-        canvas_size=96,
-        shard_size=16,
-        workers=1,
-        progress=False,
+        ConvertOptions(
+            "lsp",
+            tmp_path / "joints16.mat",
+            lsp / "images",
+            tmp_path / "lsp16.zarr",
+            split="all",
+            canvas_size=96,
+            shard_size=16,
+            workers=1,
+            progress=False,
+        )
     )
     return tmp_path / "lsp16.zarr"
 
@@ -347,12 +350,10 @@ def test_a_small_model_overfits_16_real_lsp_crops(lsp16, tmp_path):
     # means peaks at the joints, not just a network that learnt to output nothing.
     store = open_store(lsp16)
     from pose_pipeline.core.codec import HeatmapCodec
-    from pose_pipeline.data.batches import make_batch
+    from pose_pipeline.data.batches import Samples, make_batch
 
     _, targets, weights = make_batch(
-        store.images(),
-        store.keypoints_in_canvas(),
-        store.visible,
+        Samples(store.images(), store.keypoints_in_canvas(), store.visible),
         store,
         HeatmapCodec(64, 16, sigma=2.0),
         torch.device("cpu"),

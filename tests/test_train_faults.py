@@ -14,7 +14,7 @@ from helpers import settings
 
 from pose_pipeline import cli
 from pose_pipeline.core.joints import LSP
-from pose_pipeline.data.store import StoreWriter
+from pose_pipeline.data.store_writer import StoreWriter
 from pose_pipeline.train import loop as train_module
 from pose_pipeline.train.state import run_identity
 from pose_pipeline.util.atomic import exclusive_lock

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -208,10 +209,16 @@ class HostBatch:
     erase_fill: str = "noise"
 
 
+class Samples(NamedTuple):
+    """A batch's canvases of one store with their joints, as `prepare_batch` takes them."""
+
+    images: np.ndarray  # (B,S,S,3) uint8 canvases
+    keypoints_canvas: np.ndarray  # (B,J,2) joints projected into the canvas
+    visible: np.ndarray  # (B,J) labelled joints
+
+
 def make_batch(
-    images: np.ndarray,
-    keypoints_canvas: np.ndarray,
-    visible: np.ndarray,
+    samples: Samples,
     store: PoseStore,
     codec: HeatmapCodec,
     device: torch.device,
@@ -223,8 +230,8 @@ def make_batch(
 ):
     """Inputs (B,3,in,in), targets (B,J,hm,hm) and weights (B,J) on `device`.
 
-    images: uint8 canvases of `store` (its canvas size, context and joint set apply);
-    keypoints_canvas: (B,J,2) joints projected into the canvas; codec: input and heatmap
+    samples: uint8 canvases of `store` (its canvas size, context and joint set apply) and
+    their joints projected into the canvas; codec: input and heatmap
     sizes and the targets. params: augmentation parameters already drawn
     (`Augmentation.sample`), else drawn here from `rng`.
     warp: "torch" (`geometry.warp_batch`, grid_sample on the device), "cv2" (per-sample
@@ -237,9 +244,7 @@ def make_batch(
     keypoints) and `finish_batch` (the warp and targets, on `device`); training runs the
     first in a background thread (`prefetch`).
     """
-    host = prepare_batch(
-        images, keypoints_canvas, visible, store, codec, augmentation=augmentation, rng=rng, params=params
-    )
+    host = prepare_batch(*samples, store, codec, augmentation=augmentation, rng=rng, params=params)
     return finish_batch(host, codec, device, warp)
 
 

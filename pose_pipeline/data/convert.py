@@ -28,14 +28,8 @@ from pose_pipeline.data.convert_crops import sample_affines, write_crops
 from pose_pipeline.data.convert_options import DEFAULTS, ConvertOptions
 from pose_pipeline.data.formats.readers import READERS, Samples
 from pose_pipeline.data.images import unsafe_image_name
-from pose_pipeline.data.store import (
-    IMAGE_CODECS,
-    IMAGE_ZSTD_LEVEL,
-    StoreWriter,
-    check_store_replaceable,
-    lock_store,
-    sha256_of,
-)
+from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, check_store_replaceable, lock_store, sha256_of
+from pose_pipeline.data.store_writer import StoreWriter
 from pose_pipeline.errors import UserError
 from pose_pipeline.util.atomic import atomic_output, check_no_overlap, partial_path
 from pose_pipeline.util.output_errors import writing
@@ -133,15 +127,8 @@ def _store_attrs(options: ConvertOptions, samples) -> dict:
     }
 
 
-def convert(options: ConvertOptions | str, /, *args, **kwargs) -> dict:
-    """Convert one split as `options` say; returns a summary {samples, skipped, store}.
-
-    `convert(format, annotations, images, out, **options)` builds the options itself, for the
-    callers written before `ConvertOptions` (the tests' store fixtures among them)."""
-    if not isinstance(options, ConvertOptions):
-        options = ConvertOptions(options, *args, **kwargs)
-    elif args or kwargs:
-        raise TypeError("convert(options) takes no further arguments")
+def convert(options: ConvertOptions) -> dict:
+    """Convert one split as `options` say; returns a summary {samples, skipped, store}."""
     check_options(options)
     annotations, split, out = options.annotations, options.split, options.out
     with lock_store(out, "pose-pipeline convert"):  # a second convert into `out` is refused

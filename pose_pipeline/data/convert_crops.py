@@ -21,7 +21,7 @@ from pose_pipeline.core import geometry
 from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.formats.readers import Samples
 from pose_pipeline.data.images import SourceImage
-from pose_pipeline.data.store import StoreWriter
+from pose_pipeline.data.store_writer import StoreWriter
 
 
 def sample_affines(samples: Samples, canvas_size: int, context: float) -> np.ndarray:

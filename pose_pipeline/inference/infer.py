@@ -36,17 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pose_pipeline.config.schema import load_schema, schema_defaults
+from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
-from pose_pipeline.inference.infer_nms import IMAGESET, add_person_score_options, rescore_and_suppress
+from pose_pipeline.inference.infer_nms import add_person_score_options, rescore_and_suppress
+from pose_pipeline.inference.infer_options import InferOptions
 from pose_pipeline.inference.infer_outputs import Drawings, Person, write_results
 
 log = logging.getLogger(__name__)
 
-EVALUATION = schema_defaults("experiment", "evaluation")  # flip_test, batch_size
-DEVICE = load_schema()["properties"]["device"]["default"]
 DATASET = schema_defaults("dataset")  # canvas_size, context: the converters' canvas
 
 
@@ -69,16 +68,19 @@ class _Batch:
     prepared: object = None  # inference.canvas_batch of the canvases
 
 
+@dataclass(frozen=True)
+class CanvasCut:
+    """How each person's canvas is cut (`layout`, `reduced_decode`) and made the model's input
+    (`codec`, on `device`)."""
+
+    layout: object  # engine.CanvasLayout
+    reduced_decode: bool
+    codec: object
+    device: object
+
+
 def person_batches(
-    images: ImageInput,
-    boxes: dict | None,
-    batch_size: int,
-    layout,
-    codec,
-    device,
-    skipped: list,
-    keep_images: bool,
-    reduced_decode: bool,
+    images: ImageInput, boxes: dict | None, batch_size: int, cut: CanvasCut, skipped: list, keep_images: bool
 ):
     """Batches of `batch_size` people in input order, each with its canvases cut and prepared,
     and the frames finished with it (kept whole only when `keep_images`, for drawing)."""
@@ -86,16 +88,16 @@ def person_batches(
 
     def finish(batch: _Batch) -> _Batch:
         if batch.people:
-            batch.prepared = canvas_batch(np.stack(batch.canvases), layout, codec, device)
+            batch.prepared = canvas_batch(np.stack(batch.canvases), cut.layout, cut.codec, cut.device)
             batch.canvases = []
         return batch
 
     batch = _Batch()
     for frame in images.frames():
-        for canvas, affine, cut in frame_people(frame, boxes, layout, reduced_decode, skipped, keep_images):
+        for canvas, affine, person in frame_people(frame, boxes, cut.layout, cut.reduced_decode, skipped, keep_images):
             batch.canvases.append(canvas)
             batch.affines.append(affine)
-            batch.people.append(cut)
+            batch.people.append(person)
             if len(batch.people) == batch_size:
                 yield finish(batch)
                 batch = _Batch()
@@ -161,78 +163,80 @@ def check_output_folder(out: Path, images, boxes, checkpoint) -> None:
     check_replaceable(out, "infer")
 
 
-def infer(
-    checkpoint,
-    images,
-    out,
-    boxes=None,
-    draw: bool = False,
-    batch_size: int = EVALUATION["batch_size"],
-    flip_test: bool = EVALUATION["flip_test"],
-    blur_sigma: float | None = None,
-    input_size: int | None = None,
-    canvas_size: int | None = None,
-    context: float | None = None,
-    device: str = DEVICE,
-    progress: bool = True,
-    reduced_decode: bool | None = None,
-    keypoint_score_threshold: float = IMAGESET["keypoint_score_threshold"],
-    oks_nms_threshold: float = IMAGESET["oks_nms_threshold"],
-) -> dict:
-    """Infer and write the outputs (`infer_outputs`) to the folder `out`; returns a summary
-    {people, images, skipped, out}. `canvas_size`, `context`, `reduced_decode` None: as the
-    model's training store cut its crops (`models.training_canvas_of`); `input_size`,
-    `blur_sigma` None: as the checkpoint says (`load_for_inference`). With `boxes` the people
-    are rescored and OKS-NMSed by the two thresholds (`infer_nms`)."""
+def infer(options: InferOptions) -> dict:
+    """Infer and write the outputs (`infer_outputs`) to the folder `options.out`; returns a
+    summary {people, images, skipped, out}. With boxes the people are rescored and OKS-NMSed by
+    the two thresholds (`infer_nms`)."""
+    out = Path(options.out)
+    check_output_folder(out, options.images, options.boxes, options.checkpoint)
+    source = ImageInput(options.images)
+    by_position, skipped = _boxes_of(options.boxes, source)
+    loaded, cut = _load_model(options)
+    people = _infer_and_write(options, out, source, by_position, skipped, loaded, cut)
+    if skipped:
+        log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
+    return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
+
+
+def _load_model(options: InferOptions):
+    """(LoadedModel, CanvasCut): the checkpoint's model on its device, and the canvas cut."""
+    from pose_pipeline.inference.loaded_model import load_for_inference
+    from pose_pipeline.util.devices import resolve_device
+
+    device = resolve_device(options.device)
+    loaded = load_for_inference(options.checkpoint, device, options.input_size, options.blur_sigma)
+    codec, joints = loaded.codec, loaded.joints
+    layout, reduced_decode = _canvas_cut(loaded, options.canvas_size, options.context, options.reduced_decode)
+    message = "inferring %s on %s at %d px (flip test %s, %s joints; canvas %d, context %g, %s decode)"
+    flip, decode = "on" if options.flip_test else "off", "reduced" if reduced_decode else "full"
+    log.info(
+        message, options.images, device, codec.input_size, flip, joints.name, layout.canvas_size, layout.context, decode
+    )
+    return loaded, CanvasCut(layout, reduced_decode, codec, device)
+
+
+def _infer_and_write(
+    options: InferOptions, out: Path, source: ImageInput, by_position, skipped: list, loaded, cut: CanvasCut
+) -> list[Person]:
+    """The people predicted batch by batch (cut ahead in a background thread), written with the
+    drawings into `out` at once (`atomic_folder`)."""
     from tqdm import tqdm
 
     from pose_pipeline.inference.engine import predict_batch
-    from pose_pipeline.inference.loaded_model import load_for_inference
     from pose_pipeline.util.atomic import atomic_folder
-    from pose_pipeline.util.devices import resolve_device
     from pose_pipeline.util.prefetch import Prefetcher, depth_for
 
-    out = Path(out)
-    check_output_folder(out, images, boxes, checkpoint)
-    source = ImageInput(images)
-    by_position, skipped = _boxes_of(boxes, source)
-    device = resolve_device(device)
-    loaded = load_for_inference(checkpoint, device, input_size, blur_sigma)
-    model, joints, codec = loaded.model, loaded.joints, loaded.codec
-    layout, reduced_decode = _canvas_cut(loaded, canvas_size, context, reduced_decode)
-    message = "inferring %s on %s at %d px (flip test %s, %s joints; canvas %d, context %g, %s decode)"
-    flip, decode = "on" if flip_test else "off", "reduced" if reduced_decode else "full"
-    log.info(message, images, device, codec.input_size, flip, joints.name, layout.canvas_size, layout.context, decode)
     batches = Prefetcher(
-        person_batches(source, by_position, batch_size, layout, codec, device, skipped, draw, reduced_decode),
+        person_batches(source, by_position, options.batch_size, cut, skipped, options.draw),
         lambda batch: batch,
-        depth=depth_for(device, 2),
+        depth=depth_for(cut.device, 2),
         name="infer-batches",
     )
 
     def predict(batch):
-        return predict_batch(model, batch.prepared, np.stack(batch.affines), layout, codec, flip_test, device)
+        affines = np.stack(batch.affines)
+        return predict_batch(
+            loaded.model, batch.prepared, affines, cut.layout, cut.codec, options.flip_test, cut.device
+        )
 
     with (
         atomic_folder(out, "infer") as tmp,
         batches,
-        tqdm(total=len(source), desc="infer", unit="img", disable=not progress, mininterval=2) as bar,
+        tqdm(total=len(source), desc="infer", unit="img", disable=not options.progress, mininterval=2) as bar,
     ):
-        people = _drawn_people(tmp, source, joints, draw, batches, predict, bar)
+        people = _drawn_people(tmp, source, loaded.joints, options.draw, batches, predict, bar)
         if not people:
             raise UserError(
-                f"--images {images}: no person to infer, every image or box was skipped "
+                f"--images {options.images}: no person to infer, every image or box was skipped "
                 f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
             )
-        header = _header(checkpoint, images, boxes, codec, flip_test, layout, reduced_decode)
-        if boxes is not None:  # detector boxes: the top-down COCO protocol's rescoring and OKS-NMS
+        header = _header(options, cut)
+        if options.boxes is not None:  # detector boxes: the top-down COCO protocol's rescoring and OKS-NMS
             people, header["person_scores"] = rescore_and_suppress(
-                people, joints, keypoint_score_threshold, oks_nms_threshold
+                people, loaded.joints, options.keypoint_score_threshold, options.oks_nms_threshold
             )
-        write_results(tmp, people, skipped, joints, header)
-    if skipped:
-        log.warning("skipped %d images or boxes, listed in %s", len(skipped), out / "skipped.csv")
-    return {"people": len(people), "images": len(source), "skipped": len(skipped), "out": str(out)}
+        write_results(tmp, people, skipped, loaded.joints, header)
+    return people
 
 
 def _canvas_cut(loaded, canvas_size: int | None, context: float | None, reduced_decode: bool | None):
@@ -245,18 +249,18 @@ def _canvas_cut(loaded, canvas_size: int | None, context: float | None, reduced_
     return CanvasLayout(cut["canvas_size"], cut["context"], loaded.joints), cut["reduced_decode"]
 
 
-def _header(checkpoint, images, boxes, codec, flip_test: bool, layout, reduced_decode: bool) -> dict:
+def _header(options: InferOptions, cut: CanvasCut) -> dict:
     """What keypoints.json records of a run: its inputs and settings."""
     return {
-        "checkpoint": str(checkpoint),
-        "images": str(images),
-        "input_size": codec.input_size,
-        "flip_test": flip_test,
-        "blur_sigma": codec.blur_sigma or 0.0,
-        "canvas_size": layout.canvas_size,
-        "context": layout.context,
-        "reduced_decode": reduced_decode,
-        "boxes": str(boxes) if boxes else "whole image (no --boxes)",
+        "checkpoint": str(options.checkpoint),
+        "images": str(options.images),
+        "input_size": cut.codec.input_size,
+        "flip_test": options.flip_test,
+        "blur_sigma": cut.codec.blur_sigma or 0.0,
+        "canvas_size": cut.layout.canvas_size,
+        "context": cut.layout.context,
+        "reduced_decode": cut.reduced_decode,
+        "boxes": str(options.boxes) if options.boxes else "whole image (no --boxes)",
     }
 
 
@@ -364,23 +368,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = infer(
-        args.checkpoint,
-        args.images,
-        args.out,
-        args.boxes,
-        args.draw,
-        args.batch_size,
-        args.flip_test,
-        args.blur_sigma,
-        args.input_size,
-        args.canvas_size,
-        args.context,
-        args.device,
-        progress=args.progress,
-        reduced_decode=args.reduced_decode,
-        keypoint_score_threshold=args.keypoint_score_threshold,
-        oks_nms_threshold=args.oks_nms_threshold,
-    )
+    summary = infer(InferOptions.from_args(args))
     print(f"{summary['out']}: {summary['people']} people in {summary['images']} images, {summary['skipped']} skipped")
     return 0

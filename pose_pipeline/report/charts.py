@@ -130,46 +130,58 @@ def plot_pckh_curves(per_joint_jsons: dict, out_png, reference: dict | None = No
         sharey=True,
         squeeze=False,
     ) as (fig, axes):
-        for ax, column in zip(axes.flat, columns):
-            for k, (name, data, style) in enumerate(runs):
-                if column not in data["curves"]:
-                    continue
-                ax.plot(
-                    np.asarray(data["thresholds"], dtype=np.float64),
-                    _series(data["curves"][column]),
-                    linestyle=style,
-                    color=f"C{k % 10}",
-                    label=name,
-                )
-            ax.set(title=column, xlim=(0, x_max), ylim=(0, 100))
-            ax.grid(alpha=0.3)
-        for ax in axes.flat[len(columns) :]:
-            ax.axis("off")
-        if left_out:
-            axes.flat[-1].text(
-                0,
-                0.5,
-                "not drawn (another metric, no\nthreshold curve):\n" + "\n".join(left_out),
-                fontsize=8,
-                va="center",
-                transform=axes.flat[-1].transAxes,
-            )
-        for ax in axes[-1]:
-            ax.set_xlabel(f"normalised distance ({CURVE_UNITS.get(metric, 'head sizes')})")
-        for ax in axes[:, 0]:
-            ax.set_ylabel(f"{metric or 'PCKh'} (%)")
-        if runs:
-            axes.flat[0].legend(fontsize="small", loc="lower right")
-        else:
-            axes.flat[0].text(
-                0.5,
-                0.5,
-                "no threshold curves\n(OKS AP: see the score table)",
-                ha="center",
-                va="center",
-                transform=axes.flat[0].transAxes,
-            )
+        _draw_curves(axes, columns, runs, x_max)
+        _label_curves(axes, runs, left_out, metric)
         return [describe_panel(ax) for ax in axes.flat[: len(columns)]]
+
+
+def _draw_curves(axes, columns: list, runs: list, x_max: float) -> None:
+    """A panel per column, a line per run (name, score data, line style); panels beyond the
+    columns blank."""
+    for ax, column in zip(axes.flat, columns):
+        for k, (name, data, style) in enumerate(runs):
+            if column not in data["curves"]:
+                continue
+            ax.plot(
+                np.asarray(data["thresholds"], dtype=np.float64),
+                _series(data["curves"][column]),
+                linestyle=style,
+                color=f"C{k % 10}",
+                label=name,
+            )
+        ax.set(title=column, xlim=(0, x_max), ylim=(0, 100))
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(columns) :]:
+        ax.axis("off")
+
+
+def _label_curves(axes, runs: list, left_out: list, metric: str | None) -> None:
+    """Axis labels, the legend, and a note naming the runs left out (or saying that none has
+    a curve)."""
+    if left_out:
+        axes.flat[-1].text(
+            0,
+            0.5,
+            "not drawn (another metric, no\nthreshold curve):\n" + "\n".join(left_out),
+            fontsize=8,
+            va="center",
+            transform=axes.flat[-1].transAxes,
+        )
+    for ax in axes[-1]:
+        ax.set_xlabel(f"normalised distance ({CURVE_UNITS.get(metric, 'head sizes')})")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{metric or 'PCKh'} (%)")
+    if runs:
+        axes.flat[0].legend(fontsize="small", loc="lower right")
+    else:
+        axes.flat[0].text(
+            0.5,
+            0.5,
+            "no threshold curves\n(OKS AP: see the score table)",
+            ha="center",
+            va="center",
+            transform=axes.flat[0].transAxes,
+        )
 
 
 def plot_joint_bars(per_joint_json, out_png, dpi: int = 100, name: str | None = None) -> dict:

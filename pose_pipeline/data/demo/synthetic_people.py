@@ -16,6 +16,8 @@ leave the image (truncation); such joints are marked not visible.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pose_pipeline.core.joints import MPII, PERSON_BOX
@@ -166,18 +168,19 @@ def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, h
     torso_colour = _hsv_colour(rng, (0, 180), sat=(0, 90), val=(60, 220))
     skin = _hsv_colour(rng, (5, 20), sat=(40, 150), val=(120, 240))
     stripe_gap = rng.uniform(0.8, 1.3)  # stripe spacing, in limb widths
+    style = _LimbStyle(colours, skin, height, stripe_gap)
 
     torso = np.array([pose[J["r_shoulder"]], pose[J["l_shoulder"]], pose[J["l_hip"]], pose[J["r_hip"]]])
     # One side's limbs may pass behind the torso: drawn first, partly covered.
     behind = rng.choice(["r", "l", ""], p=[0.25, 0.25, 0.5])
-    for a, b, kind, s in LIMBS:
-        if s == behind:
-            _draw_limb(image, pose, (a, b), kind, s, colours[s], skin, height, stripe_gap)
+    for limb in LIMBS:  # (joint, joint, kind, side)
+        if limb[3] == behind:
+            _draw_limb(image, pose, limb, style)
     cv2.fillConvexPoly(image, _pts(torso), torso_colour, cv2.LINE_AA, SHIFT)
     _draw_head(image, pose, skin, height)
-    for a, b, kind, s in LIMBS:
-        if s != behind:
-            _draw_limb(image, pose, (a, b), kind, s, colours[s], skin, height, stripe_gap)
+    for limb in LIMBS:  # (joint, joint, kind, side)
+        if limb[3] != behind:
+            _draw_limb(image, pose, limb, style)
 
     hidden = np.zeros(16, bool)
     if behind:
@@ -187,15 +190,25 @@ def draw_figure(image: np.ndarray, rng: np.random.Generator, pose: np.ndarray, h
     return hidden
 
 
-def _draw_limb(
-    image, pose, joints: tuple[str, str], kind: str, side: str, colour, skin, height: float, stripe_gap: float
-) -> None:
-    """A limb as a capsule with chiral stripes (+45 degrees to its axis on the left, -45 on
-    the right); a forearm gets a hand beyond the wrist."""
+@dataclass(frozen=True)
+class _LimbStyle:
+    """How one figure's limbs look: a colour per side ("r", "l"), its skin, its height (limb
+    widths are fractions of it) and its stripe spacing in limb widths."""
+
+    colours: dict
+    skin: tuple
+    height: float
+    stripe_gap: float
+
+
+def _draw_limb(image, pose, limb: tuple[str, str, str, str], style: _LimbStyle) -> None:
+    """A limb (joint, joint, kind, side) as a capsule with chiral stripes (+45 degrees to its
+    axis on the left, -45 on the right); a forearm gets a hand beyond the wrist."""
     import cv2
 
-    a, b = joints
-    width = LIMB_WIDTH[kind] * height
+    a, b, kind, side = limb
+    colour, skin, stripe_gap = style.colours[side], style.skin, style.stripe_gap
+    width = LIMB_WIDTH[kind] * style.height
     poly = _limb_polygon(pose[J[a]], pose[J[b]], width)
     if kind == "forearm":  # a hand beyond the wrist marks where the wrist is
         direction = (pose[J[b]] - pose[J[a]]) / max(np.hypot(*(pose[J[b]] - pose[J[a]])), 1e-6)

@@ -168,6 +168,32 @@ def submission_annolist(
     """
     source_index = np.asarray(source_index, dtype=np.int64).reshape(-1, 2)
     preds = np.asarray(preds, dtype=np.float64)
+    row_of = _prediction_rows(release, source_index, preds, what)
+    entries = release.annolist.ravel()
+    pred = release.annolist[..., release.test_images].copy()  # (1, M), the release's own fields
+    flat = pred.reshape(-1)
+    by_image: dict[int, dict[int, int]] = {}  # annolist index -> {rect index: prediction row}
+    for (i, r), k in row_of.items():
+        by_image.setdefault(i, {})[r] = k
+    for m, i in enumerate(release.test_images):
+        people = by_image.get(int(i))
+        if not people:
+            continue
+        name = text(_field(_field(entries[i], "image"), "name"))
+        if image_names is not None:
+            for k in people.values():
+                if image_names[k] != name:
+                    raise UserError(
+                        f"{what}: sample {k} is image {image_names[k]!r}, but its person "
+                        f"annolist({i + 1}) is image {name!r} in {release.path}"
+                    )
+        flat[m]["annorect"] = _rects_with_points(entries[i]["annorect"], {r: preds[k] for r, k in people.items()})
+    return pred
+
+
+def _prediction_rows(release: TestRelease, source_index: np.ndarray, preds: np.ndarray, what: str) -> dict:
+    """{(annolist index, rect index): prediction row}, once every test single person of
+    `release` is checked to be predicted exactly once (else UserError naming `what`)."""
     if preds.shape != (len(source_index), MPII.num_joints, 2):
         raise UserError(
             f"{what}: {preds.shape} predictions for {len(source_index)} people; expected "
@@ -192,26 +218,7 @@ def submission_annolist(
             f"prediction, first annolist({i + 1}).annorect({r + 1}); convert the test split with "
             f"--on-bad-sample error to see why one was left out"
         )
-    entries = release.annolist.ravel()
-    pred = release.annolist[..., release.test_images].copy()  # (1, M), the release's own fields
-    flat = pred.reshape(-1)
-    by_image: dict[int, dict[int, int]] = {}  # annolist index -> {rect index: prediction row}
-    for (i, r), k in row_of.items():
-        by_image.setdefault(i, {})[r] = k
-    for m, i in enumerate(release.test_images):
-        people = by_image.get(int(i))
-        if not people:
-            continue
-        name = text(_field(_field(entries[i], "image"), "name"))
-        if image_names is not None:
-            for k in people.values():
-                if image_names[k] != name:
-                    raise UserError(
-                        f"{what}: sample {k} is image {image_names[k]!r}, but its person "
-                        f"annolist({i + 1}) is image {name!r} in {release.path}"
-                    )
-        flat[m]["annorect"] = _rects_with_points(entries[i]["annorect"], {r: preds[k] for r, k in people.items()})
-    return pred
+    return row_of
 
 
 def _rects_with_points(rects: np.ndarray, points: dict[int, np.ndarray]) -> np.ndarray:
