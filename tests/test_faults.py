@@ -313,13 +313,17 @@ def test_a_killed_converts_workers_die_with_it(demo, tmp_path):
 # ------------------------------------------------------------------ predictions, inputs, training
 
 
+@pytest.mark.parametrize("name", ["p.mat", "p.csv"])
 @pytest.mark.parametrize("gt, refused", [("a.zarr", False), ("b.zarr", True)])
 def test_score_refuses_predictions_of_another_store_with_the_same_count_and_joints(
-    earlier, tmp_path, gt, refused, capsys
+    earlier, tmp_path, gt, refused, name, capsys
 ):
-    preds = earlier / "p.mat"
-    assert set(scipy.io.loadmat(preds)) >= {"preds", "store_fingerprint"}  # the reference reads `preds`
-    assert ("preds", (24, 16, 2), "double") in scipy.io.whosmat(preds)
+    preds = earlier / name
+    if name == "p.mat":
+        assert set(scipy.io.loadmat(preds)) >= {"preds", "store_fingerprint"}  # the reference reads `preds`
+        assert ("preds", (24, 16, 2), "double") in scipy.io.whosmat(preds)
+    else:  # the same image names in both stores: only the fingerprint tells them apart
+        assert preds.read_text().startswith("# store_fingerprint: ")
     capsys.readouterr()
     rc = cli.main(["score", "--preds", str(preds), "--gt", str(earlier / gt), "--out", str(tmp_path / "s.csv")])
     assert rc == (1 if refused else 0)
@@ -327,6 +331,17 @@ def test_score_refuses_predictions_of_another_store_with_the_same_count_and_join
         line = error_line(capsys.readouterr().err)
         assert f"error: {preds}: predicted from another store than {earlier / gt} (store fingerprint" in line
         assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_prediction_csv_without_a_store_fingerprint_still_scores(earlier, tmp_path):
+    """A CSV of before the fingerprint line (or not predict's) is read as before: no check."""
+    lines = (earlier / "p.csv").read_text().splitlines(keepends=True)
+    assert lines[0].startswith("# store_fingerprint: ") and lines[1].startswith("index,image,joint,x,y")
+    old = tmp_path / "old.csv"
+    old.write_text("".join(lines[1:]))
+    for gt in ("a.zarr", "b.zarr"):
+        out = tmp_path / f"{gt}.csv"
+        assert cli.main(["score", "--preds", str(old), "--gt", str(earlier / gt), "--out", str(out)]) == 0
 
 
 @pytest.mark.parametrize(
