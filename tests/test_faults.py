@@ -122,12 +122,27 @@ def _infer(folder: Path, earlier: Path, demo: Path) -> tuple[list[str], Path]:
     return infer_args(earlier / "m.pt", demo / "images", folder / "inf", "--draw"), folder / "inf"
 
 
+def _infer_video(folder: Path, earlier: Path, demo: Path) -> tuple[list[str], Path]:
+    """infer --draw of a video: OpenCV's video writer fails silently, the check after it may not."""
+    import cv2
+
+    shutil.copytree(earlier / "inf", folder / "inf")
+    video = folder / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 96))
+    for i in range(24):
+        writer.write(cv2.imread(str(demo / "images" / f"{i % 8:06d}.jpg")))
+    writer.release()
+    # the video is written before the results, and reaches the limit first: it is the one named
+    return infer_args(earlier / "m.pt", video, folder / "inf", "--draw"), folder / "inf" / "drawings" / "clip.mp4"
+
+
 # stage -> (its earlier output and command line, bytes left free on the full disk, file-size limit)
 STAGES = {
     "convert": (_convert, 64 << 10, 64 << 10),  # its crop shards are larger
     "predict": (_predict, 16 << 10, 16 << 10),  # more than the .mat, less than the .csv
     "train": (_train, 64 << 10, 64 << 10),  # its checkpoints are larger
     "infer": (_infer, 16 << 10, 2 << 10),  # less than its drawings
+    "infer_video": (_infer_video, 16 << 10, 2 << 10),  # less than its annotated video
 }
 
 
@@ -168,7 +183,7 @@ def file_size_limited(limit: int):
 def check_refusal(line: str, stage: str, named: Path, cause: str) -> None:
     match = ERROR_LINE.fullmatch(line)
     assert match, line
-    assert (match["stage"], match["cause"]) == (stage, cause)
+    assert (match["stage"], match["cause"]) == (stage.partition("_")[0], cause)
     shown = Path(match["path"])
     assert shown == named or (named.suffix in (".zarr", "") and named in shown.parents), line
 
@@ -204,6 +219,41 @@ def test_a_file_size_limit_is_one_line_naming_the_output_and_keeps_the_earlier_o
     )
     assert done.returncode == 1, done.stderr
     check_refusal(error_line(done.stderr), stage, named, CAUSES["limit"])
+    assert digest(tmp_path) == before
+
+
+def test_a_video_opencv_fails_to_write_for_no_reason_given_is_one_line_and_keeps_the_earlier_output(
+    tmp_path, earlier, demo, capsys, monkeypatch
+):
+    """OpenCV's writer drops the frames without a word, and the system refuses nothing: the
+    drawings' check still finds the video short."""
+    import cv2
+
+    argv, _ = _infer_video(tmp_path, earlier, demo)
+    real = cv2.VideoWriter
+
+    class Dropping:  # every frame lost, as on a full disk
+        def __init__(self, *args):
+            self.inner = real(*args)
+
+        def isOpened(self):
+            return self.inner.isOpened()
+
+        def write(self, frame):
+            pass
+
+        def release(self):
+            self.inner.release()
+
+    monkeypatch.setattr(cv2, "VideoWriter", Dropping)
+    before = digest(tmp_path)
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    line = error_line(capsys.readouterr().err)
+    assert line.endswith(
+        "error: drawings/clip.mp4, the annotated video: OpenCV wrote 0 of its 24 frames "
+        "(the cause not reported; nothing replaced)"
+    ), line
     assert digest(tmp_path) == before
 
 
