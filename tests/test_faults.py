@@ -257,6 +257,26 @@ def test_a_video_opencv_fails_to_write_for_no_reason_given_is_one_line_and_keeps
     assert digest(tmp_path) == before
 
 
+def test_a_full_disk_under_tensorboard_is_one_warning_and_the_run_goes_on(small_disk, capfd, caplog):
+    """The events only mirror log.csv: TensorBoard's thread dying of a full disk is one warning
+    naming the events folder, no traceback (the thread's included), and no more events."""
+    pytest.importorskip("tensorboard")
+    from pose_pipeline.train.log import open_tensorboard, write_tensorboard
+
+    events = small_disk / "run" / "tensorboard"
+    tensorboard = open_tensorboard(events)
+    fill(small_disk, 0)
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 0.5, "val_score": 50.0, "lr": 1e-3, "images_per_s": 9.0}
+    with caplog.at_level("WARNING", logger="pose_pipeline"):
+        for epoch in range(1, 41):  # the first events may fit in the last page of the file
+            write_tensorboard(tensorboard, {**row, "epoch": epoch})
+        tensorboard.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{events}: {CAUSES['full']}: no more TensorBoard events in this run (log.csv goes on)"
+    ]
+    assert "Traceback" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize(
     "raised, shown",
     [
