@@ -332,9 +332,9 @@ def loss_exploding_at(real_loss, calls: tuple, factor: float):
     """`real_loss`, multiplied by `factor` (inf, nan) on the given 1-based calls."""
     count = []
 
-    def loss(outputs, targets, weights):
+    def loss(outputs, targets, weights, *more):  # more: the foreground weight, where the loss takes it
         count.append(1)
-        value = real_loss(outputs, targets, weights)
+        value = real_loss(outputs, targets, weights, *more)
         return value * factor if len(count) in calls else value
 
     return loss

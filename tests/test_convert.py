@@ -17,7 +17,8 @@ from pose_pipeline.data.convert import check_image_name, convert
 from pose_pipeline.data.convert_options import ConvertOptions
 from pose_pipeline.data.demo.release_file import release_mat_bytes
 from pose_pipeline.data.images import jpeg_reduction, unsafe_image_name
-from pose_pipeline.data.store import open_store
+from pose_pipeline.data.inspect import summarize
+from pose_pipeline.data.store import open_store, sha256_of
 from pose_pipeline.errors import UserError
 
 
@@ -366,7 +367,56 @@ def test_cli_skip_mode_with_nothing_bad_reports_zero_skipped(mpii_sample, tmp_pa
         ]
     )
     assert code == 0 and "5 samples, 0 skipped" in capsys.readouterr().out
-    assert list(csv.DictReader(open(tmp_path / "f.bad_samples.csv"))) == []
+    assert not (tmp_path / "f.bad_samples.csv").exists()  # a list only of samples left out
+    assert open_store(tmp_path / "f.zarr").attrs["bad_samples"] == {"count": 0, "sha256": None}
+
+
+def _convert_five(mpii_sample, path, out, **options):
+    options = {"split": "val", "canvas_size": 32, "workers": 1, "progress": False, **options}
+    return convert("mpii", path, mpii_sample / "images", out, **options)
+
+
+@pytest.mark.parametrize("on_bad_sample", ["error", "skip"])
+def test_a_conversion_without_bad_samples_removes_the_earlier_list(mpii_sample, tmp_path, on_bad_sample, caplog):
+    nan, five = (
+        _five_people_h5(mpii_sample, tmp_path / "nan.h5", _nan_part),
+        _five_people_h5(mpii_sample, tmp_path / "five.h5"),
+    )
+    out, listed = tmp_path / "s.zarr", tmp_path / "s.bad_samples.csv"
+    _convert_five(mpii_sample, nan, out, on_bad_sample="skip")
+    assert open_store(out).attrs["bad_samples"] == {"count": 1, "sha256": sha256_of(listed)}
+    _convert_five(mpii_sample, five, out, on_bad_sample=on_bad_sample)
+    assert not listed.exists()  # else it would list a sample of the earlier store as this one's
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pose_pipeline"):
+        assert summarize(open_store(out))["bad_samples"] == 0
+    assert not caplog.records
+
+
+def test_a_list_of_bad_samples_its_store_did_not_follow_is_known_for_anothers(
+    mpii_sample, tmp_path, monkeypatch, caplog
+):
+    """A crash after the list is written and before the store is swapped in leaves the new list
+    beside the earlier store: the store records its own list, so the mismatch is seen."""
+    from pose_pipeline.data import convert as convert_module
+
+    out, listed = tmp_path / "s.zarr", tmp_path / "s.bad_samples.csv"
+    _convert_five(mpii_sample, _five_people_h5(mpii_sample, tmp_path / "five.h5"), out)
+
+    def crash(*args):
+        raise KeyboardInterrupt  # the process killed between the list and the swap
+
+    monkeypatch.setattr(convert_module, "finish_store", crash)
+    nan = _five_people_h5(mpii_sample, tmp_path / "nan.h5", _nan_part)
+    with pytest.raises(KeyboardInterrupt):
+        _convert_five(mpii_sample, nan, out, on_bad_sample="skip")
+    assert listed.exists() and len(open_store(out)) == 5  # the new list, the earlier store
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pose_pipeline"):
+        assert summarize(open_store(out))["bad_samples"] == 0  # the store's, not the list's 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{listed}: another conversion's list, not this store's; the store's conversion left out 0 samples"
+    ]
 
 
 def _wrong_layout_mat(path):

@@ -122,12 +122,27 @@ def _infer(folder: Path, earlier: Path, demo: Path) -> tuple[list[str], Path]:
     return infer_args(earlier / "m.pt", demo / "images", folder / "inf", "--draw"), folder / "inf"
 
 
+def _infer_video(folder: Path, earlier: Path, demo: Path) -> tuple[list[str], Path]:
+    """infer --draw of a video: OpenCV's video writer fails silently, the check after it may not."""
+    import cv2
+
+    shutil.copytree(earlier / "inf", folder / "inf")
+    video = folder / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 96))
+    for i in range(24):
+        writer.write(cv2.imread(str(demo / "images" / f"{i % 8:06d}.jpg")))
+    writer.release()
+    # the video is written before the results, and reaches the limit first: it is the one named
+    return infer_args(earlier / "m.pt", video, folder / "inf", "--draw"), folder / "inf" / "drawings" / "clip.mp4"
+
+
 # stage -> (its earlier output and command line, bytes left free on the full disk, file-size limit)
 STAGES = {
     "convert": (_convert, 64 << 10, 64 << 10),  # its crop shards are larger
     "predict": (_predict, 16 << 10, 16 << 10),  # more than the .mat, less than the .csv
     "train": (_train, 64 << 10, 64 << 10),  # its checkpoints are larger
     "infer": (_infer, 16 << 10, 2 << 10),  # less than its drawings
+    "infer_video": (_infer_video, 16 << 10, 2 << 10),  # less than its annotated video
 }
 
 
@@ -168,7 +183,7 @@ def file_size_limited(limit: int):
 def check_refusal(line: str, stage: str, named: Path, cause: str) -> None:
     match = ERROR_LINE.fullmatch(line)
     assert match, line
-    assert (match["stage"], match["cause"]) == (stage, cause)
+    assert (match["stage"], match["cause"]) == (stage.partition("_")[0], cause)
     shown = Path(match["path"])
     assert shown == named or (named.suffix in (".zarr", "") and named in shown.parents), line
 
@@ -205,6 +220,61 @@ def test_a_file_size_limit_is_one_line_naming_the_output_and_keeps_the_earlier_o
     assert done.returncode == 1, done.stderr
     check_refusal(error_line(done.stderr), stage, named, CAUSES["limit"])
     assert digest(tmp_path) == before
+
+
+def test_a_video_opencv_fails_to_write_for_no_reason_given_is_one_line_and_keeps_the_earlier_output(
+    tmp_path, earlier, demo, capsys, monkeypatch
+):
+    """OpenCV's writer drops the frames without a word, and the system refuses nothing: the
+    drawings' check still finds the video short."""
+    import cv2
+
+    argv, _ = _infer_video(tmp_path, earlier, demo)
+    real = cv2.VideoWriter
+
+    class Dropping:  # every frame lost, as on a full disk
+        def __init__(self, *args):
+            self.inner = real(*args)
+
+        def isOpened(self):
+            return self.inner.isOpened()
+
+        def write(self, frame):
+            pass
+
+        def release(self):
+            self.inner.release()
+
+    monkeypatch.setattr(cv2, "VideoWriter", Dropping)
+    before = digest(tmp_path)
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    line = error_line(capsys.readouterr().err)
+    assert line.endswith(
+        "error: drawings/clip.mp4, the annotated video: OpenCV wrote 0 of its 24 frames "
+        "(the cause not reported; nothing replaced)"
+    ), line
+    assert digest(tmp_path) == before
+
+
+def test_a_full_disk_under_tensorboard_is_one_warning_and_the_run_goes_on(small_disk, capfd, caplog):
+    """The events only mirror log.csv: TensorBoard's thread dying of a full disk is one warning
+    naming the events folder, no traceback (the thread's included), and no more events."""
+    pytest.importorskip("tensorboard")
+    from pose_pipeline.train.log import open_tensorboard, write_tensorboard
+
+    events = small_disk / "run" / "tensorboard"
+    tensorboard = open_tensorboard(events)
+    fill(small_disk, 0)
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 0.5, "val_score": 50.0, "lr": 1e-3, "images_per_s": 9.0}
+    with caplog.at_level("WARNING", logger="pose_pipeline"):
+        for epoch in range(1, 41):  # the first events may fit in the last page of the file
+            write_tensorboard(tensorboard, {**row, "epoch": epoch})
+        tensorboard.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{events}: {CAUSES['full']}: no more TensorBoard events in this run (log.csv goes on)"
+    ]
+    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -313,13 +383,17 @@ def test_a_killed_converts_workers_die_with_it(demo, tmp_path):
 # ------------------------------------------------------------------ predictions, inputs, training
 
 
+@pytest.mark.parametrize("name", ["p.mat", "p.csv"])
 @pytest.mark.parametrize("gt, refused", [("a.zarr", False), ("b.zarr", True)])
 def test_score_refuses_predictions_of_another_store_with_the_same_count_and_joints(
-    earlier, tmp_path, gt, refused, capsys
+    earlier, tmp_path, gt, refused, name, capsys
 ):
-    preds = earlier / "p.mat"
-    assert set(scipy.io.loadmat(preds)) >= {"preds", "store_fingerprint"}  # the reference reads `preds`
-    assert ("preds", (24, 16, 2), "double") in scipy.io.whosmat(preds)
+    preds = earlier / name
+    if name == "p.mat":
+        assert set(scipy.io.loadmat(preds)) >= {"preds", "store_fingerprint"}  # the reference reads `preds`
+        assert ("preds", (24, 16, 2), "double") in scipy.io.whosmat(preds)
+    else:  # the same image names in both stores: only the fingerprint tells them apart
+        assert preds.read_text().startswith("# store_fingerprint: ")
     capsys.readouterr()
     rc = cli.main(["score", "--preds", str(preds), "--gt", str(earlier / gt), "--out", str(tmp_path / "s.csv")])
     assert rc == (1 if refused else 0)
@@ -327,6 +401,17 @@ def test_score_refuses_predictions_of_another_store_with_the_same_count_and_join
         line = error_line(capsys.readouterr().err)
         assert f"error: {preds}: predicted from another store than {earlier / gt} (store fingerprint" in line
         assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_prediction_csv_without_a_store_fingerprint_still_scores(earlier, tmp_path):
+    """A CSV of before the fingerprint line (or not predict's) is read as before: no check."""
+    lines = (earlier / "p.csv").read_text().splitlines(keepends=True)
+    assert lines[0].startswith("# store_fingerprint: ") and lines[1].startswith("index,image,joint,x,y")
+    old = tmp_path / "old.csv"
+    old.write_text("".join(lines[1:]))
+    for gt in ("a.zarr", "b.zarr"):
+        out = tmp_path / f"{gt}.csv"
+        assert cli.main(["score", "--preds", str(old), "--gt", str(earlier / gt), "--out", str(out)]) == 0
 
 
 @pytest.mark.parametrize(

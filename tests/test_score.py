@@ -15,7 +15,12 @@ from pose_pipeline.errors import UserError
 from pose_pipeline.evaluate.ground_truth import read_ground_truth
 from pose_pipeline.evaluate.metrics import TABLE_COLUMNS, WEIGHTED_MEAN_COLUMN, torso_size
 from pose_pipeline.evaluate.score import score
-from pose_pipeline.inference.prediction_files import read_predictions, write_predictions_csv, write_predictions_mat
+from pose_pipeline.inference.prediction_files import (
+    read_predictions,
+    recorded_store_fingerprint,
+    write_predictions_csv,
+    write_predictions_mat,
+)
 
 J = MPII.num_joints
 
@@ -186,6 +191,16 @@ def test_mat_and_csv_roundtrip(tmp_path):
     # with scores (what predict writes) and a JointSet for the names
     write_predictions_csv(tmp_path / "q.csv", preds, names, MPII, scores=np.ones((7, J)))
     np.testing.assert_array_equal(read_predictions(tmp_path / "q.csv"), preds)
+    # the store fingerprint as a leading comment line, which the readers skip (line numbers counted)
+    write_predictions_csv(tmp_path / "f.csv", preds, names, MPII, store_fingerprint="ab" * 32)
+    assert (tmp_path / "f.csv").read_text().splitlines()[:2] == ["# store_fingerprint: " + "ab" * 32, ",".join(rows[0])]
+    assert recorded_store_fingerprint(tmp_path / "f.csv") == "ab" * 32
+    assert recorded_store_fingerprint(tmp_path / "p.csv") is None
+    np.testing.assert_array_equal(read_predictions(tmp_path / "f.csv"), preds)
+    text = (tmp_path / "f.csv").read_text()
+    (tmp_path / "g.csv").write_text(text.replace("img003.jpg,r_knee,", "img003.jpg,r_knee,x"))
+    with pytest.raises(UserError, match=rf"g.csv, line {3 + 3 * J + 1}: index, x and y must be numbers"):
+        read_predictions(tmp_path / "g.csv")
     # rows in any order
     lines = (tmp_path / "p.csv").read_text().splitlines()
     (tmp_path / "r.csv").write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")

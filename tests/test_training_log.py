@@ -3,7 +3,9 @@ plots and summary."""
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 
 import matplotlib.axes
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from pose_pipeline.errors import UserError
 from pose_pipeline.report.charts import plot_training_curves
 from pose_pipeline.report.summary import summarize
-from pose_pipeline.train.log import COLUMNS, read_log, upgrade_row, write_log
+from pose_pipeline.train.log import COLUMNS, open_tensorboard, read_log, upgrade_row, write_log, write_tensorboard
 
 OLD_LOG = (
     "epoch,step,train_loss,val_loss,val_pckh,lr,images_per_s,elapsed_s\n"
@@ -104,3 +106,68 @@ def test_summary_reads_old_and_new_logs_alike(tmp_path, monkeypatch):
         tmp_path / "summary.csv",
     )
     assert [(r["epochs"], r["train_time_s"]) for r in rows] == [(2, 12.0), (3, 9.0)]
+
+
+class FailingSummaryWriter:
+    """A SummaryWriter on a disk that is full, or that fails otherwise (`number`)."""
+
+    number = errno.ENOSPC
+    made: list[FailingSummaryWriter] = []
+
+    def __init__(self, path):
+        self.path, self.scalars, self.closed = path, 0, 0
+        FailingSummaryWriter.made.append(self)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars += 1
+        raise OSError(self.number, os.strerror(self.number))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed += 1
+
+
+@pytest.fixture
+def failing_tensorboard(monkeypatch):
+    pytest.importorskip("tensorboard")
+    import torch.utils.tensorboard
+
+    FailingSummaryWriter.made = []
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", FailingSummaryWriter)
+    return FailingSummaryWriter
+
+
+def test_a_full_disk_under_tensorboard_is_one_warning_and_no_more_events(tmp_path, failing_tensorboard, caplog):
+    """The events mirror log.csv: a refused write of them is no reason to end a training run."""
+    events = tmp_path / "run" / "tensorboard"
+    tensorboard = open_tensorboard(events)
+    with caplog.at_level("WARNING", logger="pose_pipeline"):
+        for epoch in (1, 2, 3):
+            write_tensorboard(tensorboard, row(epoch, 50.0))
+        tensorboard.close()
+    [writer] = failing_tensorboard.made
+    assert writer.scalars == 1 and writer.closed == 1  # off after the first refusal, closed once
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning == f"{events}: {os.strerror(errno.ENOSPC)}: no more TensorBoard events in this run (log.csv goes on)"
+
+
+def test_another_tensorboard_error_is_not_hidden(tmp_path, failing_tensorboard, monkeypatch):
+    monkeypatch.setattr(failing_tensorboard, "number", errno.EIO)
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+        write_tensorboard(open_tensorboard(tmp_path / "tensorboard"), row(1, 50.0))
+
+
+def test_an_events_file_that_cannot_be_made_is_one_warning_and_no_tensorboard(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("tensorboard")
+    import torch.utils.tensorboard
+
+    def full(path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{path}/events.out.tfevents.1")
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", full)
+    with caplog.at_level("WARNING", logger="pose_pipeline"):
+        assert open_tensorboard(tmp_path / "tensorboard") is None
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{tmp_path / 'tensorboard'}: {os.strerror(errno.ENOSPC)}: no TensorBoard events")

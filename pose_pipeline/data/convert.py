@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -31,7 +33,7 @@ from pose_pipeline.data.images import unsafe_image_name
 from pose_pipeline.data.store import IMAGE_CODECS, IMAGE_ZSTD_LEVEL, check_store_replaceable, lock_store, sha256_of
 from pose_pipeline.data.store_writer import StoreWriter
 from pose_pipeline.errors import UserError
-from pose_pipeline.util.atomic import atomic_output, check_no_overlap, partial_path
+from pose_pipeline.util.atomic import check_no_overlap, partial_path, write_files_atomic
 from pose_pipeline.util.output_errors import writing
 
 log = logging.getLogger(__name__)
@@ -166,11 +168,15 @@ def write_store(options: ConvertOptions, samples: Samples, keep, affines, reject
         )
         try:
             written = write_crops(writer, samples, keep, affines, reject, options)
-            reject.settle(out, options.split, written)
+            # the store records its list of bad samples (written beside it first): a list beside
+            # it that is not this one (a crash between the two) is known for another's
+            writer.group.attrs["bad_samples"] = reject.settle(out, options.split, written)
             finish_store(writer, samples, affines, np.asarray(written, dtype=np.int64))
         except BaseException:
             writer.abort()
             raise
+        if not reject.bad:  # after the swap: until then the list beside is the earlier store's
+            bad_samples_path(out).unlink(missing_ok=True)
     return written
 
 
@@ -196,15 +202,18 @@ class _Rejections:
                 self(i, problem)
         return np.array(sorted(set(range(len(self.samples))) - {b[0] for b in self.bad}), dtype=np.int64)
 
-    def settle(self, out: Path, split: str, written: list[int]) -> None:
-        """The bad samples listed beside `out` (on_bad_sample "skip"); an error if none was good."""
-        if self.on_bad_sample == "skip":
-            write_bad_samples(bad_samples_path(out), self.bad)
+    def settle(self, out: Path, split: str, written: list[int]) -> dict:
+        """The bad samples listed beside `out` (on_bad_sample "skip", when there are any); an
+        error if none was good. Returns the store's record of the list: {count, sha256}."""
+        listing = bad_samples_bytes(self.bad) if self.bad else None
+        if listing is not None:
+            write_files_atomic({bad_samples_path(out): listing})
         if not written:
             raise UserError(
                 f"{self.annotations}: all {len(self.samples)} samples of split {split!r} are bad, nothing to "
                 f"store (the reasons are listed in {bad_samples_path(out)})"
             )
+        return {"count": len(self.bad), "sha256": hashlib.sha256(listing).hexdigest() if listing else None}
 
 
 def finish_store(writer: StoreWriter, samples: Samples, affines: np.ndarray, order: np.ndarray) -> None:
@@ -225,14 +234,18 @@ def finish_store(writer: StoreWriter, samples: Samples, affines: np.ndarray, ord
 
 
 def bad_samples_path(out: Path) -> Path:
+    """The list of the samples a conversion left out, beside the store: there only when it left
+    some out, and the store's own when its digest is the one the store records (attribute
+    `bad_samples`: {count, sha256}; `inspect.bad_samples_count`)."""
     return out.with_suffix(".bad_samples.csv")
 
 
-def write_bad_samples(path: Path, bad: list[tuple[int, str, str]]) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["index", "image", "reason"])
-        out.writerows(sorted(bad))
+def bad_samples_bytes(bad: list[tuple[int, str, str]]) -> bytes:
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    out.writerow(["index", "image", "reason"])
+    out.writerows(sorted(bad))
+    return buffer.getvalue().encode("utf-8")
 
 
 # -------------------------------------------------------------------------------- CLI
@@ -303,7 +316,7 @@ def _crop_options(p: argparse.ArgumentParser) -> None:
         choices=["error", "skip"],
         default=DEFAULTS["on_bad_sample"],
         help="a bad sample (missing or corrupt image, bad annotation) stops the conversion (error) "
-        "or is left out and listed in OUT.bad_samples.csv (skip)",
+        "or is left out and listed in OUT.bad_samples.csv (skip; a conversion that leaves none out removes it)",
     )
     p.add_argument("--workers", type=int, default=None, help="processes (default, or 0: one per core)")
     p.add_argument("--dataset", help="dataset name recorded in the store")

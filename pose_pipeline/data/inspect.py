@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -20,9 +21,11 @@ import numpy as np
 
 from pose_pipeline.config.option_bounds import check_value
 from pose_pipeline.core.joints import SIDE_COLOURS
-from pose_pipeline.data.store import PoseStore, open_store
+from pose_pipeline.data.store import PoseStore, open_store, sha256_of
 from pose_pipeline.errors import UserError
 from pose_pipeline.util.atomic import atomic_output
+
+log = logging.getLogger(__name__)
 
 SHA_PREFIX = 12
 MIN_TILE = 128  # small canvases are enlarged so the skeleton stays legible
@@ -37,9 +40,19 @@ def bytes_on_disk(path) -> int:
     return total
 
 
-def _bad_samples_count(store: PoseStore) -> int | None:
-    """Rows of `<store>.bad_samples.csv` beside the store (written in skip mode), if any."""
+def bad_samples_count(store: PoseStore) -> int | None:
+    """The samples the store's conversion left out: as the store records them (attribute
+    `bad_samples`, `convert.bad_samples_path`), a warning when `<store>.bad_samples.csv` beside
+    it is not their list (another conversion's, or gone: a crash between the two); for a store
+    converted before it recorded them, the rows of that file, if any."""
     path = store.path.with_suffix(".bad_samples.csv")
+    record = store.attrs.get("bad_samples")
+    if record is not None:
+        listed = sha256_of(path) if path.is_file() else None
+        if listed != record.get("sha256"):
+            problem = "another conversion's list, not this store's" if listed else "no such file"
+            log.warning("%s: %s; the store's conversion left out %d samples", path, problem, record["count"])
+        return int(record["count"])
     if not path.is_file():
         return None
     with open(path, newline="") as f:
@@ -98,7 +111,7 @@ def summarize(store: PoseStore) -> dict:
             for s in store.attrs.get("sources", [])
         ],
         "converter": store.attrs.get("converter", {}),
-        "bad_samples": _bad_samples_count(store),
+        "bad_samples": bad_samples_count(store),
         "package_version": store.attrs.get("package_version"),
         "schema_version": store.attrs.get("schema_version"),
     }

@@ -27,7 +27,9 @@ written down in its reader (`pose_pipeline.data.formats`) and in README's datase
 Group attributes: schema_version, dataset, split, joint_set, joints, flip_pairs, edges,
 pixel_origin (annotated = array + origin), canvas_size, context, converter parameters,
 sources ({file, sha256, path}: the annotation file first; path, absolute, in stores written
-since it was recorded), package version, num_samples.
+since it was recorded), package version, num_samples, and from convert bad_samples ({count,
+sha256}: the samples it left out, and the digest of their list `<store>.bad_samples.csv`, none
+when it left none out; in stores written since it was recorded).
 
 Writers (`store_writer.StoreWriter`) build the store under a temporary name and swap it into
 place when complete; they replace only a folder that is a store (`is_store`: the root zarr.json

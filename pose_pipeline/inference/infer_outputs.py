@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,13 +128,50 @@ class Drawings:
                 path.write_bytes(encoded.tobytes())
             return
         if self.writer is None:
-            path = self.folder / (Path(self.video_name).stem + ".mp4")
+            self.video, self.frames = self.folder / (Path(self.video_name).stem + ".mp4"), 0
             self.writer = cv2.VideoWriter(
-                str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (bgr.shape[1], bgr.shape[0])
+                str(self.video), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (bgr.shape[1], bgr.shape[0])
             )
+            if not self.writer.isOpened():
+                _video_refused(self.video, "OpenCV cannot open it for writing an mp4v video")
         self.writer.write(bgr)
+        self.frames += 1
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        """Finish the video, and check it: OpenCV's writer says nothing when a write fails (a full
+        disk), so a video that does not hold every frame is an error here, not a short file."""
+        import sys
+
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        if sys.exc_info()[0] is None:  # in a `finally` after another error: that one is the news
+            _check_video(self.video, self.frames)
+
+
+def _check_video(path: Path, frames: int) -> None:
+    """UserError (`_video_refused`) unless the video at `path` reads back with `frames` frames."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        found = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
+    if found != frames:
+        _video_refused(path, f"OpenCV wrote {found} of its {frames} frames")
+
+
+def _video_refused(path: Path, what: str) -> None:
+    """Raise the error of a video OpenCV failed to write. OpenCV does not say why, so a write
+    of our own to the file asks the system: a full disk, a file-size limit or a read-only place
+    then raise as every refused write does (`naming`: the enclosing `writing` makes it one line
+    naming the output); anything else is `what`. The file is a failed output either way."""
+    probe = b"\0" * (1 << 20)  # more than a frame: past any room or size limit the video stopped at
+    with naming(path), open(path, "ab") as f:
+        f.write(probe)
+        f.flush()
+        os.fsync(f.fileno())
+    # the path is the temporary folder's, which no one sees: named as it is under --out
+    raise UserError(f"{DRAWINGS}/{path.name}, the annotated video: {what} (the cause not reported; nothing replaced)")

@@ -10,7 +10,13 @@ Prediction files
   `predict` adds the text variable `store_fingerprint`, the store it predicted
   (`PoseStore.fingerprint`), so that `score` refuses the file against another store;
 * `.csv` with header `index,image,joint,x,y` (optionally `,score`), one row per
-  sample-joint.
+  sample-joint; `predict` writes the store's fingerprint before the header, as the comment
+  line `# store_fingerprint: <sha256>`, so that `score` refuses this file against another
+  store too (COCO is scored from it). A comment line rather than a column: one line, not a
+  copy of 64 characters in each of tens of thousands of rows, and the header and rows stay
+  those every reader knows; readers skip leading `#` lines (pandas: `comment="#"`). A CSV
+  without the line (older, or not `predict`'s) is read as before, and checked by its image
+  names only.
 
 Coordinates are in the annotation file's own pixel convention: for MPII and LSP that is
 MATLAB's 1-based pixels (the first pixel's centre is at 1.0), exactly what the ground
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +49,7 @@ from pose_pipeline.util.atomic import write_files_atomic, write_text_atomic
 
 CSV_COLUMNS = ("index", "image", "joint", "x", "y")
 FINGERPRINT_VARIABLE = "store_fingerprint"  # of a .mat: the store the predictions were made from
+CSV_COMMENT = "#"  # a CSV's leading comment lines: `# store_fingerprint: <sha256>`
 
 
 # ------------------------------------------------------------------- writing predictions
@@ -87,9 +95,10 @@ def _joint_names(joint_names, num_joints: int) -> list[str]:
     return names
 
 
-def predictions_csv_text(preds, image_names, joint_names, scores=None) -> str:
+def predictions_csv_text(preds, image_names, joint_names, scores=None, store_fingerprint: str | None = None) -> str:
     """Predictions as CSV rows `index,image,joint,x,y` (one per sample-joint); with `scores`
-    (N,J) a `score` column is appended.
+    (N,J) a `score` column is appended; with `store_fingerprint` the comment line
+    `# store_fingerprint: ...` comes before the header.
 
     `joint_names` is a sequence of J names or a `JointSet`; coordinates as in
     `predictions_mat_bytes` (the annotation file's pixel convention).
@@ -105,6 +114,8 @@ def predictions_csv_text(preds, image_names, joint_names, scores=None) -> str:
         if scores.shape != (n, j):
             raise ValueError(f"scores: expected shape {(n, j)}, got {scores.shape}")
     buffer = io.StringIO()
+    if store_fingerprint is not None:
+        buffer.write(f"{CSV_COMMENT} {FINGERPRINT_VARIABLE}: {store_fingerprint}\n")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS + (("score",) if scores is not None else ()))
     for i in range(n):
@@ -116,19 +127,19 @@ def predictions_csv_text(preds, image_names, joint_names, scores=None) -> str:
     return buffer.getvalue()
 
 
-def write_predictions_csv(path, preds, image_names, joint_names, scores=None) -> None:
+def write_predictions_csv(path, preds, image_names, joint_names, scores=None, store_fingerprint=None) -> None:
     """`predictions_csv_text` written to `path`, atomically."""
-    write_text_atomic(path, predictions_csv_text(preds, image_names, joint_names, scores))
+    write_text_atomic(path, predictions_csv_text(preds, image_names, joint_names, scores, store_fingerprint))
 
 
 def write_predictions(mat_path, csv_path, preds, store, scores) -> None:
     """A store's predictions as both files, replaced together or not at all
     (`atomic.write_files_atomic`): never a new .mat beside an old .csv."""
-    names, joints = list(store.image_name), list(store.joint_set.joints)
+    names, joints, fingerprint = list(store.image_name), list(store.joint_set.joints), store.fingerprint()
     write_files_atomic(
         {
-            mat_path: predictions_mat_bytes(preds, store.fingerprint()),
-            csv_path: predictions_csv_text(preds, names, joints, scores).encode("utf-8"),
+            mat_path: predictions_mat_bytes(preds, fingerprint),
+            csv_path: predictions_csv_text(preds, names, joints, scores, fingerprint).encode("utf-8"),
         }
     )
 
@@ -180,17 +191,30 @@ def _read_csv_text(path: Path) -> str:
         raise UserError(f"{path}: cannot read: {exc}") from None
 
 
+def _split_comments(text: str) -> tuple[list[str], str]:
+    """The leading comment lines of a prediction CSV (without their `#`) and the rest."""
+    comments, start = [], 0
+    while text.startswith(CSV_COMMENT, start):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        comments.append(text[start + len(CSV_COMMENT) : end].strip())
+        start = end
+    return comments, text[start:]
+
+
 def _csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """The header and the (line number, fields) of the non-empty rows of a prediction CSV; the
-    one reader of the format, under the points, the image names and the scores."""
-    reader = csv.reader(io.StringIO(_read_csv_text(path)))
+    """The header and the (line number, fields) of the non-empty rows of a prediction CSV,
+    leading comment lines skipped; the one reader of the format, under the points, the image
+    names and the scores."""
+    comments, text = _split_comments(_read_csv_text(path))
+    reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None or tuple(header[: len(CSV_COLUMNS)]) != CSV_COLUMNS:
         raise UserError(
             f"{path}: expected a CSV header starting {','.join(CSV_COLUMNS)}, got "
             f"{','.join(header) if header else 'an empty file'}"
         )
-    return header, ((line, row) for line, row in enumerate(reader, start=2) if row)
+    return header, ((line, row) for line, row in enumerate(reader, start=2 + len(comments)) if row)
 
 
 def _csv_points(path: Path) -> tuple[dict[str, int], dict[tuple[int, int], tuple[float, float]], int]:
@@ -298,10 +322,30 @@ def check_image_names(preds_path, gt_path, gt_names) -> None:
             )
 
 
+def _csv_fingerprint(path: Path) -> str | None:
+    """The `# store_fingerprint: ...` line of a prediction CSV; only the leading comment lines
+    are read, not the rows."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = "".join(itertools.takewhile(lambda line: line.startswith(CSV_COMMENT), f))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read: {exc}") from None
+    for comment in _split_comments(head)[0]:
+        key, _, value = comment.partition(":")
+        if key.strip() == FINGERPRINT_VARIABLE and value.strip():
+            return value.strip()
+    return None
+
+
 def recorded_store_fingerprint(path) -> str | None:
-    """The fingerprint of the store a prediction .mat was made from, as `predict` records it;
-    None for a CSV or a .mat without it (older, or not `predict`'s)."""
+    """The fingerprint of the store a prediction file was made from, as `predict` records it
+    (a .mat's variable, a .csv's comment line); None for a file without it (older, or not
+    `predict`'s)."""
     path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return _csv_fingerprint(path)
     if path.suffix.lower() != ".mat":
         return None
     value = load_mat(path, "predictions", variable_names=[FINGERPRINT_VARIABLE]).get(FINGERPRINT_VARIABLE)
@@ -314,8 +358,8 @@ def recorded_store_fingerprint(path) -> str | None:
 def check_store_fingerprint(preds_path, gt_path) -> None:
     """UserError when the predictions record a store other than the ground-truth store: of
     other people, or other annotations of them, they would score as garbage, with the same
-    count and joints as much as without. (A CSV is bound to its store by its image names,
-    `check_image_names`.)"""
+    count and joints as much as without. (A CSV without the line is bound to its store by its
+    image names only, `check_image_names`.)"""
     recorded = recorded_store_fingerprint(preds_path)
     if recorded is None or not is_store(gt_path):
         return

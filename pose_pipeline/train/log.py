@@ -15,14 +15,18 @@ One row per epoch, written by `train` (rank 0) and read by `report.charts` and `
   elapsed_s      training seconds so far, resumed sessions included
 
 Logs written before `val_score` had its name call it `val_pckh` (and have no `val_metric`);
-the reader accepts them. The TensorBoard events mirror the numeric columns.
+the reader accepts them. The TensorBoard events mirror the numeric columns (`TensorBoard`: a
+refused write of them stops them, with one warning, and the run goes on).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,7 @@ import numpy as np
 
 from pose_pipeline.errors import UserError
 from pose_pipeline.util.atomic import atomic_output
+from pose_pipeline.util.output_errors import OUTPUT_ERRNOS, error_number
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +69,88 @@ def write_log(path, rows: list[dict]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in upgrade_row(row).items()})
 
 
-def open_tensorboard(path: Path):
-    """A SummaryWriter for `path`, or None (saying so once) when tensorboard is not installed."""
+class TensorBoard:
+    """The run's TensorBoard writer, which a refused write (a full disk, a quota, a file-size
+    limit, a read-only folder) turns off for the rest of the run with one warning naming the
+    events folder, instead of ending the run with a traceback. The events only mirror log.csv;
+    log.csv and the checkpoints are the run's record, and their own next write on a disk still
+    full ends the run with the one-line error naming them (`output_errors`)."""
+
+    def __init__(self, writer, folder: Path):
+        self.writer, self.folder = writer, Path(folder)
+
+    def _refused(self, exc: BaseException) -> None:
+        """Stop writing events after `exc`, or raise it when it is no refused write (a bug)."""
+        if error_number(exc) not in OUTPUT_ERRNOS:
+            raise exc
+        cause = os.strerror(error_number(exc))
+        log.warning("%s: %s: no more TensorBoard events in this run (log.csv goes on)", self.folder, cause)
+        writer, self.writer = self.writer, None
+        with contextlib.suppress(OSError):  # let its thread go; it may fail on the same disk again
+            writer.close()
+
+    def write(self, row: dict) -> None:
+        """Mirror one row's numeric columns (step = epoch)."""
+        if self.writer is None:
+            return
+        try:
+            for key, tag in TENSORBOARD_TAGS.items():
+                if row.get(key, "") != "":
+                    self.writer.add_scalar(tag, row[key], row["epoch"])
+            self.writer.flush()
+        except OSError as exc:  # raised here from the writer's thread, which wrote the file
+            self._refused(exc)
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.close()
+        except OSError as exc:
+            self._refused(exc)
+        self.writer = None
+
+
+def _quiet_refused_event_writes() -> None:
+    """TensorBoard writes its events in a thread, which dies of a refused write with a
+    traceback on stderr (`threading.excepthook`) before `TensorBoard` hears of it: that one is
+    the warning's, so it is not printed; every other thread error is, as ever."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_event_writes", False):
+        return
+
+    def hook(args) -> None:
+        # by its class's name: the class is tensorboard's private `_AsyncWriterThread`
+        if type(args.thread).__name__ == "_AsyncWriterThread" and error_number(args.exc_value) in OUTPUT_ERRNOS:
+            return
+        previous(args)
+
+    hook.quiets_event_writes = True
+    threading.excepthook = hook
+
+
+def open_tensorboard(path: Path) -> TensorBoard | None:
+    """The run's `TensorBoard` at `path`, or None (saying so once) when tensorboard is not
+    installed or the events file cannot be made (a full disk: warned as a failed write)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         log.info("tensorboard is not installed: no event files (pip install -e '.[tensorboard]' in the clone)")
         return None
-    return SummaryWriter(str(path))
+    _quiet_refused_event_writes()
+    try:
+        return TensorBoard(SummaryWriter(str(path)), path)
+    except OSError as exc:
+        if error_number(exc) not in OUTPUT_ERRNOS:
+            raise
+        log.warning("%s: %s: no TensorBoard events in this run (log.csv goes on)", path, os.strerror(error_number(exc)))
+        return None
 
 
-def write_tensorboard(writer, row: dict) -> None:
-    """Mirror one row's numeric columns into TensorBoard (step = epoch)."""
-    if writer is None:
-        return
-    for key, tag in TENSORBOARD_TAGS.items():
-        if row.get(key, "") != "":
-            writer.add_scalar(tag, row[key], row["epoch"])
-    writer.flush()
+def write_tensorboard(tensorboard: TensorBoard | None, row: dict) -> None:
+    """Mirror one row's numeric columns into TensorBoard (step = epoch), if it is on."""
+    if tensorboard is not None:
+        tensorboard.write(row)
 
 
 # ------------------------------------------------------------------------------- read

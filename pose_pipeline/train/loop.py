@@ -15,7 +15,8 @@ Outputs in `--out DIR`:
   checkpoints/last.pt      newest resumable state (model, optimiser, scheduler, RNG, `RunState`)
   checkpoints/best.pt      weights of the validated epoch with the best score
                            (metrics.validation_score); without validation, of the last epoch
-  tensorboard/             the log.csv figures as TensorBoard events (when it is installed)
+  tensorboard/             the log.csv figures as TensorBoard events (when it is installed; a full disk
+                           stops them with one warning, `log.TensorBoard`)
 
 Validation (rank 0, after every `validate_every`-th epoch and the last; the others' val
 columns stay empty) decodes with the experiment's `evaluation` batch size and blur, without
