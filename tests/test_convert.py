@@ -373,7 +373,7 @@ def test_cli_skip_mode_with_nothing_bad_reports_zero_skipped(mpii_sample, tmp_pa
 
 def _convert_five(mpii_sample, path, out, **options):
     options = {"split": "val", "canvas_size": 32, "workers": 1, "progress": False, **options}
-    return convert("mpii", path, mpii_sample / "images", out, **options)
+    return convert(ConvertOptions("mpii", path, mpii_sample / "images", out, **options))
 
 
 @pytest.mark.parametrize("on_bad_sample", ["error", "skip"])
