@@ -28,13 +28,14 @@ def tiny_config(shared_data) -> dict:
         "default_experiments": ["lsp_tiny", "coco_tiny", "flic_tiny"],
         "device": "cpu",
         "plots": {"skeleton_count": 4, "dpi": 40},
-        # A sample file is no standard split: with val_annotations each file is taken whole.
+        # A sample file is no standard split: LSP's last 60 images validate (val_last); with
+        # val_annotations (COCO here) each file is taken whole.
         "datasets": {
             "lsp": {
                 "format": "lsp",
                 "annotations": str(lsp / "joints.mat"),
                 "images": str(lsp / "images"),
-                "val_annotations": str(lsp / "joints.mat"),
+                "val_last": 60,
                 "canvas_size": 96,
                 "shard_size": 32,
             },
@@ -74,9 +75,10 @@ def test_lsp_coco_and_flic_experiments_run_end_to_end(shared_data, tmp_path):
     snakemake(tmp_path)
     check_flic(tmp_path)
 
-    for dataset in ("lsp", "coco"):
-        for split in ("train", "val"):  # each file whole (the LSP sample has no halves of its own)
-            assert open_store(tmp_path / f"results/stores/{dataset}/{split}.zarr").attrs["split"] == "all"
+    for split in ("train", "val"):  # the COCO file whole; the LSP sample split by val_last
+        assert open_store(tmp_path / f"results/stores/coco/{split}.zarr").attrs["split"] == "all"
+    lsp_stores = [open_store(tmp_path / f"results/stores/lsp/{split}.zarr") for split in ("train", "val")]
+    assert [(len(s), s.attrs["split"]) for s in lsp_stores] == [(240, "train"), (60, "val")]
     lsp = rows(tmp_path / "results/pckh/lsp_tiny.csv")
     assert [r["metric"] for r in lsp][:3] == ["PCK@0.2", "PCK@0.1", "AUC@0.2"]
     # the LSP table is PCK@0.2 by torso size of this run's predictions against its val store
@@ -85,8 +87,7 @@ def test_lsp_coco_and_flic_experiments_run_end_to_end(shared_data, tmp_path):
     )
     coco = rows(tmp_path / "results/pckh/coco_tiny.csv")
     assert [r["metric"] for r in coco][:3] == ["AP", "AP50", "AP75"]
-    # the sample's usable people: 300 LSP images, COCO people with enough keypoints, not crowd
-    assert "300 samples" in (tmp_path / "results/logs/convert/lsp_val.log").read_text()
+    assert "60 samples" in (tmp_path / "results/logs/convert/lsp_val.log").read_text()
     # training validated with the dataset's own metric (LSP and COCO have no head boxes)
     for name in ("lsp_tiny", "coco_tiny", "flic_tiny"):
         assert "val PCK@0.2" in (tmp_path / f"results/logs/train/{name}.log").read_text()
