@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import box_of_person, random_checkpoint, settings
+from helpers import box_of_person, random_checkpoint
 
 from pose_pipeline import cli
 from pose_pipeline.core import geometry
@@ -24,40 +24,16 @@ CANVAS = 96  # the demo stores' canvas (the tiny model trains at 64 px)
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """Demo data, its converted validation store and a model trained on its training store."""
-    from pose_pipeline.data.convert import convert
-    from pose_pipeline.data.convert_options import ConvertOptions
-    from pose_pipeline.data.demo.generate import generate
-    from pose_pipeline.train.loop import train
-
-    root = tmp_path_factory.mktemp("infer_demo")
-    generate(root / "demo", seed=5, train=24, val=8, image_size=96, progress=False)
-    stores = {}
-    for split in ("train", "val"):
-        stores[split] = root / f"{split}.zarr"
-        convert(
-            ConvertOptions(
-                "mpii",
-                root / "demo/mpii_release.mat",
-                root / "demo/images",
-                stores[split],
-                split=split,
-                val_split=root / "demo/val_split.mat",
-                canvas_size=CANVAS,
-                workers=1,
-                progress=False,
-            )
-        )
-    train(
-        settings(epochs=2, optimizer="adam", lr=0.002),
-        stores["train"],
-        None,
-        root / "run",
-        device="cpu",
-        progress=False,
-    )
-    return {"root": root, "images": root / "demo/images", "val": stores["val"], "model": root / "run/model.pt"}
+def demo(tiny_run):
+    """The session's tiny demo run (conftest.tiny_run): its images, stores and trained model.
+    Read only: the tests write in their own tmp_path."""
+    results = tiny_run[0] / "results"
+    return {
+        "root": results / "stores/demo",
+        "images": results / "data/demo/images",
+        "val": results / "stores/demo/val.zarr",
+        "model": results / "train/tiny/model.pt",
+    }
 
 
 def infer(capfd, *args: str) -> tuple[int, str]:
@@ -309,7 +285,7 @@ def test_reading_ahead_in_a_thread_gives_the_serial_results(demo, tmp_path, capf
     monkeypatch.setattr(prefetch, "depth_for", lambda device, depth: 2)
     assert infer(capfd, *args, "--out", tmp_path / "threaded")[0] == 0
     assert results(tmp_path / "threaded")["results"] == results(tmp_path / "serial")["results"]
-    assert len(results(tmp_path / "serial")["results"]) == 32
+    assert len(results(tmp_path / "serial")["results"]) == 36  # 24 train, 8 val, 4 test images
 
 
 # ----------------------------------------------------------------------------- bad inputs
