@@ -3,6 +3,9 @@ tiny stores and checkpoints, settings, Snakemake runs, custom COCO files, image 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -392,3 +395,129 @@ def centroid(crop: np.ndarray, at: np.ndarray, radius: int) -> np.ndarray:
     patch = crop[y0 : y0 + 2 * radius + 1, x0 : x0 + 2 * radius + 1, 0].astype(float) - 20
     y, x = np.mgrid[: patch.shape[0], : patch.shape[1]]
     return np.array([(x * patch).sum(), (y * patch).sum()]) / patch.sum() + [x0, y0]
+
+
+# ------------------------------------------------------------------ real samples
+
+TINY_MODEL = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16}
+
+
+def real_samples_config(shared_data) -> dict:
+    """A config training a tiny model on each real sample (LSP, COCO, FLIC) for one epoch."""
+    lsp, coco, flic = shared_data / "lsp_sample", shared_data / "coco_sample", shared_data / "flic_sample"
+    coco_json = str(coco / "person_keypoints_sample.json")
+    experiment = {
+        "model": TINY_MODEL,
+        "evaluation": {"batch_size": 8},
+        "training": {"epochs": 1, "batch_size": 4, "input_size": 64, "heatmap_size": 16, "num_threads": 1},
+    }
+    return {
+        "default_experiments": ["lsp_tiny", "coco_tiny", "flic_tiny"],
+        "device": "cpu",
+        "plots": {"skeleton_count": 4, "dpi": 40},
+        # A sample file is no standard split: LSP's last 60 images validate (val_last); with
+        # val_annotations (COCO here) each file is taken whole.
+        "datasets": {
+            "lsp": {
+                "format": "lsp",
+                "annotations": str(lsp / "joints.mat"),
+                "images": str(lsp / "images"),
+                "val_last": 60,
+                "canvas_size": 96,
+                "shard_size": 32,
+            },
+            "coco": {
+                "format": "coco",
+                "annotations": coco_json,
+                "images": str(coco / "images"),
+                "val_annotations": coco_json,
+                "canvas_size": 96,
+                "shard_size": 8,
+            },
+            # FLIC's own split: istrain (15 stand-in examples) and istest (5)
+            "flic": {
+                "format": "flic",
+                "annotations": str(flic / "examples.mat"),
+                "images": str(flic / "images"),
+                "canvas_size": 96,
+                "shard_size": 8,
+            },
+        },
+        "experiments": {
+            "lsp_tiny": {"dataset": "lsp", **experiment},
+            "coco_tiny": {"dataset": "coco", **experiment},
+            "flic_tiny": {"dataset": "flic", **experiment},
+        },
+    }
+
+
+# ------------------------------------------------------------------ COCO
+
+
+def cocoeval_ap(annotations, results) -> float:
+    """AP of `results` (a path or a list) by COCOeval as the papers' code runs it."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(annotations))
+        evaluator = COCOeval(truth, truth.loadRes(results if isinstance(results, list) else str(results)), "keypoints")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return 100.0 * evaluator.stats[0]
+
+
+# ------------------------------------------------------------------ DDP
+
+DDP_ENV = {  # training subprocesses: this checkout first, one OpenMP thread
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def state_dict(path) -> dict:
+    import torch
+
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a: dict, b: dict, atol: float) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=atol, msg=key)
+
+
+# One rank of the comparison: BatchNorm replaced by a per-sample norm. SyncBatchNorm refuses
+# CPU tensors, so on gloo each rank normalises with its own half-batch statistics, which
+# legitimately differ from the combined batch's; a per-sample norm has no batch statistics,
+# so everything else (which samples, their augmentation, loss averaging, gradient
+# all-reduce, optimiser) must match exactly for the weights to agree.
+WITHOUT_BATCH_STATISTICS = """
+import torch
+from pose_pipeline.train import setup as training_setup
+
+real_build = training_setup.build_model
+
+def build_without_batch_statistics(config, joints):
+    model = real_build(config, joints)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, torch.nn.BatchNorm2d):
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            setattr(parent, name.rpartition(".")[2], torch.nn.GroupNorm(1, module.num_features))
+    return model
+
+training_setup.build_model = build_without_batch_statistics
+"""
+RANK_SCRIPT = (
+    WITHOUT_BATCH_STATISTICS
+    + """
+import sys
+from pose_pipeline import cli
+
+sys.exit(cli.main(sys.argv[1:]))
+"""
+)

@@ -10,8 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import TINY, random_checkpoint, snakemake, write_config
-from test_score_coco_results import cocoeval_ap
+from helpers import TINY, cocoeval_ap, random_checkpoint, snakemake, write_config
 
 from pose_pipeline import cli
 from pose_pipeline.evaluate.score import evaluate

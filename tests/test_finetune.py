@@ -156,10 +156,10 @@ def test_a_checkpoint_of_another_architecture_or_shape_is_still_refused(tmp_path
 def test_an_lsp_fine_tune_from_an_mpii_checkpoint_runs_through_the_workflow(shared_data, tmp_path):
     """The workflow's `training.init_checkpoint` naming a PyTorch-Pose MPII file, on the real LSP
     sample: training starts from it, says which joints came across, and writes an LSP model."""
-    from test_workflow_datasets import TINY_MODEL, tiny_config
+    from helpers import TINY_MODEL, real_samples_config
 
     mpii_checkpoint(tmp_path / "mpii.pth.tar", TINY_MODEL["arch"], TINY_MODEL["stacks"], pytorch_pose=True)
-    config = tiny_config(shared_data)
+    config = real_samples_config(shared_data)
     config["datasets"] = {"lsp": config["datasets"]["lsp"]}
     experiment = config["experiments"]["lsp_tiny"]
     experiment["training"]["init_checkpoint"] = str(tmp_path / "mpii.pth.tar")

@@ -1,13 +1,12 @@
 """`score` of COCO keypoint-results JSON (infer's keypoints.json and plain results lists) on the
 real COCO sample: the AP is COCOeval's own, run directly on the same file."""
 
-import contextlib
 import csv
-import io
 import json
 
 import numpy as np
 import pytest
+from helpers import cocoeval_ap
 
 from pose_pipeline import cli
 from pose_pipeline.errors import UserError
@@ -37,20 +36,6 @@ def jittered_results(annotations, seed=0, spread=4.0) -> list[dict]:
         points = np.column_stack([rng.uniform(0, 50, (17, 2)), np.full(17, 0.5)])
         results.append({"image_id": image["id"], "category_id": 1, "score": 0.9, "keypoints": points.ravel().tolist()})
     return results
-
-
-def cocoeval_ap(annotations, results) -> float:
-    """AP of `results` (a path or a list) by COCOeval as the papers' code runs it."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO(str(annotations))
-        evaluator = COCOeval(truth, truth.loadRes(results if isinstance(results, list) else str(results)), "keypoints")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return 100.0 * evaluator.stats[0]
 
 
 def _score(preds, gt, out, *extra):

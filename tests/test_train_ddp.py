@@ -15,29 +15,14 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import REPO_ROOT, make_random_store, settings
+from helpers import DDP_ENV as ENV
+from helpers import RANK_SCRIPT, assert_same_weights, make_random_store, settings, state_dict
 
 from pose_pipeline.data.batches import ShardBatches
 from pose_pipeline.data.store import open_store
 from pose_pipeline.errors import UserError
 from pose_pipeline.train import loop as train_module
 from pose_pipeline.train import state as training_state
-
-ENV = {
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-    "OMP_NUM_THREADS": "1",
-}
-
-
-def state_dict(path) -> dict:
-    return torch.load(path, weights_only=True)["state_dict"]
-
-
-def assert_same_weights(a: dict, b: dict, atol: float) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=atol, msg=key)
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -75,37 +60,6 @@ def test_ranks_take_disjoint_slices_of_the_single_process_batches(
 
 
 # ----------------------------------------------------------------- DDP vs one process
-
-# One rank of the comparison: BatchNorm replaced by a per-sample norm. SyncBatchNorm refuses
-# CPU tensors, so on gloo each rank normalises with its own half-batch statistics, which
-# legitimately differ from the combined batch's; a per-sample norm has no batch statistics,
-# so everything else (which samples, their augmentation, loss averaging, gradient
-# all-reduce, optimiser) must match exactly for the weights to agree.
-WITHOUT_BATCH_STATISTICS = """
-import torch
-from pose_pipeline.train import setup as training_setup
-
-real_build = training_setup.build_model
-
-def build_without_batch_statistics(config, joints):
-    model = real_build(config, joints)
-    for name, module in list(model.named_modules()):
-        if isinstance(module, torch.nn.BatchNorm2d):
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-            setattr(parent, name.rpartition(".")[2], torch.nn.GroupNorm(1, module.num_features))
-    return model
-
-training_setup.build_model = build_without_batch_statistics
-"""
-RANK_SCRIPT = (
-    WITHOUT_BATCH_STATISTICS
-    + """
-import sys
-from pose_pipeline import cli
-
-sys.exit(cli.main(sys.argv[1:]))
-"""
-)
 
 
 @pytest.mark.slow  # two gloo ranks in subprocesses

@@ -12,8 +12,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, settings
-from test_train_ddp import ENV, RANK_SCRIPT, WITHOUT_BATCH_STATISTICS, assert_same_weights, state_dict
+from helpers import DDP_ENV as ENV
+from helpers import RANK_SCRIPT, REPO_ROOT, WITHOUT_BATCH_STATISTICS, assert_same_weights, settings, state_dict
 
 pytestmark = pytest.mark.slow  # two torchrun agents in subprocesses, then a single process
 

@@ -7,61 +7,11 @@ from __future__ import annotations
 import csv
 
 import pytest
-from helpers import mean_cell, snakemake, write_config
+from helpers import mean_cell, real_samples_config, snakemake, write_config
 
 from pose_pipeline.data.store import open_store
 
 pytestmark = pytest.mark.slow
-
-TINY_MODEL = {"arch": "hourglass", "stacks": 1, "blocks": 1, "features": 16}
-
-
-def tiny_config(shared_data) -> dict:
-    lsp, coco, flic = shared_data / "lsp_sample", shared_data / "coco_sample", shared_data / "flic_sample"
-    coco_json = str(coco / "person_keypoints_sample.json")
-    experiment = {
-        "model": TINY_MODEL,
-        "evaluation": {"batch_size": 8},
-        "training": {"epochs": 1, "batch_size": 4, "input_size": 64, "heatmap_size": 16, "num_threads": 1},
-    }
-    return {
-        "default_experiments": ["lsp_tiny", "coco_tiny", "flic_tiny"],
-        "device": "cpu",
-        "plots": {"skeleton_count": 4, "dpi": 40},
-        # A sample file is no standard split: LSP's last 60 images validate (val_last); with
-        # val_annotations (COCO here) each file is taken whole.
-        "datasets": {
-            "lsp": {
-                "format": "lsp",
-                "annotations": str(lsp / "joints.mat"),
-                "images": str(lsp / "images"),
-                "val_last": 60,
-                "canvas_size": 96,
-                "shard_size": 32,
-            },
-            "coco": {
-                "format": "coco",
-                "annotations": coco_json,
-                "images": str(coco / "images"),
-                "val_annotations": coco_json,
-                "canvas_size": 96,
-                "shard_size": 8,
-            },
-            # FLIC's own split: istrain (15 stand-in examples) and istest (5)
-            "flic": {
-                "format": "flic",
-                "annotations": str(flic / "examples.mat"),
-                "images": str(flic / "images"),
-                "canvas_size": 96,
-                "shard_size": 8,
-            },
-        },
-        "experiments": {
-            "lsp_tiny": {"dataset": "lsp", **experiment},
-            "coco_tiny": {"dataset": "coco", **experiment},
-            "flic_tiny": {"dataset": "flic", **experiment},
-        },
-    }
 
 
 def rows(path) -> list[dict]:
@@ -71,7 +21,7 @@ def rows(path) -> list[dict]:
 
 
 def test_lsp_coco_and_flic_experiments_run_end_to_end(shared_data, tmp_path):
-    write_config(tmp_path, tiny_config(shared_data))
+    write_config(tmp_path, real_samples_config(shared_data))
     snakemake(tmp_path)
     check_flic(tmp_path)
 
@@ -127,7 +77,7 @@ def test_custom_coco_skeleton_runs_end_to_end(shared_data, tmp_path):
 
     custom = tmp_path / "upper_body.json"
     write_custom_coco(shared_data, custom)
-    config = tiny_config(shared_data)
+    config = real_samples_config(shared_data)
     config["default_experiments"] = ["custom_tiny"]
     config["datasets"] = {
         "custom": {
