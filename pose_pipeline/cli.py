@@ -83,11 +83,10 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
     return parser, module
 
 
-# libgomp lets a thread that waits at a barrier spin 300,000 times before it sleeps. A
-# tenth of that keeps the idle-machine speed of spinning (the demo's training step: 75 ms,
-# against 148 ms with sleeping waits, OMP_WAIT_POLICY=PASSIVE) and, on a CPU shared with other
-# work, most of the gain of sleeping (with 3 busy processes beside it: 415 ms, against 926 ms
-# with libgomp's default and 353 ms with PASSIVE). BENCHMARKS.md, "The demo in half the time".
+# libgomp lets a thread that waits at a barrier spin 300,000 times before it sleeps. A tenth
+# of that keeps the idle-machine speed of spinning and, on a CPU shared with other work, most of
+# the gain of sleeping waits (OMP_WAIT_POLICY=PASSIVE): BENCHMARKS.md, "CPU training: how long
+# OpenMP threads spin".
 OPENMP_SPIN_COUNT = "30000"
 
 

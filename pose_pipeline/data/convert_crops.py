@@ -128,9 +128,9 @@ def write_crops(
 @contextlib.contextmanager
 def one_opencv_thread():
     """OpenCV's thread pool left idle meanwhile, here and in the workers forked from here: one
-    crop's warp is too small to share out, and the cores are the workers' (the pool cost about
-    1 ms of CPU per image on 2 cores in an in-process A/B; convert_speed's rows could not tell,
-    BENCHMARKS.md, "Session 7"). cv2 is imported and set before the fork, so
+    crop's warp is too small to share out, and the cores are the workers' (the pool cost CPU
+    per image in an in-process A/B; this file's git history has it). cv2 is imported and set
+    before the fork, so
     each worker inherits it: cv2.setNumThreads in a child forked from a process that has used
     OpenCV's pool waits for ever on the parent's threads."""
     import cv2

@@ -66,9 +66,8 @@ FAST_CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
 IMAGE_ZSTD_LEVEL = 1
 
 # The crops' compressor by name (`convert --image-codec`), the first the default (the config
-# schema's too). lz4 (through Blosc, a standard Zarr v3 codec), not Zstd-1: `convert` spends about
-# a fifth less CPU per image, and training's reads half the CPU per crop, for about 17 % more
-# bytes (BENCHMARKS.md, "Conversion", sessions 9 and 10).
+# schema's too). lz4 (through Blosc, a standard Zarr v3 codec), not Zstd-1: less CPU to write and
+# to read a crop for somewhat more bytes (BENCHMARKS.md, "Conversion", "The image codec").
 IMAGE_CODECS = ("lz4", "zstd")
 
 

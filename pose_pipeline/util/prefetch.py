@@ -4,7 +4,7 @@
 their order, computed up to `depth` items ahead by one producer thread and handed over
 through a bounded queue. One thread is enough: the store's zarrs decoding, OpenCV's warp and
 torch's tensor operations all release the GIL, and the consumer mostly waits on the device
-(BENCHMARKS.md, "Overlapped loading": threads measured before processes were considered).
+(BENCHMARKS.md, "Training throughput"; threads were measured before processes were considered).
 One producer also keeps the order of everything it does, its random draws included, the
 order of a serial loop: the batches are exactly those of `depth=0`, the serial loop run in the
 caller's thread.
