@@ -3,6 +3,7 @@ before any epoch is spent, and nothing written that looks finished."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import shutil
@@ -14,6 +15,7 @@ from helpers import settings
 
 from pose_pipeline import cli
 from pose_pipeline.core.joints import LSP
+from pose_pipeline.data.store import open_store
 from pose_pipeline.data.store_writer import StoreWriter
 from pose_pipeline.train import loop as train_module
 from pose_pipeline.train.state import run_identity
@@ -214,3 +216,26 @@ def test_training_on_a_damaged_store_stops_naming_the_shard(random_store, tmp_pa
     err = capsys.readouterr().err
     assert "array image, shard image/c/1/0/0/0 (samples 8-15): checksum mismatch" in err
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_a_kill_during_validation_resumes_into_that_epoch_and_logs_it(random_store, tmp_path, monkeypatch):
+    """checkpoint_every landing on an epoch's last step: last.pt must not be written before the
+    epoch is validated, or a resume would start at the next epoch without this one's row."""
+    store = open_store(random_store)
+    steps_per_epoch = len(store) // 4  # settings(): batch 4
+    run = settings(epochs=2, checkpoint_every=steps_per_epoch)
+    real_validate = train_module.validate
+
+    def killed(run_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "validate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(run, random_store, random_store, tmp_path / "r", device="cpu", progress=False)
+    last = tmp_path / "r" / "checkpoints" / "last.pt"
+    assert not last.exists() or torch.load(last, weights_only=False)["step"] < steps_per_epoch
+    monkeypatch.setattr(train_module, "validate", real_validate)
+    train_module.train(run, random_store, random_store, tmp_path / "r", device="cpu", progress=False)
+    with open(tmp_path / "r" / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["val_score"] != "" for r in rows)

@@ -179,7 +179,11 @@ def train_one_epoch(
             pace.step()
             state.step += 1
             bar.update(1)
-            checkpoint = state.step % run.training.checkpoint_every == 0
+            # Not at the epoch's last step: last.pt is written after validation there
+            # (save_epoch_checkpoints), so a kill during validation resumes into this epoch and
+            # its log row is still written, not skipped.
+            epoch_end = state.step == (epoch + 1) * run.steps_per_epoch
+            checkpoint = state.step % run.training.checkpoint_every == 0 and not epoch_end
             if checkpoint or state.step % LOG_EVERY == 0:
                 so_far = read_loss(run, losses)
                 bar.set_postfix(loss=f"{so_far:.2e}", refresh=False)
