@@ -87,6 +87,28 @@ def test_oks_nms_removes_the_duplicates_and_ap_is_cocoevals(coco_sample, tmp_pat
     )
 
 
+def test_the_drawings_show_the_people_nms_kept(coco_sample, tmp_path, monkeypatch):
+    """--draw with detector boxes: each image is drawn with the people kept, not the duplicates."""
+    from pose_pipeline.inference.infer_outputs import Drawings
+
+    annotations, images, checkpoint, counts = coco_sample
+    drawn = []
+    real_add = Drawings.add
+
+    def add(self, name, image, people):
+        drawn.append((name, len(people)))
+        return real_add(self, name, image, people)
+
+    monkeypatch.setattr(Drawings, "add", add)
+    boxes = ["--boxes", tmp_path / "detections.json", "--canvas-size", "64", "--draw"]
+    found = _infer(checkpoint, images, tmp_path / "out", *boxes)
+    assert sum(n for _, n in drawn) == len(found["results"]) == counts["all"] - counts["people"]
+    per_image = {}
+    for r in found["results"]:
+        per_image[r["file_name"]] = per_image.get(r["file_name"], 0) + 1
+    assert dict(drawn) == per_image
+
+
 def test_nms_options_are_bounded(coco_sample, tmp_path, capsys):
     annotations, images, checkpoint, _ = coco_sample
     args = ["infer", "--checkpoint", checkpoint, "--images", images, "--out", tmp_path / "o"]

@@ -40,7 +40,7 @@ from pose_pipeline.config.schema import schema_defaults
 from pose_pipeline.core import geometry
 from pose_pipeline.errors import UserError
 from pose_pipeline.inference.infer_inputs import Box, Frame, ImageInput, box_problem, read_boxes
-from pose_pipeline.inference.infer_nms import add_person_score_options, rescore_and_suppress
+from pose_pipeline.inference.infer_nms import PersonSelection, add_person_score_options
 from pose_pipeline.inference.infer_options import InferOptions
 from pose_pipeline.inference.infer_outputs import Drawings, Person, write_results
 
@@ -224,17 +224,18 @@ def _infer_and_write(
         batches,
         tqdm(total=len(source), desc="infer", unit="img", disable=not options.progress, mininterval=2) as bar,
     ):
-        people = _drawn_people(tmp, source, loaded.joints, options.draw, batches, predict, bar)
+        # detector boxes: the top-down COCO protocol's rescoring and OKS-NMS, image by image
+        selection = PersonSelection(loaded.joints, options.keypoint_score_threshold, options.oks_nms_threshold)
+        selection = selection if options.boxes is not None else None
+        people, total = _drawn_people(tmp, source, loaded.joints, options.draw, batches, predict, bar, selection)
         if not people:
             raise UserError(
                 f"--images {options.images}: no person to infer, every image or box was skipped "
                 f"({len(skipped)}; first: {skipped[0][2] if skipped else 'none'})"
             )
         header = _header(options, cut)
-        if options.boxes is not None:  # detector boxes: the top-down COCO protocol's rescoring and OKS-NMS
-            people, header["person_scores"] = rescore_and_suppress(
-                people, loaded.joints, options.keypoint_score_threshold, options.oks_nms_threshold
-            )
+        if selection is not None:
+            header["person_scores"] = selection.record(total)
         write_results(tmp, people, skipped, loaded.joints, header)
     return people
 
@@ -280,35 +281,44 @@ def _boxes_of(boxes, source: ImageInput) -> tuple[dict | None, list[tuple[str, s
     return by_position, skipped
 
 
-def _drawn_people(tmp: Path, source: ImageInput, joints, draw: bool, batches, predict, bar) -> list[Person]:
+def _drawn_people(
+    tmp: Path, source: ImageInput, joints, draw: bool, batches, predict, bar, selection: PersonSelection | None
+) -> tuple[list[Person], int]:
     """`_predict_people`, with the drawings (`--draw`) written under `tmp` meanwhile."""
     drawings = Drawings(tmp, joints, source.path.name if source.is_video else None, source.fps) if draw else None
     try:
-        return _predict_people(batches, predict, drawings, bar)
+        return _predict_people(batches, predict, drawings, bar, selection)
     finally:
         if drawings is not None:
             drawings.close()
 
 
-def _predict_people(batches, predict, drawings: Drawings | None, bar) -> list[Person]:
-    """The people of all batches, in input order (`predict`: a batch -> preds, scores, loss);
-    each frame drawn once its people are all predicted."""
+def _predict_people(
+    batches, predict, drawings: Drawings | None, bar, selection: PersonSelection | None
+) -> tuple[list[Person], int]:
+    """(the people of all batches kept by `selection` (all without one), in input order; how
+    many were predicted). `predict`: a batch -> preds, scores, loss. Each frame is selected and
+    drawn once its people are all predicted."""
     people: list[Person] = []
+    total = 0
     waiting: dict[int, list[Person]] = {}  # a frame's people until the frame is finished
     for batch in batches:
         if batch.people:
             preds, scores, _ = predict(batch)
             for cut, points, confidence in zip(batch.people, preds, scores):
-                person = _person(cut, points, confidence)
-                people.append(person)
-                waiting.setdefault(cut.frame, []).append(person)
+                waiting.setdefault(cut.frame, []).append(_person(cut, points, confidence))
         for frame in batch.frames:
             found = waiting.pop(frame.position, [])
+            total += len(found)
+            found = selection.image(found) if selection is not None else found
+            people.extend(found)
             # every frame of a video; of images, those with people
             if drawings is not None and frame.image is not None and (found or drawings.video_name):
                 drawings.add(frame.name, frame.image, found)
             bar.update(1)
-    return people
+    if waiting:  # person_batches finishes every frame it cut people from
+        raise RuntimeError(f"frames {sorted(waiting)} were never finished")
+    return people, total
 
 
 def _person(cut: _Cut, points: np.ndarray, confidence: np.ndarray) -> Person:

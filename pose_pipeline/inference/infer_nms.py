@@ -43,28 +43,37 @@ def add_person_score_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def rescore_and_suppress(people: list, joints: JointSet, keypoint_threshold: float, oks_threshold: float):
-    """(the people kept, in input order, each with its new `score`; what the header records).
-    `people`: infer_outputs.Person."""
-    if not people:
-        return people, {}
-    scores = rescore([p.box_score for p in people], np.stack([p.scores for p in people]), keypoint_threshold)
-    for person, score in zip(people, scores):
-        person.score = float(score)
-    record = {"rescoring": f"box score x mean joint score above {keypoint_threshold}"}
-    if joints != COCO:
-        log.warning("no OKS-NMS: OKS sigmas are known for COCO's 17 joints only, not %s", joints.name)
-        return people, {**record, "oks_nms": f"none (no OKS sigmas for the joint set {joints.name})"}
-    by_image: dict[int, list[int]] = {}
-    for number, person in enumerate(people):
-        by_image.setdefault(person.position, []).append(number)
-    kept = []
-    for numbers in by_image.values():
-        keypoints = np.stack([people[n].keypoints for n in numbers])
-        areas = [people[n].bbox[2] * people[n].bbox[3] for n in numbers]
-        kept.extend(numbers[k] for k in oks_nms(keypoints, scores[numbers], areas, oks_threshold, COCO_OKS_SIGMAS))
-    removed = len(people) - len(kept)
-    if removed:
-        log.info("OKS-NMS (threshold %g) removed %d of %d people", oks_threshold, removed, len(people))
-    record = {**record, "oks_nms": {"threshold": oks_threshold, "removed": removed}}
-    return [people[n] for n in sorted(kept)], record
+class PersonSelection:
+    """The people of each image rescored and, for COCO's 17 joints, OKS-NMSed, image by image as
+    infer finishes them (so the drawings show only the people kept); `record()` says what was
+    done over the run, for keypoints.json's header."""
+
+    def __init__(self, joints: JointSet, keypoint_threshold: float, oks_threshold: float):
+        self.joints, self.keypoint_threshold, self.oks_threshold = joints, keypoint_threshold, oks_threshold
+        self.removed = 0
+
+    def image(self, people: list) -> list:
+        """One image's people (infer_outputs.Person), each with its new `score`: those kept, in
+        their order."""
+        if not people:
+            return people
+        scores = rescore([p.box_score for p in people], np.stack([p.scores for p in people]), self.keypoint_threshold)
+        for person, score in zip(people, scores):
+            person.score = float(score)
+        if self.joints != COCO:
+            return people
+        keypoints = np.stack([p.keypoints for p in people])
+        areas = [p.bbox[2] * p.bbox[3] for p in people]
+        kept = sorted(oks_nms(keypoints, scores, areas, self.oks_threshold, COCO_OKS_SIGMAS))
+        self.removed += len(people) - len(kept)
+        return [people[k] for k in kept]
+
+    def record(self, total: int) -> dict:
+        """What keypoints.json's header records (`total`: the people before suppression)."""
+        record = {"rescoring": f"box score x mean joint score above {self.keypoint_threshold}"}
+        if self.joints != COCO:
+            log.warning("no OKS-NMS: OKS sigmas are known for COCO's 17 joints only, not %s", self.joints.name)
+            return {**record, "oks_nms": f"none (no OKS sigmas for the joint set {self.joints.name})"}
+        if self.removed:
+            log.info("OKS-NMS (threshold %g) removed %d of %d people", self.oks_threshold, self.removed, total)
+        return {**record, "oks_nms": {"threshold": self.oks_threshold, "removed": self.removed}}
