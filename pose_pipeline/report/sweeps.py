@@ -8,7 +8,7 @@ The table (results/sweeps/{sweep}.csv) has one row per point, in the grid's orde
   metric         the score's name: the first row of the score table (PCKh@0.5 Mean, PCK@0.2
                  Mean, COCO's AP)
   score          that number, from the experiment's score file (results/pckh/{experiment}.json):
-                 the model the experiment keeps (its best validated epoch) scored on the whole
+                 the experiment's model.pt (its last epoch's weights) scored on the whole
                  validation split with the dataset's metric and flip test, as its score CSV and
                  summary.csv report it. Not the log's best val_score: that is the quick
                  validation during training (no flip test, PCK@0.2 for COCO), and the best of
