@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -49,6 +48,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import cpu_model  # noqa: E402
 
 from pose_pipeline.core import geometry  # noqa: E402
 from pose_pipeline.core.joints import MPII  # noqa: E402
@@ -137,16 +138,6 @@ def convert_sources(
             image_codec=image_codec,
         )
     )
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_seconds() -> float:
@@ -405,7 +396,7 @@ def run(args, work: Path) -> None:
     cores = len(os.sched_getaffinity(0))
     print(
         f"# convert_speed: {n} JPEGs {WIDTH}x{HEIGHT} (mean {jpeg_bytes / 1e3:.0f} kB), canvas {canvas}, "
-        f"shard {args.shard_size}, {cores} cores ({cpu_name()}), "
+        f"shard {args.shard_size}, {cores} cores ({cpu_model()}), "
         f"cv2 {cv2.__version__} threads {cv2.getNumThreads()}, median of {args.repeats}, "
         f"load average before {os.getloadavg()[0]:.2f}\n"
     )

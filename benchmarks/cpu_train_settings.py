@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 
 OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,11 +178,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def machine() -> dict:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown"
-    )
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),

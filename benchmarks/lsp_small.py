@@ -24,7 +24,6 @@ import argparse
 import csv
 import hashlib
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,22 +36,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402
+
 from pose_pipeline.core import geometry  # noqa: E402
 from pose_pipeline.data.store import open_store  # noqa: E402
 from pose_pipeline.evaluate import metrics  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "lsp_sample"
 VAL_LAST = 60  # images 241-300 validate
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def sweep_config(sweep: str, archs: list[str], seeds: list[int], changes: dict) -> dict:

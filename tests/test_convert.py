@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from helpers import expected_crop
+from helpers import SHARED, expected_crop
 
 from pose_pipeline import cli
 from pose_pipeline.core.joints import PCKH_HEAD_FACTOR, head_size_from_boxes
@@ -27,6 +27,13 @@ def mpii_sample(shared_data):
     return shared_data / "mpii_sample"
 
 
+def mpii_options(annotations, out, **options) -> ConvertOptions:
+    """A conversion of the MPII sample's images: one worker, no progress bar, unless
+    `options` say otherwise."""
+    images = SHARED / "data" / "mpii_sample" / "images"
+    return ConvertOptions("mpii", annotations, images, out, **{"workers": 1, "progress": False, **options})
+
+
 def _partial_leftovers(folder):
     return [p.name for p in folder.iterdir() if "partial" in p.name]
 
@@ -34,17 +41,7 @@ def _partial_leftovers(folder):
 def test_converts_real_mpii_people_with_the_affine_back(mpii_sample, tmp_path):
     out = tmp_path / "val.zarr"
     summary = convert(
-        ConvertOptions(
-            "mpii",
-            mpii_sample / "valid.h5",
-            mpii_sample / "images",
-            out,
-            split="val",
-            canvas_size=128,
-            on_bad_sample="skip",
-            workers=2,
-            progress=False,
-        )
+        mpii_options(mpii_sample / "valid.h5", out, split="val", canvas_size=128, on_bad_sample="skip", workers=2)
     )
     # the sample ships the images of the first five validation people only
     assert summary == {"samples": 5, "skipped": 2953, "store": str(out)}
@@ -73,18 +70,7 @@ def test_converts_real_mpii_people_with_the_affine_back(mpii_sample, tmp_path):
 
 def test_missing_image_is_an_error_naming_it_and_leaves_nothing(mpii_sample, tmp_path):
     with pytest.raises(UserError) as err:
-        convert(
-            ConvertOptions(
-                "mpii",
-                mpii_sample / "valid.h5",
-                mpii_sample / "images",
-                tmp_path / "val.zarr",
-                split="val",
-                canvas_size=64,
-                workers=1,
-                progress=False,
-            )
-        )
+        convert(mpii_options(mpii_sample / "valid.h5", tmp_path / "val.zarr", split="val", canvas_size=64))
     assert "valid.h5" in str(err.value) and "missing image" in str(err.value)
     assert "--on-bad-sample skip" in str(err.value)
     assert not (tmp_path / "val.zarr").exists()
@@ -215,18 +201,7 @@ def _h5_names(mpii_sample):
 def test_release_mat_of_good_people_converts(mpii_sample, tmp_path):
     names = _h5_names(mpii_sample)
     path = _release_from_h5(mpii_sample, tmp_path, names)
-    summary = convert(
-        ConvertOptions(
-            "mpii",
-            path,
-            mpii_sample / "images",
-            tmp_path / "r.zarr",
-            split="train",
-            canvas_size=32,
-            workers=1,
-            progress=False,
-        )
-    )
+    summary = convert(mpii_options(path, tmp_path / "r.zarr", split="train", canvas_size=32))
     assert summary["samples"] == 5 and summary["skipped"] == 0
     with h5py.File(mpii_sample / "valid.h5") as h5:
         np.testing.assert_allclose(open_store(tmp_path / "r.zarr").head_size, h5["normalize"][:5], rtol=1e-6)
@@ -264,19 +239,7 @@ def test_bad_release_record_is_an_error_or_listed_when_skipping(mpii_sample, tmp
     message = str(err.value)
     assert "release.mat" in message and "record [2, 0]" in message and reason in message
     assert not out.exists() and _partial_leftovers(tmp_path) == []
-    summary = convert(
-        ConvertOptions(
-            "mpii",
-            path,
-            mpii_sample / "images",
-            out,
-            split="train",
-            canvas_size=32,
-            on_bad_sample="skip",
-            workers=1,
-            progress=False,
-        )
-    )
+    summary = convert(mpii_options(path, out, split="train", canvas_size=32, on_bad_sample="skip"))
     assert summary["samples"] == 4 and summary["skipped"] == 1
     rows = list(csv.DictReader(open(tmp_path / "r.bad_samples.csv")))
     assert len(rows) == 1 and rows[0]["index"] == "2" and reason in rows[0]["reason"]
@@ -301,18 +264,7 @@ def _nan_part(data):
 def test_nan_coordinates_are_an_error_or_listed_when_skipping(mpii_sample, tmp_path, capsys):
     path = _five_people_h5(mpii_sample, tmp_path / "nan.h5", _nan_part)
     with pytest.raises(UserError) as err:
-        convert(
-            ConvertOptions(
-                "mpii",
-                path,
-                mpii_sample / "images",
-                tmp_path / "n.zarr",
-                split="val",
-                canvas_size=32,
-                workers=1,
-                progress=False,
-            )
-        )
+        convert(mpii_options(path, tmp_path / "n.zarr", split="val", canvas_size=32))
     message = str(err.value)
     assert "nan.h5" in message and "non-finite joint coordinates" in message
     assert "record [29, 0]" in message  # valid.h5 index/person (0-based) of the fourth person
@@ -440,19 +392,7 @@ def test_unreadable_annotation_file_names_it_in_both_modes(mpii_sample, tmp_path
     path = tmp_path / name
     make(path)
     with pytest.raises(UserError) as err:
-        convert(
-            ConvertOptions(
-                "mpii",
-                path,
-                mpii_sample / "images",
-                tmp_path / "x.zarr",
-                split="all",
-                canvas_size=32,
-                on_bad_sample=on_bad_sample,
-                workers=1,
-                progress=False,
-            )
-        )
+        convert(mpii_options(path, tmp_path / "x.zarr", split="all", canvas_size=32, on_bad_sample=on_bad_sample))
     assert str(path) in str(err.value) and message in str(err.value)
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "x.bad_samples.csv").exists()
 
@@ -483,18 +423,7 @@ def test_h5_missing_datasets_names_them(mpii_sample, tmp_path, capsys):
 
 def test_detections_mat_is_a_split_file_without_image_names(mpii_sample, tmp_path):
     with pytest.raises(UserError) as err:
-        convert(
-            ConvertOptions(
-                "mpii",
-                mpii_sample / "detections.mat",
-                mpii_sample / "images",
-                tmp_path / "d.zarr",
-                split="all",
-                canvas_size=32,
-                workers=1,
-                progress=False,
-            )
-        )
+        convert(mpii_options(mpii_sample / "detections.mat", tmp_path / "d.zarr", split="all", canvas_size=32))
     assert "detections.mat" in str(err.value) and "no image name" in str(err.value)
 
 

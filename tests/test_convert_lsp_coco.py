@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import scipy.io
-from helpers import expected_crop
+from helpers import SHARED, expected_crop
 
 from pose_pipeline import cli
 from pose_pipeline.data.convert import convert
@@ -23,6 +23,13 @@ CANVAS = 64
 @pytest.fixture
 def lsp_sample(shared_data):
     return shared_data / "lsp_sample"
+
+
+def lsp_options(annotations, out, **options) -> ConvertOptions:
+    """A conversion of the LSP sample's images: one worker, no progress bar, unless
+    `options` say otherwise."""
+    images = SHARED / "data" / "lsp_sample" / "images"
+    return ConvertOptions("lsp", annotations, images, out, **{"workers": 1, "progress": False, **options})
 
 
 @pytest.fixture
@@ -66,18 +73,7 @@ def is_placeholder(points):
 
 def test_lsp_sample_converts_with_the_affine_back(lsp_sample, tmp_path):
     out = tmp_path / "lsp.zarr"
-    summary = convert(
-        ConvertOptions(
-            "lsp",
-            lsp_sample / "joints.mat",
-            lsp_sample / "images",
-            out,
-            split="all",
-            canvas_size=CANVAS,
-            workers=1,
-            progress=False,
-        )
-    )
+    summary = convert(lsp_options(lsp_sample / "joints.mat", out, split="all", canvas_size=CANVAS))
     assert summary == {"samples": 300, "skipped": 0, "store": str(out)}
     store = open_store(out)
     joints = scipy.io.loadmat(lsp_sample / "joints.mat")["joints"]  # (14, 3, 300)
@@ -132,18 +128,7 @@ def test_lsp_original_layout_converts(lsp_sample, tmp_path):
     joints = _with_guessed_positions(scipy.io.loadmat(lsp_sample / "joints.mat")["joints"])
     _write_original_layout(tmp_path / "joints.mat", joints)
     store = open_store(
-        convert(
-            ConvertOptions(
-                "lsp",
-                tmp_path / "joints.mat",
-                lsp_sample / "images",
-                tmp_path / "o.zarr",
-                split="all",
-                canvas_size=CANVAS,
-                workers=1,
-                progress=False,
-            )
-        )["store"]
+        convert(lsp_options(tmp_path / "joints.mat", tmp_path / "o.zarr", split="all", canvas_size=CANVAS))["store"]
     )
     np.testing.assert_allclose(store.keypoints, joints[:, :2].transpose(2, 0, 1), atol=1e-4)
     assert store.visible.all() and store.occluded.sum() == (joints[:, 2] == 0).sum() > 500
@@ -258,48 +243,16 @@ def test_lsp_nan_and_empty_people_are_problems(lsp_sample, tmp_path):
     assert "NaN or infinite" in samples.problems[1] and "r_ankle" in samples.problems[1]
     assert samples.problems[2] == "no labelled joints"
     with pytest.raises(UserError, match="NaN or infinite"):
-        convert(
-            ConvertOptions(
-                "lsp",
-                tmp_path / "joints.mat",
-                lsp_sample / "images",
-                tmp_path / "x.zarr",
-                split="all",
-                canvas_size=CANVAS,
-                workers=1,
-                progress=False,
-            )
-        )
+        convert(lsp_options(tmp_path / "joints.mat", tmp_path / "x.zarr", split="all", canvas_size=CANVAS))
     summary = convert(
-        ConvertOptions(
-            "lsp",
-            tmp_path / "joints.mat",
-            lsp_sample / "images",
-            tmp_path / "x.zarr",
-            split="all",
-            canvas_size=CANVAS,
-            workers=1,
-            progress=False,
-            on_bad_sample="skip",
-        )
+        lsp_options(tmp_path / "joints.mat", tmp_path / "x.zarr", split="all", canvas_size=CANVAS, on_bad_sample="skip")
     )
     assert summary["samples"] == 2 and summary["skipped"] == 2
 
 
 def test_min_keypoints_is_coco_only(lsp_sample, tmp_path):
     with pytest.raises(UserError, match="COCO option"):
-        convert(
-            ConvertOptions(
-                "lsp",
-                lsp_sample / "joints.mat",
-                lsp_sample / "images",
-                tmp_path / "x.zarr",
-                split="all",
-                min_keypoints=3,
-                workers=1,
-                progress=False,
-            )
-        )
+        convert(lsp_options(lsp_sample / "joints.mat", tmp_path / "x.zarr", split="all", min_keypoints=3))
 
 
 # ------------------------------------------------------------------------------ COCO
