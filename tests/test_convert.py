@@ -91,31 +91,11 @@ def test_truncated_jpeg_and_bad_scale_are_reported(mpii_sample, tmp_path):
         shutil.copy(mpii_sample / "images" / name, images / name)
     data = (images / names[0]).read_bytes()
     (images / names[0]).write_bytes(data[: len(data) // 2])
+    options = {"split": "val", "canvas_size": 64, "workers": 1, "progress": False}
     with pytest.raises(UserError, match="zero or negative scale"):
-        convert(
-            ConvertOptions(
-                "mpii",
-                tmp_path / "five.h5",
-                images,
-                tmp_path / "s.zarr",
-                split="val",
-                canvas_size=64,
-                workers=1,
-                progress=False,
-            )
-        )
+        convert(ConvertOptions("mpii", tmp_path / "five.h5", images, tmp_path / "s.zarr", **options))
     summary = convert(
-        ConvertOptions(
-            "mpii",
-            tmp_path / "five.h5",
-            images,
-            tmp_path / "s.zarr",
-            split="val",
-            canvas_size=64,
-            on_bad_sample="skip",
-            workers=1,
-            progress=False,
-        )
+        ConvertOptions("mpii", tmp_path / "five.h5", images, tmp_path / "s.zarr", on_bad_sample="skip", **options)
     )
     assert summary["samples"] == 3
     reasons = {row["index"]: row["reason"] for row in csv.DictReader(open(tmp_path / "s.bad_samples.csv"))}
