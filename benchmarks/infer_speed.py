@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from convert_speed import cpu_name  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 from pose_pipeline.config.schema import experiment_settings, load_config  # noqa: E402
 from pose_pipeline.core import geometry  # noqa: E402
@@ -157,7 +157,7 @@ def main() -> None:
             loads.append(os.getloadavg()[0])
     n = args.images
     print(
-        f"CPU: {cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}; {n} images, "
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads {args.threads}; {n} images, "
         f"median of {args.repeats}; load average {min(loads):.1f}-{max(loads):.1f}"
     )
     print("| run | wall s | images/s | images per CPU-second | ms per image (wall) |")

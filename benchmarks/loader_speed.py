@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from convert_speed import SAMPLE, convert_sources, cpu_name, make_sources  # noqa: E402
+from convert_speed import SAMPLE, convert_sources, make_sources  # noqa: E402
+from machine import cpu_model  # noqa: E402
 from zarr.codecs import ZstdCodec  # noqa: E402
 
 from pose_pipeline import __version__  # noqa: E402
@@ -273,7 +274,7 @@ def machine() -> dict:
     import zarr
 
     return {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),

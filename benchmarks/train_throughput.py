@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from convert_speed import SAMPLE, convert_sources, cpu_name, make_sources  # noqa: E402
+from convert_speed import SAMPLE, convert_sources, make_sources  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 from pose_pipeline.config.training import TrainingConfig  # noqa: E402
 from pose_pipeline.core.codec import HeatmapCodec  # noqa: E402
@@ -222,7 +223,7 @@ def real_mode(args, store_path) -> dict:
         "device": str(device),
         "peak_bf16_tflops": peak,
         "input_size": input_size,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "rows": rows,
     }
 
@@ -282,7 +283,7 @@ def main(argv=None) -> dict:
             shutil.rmtree(work, ignore_errors=True)
     report.update(
         command=" ".join(["python", "benchmarks/train_throughput.py"] + (argv or sys.argv[1:])),
-        cpu=cpu_name(),
+        cpu=cpu_model(),
         cores=os.cpu_count(),
         image_codec=args.image_codec,
         torch=torch.__version__,
