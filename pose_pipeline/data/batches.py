@@ -64,8 +64,9 @@ class ShardBatches:
     zarr read amortises the per-read cost), a shard it needs little of sample by sample.
     """
 
-    # Read a shard whole when a rank needs more than this fraction of it: one zarr read
-    # of a single sample costs about 3x a sample's share of a whole-shard read.
+    # Read a shard whole when a rank needs more than this fraction of it: one zarr read of a
+    # single sample costs several times a sample's share of a whole-shard read
+    # (BENCHMARKS.md, "Several processes (DDP)").
     WHOLE_SHARD_FRACTION = 0.3
 
     def __init__(
@@ -300,8 +301,8 @@ def finish_batch(batch: HostBatch, codec: HeatmapCodec, device: torch.device, wa
         crops = np.empty((n, input_size, input_size, 3), np.uint8)
         for i in range(n):
             geometry.warp_image(images[i], to_input[i], input_size, out=crops[i])
-        # to planar float in one pass: the per-channel gain and mean below run ~2x faster
-        # on (N,3,H,W)-contiguous data than on a channels-last view
+        # to planar float in one pass: the per-channel gain and mean below run faster on
+        # (N,3,H,W)-contiguous data than on a channels-last view
         x = torch.empty((n, 3, input_size, input_size))
         x.copy_(torch.from_numpy(crops).permute(0, 3, 1, 2)).div_(255.0)
     elif warp == "torch":

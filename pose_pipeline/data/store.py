@@ -54,15 +54,15 @@ from pose_pipeline.util.atomic import check_replaceable, exclusive_lock
 
 SCHEMA_VERSION = 1
 
-# zarrs (Rust, the `zarrs` package) decodes a shard's inner chunks at about 1.6x less CPU per
-# sample than zarr-python's own codec pipeline (BENCHMARKS.md, training loader); training
+# zarrs (Rust, the `zarrs` package) decodes a shard's inner chunks at less CPU per sample than
+# zarr-python's own codec pipeline (BENCHMARKS.md, "Training loader"); training
 # reads crops through it when it is installed, unless POSE_PIPELINE_ZARRS=0. Same bytes, same
 # arrays: it only replaces how zarr decodes them.
 FAST_CODEC_PIPELINE = "zarrs.ZarrsCodecPipeline"
 
 # Zstd level of the metadata arrays, and of the crops with `--image-codec zstd`. Level 1, not 3:
-# on 384² natural-image crops it compresses 2.4x faster (0.78 against 1.91 ms per crop) for 6 %
-# more bytes and the same read speed (BENCHMARKS.md, "Conversion", session 8).
+# on natural-image crops it compresses much faster for a few percent more bytes and reads as
+# fast (BENCHMARKS.md, "The image codec").
 IMAGE_ZSTD_LEVEL = 1
 
 # The crops' compressor by name (`convert --image-codec`), the first the default (the config
