@@ -263,7 +263,7 @@ def train_steps(loaders: dict, batch_size: int, features: int, stacks: int, warm
 def _endless(loader):
     epoch = 0
     while True:
-        yield from loader.epoch(epoch, read_ahead=False)
+        yield from loader.epoch(epoch)
         epoch += 1
 
 
