@@ -70,3 +70,46 @@ def test_pyranet_vs_hourglass_summarises_the_logs_it_finds(tmp_path):
     )
     assert "| 2 | 20.0 | 24.0 | 22.0 | 4.0 | 40.0 |  | 40.0 | 0.0 |" in out, out
     assert "pyranet-B / hourglass = 181.8 %" in out, out
+
+
+def test_loader_speed_runs_at_a_tiny_size(tmp_path):
+    out = run_benchmark(
+        "loader_speed.py",
+        *("--images", "8", "--repeats", "1", "--canvas", "64", "--shard-size", "4", "--batch-size", "2"),
+        *("--features", "8", "--stacks", "1", "--train-steps", "1", "--warmup-steps", "0"),
+        cwd=tmp_path,
+    )
+    assert "baseline" in out and "project" in out, out
+
+
+def test_lsp_small_reads_curves_and_scores_its_baselines(shared_data, tmp_path, capsys):
+    """The parts of benchmarks/lsp_small.py around the workflow run: the sweep config it adds,
+    a log's validated epochs, the per-epoch table, and the two baselines on a real split."""
+    import sys
+
+    from helpers import SHARED
+
+    from pose_pipeline.data.convert import convert
+    from pose_pipeline.data.convert_options import ConvertOptions
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import lsp_small
+
+    config = lsp_small.sweep_config("s", ["hourglass"], [0, 1], {"training.lr": 0.01})
+    assert config["sweeps"]["s"] == {
+        "base": "lsp_small",
+        "grid": {"training.lr": [0.01], "model.arch": ["hourglass"], "training.seed": [0, 1]},
+    }
+    assert config["datasets"]["lsp"]["val_last"] == lsp_small.VAL_LAST
+    header = "epoch,step,train_loss,val_loss,val_score,val_metric,lr,images_per_s,elapsed_s\n"
+    (tmp_path / "log.csv").write_text(header + "1,1,0.1,,,,0.001,1,5\n2,2,0.1,0.01,12.5,PCK@0.2,0.001,1,9\n")
+    assert lsp_small.read_curve(tmp_path / "log.csv") == [(2, 12.5, 9.0)]
+    lsp_small.print_curves({"hourglass": {0: [(2, 12.5, 9.0)], 1: [(2, 10.5, 9.0)]}})
+    assert "| 2 | 12.5 | 10.5 | 11.5 | 2.0 |" in capsys.readouterr().out
+    sample = SHARED / "data" / "lsp_sample"
+    stores = [tmp_path / f"{split}.zarr" for split in ("train", "val")]
+    for split, store in zip(("train", "val"), stores):
+        options = {"split": split, "val_last": 60, "canvas_size": 64, "workers": 1, "progress": False}
+        convert(ConvertOptions("lsp", sample / "joints.mat", sample / "images", store, **options))
+    scores = lsp_small.baselines(*stores)
+    assert 0 <= scores["chance (uniform)"] < scores["mean pose"] < 20
