@@ -180,11 +180,11 @@ def test_a_point_whose_settings_do_not_fit_together_is_one_line_naming_sweep_and
     grid = {"training.input_size": [128, 256], "dataset": ["demo", "nope"]}
     assert refusal(with_sweeps(raw_config, res={"base": "demo", "grid": grid})) == [
         'sweeps.res: point res.input_size-128.dataset-nope (training.input_size=128, dataset="nope"): '
-        "dataset: unknown dataset 'nope'; defined: demo, mpii",
+        "dataset: unknown dataset 'nope'; defined: demo, mpii, lsp",
         'sweeps.res: point res.input_size-256.dataset-demo (training.input_size=256, dataset="demo"): '
         "training: the models output heatmaps at 1/4 of the input; input_size 256 needs heatmap_size 64",
         'sweeps.res: point res.input_size-256.dataset-nope (training.input_size=256, dataset="nope"): '
-        "dataset: unknown dataset 'nope'; defined: demo, mpii",
+        "dataset: unknown dataset 'nope'; defined: demo, mpii, lsp",
         'sweeps.res: point res.input_size-256.dataset-nope (training.input_size=256, dataset="nope"): '
         "training: the models output heatmaps at 1/4 of the input; input_size 256 needs heatmap_size 64",
     ]
@@ -235,7 +235,7 @@ def test_base_sweep_name_nesting_and_size_are_refused(raw_config):
     ]
     del config["sweeps"]["a b"], config["sweeps"]["dup"], config["sweeps"]["empty"]
     assert refusal(config) == [
-        "sweeps.x.base: unknown experiment 'dmo' (did you mean 'demo'?); defined: demo, hg2, hg8",
+        "sweeps.x.base: unknown experiment 'dmo' (did you mean 'demo'?); defined: demo, hg2, hg8, lsp_small",
         "sweeps.x.grid: training.seed is inside training, which the grid sets too; sweep one of them",
         "sweeps.big.grid: 1331 points (the product of the numbers of values); at most 1000 per sweep",
     ]
