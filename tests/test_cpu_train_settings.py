@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
 import yaml
 from helpers import REPO_ROOT
 
@@ -31,6 +32,7 @@ def tiny_config(tmp_path):
     return str(path)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores (CI --durations)
 def test_variants_are_timed_side_by_side(random_store, tmp_path):
     import cpu_train_settings
 
@@ -87,6 +89,7 @@ def test_variant_settings_change_the_run_and_refuse_unknown_keys():
         cpu_train_settings.variant_settings(base, {"epochz": 3})
 
 
+@pytest.mark.slow  # over 5 s on 2 cores (CI --durations)
 def test_openmp_wait_settings_run_in_children_and_pool_per_setting(random_store, tmp_path):
     import cpu_train_settings
 

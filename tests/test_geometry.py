@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pose_pipeline.core import geometry
@@ -64,6 +65,7 @@ def test_canvas_to_input_shows_the_person_box():
     )
 
 
+@pytest.mark.slow  # over 5 s on 2 cores (CI --durations)
 def test_roundtrip_on_real_mpii_validation_poses(shared_data):
     """Acceptance: every annotated joint of the 2,958 MPII validation people encoded into a
     64 x 64 target and decoded back errs on average by < 0.01 head units (`normalize`)."""

@@ -205,6 +205,7 @@ def _require_compiler():
     ],
     ids=["hourglass", "pyranet"],
 )
+@pytest.mark.slow  # over 5 s on 2 cores (CI --durations)
 def test_compile_fullgraph(config):
     _require_compiler()
     torch._dynamo.reset()
@@ -219,6 +220,7 @@ def test_compile_fullgraph(config):
     torch._dynamo.reset()
 
 
+@pytest.mark.slow  # over 5 s on 2 cores (CI --durations)
 @pytest.mark.parametrize("prm", ["A", "C", "D"])
 def test_pyranet_variants_have_no_graph_breaks(prm):
     """Tracing only (eager backend): no graph breaks in any variant, train and eval."""

@@ -301,6 +301,7 @@ REPLACER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores (CI --durations)
 def test_killing_a_replacement_at_random_instants_always_leaves_a_complete_store(tmp_path):
     """SIGKILL a process that replaces a store over and over, at 50 random instants: the path
     always holds a complete store, one of the two it alternates between."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pose_pipeline import cli
 from pose_pipeline.evaluate import metrics
@@ -10,6 +11,7 @@ from pose_pipeline.evaluate.ground_truth import read_ground_truth
 from pose_pipeline.inference.prediction_files import read_predictions
 
 
+@pytest.mark.slow  # over 5 s on 2 cores (CI --durations)
 def test_oracle_predictions_score_as_the_issue_requires(shared_data, tmp_path, capsys):
     sample = shared_data / "mpii_sample"
     oracle = tmp_path / "oracle.mat"

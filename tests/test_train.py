@@ -135,6 +135,7 @@ class SlowFirstCall(torch.nn.Module):
         return self.net(x)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores (CI --durations)
 def test_compiling_is_announced_and_left_out_of_images_per_s(random_store, tmp_path, monkeypatch, caplog):
     """training.compile: one line before the compiling; the session's first step, which
     compiles, is not in the first epoch's images/s (an epoch of that step alone has none)."""
