@@ -36,6 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from demo_baseline import mean_pose_predictions  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 from pose_pipeline.core import geometry  # noqa: E402
@@ -75,21 +76,22 @@ def read_curve(log_path: Path) -> list[tuple[int, float, float]]:
 
 
 def baselines(train_store: Path, val_store: Path, seed: int = 0) -> dict[str, float]:
-    """PCK@0.2 of the mean training pose, and of joints uniform over each validation crop."""
+    """PCK@0.2 of the mean training pose (`demo_baseline.mean_pose_predictions`), and of joints
+    uniform over each validation crop."""
     train, val = open_store(train_store), open_store(val_store)
-    canvas, labelled = train.keypoints_in_canvas(), train.visible.astype(bool)
-    mean = np.stack([canvas[labelled[:, j], j].mean(axis=0) for j in range(canvas.shape[1])])
-    mean = mean / train.canvas_size * val.canvas_size
     # The network sees the middle canvas / context of the canvas: chance is uniform over that.
-    side = val.canvas_size / val.attrs["context"]
+    side = val.canvas_size / val.context
     low = (val.canvas_size - side) / 2
-    uniform = np.random.default_rng(seed).uniform(low, low + side, size=(len(val), *mean.shape))
-    scores = {}
-    for name, in_canvas in (("mean pose", np.broadcast_to(mean, uniform.shape)), ("chance (uniform)", uniform)):
-        preds = np.stack([geometry.apply(geometry.invert(a), p) for a, p in zip(val.affine, in_canvas)])
-        preds = geometry.array_to_annotated(preds, val.pixel_origin)
-        scores[name] = metrics.validation_score(preds, val.keypoints, val.visible, val.head_size, val.joint_set)[1]
-    return scores
+    uniform = np.random.default_rng(seed).uniform(low, low + side, size=(len(val), val.joint_set.num_joints, 2))
+    chance = np.stack([geometry.apply(geometry.invert(a), p) for a, p in zip(val.affine, uniform)])
+    predictions = {
+        "mean pose": mean_pose_predictions(train, val),
+        "chance (uniform)": geometry.array_to_annotated(chance, val.pixel_origin),
+    }
+    return {
+        name: metrics.validation_score(preds, val.keypoints, val.visible, val.head_size, val.joint_set)[1]
+        for name, preds in predictions.items()
+    }
 
 
 def print_curves(curves: dict[str, dict[int, list]]) -> None:

@@ -209,6 +209,7 @@ def test_lsp_val_last_splits_a_file_of_any_size(lsp_sample, tmp_path):
         ConvertOptions("lsp", lsp_sample / "joints.mat", lsp_sample / "images", out, val_last=60, **options)
     )
     assert summary["samples"] == 60
+    assert open_store(out).attrs["converter"]["lsp"]["val_last"] == 60  # the split's rule, recorded
     with pytest.raises(UserError, match="--val-last is an LSP option"):
         convert(
             ConvertOptions(

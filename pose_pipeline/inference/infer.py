@@ -225,8 +225,11 @@ def _infer_and_write(
         tqdm(total=len(source), desc="infer", unit="img", disable=not options.progress, mininterval=2) as bar,
     ):
         # detector boxes: the top-down COCO protocol's rescoring and OKS-NMS, image by image
-        selection = PersonSelection(loaded.joints, options.keypoint_score_threshold, options.oks_nms_threshold)
-        selection = selection if options.boxes is not None else None
+        selection = (
+            PersonSelection(loaded.joints, options.keypoint_score_threshold, options.oks_nms_threshold)
+            if options.boxes is not None
+            else None
+        )
         people, total = _drawn_people(tmp, source, loaded.joints, options.draw, batches, predict, bar, selection)
         if not people:
             raise UserError(

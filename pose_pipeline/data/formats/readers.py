@@ -157,6 +157,8 @@ def read_lsp(annotations: Path, split: str, val_split: Path | None, options: dic
             "scale_margin": lsp.SCALE_MARGIN,
             "images_in_file": len(joints),
             "invisible_joints": lsp.INVISIBLE_JOINTS[joints.layout],
+            # the split's rule, recorded only where given (earlier stores keep their attributes)
+            **({"val_last": options["val_last"]} if options.get("val_last") is not None else {}),
         },
         occluded=joints.occluded,
     )
